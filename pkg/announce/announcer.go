@@ -1,0 +1,395 @@
+// Package announce sends RARP announces: for a MAC on an interface, the
+// frames of a Schedule, paced per interface so that hundreds of VMs landing
+// at once never become a broadcast storm.
+//
+// The path of one announce: Announcer.Announce validates a Request and
+// starts a run (one goroutine) that sleeps from slot to slot of the
+// Schedule and queues each frame on the interface's link; the link's worker
+// (one goroutine per interface) takes first frames before repeats, waits
+// for a pacing token, and writes through the interface's Sender.
+package announce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// Key identifies a running announce: at most one runs per key, and a new
+// request for a key supersedes the old one instead of doubling the burst.
+type Key struct {
+	MAC       rarp.MAC
+	Interface string
+	VLAN      uint16
+}
+
+func (k Key) String() string {
+	if k.VLAN != 0 {
+		return fmt.Sprintf("%s@%s.%d", k.MAC, k.Interface, k.VLAN)
+	}
+	return fmt.Sprintf("%s@%s", k.MAC, k.Interface)
+}
+
+// Request asks for one announce.
+type Request struct {
+	MAC       rarp.MAC
+	Interface string
+	VLAN      rarp.VLAN // zero: untagged
+	Schedule  Schedule
+	// Since is when the need arose (the libvirt event); the delay from it
+	// to the first frame is observed in the lag histogram. Zero: the call.
+	Since time.Time
+	// Reason is a short word for logs: "landed", "manual", "port-changed".
+	Reason string
+}
+
+// Key returns the running-set key of r.
+func (r Request) Key() Key { return Key{MAC: r.MAC, Interface: r.Interface, VLAN: r.VLAN.ID} }
+
+// Sent reports one frame, sent or failed; Options.OnFrame receives it.
+type Sent struct {
+	Time      time.Time
+	Interface string
+	MAC       rarp.MAC
+	VLAN      rarp.VLAN
+	Slot      Slot // zero for a refresh frame
+	Refresh   bool
+	Reason    string
+	// Lag is the delay since Request.Since (or the call) for the first
+	// frame of an announce; zero for the others.
+	Lag time.Duration
+	Err error
+}
+
+// Pacing limits frames per interface: a token bucket of Burst tokens
+// refilled at PerSecond. Frames over the limit wait in order (first frames
+// of an announce ahead of repeats); none is dropped.
+type Pacing struct {
+	PerSecond float64 // <= 0: unlimited
+	Burst     int
+}
+
+// DefaultPacing allows 1,000 frames of burst and 4,000 frames per second per
+// interface: 1,000 VMs landing in one second get their first frame within
+// tens of milliseconds while the repeats spread out behind them, and a
+// segment never sees more than 4,000 broadcast frames a second from one
+// host (under 2 Mbit/s).
+func DefaultPacing() Pacing { return Pacing{PerSecond: 4000, Burst: 1000} }
+
+// Options configure an Announcer.
+type Options struct {
+	// Open opens the Sender of an interface. Default: OpenPacket.
+	Open   Opener
+	Pacing Pacing
+	// Metrics, if set, counts what the announcer does.
+	Metrics *Metrics
+	Logger  *zap.Logger
+	// OnFrame, if set, is called after every frame, from the interface's
+	// worker goroutine: it must not block.
+	OnFrame func(Sent)
+	// LinkIdle is how long an interface's socket stays open unused.
+	LinkIdle time.Duration
+}
+
+// Announcer runs announces. It is safe for concurrent use.
+type Announcer struct {
+	opts    Options
+	log     *zap.Logger
+	m       *Metrics
+	closing chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	running map[Key]*Handle
+	links   map[string]*link
+	runs    sync.WaitGroup
+	workers sync.WaitGroup
+}
+
+// New returns an Announcer; Close stops it.
+func New(opts Options) *Announcer {
+	if opts.Open == nil {
+		opts.Open = OpenPacket
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.LinkIdle <= 0 {
+		opts.LinkIdle = time.Minute
+	}
+	return &Announcer{
+		opts:    opts,
+		log:     opts.Logger,
+		m:       opts.Metrics,
+		closing: make(chan struct{}),
+		running: map[Key]*Handle{},
+		links:   map[string]*link{},
+	}
+}
+
+// Errors from Announce.
+var (
+	ErrClosed         = errors.New("announcer is closed")
+	ErrEmptyInterface = errors.New("interface name is empty")
+)
+
+// Handle follows one announce.
+type Handle struct {
+	key    Key
+	req    Request
+	frame  []byte
+	ctx    context.Context
+	cancel context.CancelFunc
+	items  sync.WaitGroup // frames queued and not yet sent or skipped
+	done   chan struct{}
+	start  time.Time
+
+	sent, failed atomic.Int64
+	first        atomic.Bool
+	errOnce      sync.Once
+	err          error
+	superseded   atomic.Bool
+}
+
+// Key is the announce's key.
+func (h *Handle) Key() Key { return h.key }
+
+// Done is closed when every frame of the schedule was sent or failed, or
+// the announce was cancelled or superseded. With Refresh it only closes on
+// cancel.
+func (h *Handle) Done() <-chan struct{} { return h.done }
+
+// Cancel stops the announce; frames already queued are skipped.
+func (h *Handle) Cancel() { h.cancel() }
+
+// Sent and Failed count frames.
+func (h *Handle) Sent() int   { return int(h.sent.Load()) }
+func (h *Handle) Failed() int { return int(h.failed.Load()) }
+
+// Err is the first send error, if any.
+func (h *Handle) Err() error {
+	select {
+	case <-h.done:
+	default:
+		return nil
+	}
+	return h.err
+}
+
+// Superseded reports whether a newer request for the same key replaced it.
+func (h *Handle) Superseded() bool { return h.superseded.Load() }
+
+// Validate checks a request as Announce does.
+func (r Request) Validate() error {
+	if r.Interface == "" {
+		return ErrEmptyInterface
+	}
+	if err := r.MAC.ValidateUnicast(); err != nil {
+		return err
+	}
+	if r.VLAN.Tagged() {
+		if err := r.VLAN.Validate(); err != nil {
+			return err
+		}
+	} else if r.VLAN.Priority != 0 || r.VLAN.DropEligible {
+		return errors.New("vlan: priority or DEI set without a VLAN ID")
+	}
+	return r.Schedule.Validate()
+}
+
+// Announce starts r, superseding a running announce with the same key.
+func (a *Announcer) Announce(r Request) (*Handle, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	f := rarp.Announce(r.MAC, r.VLAN)
+	frame, err := f.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if r.Since.IsZero() {
+		r.Since = now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Handle{key: r.Key(), req: r, frame: frame, ctx: ctx, cancel: cancel, done: make(chan struct{}), start: now}
+
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		cancel()
+		return nil, ErrClosed
+	}
+	if old := a.running[h.key]; old != nil {
+		old.superseded.Store(true)
+		old.cancel()
+		a.m.superseded()
+	}
+	a.running[h.key] = h
+	a.runs.Add(1)
+	a.mu.Unlock()
+
+	a.m.started()
+	a.log.Debug("announce started", zap.Stringer("key", h.key), zap.String("reason", r.Reason))
+	go a.run(h)
+	return h, nil
+}
+
+// Cancel stops the announce running for k, if any.
+func (a *Announcer) Cancel(k Key) bool {
+	a.mu.Lock()
+	h := a.running[k]
+	a.mu.Unlock()
+	if h == nil {
+		return false
+	}
+	h.cancel()
+	a.m.cancelled()
+	return true
+}
+
+// CancelMAC stops every announce of mac (on any interface and VLAN), for
+// example when its domain stops; it returns how many it stopped.
+func (a *Announcer) CancelMAC(mac rarp.MAC) int {
+	a.mu.Lock()
+	var hs []*Handle
+	for k, h := range a.running {
+		if k.MAC == mac {
+			hs = append(hs, h)
+		}
+	}
+	a.mu.Unlock()
+	for _, h := range hs {
+		h.cancel()
+		a.m.cancelled()
+	}
+	return len(hs)
+}
+
+// Running is how many announces are in progress.
+func (a *Announcer) Running() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.running)
+}
+
+// Close cancels every announce, waits for them and closes the sockets.
+func (a *Announcer) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	for _, h := range a.running {
+		h.cancel()
+	}
+	a.mu.Unlock()
+	a.runs.Wait()
+	close(a.closing)
+	a.workers.Wait()
+	return nil
+}
+
+// run walks h's schedule, queueing each frame on the interface's link when
+// its slot comes.
+func (a *Announcer) run(h *Handle) {
+	defer a.runs.Done()
+	defer func() {
+		h.items.Wait()
+		a.mu.Lock()
+		if a.running[h.key] == h {
+			delete(a.running, h.key)
+		}
+		a.mu.Unlock()
+		h.cancel()
+		close(h.done)
+		a.m.finished()
+	}()
+	var timer *time.Timer
+	for i, s := range h.req.Schedule.Slots() {
+		if d := time.Until(h.start.Add(s.At)); d > 0 {
+			if timer == nil {
+				timer = time.NewTimer(d)
+				defer timer.Stop()
+			} else {
+				timer.Reset(d)
+			}
+			select {
+			case <-h.ctx.Done():
+				return
+			case <-timer.C:
+			}
+		} else if h.ctx.Err() != nil {
+			return
+		}
+		a.enqueue(h, item{h: h, slot: s, first: i == 0})
+	}
+	if h.req.Schedule.Refresh <= 0 {
+		return
+	}
+	t := time.NewTicker(h.req.Schedule.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+			a.enqueue(h, item{h: h, refresh: true})
+		}
+	}
+}
+
+func (a *Announcer) enqueue(h *Handle, it item) {
+	h.items.Add(1)
+	it.queued = time.Now()
+	a.mu.Lock()
+	l := a.links[h.req.Interface]
+	if l == nil {
+		l = newLink(a, h.req.Interface)
+		a.links[h.req.Interface] = l
+		a.workers.Add(1)
+		go l.work()
+	}
+	l.push(it)
+	a.mu.Unlock()
+	a.m.queuedAdd(1)
+}
+
+// finish records the outcome of one frame.
+func (a *Announcer) finish(it item, at time.Time, err error) {
+	h := it.h
+	var lag time.Duration
+	if err != nil {
+		h.failed.Add(1)
+		h.errOnce.Do(func() { h.err = err })
+		a.m.failure(err)
+	} else {
+		h.sent.Add(1)
+		a.m.sent()
+		if h.first.CompareAndSwap(false, true) {
+			lag = at.Sub(h.req.Since)
+			a.m.lag(lag)
+		}
+	}
+	if a.opts.OnFrame != nil {
+		a.opts.OnFrame(Sent{
+			Time: at, Interface: h.req.Interface, MAC: h.req.MAC, VLAN: h.req.VLAN,
+			Slot: it.slot, Refresh: it.refresh, Reason: h.req.Reason, Lag: lag, Err: err,
+		})
+	}
+	h.items.Done()
+}
+
+// skip drops a queued frame of a cancelled announce.
+func (a *Announcer) skip(it item) {
+	a.m.skipped()
+	it.h.items.Done()
+}

@@ -1,0 +1,280 @@
+package announce
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// recorder is a fake Opener that records frames with their time; unit
+// tests of timing and ordering use it, the netns tests use real sockets.
+type recorder struct {
+	mu     sync.Mutex
+	frames []recorded
+	fail   error
+}
+
+type recorded struct {
+	at     time.Time
+	ifname string
+	frame  rarp.Frame
+}
+
+func (r *recorder) open(ifname string) (Sender, error) {
+	if r.fail != nil {
+		return nil, r.fail
+	}
+	return recSender{r, ifname}, nil
+}
+
+type recSender struct {
+	r      *recorder
+	ifname string
+}
+
+func (s recSender) Send(b []byte) error {
+	var f rarp.Frame
+	if err := f.UnmarshalBinary(b); err != nil {
+		return err
+	}
+	s.r.mu.Lock()
+	s.r.frames = append(s.r.frames, recorded{time.Now(), s.ifname, f})
+	s.r.mu.Unlock()
+	return nil
+}
+func (recSender) Close() error { return nil }
+
+func (r *recorder) all() []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]recorded(nil), r.frames...)
+}
+
+func mac(i byte) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0, 0, i} }
+
+func wait(t *testing.T, h *Handle, d time.Duration) {
+	t.Helper()
+	select {
+	case <-h.Done():
+	case <-time.After(d):
+		t.Fatalf("announce %s not done after %v", h.Key(), d)
+	}
+}
+
+func TestAnnounceFollowsSchedule(t *testing.T) {
+	rec := &recorder{}
+	a := New(Options{Open: rec.open, Pacing: DefaultPacing()})
+	defer a.Close()
+	start := time.Now()
+	h, err := a.Announce(Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 42}, Schedule: DefaultSchedule()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h, 3*time.Second)
+	got := rec.all()
+	if len(got) != 5 || h.Sent() != 5 || h.Failed() != 0 {
+		t.Fatalf("%d frames recorded, handle says %d sent %d failed", len(got), h.Sent(), h.Failed())
+	}
+	for i, off := range DefaultSchedule().Burst() {
+		at := got[i].at.Sub(start)
+		// Never early; late only by scheduling noise on a shared machine.
+		if at < off || at > off+200*ms {
+			t.Errorf("frame %d at %v, want %v", i, at, off)
+		}
+		if got[i].frame != rarp.Announce(mac(1), rarp.VLAN{ID: 42}) || got[i].ifname != "br0" {
+			t.Errorf("frame %d is %s on %s", i, got[i].frame.String(), got[i].ifname)
+		}
+	}
+}
+
+func TestSupersedeDoesNotDoubleTheBurst(t *testing.T) {
+	rec := &recorder{}
+	m := NewMetrics()
+	a := New(Options{Open: rec.open, Metrics: m})
+	defer a.Close()
+	s := Schedule{Initial: 100 * ms, Max: 100 * ms, Rounds: 5, Bursts: 1}
+	req := Request{MAC: mac(1), Interface: "br0", Schedule: s}
+	h1, err := a.Announce(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * ms) // h1 sent frames 1 and 2
+	h2, err := a.Announce(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h1, time.Second)
+	if !h1.Superseded() {
+		t.Fatal("first announce not marked superseded")
+	}
+	wait(t, h2, 2*time.Second)
+	n := len(rec.all())
+	// h1 sent 2 (maybe 3 under load), h2 sent 5: never the 10 of two bursts.
+	if h2.Sent() != 5 || n > 8 || n < 7 {
+		t.Fatalf("%d frames in all (h1 %d, h2 %d)", n, h1.Sent(), h2.Sent())
+	}
+	if a.Running() != 0 {
+		t.Fatalf("%d still running", a.Running())
+	}
+	if v := testutil.ToFloat64(m.supersededTotal); v != 1 {
+		t.Fatalf("superseded metric %v", v)
+	}
+	// A different VLAN is a different key: both run.
+	h3, _ := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
+	h4, _ := a.Announce(Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 5}, Schedule: s})
+	wait(t, h3, 2*time.Second)
+	wait(t, h4, 2*time.Second)
+	if h3.Superseded() || h3.Sent() != 5 || h4.Sent() != 5 {
+		t.Fatalf("distinct keys interfered: %d %d", h3.Sent(), h4.Sent())
+	}
+}
+
+func TestCancelMAC(t *testing.T) {
+	rec := &recorder{}
+	a := New(Options{Open: rec.open})
+	defer a.Close()
+	s := DefaultSchedule()
+	hs := []*Handle{}
+	for _, ifn := range []string{"br0", "br1"} {
+		h, err := a.Announce(Request{MAC: mac(1), Interface: ifn, Schedule: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	other, _ := a.Announce(Request{MAC: mac(2), Interface: "br0", Schedule: s})
+	time.Sleep(20 * ms)
+	if n := a.CancelMAC(mac(1)); n != 2 {
+		t.Fatalf("cancelled %d, want 2", n)
+	}
+	for _, h := range hs {
+		wait(t, h, 500*ms)
+		if h.Sent() != 1 {
+			t.Fatalf("cancelled announce sent %d frames", h.Sent())
+		}
+	}
+	wait(t, other, 2*time.Second)
+	if other.Sent() != 5 {
+		t.Fatalf("other MAC sent %d", other.Sent())
+	}
+}
+
+func TestPacingQueuesFirstFramesFirstAndDropsNothing(t *testing.T) {
+	rec := &recorder{}
+	m := NewMetrics()
+	// 200 frames/s, burst 1: 30 MACs x 2 rounds cannot all go at once.
+	a := New(Options{Open: rec.open, Metrics: m, Pacing: Pacing{PerSecond: 200, Burst: 1}})
+	defer a.Close()
+	s := Schedule{Initial: 10 * ms, Max: 10 * ms, Rounds: 2, Bursts: 1}
+	var hs []*Handle
+	for i := range 30 {
+		h, err := a.Announce(Request{MAC: mac(byte(i + 1)), Interface: "br0", Schedule: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		wait(t, h, 5*time.Second)
+	}
+	got := rec.all()
+	if len(got) != 60 {
+		t.Fatalf("%d frames, want 60: pacing must delay, never drop", len(got))
+	}
+	// Every MAC's first frame goes before any MAC's second frame except
+	// those already sent when the seconds came due.
+	seen := map[rarp.MAC]int{}
+	firstsDone := 0
+	for i, r := range got {
+		seen[r.frame.Source]++
+		if seen[r.frame.Source] == 1 {
+			firstsDone++
+		} else if firstsDone < 30 && i < 25 {
+			t.Fatalf("repeat of %s at position %d before %d first frames", r.frame.Source, i, 30-firstsDone)
+		}
+	}
+	if span := got[59].at.Sub(got[0].at); span < 250*ms {
+		t.Fatalf("60 frames at 200/s took %v: not paced", span)
+	}
+	if testutil.ToFloat64(m.pacingWaits) < 50 {
+		t.Fatalf("pacing waits %v, want about 59", testutil.ToFloat64(m.pacingWaits))
+	}
+}
+
+func TestSendFailuresAreReported(t *testing.T) {
+	rec := &recorder{fail: ErrNoInterface}
+	m := NewMetrics()
+	var mu sync.Mutex
+	var errs []error
+	a := New(Options{Open: rec.open, Metrics: m, OnFrame: func(s Sent) {
+		mu.Lock()
+		errs = append(errs, s.Err)
+		mu.Unlock()
+	}})
+	defer a.Close()
+	h, err := a.Announce(Request{MAC: mac(1), Interface: "gone0", Schedule: Schedule{Rounds: 2, Bursts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h, time.Second)
+	if h.Failed() != 2 || !errors.Is(h.Err(), ErrNoInterface) {
+		t.Fatalf("failed %d err %v", h.Failed(), h.Err())
+	}
+	if v := testutil.ToFloat64(m.failures.WithLabelValues("no_interface")); v != 2 {
+		t.Fatalf("failure metric %v", v)
+	}
+	if len(errs) != 2 || errs[0] == nil {
+		t.Fatalf("OnFrame saw %v", errs)
+	}
+}
+
+func TestRequestValidation(t *testing.T) {
+	a := New(Options{Open: (&recorder{}).open})
+	defer a.Close()
+	bad := []Request{
+		{MAC: rarp.Broadcast, Interface: "br0", Schedule: DefaultSchedule()},
+		{MAC: rarp.MAC{}, Interface: "br0", Schedule: DefaultSchedule()},
+		{MAC: rarp.MAC{1, 0, 0x5e, 0, 0, 1}, Interface: "br0", Schedule: DefaultSchedule()},
+		{MAC: mac(1), Interface: "", Schedule: DefaultSchedule()},
+		{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 4095}, Schedule: DefaultSchedule()},
+		{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{Priority: 3}, Schedule: DefaultSchedule()},
+		{MAC: mac(1), Interface: "br0", Schedule: Schedule{}},
+	}
+	for _, r := range bad {
+		if _, err := a.Announce(r); err == nil {
+			t.Errorf("accepted %+v", r)
+		}
+	}
+}
+
+func TestCloseStopsEverything(t *testing.T) {
+	rec := &recorder{}
+	a := New(Options{Open: rec.open})
+	s := DefaultSchedule()
+	s.Refresh = time.Second
+	h, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * ms)
+	done := make(chan struct{})
+	go func() { a.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close hangs")
+	}
+	select {
+	case <-h.Done():
+	default:
+		t.Fatal("Close returned before the announce was done")
+	}
+	if _, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("announce after close: %v", err)
+	}
+}

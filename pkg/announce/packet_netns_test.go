@@ -1,0 +1,127 @@
+package announce
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// openIn returns an Opener whose sockets live in ns.
+func openIn(ns *netnstest.NS) Opener {
+	return func(ifname string) (Sender, error) {
+		var s Sender
+		err := ns.Do(func() error {
+			var err error
+			s, err = OpenPacket(ifname)
+			return err
+		})
+		return s, err
+	}
+}
+
+const vmMAC = "52:54:00:aa:bb:cc"
+
+func TestPacketAnnounceMovesTheSwitch(t *testing.T) {
+	netnstest.Require(t, "tcpdump", "tshark")
+	rig := netnstest.NewRig(t)
+	rig.LearnOnOld(t, vmMAC)
+	capture := netnstest.StartCapture(t, rig.Switch, netnstest.RigSwitchToHost, "ether proto 0x8035")
+
+	a := New(Options{Open: openIn(rig.Host)})
+	defer a.Close()
+	s := DefaultSchedule()
+	s.Rounds = 2
+	h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, Interface: netnstest.RigHostBridge, Schedule: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-h.Done()
+	if h.Err() != nil || h.Sent() != 2 {
+		t.Fatalf("sent %d, err %v", h.Sent(), h.Err())
+	}
+	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, vmMAC, netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
+		t.Fatalf("switch has %s on %q after the announce, want %s", vmMAC, got, netnstest.RigSwitchToHost)
+	}
+	// The host's own bridge does not learn from frames the host sends: it
+	// still points the VM's MAC at the uplink. This is the stale entry
+	// the agent must repair before announcing (DESIGN-NOTES section 3).
+	if got := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; got != netnstest.RigHostUplink {
+		t.Fatalf("host bridge has %s on %q; expected the stale uplink entry", vmMAC, got)
+	}
+
+	path := capture.Stop()
+	frames := netnstest.ReadPcap(t, path)
+	if len(frames) != 2 {
+		t.Fatalf("captured %d RARP frames on the uplink, want 2", len(frames))
+	}
+	want := rarp.Announce(rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, rarp.VLAN{})
+	wantBytes, _ := want.MarshalBinary()
+	if !bytes.Equal(frames[0], wantBytes) {
+		t.Fatalf("wire bytes differ from QEMU's announce:\n got %x\nwant %x", frames[0], wantBytes)
+	}
+	lines := netnstest.Tshark(t, path, "frame.len", "eth.dst", "eth.src", "eth.type", "arp.opcode",
+		"arp.src.hw_mac", "arp.src.proto_ipv4", "arp.dst.hw_mac", "arp.dst.proto_ipv4", "_ws.col.Info")
+	wantLine := "60|ff:ff:ff:ff:ff:ff|52:54:00:aa:bb:cc|0x8035|3|52:54:00:aa:bb:cc|0.0.0.0|52:54:00:aa:bb:cc|0.0.0.0|Who is 52:54:00:aa:bb:cc? Tell 52:54:00:aa:bb:cc"
+	if len(lines) != 2 || lines[0] != wantLine {
+		t.Fatalf("tshark dissects\n%q\nwant\n%q", lines, wantLine)
+	}
+}
+
+func TestTaggedAnnounceLeavesTheUplinkTagged(t *testing.T) {
+	netnstest.Require(t, "tcpdump", "tshark")
+	rig := netnstest.NewRig(t)
+	rig.LearnOnOld(t, vmMAC)
+	capture := netnstest.StartCapture(t, rig.Switch, netnstest.RigSwitchToHost, "")
+
+	a := New(Options{Open: openIn(rig.Host)})
+	defer a.Close()
+	h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, Interface: netnstest.RigHostBridge,
+		VLAN: rarp.VLAN{ID: 100, Priority: 5}, Schedule: Schedule{Rounds: 1, Bursts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-h.Done()
+	if h.Err() != nil {
+		t.Fatal(h.Err())
+	}
+	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, vmMAC, netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
+		t.Fatalf("switch has %s on %q after a tagged announce", vmMAC, got)
+	}
+	path := capture.Stop()
+	lines := netnstest.Tshark(t, path, "frame.len", "vlan.id", "vlan.priority", "eth.src", "arp.opcode", "arp.dst.hw_mac")
+	want := "64|100|5|52:54:00:aa:bb:cc|3|52:54:00:aa:bb:cc"
+	if !slices.Contains(lines, want) {
+		t.Fatalf("no tagged announce on the uplink; tshark saw %q, want %q", lines, want)
+	}
+	frames := netnstest.ReadPcap(t, path)
+	var f rarp.Frame
+	if err := f.UnmarshalBinary(frames[len(frames)-1]); err != nil || f.VLAN.ID != 100 {
+		t.Fatalf("decoded %s, %v", f.String(), err)
+	}
+}
+
+func TestSendOnDownOrMissingInterfaceFails(t *testing.T) {
+	netnstest.Require(t)
+	rig := netnstest.NewRig(t)
+	rig.Host.Exec(t, "ip", "link", "set", netnstest.RigHostBridge, "down")
+	a := New(Options{Open: openIn(rig.Host)})
+	defer a.Close()
+	for _, c := range []struct {
+		ifname string
+		want   error
+	}{{netnstest.RigHostBridge, ErrInterfaceDown}, {"nosuch0", ErrNoInterface}} {
+		h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0, 0, 1}, Interface: c.ifname, Schedule: Schedule{Rounds: 1, Bursts: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-h.Done()
+		if !errors.Is(h.Err(), c.want) || h.Sent() != 0 {
+			t.Fatalf("%s: err %v (sent %d), want %v", c.ifname, h.Err(), h.Sent(), c.want)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package announce
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Schedule says when the frames of one announce go out.
+//
+// One burst is QEMU's: the first frame at once, then after each frame a gap
+// of Initial + (Rounds-round-1)*Step capped at Max, where round counts down
+// from Rounds-1 (qemu_announce_timer_step). QEMU's defaults give 5 frames at
+// 0, 50, 200, 450 and 800 ms.
+//
+// Bursts > 1 repeats the whole burst BurstInterval apart, as Nova's
+// enable_qemu_monitor_announce_self workaround does. Refresh > 0 then keeps
+// sending one frame every Refresh until the announce is cancelled, as
+// keepalived's garp_master_refresh does: switches age MACs out after 300 s,
+// and a quiet VM would otherwise be forgotten.
+type Schedule struct {
+	Initial       time.Duration
+	Step          time.Duration
+	Max           time.Duration
+	Rounds        int
+	Bursts        int
+	BurstInterval time.Duration
+	Refresh       time.Duration
+}
+
+// DefaultSchedule is QEMU's announce-self default: one burst of 5 frames.
+func DefaultSchedule() Schedule {
+	return Schedule{
+		Initial: 50 * time.Millisecond,
+		Step:    100 * time.Millisecond,
+		Max:     550 * time.Millisecond,
+		Rounds:  5,
+		Bursts:  1,
+	}
+}
+
+// Limits that keep a typo from becoming a broadcast storm or a stuck agent.
+const (
+	MaxRounds   = 100
+	MaxBursts   = 100
+	MaxDuration = time.Hour
+	MinRefresh  = time.Second
+)
+
+// Validate reports the first setting that is out of range, naming it as the
+// CLI flag and config key do.
+func (s Schedule) Validate() error {
+	var errs []error
+	dur := func(name string, d time.Duration) {
+		if d < 0 || d > MaxDuration {
+			errs = append(errs, fmt.Errorf("%s: %v is outside 0 to %v", name, d, MaxDuration))
+		}
+	}
+	dur("initial", s.Initial)
+	dur("step", s.Step)
+	dur("max", s.Max)
+	dur("burst-interval", s.BurstInterval)
+	dur("refresh", s.Refresh)
+	if s.Rounds < 1 || s.Rounds > MaxRounds {
+		errs = append(errs, fmt.Errorf("rounds: %d is outside 1 to %d", s.Rounds, MaxRounds))
+	}
+	if s.Bursts < 1 || s.Bursts > MaxBursts {
+		errs = append(errs, fmt.Errorf("bursts: %d is outside 1 to %d", s.Bursts, MaxBursts))
+	}
+	if s.Bursts > 1 && s.BurstInterval <= 0 {
+		errs = append(errs, errors.New("burst-interval: must be > 0 when bursts > 1"))
+	}
+	if s.Refresh != 0 && s.Refresh < MinRefresh {
+		errs = append(errs, fmt.Errorf("refresh: %v is below %v", s.Refresh, MinRefresh))
+	}
+	return errors.Join(errs...)
+}
+
+// Burst returns the offsets of one burst's frames from the burst's start.
+func (s Schedule) Burst() []time.Duration {
+	out := make([]time.Duration, 0, s.Rounds)
+	var t time.Duration
+	for round := s.Rounds - 1; ; round-- {
+		out = append(out, t)
+		if round == 0 {
+			return out
+		}
+		gap := s.Initial + time.Duration(s.Rounds-round-1)*s.Step
+		if gap < 0 || gap > s.Max {
+			gap = s.Max
+		}
+		t += gap
+	}
+}
+
+// Slot is one frame of a schedule.
+type Slot struct {
+	At    time.Duration // from the start of the announce
+	Burst int           // 1-based
+	Round int           // 1-based within the burst
+}
+
+// Slots returns every frame of the finite part of s (bursts, not refresh),
+// in time order. Burst k starts at (k-1)*BurstInterval; if a burst outlasts
+// the interval, the next one starts when it ends, so frames never reorder.
+func (s Schedule) Slots() []Slot {
+	burst := s.Burst()
+	out := make([]Slot, 0, len(burst)*s.Bursts)
+	var start time.Duration
+	for b := 1; b <= s.Bursts; b++ {
+		if b > 1 {
+			start += s.BurstInterval
+			if last := out[len(out)-1].At; start < last {
+				start = last
+			}
+		}
+		for r, off := range burst {
+			out = append(out, Slot{At: start + off, Burst: b, Round: r + 1})
+		}
+	}
+	return out
+}
+
+// Duration is how long the finite part of s takes.
+func (s Schedule) Duration() time.Duration {
+	slots := s.Slots()
+	return slots[len(slots)-1].At
+}

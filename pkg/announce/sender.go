@@ -1,0 +1,76 @@
+package announce
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// Sender puts frames on one interface (or into a file).
+type Sender interface {
+	Send(frame []byte) error
+	Close() error
+}
+
+// Opener opens the Sender for an interface name.
+type Opener func(ifname string) (Sender, error)
+
+// Interface errors, so callers can tell an operator which case it is.
+var (
+	ErrNoInterface   = errors.New("no such interface")
+	ErrInterfaceDown = errors.New("interface is down")
+)
+
+// CheckInterface returns the named interface if it exists and is
+// administratively up; the error names the interface.
+func CheckInterface(name string) (*net.Interface, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrNoInterface)
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, fmt.Errorf("%s: %w", name, ErrInterfaceDown)
+	}
+	return ifi, nil
+}
+
+// OpenPacket opens an AF_PACKET raw socket for sending on ifname. Raw, not
+// Datagram: the frame carries its own Ethernet header, whose source is the
+// VM's MAC, not the interface's. It binds protocol 0, so the kernel never
+// queues received frames on it, and the kernel reads skb->protocol from the
+// frame itself, which keeps 802.1Q-tagged frames correct.
+func OpenPacket(ifname string) (Sender, error) {
+	ifi, err := CheckInterface(ifname)
+	if err != nil {
+		return nil, err
+	}
+	c, err := packet.Listen(ifi, packet.Raw, 0, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open packet socket: %w", ifname, err)
+	}
+	return &packetSender{c: c, ifname: ifname, dst: &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}}, nil
+}
+
+type packetSender struct {
+	c      *packet.Conn
+	ifname string
+	dst    *packet.Addr
+}
+
+func (s *packetSender) Send(frame []byte) error {
+	if _, err := s.c.WriteTo(frame, s.dst); err != nil {
+		if errors.Is(err, unix.ENETDOWN) {
+			return fmt.Errorf("%s: %w", s.ifname, ErrInterfaceDown)
+		}
+		if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("%s: %w", s.ifname, ErrNoInterface)
+		}
+		return fmt.Errorf("%s: %w", s.ifname, err)
+	}
+	return nil
+}
+
+func (s *packetSender) Close() error { return s.c.Close() }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's test command (README: "sudo make test"; .ci/run runs it too).
+#   - go vet, then every Go test with the race detector, verbose;
+#   - each fuzz target for FUZZTIME (default 20s);
+# As root with RARP_REQUIRE_PRIVILEGED=1 (set by .ci/run), a skipped test is
+# a failure: privileged tests must run in CI, never pass by skipping.
+# FAST=1 skips the fuzzing.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+FUZZTIME=${FUZZTIME:-20s}
+LOG=${TEST_LOG:-$(mktemp -t rarp-test.XXXXXX)}
+fail=0
+
+echo "== go vet"
+go vet ./... || fail=1
+
+echo "== go test (log: $LOG)"
+go test -race -count=1 -timeout 40m -v ./... 2>&1 | tee "$LOG"
+[ "${PIPESTATUS[0]}" = 0 ] || fail=1
+
+skips=$(grep -E -- '^\s*--- SKIP' "$LOG" || true)
+if [ -n "$skips" ]; then
+    echo "== skipped tests:"
+    echo "$skips"
+    if [ "${RARP_REQUIRE_PRIVILEGED:-0}" = 1 ]; then
+        echo "FAIL: RARP_REQUIRE_PRIVILEGED=1 and tests were skipped"
+        fail=1
+    fi
+fi
+
+if [ "${FAST:-0}" != 1 ]; then
+    # every "func FuzzX(" in a _test.go file, run for FUZZTIME each
+    while IFS=: read -r file name; do
+        pkg=./$(dirname "$file")
+        echo "== fuzz $pkg $name for $FUZZTIME"
+        go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" || fail=1
+    done < <(grep -rHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' pkg internal cmd 2>/dev/null | sed 's/func //')
+fi
+
+if [ "$fail" = 0 ]; then echo "== ALL TESTS PASSED"; else echo "== TESTS FAILED"; fi
+exit "$fail"
