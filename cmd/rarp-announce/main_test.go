@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// binary is the rarp-announce built once for the tests of this package,
+// which run it as a user would: in network namespaces, with real flags.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rarp-announce-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "rarp-announce")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result of one run of the binary.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%v: %v", cmd.Args, err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "Usage: rarp-announce COMMAND"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"send", "--mac", "52:54:00:aa:bb:cc"}, "--interface is required"},
+		{[]string{"send", "-i", "br0"}, "--mac is required"},
+		{[]string{"send", "-i", "br0", "--mac", "ff:ff:ff:ff:ff:ff"}, "--mac: ff:ff:ff:ff:ff:ff is the broadcast address"},
+		{[]string{"send", "-i", "br0", "--mac", "01:00:5e:00:00:01"}, "--mac: 01:00:5e:00:00:01 is a multicast address"},
+		{[]string{"send", "-i", "br0", "--mac", "00:00:00:00:00:00"}, "--mac: 00:00:00:00:00:00 is the all-zero address"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb"}, "--mac"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--vlan", "0"}, "--vlan: 0 is not a VLAN ID"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--vlan", "4095"}, "--vlan: 4095 is not a VLAN ID"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--initial", "soon"}, `invalid value "soon" for flag --initial`},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--step", "-1s"}, "--step: -1s is outside"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rounds", "0"}, "--rounds: 0 is outside"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--bursts", "3"}, "--burst-interval: must be > 0"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--priority", "3"}, "--priority needs --vlan"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "extra"}, `unexpected argument "extra"`},
+		{[]string{"send", "--bogus"}, "unknown flag --bogus"},
+	}
+	for _, c := range cases {
+		r := run(t, exec.Command(binary, c.args...))
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+}
+
+func TestHelpShowsExamples(t *testing.T) {
+	r := run(t, exec.Command(binary, "send", "--help"))
+	if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--burst-interval") {
+		t.Fatalf("exit %d\n%s", r.code, r.stdout)
+	}
+	r = run(t, exec.Command(binary, "--help"))
+	if r.code != 0 || !strings.Contains(r.stdout, "send") {
+		t.Fatalf("exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+func TestSendPcapDryRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dry.pcap")
+	r := run(t, exec.Command(binary, "send", "-i", "br-none", "--mac", "52:54:00:aa:bb:cc", "--vlan", "7",
+		"--rounds", "3", "--initial", "1ms", "--step", "1ms", "--bursts", "2", "--burst-interval", "10ms", "--pcap", path))
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 7 || !strings.Contains(lines[0], "br-none 52:54:00:aa:bb:cc vlan=7 burst=1 round=1/3 sent") ||
+		!strings.Contains(lines[5], "burst=2 round=3/3 sent") || !strings.HasPrefix(lines[6], "sent 6 frames") {
+		t.Fatalf("output:\n%s", r.stdout)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pcap header + 6 x (16-byte record header + 64-byte tagged frame)
+	if len(b) != 24+6*(16+64) {
+		t.Fatalf("pcap is %d bytes", len(b))
+	}
+}
