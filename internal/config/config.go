@@ -1,0 +1,424 @@
+// Package config is the agent's YAML configuration: defaults, strict
+// decoding (unknown keys are refused) and validation whose errors name the
+// file, the line and the key, so a bad config is refused at start with a
+// message an operator can act on.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+)
+
+// DefaultPath is where packages install the config.
+const DefaultPath = "/etc/rarp-announce/rarp-announce.yaml"
+
+// DefaultMetricsAddress serves /metrics, /healthz and /readyz on loopback
+// only: exposing them is an explicit choice.
+const DefaultMetricsAddress = "127.0.0.1:9798"
+
+// Config is the whole file. Every key is documented in
+// deploy/rarp-announce.yaml, which doubles as the example config.
+type Config struct {
+	Libvirt    Libvirt    `yaml:"libvirt"`
+	Schedule   Schedule   `yaml:"schedule"`
+	Pacing     Pacing     `yaml:"pacing"`
+	Readiness  Readiness  `yaml:"readiness"`
+	FDBRepair  bool       `yaml:"fdb_repair"`
+	Strategies Strategies `yaml:"strategies"`
+	OVS        OVS        `yaml:"ovs"`
+	Responder  Responder  `yaml:"responder"`
+	Metrics    Metrics    `yaml:"metrics"`
+	Log        Log        `yaml:"log"`
+}
+
+// Libvirt is how the agent reaches libvirtd.
+type Libvirt struct {
+	// Socket is the unix socket; empty picks the first that exists of the
+	// split daemon's and the monolithic daemon's, read-only unless a NIC
+	// kind uses the qemu strategy (QMP needs the read-write socket).
+	Socket           string   `yaml:"socket"`
+	URI              string   `yaml:"uri"`
+	RPCTimeout       Duration `yaml:"rpc_timeout"`
+	BackoffMin       Duration `yaml:"backoff_min"`
+	BackoffMax       Duration `yaml:"backoff_max"`
+	AnnounceOnResync bool     `yaml:"announce_on_resync"`
+}
+
+// Schedule mirrors announce.Schedule.
+type Schedule struct {
+	Initial       Duration `yaml:"initial"`
+	Step          Duration `yaml:"step"`
+	Rounds        int      `yaml:"rounds"`
+	Max           Duration `yaml:"max"`
+	Bursts        int      `yaml:"bursts"`
+	BurstInterval Duration `yaml:"burst_interval"`
+	Refresh       Duration `yaml:"refresh"`
+}
+
+// Announce converts to the announcer's schedule.
+func (s Schedule) Announce() announce.Schedule {
+	return announce.Schedule{
+		Initial: s.Initial.D(), Step: s.Step.D(), Rounds: s.Rounds, Max: s.Max.D(),
+		Bursts: s.Bursts, BurstInterval: s.BurstInterval.D(), Refresh: s.Refresh.D(),
+	}
+}
+
+// Pacing mirrors announce.Pacing.
+type Pacing struct {
+	FramesPerSecond float64 `yaml:"frames_per_second"`
+	Burst           int     `yaml:"burst"`
+}
+
+// Readiness says how long to wait for a VM's port and how long to keep
+// watching it after landing.
+type Readiness struct {
+	Timeout     Duration `yaml:"timeout"`
+	WatchWindow Duration `yaml:"watch_window"`
+}
+
+// Strategy is how a NIC kind is announced.
+type Strategy string
+
+// Strategies.
+const (
+	StrategyHost Strategy = "host" // AF_PACKET frames from the host
+	StrategyQEMU Strategy = "qemu" // QMP announce-self through libvirt
+	StrategyOVS  Strategy = "ovs"  // injected into Open vSwitch as if from the VM's port
+	StrategySkip Strategy = "skip" // not announced
+)
+
+// Strategies picks a strategy per NIC kind of the domain XML.
+type Strategies struct {
+	Bridge      Strategy `yaml:"bridge"`      // <interface type='bridge'> on a Linux bridge
+	Network     Strategy `yaml:"network"`     // <interface type='network'> on a Linux bridge
+	Direct      Strategy `yaml:"direct"`      // macvtap
+	OpenVSwitch Strategy `yaml:"openvswitch"` // <virtualport type='openvswitch'>
+	VhostUser   Strategy `yaml:"vhostuser"`
+	Ethernet    Strategy `yaml:"ethernet"` // a tap nobody attached for libvirt
+}
+
+// OVS reaches Open vSwitch for the ovs strategy.
+type OVS struct {
+	// DB is the OVSDB socket, as ovs-vsctl --db takes it; empty: its default.
+	DB string `yaml:"db"`
+	// Vsctl and Ofctl are the command paths.
+	Vsctl string `yaml:"vsctl"`
+	Ofctl string `yaml:"ofctl"`
+}
+
+// Responder is the embedded RARP server (rarp-announce serve).
+type Responder struct {
+	Enabled    bool     `yaml:"enabled"`
+	Interfaces []string `yaml:"interfaces"`
+	Ethers     string   `yaml:"ethers"`
+	Map        string   `yaml:"map"`
+	OffLink    bool     `yaml:"off_link"`
+	BootDir    string   `yaml:"boot_dir"`
+}
+
+// Metrics is the HTTP endpoint.
+type Metrics struct {
+	Address string `yaml:"address"`
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"` // json or console
+}
+
+// Default is the configuration without a file.
+func Default() *Config {
+	s := announce.DefaultSchedule()
+	p := announce.DefaultPacing()
+	return &Config{
+		Libvirt: Libvirt{
+			URI: "qemu:///system", RPCTimeout: Duration(5 * time.Second),
+			BackoffMin: Duration(200 * time.Millisecond), BackoffMax: Duration(10 * time.Second),
+			AnnounceOnResync: true,
+		},
+		Schedule: Schedule{
+			Initial: Duration(s.Initial), Step: Duration(s.Step), Rounds: s.Rounds, Max: Duration(s.Max),
+			Bursts: s.Bursts, BurstInterval: Duration(s.BurstInterval), Refresh: Duration(s.Refresh),
+		},
+		Pacing:    Pacing{FramesPerSecond: p.PerSecond, Burst: p.Burst},
+		Readiness: Readiness{Timeout: Duration(30 * time.Second), WatchWindow: Duration(2 * time.Minute)},
+		FDBRepair: true,
+		Strategies: Strategies{
+			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
+			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,
+		},
+		OVS:       OVS{Vsctl: "ovs-vsctl", Ofctl: "ovs-ofctl"},
+		Responder: Responder{Ethers: "/etc/ethers"},
+		Metrics:   Metrics{Address: DefaultMetricsAddress},
+		Log:       Log{Level: "info", Format: "json"},
+	}
+}
+
+// UsesQEMU reports whether any NIC kind uses QMP, which needs the
+// read-write libvirt socket.
+func (c *Config) UsesQEMU() bool {
+	s := c.Strategies
+	for _, v := range []Strategy{s.Bridge, s.Network, s.Direct, s.OpenVSwitch, s.VhostUser, s.Ethernet} {
+		if v == StrategyQEMU {
+			return true
+		}
+	}
+	return false
+}
+
+// Duration is a time.Duration written as "50ms", "2s", "1m30s".
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses Go duration syntax.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &lineError{n.Line, "expected a duration such as 50ms or 2s"}
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return &lineError{n.Line, fmt.Sprintf("%q is not a duration (such as 50ms or 2s)", n.Value)}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the Go syntax back.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// UnmarshalYAML accepts only the known strategies.
+func (s *Strategy) UnmarshalYAML(n *yaml.Node) error {
+	switch v := Strategy(n.Value); v {
+	case StrategyHost, StrategyQEMU, StrategyOVS, StrategySkip:
+		*s = v
+		return nil
+	}
+	return &lineError{n.Line, fmt.Sprintf("%q is not a strategy (host, qemu, ovs or skip)", n.Value)}
+}
+
+type lineError struct {
+	line int
+	msg  string
+}
+
+func (e *lineError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+// Error is a configuration error at a place in a file.
+type Error struct {
+	File string
+	Line int // 0: the file as a whole
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads, decodes and validates a config file on top of the defaults.
+// The error lists every problem found, one per line, each with file:line.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return Parse(path, data)
+}
+
+var (
+	reLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	reUnknown = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
+	sections  = map[string]string{"Config": "", "Libvirt": "libvirt", "Schedule": "schedule", "Pacing": "pacing",
+		"Readiness": "readiness", "Strategies": "strategies", "OVS": "ovs", "Responder": "responder",
+		"Metrics": "metrics", "Log": "log"}
+)
+
+// Parse decodes and validates data; name is the file name for errors.
+func Parse(name string, data []byte) (*Config, error) {
+	c := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, decodeError(name, err)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // EOF: only comments
+			return nil, decodeError(name, err)
+		}
+	}
+	if len(c.Responder.Interfaces) == 0 {
+		c.Responder.Interfaces = nil
+	}
+	if errs := c.validate(); len(errs) > 0 {
+		for _, e := range errs {
+			e.File = name
+			e.Line = lineOf(&root, e.Key)
+		}
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		out := make([]error, len(errs))
+		for i, e := range errs {
+			out[i] = e
+		}
+		return nil, errors.Join(out...)
+	}
+	return c, nil
+}
+
+func decodeError(name string, err error) error {
+	var msgs []string
+	var te *yaml.TypeError
+	var le *lineError
+	switch {
+	case errors.As(err, &te):
+		msgs = te.Errors
+	case errors.As(err, &le):
+		msgs = []string{le.Error()}
+	default:
+		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var out []error
+	for _, m := range msgs {
+		e := &Error{File: name, Msg: m}
+		if g := reLine.FindStringSubmatch(m); g != nil {
+			e.Line, _ = strconv.Atoi(g[1])
+			e.Msg = g[2]
+			if u := reUnknown.FindStringSubmatch(e.Msg); u != nil {
+				e.Key = u[1]
+				if s := sections[u[2]]; s != "" {
+					e.Key = s + "." + u[1]
+				}
+				e.Msg = "unknown key"
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+// lineOf finds the line of a dotted key ("schedule.rounds") in the
+// document; 0 if the key is not in the file (a default failed).
+func lineOf(root *yaml.Node, key string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		if n.Kind != yaml.MappingNode {
+			return line
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == part {
+				line = n.Content[i].Line
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
+}
+
+// validate returns every semantic problem, keyed by dotted path.
+func (c *Config) validate() []*Error {
+	var errs []*Error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Libvirt.RPCTimeout <= 0 {
+		bad("libvirt.rpc_timeout", "must be > 0")
+	}
+	if c.Libvirt.BackoffMin <= 0 {
+		bad("libvirt.backoff_min", "must be > 0")
+	}
+	if c.Libvirt.BackoffMax < c.Libvirt.BackoffMin {
+		bad("libvirt.backoff_max", "must be >= backoff_min (%v)", c.Libvirt.BackoffMin.D())
+	}
+	if c.Libvirt.URI == "" {
+		bad("libvirt.uri", "must not be empty")
+	}
+	if err := c.Schedule.Announce().Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			k, msg, _ := strings.Cut(line, ": ")
+			bad("schedule."+strings.ReplaceAll(k, "-", "_"), "%s", msg)
+		}
+	}
+	if c.Pacing.FramesPerSecond <= 0 {
+		bad("pacing.frames_per_second", "must be > 0")
+	}
+	if c.Pacing.Burst < 1 {
+		bad("pacing.burst", "must be >= 1")
+	}
+	if c.Readiness.Timeout <= 0 {
+		bad("readiness.timeout", "must be > 0")
+	}
+	if c.Readiness.WatchWindow < 0 {
+		bad("readiness.watch_window", "must be >= 0")
+	}
+	st := c.Strategies
+	for key, v := range map[string]Strategy{"bridge": st.Bridge, "network": st.Network, "direct": st.Direct, "ethernet": st.Ethernet} {
+		if v == StrategyOVS {
+			bad("strategies."+key, "ovs applies only to openvswitch ports")
+		}
+	}
+	if st.VhostUser == StrategyHost || st.VhostUser == StrategyOVS {
+		bad("strategies.vhostuser", "vhost-user ports have no kernel device: use qemu or skip")
+	}
+	if st.Ethernet == StrategyHost {
+		bad("strategies.ethernet", "a type='ethernet' tap has no bridge to send on: use qemu or skip")
+	}
+	if r := c.Responder; r.Enabled {
+		if len(r.Interfaces) == 0 {
+			bad("responder.interfaces", "at least one interface is needed when the responder is enabled")
+		}
+		if r.Ethers == "" && r.Map == "" {
+			bad("responder.ethers", "an ethers file or a map file is needed when the responder is enabled")
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil && c.Metrics.Address != "" {
+		bad("metrics.address", "%q is not host:port", c.Metrics.Address)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		bad("log.format", "%q is not json or console", c.Log.Format)
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Key < errs[j].Key })
+	return errs
+}
