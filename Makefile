@@ -32,6 +32,8 @@ clean:
 # final stage from the host's binary and pulls nothing; "image-full" builds
 # in the builder image (BUILDER_IMAGE, default golang:1.26). Run as root:
 # the binary gets file capabilities (FILE_CAPS) before it is copied in.
+# --layers=false: buildah 1.28 reuses a cached LABEL layer built with other
+# ARG values, and would keep intermediate images.
 IMAGE       ?= localhost/rarp-announce:$(VERSION)
 FILE_CAPS   ?= cap_net_raw,cap_net_admin
 CREATED     ?= $(shell git log -1 --format=%cI 2>/dev/null)
@@ -41,7 +43,7 @@ image: $(BIN)
 	mkdir -p dist/image
 	install -m 0755 $(BIN) dist/image/rarp-announce
 	go run ./deploy/container/setfcap dist/image/rarp-announce $(FILE_CAPS)
-	podman build --target local $(IMAGE_ARGS) -t $(IMAGE) .
+	podman build --layers=false --target local $(IMAGE_ARGS) -t $(IMAGE) .
 
 # .deb and .rpm into $(DIST) with nfpm (deploy/nfpm.yaml), pinned in
 # tools/go.mod so that its dependencies stay out of the agent's module.
@@ -63,5 +65,5 @@ packages: $(BIN)
 	done
 
 image-full:
-	podman build --target image $(IMAGE_ARGS) --build-arg FILE_CAPS=$(FILE_CAPS) \
+	podman build --layers=false --target image $(IMAGE_ARGS) --build-arg FILE_CAPS=$(FILE_CAPS) \
 		$(if $(BUILDER_IMAGE),--build-arg BUILDER_IMAGE=$(BUILDER_IMAGE)) -t $(IMAGE) .

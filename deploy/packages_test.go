@@ -26,6 +26,8 @@ const (
 
 var (
 	buildDir     string // removed by TestMain
+	buildDirOnce sync.Once
+	buildDirErr  error
 	packagesOnce sync.Once
 	packagesErr  error
 	packagesLog  []byte
@@ -37,6 +39,15 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
+}
+
+// useBuildDir creates buildDir, shared by the tests that run make.
+func useBuildDir(t *testing.T) {
+	t.Helper()
+	buildDirOnce.Do(func() { buildDir, buildDirErr = os.MkdirTemp("", "rarp-deploy-test-") })
+	if buildDirErr != nil {
+		t.Fatal(buildDirErr)
+	}
 }
 
 // makeIn runs make in the repository root with the test's version and the
@@ -55,10 +66,8 @@ func makeIn(target string, vars ...string) ([]byte, error) {
 func packages(t *testing.T) (deb, rpm string) {
 	t.Helper()
 	requireTool(t, "make", "gzip")
+	useBuildDir(t)
 	packagesOnce.Do(func() {
-		if buildDir, packagesErr = os.MkdirTemp("", "rarp-packages-"); packagesErr != nil {
-			return
-		}
 		packagesLog, packagesErr = makeIn("packages", "DIST="+filepath.Join(buildDir, "dist"))
 	})
 	if packagesErr != nil {
