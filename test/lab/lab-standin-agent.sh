@@ -10,7 +10,8 @@
 # it announces each bridge NIC of the domain: `rarp-announce send --interface <bridge> --mac ...`,
 # one QEMU-like burst of 5 frames. A post-copy migration brings Resumed Post-copy and, when the
 # last page has arrived, Resumed Migrated: only the first of consecutive Resumed events of a
-# domain is announced, so a migration gives one burst.
+# domain is announced, so a migration gives one burst (STANDIN_DEDUP=0 announces every Resumed
+# event: a bug on purpose, to see lab-e2e.sh catch a doubled burst).
 #
 # Before sending it removes the bridge's entries for the MAC on ports other than the VM's tap
 # (STANDIN_FIX_LOCAL_FDB=1, the default): the local bridge learned "MAC -> uplink" while the VM
@@ -60,6 +61,7 @@ while :; do
         prev=${last[$dom]:-}
         last[$dom]=$ev
         case $ev in "Resumed Migrated"|"Resumed Post-copy") ;; *) say "$dom: $ev"; continue ;; esac
+        [ "${STANDIN_DEDUP:-1}" = 0 ] && prev=""
         case $prev in "Resumed Migrated"|"Resumed Post-copy") say "$dom: $ev (already announced on $prev)"; continue ;; esac
         printf '{"msg":"landed","domain":"%s","event":"%s","received":"%(%Y-%m-%dT%H:%M:%S)T.%sZ"}\n' \
             "$dom" "$ev" "${t%.*}" "${t#*.}"
