@@ -103,7 +103,10 @@ for d in a2b b2a; do
     ping_says
     say "the frames that moved it, as the switch received them on sw$dst:"
     # shellcheck disable=SC2154
-    awk -v p="sw$dst" '$2 == p && $3 != "Out"' "$run/switch-rarp.txt" | head -5 | cut -c1-140 | sed 's/^/      /'
+    awk -v p="sw$dst" '$2 == p && $3 != "Out" {
+        t = $1; if (!t0) t0 = t
+        sub(/.*length [0-9]+: /, "")
+        printf "      +%6.1f ms  %s  %s\n", (t - t0) * 1000, p, $0 }' "$run/switch-rarp.txt"
     say "the agent on ${dst^^} (last lines of $LAB_STATE/agent-$dst.log):"
     tail -n 8 "$LAB_STATE/agent-$dst.log" | cut -c1-140 | sed 's/^/      /'
 done

@@ -30,6 +30,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 T0=$(date +%s.%N)
 BURST=${LAB_E2E_BURST:-5}
 pass=0 fail=0
+# set by each migration (lab-migrate.sh's result.env)
+dst="" wall_s="" fdb_after="" dst_events="" rarp_from_dst=0 rarp_other=0 first_rarp_ts="" resumed_ts=""
 
 check() { # name want got
     if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "PASS $1 ($3)"
@@ -53,7 +55,8 @@ finish() {
 abort() { fail=$((fail + 1)); echo "FAIL $*"; finish; }
 # migrate DIR MODE: runs lab-migrate.sh, loads its result.env; aborts the test if it failed
 migrate() {
-    local out=$LAB_STATE/e2e-$(date +%H%M%S%N)-$1-$2.txt
+    local out
+    out=$LAB_STATE/e2e-$(date +%H%M%S%N)-$1-$2.txt
     if ! "$HERE/lab-migrate.sh" "$1" "$2" >"$out" 2>&1; then
         sed 's/^/    /' "$out"; abort "migration $1 ($2)"
     fi
@@ -61,7 +64,7 @@ migrate() {
     . "$LAB_STATE/runs/last.env"
 }
 latency() {
-    [ -n "$first_rarp_ts" ] && [ -n "$resumed_ts" ] || { echo "no frame"; return; }
+    if [ -z "$first_rarp_ts" ] || [ -z "$resumed_ts" ]; then echo "no frame"; return; fi
     awk -v a="$resumed_ts" -v b="$first_rarp_ts" 'BEGIN{printf "%.0f ms", (b-a)*1000}'
 }
 # after an announced migration: the switch follows, the client reaches the VM

@@ -29,8 +29,10 @@ LAB_CLIENT_IP=${LAB_CLIENT_IP:-10.66.0.100}
 LAB_VIRT=${LAB_VIRT:-qemu}
 
 declare -A LAB_NETNS=([sw]=$LAB_NS_PREFIX-sw [a]=$LAB_NS_PREFIX-a [b]=$LAB_NS_PREFIX-b [c]=$LAB_NS_PREFIX-c)
+# shellcheck disable=SC2034  # used by the scripts that source this
 declare -A LAB_MIGIP=([a]=10.77.0.1 [b]=10.77.0.2)
 # libvirt refuses to migrate to "the same host": each daemon needs its own host UUID
+# shellcheck disable=SC2034
 declare -A LAB_UUID=([a]=72616c61-0000-4000-8000-00000000000a [b]=72616c61-0000-4000-8000-00000000000b)
 
 log() { printf '%s [lab] %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
@@ -52,9 +54,9 @@ lab_exec() {
 lab_libvirtd_pid() { cat "$LAB_STATE/$1/libvirtd.pid" 2>/dev/null; }
 # start hypervisor $1's libvirtd (daemonized; returns when it answers)
 lab_libvirtd_start() {
-    local h=$1 i
+    local h=$1 _
     lab_exec "$h" libvirtd -d --listen -p "$LAB_STATE/$h/libvirtd.pid" -f /etc/libvirt/libvirtd.conf
-    for i in $(seq 1 100); do lab_virsh "$h" uri >/dev/null 2>&1 && return 0; sleep 0.1; done
+    for _ in $(seq 1 100); do lab_virsh "$h" uri >/dev/null 2>&1 && return 0; sleep 0.1; done
     die "libvirtd $h did not come up; see $LAB_STATE/$h/log/libvirt/libvirtd.log"
 }
 # where the VM runs: a, b or none
@@ -71,8 +73,8 @@ lab_fdbport() {
 }
 # wait up to $2 s for the switch to point the VM's MAC at port $1; prints the port it ends at
 lab_wait_fdb() {
-    local i
-    for i in $(seq 1 $(($2 * 10))); do [ "$(lab_fdbport)" = "$1" ] && break; sleep 0.1; done
+    local _
+    for _ in $(seq 1 $(($2 * 10))); do [ "$(lab_fdbport)" = "$1" ] && break; sleep 0.1; done
     lab_fdbport
 }
 # "ok" if the client gets at least one ping reply from the VM, else "fail"

@@ -33,16 +33,18 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 N=${1:-10}
 MODE=${LAT_MODE:-precopy}
 LOGPAT=${LAT_AGENT_LOG:-$LAB_STATE/agent-%h.log}
-EXTRACT=${LAT_AGENT_EXTRACT:-python3 -c '
+# (assigned apart: quotes inside ${X:-...} would be removed)
+DEFAULT_EXTRACT='python3 -c "
 import json, sys
 for line in sys.stdin:
     try:
         o = json.loads(line)
     except ValueError:
         continue
-    if isinstance(o, dict) and o.get("msg") == "landed" and "received" in o:
-        print(o["received"])
-'}
+    if isinstance(o, dict) and o.get(\"msg\") == \"landed\" and \"received\" in o:
+        print(o[\"received\"])
+"'
+EXTRACT=${LAT_AGENT_EXTRACT:-$DEFAULT_EXTRACT}
 to_epoch() { # RFC3339 or epoch seconds -> epoch seconds
     if [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; then echo "$1"; else date -d "$1" +%s.%N; fi
 }
@@ -60,9 +62,10 @@ export LAB_QEMU_ANNOUNCE=0
 trap 'lab_agent_stop; [ "${LAB_KEEP:-0}" = 1 ] || "$HERE/lab-down.sh"' EXIT
 for h in a b; do lab_agent_start "$h"; done
 sleep "${LAB_AGENT_STARTUP:-1}"
-echo "agent: ${LAB_AGENT:-lab-standin-agent.sh with $RARP_ANNOUNCE}; $N $MODE migrations"
+echo "agent: $LAB_AGENT  (RARP_ANNOUNCE=$RARP_ANNOUNCE); $N $MODE migrations"
 printf '%-3s %-4s %12s %12s %7s\n' "#" dir "agent(ms)" "virsh(ms)" frames
-: >"$LAB_STATE/lat-agent" >"$LAB_STATE/lat-virsh"
+: >"$LAB_STATE/lat-agent"; : >"$LAB_STATE/lat-virsh"
+first_rarp_ts="" resumed_ts="" rarp_from_dst=0   # set by result.env
 bad=0
 for i in $(seq 1 "$N"); do
     src=$(lab_where); dst=$(other "$src")

@@ -55,7 +55,8 @@ stop_recorders() { kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null 
 trap stop_recorders EXIT
 # -tt: epoch timestamps in us, the kernel's receive time (same clock as every log here);
 # -e -i any: the port and the direction (B = broadcast in, Out = out) of each frame
-lab_ns sw tcpdump -i any -nn -e -tt -l 'ether proto 0x8035' >"$R/switch-rarp.txt" 2>"$R/tcpdump.err" &
+# (ip netns exec directly, not the lab_ns function: $! must be tcpdump itself, not a subshell)
+ip netns exec "${LAB_NETNS[sw]}" tcpdump -i any -nn -e -tt -l 'ether proto 0x8035' >"$R/switch-rarp.txt" 2>"$R/tcpdump.err" &
 pids+=($!)
 for h in a b; do
     virsh -c "$(lab_uri "$h")" event --all --loop --timestamp >"$R/events-$h.txt" 2>&1 &
@@ -92,9 +93,10 @@ line=$(grep -m1 "event 'lifecycle' for domain '$LAB_VM': Resumed" "$R/events-$ds
 postcopy=0
 [[ ,$dst_events, == *",Resumed Post-copy,"*"Resumed Migrated,"* ]] && postcopy=1
 # tcpdump line: EPOCH PORT DIRECTION ...; not "Out" = the frame entered the switch there
+# (sw0 lines are the bridge device itself receiving the flooded broadcast: not a port)
 count() { awk -v p="$1" '$2 ~ p && $3 != "Out"' "$R/switch-rarp.txt" | wc -l; }
 rarp_from_dst=$(count "^sw$dst\$")
-rarp_other=$(count "^sw[^$dst]\$")
+rarp_other=$(count "^sw[abc]\$" ) rarp_other=$((rarp_other - rarp_from_dst))
 first_rarp_ts=$(awk -v p="sw$dst" '$2 == p && $3 != "Out" {print $1; exit}' "$R/switch-rarp.txt")
 downtime_ms=$(awk '$1 == "downtime:" {print $2; exit}' "$R/events-$src.txt")
 cat >"$R/result.env" <<ENV

@@ -8,7 +8,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
 h=${1:-}
 case $h in a|b) ;; *) die "usage: $0 a|b" ;; esac
-pid=$(lab_libvirtd_pid "$h") && kill -0 "$pid" 2>/dev/null || die "libvirtd $h is not running"
+pid=$(lab_libvirtd_pid "$h") || die "libvirtd $h was never started"
+kill -0 "$pid" 2>/dev/null || die "libvirtd $h is not running"
 # gone, or a zombie: the daemonized libvirtd's parent is init, which may reap it late
 dead() { ! kill -0 "$pid" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; }
 kill -KILL "$pid"

@@ -28,9 +28,9 @@ say() { printf '%(%H:%M:%S)T.%s standin[%s]: %s\n' "${EPOCHREALTIME%.*}" "${EPOC
 
 # announce DOMAIN: fix the local FDB, then one `rarp-announce send` per bridge
 announce() {
-    local dom=$1 tap type br model mac port
+    local dom=$1 tap type br _model mac port
     declare -A macs=()
-    while read -r tap type br model mac; do
+    while read -r tap type br _model mac; do
         [ "$type" = bridge ] || { say "$dom: $tap is type $type, not announced"; continue; }
         macs[$br]+=" --mac $mac"
         [ "${STANDIN_FIX_LOCAL_FDB:-1}" = 1 ] || continue

@@ -150,7 +150,7 @@ if [ "${LAB_NORARP:-0}" = 1 ]; then
         # through the output hook and is not touched.
         lab_ns "$h" nft -f - <<'NFT'
 table bridge ralab_norarp {
-    chain fwd {
+    chain vmfwd {
         type filter hook forward priority 0; policy accept;
         iifname "vnet*" ether type 0x8035 counter drop
     }
