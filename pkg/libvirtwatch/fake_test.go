@@ -700,3 +700,27 @@ func checkLeaks(t *testing.T) {
 		}
 	})
 }
+
+func TestAnnounceSelfCommand(t *testing.T) {
+	a := DefaultAnnounceSelf
+	a.Interfaces = []string{"net0", "net1"}
+	want := `{"execute":"announce-self","arguments":{"initial":50,"max":550,"rounds":5,"step":100,"interfaces":["net0","net1"]}}`
+	if got := a.Command(); got != want {
+		t.Errorf("Command() = %s\nwant %s", got, want)
+	}
+	if got := DefaultAnnounceSelf.Command(); strings.Contains(got, "interfaces") {
+		t.Errorf("no interfaces: %s", got)
+	}
+}
+
+func TestRunMisuse(t *testing.T) {
+	s := startFake(t)
+	r := startWatcher(t, testConfig(t, s.Path()), 1)
+	r.waitReady(t, 5*time.Second)
+	if err := r.w.Run(context.Background(), make(chan Event)); err == nil {
+		t.Error("a second Run did not fail")
+	}
+	if err := New(Config{}).Run(context.Background(), nil); err == nil {
+		t.Error("Run without an output channel did not fail")
+	}
+}
