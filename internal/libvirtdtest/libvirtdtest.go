@@ -39,6 +39,12 @@ type Options struct {
 	// daemon's mount namespace, so that the ovs-vsctl libvirt runs for
 	// <virtualport type='openvswitch'> reaches that ovsdb-server.
 	OVSRunDir string
+	// HostUUID sets libvirtd's host_uuid; two daemons that migrate to each
+	// other need distinct ones (libvirt refuses to migrate to "itself").
+	HostUUID string
+	// QEMUConf is appended to qemu.conf, e.g. migration_address and
+	// migration_host for a migration between namespaces.
+	QEMUConf string
 }
 
 // Daemon is one libvirtd; Kill and Start can cycle it any number of times.
@@ -93,7 +99,7 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 unix_sock_rw_perms = "0770"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-`)
+`+hostUUID(opts.HostUUID))
 	// QEMU as root without cgroups or a security driver: the test is
 	// already root in a throw-away namespace.
 	write(t, filepath.Join(dir, "etc", "qemu.conf"), `user = "root"
@@ -103,10 +109,17 @@ remember_owner = 0
 security_driver = "none"
 cgroup_controllers = [ ]
 stdio_handler = "file"
-`)
+`+opts.QEMUConf+"\n")
 	t.Cleanup(func() { d.cleanup(t) })
 	d.Start(t)
 	return d
+}
+
+func hostUUID(u string) string {
+	if u == "" {
+		return ""
+	}
+	return "host_uuid = " + strconv.Quote(u) + "\n"
 }
 
 func write(t testing.TB, path, content string) {
