@@ -22,6 +22,7 @@ const (
 	DefaultRPCTimeout = 5 * time.Second
 	DefaultBackoffMin = 200 * time.Millisecond
 	DefaultBackoffMax = 10 * time.Second
+	DefaultPingEvery  = 30 * time.Second
 )
 
 // Config configures a Watcher, or a Conn made by Dial.
@@ -40,6 +41,12 @@ type Config struct {
 	// (doubling from min to max; back to min after a successful
 	// connection). Defaults 200 ms and 10 s.
 	BackoffMin, BackoffMax time.Duration
+	// PingEvery is how often a connected Watcher asks libvirt for its
+	// version (bounded by RPCTimeout) to notice a libvirtd that still
+	// holds the socket open but no longer answers: go-libvirt has no
+	// keepalive, and without calls a wedged libvirtd would go unnoticed.
+	// Default 30 s; negative disables.
+	PingEvery time.Duration
 	// AnnounceOnResync makes every (re)connect emit Landed for running
 	// domains whose state reason is MIGRATED, POSTCOPY or POSTCOPY_FAILED
 	// (they may have landed while nobody watched), once per QEMU process:
@@ -66,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = c.BackoffMin
+	}
+	if c.PingEvery == 0 {
+		c.PingEvery = DefaultPingEvery
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -288,6 +288,17 @@ func (c *Conn) DomainRunning(ctx context.Context, d DomainRef) (bool, error) {
 	return err == nil && state == StateRunning, err
 }
 
+// LibVersion returns libvirtd's version (major*1,000,000 + minor*1,000 +
+// micro); the Watcher's ping.
+func (c *Conn) LibVersion(ctx context.Context) (uint64, error) {
+	var v uint64
+	err := c.call(ctx, procGetLibVersion, func() (err error) {
+		v, err = c.l.ConnectGetLibVersion()
+		return err
+	})
+	return v, err
+}
+
 // ActiveDomains lists the active (running or paused) domains with their
 // state and reason.
 func (c *Conn) ActiveDomains(ctx context.Context) ([]DomainStatus, error) {

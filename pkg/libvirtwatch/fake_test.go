@@ -724,3 +724,27 @@ func TestRunMisuse(t *testing.T) {
 		t.Error("Run without an output channel did not fail")
 	}
 }
+
+// A libvirtd that keeps the socket open but stops answering is noticed by
+// the ping, without any call from the agent.
+func TestFakeWedgedLibvirtdNoticedByPing(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	cfg := testConfig(t, s.Path())
+	cfg.RPCTimeout = 100 * time.Millisecond
+	cfg.PingEvery = 50 * time.Millisecond
+	r := startWatcher(t, cfg, 16)
+	r.waitReady(t, 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // a few answered pings
+	if testutil.ToFloat64(r.m.reconnects) != 0 {
+		t.Fatal("reconnected although libvirt answered")
+	}
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, true)
+	waitFor(t, func() bool { return testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procGetLibVersion)) >= 1 }, "a ping to time out")
+	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) >= 1 }, "the reconnect")
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, false)
+	r.waitReady(t, 5*time.Second)
+	if n := s.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion); n < 3 {
+		t.Errorf("%d pings, want >= 3", n)
+	}
+}

@@ -10,7 +10,7 @@ import (
 // without the REMOTE_PROC_ prefix).
 var procedures = []string{
 	procConnectOpen, procConnectClose, procRegisterLifecycle, procListAllDomains,
-	procGetState, procLookupByName, procLookupByUUID, procGetXMLDesc, procMonitorCommand,
+	procGetState, procLookupByName, procLookupByUUID, procGetXMLDesc, procMonitorCommand, procGetLibVersion,
 }
 
 const (
@@ -23,6 +23,7 @@ const (
 	procLookupByUUID      = "domain_lookup_by_uuid"
 	procGetXMLDesc        = "domain_get_xml_desc"
 	procMonitorCommand    = "domain_qemu_monitor_command"
+	procGetLibVersion     = "connect_get_lib_version"
 )
 
 // Metrics counts what a Watcher (and every Conn made with the same Config)

@@ -176,6 +176,13 @@ func (w *Watcher) session(ctx context.Context, c *Conn, out chan<- Event, lostAt
 		w.ready.Store(false)
 		w.m.setConnected(false)
 	}()
+	if w.cfg.PingEvery > 0 {
+		pctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); w.ping(pctx, c) }()
+		defer func() { cancel(); wg.Wait() }()
+	}
 	if lostAt.IsZero() {
 		w.log.Info("connected to libvirt", zap.String("socket", c.Socket()), zap.String("uri", w.cfg.URI))
 	} else {
@@ -194,6 +201,23 @@ func (w *Watcher) session(ctx context.Context, c *Conn, out chan<- Event, lostAt
 			}
 			if !w.relay(ctx, msg, out) {
 				return true, ctx.Err()
+			}
+		}
+	}
+}
+
+// ping calls libvirt every PingEvery until ctx ends; a call that times out
+// closes the connection (Conn.call), which ends the session.
+func (w *Watcher) ping(ctx context.Context, c *Conn) {
+	t := time.NewTicker(w.cfg.PingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := c.LibVersion(ctx); err != nil && ctx.Err() == nil {
+				w.log.Debug("libvirt ping failed", zap.Error(err))
 			}
 		}
 	}
