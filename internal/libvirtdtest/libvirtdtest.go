@@ -71,6 +71,24 @@ func Require(t testing.TB) {
 	netnstest.Require(t, "libvirtd", "virsh", "unshare", "mount")
 }
 
+// IPXEKernel is what test domains boot (Debian package ipxe): iPXE as a
+// kernel idles with a tiny footprint, as in shared/lab/lab-up.sh.
+const IPXEKernel = "/boot/ipxe.lkrn"
+
+// RequireQEMU is Require plus what booting a test domain needs: QEMU and
+// IPXEKernel.
+func RequireQEMU(t testing.TB) {
+	t.Helper()
+	netnstest.Require(t, "libvirtd", "virsh", "unshare", "mount", "qemu-system-x86_64")
+	if _, err := os.Stat(IPXEKernel); err != nil {
+		msg := "needs " + IPXEKernel + " (Debian package ipxe)"
+		if os.Getenv(netnstest.EnvRequire) == "1" {
+			t.Fatal(msg + " (" + netnstest.EnvRequire + "=1 forbids skipping)")
+		}
+		t.Skip(msg)
+	}
+}
+
 // Start starts a libvirtd and waits until it answers; it is stopped, and
 // every QEMU it started killed, when the test ends.
 func Start(t testing.TB, opts Options) *Daemon {

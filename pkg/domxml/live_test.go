@@ -20,14 +20,8 @@ var update = flag.Bool("update", false, "TestLiveXML: rewrite testdata/*.xml wit
 // dumpxml (virDomainGetXMLDesc, flags 0) and checks what Parse makes of it.
 // With -update it also writes the XML to testdata/ (how testdata was made).
 func TestLiveXML(t *testing.T) {
-	libvirtdtest.Require(t)
+	libvirtdtest.RequireQEMU(t)
 	libvirtdtest.RequireOVS(t)
-	if _, err := os.Stat("/boot/ipxe.lkrn"); err != nil {
-		if os.Getenv(netnstest.EnvRequire) == "1" {
-			t.Fatal("needs /boot/ipxe.lkrn (Debian package ipxe)")
-		}
-		t.Skip("needs /boot/ipxe.lkrn (Debian package ipxe)")
-	}
 	ns := netnstest.New(t, "domxml")
 	ns.Bridge(t, "br0")
 	ns.Exec(t, "ip", "link", "add", "lower0", "type", "veth", "peer", "name", "lower1")

@@ -195,11 +195,8 @@ const qemuDomainXML = `<domain type='qemu'>
 // announce-self through QEMUMonitorCommand, whose RARPs are captured on the
 // bridge; a QMP error comes back as *QMPError.
 func TestLibvirtdQEMU(t *testing.T) {
-	libvirtdtest.Require(t)
+	libvirtdtest.RequireQEMU(t)
 	netnstest.Require(t, "tcpdump")
-	if _, err := os.Stat("/boot/ipxe.lkrn"); err != nil {
-		t.Skip("needs /boot/ipxe.lkrn (Debian package ipxe)")
-	}
 	ns := netnstest.New(t, "lvwqemu")
 	ns.Bridge(t, "br0")
 	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: ns.Name})

@@ -66,10 +66,7 @@ func landings(evs []Event) int {
 // migration, the source only cancels, STARTED/MIGRATED never lands, and a
 // restarted libvirtd does not re-announce a domain that already landed.
 func TestLibvirtdMigration(t *testing.T) {
-	libvirtdtest.Require(t)
-	if _, err := os.Stat("/boot/ipxe.lkrn"); err != nil {
-		t.Skip("needs /boot/ipxe.lkrn (Debian package ipxe)")
-	}
+	libvirtdtest.RequireQEMU(t)
 	nsA, nsB := netnstest.New(t, "lvwa"), netnstest.New(t, "lvwb")
 	netnstest.Veth(t, nsA, "mga", nsB, "mgb")
 	hosts := []*hypervisor{{name: "a", ns: nsA}, {name: "b", ns: nsB}}
