@@ -1,0 +1,482 @@
+package libvirtwatch
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	libvirt "github.com/digitalocean/go-libvirt"
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+)
+
+// Errors a Conn's calls wrap (test with errors.Is).
+var (
+	// ErrTimeout: libvirt did not answer within Config.RPCTimeout; the
+	// connection has been closed.
+	ErrTimeout = errors.New("libvirt did not answer in time")
+	// ErrConnectionLost: the connection to libvirt is gone (closed, libvirtd
+	// died, or an earlier call timed out).
+	ErrConnectionLost = errors.New("connection to libvirt lost")
+	// ErrNotConnected: the Watcher has no connection at the moment.
+	ErrNotConnected = errors.New("not connected to libvirt")
+	// ErrDomainNotFound: libvirt knows no such domain (VIR_ERR_NO_DOMAIN).
+	ErrDomainNotFound = errors.New("domain not found")
+)
+
+// QMPError is an error QEMU answered to a monitor command: libvirt reports
+// the call as successful and the error is in the reply's JSON.
+type QMPError struct {
+	Class string // e.g. GenericError, CommandNotFound
+	Desc  string
+	Reply string // the whole reply
+}
+
+func (e *QMPError) Error() string { return "QMP error " + e.Class + ": " + e.Desc }
+
+// Conn is one connection to libvirt. Every call returns by the earlier of
+// its context and Config.RPCTimeout; a call that times out closes the
+// connection (go-libvirt cannot abandon one call), so a wedged libvirtd
+// cannot wedge the caller.
+//
+// Dial gives a Conn for one-shot use (the CLI: lookup, XML, close). A
+// Watcher makes its own and exposes the current one through its methods.
+// Conn is safe for concurrent use.
+type Conn struct {
+	cfg    Config
+	log    *zap.Logger
+	m      *Metrics
+	socket string
+	dialer *dialer
+	l      *libvirt.Libvirt
+	// lvDone is go-libvirt's Disconnected() channel, read once after the
+	// handshake (reading it later would race with go-libvirt).
+	lvDone    <-chan struct{}
+	closeOnce sync.Once
+}
+
+// Dial connects to libvirt (Config.Socket or the first existing of
+// DefaultSockets) and opens Config.URI. The whole handshake is bounded by
+// Config.RPCTimeout and ctx.
+func Dial(ctx context.Context, cfg Config) (*Conn, error) {
+	cfg = cfg.withDefaults()
+	path, err := cfg.SocketPath()
+	if err != nil {
+		return nil, err
+	}
+	d := newDialer(path, cfg.RPCTimeout)
+	c := &Conn{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, socket: path, dialer: d}
+	c.l = libvirt.NewWithDialer(d)
+	err = c.call(ctx, procConnectOpen, func() error { return c.l.ConnectToURI(libvirt.ConnectURI(cfg.URI)) })
+	if err != nil {
+		d.breakConn()
+		return nil, fmt.Errorf("connect to %s at %s: %w", cfg.URI, path, err)
+	}
+	c.lvDone = c.l.Disconnected()
+	return c, nil
+}
+
+// Socket is the path this connection uses.
+func (c *Conn) Socket() string { return c.socket }
+
+// Done is closed when the connection is lost or closed.
+func (c *Conn) Done() <-chan struct{} { return c.dialer.dead }
+
+// Close closes the connection: a polite CONNECT_CLOSE (bounded by a short
+// timeout), then the socket; it waits for go-libvirt's goroutines to end.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		select {
+		case <-c.dialer.dead:
+		default:
+			timeout := c.cfg.RPCTimeout
+			if timeout > time.Second {
+				timeout = time.Second
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			_ = c.call(ctx, procConnectClose, c.l.ConnectClose)
+			cancel()
+		}
+		c.dialer.breakConn()
+		select {
+		case <-c.lvDone:
+		case <-time.After(2 * time.Second):
+			c.log.Warn("go-libvirt did not finish disconnecting within 2 s")
+		}
+	})
+	return nil
+}
+
+// call runs fn (one go-libvirt RPC, or a few) in a goroutine and returns by
+// the earlier of its result, ctx and the RPC timeout. On the timeout the
+// connection is closed, which makes fn return at once (go-libvirt fails
+// pending calls when its socket closes), and call waits for that: no
+// goroutine outlives a timed-out call. When ctx ends first the caller gets
+// ctx's error at once while fn keeps its timeout in the background.
+func (c *Conn) call(ctx context.Context, proc string, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	timer := time.NewTimer(c.cfg.RPCTimeout)
+	select {
+	case err := <-done:
+		timer.Stop()
+		return c.finish(proc, start, err)
+	case <-timer.C:
+		c.timedOut(proc)
+		<-done
+		return fmt.Errorf("libvirt %s: %w (%v; connection closed)", proc, ErrTimeout, c.cfg.RPCTimeout)
+	case <-ctx.Done():
+		go func() {
+			select {
+			case err := <-done:
+				timer.Stop()
+				_ = c.finish(proc, start, err)
+			case <-timer.C:
+				c.timedOut(proc)
+				<-done
+			}
+		}()
+		return ctx.Err()
+	}
+}
+
+func (c *Conn) timedOut(proc string) {
+	c.m.rpcTimedOut(proc)
+	c.log.Warn("libvirt RPC timed out; closing the connection",
+		zap.String("procedure", proc), zap.Duration("timeout", c.cfg.RPCTimeout), zap.String("socket", c.socket))
+	c.dialer.breakConn()
+}
+
+// finish records a finished call and wraps its error.
+func (c *Conn) finish(proc string, start time.Time, err error) error {
+	switch {
+	case err == nil:
+		c.m.rpcDone(proc, time.Since(start), false)
+		return nil
+	case libvirt.IsNotFound(err):
+		c.m.rpcDone(proc, time.Since(start), false)
+		return fmt.Errorf("libvirt %s: %w: %v", proc, ErrDomainNotFound, err)
+	case c.lost(err):
+		c.m.rpcDone(proc, time.Since(start), true)
+		return fmt.Errorf("libvirt %s: %w: %v", proc, ErrConnectionLost, err)
+	}
+	c.m.rpcDone(proc, time.Since(start), true)
+	return fmt.Errorf("libvirt %s: %w", proc, err)
+}
+
+// lost reports an error that means the connection is gone.
+func (c *Conn) lost(err error) bool {
+	select {
+	case <-c.dialer.dead:
+		return true
+	default:
+	}
+	return errors.Is(err, libvirt.ErrInterrupted) || errors.Is(err, syscall.EINVAL) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// ref converts a DomainRef to go-libvirt's Domain. libvirt looks domains up
+// by UUID but insists on a non-empty name; a missing part is looked up.
+func (c *Conn) ref(ctx context.Context, d DomainRef) (libvirt.Domain, error) {
+	if d.UUID != "" && d.Name != "" {
+		u, err := parseUUID(d.UUID)
+		if err != nil {
+			return libvirt.Domain{}, err
+		}
+		return libvirt.Domain{Name: d.Name, UUID: u, ID: -1}, nil
+	}
+	key := d.UUID
+	if key == "" {
+		key = d.Name
+	}
+	if key == "" {
+		return libvirt.Domain{}, errors.New("empty domain reference")
+	}
+	return c.lookup(ctx, key)
+}
+
+func (c *Conn) lookup(ctx context.Context, nameOrUUID string) (libvirt.Domain, error) {
+	var dom libvirt.Domain
+	if u, err := parseUUID(nameOrUUID); err == nil {
+		err := c.call(ctx, procLookupByUUID, func() (err error) {
+			dom, err = c.l.DomainLookupByUUID(u)
+			return err
+		})
+		if err == nil || !errors.Is(err, ErrDomainNotFound) {
+			return dom, err
+		}
+		// A domain may be *named* like a UUID: fall through.
+	}
+	err := c.call(ctx, procLookupByName, func() (err error) {
+		dom, err = c.l.DomainLookupByName(nameOrUUID)
+		return err
+	})
+	return dom, err
+}
+
+func parseUUID(s string) (libvirt.UUID, error) {
+	var u libvirt.UUID
+	canon, err := domxml.CanonicalUUID(s)
+	if err != nil {
+		return u, err
+	}
+	_, err = hex.Decode(u[:], []byte(strings.ReplaceAll(canon, "-", "")))
+	return u, err
+}
+
+func refOf(d libvirt.Domain) DomainRef {
+	return DomainRef{Name: d.Name, UUID: domxml.FormatUUID(d.UUID)}
+}
+
+// LookupDomain finds a domain by UUID (any form libvirt accepts) or name.
+func (c *Conn) LookupDomain(ctx context.Context, nameOrUUID string) (DomainRef, error) {
+	d, err := c.lookup(ctx, nameOrUUID)
+	if err != nil {
+		return DomainRef{}, err
+	}
+	return refOf(d), nil
+}
+
+// DomainXML returns the domain's live XML (virDomainGetXMLDesc, flags 0):
+// the one with <target dev> and <alias>. Parse it with domxml.Parse.
+func (c *Conn) DomainXML(ctx context.Context, d DomainRef) ([]byte, error) {
+	dom, err := c.ref(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	var xml string
+	err = c.call(ctx, procGetXMLDesc, func() (err error) {
+		xml, err = c.l.DomainGetXMLDesc(dom, 0)
+		return err
+	})
+	return []byte(xml), err
+}
+
+// DomainState returns the domain's state and reason (virDomainGetState).
+func (c *Conn) DomainState(ctx context.Context, d DomainRef) (state, reason int32, err error) {
+	dom, err := c.ref(ctx, d)
+	if err != nil {
+		return 0, 0, err
+	}
+	err = c.call(ctx, procGetState, func() (err error) {
+		state, reason, err = c.l.DomainGetState(dom, 0)
+		return err
+	})
+	return state, reason, err
+}
+
+// DomainRunning reports whether the domain exists here and is running (not
+// paused, not shut off): the agent never announces a MAC of anything else.
+// An unknown domain is (false, nil).
+func (c *Conn) DomainRunning(ctx context.Context, d DomainRef) (bool, error) {
+	state, _, err := c.DomainState(ctx, d)
+	if errors.Is(err, ErrDomainNotFound) {
+		return false, nil
+	}
+	return err == nil && state == StateRunning, err
+}
+
+// LibVersion returns libvirtd's version (major*1,000,000 + minor*1,000 +
+// micro); the Watcher's ping.
+func (c *Conn) LibVersion(ctx context.Context) (uint64, error) {
+	var v uint64
+	err := c.call(ctx, procGetLibVersion, func() (err error) {
+		v, err = c.l.ConnectGetLibVersion()
+		return err
+	})
+	return v, err
+}
+
+// ActiveDomains lists the active (running or paused) domains with their
+// state and reason.
+func (c *Conn) ActiveDomains(ctx context.Context) ([]DomainStatus, error) {
+	var doms []libvirt.Domain
+	err := c.call(ctx, procListAllDomains, func() (err error) {
+		doms, _, err = c.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DomainStatus, 0, len(doms))
+	for _, d := range doms {
+		var state, reason int32
+		err := c.call(ctx, procGetState, func() (err error) {
+			state, reason, err = c.l.DomainGetState(d, 0)
+			return err
+		})
+		if errors.Is(err, ErrDomainNotFound) {
+			continue // gone since the listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, DomainStatus{Domain: refOf(d), ID: d.ID, State: state, Reason: reason})
+	}
+	return out, nil
+}
+
+// QEMUMonitorCommand sends a QMP command (JSON) to the domain's QEMU through
+// libvirt (virDomainQemuMonitorCommand, flags 0) and returns QEMU's reply.
+// A QMP error comes back inside a successful call: it is returned as a
+// *QMPError, with the reply. libvirt marks the domain tainted (custom
+// monitor), needs the read-write socket, and blocks the call while an
+// incoming migration job runs.
+func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) (string, error) {
+	dom, err := c.ref(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	var reply string
+	err = c.call(ctx, procMonitorCommand, func() (err error) {
+		reply, err = c.l.QEMUDomainMonitorCommand(dom, cmd, 0)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return reply, qmpError(reply)
+}
+
+func qmpError(reply string) error {
+	var r struct {
+		Return json.RawMessage `json:"return"`
+		Error  *struct {
+			Class string `json:"class"`
+			Desc  string `json:"desc"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(reply), &r); err != nil {
+		return fmt.Errorf("QMP reply is not JSON: %w", err)
+	}
+	if r.Error != nil {
+		return &QMPError{Class: r.Error.Class, Desc: r.Error.Desc, Reply: reply}
+	}
+	if r.Return == nil {
+		return errors.New("QMP reply has neither return nor error: " + reply)
+	}
+	return nil
+}
+
+// lifecycleEvents subscribes to lifecycle events. stop unsubscribes: it
+// cancels go-libvirt's relay and drains its channel until it closes (the
+// relay blocks on an unread channel otherwise), then returns; call it before
+// Close. A subscription that completes after its call timed out or was
+// abandoned is stopped the same way.
+func (c *Conn) lifecycleEvents(ctx context.Context) (<-chan libvirt.DomainEventLifecycleMsg, func(), error) {
+	subCtx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var ch <-chan libvirt.DomainEventLifecycleMsg
+	abandoned := false
+	drain := func(ch <-chan libvirt.DomainEventLifecycleMsg) {
+		cancel()
+		for range ch {
+		}
+	}
+	err := c.call(ctx, procRegisterLifecycle, func() error {
+		events, err := c.l.LifecycleEvents(subCtx)
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil && abandoned {
+			go drain(events)
+			return err
+		}
+		ch = events
+		return err
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil {
+		abandoned = true
+		if ch != nil {
+			go drain(ch)
+		}
+		cancel()
+		return nil, nil, err
+	}
+	return ch, func() { drain(ch) }, nil
+}
+
+// dialer implements go-libvirt's socket.Dialer: it dials with a timeout and
+// a context, and hands out a connection that reports its own death.
+type dialer struct {
+	path    string
+	timeout time.Duration
+	ctx     context.Context
+	cancel  context.CancelFunc
+	dead    chan struct{}
+
+	mu     sync.Mutex
+	conn   net.Conn
+	broken bool
+	once   sync.Once
+}
+
+func newDialer(path string, timeout time.Duration) *dialer {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &dialer{path: path, timeout: timeout, ctx: ctx, cancel: cancel, dead: make(chan struct{})}
+}
+
+func (d *dialer) Dial() (net.Conn, error) {
+	nd := net.Dialer{Timeout: d.timeout}
+	conn, err := nd.DialContext(d.ctx, "unix", d.path)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.broken || d.conn != nil {
+		conn.Close()
+		return nil, ErrConnectionLost
+	}
+	d.conn = conn
+	return &watchedConn{Conn: conn, d: d}, nil
+}
+
+// breakConn closes the connection (now, or as soon as it is dialed) and
+// marks it dead.
+func (d *dialer) breakConn() {
+	d.mu.Lock()
+	d.broken = true
+	conn := d.conn
+	d.mu.Unlock()
+	d.cancel()
+	if conn != nil {
+		conn.Close()
+	}
+	d.markDead()
+}
+
+func (d *dialer) markDead() { d.once.Do(func() { close(d.dead) }) }
+
+// watchedConn marks its dialer dead on the first read error: go-libvirt
+// reads until the socket fails, and no read deadline is ever set.
+type watchedConn struct {
+	net.Conn
+	d *dialer
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.d.markDead()
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error {
+	c.d.markDead()
+	return c.Conn.Close()
+}

@@ -1,0 +1,65 @@
+package libvirtwatch
+
+import (
+	"fmt"
+	"time"
+)
+
+// EventKind is what an event means for the announcer.
+type EventKind int
+
+const (
+	// Other is any lifecycle event that neither lands nor cancels
+	// (STARTED/MIGRATED among them: the VM still runs on the source then).
+	Other EventKind = iota
+	// Landed: the domain now runs here after a migration (or a cancelled
+	// one): announce its MACs. Emitted once per migration.
+	Landed
+	// Cancel: the domain stopped, paused, crashed or left: cancel its
+	// pending announces.
+	Cancel
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Landed:
+		return "landed"
+	case Cancel:
+		return "cancel"
+	}
+	return "other"
+}
+
+// DomainRef names a domain. UUID is canonical lower-case 8-4-4-4-12.
+type DomainRef struct {
+	Name string
+	UUID string
+}
+
+func (d DomainRef) String() string { return d.Name + " (" + d.UUID + ")" }
+
+// Event is one lifecycle event, classified; or, with Resync set, a decision
+// taken while resynchronizing with libvirt after (re)connecting.
+type Event struct {
+	Kind     EventKind
+	Domain   DomainRef
+	DomainID int32 // libvirt's domain id at the time (new for every QEMU process); -1 if unknown
+	// Event and Detail are libvirt's raw lifecycle event and detail
+	// (EventName, DetailName); -1 for Resync events, which have none.
+	Event, Detail int32
+	Received      time.Time // when the watcher read it (for lag measurements)
+	Resync        bool      // produced by a resync, not by a libvirt event
+}
+
+// Name is the event's "event/detail" in lower case, e.g. "resumed/migrated",
+// or "resync".
+func (e Event) Name() string {
+	if e.Resync {
+		return "resync"
+	}
+	return EventName(e.Event) + "/" + DetailName(e.Event, e.Detail)
+}
+
+func (e Event) String() string {
+	return fmt.Sprintf("%s %s id %d: %s", e.Kind, e.Domain, e.DomainID, e.Name())
+}

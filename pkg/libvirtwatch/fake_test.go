@@ -1,0 +1,750 @@
+package libvirtwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+)
+
+// Tests against libvirtfake: event sequences a lab cannot produce, RPC
+// timeouts, resync on reconnect.
+
+const (
+	stateShutoff = 5
+)
+
+// socketPath returns a short socket path (sun_path holds 108 bytes; test
+// temp dirs named after subtests can be longer).
+func socketPath(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lvw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "sock")
+}
+
+func startFake(t testing.TB) *libvirtfake.Server {
+	t.Helper()
+	s, err := libvirtfake.Listen(socketPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func uuidOf(i int) string { return fmt.Sprintf("6c61622d-766d-4000-8000-%012x", i) }
+
+func macOf(i, nic int) string {
+	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", nic, (i>>16)&0xff, (i>>8)&0xff, i&0xff)
+}
+
+// addDomain adds domain i named vm<i> with nics NICs, in the given state.
+func addDomain(t testing.TB, s *libvirtfake.Server, i int, state, reason int32, nics int) libvirtfake.Domain {
+	t.Helper()
+	var ns []libvirtfake.NIC
+	for n := 0; n < nics; n++ {
+		ns = append(ns, libvirtfake.NIC{MAC: macOf(i, n), Target: fmt.Sprintf("vnet%d", i*nics+n)})
+	}
+	d := libvirtfake.Domain{Name: fmt.Sprintf("vm%d", i), UUID: uuidOf(i), ID: int32(i), State: state, Reason: reason,
+		XML: libvirtfake.LiveXML(fmt.Sprintf("vm%d", i), uuidOf(i), int32(i), ns...)}
+	if err := s.AddDomain(d); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = s.Domain(d.Name)
+	return d
+}
+
+type running struct {
+	w      *Watcher
+	events chan Event
+	cancel context.CancelFunc
+	done   chan error
+	m      *Metrics
+}
+
+func testConfig(t testing.TB, socket string) Config {
+	return Config{
+		Socket:           socket,
+		URI:              "test:///default",
+		RPCTimeout:       2 * time.Second,
+		BackoffMin:       20 * time.Millisecond,
+		BackoffMax:       200 * time.Millisecond,
+		AnnounceOnResync: true,
+		Logger:           zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+		Metrics:          NewMetrics(),
+	}
+}
+
+func startWatcher(t testing.TB, cfg Config, buffer int) *running {
+	t.Helper()
+	w := New(cfg)
+	r := &running{w: w, events: make(chan Event, buffer), done: make(chan error, 1), m: cfg.Metrics}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- w.Run(ctx, r.events) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+	// Run returned: put the done value back for later stop calls.
+	r.done <- nil
+}
+
+func (r *running) waitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !r.w.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher not ready after %v", timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (r *running) waitNotReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for r.w.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher still ready after %v", timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// next returns the next event, failing after timeout.
+func (r *running) next(t testing.TB, timeout time.Duration) Event {
+	t.Helper()
+	select {
+	case ev := <-r.events:
+		return ev
+	case <-time.After(timeout):
+		t.Fatalf("no event within %v", timeout)
+	}
+	return Event{}
+}
+
+// expect reads the next event and checks its kind, domain and name.
+func (r *running) expect(t testing.TB, kind EventKind, domain, name string) Event {
+	t.Helper()
+	ev := r.next(t, 5*time.Second)
+	if ev.Kind != kind || ev.Domain.Name != domain || ev.Name() != name {
+		t.Fatalf("got %s, want %s %s %s", ev, kind, domain, name)
+	}
+	return ev
+}
+
+func (r *running) expectNone(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-r.events:
+		t.Fatalf("unexpected event %s", ev)
+	case <-time.After(d):
+	}
+}
+
+func emit(t testing.TB, s *libvirtfake.Server, dom string, ev [2]int32) {
+	t.Helper()
+	if _, err := s.Emit(dom, ev[0], ev[1]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFakeCancelledMigrationOnSource(t *testing.T) {
+	s := startFake(t)
+	addDomain(t, s, 1, StateRunning, 1 /* booted */, 1)
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+	r.waitReady(t, 5*time.Second)
+
+	emit(t, s, "vm1", suspendedMigrated) // source paused for the switch-over
+	r.expect(t, Cancel, "vm1", "suspended/migrated")
+	emit(t, s, "vm1", resumedMigrated) // migration cancelled: runs here again
+	ev := r.expect(t, Landed, "vm1", "resumed/migrated")
+	if ev.Domain.UUID != uuidOf(1) || ev.DomainID != 1 || ev.Resync || ev.Received.IsZero() {
+		t.Errorf("landed event %+v", ev)
+	}
+	// and a successful one afterwards only cancels
+	emit(t, s, "vm1", suspendedMigrated)
+	r.expect(t, Cancel, "vm1", "suspended/migrated")
+	emit(t, s, "vm1", stoppedMigrated)
+	r.expect(t, Cancel, "vm1", "stopped/migrated")
+	r.expectNone(t, 50*time.Millisecond)
+
+	if got := testutil.ToFloat64(r.m.landings.WithLabelValues("event")); got != 1 {
+		t.Errorf("landings{source=event} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.m.events.WithLabelValues("suspended", "migrated")); got != 2 {
+		t.Errorf("events{suspended,migrated} = %v, want 2", got)
+	}
+}
+
+func TestFakePostcopy(t *testing.T) {
+	s := startFake(t)
+	addDomain(t, s, 1, stateShutoff, 0, 2) // the destination: not running yet
+	addDomain(t, s, 2, StateRunning, 1, 1) // the source of another migration
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+	r.waitReady(t, 5*time.Second)
+
+	// destination: one announce for the whole post-copy migration
+	emit(t, s, "vm1", startedMigrated)
+	r.expect(t, Other, "vm1", "started/migrated")
+	emit(t, s, "vm1", resumedPostcopy)
+	landed := r.expect(t, Landed, "vm1", "resumed/postcopy")
+	emit(t, s, "vm1", resumedMigrated)
+	r.expect(t, Other, "vm1", "resumed/migrated")
+	// source side
+	emit(t, s, "vm2", suspendedPostcopy)
+	r.expect(t, Cancel, "vm2", "suspended/postcopy")
+	emit(t, s, "vm2", stoppedMigrated)
+	r.expect(t, Cancel, "vm2", "stopped/migrated")
+
+	// the landed domain is running here and its XML has both NICs
+	running, err := r.w.DomainRunning(context.Background(), landed.Domain)
+	if err != nil || !running {
+		t.Fatalf("DomainRunning = %v, %v", running, err)
+	}
+	xml, err := r.w.DomainXML(context.Background(), landed.Domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := domxml.Parse(xml)
+	if err != nil || len(d.Interfaces) != 2 || d.Interfaces[1].MAC.String() != macOf(1, 1) {
+		t.Fatalf("Parse(XML of %s) = %+v, %v", landed.Domain, d, err)
+	}
+}
+
+func TestFakePostcopyFailure(t *testing.T) {
+	s := startFake(t)
+	addDomain(t, s, 1, stateShutoff, 0, 1) // destination, keeps running after the failure
+	addDomain(t, s, 2, stateShutoff, 0, 1) // destination, paused by the failure, then recovered
+	addDomain(t, s, 3, StateRunning, 1, 1) // source
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+	r.waitReady(t, 5*time.Second)
+
+	emit(t, s, "vm1", startedMigrated)
+	r.expect(t, Other, "vm1", "started/migrated")
+	emit(t, s, "vm1", resumedPostcopy)
+	r.expect(t, Landed, "vm1", "resumed/postcopy")
+	emit(t, s, "vm1", resumedPostcopyFailed)
+	r.expect(t, Other, "vm1", "resumed/postcopy_failed") // already landed: no second announce
+
+	emit(t, s, "vm2", startedMigrated)
+	r.expect(t, Other, "vm2", "started/migrated")
+	emit(t, s, "vm2", resumedPostcopy)
+	r.expect(t, Landed, "vm2", "resumed/postcopy")
+	emit(t, s, "vm2", suspendedPostcopyFailed)
+	r.expect(t, Cancel, "vm2", "suspended/postcopy_failed")
+	emit(t, s, "vm2", resumedPostcopy) // post-copy recovery resumed it
+	r.expect(t, Landed, "vm2", "resumed/postcopy")
+	emit(t, s, "vm2", resumedMigrated)
+	r.expect(t, Other, "vm2", "resumed/migrated")
+
+	emit(t, s, "vm3", suspendedPostcopy)
+	r.expect(t, Cancel, "vm3", "suspended/postcopy")
+	emit(t, s, "vm3", suspendedPostcopyFailed)
+	r.expect(t, Cancel, "vm3", "suspended/postcopy_failed")
+	r.expectNone(t, 50*time.Millisecond)
+}
+
+func TestFakeStartedMigratedNeverTriggers(t *testing.T) {
+	s := startFake(t)
+	addDomain(t, s, 1, stateShutoff, 0, 1)
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+	r.waitReady(t, 5*time.Second)
+	for i := 0; i < 3; i++ { // three failed incoming migrations
+		emit(t, s, "vm1", startedMigrated)
+		r.expect(t, Other, "vm1", "started/migrated")
+		emit(t, s, "vm1", stoppedFailed)
+		r.expect(t, Cancel, "vm1", "stopped/failed")
+	}
+	r.expectNone(t, 50*time.Millisecond)
+	if got := testutil.ToFloat64(r.m.landings.WithLabelValues("event")); got != 0 {
+		t.Errorf("landings = %v, want 0", got)
+	}
+}
+
+func TestFakeResyncOnReconnect(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	addDomain(t, s, 1, StateRunning, ReasonRunningMigrated, 1) // landed while nobody watched
+	addDomain(t, s, 2, StateRunning, 1, 1)                     // booted here
+	addDomain(t, s, 3, StateRunning, ReasonRunningPostcopy, 1) // landed by post-copy, still copying
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+
+	ev := r.expect(t, Landed, "vm1", "resync")
+	if !ev.Resync || ev.Event != -1 || ev.DomainID != 1 {
+		t.Errorf("resync event %+v", ev)
+	}
+	r.expect(t, Landed, "vm3", "resync")
+	r.waitReady(t, 5*time.Second)
+	r.expectNone(t, 50*time.Millisecond)
+
+	// libvirtd "restarts"; meanwhile vm3 stops and vm4 lands
+	if err := s.SetState("vm3", stateShutoff, 1); err != nil {
+		t.Fatal(err)
+	}
+	addDomain(t, s, 4, StateRunning, ReasonRunningMigrated, 1)
+	s.DropConnections()
+	r.expect(t, Cancel, "vm3", "resync")
+	r.expect(t, Landed, "vm4", "resync") // vm1 (same QEMU process) is not announced again
+	r.waitReady(t, 5*time.Second)
+	r.expectNone(t, 50*time.Millisecond)
+
+	// events flow on the new connection
+	emit(t, s, "vm2", suspendedMigrated)
+	r.expect(t, Cancel, "vm2", "suspended/migrated")
+	emit(t, s, "vm2", resumedMigrated)
+	r.expect(t, Landed, "vm2", "resumed/migrated")
+
+	if got := testutil.ToFloat64(r.m.reconnects); got != 1 {
+		t.Errorf("reconnects = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.m.landings.WithLabelValues("resync")); got != 3 {
+		t.Errorf("landings{resync} = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(r.m.connected); got != 1 {
+		t.Errorf("connected = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.m.resyncs); got != 2 {
+		t.Errorf("resyncs = %v, want 2", got)
+	}
+	if got := s.URIs(); len(got) != 2 || got[0] != "test:///default" {
+		t.Errorf("URIs opened: %q", got)
+	}
+}
+
+func TestFakeRPCTimeout(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	vm := addDomain(t, s, 1, StateRunning, 1, 1)
+	cfg := testConfig(t, s.Path())
+	cfg.RPCTimeout = 300 * time.Millisecond
+	r := startWatcher(t, cfg, 16)
+	r.waitReady(t, 5*time.Second)
+	ref := DomainRef{Name: vm.Name, UUID: vm.UUID}
+
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc, true)
+	t0 := time.Now()
+	_, err := r.w.DomainXML(context.Background(), ref)
+	took := time.Since(t0)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("DomainXML on a server that never answers: %v, want ErrTimeout", err)
+	}
+	if took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("DomainXML returned after %v, want about 300ms", took)
+	}
+	t.Logf("DomainXML timed out after %v: %v", took, err)
+	// the timeout closed the connection: the watcher reconnects
+	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) == 1 }, "the reconnect")
+	r.waitReady(t, 5*time.Second)
+	if got := testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procGetXMLDesc)); got != 1 {
+		t.Errorf("rpc_timeouts{domain_get_xml_desc} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.m.reconnects); got != 1 {
+		t.Errorf("reconnects = %v, want 1", got)
+	}
+
+	// a caller's shorter deadline returns at once; the call keeps its own
+	// timeout and, never answered, breaks the connection then
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	t0 = time.Now()
+	_, err = r.w.DomainXML(ctx, ref)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 250*time.Millisecond {
+		t.Errorf("DomainXML with a 50ms deadline: %v after %v", err, time.Since(t0))
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) == 2 }, "the second reconnect")
+	r.waitReady(t, 5*time.Second)
+
+	// answered again: works
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc, false)
+	if _, err := r.w.DomainXML(context.Background(), ref); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A libvirtd that accepts connections but never answers anything: Run keeps
+// retrying with backoff, is never ready, and recovers when it answers.
+func TestFakeServerNeverAnswers(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcAuthList, true)
+	cfg := testConfig(t, s.Path())
+	cfg.RPCTimeout = 100 * time.Millisecond
+	r := startWatcher(t, cfg, 16)
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(r.m.connectFailures) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("fewer than 3 failed attempts in 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.w.Ready() {
+		t.Fatal("ready although libvirt never answered")
+	}
+	if _, err := r.w.DomainXML(context.Background(), DomainRef{Name: "x", UUID: uuidOf(1)}); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("DomainXML while not connected: %v, want ErrNotConnected", err)
+	}
+	if got := testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procConnectOpen)); got < 3 {
+		t.Errorf("rpc_timeouts{connect_open} = %v, want >= 3", got)
+	}
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcAuthList, false)
+	r.waitReady(t, 5*time.Second)
+	if got := testutil.ToFloat64(r.m.reconnects); got != 0 {
+		t.Errorf("reconnects = %v, want 0 (never connected before)", got)
+	}
+}
+
+// The socket disappears (libvirtd stopped) and comes back.
+func TestFakeSocketGone(t *testing.T) {
+	checkLeaks(t)
+	path := socketPath(t)
+	s, err := libvirtfake.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addDomain(t, s, 1, StateRunning, 1, 1)
+	cfg := testConfig(t, path)
+	r := startWatcher(t, cfg, 16)
+	r.waitReady(t, 5*time.Second)
+	s.Close() // removes the socket file
+	r.waitNotReady(t, 2*time.Second)
+	if got := testutil.ToFloat64(r.m.connected); got != 0 {
+		t.Errorf("connected = %v while the socket is gone", got)
+	}
+	time.Sleep(300 * time.Millisecond) // a few failed attempts
+	s, err = libvirtfake.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	addDomain(t, s, 1, StateRunning, 1, 1)
+	r.waitReady(t, 5*time.Second)
+	emit(t, s, "vm1", resumedMigrated)
+	r.expect(t, Landed, "vm1", "resumed/migrated")
+	if got := testutil.ToFloat64(r.m.connectFailures); got < 1 {
+		t.Errorf("connect_failures = %v, want >= 1", got)
+	}
+}
+
+func TestFakeQueries(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	vm1 := addDomain(t, s, 1, StateRunning, 1, 1)
+	vm2 := addDomain(t, s, 2, StatePaused, 1, 1)
+	s.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {
+		if strings.Contains(cmd, "announce-self") {
+			return `{"return":{},"id":"libvirt-23"}`, nil
+		}
+		return `{"id":"libvirt-24","error":{"class":"CommandNotFound","desc":"The command nope has not been found"}}`, nil
+	}
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+	r.waitReady(t, 5*time.Second)
+	ctx := context.Background()
+
+	for _, key := range []string{"vm1", uuidOf(1), strings.ToUpper(strings.ReplaceAll(uuidOf(1), "-", ""))} {
+		got, err := r.w.LookupDomain(ctx, key)
+		if err != nil || got != (DomainRef{Name: "vm1", UUID: uuidOf(1)}) {
+			t.Errorf("LookupDomain(%q) = %+v, %v", key, got, err)
+		}
+	}
+	for _, key := range []string{"nope", uuidOf(9)} {
+		if _, err := r.w.LookupDomain(ctx, key); !errors.Is(err, ErrDomainNotFound) {
+			t.Errorf("LookupDomain(%q): %v, want ErrDomainNotFound", key, err)
+		}
+	}
+	for _, c := range []struct {
+		d    DomainRef
+		want bool
+	}{
+		{DomainRef{Name: vm1.Name, UUID: vm1.UUID}, true},
+		{DomainRef{UUID: vm1.UUID}, true}, // name looked up
+		{DomainRef{Name: vm1.Name}, true}, // UUID looked up
+		{DomainRef{Name: vm2.Name, UUID: vm2.UUID}, false},
+		{DomainRef{Name: "gone", UUID: uuidOf(9)}, false},
+	} {
+		got, err := r.w.DomainRunning(ctx, c.d)
+		if err != nil || got != c.want {
+			t.Errorf("DomainRunning(%+v) = %v, %v; want %v", c.d, got, err, c.want)
+		}
+	}
+	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "gone", UUID: uuidOf(9)}); !errors.Is(err, ErrDomainNotFound) {
+		t.Errorf("DomainXML(gone): %v", err)
+	}
+	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "x", UUID: "not-a-uuid"}); err == nil {
+		t.Error("DomainXML with a bad UUID: no error")
+	}
+
+	ref1 := DomainRef{Name: vm1.Name, UUID: vm1.UUID}
+	reply, err := r.w.QEMUMonitorCommand(ctx, ref1, `{"execute":"announce-self","arguments":{"initial":50,"max":550,"rounds":5,"step":100,"interfaces":["net0"]}}`)
+	if err != nil || !strings.Contains(reply, `"return"`) {
+		t.Errorf("announce-self: %q, %v", reply, err)
+	}
+	reply, err = r.w.QEMUMonitorCommand(ctx, ref1, `{"execute":"nope"}`)
+	var qe *QMPError
+	if !errors.As(err, &qe) || qe.Class != "CommandNotFound" || !strings.Contains(reply, "libvirt-24") {
+		t.Errorf("QMP error: %q, %v", reply, err)
+	}
+	s.SetReadOnly(true)
+	if _, err := r.w.QEMUMonitorCommand(ctx, ref1, `{"execute":"announce-self"}`); err == nil || !strings.Contains(err.Error(), "read only") {
+		t.Errorf("QMP on a read-only connection: %v", err)
+	}
+	if got := s.Calls(libvirtfake.ProgramQEMU, libvirtfake.ProcQEMUDomainMonitorCommand); got != 3 {
+		t.Errorf("monitor commands received: %d, want 3", got)
+	}
+}
+
+func TestQMPError(t *testing.T) {
+	for reply, want := range map[string]string{
+		`{"return":{},"id":"libvirt-1"}`: "",
+		`{"return":[]}`:                  "",
+		`{"id":"x","error":{"class":"GenericError","desc":"Invalid"}}`: "QMP error GenericError: Invalid",
+		`{"timestamp":{"seconds":1},"event":"STOP"}`:                   "neither return nor error",
+		`not json`: "not JSON",
+	} {
+		err := qmpError(reply)
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("qmpError(%s) = %v, want %q", reply, err, want)
+		}
+	}
+}
+
+// Dial is the one-shot client (the CLI's announce --domain): connect,
+// look up, read the XML, close.
+func TestFakeDialOneShot(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	addDomain(t, s, 7, StateRunning, ReasonRunningMigrated, 2)
+	ctx := context.Background()
+	c, err := Dial(ctx, Config{Socket: s.Path(), URI: "test:///default", RPCTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.LookupDomain(ctx, "vm7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xml, err := c.DomainXML(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dom, err := domxml.Parse(xml); err != nil || len(dom.Interfaces) != 2 {
+		t.Fatalf("Parse: %+v %v", dom, err)
+	}
+	active, err := c.ActiveDomains(ctx)
+	if err != nil || len(active) != 1 || active[0].Reason != ReasonRunningMigrated || active[0].ID != 7 {
+		t.Fatalf("ActiveDomains = %+v, %v", active, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("Done not closed after Close")
+	}
+	if _, err := c.DomainXML(ctx, d); !errors.Is(err, ErrConnectionLost) {
+		t.Errorf("DomainXML after Close: %v, want ErrConnectionLost", err)
+	}
+	if s.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectClose) != 1 {
+		t.Error("Close did not send CONNECT_CLOSE")
+	}
+	waitFor(t, func() bool { return s.Connections() == 0 }, "the server to see the connection closed")
+}
+
+func TestDialNoSocket(t *testing.T) {
+	_, err := Dial(context.Background(), Config{Socket: filepath.Join(t.TempDir(), "none")})
+	if err == nil || !strings.Contains(err.Error(), "none") {
+		t.Errorf("Dial to a missing socket: %v", err)
+	}
+	old := DefaultSockets
+	DefaultSockets = []string{filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")}
+	defer func() { DefaultSockets = old }()
+	if _, err := Dial(context.Background(), Config{}); !errors.Is(err, ErrNoSocket) {
+		t.Errorf("Dial without any default socket: %v, want ErrNoSocket", err)
+	}
+}
+
+func TestConfigSocketPath(t *testing.T) {
+	dir := t.TempDir()
+	old := DefaultSockets
+	defer func() { DefaultSockets = old }()
+	DefaultSockets = []string{filepath.Join(dir, "virtqemud-sock"), filepath.Join(dir, "libvirt-sock")}
+	if err := os.WriteFile(DefaultSockets[1], nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := (Config{}).SocketPath(); err != nil || p != DefaultSockets[1] {
+		t.Errorf("SocketPath = %q, %v; want the monolithic socket", p, err)
+	}
+	if err := os.WriteFile(DefaultSockets[0], nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := (Config{}).SocketPath(); p != DefaultSockets[0] {
+		t.Errorf("SocketPath = %q; want virtqemud's first", p)
+	}
+	if p, _ := (Config{Socket: "/x"}).SocketPath(); p != "/x" {
+		t.Errorf("explicit Socket ignored: %q", p)
+	}
+}
+
+// Twenty connection losses leak neither goroutines nor file descriptors.
+func TestFakeReconnectNoLeak(t *testing.T) {
+	s := startFake(t)
+	addDomain(t, s, 1, StateRunning, 1, 1)
+	ignore := goleak.IgnoreCurrent()
+	fdsBefore := openFDs(t)
+	func() {
+		cfg := testConfig(t, s.Path())
+		cfg.Logger = zap.NewNop()
+		w := New(cfg)
+		events := make(chan Event, 64)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx, events) }()
+		received := make(chan Event, 64)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // the consumer
+			defer wg.Done()
+			for {
+				select {
+				case ev := <-events:
+					received <- ev
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		for i := 0; i < 20; i++ {
+			// connected, and the previous connection gone from the server
+			waitFor(t, func() bool { return w.Ready() && s.Connections() == 1 && s.Subscribers() == 1 }, "ready")
+			emit(t, s, "vm1", resumedUnpaused)
+			select {
+			case ev := <-received:
+				if ev.Name() != "resumed/unpaused" {
+					t.Fatalf("got %s", ev)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("reconnect %d: event not received", i)
+			}
+			s.DropConnections()
+			waitFor(t, func() bool { return testutil.ToFloat64(cfg.Metrics.reconnects) == float64(i+1) }, "reconnect")
+		}
+		waitFor(t, w.Ready, "ready")
+		if got := testutil.ToFloat64(cfg.Metrics.reconnects); got != 20 {
+			t.Errorf("reconnects = %v, want 20", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+		wg.Wait()
+	}()
+	waitFor(t, func() bool { return s.Connections() == 0 }, "all connections closed")
+	if err := goleak.Find(ignore); err != nil {
+		t.Errorf("goroutines leaked: %v", err)
+	}
+	if after := openFDs(t); after > fdsBefore {
+		t.Errorf("open fds: %d before, %d after 20 reconnects", fdsBefore, after)
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// checkLeaks fails t if goroutines started during the test outlive it
+// (checked after every cleanup registered later, the fake server's too).
+func checkLeaks(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		if err := goleak.Find(ignore); err != nil {
+			t.Errorf("goroutines leaked: %v", err)
+		}
+	})
+}
+
+func TestAnnounceSelfCommand(t *testing.T) {
+	a := DefaultAnnounceSelf
+	a.Interfaces = []string{"net0", "net1"}
+	want := `{"execute":"announce-self","arguments":{"initial":50,"max":550,"rounds":5,"step":100,"interfaces":["net0","net1"]}}`
+	if got := a.Command(); got != want {
+		t.Errorf("Command() = %s\nwant %s", got, want)
+	}
+	if got := DefaultAnnounceSelf.Command(); strings.Contains(got, "interfaces") {
+		t.Errorf("no interfaces: %s", got)
+	}
+}
+
+func TestRunMisuse(t *testing.T) {
+	s := startFake(t)
+	r := startWatcher(t, testConfig(t, s.Path()), 1)
+	r.waitReady(t, 5*time.Second)
+	if err := r.w.Run(context.Background(), make(chan Event)); err == nil {
+		t.Error("a second Run did not fail")
+	}
+	if err := New(Config{}).Run(context.Background(), nil); err == nil {
+		t.Error("Run without an output channel did not fail")
+	}
+}
+
+// A libvirtd that keeps the socket open but stops answering is noticed by
+// the ping, without any call from the agent.
+func TestFakeWedgedLibvirtdNoticedByPing(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	cfg := testConfig(t, s.Path())
+	cfg.RPCTimeout = 100 * time.Millisecond
+	cfg.PingEvery = 50 * time.Millisecond
+	r := startWatcher(t, cfg, 16)
+	r.waitReady(t, 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // a few answered pings
+	if testutil.ToFloat64(r.m.reconnects) != 0 {
+		t.Fatal("reconnected although libvirt answered")
+	}
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, true)
+	waitFor(t, func() bool { return testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procGetLibVersion)) >= 1 }, "a ping to time out")
+	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) >= 1 }, "the reconnect")
+	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, false)
+	r.waitReady(t, 5*time.Second)
+	if n := s.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion); n < 3 {
+		t.Errorf("%d pings, want >= 3", n)
+	}
+}

@@ -1,0 +1,152 @@
+package libvirtwatch
+
+import "sort"
+
+// Tracker is the "landed once per migration" state machine. It is pure:
+// events in, decisions out, no I/O and no clock; not safe for concurrent use
+// (the Watcher drives it from one goroutine).
+//
+// Per domain UUID it remembers only whether a Landed was already emitted for
+// the domain's current migration (and the libvirt domain id it had then):
+//
+//	RESUMED/MIGRATED, RESUMED/POSTCOPY  -> Landed, unless already landed
+//	RESUMED/POSTCOPY_FAILED             -> Landed, unless already landed
+//	STARTED/any                         -> Other; forget (a new QEMU process:
+//	                                       STARTED/MIGRATED begins an incoming
+//	                                       migration and is never a trigger)
+//	SUSPENDED/any, STOPPED/any,
+//	CRASHED/any, PMSUSPENDED/any        -> Cancel; forget
+//	UNDEFINED/any                       -> Other; forget
+//	anything else                       -> Other
+//
+// Hence: post-copy on the destination (STARTED/MIGRATED, RESUMED/POSTCOPY,
+// RESUMED/MIGRATED) lands once; a cancelled migration on the source
+// (SUSPENDED/MIGRATED then RESUMED/MIGRATED) lands, because the SUSPENDED
+// forgot the earlier landing; a second migration lands again because
+// STARTED/MIGRATED (destination) or SUSPENDED/MIGRATED (source) forgot the
+// first.
+//
+// Post-copy failure (libvirt >= 8.5). RESUMED/POSTCOPY_FAILED is sent on the
+// destination when post-copy breaks while its vCPUs run: the guest runs
+// *here* (the source is paused and can never resume, it lacks the newest
+// memory), so it counts as a landing, deduplicated with the RESUMED/POSTCOPY
+// that preceded it (normally no second announce). SUSPENDED/POSTCOPY_FAILED
+// (source, or a destination whose vCPUs were paused) is a SUSPENDED like any
+// other: Cancel. When post-copy recovery later resumes the destination, its
+// RESUMED/POSTCOPY or RESUMED/MIGRATED lands again, which re-announces after
+// the pause.
+type Tracker struct {
+	landed map[string]landing // by UUID
+}
+
+type landing struct {
+	name string
+	id   int32 // libvirt domain id when it landed: a new QEMU process gets a new id
+}
+
+// NewTracker returns a Tracker that knows of no landing.
+func NewTracker() *Tracker { return &Tracker{landed: make(map[string]landing)} }
+
+// Observe classifies one lifecycle event of domain d (whose libvirt domain id
+// is id) and updates the state.
+func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
+	switch event {
+	case EventResumed:
+		switch detail {
+		case DetailResumedMigrated, DetailResumedPostcopy, DetailResumedPostcopyFailed:
+			if _, ok := t.landed[d.UUID]; ok {
+				return Other
+			}
+			t.landed[d.UUID] = landing{name: d.Name, id: id}
+			return Landed
+		}
+		return Other
+	case EventStarted, EventUndefined:
+		delete(t.landed, d.UUID)
+		return Other
+	case EventSuspended, EventStopped, EventCrashed, EventPMSuspended:
+		delete(t.landed, d.UUID)
+		return Cancel
+	}
+	return Other
+}
+
+// HasLanded reports whether a Landed was emitted for uuid's current migration.
+func (t *Tracker) HasLanded(uuid string) bool {
+	_, ok := t.landed[uuid]
+	return ok
+}
+
+// Len is the number of domains remembered as landed.
+func (t *Tracker) Len() int { return len(t.landed) }
+
+// DomainStatus is one active domain as listed by libvirt.
+type DomainStatus struct {
+	Domain        DomainRef
+	ID            int32
+	State, Reason int32 // virDomainState and its reason
+}
+
+// Decision is something Resync decided: Landed or Cancel for a domain.
+type Decision struct {
+	Kind   EventKind
+	Domain DomainRef
+	ID     int32
+}
+
+// LandedReason reports a running domain whose state reason says it got here
+// by migration: MIGRATED, POSTCOPY or POSTCOPY_FAILED (see Tracker).
+func LandedReason(state, reason int32) bool {
+	return state == StateRunning &&
+		(reason == ReasonRunningMigrated || reason == ReasonRunningPostcopy || reason == ReasonRunningPostcopyFailed)
+}
+
+// Resync reconciles the tracker with the active domains listed after
+// (re)connecting, when events may have been missed:
+//
+//   - a remembered landing whose domain is gone, not running, or is a new QEMU
+//     process (another domain id) is cancelled and forgotten;
+//   - with announce, a domain running with a landed reason (LandedReason)
+//     that is not remembered lands, and is remembered; one remembered with
+//     the same domain id does not land again, so a libvirtd restart does not
+//     re-announce every VM that ever migrated here (but an agent restart
+//     does: the tracker starts empty);
+//   - without announce nothing lands and nothing is remembered, so a RESUMED
+//     event still queued from before the listing lands normally.
+//
+// Cancels come first (by UUID), then landings in the order of active.
+func (t *Tracker) Resync(active []DomainStatus, announce bool) []Decision {
+	byUUID := make(map[string]DomainStatus, len(active))
+	for _, s := range active {
+		byUUID[s.Domain.UUID] = s
+	}
+	var out []Decision
+	uuids := make([]string, 0, len(t.landed))
+	for u := range t.landed {
+		uuids = append(uuids, u)
+	}
+	sort.Strings(uuids)
+	for _, u := range uuids {
+		l := t.landed[u]
+		s, ok := byUUID[u]
+		if ok && s.State == StateRunning && s.ID == l.id {
+			continue
+		}
+		delete(t.landed, u)
+		out = append(out, Decision{Kind: Cancel, Domain: DomainRef{Name: l.name, UUID: u}, ID: l.id})
+	}
+	if !announce {
+		return out
+	}
+	for _, s := range active {
+		if !LandedReason(s.State, s.Reason) {
+			continue
+		}
+		if _, ok := t.landed[s.Domain.UUID]; ok {
+			continue
+		}
+		t.landed[s.Domain.UUID] = landing{name: s.Domain.Name, id: s.ID}
+		out = append(out, Decision{Kind: Landed, Domain: s.Domain, ID: s.ID})
+	}
+	return out
+}

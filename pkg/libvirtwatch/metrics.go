@@ -1,0 +1,182 @@
+package libvirtwatch
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Procedures named in the RPC metrics' procedure label (libvirt's names,
+// without the REMOTE_PROC_ prefix).
+var procedures = []string{
+	procConnectOpen, procConnectClose, procRegisterLifecycle, procListAllDomains,
+	procGetState, procLookupByName, procLookupByUUID, procGetXMLDesc, procMonitorCommand, procGetLibVersion,
+}
+
+const (
+	procConnectOpen       = "connect_open"
+	procConnectClose      = "connect_close"
+	procRegisterLifecycle = "connect_domain_event_callback_register_any"
+	procListAllDomains    = "connect_list_all_domains"
+	procGetState          = "domain_get_state"
+	procLookupByName      = "domain_lookup_by_name"
+	procLookupByUUID      = "domain_lookup_by_uuid"
+	procGetXMLDesc        = "domain_get_xml_desc"
+	procMonitorCommand    = "domain_qemu_monitor_command"
+	procGetLibVersion     = "connect_get_lib_version"
+)
+
+// Metrics counts what a Watcher (and every Conn made with the same Config)
+// sees of libvirt. The caller registers it (it is a prometheus.Collector); a
+// nil *Metrics counts nothing.
+type Metrics struct {
+	events          *prometheus.CounterVec
+	landings        *prometheus.CounterVec
+	cancels         *prometheus.CounterVec
+	connected       prometheus.Gauge
+	reconnects      prometheus.Counter
+	connectFailures prometheus.Counter
+	resyncs         prometheus.Counter
+	rpcErrors       *prometheus.CounterVec
+	rpcTimeouts     *prometheus.CounterVec
+	rpcSeconds      *prometheus.HistogramVec
+	all             []prometheus.Collector
+}
+
+// NewMetrics creates the libvirt watcher's metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_libvirt_events_total",
+			Help: "Domain lifecycle events received from libvirt, by event and detail (e.g. resumed, migrated).",
+		}, []string{"event", "detail"}),
+		landings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_landings_total",
+			Help: "Domains found to have landed here after a migration (one per migration), by source: event (a lifecycle event) or resync (running with reason migrated/postcopy at (re)connect).",
+		}, []string{"source"}),
+		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_landing_cancels_total",
+			Help: "Domains whose pending announces were cancelled because they stopped, paused, crashed or left, by source: event or resync.",
+		}, []string{"source"}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rarp_announce_libvirt_connected",
+			Help: "1 while connected to libvirt and subscribed to lifecycle events, else 0.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_libvirt_reconnects_total",
+			Help: "Connections to libvirt re-established (and re-subscribed) after the previous one was lost.",
+		}),
+		connectFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_libvirt_connect_failures_total",
+			Help: "Attempts to connect to libvirt and subscribe to its events that failed.",
+		}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_libvirt_resyncs_total",
+			Help: "Resynchronizations with libvirt's list of running domains (one per connection).",
+		}),
+		rpcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_libvirt_rpc_errors_total",
+			Help: "libvirt RPCs that failed (error reply or connection lost, timeouts excluded), by procedure. 'Domain not found' answers are not counted.",
+		}, []string{"procedure"}),
+		rpcTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_libvirt_rpc_timeouts_total",
+			Help: "libvirt RPCs not answered within the RPC timeout, by procedure; each closes the connection.",
+		}, []string{"procedure"}),
+		rpcSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rarp_announce_libvirt_rpc_duration_seconds",
+			Help:    "Time libvirt took to answer an RPC, by procedure.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"procedure"}),
+	}
+	for _, p := range procedures {
+		m.rpcErrors.WithLabelValues(p)
+		m.rpcTimeouts.WithLabelValues(p)
+	}
+	for _, s := range []string{"event", "resync"} {
+		m.landings.WithLabelValues(s)
+		m.cancels.WithLabelValues(s)
+	}
+	m.all = []prometheus.Collector{m.events, m.landings, m.cancels, m.connected, m.reconnects,
+		m.connectFailures, m.resyncs, m.rpcErrors, m.rpcTimeouts, m.rpcSeconds}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.all {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.all {
+		c.Collect(ch)
+	}
+}
+
+func (m *Metrics) event(ev, detail int32) {
+	if m != nil {
+		m.events.WithLabelValues(EventName(ev), DetailName(ev, detail)).Inc()
+	}
+}
+
+func (m *Metrics) decision(k EventKind, resync bool) {
+	if m == nil {
+		return
+	}
+	src := "event"
+	if resync {
+		src = "resync"
+	}
+	switch k {
+	case Landed:
+		m.landings.WithLabelValues(src).Inc()
+	case Cancel:
+		m.cancels.WithLabelValues(src).Inc()
+	}
+}
+
+func (m *Metrics) setConnected(up bool) {
+	if m != nil {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		m.connected.Set(v)
+	}
+}
+
+func (m *Metrics) reconnected() {
+	if m != nil {
+		m.reconnects.Inc()
+	}
+}
+
+func (m *Metrics) connectFailed() {
+	if m != nil {
+		m.connectFailures.Inc()
+	}
+}
+
+func (m *Metrics) resynced() {
+	if m != nil {
+		m.resyncs.Inc()
+	}
+}
+
+func (m *Metrics) rpcDone(proc string, d time.Duration, failed bool) {
+	if m == nil {
+		return
+	}
+	m.rpcSeconds.WithLabelValues(proc).Observe(d.Seconds())
+	if failed {
+		m.rpcErrors.WithLabelValues(proc).Inc()
+	}
+}
+
+func (m *Metrics) rpcTimedOut(proc string) {
+	if m != nil {
+		m.rpcTimeouts.WithLabelValues(proc).Inc()
+	}
+}
