@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -51,21 +53,45 @@ type Entry struct {
 	Age       time.Duration // time since the bridge last saw the MAC on Port
 }
 
-// Repairer removes a VM's stale learned entries from local bridges.
+// Repairer removes a VM's stale learned entries from local bridges. It is
+// safe for concurrent use.
 type Repairer struct {
 	nl      *netlink.Handle
+	get     map[int]*nl.SocketHandle // for single-entry lookups, which the netlink package lacks
 	metrics *Metrics
+
+	forceDump bool // tests: take the VLAN-filtering path on this kernel, which has none
 }
 
-// New returns a Repairer working through h (nil: the current network
-// namespace, one socket per request) and counting into m (nil: no metrics).
-// Tests pass a handle bound to a test namespace.
-func New(h *netlink.Handle, m *Metrics) *Repairer {
-	if h == nil {
-		// The zero Handle is what the netlink package-level functions use.
-		h = &netlink.Handle{}
+// New returns a Repairer for the network namespace ns (nil: the caller's),
+// counting into m (nil: no metrics). Tests pass a test namespace. Close
+// releases its netlink sockets.
+func New(ns *netns.NsHandle, m *Metrics) (*Repairer, error) {
+	target := netns.None()
+	if ns != nil {
+		target = *ns
 	}
-	return &Repairer{nl: h, metrics: m}
+	h, err := netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("fdb: netlink: %w", err)
+	}
+	s, err := nl.GetNetlinkSocketAt(target, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("fdb: netlink: %w", err)
+	}
+	tv := nl.SocketTimeoutTv
+	_ = s.SetReceiveTimeout(&tv)
+	_ = s.SetSendTimeout(&tv)
+	return &Repairer{nl: h, get: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}, metrics: m}, nil
+}
+
+// Close releases the Repairer's sockets.
+func (r *Repairer) Close() {
+	r.nl.Close()
+	for _, sh := range r.get {
+		sh.Close()
+	}
 }
 
 // Repair deletes the entries bridge learned for mac on its ports other than
@@ -108,9 +134,9 @@ func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 			own = l.Attrs().Index
 		}
 	}
-	neighs, err := r.list()
+	neighs, err := r.lookup(br, mac)
 	if err != nil {
-		return nil, fmt.Errorf("fdb: list MAC table entries: %w", err)
+		return nil, fmt.Errorf("fdb: look up %s in %s: %w", mac, bridge, err)
 	}
 	var removed []Entry
 	var errs []error
@@ -141,11 +167,48 @@ func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 	return removed, errors.Join(errs...)
 }
 
-// list dumps every bridge MAC table in the namespace. A dump the kernel
+// lookup returns the bridge's entries for mac. Without VLAN filtering a
+// bridge holds at most one entry per MAC (VLAN 0), and the kernel finds it
+// in its hash table (RTM_GETNEIGH for one entry, Linux 4.20+). With VLAN
+// filtering there may be one per VLAN, so every table is dumped and
+// filtered: its cost grows with the tables (see BenchmarkRepair).
+func (r *Repairer) lookup(br netlink.Link, mac rarp.MAC) ([]netlink.Neigh, error) {
+	if b, ok := br.(*netlink.Bridge); ok && b.VlanFiltering != nil && !*b.VlanFiltering && !r.forceDump {
+		return r.getOne(br.Attrs().Index, mac)
+	}
+	return r.dump()
+}
+
+// getOne asks the bridge with index bridge for its VLAN 0 entry for mac.
+func (r *Repairer) getOne(bridge int, mac rarp.MAC) ([]netlink.Neigh, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
+	req.Sockets = r.get
+	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE})
+	req.AddData(nl.NewRtAttr(netlink.NDA_MASTER, nl.Uint32Attr(uint32(bridge))))
+	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac[:]))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []netlink.Neigh
+	for _, m := range msgs {
+		n, err := netlink.NeighDeserialize(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *n)
+	}
+	return out, nil
+}
+
+// dump lists every bridge MAC table in the namespace. A dump the kernel
 // flags as interrupted (the table changed meanwhile) is retried a few times,
 // then used as it is: an entry it missed was learned during the dump, after
 // the VM landed, and is no staler than the repair.
-func (r *Repairer) list() ([]netlink.Neigh, error) {
+func (r *Repairer) dump() ([]netlink.Neigh, error) {
 	var neighs []netlink.Neigh
 	var err error
 	for range 3 {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
@@ -33,7 +35,61 @@ func landed(t *testing.T) (*netnstest.Rig, *netnstest.Tap) {
 	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", vmPort, "mode", "tap")
 	rig.Host.Attach(t, vmPort, netnstest.RigHostBridge)
 	rig.Host.Exec(t, "ip", "link", "set", "dev", vmPort, "up")
-	return rig, netnstest.OpenTap(t, rig.Host, vmPort)
+	tap := netnstest.OpenTap(t, rig.Host, vmPort)
+	forwarding(t, rig.Host, vmPort)
+	return rig, tap
+}
+
+// forwarding waits until br0 forwards on port. A tap's bridge port turns
+// from disabled to forwarding only when the kernel's linkwatch work handles
+// the carrier coming on, some time after the tap was opened; until then the
+// bridge drops (and does not learn from) the tap's frames.
+func forwarding(t *testing.T, ns *netnstest.NS, port string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// 3 is BR_STATE_FORWARDING; ip netns exec mounts the
+		// namespace's own sysfs.
+		state := strings.TrimSpace(ns.Exec(t, "cat", "/sys/class/net/"+port+"/brport/state"))
+		if state == "3" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge port %s not forwarding (state %s)", port, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lookups are the two ways Repair finds entries: a single-entry get (no
+// VLAN filtering) and a dump of all tables (VLAN filtering).
+var lookups = []struct {
+	name string
+	dump bool
+}{{"get", false}, {"dump", true}}
+
+// eachLookup runs a test once per lookup.
+func eachLookup(t *testing.T, test func(t *testing.T, dump bool)) {
+	for _, l := range lookups {
+		t.Run(l.name, func(t *testing.T) { test(t, l.dump) })
+	}
+}
+
+// repairer makes a Repairer working in ns.
+func repairer(t testing.TB, ns *netnstest.NS, m *Metrics, dump bool) *Repairer {
+	t.Helper()
+	h, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	r, err := New(&h, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.forceDump = dump
+	t.Cleanup(r.Close)
+	return r
 }
 
 // learnOnUplink reproduces the stale entry: the VM, still running on the old
@@ -75,104 +131,116 @@ func toVMFromUplink(t *testing.T, rig *netnstest.Rig, tap *netnstest.Tap, marker
 }
 
 func TestRepairRemovesStaleUplinkEntry(t *testing.T) {
-	rig, tap := landed(t)
-	learnOnUplink(t, rig)
+	eachLookup(t, func(t *testing.T, dump bool) {
+		rig, tap := landed(t)
+		learnOnUplink(t, rig)
 
-	// The problem, for real: traffic for the VM that arrives on the uplink
-	// is dropped by br0, whose table says the VM is behind the uplink.
-	if toVMFromUplink(t, rig, tap, 1) {
-		t.Fatal("the VM's tap received a frame br0 should have dropped: no stale entry reproduced")
-	}
+		// The problem, for real: traffic for the VM that arrives on the uplink
+		// is dropped by br0, whose table says the VM is behind the uplink.
+		if toVMFromUplink(t, rig, tap, 1) {
+			t.Fatal("the VM's tap received a frame br0 should have dropped: no stale entry reproduced")
+		}
 
-	m := NewMetrics()
-	r := New(rig.Host.Netlink(), m)
-	removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink || removed[0].VLAN != 0 {
-		t.Fatalf("removed %+v, want the uplink entry", removed)
-	}
-	if removed[0].Age < 0 || removed[0].Age > 10*time.Second {
-		t.Fatalf("entry age %v: not the one just learned", removed[0].Age)
-	}
-	if got, ok := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; ok {
-		t.Fatalf("br0 still has %s on %s", vmMAC, got)
-	}
-	if got := testutil.ToFloat64(m.removedTotal); got != 1 {
-		t.Fatalf("entries removed metric = %v, want 1", got)
-	}
+		m := NewMetrics()
+		r := repairer(t, rig.Host, m, dump)
+		removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink || removed[0].VLAN != 0 {
+			t.Fatalf("removed %+v, want the uplink entry", removed)
+		}
+		if removed[0].Age < 0 || removed[0].Age > 10*time.Second {
+			t.Fatalf("entry age %v: not the one just learned", removed[0].Age)
+		}
+		if got, ok := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; ok {
+			t.Fatalf("br0 still has %s on %s", vmMAC, got)
+		}
+		if got := testutil.ToFloat64(m.removedTotal); got != 1 {
+			t.Fatalf("entries removed metric = %v, want 1", got)
+		}
 
-	// Now the same traffic is flooded and reaches the VM.
-	if !toVMFromUplink(t, rig, tap, 2) {
-		t.Fatal("after the repair, a frame for the VM from the uplink did not reach its tap")
-	}
-	// And as soon as the VM sends, br0 learns it on its own port.
-	if err := tap.Write(frame("ff:ff:ff:ff:ff:ff", vmMAC, 3)); err != nil {
-		t.Fatal(err)
-	}
-	if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, vmMAC, vmPort, 2*time.Second); got != vmPort {
-		t.Fatalf("br0 has %s on %q after the VM sent, want %s", vmMAC, got, vmPort)
-	}
-	if !toVMFromUplink(t, rig, tap, 4) {
-		t.Fatal("a frame for the VM from the uplink did not reach its tap after re-learning")
-	}
+		// Now the same traffic is flooded and reaches the VM.
+		if !toVMFromUplink(t, rig, tap, 2) {
+			t.Fatal("after the repair, a frame for the VM from the uplink did not reach its tap")
+		}
+		// And as soon as the VM sends, br0 learns it on its own port.
+		if err := tap.Write(frame("ff:ff:ff:ff:ff:ff", vmMAC, 3)); err != nil {
+			t.Fatal(err)
+		}
+		if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, vmMAC, vmPort, 2*time.Second); got != vmPort {
+			t.Fatalf("br0 has %s on %q after the VM sent, want %s", vmMAC, got, vmPort)
+		}
+		if !toVMFromUplink(t, rig, tap, 4) {
+			t.Fatal("a frame for the VM from the uplink did not reach its tap after re-learning")
+		}
+	})
 }
 
 func TestRepairWithNothingLearned(t *testing.T) {
-	rig, _ := landed(t)
-	m := NewMetrics()
-	removed, err := New(rig.Host.Netlink(), m).Repair(netnstest.RigHostBridge, vm, vmPort)
-	if err != nil || len(removed) != 0 {
-		t.Fatalf("removed %+v, err %v; want nothing, no error", removed, err)
-	}
-	if got := testutil.ToFloat64(m.repairsTotal); got != 1 {
-		t.Fatalf("repairs metric = %v, want 1", got)
-	}
+	eachLookup(t, func(t *testing.T, dump bool) {
+		rig, _ := landed(t)
+		m := NewMetrics()
+		removed, err := repairer(t, rig.Host, m, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
+		if err != nil || len(removed) != 0 {
+			t.Fatalf("removed %+v, err %v; want nothing, no error", removed, err)
+		}
+		if got := testutil.ToFloat64(m.repairsTotal); got != 1 {
+			t.Fatalf("repairs metric = %v, want 1", got)
+		}
+	})
 }
 
 func TestRepairLeavesTheVMsOwnPort(t *testing.T) {
-	rig, tap := landed(t)
-	// The VM already sent from here (QEMU's own RARPs, or guest traffic).
-	if err := tap.Write(frame("ff:ff:ff:ff:ff:ff", vmMAC, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, vmMAC, vmPort, 2*time.Second); got != vmPort {
-		t.Fatalf("br0 did not learn %s on %s (has %q)", vmMAC, vmPort, got)
-	}
-	removed, err := New(rig.Host.Netlink(), nil).Repair(netnstest.RigHostBridge, vm, vmPort)
-	if err != nil || len(removed) != 0 {
-		t.Fatalf("removed %+v, err %v; want nothing", removed, err)
-	}
-	if got := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; got != vmPort {
-		t.Fatalf("br0 has %s on %q after the repair, want %s untouched", vmMAC, got, vmPort)
-	}
+	eachLookup(t, func(t *testing.T, dump bool) {
+		rig, tap := landed(t)
+		// The VM already sent from here (QEMU's own RARPs, or guest traffic).
+		if err := tap.Write(frame("ff:ff:ff:ff:ff:ff", vmMAC, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, vmMAC, vmPort, 2*time.Second); got != vmPort {
+			t.Fatalf("br0 did not learn %s on %s (has %q)", vmMAC, vmPort, got)
+		}
+		removed, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
+		if err != nil || len(removed) != 0 {
+			t.Fatalf("removed %+v, err %v; want nothing", removed, err)
+		}
+		if got := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; got != vmPort {
+			t.Fatalf("br0 has %s on %q after the repair, want %s untouched", vmMAC, got, vmPort)
+		}
+	})
 }
 
 // Other VMs' and hosts' entries are left alone: only the landed MAC goes.
 func TestRepairLeavesOtherMACs(t *testing.T) {
-	rig, _ := landed(t)
-	learnOnUplink(t, rig)
-	const other = "52:54:00:99:99:99"
-	netnstest.Learn(t, rig.Old, netnstest.RigOldPort, other)
-	if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, other, netnstest.RigHostUplink, 2*time.Second); got != netnstest.RigHostUplink {
-		t.Fatalf("br0 did not learn %s", other)
-	}
-	if _, err := New(rig.Host.Netlink(), nil).Repair(netnstest.RigHostBridge, vm, vmPort); err != nil {
-		t.Fatal(err)
-	}
-	fdb := rig.Host.FDB(t, netnstest.RigHostBridge)
-	if _, ok := fdb[vmMAC]; ok {
-		t.Fatalf("%s still in br0's table", vmMAC)
-	}
-	if fdb[other] != netnstest.RigHostUplink {
-		t.Fatalf("%s lost from br0's table: %v", other, fdb)
-	}
+	eachLookup(t, func(t *testing.T, dump bool) {
+		rig, _ := landed(t)
+		learnOnUplink(t, rig)
+		const other = "52:54:00:99:99:99"
+		netnstest.Learn(t, rig.Old, netnstest.RigOldPort, other)
+		if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, other, netnstest.RigHostUplink, 2*time.Second); got != netnstest.RigHostUplink {
+			t.Fatalf("br0 did not learn %s", other)
+		}
+		if _, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, vmPort); err != nil {
+			t.Fatal(err)
+		}
+		fdb := rig.Host.FDB(t, netnstest.RigHostBridge)
+		if _, ok := fdb[vmMAC]; ok {
+			t.Fatalf("%s still in br0's table", vmMAC)
+		}
+		if fdb[other] != netnstest.RigHostUplink {
+			t.Fatalf("%s lost from br0's table: %v", other, fdb)
+		}
+	})
 }
 
 // Configured entries (what `bridge fdb add` makes) are the operator's, not
 // the bridge's learning, and stay.
 func TestRepairLeavesConfiguredEntries(t *testing.T) {
+	eachLookup(t, func(t *testing.T, dump bool) { configuredEntries(t, dump) })
+}
+
+func configuredEntries(t *testing.T, dump bool) {
 	for _, kind := range [][]string{{"static"}, {"permanent"}, {"static", "sticky"}, {"extern_learn"}} {
 		t.Run(kind[0]+map[bool]string{true: "_" + kind[len(kind)-1]}[len(kind) > 1], func(t *testing.T) {
 			rig, _ := landed(t)
@@ -181,7 +249,7 @@ func TestRepairLeavesConfiguredEntries(t *testing.T) {
 			if len(before) != 1 {
 				t.Fatalf("bridge fdb add made %d entries", len(before))
 			}
-			removed, err := New(rig.Host.Netlink(), nil).Repair(netnstest.RigHostBridge, vm, vmPort)
+			removed, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
 			if err != nil || len(removed) != 0 {
 				t.Fatalf("removed %+v, err %v; want nothing", removed, err)
 			}
@@ -209,27 +277,30 @@ func entries(t *testing.T, h *netlink.Handle, mac string) []netlink.Neigh {
 }
 
 func TestRepairWithoutCapNetAdmin(t *testing.T) {
-	rig, _ := landed(t)
-	learnOnUplink(t, rig)
-	m := NewMetrics()
-	var removed []Entry
-	var err error
-	withoutNetAdmin(t, rig.Host, func() {
-		removed, err = New(rig.Host.Netlink(), m).Repair(netnstest.RigHostBridge, vm, vmPort)
+	eachLookup(t, func(t *testing.T, dump bool) {
+		rig, _ := landed(t)
+		learnOnUplink(t, rig)
+		m := NewMetrics()
+		var removed []Entry
+		var err error
+		r := repairer(t, rig.Host, m, dump)
+		withoutNetAdmin(t, rig.Host, func() {
+			removed, err = r.Repair(netnstest.RigHostBridge, vm, vmPort)
+		})
+		if !errors.Is(err, ErrPermission) || !errors.Is(err, unix.EPERM) {
+			t.Fatalf("err = %v, want ErrPermission wrapping EPERM", err)
+		}
+		if len(removed) != 0 {
+			t.Fatalf("removed %+v without the capability", removed)
+		}
+		if got := testutil.ToFloat64(m.failuresTotal.WithLabelValues(ReasonPermission)); got != 1 {
+			t.Fatalf("permission failures = %v, want 1", got)
+		}
+		if got := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; got != netnstest.RigHostUplink {
+			t.Fatalf("entry is on %q; a failed repair must leave it", got)
+		}
+		t.Logf("error: %v", err)
 	})
-	if !errors.Is(err, ErrPermission) || !errors.Is(err, unix.EPERM) {
-		t.Fatalf("err = %v, want ErrPermission wrapping EPERM", err)
-	}
-	if len(removed) != 0 {
-		t.Fatalf("removed %+v without the capability", removed)
-	}
-	if got := testutil.ToFloat64(m.failuresTotal.WithLabelValues(ReasonPermission)); got != 1 {
-		t.Fatalf("permission failures = %v, want 1", got)
-	}
-	if got := rig.Host.FDB(t, netnstest.RigHostBridge)[vmMAC]; got != netnstest.RigHostUplink {
-		t.Fatalf("entry is on %q; a failed repair must leave it", got)
-	}
-	t.Logf("error: %v", err)
 }
 
 // withoutNetAdmin runs fn on a thread in ns that has dropped CAP_NET_ADMIN
@@ -260,7 +331,7 @@ func withoutNetAdmin(t *testing.T, ns *netnstest.NS, fn func()) {
 func TestRepairNoSuchBridge(t *testing.T) {
 	rig, _ := landed(t)
 	m := NewMetrics()
-	r := New(rig.Host.Netlink(), m)
+	r := repairer(t, rig.Host, m, false)
 	if _, err := r.Repair("nosuchbr", vm, vmPort); !errors.Is(err, ErrNoBridge) {
 		t.Fatalf("missing bridge: err = %v, want ErrNoBridge", err)
 	}
@@ -275,10 +346,12 @@ func TestRepairNoSuchBridge(t *testing.T) {
 // A VM whose tap is not known (or gone) still gets its stale entries
 // removed: no port is spared.
 func TestRepairWithoutOwnPort(t *testing.T) {
-	rig, _ := landed(t)
-	learnOnUplink(t, rig)
-	removed, err := New(rig.Host.Netlink(), nil).Repair(netnstest.RigHostBridge, vm, "")
-	if err != nil || len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink {
-		t.Fatalf("removed %+v, err %v; want the uplink entry", removed, err)
-	}
+	eachLookup(t, func(t *testing.T, dump bool) {
+		rig, _ := landed(t)
+		learnOnUplink(t, rig)
+		removed, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, "")
+		if err != nil || len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink {
+			t.Fatalf("removed %+v, err %v; want the uplink entry", removed, err)
+		}
+	})
 }
