@@ -1,0 +1,89 @@
+package fdb
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics counts what a Repairer does. The caller registers it (it is a
+// prometheus.Collector); a nil *Metrics counts nothing.
+type Metrics struct {
+	repairsTotal  prometheus.Counter
+	removedTotal  prometheus.Counter
+	failuresTotal *prometheus.CounterVec
+	all           []prometheus.Collector
+}
+
+// Failure reasons, the values of the reason label.
+const (
+	ReasonPermission = "permission" // CAP_NET_ADMIN missing
+	ReasonNoBridge   = "no_bridge"  // the bridge does not exist or is not a bridge
+	ReasonNetlink    = "netlink"    // any other kernel error
+)
+
+// NewMetrics creates the repair metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		repairsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_fdb_repairs_total",
+			Help: "Local bridge MAC table repairs attempted (one per VM MAC and bridge, before announcing).",
+		}),
+		removedTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_fdb_entries_removed_total",
+			Help: "Stale learned MAC table entries removed from local bridges: a landed VM's MAC on a port other than its own.",
+		}),
+		failuresTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_fdb_repair_failures_total",
+			Help: "Local bridge MAC table repairs that failed, by reason: permission (no CAP_NET_ADMIN), no_bridge, netlink.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{ReasonPermission, ReasonNoBridge, ReasonNetlink} {
+		m.failuresTotal.WithLabelValues(r)
+	}
+	m.all = []prometheus.Collector{m.repairsTotal, m.removedTotal, m.failuresTotal}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.all {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.all {
+		c.Collect(ch)
+	}
+}
+
+// FailureReason is the label a Repair error is counted under.
+func FailureReason(err error) string {
+	switch {
+	case errors.Is(err, ErrPermission):
+		return ReasonPermission
+	case errors.Is(err, ErrNoBridge), errors.Is(err, ErrNotBridge):
+		return ReasonNoBridge
+	}
+	return ReasonNetlink
+}
+
+func (m *Metrics) repair() {
+	if m != nil {
+		m.repairsTotal.Inc()
+	}
+}
+
+func (m *Metrics) removed(n int) {
+	if m != nil && n > 0 {
+		m.removedTotal.Add(float64(n))
+	}
+}
+
+func (m *Metrics) failure(reason string) {
+	if m != nil {
+		m.failuresTotal.WithLabelValues(reason).Inc()
+	}
+}

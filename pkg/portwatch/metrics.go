@@ -1,0 +1,117 @@
+package portwatch
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// Metrics counts what a Watcher does. The caller registers it (it is a
+// prometheus.Collector); a nil *Metrics counts nothing.
+type Metrics struct {
+	waits       *prometheus.CounterVec
+	waitSeconds prometheus.Histogram
+	changes     *prometheus.CounterVec
+	updates     prometheus.Counter
+	resyncs     *prometheus.CounterVec
+	all         []prometheus.Collector
+}
+
+// Results of a readiness wait, the values of the result label.
+const (
+	resultReady     = "ready"
+	resultTimeout   = "timeout"
+	resultCancelled = "cancelled"
+)
+
+// NewMetrics creates the watcher's metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_readiness_waits_total",
+			Help: "Waits for a VM's port to be ready (exists, attached, up, forwarding), by result: ready, timeout, cancelled (context ended or watcher closed).",
+		}, []string{"result"}),
+		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rarp_announce_readiness_wait_seconds",
+			Help:    "Time from the start of a readiness wait until the port was ready (0 when it already was); waits that failed are not observed.",
+			Buckets: []float64{.0001, .001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_port_changes_total",
+			Help: "Changes of a watched port after it landed that call for a new announce, by cause (a change may have several): reattached, restarted, recreated, resync.",
+		}, []string{"cause"}),
+		updates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_link_updates_total",
+			Help: "Netlink link messages (RTM_NEWLINK, RTM_DELLINK, dumps included) applied to the port watcher's view.",
+		}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_link_resyncs_total",
+			Help: "Times the port watcher lost its link subscription and rebuilt its view from a dump, by reason: overflow (receive buffer full), error.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{resultReady, resultTimeout, resultCancelled} {
+		m.waits.WithLabelValues(r)
+	}
+	for _, n := range causeNames {
+		m.changes.WithLabelValues(n.name)
+	}
+	for _, r := range []string{"overflow", "error"} {
+		m.resyncs.WithLabelValues(r)
+	}
+	m.all = []prometheus.Collector{m.waits, m.waitSeconds, m.changes, m.updates, m.resyncs}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.all {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.all {
+		c.Collect(ch)
+	}
+}
+
+func (m *Metrics) waited(result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.waits.WithLabelValues(result).Inc()
+	if result == resultReady {
+		m.waitSeconds.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) changed(c Cause) {
+	if m == nil {
+		return
+	}
+	for _, n := range causeNames {
+		if c&n.c != 0 {
+			m.changes.WithLabelValues(n.name).Inc()
+		}
+	}
+}
+
+func (m *Metrics) update() {
+	if m != nil {
+		m.updates.Inc()
+	}
+}
+
+func (m *Metrics) resync(err error) {
+	if m == nil {
+		return
+	}
+	reason := "error"
+	if errors.Is(err, unix.ENOBUFS) {
+		reason = "overflow"
+	}
+	m.resyncs.WithLabelValues(reason).Inc()
+}
