@@ -350,6 +350,17 @@ func lineOf(root *yaml.Node, key string) int {
 	return line
 }
 
+// Validate checks a config built in code (defaults plus command-line
+// overrides); source names where the values came from in the errors.
+func (c *Config) Validate(source string) error {
+	var out []error
+	for _, e := range c.validate() {
+		e.File = source
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
 // validate returns every semantic problem, keyed by dotted path.
 func (c *Config) validate() []*Error {
 	var errs []*Error

@@ -16,6 +16,11 @@ import (
 // and XML, but not for QEMUMonitorCommand.
 var DefaultSockets = []string{"/run/libvirt/virtqemud-sock", "/run/libvirt/libvirt-sock"}
 
+// ReadOnlySockets are tried instead when Config.ReadOnly is set: the
+// read-only sockets suffice for events, states and live XML, and give the
+// agent no power over the domains (least privilege). QMP needs the others.
+var ReadOnlySockets = []string{"/run/libvirt/virtqemud-sock-ro", "/run/libvirt/libvirt-sock-ro"}
+
 // Defaults for the zero values of Config.
 const (
 	DefaultURI        = "qemu:///system"
@@ -27,6 +32,9 @@ const (
 
 // Config configures a Watcher, or a Conn made by Dial.
 type Config struct {
+	// ReadOnly picks the socket from ReadOnlySockets instead of
+	// DefaultSockets when Socket is empty.
+	ReadOnly bool
 	// Socket is libvirt's unix socket; "" = the first of DefaultSockets
 	// that exists, looked up again at every (re)connect.
 	Socket string
@@ -92,10 +100,14 @@ func (c Config) SocketPath() (string, error) {
 	if c.Socket != "" {
 		return c.Socket, nil
 	}
-	for _, p := range DefaultSockets {
+	candidates := DefaultSockets
+	if c.ReadOnly {
+		candidates = ReadOnlySockets
+	}
+	for _, p := range candidates {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w (tried %s)", ErrNoSocket, strings.Join(DefaultSockets, ", "))
+	return "", fmt.Errorf("%w (tried %s)", ErrNoSocket, strings.Join(candidates, ", "))
 }

@@ -88,6 +88,11 @@ func KindOf(n domxml.Interface) Kind {
 	}
 	switch n.Type {
 	case "bridge":
+		// libvirt's live XML shows a type='network' NIC on a bridged
+		// network as type='bridge' with the network named in <source>.
+		if n.SourceNetwork != "" {
+			return KindNetwork
+		}
 		return KindBridge
 	case "network":
 		// A network of macvtaps shows a source dev, not a bridge.

@@ -1,0 +1,196 @@
+// Package agent is the daemon's core: it takes "landed" and "cancel" events
+// from libvirt, plans each landed domain's NICs, waits for each port to be
+// ready, repairs the local bridge's stale MAC entry, and hands the announce
+// to the announcer; it re-announces when a port changes soon after landing.
+//
+// The path of one announce: Libvirt event -> Agent.handle -> land (XML,
+// plan.Plan) -> hostTarget (Ports.WaitReady, FDB.Repair) ->
+// announce.Announcer.Announce -> the interface's link worker -> socket.
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// Libvirt is what the agent asks libvirt (libvirtwatch.Watcher in
+// production, the fake server's connection in tests).
+type Libvirt interface {
+	DomainXML(ctx context.Context, d libvirtwatch.DomainRef) ([]byte, error)
+	DomainRunning(ctx context.Context, d libvirtwatch.DomainRef) (bool, error)
+}
+
+// Ports reports a VM port's readiness (portwatch.Watcher).
+type Ports interface {
+	// WaitReady returns once port exists, is attached to master (if not
+	// empty) and is up, or an error naming what is missing.
+	WaitReady(ctx context.Context, port, master string, timeout time.Duration) (portwatch.State, error)
+	// Watch reports re-attachment or down/up of port within window.
+	Watch(ctx context.Context, port, master string, window time.Duration) <-chan portwatch.Change
+}
+
+// FDB removes a bridge's stale entries for a MAC (fdb.Repairer).
+type FDB interface {
+	Repair(bridge string, mac rarp.MAC, ownPort string) ([]fdb.Entry, error)
+}
+
+// QEMUAnnouncer asks QEMU to announce a domain's NICs by alias (QMP
+// announce-self through libvirt).
+type QEMUAnnouncer interface {
+	AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error
+}
+
+// OVSAnnouncer injects an announce into Open vSwitch as if from the VM's
+// port.
+type OVSAnnouncer interface {
+	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error
+}
+
+// Settings can change on reload (SIGHUP).
+type Settings struct {
+	Plan         plan.Options
+	Schedule     announce.Schedule
+	ReadyTimeout time.Duration
+	WatchWindow  time.Duration
+}
+
+// Deps are the agent's parts. FDB, QEMU and OVS may be nil: the features
+// are then off, and NICs that need them are reported as not handled.
+type Deps struct {
+	Libvirt   Libvirt
+	Ports     Ports
+	FDB       FDB
+	QEMU      QEMUAnnouncer
+	OVS       OVSAnnouncer
+	Announcer *announce.Announcer
+	Logger    *zap.Logger
+	Metrics   *Metrics
+}
+
+// Agent acts on events. Run it with Run; it is safe for concurrent use.
+type Agent struct {
+	d   Deps
+	log *zap.Logger
+	m   *Metrics
+
+	mu       sync.Mutex
+	settings Settings
+	landings map[string]*landing // by domain UUID
+	wg       sync.WaitGroup
+	fdbOff   bool // set once the kernel refused a repair for lack of privilege
+}
+
+// landing is one domain's announce in progress.
+type landing struct {
+	ev     libvirtwatch.Event
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	macs   []rarp.MAC
+}
+
+// New returns an agent.
+func New(d Deps, s Settings) *Agent {
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	return &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}}
+}
+
+// Update replaces the settings; landings already in progress keep theirs.
+func (a *Agent) Update(s Settings) {
+	a.mu.Lock()
+	a.settings = s
+	a.mu.Unlock()
+}
+
+func (a *Agent) current() Settings {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.settings
+}
+
+// Run handles events until ctx is done or events closes, then waits for the
+// landings in progress to stop.
+func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
+	defer a.wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			a.cancelAll()
+			return
+		case ev, ok := <-events:
+			if !ok {
+				a.cancelAll()
+				return
+			}
+			a.Handle(ctx, ev)
+		}
+	}
+}
+
+// Handle acts on one event: a landing starts (superseding one in progress
+// for the same domain), a cancel stops the domain's landing and announces.
+func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
+	switch ev.Kind {
+	case libvirtwatch.Landed:
+		lctx, cancel := context.WithCancel(ctx)
+		l := &landing{ev: ev, cancel: cancel}
+		a.mu.Lock()
+		old := a.landings[ev.Domain.UUID]
+		a.landings[ev.Domain.UUID] = l
+		a.wg.Add(1)
+		a.mu.Unlock()
+		if old != nil {
+			old.cancel()
+		}
+		go func() {
+			defer a.wg.Done()
+			a.land(lctx, l, a.current(), "")
+		}()
+	case libvirtwatch.Cancel:
+		a.mu.Lock()
+		l := a.landings[ev.Domain.UUID]
+		delete(a.landings, ev.Domain.UUID)
+		a.mu.Unlock()
+		if l == nil {
+			return
+		}
+		l.cancel()
+		l.mu.Lock()
+		macs := l.macs
+		l.mu.Unlock()
+		n := 0
+		for _, m := range macs {
+			n += a.d.Announcer.CancelMAC(m)
+		}
+		a.log.Info("announces cancelled", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.Int("announces", n))
+	}
+}
+
+func (a *Agent) cancelAll() {
+	a.mu.Lock()
+	for k, l := range a.landings {
+		l.cancel()
+		delete(a.landings, k)
+	}
+	a.mu.Unlock()
+}
+
+// forget drops a finished landing unless a newer one replaced it.
+func (a *Agent) forget(l *landing) {
+	a.mu.Lock()
+	if a.landings[l.ev.Domain.UUID] == l {
+		delete(a.landings, l.ev.Domain.UUID)
+	}
+	a.mu.Unlock()
+}

@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics counts the agent's decisions; a nil *Metrics counts nothing.
+type Metrics struct {
+	nics          *prometheus.CounterVec
+	landingErrors *prometheus.CounterVec
+	reannounces   prometheus.Counter
+}
+
+// Strategies and results, pre-created so dashboards see zeros, not gaps.
+var (
+	metricStrategies = []string{"host", "qemu", "ovs", "skip"}
+	metricResults    = []string{ResultStarted, ResultFailed, ResultNotReady, ResultSkipped, ResultNotHandled, ResultCancelled}
+)
+
+// NewMetrics creates the agent's metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		nics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_nic_announces_total",
+			Help: "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled).",
+		}, []string{"strategy", "result"}),
+		landingErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_landing_errors_total",
+			Help: "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).",
+		}, []string{"reason"}),
+		reannounces: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_port_change_reannounces_total",
+			Help: "Announces repeated because a VM's port was re-attached or went down and up within the watch window.",
+		}),
+	}
+	for _, s := range metricStrategies {
+		for _, r := range metricResults {
+			m.nics.WithLabelValues(s, r)
+		}
+	}
+	for _, r := range []string{"xml", "parse"} {
+		m.landingErrors.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.nics, m.landingErrors, m.reannounces}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (m *Metrics) nic(strategy, result string) {
+	if m != nil && strategy != "" {
+		m.nics.WithLabelValues(strategy, result).Inc()
+	}
+}
+
+func (m *Metrics) landingError(reason string) {
+	if m != nil {
+		m.landingErrors.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) reannounce() {
+	if m != nil {
+		m.reannounces.Inc()
+	}
+}

@@ -1,0 +1,337 @@
+// Package daemon assembles the agent of 'rarp-announce run' from its
+// configuration: libvirt watcher -> agent (planner, readiness, FDB repair)
+// -> announcer, the optional QMP and Open vSwitch strategies, the optional
+// RARP responder, and the HTTP endpoint; and it handles the signals
+// (SIGHUP reload, SIGUSR1/SIGUSR2 log level, SIGTERM stop).
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/httpapi"
+	"github.com/rarp-announce/rarp-announce/internal/logging"
+	"github.com/rarp-announce/rarp-announce/internal/version"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+)
+
+// Overrides are command-line flags that win over the file.
+type Overrides struct {
+	LibvirtSocket  string
+	MetricsAddress string
+	LogLevel       string
+}
+
+// Apply sets the overrides on c.
+func (o Overrides) Apply(c *config.Config) {
+	if o.LibvirtSocket != "" {
+		c.Libvirt.Socket = o.LibvirtSocket
+	}
+	if o.MetricsAddress != "" {
+		c.Metrics.Address = o.MetricsAddress
+	}
+	if o.LogLevel != "" {
+		c.Log.Level = o.LogLevel
+	}
+}
+
+// Load reads the config (defaults when path is empty) and applies the
+// overrides; errors are configuration errors (exit 2).
+func Load(path string, o Overrides) (*config.Config, error) {
+	c := config.Default()
+	if path != "" {
+		var err error
+		if c, err = config.Load(path); err != nil {
+			return nil, err
+		}
+	}
+	o.Apply(c)
+	// What the flags changed must be as valid as the file.
+	if err := c.Validate("command line"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Settings derives the agent's reloadable settings from a config.
+func Settings(c *config.Config) agent.Settings {
+	st := c.Strategies
+	return agent.Settings{
+		Plan: plan.Options{
+			Strategies: plan.Strategies{
+				plan.KindBridge: plan.Strategy(st.Bridge), plan.KindNetwork: plan.Strategy(st.Network),
+				plan.KindDirect: plan.Strategy(st.Direct), plan.KindOpenVSwitch: plan.Strategy(st.OpenVSwitch),
+				plan.KindVhostUser: plan.Strategy(st.VhostUser), plan.KindEthernet: plan.Strategy(st.Ethernet),
+			},
+			RepairFDB: c.FDBRepair,
+		},
+		Schedule:     c.Schedule.Announce(),
+		ReadyTimeout: c.Readiness.Timeout.D(),
+		WatchWindow:  c.Readiness.WatchWindow.D(),
+	}
+}
+
+// LibvirtConfig derives the watcher's configuration.
+func LibvirtConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) libvirtwatch.Config {
+	return libvirtwatch.Config{
+		Socket:           c.Libvirt.Socket,
+		ReadOnly:         !c.UsesQEMU(),
+		URI:              c.Libvirt.URI,
+		RPCTimeout:       c.Libvirt.RPCTimeout.D(),
+		BackoffMin:       c.Libvirt.BackoffMin.D(),
+		BackoffMax:       c.Libvirt.BackoffMax.D(),
+		AnnounceOnResync: c.Libvirt.AnnounceOnResync,
+		Logger:           log,
+		Metrics:          m,
+	}
+}
+
+// Daemon is a running agent.
+type Daemon struct {
+	cfgPath string
+	over    Overrides
+	log     *zap.Logger
+	level   zap.AtomicLevel
+
+	mu  sync.Mutex
+	cfg *config.Config
+
+	reg       *prometheus.Registry
+	http      *httpapi.Server
+	watcher   *libvirtwatch.Watcher
+	ports     *portwatch.Watcher
+	repairer  *fdb.Repairer
+	announcer *announce.Announcer
+	agent     *agent.Agent
+	closers   []func()
+}
+
+// New builds the daemon: nothing watches or sends until Run. The error
+// is a start-up failure (exit 1): metrics port taken, netlink refused.
+func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides) (*Daemon, error) {
+	log, level, err := logging.New(cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, level: level, reg: httpapi.NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			d.close()
+		}
+	}()
+
+	lvm := libvirtwatch.NewMetrics()
+	pwm := portwatch.NewMetrics()
+	anm := announce.NewMetrics()
+	agm := agent.NewMetrics()
+	d.reg.MustRegister(lvm, pwm, anm, agm)
+
+	d.announcer = announce.New(announce.Options{
+		Pacing:  announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst},
+		Metrics: anm,
+		Logger:  log.Named("announce"),
+	})
+	d.closers = append(d.closers, func() { _ = d.announcer.Close() })
+
+	d.ports, err = portwatch.New(ctx, portwatch.Options{Logger: log.Named("portwatch"), Metrics: pwm})
+	if err != nil {
+		return nil, fmt.Errorf("watching links (netlink): %w", err)
+	}
+	d.closers = append(d.closers, func() { _ = d.ports.Close() })
+
+	deps := agent.Deps{Ports: d.ports, Announcer: d.announcer, Logger: log.Named("agent"), Metrics: agm}
+	if cfg.FDBRepair {
+		fm := fdb.NewMetrics()
+		d.reg.MustRegister(fm)
+		if d.repairer, err = fdb.New(nil, fm); err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, d.repairer.Close)
+		deps.FDB = d.repairer
+	}
+
+	d.watcher = libvirtwatch.New(LibvirtConfig(cfg, log.Named("libvirt"), lvm))
+	deps.Libvirt = d.watcher
+	if cfg.UsesQEMU() {
+		qm := qmp.NewMetrics()
+		d.reg.MustRegister(qm)
+		deps.QEMU = &qmp.Announcer{Metrics: qm, Monitor: d.monitor}
+	}
+	if err := d.addOVS(&deps, cfg); err != nil {
+		return nil, err
+	}
+	if err := d.addResponder(ctx, cfg); err != nil {
+		return nil, err
+	}
+	d.agent = agent.New(deps, Settings(cfg))
+
+	d.http, err = httpapi.Listen(cfg.Metrics.Address, d.reg, d.ready, log.Named("http"))
+	if err != nil {
+		return nil, fmt.Errorf("metrics address %s: %w", cfg.Metrics.Address, err)
+	}
+	ok = true
+	return d, nil
+}
+
+// monitor runs a QMP command through the watcher's current connection.
+func (d *Daemon) monitor(ctx context.Context, uuid, cmd string) (string, error) {
+	c, err := d.watcher.Conn()
+	if err != nil {
+		return "", err
+	}
+	return c.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
+}
+
+func (d *Daemon) ready() (bool, string) {
+	if !d.watcher.Ready() {
+		return false, "not subscribed to libvirt events"
+	}
+	return true, "ready"
+}
+
+// Addr is the HTTP endpoint's address.
+func (d *Daemon) Addr() string { return d.http.Addr() }
+
+// Run runs until ctx is done (SIGTERM, SIGINT): it then stops watching,
+// cancels what is in flight and returns nil.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	v, rev := version.Get()
+	d.log.Info("rarp-announce agent starting", zap.String("version", v), zap.String("revision", rev),
+		zap.String("metrics", d.http.Addr()), zap.String("config", d.cfgPath))
+
+	base, _ := zapcore.ParseLevel(d.cfg.Log.Level)
+	logging.HandleLevelSignals(ctx, d.log, d.level, base)
+
+	events := make(chan libvirtwatch.Event, 4096)
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		if err := d.http.Serve(ctx); err != nil {
+			d.log.Error("HTTP endpoint stopped", zap.Error(err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := d.watcher.Run(ctx, events); err != nil {
+			d.log.Error("libvirt watcher stopped", zap.Error(err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		d.agent.Run(ctx, events)
+	}()
+	go func() {
+		defer wg.Done()
+		d.runResponder(ctx)
+	}()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping")
+			cancel()
+			wg.Wait()
+			d.log.Info("stopped")
+			return nil
+		case <-hup:
+			d.reload()
+		}
+	}
+}
+
+// reload re-reads the config on SIGHUP. What can change live: schedule,
+// readiness, strategies, FDB repair switch (if it was on at start), log
+// level, the responder's tables. The rest needs a restart and is logged.
+func (d *Daemon) reload() {
+	cfg, err := Load(d.cfgPath, d.over)
+	if err != nil {
+		d.log.Error("reload refused; keeping the running configuration", zap.Error(err))
+		return
+	}
+	d.mu.Lock()
+	old := d.cfg
+	d.cfg = cfg
+	d.mu.Unlock()
+	for _, c := range restartOnly(old, cfg) {
+		d.log.Warn("changed setting needs a restart to take effect", zap.String("key", c))
+	}
+	if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
+		d.level.SetLevel(lvl)
+	}
+	d.agent.Update(Settings(cfg))
+	d.reloadResponder(cfg)
+	d.log.Info("configuration reloaded", zap.String("config", d.cfgPath))
+}
+
+// restartOnly lists the keys that differ and cannot change live.
+func restartOnly(a, b *config.Config) []string {
+	var out []string
+	if a.Libvirt != b.Libvirt {
+		out = append(out, "libvirt")
+	}
+	if a.Pacing != b.Pacing {
+		out = append(out, "pacing")
+	}
+	if a.Metrics != b.Metrics {
+		out = append(out, "metrics")
+	}
+	if a.Log.Format != b.Log.Format {
+		out = append(out, "log.format")
+	}
+	if a.OVS != b.OVS {
+		out = append(out, "ovs")
+	}
+	if a.FDBRepair != b.FDBRepair && !a.FDBRepair {
+		out = append(out, "fdb_repair")
+	}
+	if a.UsesQEMU() != b.UsesQEMU() {
+		out = append(out, "strategies (qemu needs the read-write socket)")
+	}
+	if a.Responder.Enabled != b.Responder.Enabled || !equal(a.Responder.Interfaces, b.Responder.Interfaces) {
+		out = append(out, "responder.enabled/interfaces")
+	}
+	return out
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Daemon) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+	_ = d.log.Sync()
+}
