@@ -23,9 +23,13 @@ import (
 
 // EnvAgent overrides the agent the test runs on both hypervisors: a command
 // for `sh -c` inside each one, with $RARP_ANNOUNCE (the binary built here)
-// and $LAB_HV (a or b) set, e.g. RARP_LAB_AGENT='exec "$RARP_ANNOUNCE" run'.
-// Unset: lab-standin-agent.sh, which drives `rarp-announce send`.
+// and $LAB_HV (a or b) set. Unset: the real agent, DefaultAgent. The
+// stand-in shell agent that proved the rig is RARP_LAB_AGENT=standin.
 const EnvAgent = "RARP_LAB_AGENT"
+
+// DefaultAgent is the agent under test: `rarp-announce run` with default
+// paths inside each hypervisor, its debug log in the agent's log file.
+const DefaultAgent = `exec "$RARP_ANNOUNCE" run --log-level debug`
 
 // The test's lab has its own namespace names and state directory, so it
 // never touches a lab someone started by hand (demo.sh, lab-up.sh).
@@ -57,7 +61,14 @@ func TestLabEndToEnd(t *testing.T) {
 	}
 
 	env := append(os.Environ(), labEnv...)
-	env = append(env, "RARP_ANNOUNCE="+bin, "LAB_AGENT="+os.Getenv(EnvAgent), "LAB_KEEP=0")
+	agent := os.Getenv(EnvAgent)
+	switch agent {
+	case "":
+		agent = DefaultAgent
+	case "standin":
+		agent = "" // lab-e2e.sh's default: lab-standin-agent.sh
+	}
+	env = append(env, "RARP_ANNOUNCE="+bin, "LAB_AGENT="+agent, "LAB_KEEP=0")
 	t.Cleanup(func() {
 		down := exec.Command(filepath.Join(here, "lab-down.sh"))
 		down.Env = env
