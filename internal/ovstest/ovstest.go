@@ -36,7 +36,13 @@ type OVS struct {
 	// DB is the database socket as --db takes it.
 	DB string
 
-	stopped bool
+	daemons map[string]*daemon
+}
+
+// daemon is one OVS process, a child of the test process.
+type daemon struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait returned
 }
 
 // Start runs ovsdb-server and ovs-vswitchd in ns; cleanup stops them.
@@ -51,7 +57,7 @@ func Start(t testing.TB, ns *netnstest.NS) *OVS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &OVS{NS: ns, Dir: dir, DB: "unix:" + filepath.Join(dir, "db.sock")}
+	o := &OVS{NS: ns, Dir: dir, DB: "unix:" + filepath.Join(dir, "db.sock"), daemons: map[string]*daemon{}}
 	t.Cleanup(func() {
 		o.Stop(t)
 		if t.Failed() {
@@ -64,21 +70,45 @@ func Start(t testing.TB, ns *netnstest.NS) *OVS {
 		os.RemoveAll(dir)
 	})
 	netnstest.Run(t, "ovsdb-tool", "create", filepath.Join(dir, "conf.db"), Schema)
-	o.daemon(t, "ovsdb-server", filepath.Join(dir, "conf.db"), "--remote=punix:"+filepath.Join(dir, "db.sock"))
+	o.start(t, "ovsdb-server", filepath.Join(dir, "conf.db"), "--remote=punix:"+filepath.Join(dir, "db.sock"))
 	o.Vsctl(t, "--no-wait", "init")
-	o.daemon(t, "ovs-vswitchd", o.DB)
+	o.start(t, "ovs-vswitchd", o.DB)
 	return o
 }
 
-// daemon starts name detached; --detach returns once it is ready.
-func (o *OVS) daemon(t testing.TB, name string, args ...string) {
+// start runs name in the foreground as a child of the test process, not
+// --detach: a detached daemon is orphaned to PID 1, and where PID 1 does
+// not reap (as in this project's VMs) every stopped daemon stays a zombie.
+// It returns once the daemon answers on its control socket.
+func (o *OVS) start(t testing.TB, name string, args ...string) {
 	t.Helper()
-	args = append(args, "--pidfile="+o.pidfile(name), "--unixctl="+filepath.Join(o.Dir, name+".ctl"),
-		"--log-file="+filepath.Join(o.Dir, name+".log"), "-vconsole:off", "--detach", "--no-chdir")
+	ctl := filepath.Join(o.Dir, name+".ctl")
+	_ = os.Remove(ctl)
+	args = append(args, "--pidfile="+o.pidfile(name), "--unixctl="+ctl,
+		"--log-file="+filepath.Join(o.Dir, name+".log"), "-vconsole:off")
+	// ip netns exec execs the daemon: the child's pid is the daemon's.
 	cmd := o.NS.Command(append([]string{name}, args...)...)
 	cmd.Env = o.env()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, out)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	d := &daemon{cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(d.exited) }()
+	o.daemons[name] = d
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-d.exited:
+			t.Fatalf("%s exited at start: %v", name, cmd.ProcessState)
+		default:
+		}
+		if exec.Command("ovs-appctl", "--timeout=5", "-t", ctl, "version").Run() == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer on %s within 20 s", name, ctl)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -88,22 +118,35 @@ func (o *OVS) env() []string {
 	return append(os.Environ(), "OVS_RUNDIR="+o.Dir, "OVS_DBDIR="+o.Dir, "OVS_LOGDIR="+o.Dir)
 }
 
+// RestartSwitch stops ovs-vswitchd and starts it again on the same
+// database, as a package upgrade or a crash and restart would: bridges and
+// ports come back from OVSDB, OpenFlow connections do not survive.
+func (o *OVS) RestartSwitch(t testing.TB) {
+	t.Helper()
+	o.StopSwitch(t)
+	o.start(t, "ovs-vswitchd", o.DB)
+}
+
+// StopSwitch stops ovs-vswitchd and leaves it stopped (OVSDB still runs).
+func (o *OVS) StopSwitch(t testing.TB) {
+	t.Helper()
+	if err := o.stop("ovs-vswitchd"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Pid returns the pid of "ovsdb-server" or "ovs-vswitchd".
 func (o *OVS) Pid(t testing.TB, name string) int {
 	t.Helper()
-	b, err := os.ReadFile(o.pidfile(name))
-	if err != nil {
-		t.Fatal(err)
+	d := o.daemons[name]
+	if d == nil {
+		t.Fatalf("%s is not running", name)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("%s: %v", o.pidfile(name), err)
-	}
-	return pid
+	return d.cmd.Process.Pid
 }
 
 // Signal sends sig to "ovsdb-server" or "ovs-vswitchd" (SIGSTOP makes a
-// hung switch; cleanup continues it before stopping it).
+// hung daemon; stopping continues it first).
 func (o *OVS) Signal(t testing.TB, name string, sig syscall.Signal) {
 	t.Helper()
 	if err := syscall.Kill(o.Pid(t, name), sig); err != nil {
@@ -115,66 +158,36 @@ func (o *OVS) Signal(t testing.TB, name string, sig syscall.Signal) {
 // survives; it is idempotent.
 func (o *OVS) Stop(t testing.TB) {
 	t.Helper()
-	if o.stopped {
-		return
-	}
-	o.stopped = true
 	for _, name := range []string{"ovs-vswitchd", "ovsdb-server"} {
-		b, err := os.ReadFile(o.pidfile(name))
-		if err != nil {
-			continue // never started, or removed its pidfile on exit
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 1 {
-			continue
-		}
-		if err := stopPid(pid, name); err != nil {
+		if err := o.stop(name); err != nil {
 			t.Errorf("ovstest: %v", err)
 		}
 	}
 }
 
-// stopPid continues (a SIGSTOPped daemon ignores SIGTERM), terminates,
-// waits up to 5 s, then kills; a zombie counts as gone.
-func stopPid(pid int, name string) error {
-	if !alive(pid, name) {
+// stop continues (a SIGSTOPped daemon ignores SIGTERM), terminates, waits
+// up to 5 s for the child to be reaped, then kills it.
+func (o *OVS) stop(name string) error {
+	d := o.daemons[name]
+	if d == nil {
 		return nil
 	}
-	_ = syscall.Kill(pid, syscall.SIGCONT)
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if !alive(pid, name) {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
+	delete(o.daemons, name)
+	p := d.cmd.Process
+	_ = p.Signal(syscall.SIGCONT)
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		return nil
+	case <-time.After(5 * time.Second):
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	time.Sleep(100 * time.Millisecond)
-	if alive(pid, name) {
-		return fmt.Errorf("%s (pid %d) survived SIGKILL", name, pid)
+	_ = p.Kill()
+	select {
+	case <-d.exited:
+		return fmt.Errorf("%s (pid %d) ignored SIGTERM for 5 s; killed", name, p.Pid)
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s (pid %d) survived SIGKILL", name, p.Pid)
 	}
-	return fmt.Errorf("%s (pid %d) ignored SIGTERM for 5 s; killed", name, pid)
-}
-
-// alive reports whether pid is still the named daemon and not a zombie
-// (the pid may have been reused by something else: then it is not ours).
-func alive(pid int, name string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// "pid (comm) state ..."; comm is truncated to 15 bytes.
-	s := string(b)
-	lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if lp < 0 || rp < lp || rp+2 >= len(s) {
-		return false
-	}
-	comm := s[lp+1 : rp]
-	if !strings.HasPrefix(name, comm) {
-		return false
-	}
-	return s[rp+2] != 'Z' && s[rp+2] != 'X'
 }
 
 func (o *OVS) run(t testing.TB, argv ...string) string {

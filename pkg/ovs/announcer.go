@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,7 +67,7 @@ type Announcer struct {
 
 	mu      sync.Mutex
 	closed  bool
-	active  map[portMAC][]announce.Key // what the last announce of a port+MAC started
+	active  map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
 	ports   map[string]string          // link name -> OVS port name, for logs
 	waiters map[announce.Key][]chan announce.Sent
 	pacers  map[string]*pacer // per bridge
@@ -109,7 +110,7 @@ func New(cfg Config) (*Announcer, error) {
 		log:     cfg.Logger,
 		m:       cfg.Metrics,
 		stop:    make(chan struct{}),
-		active:  map[portMAC][]announce.Key{},
+		active:  map[portMAC][]*announce.Handle{},
 		ports:   map[string]string{},
 		waiters: map[announce.Key][]chan announce.Sent{},
 		pacers:  map[string]*pacer{},
@@ -214,11 +215,11 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 	// inner announcer does that for equal keys; keys the new one no
 	// longer uses (the port's ofport or VLANs changed) are cancelled.
 	for _, old := range a.active[pm] {
-		if !containsKey(keys, old) {
-			a.ann.Cancel(old)
+		if !containsKey(keys, old.Key()) && !done(old) {
+			a.ann.Cancel(old.Key())
 		}
 	}
-	a.active[pm] = keys
+	a.prune()
 	for _, v := range frames {
 		h, err := a.ann.Announce(announce.Request{MAC: mac, Interface: name, VLAN: v, Schedule: s, Since: since, Reason: "ovs"})
 		if err != nil {
@@ -227,6 +228,7 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 		}
 		handles = append(handles, h)
 	}
+	a.active[pm] = handles
 	a.mu.Unlock()
 	log.Debug("ovs announce started", zap.Int("vlans", len(frames)), zap.Uint16("tag", p.Tag), zap.String("vlan_mode", p.Mode()))
 
@@ -239,33 +241,53 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 	return first
 }
 
-// waitFirst waits until h's first frame was injected or failed.
+// waitFirst waits until h's first frame was injected or failed. onFrame
+// delivers the first frame's outcome on ch (after the handle counted it);
+// when h is done, every frame's onFrame has returned.
 func (a *Announcer) waitFirst(ctx context.Context, h *announce.Handle, ch <-chan announce.Sent) error {
+	firstErr := func(s announce.Sent) error {
+		if s.Err != nil && h.Sent() == 0 {
+			return s.Err
+		}
+		return nil
+	}
 	for {
 		if h.Sent() > 0 {
 			return nil
 		}
-		if h.Failed() > 0 {
-			select {
-			case s := <-ch:
-				if s.Err != nil {
-					return s.Err
-				}
-			default:
-			}
-			return fmt.Errorf("%s: first frame failed", h.Key())
-		}
 		select {
 		case s := <-ch:
-			if s.Err != nil && h.Sent() == 0 {
-				return s.Err
-			}
+			return firstErr(s)
 		case <-h.Done():
-			if h.Sent() == 0 && h.Failed() == 0 {
+			select {
+			case s := <-ch:
+				return firstErr(s)
+			default:
+			}
+			if h.Sent() == 0 {
 				return fmt.Errorf("%s: announce ended before its first frame (superseded or cancelled)", h.Key())
 			}
+			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("%s: waiting for the first frame: %w", h.Key(), ctx.Err())
+		}
+	}
+}
+
+func done(h *announce.Handle) bool {
+	select {
+	case <-h.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// prune forgets port+MACs whose announces all ended; the caller holds a.mu.
+func (a *Announcer) prune() {
+	for pm, hs := range a.active {
+		if !slices.ContainsFunc(hs, func(h *announce.Handle) bool { return !done(h) }) {
+			delete(a.active, pm)
 		}
 	}
 }
@@ -297,6 +319,9 @@ func (a *Announcer) removeWaiter(k announce.Key, ch chan announce.Sent) {
 
 // failed logs and counts an announce that could not start.
 func (a *Announcer) failed(log *zap.Logger, msg string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err // the caller gave up (shutting down): not an OVS failure
+	}
 	a.m.failure(err)
 	log.Warn(msg, zap.String("reason", Reason(err)), zap.Error(err))
 	return err
@@ -332,12 +357,12 @@ func (a *Announcer) onFrame(s announce.Sent) {
 // stopped.
 func (a *Announcer) Cancel(port string, mac rarp.MAC) int {
 	a.mu.Lock()
-	keys := a.active[portMAC{port, mac}]
+	hs := a.active[portMAC{port, mac}]
 	delete(a.active, portMAC{port, mac})
 	a.mu.Unlock()
 	n := 0
-	for _, k := range keys {
-		if a.ann.Cancel(k) {
+	for _, h := range hs {
+		if !done(h) && a.ann.Cancel(h.Key()) {
 			n++
 		}
 	}

@@ -108,6 +108,7 @@ func (d DB) Lookup(ctx context.Context, port string) (Port, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// --timeout makes ovs-vsctl itself give up on a hung ovsdb-server (it
@@ -120,6 +121,9 @@ func (d DB) Lookup(ctx context.Context, port string) (Port, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if parent.Err() != nil {
+		return Port{}, fmt.Errorf("ovs-vsctl lookup of %s: %w", port, parent.Err())
+	}
 	if ctx.Err() != nil {
 		return Port{}, fmt.Errorf("ovs-vsctl lookup of %s: %w after %v", port, ErrTimeout, timeout)
 	}

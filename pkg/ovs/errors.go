@@ -63,10 +63,12 @@ func Reason(err error) string {
 	return "command"
 }
 
-// dialError classifies a failed connect to a unix socket: a missing file or
-// a refused connection means nobody is serving it.
+// dialError classifies a failed connect to (or write on) a unix socket: a
+// missing file, a refused connection or a peer that went away means nobody
+// is serving it.
 func dialError(err error) error {
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 		return fmt.Errorf("%w: %w", ErrNotRunning, err)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {

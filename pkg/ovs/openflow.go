@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -90,6 +91,9 @@ func dialOpenFlow(ctx context.Context, path string) (*ofConn, error) {
 		}
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, fmt.Errorf("openflow handshake on %s: %w", path, ErrTimeout)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			return nil, fmt.Errorf("openflow handshake on %s: switch closed the connection: %w", path, ErrNotRunning)
 		}
 		return nil, fmt.Errorf("openflow handshake on %s: %w", path, dialError(err))
 	}
@@ -295,7 +299,7 @@ func (oc *ofConn) read() {
 	for {
 		h, body, err := readMsg(oc.c)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				err = fmt.Errorf("switch closed the OpenFlow connection: %w", ErrNotRunning)
 			}
 			oc.fail(err)

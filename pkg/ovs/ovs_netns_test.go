@@ -46,7 +46,7 @@ const (
 	swToOld  = "swo"
 )
 
-func newTopo(t *testing.T, vmPortSettings ...string) *topo {
+func newTopo(t testing.TB, vmPortSettings ...string) *topo {
 	t.Helper()
 	netnstest.Require(t, append(slices.Clone(ovstest.Tools), "tcpdump", "tshark")...)
 	tp := &topo{Hyp: netnstest.New(t, "hv"), VM: netnstest.New(t, "vm"), Sw: netnstest.New(t, "sw"), Old: netnstest.New(t, "old")}
@@ -161,8 +161,11 @@ func totalFailures(m *Metrics) float64 {
 	return n
 }
 
-func flowPackets(t *testing.T, o *ovstest.OVS, match string) int {
+// flowPackets is the packet count of the flow added with cookie (ovs-ofctl
+// dump-flows cannot select by priority).
+func flowPackets(t *testing.T, o *ovstest.OVS, cookie int) int {
 	t.Helper()
+	match := fmt.Sprintf("cookie=%#x/-1", cookie)
 	out := o.Ofctl(t, "dump-flows", bridge, match)
 	for _, l := range strings.Split(out, "\n") {
 		if i := strings.Index(l, "n_packets="); i >= 0 {
@@ -187,7 +190,7 @@ func TestAnnounceEntersFromTheVMPort(t *testing.T) {
 	for _, inj := range []string{InjectOpenFlow, InjectOfctl} {
 		t.Run(inj, func(t *testing.T) {
 			tp := newTopo(t)
-			tp.OVS.Ofctl(t, "add-flow", bridge, fmt.Sprintf("priority=100,in_port=%d,rarp,actions=NORMAL", tp.VMPort))
+			tp.OVS.Ofctl(t, "add-flow", bridge, fmt.Sprintf("cookie=0x1,priority=100,in_port=%d,rarp,actions=NORMAL", tp.VMPort))
 			tp.learnOnOld(t)
 			onSwitch := netnstest.StartCapture(t, tp.Sw, swToOVS, "")
 			onVM := netnstest.StartCapture(t, tp.VM, "eth0", "")
@@ -212,7 +215,7 @@ func TestAnnounceEntersFromTheVMPort(t *testing.T) {
 			if len(got) != 1 || got[0] != (ovstest.FDBEntry{Port: port, VLAN: 100, MAC: vmMAC}) {
 				t.Fatalf("OVS fdb for %s: %v, want only port %s (%s) VLAN 100", vmMAC, got, port, vmPort)
 			}
-			if n := flowPackets(t, tp.OVS, fmt.Sprintf("in_port=%d,rarp", tp.VMPort)); n != 2 {
+			if n := flowPackets(t, tp.OVS, 1); n != 2 {
 				t.Fatalf("the in_port=%s rarp flow matched %d packets, want 2", vmPort, n)
 			}
 
