@@ -68,7 +68,7 @@ type Announcer struct {
 	mu      sync.Mutex
 	closed  bool
 	active  map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
-	ports   map[string]string          // link name -> OVS port name, for logs
+	ports   map[string]string              // link name -> OVS port name, for logs
 	waiters map[announce.Key][]chan announce.Sent
 	pacers  map[string]*pacer // per bridge
 }
