@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,13 +24,19 @@ const (
 	InjectOfctl    = "ofctl"    // OfctlInjector
 )
 
+// Lookup methods for Config.Lookup.
+const (
+	LookupOVSDB = "ovsdb" // OVSDB, JSON-RPC (default)
+	LookupVsctl = "vsctl" // DB, ovs-vsctl
+)
+
 // Config configures an Announcer. The zero value works against a packaged
 // Open vSwitch (default sockets, commands on $PATH).
 type Config struct {
 	// Vsctl and Ofctl are the command paths; default "ovs-vsctl", "ovs-ofctl".
 	Vsctl, Ofctl string
 	// DB is the OVSDB socket as ovs-vsctl --db takes it ("unix:/path");
-	// empty: ovs-vsctl's default.
+	// empty: unix:<RunDir>/db.sock, which is ovs-vsctl's default.
 	DB string
 	// RunDir holds the bridges' OpenFlow sockets (<RunDir>/<bridge>.mgmt);
 	// empty: DefaultRunDir ($OVS_RUNDIR or /var/run/openvswitch).
@@ -37,6 +45,8 @@ type Config struct {
 	Injection string
 	// Injector, if set, replaces the one Injection names.
 	Injector Injector
+	// Lookup is LookupOVSDB (default) or LookupVsctl.
+	Lookup string
 	// LookupTimeout bounds one OVSDB lookup; default 5 s.
 	LookupTimeout time.Duration
 	// FrameTimeout bounds one injected frame (packet-out and its barrier
@@ -58,7 +68,7 @@ type Config struct {
 // It is safe for concurrent use.
 type Announcer struct {
 	cfg  Config
-	db   DB
+	db   Lookuper
 	inj  Injector
 	log  *zap.Logger
 	m    *Metrics
@@ -92,6 +102,21 @@ func New(cfg Config) (*Announcer, error) {
 	if cfg.RunDir == "" {
 		cfg.RunDir = DefaultRunDir()
 	}
+	if cfg.DB == "" {
+		cfg.DB = "unix:" + filepath.Join(cfg.RunDir, "db.sock")
+	}
+	var db Lookuper
+	switch cfg.Lookup {
+	case "", LookupOVSDB:
+		if _, _, err := splitSocket(cfg.DB); err != nil {
+			return nil, err
+		}
+		db = &OVSDB{Socket: cfg.DB, Timeout: cfg.LookupTimeout}
+	case LookupVsctl:
+		db = DB{Vsctl: cfg.Vsctl, DB: cfg.DB, Timeout: cfg.LookupTimeout}
+	default:
+		return nil, fmt.Errorf("ovs lookup %q: want %q or %q", cfg.Lookup, LookupOVSDB, LookupVsctl)
+	}
 	inj := cfg.Injector
 	if inj == nil {
 		switch cfg.Injection {
@@ -105,7 +130,7 @@ func New(cfg Config) (*Announcer, error) {
 	}
 	a := &Announcer{
 		cfg:     cfg,
-		db:      DB{Vsctl: cfg.Vsctl, DB: cfg.DB, Timeout: cfg.LookupTimeout},
+		db:      db,
 		inj:     inj,
 		log:     cfg.Logger,
 		m:       cfg.Metrics,
@@ -395,6 +420,9 @@ func (a *Announcer) Close() error {
 	close(a.stop)
 	a.mu.Unlock()
 	err := a.ann.Close()
+	if c, ok := a.db.(io.Closer); ok {
+		err = errors.Join(err, c.Close())
+	}
 	return errors.Join(err, a.inj.Close())
 }
 

@@ -86,7 +86,7 @@ func (f *fakeInjector) got() []injected {
 func fakeAnnouncer(t *testing.T, vsctl string, inj Injector, tweak func(*Config)) (*Announcer, *Metrics) {
 	t.Helper()
 	m := NewMetrics()
-	cfg := Config{Vsctl: vsctl, Injector: inj, Metrics: m, Logger: zaptest.NewLogger(t)}
+	cfg := Config{Lookup: LookupVsctl, Vsctl: vsctl, Injector: inj, Metrics: m, Logger: zaptest.NewLogger(t)}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -261,8 +261,10 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
-	if _, err := New(Config{Injection: "carrier-pigeon"}); err == nil {
-		t.Fatal("unknown injection accepted")
+	for _, c := range []Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
+		if _, err := New(c); err == nil {
+			t.Fatalf("%+v accepted", c)
+		}
 	}
 }
 

@@ -68,12 +68,15 @@ func (p Port) carries(id uint16) bool {
 	return false
 }
 
-// DB looks ports up in OVSDB through ovs-vsctl.
-//
-// ovs-vsctl rather than an OVSDB JSON-RPC client: no OVSDB library is
-// served here, the lookup happens once per announce (not per frame), and
-// ovs-vsctl is what an operator runs to check the same facts. One
-// invocation answers three questions (port-to-br, Port, Interface).
+// Lookuper finds a port in OVSDB: DB (ovs-vsctl) or OVSDB (JSON-RPC).
+type Lookuper interface {
+	Lookup(ctx context.Context, port string) (Port, error)
+}
+
+// DB looks ports up in OVSDB through ovs-vsctl: one process per lookup
+// (about 10 ms here), but exactly what an operator runs to check the same
+// facts. One invocation answers three questions (port-to-br, Port,
+// Interface). OVSDB is the faster default.
 type DB struct {
 	// Vsctl is the ovs-vsctl command; default "ovs-vsctl".
 	Vsctl string
@@ -137,14 +140,20 @@ func (d DB) Lookup(ctx context.Context, port string) (Port, error) {
 	if p.Name != port {
 		return Port{}, fmt.Errorf("ovs-vsctl lookup of %s returned port %q: %w", port, p.Name, ErrCommand)
 	}
-	if p.OFPort <= 0 {
-		msg := fmt.Sprintf("%s on %s: ofport %d", port, p.Bridge, p.OFPort)
-		if p.Error != "" {
-			msg += " (" + p.Error + ")"
-		}
-		return p, fmt.Errorf("%s: %w", msg, ErrNoOFPort)
+	return p, p.usable()
+}
+
+// usable reports ErrNoOFPort, with OVS's own reason, for a port
+// ovs-vswitchd has not (or could not) put in the bridge.
+func (p Port) usable() error {
+	if p.OFPort > 0 {
+		return nil
 	}
-	return p, nil
+	msg := fmt.Sprintf("%s on %s: ofport %d", p.Name, p.Bridge, p.OFPort)
+	if p.Error != "" {
+		msg += " (" + p.Error + ")"
+	}
+	return fmt.Errorf("%s: %w", msg, ErrNoOFPort)
 }
 
 // vsctlError classifies an ovs-vsctl failure by its message.
@@ -177,8 +186,8 @@ func ParseLookup(out []byte) (Port, error) {
 	if len(lines) != 3 {
 		return Port{}, fmt.Errorf("%w: want 3 lines (bridge, Port, Interface), got %d", ErrCommand, len(lines))
 	}
-	p := Port{Bridge: strings.TrimSpace(lines[0])}
-	if p.Bridge == "" {
+	bridge := strings.TrimSpace(lines[0])
+	if bridge == "" {
 		return Port{}, fmt.Errorf("%w: empty bridge name", ErrCommand)
 	}
 	port, err := parseRow(lines[1], "Port")
@@ -189,6 +198,14 @@ func ParseLookup(out []byte) (Port, error) {
 	if err != nil {
 		return Port{}, err
 	}
+	return portFromRows(bridge, port, iface)
+}
+
+// portFromRows builds a Port from its OVSDB Port and Interface rows (the
+// OVSDB JSON encoding, which ovs-vsctl --format=json also prints).
+func portFromRows(bridge string, port, iface row) (Port, error) {
+	p := Port{Bridge: bridge}
+	var err error
 	if p.Name, err = str(port, "name", false); err != nil {
 		return Port{}, err
 	}

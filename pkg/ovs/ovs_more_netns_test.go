@@ -200,22 +200,37 @@ func TestFailuresAreReportedAndCounted(t *testing.T) {
 	netnstest.Veth(t, tp.Hyp, "trunk1", tp.VM, "eth2")
 	tp.OVS.Vsctl(t, "add-port", bridge, "trunk1", "trunks=10")
 
-	for _, c := range []struct {
+	type failure struct {
 		name   string
 		cfg    func(Config) Config
 		port   string
 		vlans  []rarp.VLAN
 		want   error
 		reason string
-	}{
+	}
+	vsctl := func(c Config) Config { c.Lookup = LookupVsctl; return c }
+	cases := []failure{
 		{"ovs not running", func(c Config) Config { c.DB = "unix:" + tp.OVS.Dir + "/nosuch.sock"; return c }, vmPort, nil, ErrNotRunning, "not_running"},
 		{"unknown port", nil, "vnet99", nil, ErrPortNotFound, "port_not_found"},
 		{"port without ofport", nil, "nosuchdev", nil, ErrNoOFPort, "no_ofport"},
 		{"port on the dead VLAN", nil, "parked", nil, ErrPortNotWired, "port_not_wired"},
 		{"VLAN not carried", nil, "trunk1", []rarp.VLAN{{ID: 20}}, ErrVLANNotCarried, "vlan_not_carried"},
 		{"no bridge socket", func(c Config) Config { c.RunDir = tp.OVS.Dir + "/elsewhere"; return c }, vmPort, nil, ErrNotRunning, "not_running"},
-		{"no ovs-vsctl", func(c Config) Config { c.Vsctl = "/nonexistent/ovs-vsctl"; return c }, vmPort, nil, ErrCommand, "command"},
-	} {
+		{"no ovs-vsctl", func(c Config) Config { c.Vsctl = "/nonexistent/ovs-vsctl"; return vsctl(c) }, vmPort, nil, ErrCommand, "command"},
+	}
+	// The lookup cases again through ovs-vsctl.
+	for _, c := range cases[:5] {
+		prev := c.cfg
+		c.name += " (vsctl)"
+		c.cfg = func(cfg Config) Config {
+			if prev != nil {
+				cfg = prev(cfg)
+			}
+			return vsctl(cfg)
+		}
+		cases = append(cases, c)
+	}
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := tp.config(t)
 			if c.cfg != nil {
@@ -246,16 +261,17 @@ func TestFailuresAreReportedAndCounted(t *testing.T) {
 // announcer still closes.
 func TestHungOVSTimesOut(t *testing.T) {
 	for _, c := range []struct {
-		name, daemon, injection string
+		name, daemon, injection, lookup string
 	}{
-		{"vswitchd stopped, openflow", "ovs-vswitchd", InjectOpenFlow},
-		{"vswitchd stopped, ofctl", "ovs-vswitchd", InjectOfctl},
-		{"ovsdb-server stopped", "ovsdb-server", InjectOpenFlow},
+		{"vswitchd stopped, openflow", "ovs-vswitchd", InjectOpenFlow, LookupOVSDB},
+		{"vswitchd stopped, ofctl", "ovs-vswitchd", InjectOfctl, LookupOVSDB},
+		{"ovsdb-server stopped, ovsdb", "ovsdb-server", InjectOpenFlow, LookupOVSDB},
+		{"ovsdb-server stopped, vsctl", "ovsdb-server", InjectOpenFlow, LookupVsctl},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tp := newTopo(t)
 			cfg := tp.config(t)
-			cfg.Injection = c.injection
+			cfg.Injection, cfg.Lookup = c.injection, c.lookup
 			cfg.FrameTimeout = 300 * time.Millisecond
 			cfg.LookupTimeout = 500 * time.Millisecond
 			a := newAnnouncer(t, cfg)

@@ -187,8 +187,8 @@ func flowPackets(t *testing.T, o *ovstest.OVS, cookie int) int {
 // toward this host, move OVS's own stale entry from the uplink to the VM's
 // port, and never reach the VM itself.
 func TestAnnounceEntersFromTheVMPort(t *testing.T) {
-	for _, inj := range []string{InjectOpenFlow, InjectOfctl} {
-		t.Run(inj, func(t *testing.T) {
+	for _, c := range []struct{ lookup, inj string }{{LookupOVSDB, InjectOpenFlow}, {LookupVsctl, InjectOfctl}} {
+		t.Run(c.lookup+"+"+c.inj, func(t *testing.T) {
 			tp := newTopo(t)
 			tp.OVS.Ofctl(t, "add-flow", bridge, fmt.Sprintf("cookie=0x1,priority=100,in_port=%d,rarp,actions=NORMAL", tp.VMPort))
 			tp.learnOnOld(t)
@@ -196,7 +196,7 @@ func TestAnnounceEntersFromTheVMPort(t *testing.T) {
 			onVM := netnstest.StartCapture(t, tp.VM, "eth0", "")
 
 			cfg := tp.config(t)
-			cfg.Injection = inj
+			cfg.Lookup, cfg.Injection = c.lookup, c.inj
 			wait := countFrames(&cfg)
 			a := newAnnouncer(t, cfg)
 			// The XML's <vlan><tag id='100'/> on an access port: the guest
