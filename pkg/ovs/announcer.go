@@ -154,7 +154,8 @@ func New(cfg Config) (*Announcer, error) {
 }
 
 // Lookup returns what OVSDB says about port (bridge, ofport, VLAN
-// settings), for readiness checks: ErrNoOFPort until the port is usable.
+// settings), for readiness checks: ErrNoOFPort until the port is usable,
+// and Frames tells ErrPortNotWired. Nothing is logged or counted.
 func (a *Announcer) Lookup(ctx context.Context, port string) (Port, error) {
 	return a.db.Lookup(ctx, port)
 }
@@ -289,8 +290,10 @@ func (a *Announcer) waitFirst(ctx context.Context, h *announce.Handle, ch <-chan
 				return firstErr(s)
 			default:
 			}
-			if h.Sent() == 0 {
-				return fmt.Errorf("%s: announce ended before its first frame (superseded or cancelled)", h.Key())
+			if h.Sent() == 0 && !h.Superseded() {
+				// A newer announce of the same port and MAC carries on
+				// after a supersede; a cancel is worth telling.
+				return fmt.Errorf("%s: announce cancelled before its first frame", h.Key())
 			}
 			return nil
 		case <-ctx.Done():
