@@ -1,0 +1,306 @@
+package ovs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// fakeVsctl is an ovs-vsctl stand-in: a script printing a file the test
+// rewrites, so the Announcer's logic runs without Open vSwitch.
+type fakeVsctl struct {
+	path, out string
+}
+
+func newFakeVsctl(t *testing.T, output string) *fakeVsctl {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fakeVsctl{path: filepath.Join(dir, "ovs-vsctl"), out: filepath.Join(dir, "out")}
+	if err := os.WriteFile(f.path, []byte("#!/bin/sh\nexec cat "+f.out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.set(t, output)
+	return f
+}
+
+func (f *fakeVsctl) set(t *testing.T, output string) {
+	t.Helper()
+	if err := os.WriteFile(f.out, []byte(output), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeInjector records frames; fail, if set, decides each frame's error.
+type fakeInjector struct {
+	mu     sync.Mutex
+	frames []injected
+	fail   func(n int) error
+	delay  atomic.Int64 // nanoseconds each Inject takes
+	before atomic.Pointer[func()]
+}
+
+type injected struct {
+	bridge string
+	inPort int
+	vlan   uint16
+	at     time.Time
+}
+
+func (f *fakeInjector) Inject(ctx context.Context, bridge string, inPort int, frame []byte) error {
+	time.Sleep(time.Duration(f.delay.Load()))
+	if fn := f.before.Load(); fn != nil {
+		(*fn)()
+	}
+	var fr rarp.Frame
+	if err := fr.UnmarshalBinary(frame); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frames = append(f.frames, injected{bridge, inPort, fr.VLAN.ID, time.Now()})
+	if f.fail != nil {
+		return f.fail(len(f.frames))
+	}
+	return nil
+}
+
+func (f *fakeInjector) Close() error { return nil }
+
+func (f *fakeInjector) got() []injected {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.frames)
+}
+
+func fakeAnnouncer(t *testing.T, vsctl string, inj Injector, tweak func(*Config)) (*Announcer, *Metrics) {
+	t.Helper()
+	m := NewMetrics()
+	cfg := Config{Lookup: LookupVsctl, Vsctl: vsctl, Injector: inj, Metrics: m, Logger: zaptest.NewLogger(t)}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a, m
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var mac = rarp.MAC{0x52, 0x54, 0, 0, 0, 1}
+
+// TestAnnounceSupersedesPerPortAndMAC: a new announce for the same port
+// and MAC replaces the old one, including VLANs it no longer asks for.
+func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
+	vs := newFakeVsctl(t, lookupTrunk) // vnet3, ofport 7, trunks 200,300
+	inj := &fakeInjector{}
+	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
+	long := announce.Schedule{Rounds: 2, Initial: time.Hour, Max: time.Hour, Bursts: 1}
+	if err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 200}, {ID: 300}}, long, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Running(); n != 2 {
+		t.Fatalf("%d running, want 2 (one per VLAN)", n)
+	}
+	got := inj.got()
+	if len(got) != 2 || got[0].bridge != "br-int" || got[0].inPort != 7 {
+		t.Fatalf("injected %+v", got)
+	}
+	if err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the VLAN 200 announce to stop", func() bool { return a.Running() == 1 })
+	// Another MAC on the same port is independent.
+	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 2}
+	if err := a.Announce(context.Background(), "vnet3", other, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Running(); n != 2 {
+		t.Fatalf("%d running, want 2", n)
+	}
+	if n := a.Cancel("vnet3", mac); n != 1 {
+		t.Fatalf("Cancel stopped %d", n)
+	}
+	if n := a.CancelMAC(other); n != 1 {
+		t.Fatalf("CancelMAC stopped %d", n)
+	}
+	waitFor(t, "all announces to stop", func() bool { return a.Running() == 0 })
+}
+
+// TestAnnounceReturnsFirstFrameError: Announce reports the first frame's
+// failure with its reason; the schedule goes on, and each failed frame is
+// counted.
+func TestAnnounceReturnsFirstFrameError(t *testing.T) {
+	vs := newFakeVsctl(t, lookupAccess)
+	inj := &fakeInjector{fail: func(n int) error {
+		if n == 1 {
+			return ErrTimeout
+		}
+		return nil
+	}}
+	frames := make(chan announce.Sent, 10)
+	a, m := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.OnFrame = func(s announce.Sent) { frames <- s } })
+	s := announce.Schedule{Rounds: 2, Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Bursts: 1}
+	err := a.Announce(context.Background(), "vm0", mac, nil, s, time.Now())
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err %v, want ErrTimeout", err)
+	}
+	<-frames
+	if second := <-frames; second.Err != nil {
+		t.Fatalf("second frame: %v", second.Err)
+	}
+	if n := failures(m, "timeout"); n != 1 {
+		t.Fatalf("timeouts counted %v", n)
+	}
+}
+
+// TestAnnounceWaitsForTheFirstFrame: Announce returns only after the first
+// frame went out, not before.
+func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
+	vs := newFakeVsctl(t, lookupAccess)
+	inj := &fakeInjector{}
+	inj.delay.Store(int64(50 * time.Millisecond))
+	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
+	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(inj.got()); n != 1 {
+		t.Fatalf("%d frames injected when Announce returned, want 1", n)
+	}
+	// A context that ends before the first frame is out: Announce gives
+	// up waiting, the frame still goes out.
+	inj.delay.Store(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	release := make(chan struct{})
+	hold := func() { cancel(); <-release }
+	inj.before.Store(&hold)
+	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 3}
+	if err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want the context's error", err)
+	}
+	close(release)
+	waitFor(t, "the frame to go out anyway", func() bool { return len(inj.got()) >= 2 })
+}
+
+// TestBridgePacing: the frame limit applies per bridge, across its ports.
+func TestBridgePacing(t *testing.T) {
+	vs := newFakeVsctl(t, lookupAccess)
+	inj := &fakeInjector{}
+	a, _ := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.Pacing = announce.Pacing{PerSecond: 50, Burst: 2} })
+	start := time.Now()
+	for i := range 4 {
+		// Different MACs on the same bridge; the fake reports one port,
+		// pacing does not care which.
+		m := rarp.MAC{0x52, 0x54, 0, 0, 1, byte(i)}
+		if err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := inj.got()
+	if len(got) != 4 {
+		t.Fatalf("%d frames", len(got))
+	}
+	// Two tokens of burst, then one per 20 ms: the 4th frame cannot be
+	// earlier than 40 ms after the start.
+	if d := got[3].at.Sub(start); d < 35*time.Millisecond {
+		t.Fatalf("4th frame after %v: pacing did not hold it back", d)
+	}
+}
+
+func TestAnnounceRejectsBadInput(t *testing.T) {
+	vs := newFakeVsctl(t, lookupAccess)
+	inj := &fakeInjector{}
+	a, m := fakeAnnouncer(t, vs.path, inj, nil)
+	if err := a.Announce(context.Background(), "vm0", rarp.Broadcast, nil, announce.DefaultSchedule(), time.Now()); err == nil {
+		t.Fatal("broadcast MAC accepted")
+	}
+	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.Schedule{}, time.Now()); err == nil {
+		t.Fatal("zero schedule accepted")
+	}
+	if err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrPortNotFound) {
+		t.Fatalf("empty port: %v", err)
+	}
+	vs.set(t, "garbage\n")
+	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+		t.Fatalf("garbage from ovs-vsctl: %v", err)
+	}
+	vs.set(t, lookupTrunk)
+	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+		t.Fatalf("ovs-vsctl answering for another port: %v", err)
+	}
+	if n := len(inj.got()); n != 0 {
+		t.Fatalf("%d frames injected", n)
+	}
+	if n := failures(m, "command"); n != 2 {
+		t.Fatalf("command failures %v, want 2", n)
+	}
+	a.Close()
+	vs.set(t, lookupAccess)
+	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+	for _, c := range []Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
+		if _, err := New(c); err == nil {
+			t.Fatalf("%+v accepted", c)
+		}
+	}
+}
+
+func TestLinkName(t *testing.T) {
+	for _, c := range []struct {
+		bridge string
+		port   int
+	}{{"br-int", 7}, {"odd:name", 65279}} {
+		b, p, ok := parseLinkName(linkName(c.bridge, c.port))
+		if !ok || b != c.bridge || p != c.port {
+			t.Errorf("%s %d: got %q %d %v", c.bridge, c.port, b, p, ok)
+		}
+	}
+	for _, bad := range []string{"br-int:7", "ovs:", "ovs::7", "ovs:br", "ovs:br:x"} {
+		if _, _, ok := parseLinkName(bad); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+// TestFinishedAnnouncesAreForgotten: the per port+MAC bookkeeping does not
+// grow with every VM ever announced.
+func TestFinishedAnnouncesAreForgotten(t *testing.T) {
+	vs := newFakeVsctl(t, lookupAccess)
+	a, _ := fakeAnnouncer(t, vs.path, &fakeInjector{}, nil)
+	for i := range 50 {
+		m := rarp.MAC{0x52, 0x54, 0, 0, 2, byte(i)}
+		if err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the announce to end", func() bool { return a.Running() == 0 })
+	}
+	a.mu.Lock()
+	n := len(a.active)
+	a.mu.Unlock()
+	if n > 1 {
+		t.Fatalf("%d port+MAC entries kept after their announces ended", n)
+	}
+}
