@@ -54,6 +54,7 @@ type QEMUAnnouncer interface {
 // port.
 type OVSAnnouncer interface {
 	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error
+	CancelMAC(mac rarp.MAC) int
 }
 
 // Settings can change on reload (SIGHUP).
@@ -172,6 +173,9 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		n := 0
 		for _, m := range macs {
 			n += a.d.Announcer.CancelMAC(m)
+			if a.d.OVS != nil {
+				n += a.d.OVS.CancelMAC(m)
+			}
 		}
 		a.log.Info("announces cancelled", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.Int("announces", n))
 	}

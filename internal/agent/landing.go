@@ -13,6 +13,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 )
 
@@ -232,7 +233,26 @@ func (a *Agent) ovsTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Tar
 		log.Warn("OVS port not ready; not announced", zap.Stringer("mac", t.NIC.MAC), zap.Error(err))
 		return r
 	}
-	if err := a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received); err != nil {
+	err := a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received)
+	// Neutron's OVS agent parks a new port on VLAN 4095 until it wires
+	// it: that is exactly the window in which QEMU's own RARPs are lost
+	// (Nova bug 1815989). Keep trying until the port is wired.
+	deadline := time.Now().Add(s.ReadyTimeout)
+	for errors.Is(err, ovs.ErrPortNotWired) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			r.Result, r.Err = ResultCancelled, ctx.Err()
+			return r
+		case <-time.After(ovsRewireEvery):
+		}
+		err = a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received)
+	}
+	if errors.Is(err, ovs.ErrPortNotWired) {
+		r.Result, r.Err = ResultNotReady, err
+		log.Warn("OVS port still not wired (VLAN 4095); not announced", zap.Stringer("mac", t.NIC.MAC), zap.String("port", t.Port))
+		return r
+	}
+	if err != nil {
 		r.Result, r.Err = ResultFailed, err
 		log.Error("OVS announce failed", zap.Stringer("mac", t.NIC.MAC), zap.String("port", t.Port), zap.Error(err))
 		return r
@@ -240,6 +260,10 @@ func (a *Agent) ovsTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Tar
 	r.Result = ResultStarted
 	return r
 }
+
+// ovsRewireEvery is how often an OVS port parked on VLAN 4095 is looked at
+// again; OVSDB lookups cost about 0.2 ms.
+const ovsRewireEvery = 200 * time.Millisecond
 
 // qemuTargets asks QEMU once for all the domain's NICs on the qemu
 // strategy: one QMP call, its timing from our schedule.

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
@@ -100,7 +98,24 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 			return conn.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
 		}}
 	}
-	addOVSAnnouncer(&deps, cfg, log)
+	if cfg.UsesOVS() || strategy == string(plan.OVS) {
+		o, err := daemon.NewOVS(cfg, nil, nil, log, func(s announce.Sent) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintln(env.Stdout, formatSent(s, cfg.Schedule.Rounds))
+		})
+		if err != nil {
+			return failure(env, "announce", err)
+		}
+		defer func() {
+			// Let the schedule finish before closing.
+			for o.Running() > 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+			o.Close()
+		}()
+		deps.OVS = o
+	}
 	settings := daemon.Settings(cfg)
 	// By hand the port should be there already: do not wait long.
 	settings.ReadyTimeout = min(settings.ReadyTimeout, 5*time.Second)
@@ -136,6 +151,3 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 	return ExitOK
 }
-
-// addOVSAnnouncer wires the ovs strategy when a NIC kind uses it.
-func addOVSAnnouncer(deps *agent.Deps, _ any, _ *zap.Logger) {}

@@ -112,9 +112,22 @@ type Strategies struct {
 
 // OVS reaches Open vSwitch for the ovs strategy.
 type OVS struct {
-	// DB is the OVSDB socket, as ovs-vsctl --db takes it; empty: its default.
+	// DB is the OVSDB socket, as ovs-vsctl --db takes it; empty:
+	// unix:<rundir>/db.sock.
 	DB string `yaml:"db"`
-	// Vsctl and Ofctl are the command paths.
+	// RunDir holds the bridges' OpenFlow sockets (<rundir>/<bridge>.mgmt);
+	// empty: $OVS_RUNDIR or /var/run/openvswitch.
+	RunDir string `yaml:"rundir"`
+	// Lookup is how a port's bridge, OpenFlow port and VLAN are found:
+	// ovsdb (JSON-RPC to ovsdb-server) or vsctl (ovs-vsctl, slower).
+	Lookup string `yaml:"lookup"`
+	// Injection is how frames enter OVS: openflow (packet-out over the
+	// bridge's management socket) or ofctl (ovs-ofctl packet-out).
+	Injection     string   `yaml:"injection"`
+	LookupTimeout Duration `yaml:"lookup_timeout"`
+	FrameTimeout  Duration `yaml:"frame_timeout"`
+	// Vsctl and Ofctl are the command paths for lookup vsctl and
+	// injection ofctl.
 	Vsctl string `yaml:"vsctl"`
 	Ofctl string `yaml:"ofctl"`
 }
@@ -161,12 +174,16 @@ func Default() *Config {
 			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
 			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,
 		},
-		OVS:       OVS{Vsctl: "ovs-vsctl", Ofctl: "ovs-ofctl"},
+		OVS: OVS{Lookup: "ovsdb", Injection: "openflow", LookupTimeout: Duration(5 * time.Second),
+			FrameTimeout: Duration(time.Second), Vsctl: "ovs-vsctl", Ofctl: "ovs-ofctl"},
 		Responder: Responder{Ethers: "/etc/ethers"},
 		Metrics:   Metrics{Address: DefaultMetricsAddress},
 		Log:       Log{Level: "info", Format: "json"},
 	}
 }
+
+// UsesOVS reports whether a NIC kind uses the ovs strategy.
+func (c *Config) UsesOVS() bool { return c.Strategies.OpenVSwitch == StrategyOVS }
 
 // UsesQEMU reports whether any NIC kind uses QMP, which needs the
 // read-write libvirt socket.
@@ -408,6 +425,18 @@ func (c *Config) validate() []*Error {
 	}
 	if st.Ethernet == StrategyHost {
 		bad("strategies.ethernet", "a type='ethernet' tap has no bridge to send on: use qemu or skip")
+	}
+	if c.OVS.Lookup != "ovsdb" && c.OVS.Lookup != "vsctl" {
+		bad("ovs.lookup", "%q is not ovsdb or vsctl", c.OVS.Lookup)
+	}
+	if c.OVS.Injection != "openflow" && c.OVS.Injection != "ofctl" {
+		bad("ovs.injection", "%q is not openflow or ofctl", c.OVS.Injection)
+	}
+	if c.OVS.LookupTimeout <= 0 {
+		bad("ovs.lookup_timeout", "must be > 0")
+	}
+	if c.OVS.FrameTimeout <= 0 {
+		bad("ovs.frame_timeout", "must be > 0")
 	}
 	if r := c.Responder; r.Enabled {
 		if len(r.Interfaces) == 0 {

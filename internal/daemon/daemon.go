@@ -173,7 +173,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 		d.reg.MustRegister(qm)
 		deps.QEMU = &qmp.Announcer{Metrics: qm, Monitor: d.monitor}
 	}
-	if err := d.addOVS(&deps, cfg); err != nil {
+	if err := d.addOVS(&deps, cfg, anm); err != nil {
 		return nil, err
 	}
 	if err := d.addResponder(ctx, cfg); err != nil {
