@@ -89,6 +89,7 @@ type Agent struct {
 	landings map[string]*landing // by domain UUID
 	wg       sync.WaitGroup
 	fdbOff   bool // set once the kernel refused a repair for lack of privilege
+	pre      prefetcher
 }
 
 // landing is one domain's announce in progress.
@@ -143,6 +144,10 @@ func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 // for the same domain), a cancel stops the domain's landing and announces.
 func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 	switch ev.Kind {
+	case libvirtwatch.Other:
+		if migrationStarts(ev) {
+			a.prefetch(ctx, ev)
+		}
 	case libvirtwatch.Landed:
 		lctx, cancel := context.WithCancel(ctx)
 		l := &landing{ev: ev, cancel: cancel}
@@ -159,6 +164,13 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 			a.land(lctx, l, a.current(), "")
 		}()
 	case libvirtwatch.Cancel:
+		// SUSPENDED/MIGRATED on the source is a Cancel too (the VM is
+		// leaving), and the start of a migration that may be cancelled.
+		if migrationStarts(ev) {
+			a.prefetch(ctx, ev)
+		} else {
+			a.dropPrefetch(ev.Domain.UUID)
+		}
 		a.mu.Lock()
 		l := a.landings[ev.Domain.UUID]
 		delete(a.landings, ev.Domain.UUID)

@@ -50,13 +50,20 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}()
 	ev := l.ev
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
-	xml, err := a.d.Libvirt.DomainXML(ctx, ev.Domain)
-	if err != nil {
-		a.m.landingError("xml")
-		log.Error("cannot read the domain's live XML; not announced", zap.Error(err))
-		return nil
+	var dom *domxml.Domain
+	var err error
+	p := a.prefetched(ctx, ev)
+	if p != nil {
+		dom, err = p.dom, p.err
+	} else {
+		xml, xerr := a.d.Libvirt.DomainXML(ctx, ev.Domain)
+		if xerr != nil {
+			a.m.landingError("xml")
+			log.Error("cannot read the domain's live XML; not announced", zap.Error(xerr))
+			return nil
+		}
+		dom, err = domxml.Parse(xml)
 	}
-	dom, err := domxml.Parse(xml)
 	if dom == nil {
 		a.m.landingError("parse")
 		log.Error("cannot parse the domain's live XML; not announced", zap.Error(err))
@@ -78,7 +85,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}
 	l.mu.Unlock()
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
-		zap.Int("nics", len(targets)), zap.Duration("plan_lag", time.Since(ev.Received)))
+		zap.Int("nics", len(targets)), zap.Bool("prefetched", p != nil), zap.Duration("plan_lag", time.Since(ev.Received)))
 
 	results := make([]NICResult, len(targets))
 	var wg sync.WaitGroup
