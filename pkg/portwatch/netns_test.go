@@ -108,8 +108,12 @@ func TestWaitReadyTapCreatedLater(t *testing.T) {
 	pending(t, res, "the tap does not exist")
 	tap(t, ns, "vnet0", "br0", true)
 	pending(t, res, "the tap has no reader (no carrier)")
+	opened := time.Now()
 	netnstest.OpenTap(t, ns, "vnet0")
 	s := ready(t, res)
+	// The bridge enables the port when linkwatch handles the carrier
+	// change, asynchronously.
+	t.Logf("ready %v after the tap was opened", time.Since(opened).Round(time.Microsecond))
 	if s.Name != "vnet0" || s.Kind != "tun" || s.Master != "br0" || !s.BridgePort || s.PortState != PortForwarding ||
 		!s.Carrier || s.OperState != netlink.OperUp {
 		t.Fatalf("state %+v", s)
@@ -622,5 +626,19 @@ func TestResyncAfterOverflow(t *testing.T) {
 		if _, ok := w.State(ifbName(i)); !ok {
 			t.Fatalf("%s, created while the watcher was blind, is unknown", ifbName(i))
 		}
+	}
+}
+
+// With no master asked for, a move to another bridge is a change, and the
+// Change says where the port is now.
+func TestWatchSeesAMoveToAnotherBridge(t *testing.T) {
+	ns, w := host(t, Options{})
+	ns.Bridge(t, "br1")
+	readyTap(t, ns, w, "vnet0")
+	ch := w.Watch(context.Background(), "vnet0", "", time.Minute)
+	ns.Attach(t, "vnet0", "br1") // enslaving to br1 releases it from br0
+	c := next(t, ch)
+	if c.Cause&CauseReattached == 0 || c.State.Master != "br1" || c.State.PortState != PortForwarding {
+		t.Fatalf("move: %v %+v", c.Cause, c.State)
 	}
 }

@@ -27,6 +27,7 @@ type update struct {
 	kind       string // IFLA_INFO_KIND
 	slaveKind  string // IFLA_INFO_SLAVE_KIND: "bridge" for a bridge port
 	master     int
+	hasMaster  bool
 	parent     int  // IFLA_LINK
 	parentNS   bool // IFLA_LINK_NETNSID present: parent is in another namespace
 	oper       netlink.LinkOperState
@@ -79,7 +80,7 @@ func parseLink(msgType uint16, data []byte) (update, error) {
 			u.name = cstring(v)
 		case unix.IFLA_MASTER:
 			n, err := u32(v)
-			u.master = int(n)
+			u.master, u.hasMaster = int(n), true
 			return err
 		case unix.IFLA_LINK:
 			n, err := u32(v)

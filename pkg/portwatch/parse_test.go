@@ -68,7 +68,7 @@ func TestParseLink(t *testing.T) {
 				str(unix.IFLA_IFNAME, "vnet0"), u32a(unix.IFLA_MASTER, 2), u8a(unix.IFLA_OPERSTATE, uint8(netlink.OperUnknown)),
 				nest(unix.IFLA_LINKINFO, str(unix.IFLA_INFO_KIND, "tun"), str(unix.IFLA_INFO_SLAVE_KIND, "bridge"),
 					nest(unix.IFLA_INFO_SLAVE_DATA, u8a(unix.IFLA_BRPORT_PRIORITY, 32), u8a(unix.IFLA_BRPORT_STATE, 3)))),
-			want: update{index: 7, name: "vnet0", flags: upLowerUp, kind: "tun", slaveKind: "bridge", master: 2,
+			want: update{index: 7, name: "vnet0", flags: upLowerUp, kind: "tun", slaveKind: "bridge", master: 2, hasMaster: true,
 				oper: netlink.OperUnknown, hasOper: true, portState: PortForwarding, hasPortSt: true, hasLinkInf: true},
 		},
 		{
@@ -77,7 +77,7 @@ func TestParseLink(t *testing.T) {
 			data: ifinfo(unix.AF_BRIDGE, 7, upLowerUp,
 				str(unix.IFLA_IFNAME, "vnet0"), u32a(unix.IFLA_MASTER, 2), u8a(unix.IFLA_OPERSTATE, uint8(netlink.OperUp)),
 				nest(unix.IFLA_PROTINFO, u8a(unix.IFLA_BRPORT_STATE, 1), u8a(unix.IFLA_BRPORT_LEARNING, 1))),
-			want: update{bridge: true, index: 7, name: "vnet0", flags: upLowerUp, master: 2,
+			want: update{bridge: true, index: 7, name: "vnet0", flags: upLowerUp, master: 2, hasMaster: true,
 				oper: netlink.OperUp, hasOper: true, portState: PortListening, hasPortSt: true},
 		},
 		{

@@ -317,7 +317,11 @@ func (w *Watcher) apply(u update) {
 		w.names[l.Name] = u.index
 	}
 	l.AdminUp, l.Carrier = u.adminUp(), u.carrier()
-	l.MasterIndex = u.master
+	if u.hasMaster || !u.bridge {
+		// A device message without a master means none; a bridge
+		// message is about the port only.
+		l.MasterIndex = u.master
+	}
 	if u.hasOper {
 		l.OperState = u.oper
 	}
@@ -374,6 +378,9 @@ func (w *Watcher) state(name string) (State, bool) {
 		return State{}, false
 	}
 	l := w.links[i]
+	if l == nil {
+		return State{}, false
+	}
 	s := l.State
 	if m := w.links[s.MasterIndex]; m != nil {
 		s.Master = m.Name
