@@ -59,8 +59,9 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 	defer log.Sync()
 
+	// One connection for everything: read-write only if QMP may be used.
 	lcfg := daemon.LibvirtConfig(cfg, log, nil)
-	lcfg.ReadOnly = lcfg.ReadOnly && strategy != string(plan.QEMU)
+	lcfg.ReadOnly = strategy != string(plan.QEMU) && (strategy != "" || !cfg.UsesQEMU())
 	conn, err := libvirtwatch.Dial(ctx, lcfg)
 	if err != nil {
 		return failure(env, "announce", fmt.Errorf("libvirt: %w", err))
