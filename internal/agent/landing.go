@@ -15,6 +15,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
 )
 
 // Results of one NIC's announce, the "result" label of
@@ -291,7 +292,20 @@ func (a *Agent) qemuTargets(ctx context.Context, ev libvirtwatch.Event, targets 
 		aliases[k] = targets[i].Alias
 	}
 	if err := a.d.QEMU.AnnounceSelf(ctx, ev.Domain.UUID, aliases, s.Schedule); err != nil {
+		if ctx.Err() != nil {
+			set(ResultCancelled, err)
+			log.Info("QEMU announce-self cancelled: the domain stopped or left", zap.Strings("aliases", aliases), zap.Error(err))
+			return
+		}
 		set(ResultFailed, err)
+		if qmp.IsTimeout(err) {
+			// Seen in the lab: on RESUMED/POSTCOPY the call waits for
+			// the incoming migration job to end, which can outlast the
+			// RPC timeout; libvirtd may still run the command then.
+			log.Error("QEMU announce-self failed: libvirt did not answer in time (monitor commands wait while a migration job runs)",
+				zap.Strings("aliases", aliases), zap.String("event", ev.Name()), zap.Error(err))
+			return
+		}
 		log.Error("QEMU announce-self failed", zap.Strings("aliases", aliases), zap.Error(err))
 		return
 	}

@@ -59,8 +59,9 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 	defer log.Sync()
 
+	// One connection for everything: read-write only if QMP may be used.
 	lcfg := daemon.LibvirtConfig(cfg, log, nil)
-	lcfg.ReadOnly = lcfg.ReadOnly && strategy != string(plan.QEMU)
+	lcfg.ReadOnly = strategy != string(plan.QEMU) && (strategy != "" || !cfg.UsesQEMU())
 	conn, err := libvirtwatch.Dial(ctx, lcfg)
 	if err != nil {
 		return failure(env, "announce", fmt.Errorf("libvirt: %w", err))
@@ -140,6 +141,10 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 			line += ": " + r.Target.Skip
 		case r.Target.Strategy == plan.Host:
 			line += fmt.Sprintf(" on %s", r.Target.Device)
+		case r.Target.Strategy == plan.QEMU:
+			// QEMU sends the frames on its own schedule: nothing to print
+			// per frame, so say what it was asked.
+			line += fmt.Sprintf(": QEMU announce-self on %s (%d frames over %v)", r.Target.Alias, cfg.Schedule.Rounds, burstLength(settings.Schedule))
 		}
 		fmt.Fprintln(env.Stdout, line)
 		if r.Result != agent.ResultStarted && r.Result != agent.ResultSkipped {
@@ -150,4 +155,13 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 		return failure(env, "announce", fmt.Errorf("%d NIC(s) of %s not announced", bad, ref.Name))
 	}
 	return ExitOK
+}
+
+// burstLength is when the last frame of one burst goes out.
+func burstLength(s announce.Schedule) time.Duration {
+	b := s.Burst()
+	if len(b) == 0 {
+		return 0
+	}
+	return b[len(b)-1]
 }

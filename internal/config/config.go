@@ -47,8 +47,9 @@ type Config struct {
 // Libvirt is how the agent reaches libvirtd.
 type Libvirt struct {
 	// Socket is the unix socket; empty picks the first that exists of the
-	// split daemon's and the monolithic daemon's, read-only unless a NIC
-	// kind uses the qemu strategy (QMP needs the read-write socket).
+	// split daemon's and the monolithic daemon's read-only sockets for
+	// events and XML and, only when a NIC on the qemu strategy lands, of
+	// their read-write sockets for QMP (a connection of its own).
 	Socket           string   `yaml:"socket"`
 	URI              string   `yaml:"uri"`
 	RPCTimeout       Duration `yaml:"rpc_timeout"`

@@ -86,11 +86,13 @@ func Settings(c *config.Config) agent.Settings {
 	}
 }
 
-// LibvirtConfig derives the watcher's configuration.
+// LibvirtConfig derives the watcher's configuration: events, states and
+// live XML need only the read-only socket. QMP gets a connection of its own
+// (QMPConfig).
 func LibvirtConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) libvirtwatch.Config {
 	return libvirtwatch.Config{
 		Socket:           c.Libvirt.Socket,
-		ReadOnly:         !c.UsesQEMU(),
+		ReadOnly:         true,
 		URI:              c.Libvirt.URI,
 		RPCTimeout:       c.Libvirt.RPCTimeout.D(),
 		BackoffMin:       c.Libvirt.BackoffMin.D(),
@@ -99,6 +101,16 @@ func LibvirtConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) l
 		Logger:           log,
 		Metrics:          m,
 	}
+}
+
+// QMPConfig derives the configuration of the QMP connection: the same
+// libvirt, on the read-write socket (when libvirt.socket is empty), dialed
+// only when a NIC on the qemu strategy lands (libvirtwatch.Redialer says
+// why it is not the watcher's).
+func QMPConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) libvirtwatch.Config {
+	lc := LibvirtConfig(c, log, m)
+	lc.ReadOnly = false
+	return lc
 }
 
 // Daemon is a running agent.
@@ -114,6 +126,7 @@ type Daemon struct {
 	reg       *prometheus.Registry
 	http      *httpapi.Server
 	watcher   *libvirtwatch.Watcher
+	qmpConn   *libvirtwatch.Redialer
 	ports     *portwatch.Watcher
 	repairer  *fdb.Repairer
 	announcer *announce.Announcer
@@ -168,11 +181,13 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 
 	d.watcher = libvirtwatch.New(LibvirtConfig(cfg, log.Named("libvirt"), lvm))
 	deps.Libvirt = d.watcher
-	if cfg.UsesQEMU() {
-		qm := qmp.NewMetrics()
-		d.reg.MustRegister(qm)
-		deps.QEMU = &qmp.Announcer{Metrics: qm, Monitor: d.monitor}
-	}
+	// Always there: the connection is dialed only when a NIC on the qemu
+	// strategy lands, so a reload can switch a NIC kind to qemu.
+	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))
+	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
+	qm := qmp.NewMetrics()
+	d.reg.MustRegister(qm)
+	deps.QEMU = &qmp.Announcer{Metrics: qm, Monitor: d.monitor}
 	if err := d.addOVS(&deps, cfg, anm); err != nil {
 		return nil, err
 	}
@@ -189,13 +204,9 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	return d, nil
 }
 
-// monitor runs a QMP command through the watcher's current connection.
+// monitor runs a QMP command on the QMP connection.
 func (d *Daemon) monitor(ctx context.Context, uuid, cmd string) (string, error) {
-	c, err := d.watcher.Conn()
-	if err != nil {
-		return "", err
-	}
-	return c.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
+	return d.qmpConn.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
 }
 
 func (d *Daemon) ready() (bool, string) {
@@ -263,7 +274,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 // reload re-reads the config on SIGHUP. What can change live: schedule,
-// readiness, strategies, FDB repair switch (if it was on at start), log
+// readiness, strategies (qemu included), FDB repair switch (if it was on at start), log
 // level, the responder's tables. The rest needs a restart and is logged.
 func (d *Daemon) reload() {
 	cfg, err := Load(d.cfgPath, d.over)
@@ -306,9 +317,6 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	if a.FDBRepair != b.FDBRepair && !a.FDBRepair {
 		out = append(out, "fdb_repair")
-	}
-	if a.UsesQEMU() != b.UsesQEMU() {
-		out = append(out, "strategies (qemu needs the read-write socket)")
 	}
 	if a.Responder.Enabled != b.Responder.Enabled || !equal(a.Responder.Interfaces, b.Responder.Interfaces) {
 		out = append(out, "responder.enabled/interfaces")

@@ -21,8 +21,10 @@ import (
 // Errors a Conn's calls wrap (test with errors.Is).
 var (
 	// ErrTimeout: libvirt did not answer within Config.RPCTimeout; the
-	// connection has been closed.
-	ErrTimeout = errors.New("libvirt did not answer in time")
+	// connection has been closed. It has a Timeout method that returns
+	// true, like net.Error and context.DeadlineExceeded, so callers that
+	// know nothing of libvirtwatch can tell a timeout from other failures.
+	ErrTimeout error = timeoutError{}
 	// ErrConnectionLost: the connection to libvirt is gone (closed, libvirtd
 	// died, or an earlier call timed out).
 	ErrConnectionLost = errors.New("connection to libvirt lost")
@@ -31,6 +33,11 @@ var (
 	// ErrDomainNotFound: libvirt knows no such domain (VIR_ERR_NO_DOMAIN).
 	ErrDomainNotFound = errors.New("domain not found")
 )
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string { return "libvirt did not answer in time" }
+func (timeoutError) Timeout() bool { return true }
 
 // QMPError is an error QEMU answered to a monitor command: libvirt reports
 // the call as successful and the error is in the reply's JSON.

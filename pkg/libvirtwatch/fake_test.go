@@ -350,6 +350,10 @@ func TestFakeRPCTimeout(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("DomainXML on a server that never answers: %v, want ErrTimeout", err)
 	}
+	var te interface{ Timeout() bool }
+	if !errors.As(err, &te) || !te.Timeout() {
+		t.Errorf("%v: no Timeout() true, callers cannot tell it from other failures", err)
+	}
 	if took < 300*time.Millisecond || took > 2*time.Second {
 		t.Errorf("DomainXML returned after %v, want about 300ms", took)
 	}

@@ -24,7 +24,11 @@ import (
 )
 
 // Monitor runs one QMP command on a domain (by UUID) and returns QEMU's raw
-// reply. libvirtwatch provides it over the read-write socket.
+// reply. libvirtwatch provides it over the read-write socket. Whenever
+// libvirt answered, the reply is returned (a monitor that also reports
+// QEMU's error as an error, as libvirtwatch does, is fine: the reply
+// decides). A timeout should be an error with a Timeout() method that
+// returns true (context.DeadlineExceeded, libvirtwatch.ErrTimeout).
 type Monitor func(ctx context.Context, uuid, cmd string) (string, error)
 
 // Errors, distinguishable for metrics and logs.
@@ -136,11 +140,21 @@ func (a *Announcer) AnnounceSelf(ctx context.Context, uuid string, aliases []str
 
 func (a *Announcer) once(ctx context.Context, uuid, cmd string) error {
 	out, err := a.Monitor(ctx, uuid, cmd)
-	if err == nil {
+	if out != "" || err == nil {
+		// libvirt answered: QEMU's reply says what happened, whatever
+		// the monitor made of it.
 		err = ParseReply(out)
 	}
 	a.Metrics.count(err)
 	return err
+}
+
+// IsTimeout reports an error that says it is a timeout: libvirt did not
+// answer within its RPC timeout (during an incoming migration the call
+// waits for the migration job to end) or a deadline passed.
+func IsTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
 }
 
 // Metrics counts announce-self calls by result.
@@ -152,9 +166,9 @@ type Metrics struct {
 func NewMetrics() *Metrics {
 	m := &Metrics{calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rarp_announce_qmp_announce_self_total",
-		Help: "QMP announce-self calls through libvirt, by result: ok, qmp_error (QEMU refused), bad_reply, timeout, rpc_error (libvirt call failed).",
+		Help: "QMP announce-self calls through libvirt, by result: ok, qmp_error (QEMU refused), bad_reply, timeout (libvirt did not answer in time), cancelled (the domain stopped or left first), rpc_error (libvirt call failed).",
 	}, []string{"result"})}
-	for _, r := range []string{"ok", "qmp_error", "bad_reply", "timeout", "rpc_error"} {
+	for _, r := range []string{"ok", "qmp_error", "bad_reply", "timeout", "cancelled", "rpc_error"} {
 		m.calls.WithLabelValues(r)
 	}
 	return m
@@ -177,8 +191,10 @@ func (m *Metrics) count(err error) {
 		r = "qmp_error"
 	case errors.Is(err, ErrReply):
 		r = "bad_reply"
-	case errors.Is(err, context.DeadlineExceeded):
+	case IsTimeout(err):
 		r = "timeout"
+	case errors.Is(err, context.Canceled):
+		r = "cancelled"
 	default:
 		r = "rpc_error"
 	}

@@ -3,6 +3,7 @@ package qmp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +105,63 @@ func TestAnnouncerBurstsAndErrors(t *testing.T) {
 	}
 	if testutil.ToFloat64(m.calls.WithLabelValues("qmp_error")) != 1 || testutil.ToFloat64(m.calls.WithLabelValues("timeout")) != 1 {
 		t.Fatal("errors not counted by reason")
+	}
+}
+
+// timeoutErr is a timeout as libvirtwatch reports it: its own error value
+// with a Timeout method, not context.DeadlineExceeded.
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string { return "libvirt did not answer in time" }
+func (timeoutErr) Timeout() bool { return true }
+
+// Every way a call can end is counted under its own result, whatever the
+// monitor made of QEMU's reply.
+func TestAnnouncerCountsResults(t *testing.T) {
+	qmpErr := `{"id":"libvirt-14","error":{"class":"GenericError","desc":"Parameter 'id' is unexpected"}}`
+	cases := []struct {
+		name   string
+		reply  string
+		err    error
+		result string
+		is     error  // the error AnnounceSelf returns matches it
+		says   string // and says this
+	}{
+		{"ok", `{"return":{},"id":"libvirt-13"}`, nil, "ok", nil, ""},
+		{"QMP error, plain reply", qmpErr, nil, "qmp_error", ErrQMP, "GenericError: Parameter 'id' is unexpected"},
+		// libvirtwatch returns the reply and a *QMPError of its own
+		{"QMP error, also reported by the monitor", qmpErr, errors.New("QMP error GenericError: Parameter 'id' is unexpected"), "qmp_error", ErrQMP, "GenericError: Parameter 'id' is unexpected"},
+		{"command QEMU lacks", `{"error":{"class":"CommandNotFound","desc":"The command announce-self has not been found"}}`, nil, "qmp_error", ErrQMP, "CommandNotFound"},
+		{"not a reply", `{"timestamp":{"seconds":1},"event":"STOP"}`, nil, "bad_reply", ErrReply, "event"},
+		{"libvirt timeout", "", fmt.Errorf("libvirt domain_qemu_monitor_command: %w (5s; connection closed)", timeoutErr{}), "timeout", timeoutErr{}, "did not answer"},
+		{"deadline", "", context.DeadlineExceeded, "timeout", context.DeadlineExceeded, ""},
+		{"cancelled", "", context.Canceled, "cancelled", context.Canceled, ""},
+		{"read-only socket", "", errors.New("libvirt domain_qemu_monitor_command: operation forbidden: read only access prevents virDomainQemuMonitorCommand"), "rpc_error", nil, "read only"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := NewMetrics()
+			a := &Announcer{Metrics: m, Monitor: func(context.Context, string, string) (string, error) { return c.reply, c.err }}
+			err := a.AnnounceSelf(context.Background(), "u-1", []string{"net0"}, announce.DefaultSchedule())
+			if (c.result == "ok") != (err == nil) {
+				t.Fatalf("AnnounceSelf: %v", err)
+			}
+			if c.is != nil && !errors.Is(err, c.is) {
+				t.Errorf("AnnounceSelf: %v, want %v", err, c.is)
+			}
+			if err != nil && !strings.Contains(err.Error(), c.says) {
+				t.Errorf("AnnounceSelf: %v does not say %q", err, c.says)
+			}
+			for _, r := range []string{"ok", "qmp_error", "bad_reply", "timeout", "cancelled", "rpc_error"} {
+				want := 0.0
+				if r == c.result {
+					want = 1
+				}
+				if got := testutil.ToFloat64(m.calls.WithLabelValues(r)); got != want {
+					t.Errorf("result %q counted %v times, want %v", r, got, want)
+				}
+			}
+		})
 	}
 }
 

@@ -27,52 +27,8 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
 [ "$(id -u)" = 0 ] || die "must run as root"
-T0=$(date +%s.%N)
+. "$HERE/lab-e2e-lib.sh"
 BURST=${LAB_E2E_BURST:-5}
-pass=0 fail=0
-# set by each migration (lab-migrate.sh's result.env)
-dst="" wall_s="" fdb_after="" dst_events="" rarp_from_dst=0 rarp_other=0 first_rarp_ts="" resumed_ts=""
-
-check() { # name want got
-    if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "PASS $1 ($3)"
-    else fail=$((fail + 1)); echo "FAIL $1: want '$2', got '$3'"; fi
-}
-finish() {
-    lab_agent_stop
-    if [ "$fail" != 0 ]; then
-        for h in a b; do
-            [ -f "$LAB_STATE/agent-$h.log" ] || continue
-            echo "---- agent log, hypervisor $h ($LAB_STATE/agent-$h.log)"
-            sed 's/^/    /' "$LAB_STATE/agent-$h.log"
-        done
-        echo "---- migration runs: $LAB_STATE/runs (after lab-down: $LAB_DIR/last-logs/runs)"
-    fi
-    [ "${LAB_KEEP:-0}" = 1 ] || "$HERE/lab-down.sh"
-    echo "e2e took $(since "$T0")s"
-    echo "$pass passed, $fail failed"
-    [ "$fail" = 0 ]; exit
-}
-abort() { fail=$((fail + 1)); echo "FAIL $*"; finish; }
-# migrate DIR MODE: runs lab-migrate.sh, loads its result.env; aborts the test if it failed
-migrate() {
-    local out
-    out=$LAB_STATE/e2e-$(date +%H%M%S%N)-$1-$2.txt
-    if ! "$HERE/lab-migrate.sh" "$1" "$2" >"$out" 2>&1; then
-        sed 's/^/    /' "$out"; abort "migration $1 ($2)"
-    fi
-    # shellcheck disable=SC1091
-    . "$LAB_STATE/runs/last.env"
-}
-latency() {
-    if [ -z "$first_rarp_ts" ] || [ -z "$resumed_ts" ]; then echo "no frame"; return; fi
-    awk -v a="$resumed_ts" -v b="$first_rarp_ts" 'BEGIN{printf "%.0f ms", (b-a)*1000}'
-}
-# after an announced migration: the switch follows, the client reaches the VM
-followed() { # label
-    check "$1: switch port" "sw$dst" "$(lab_wait_fdb "sw$dst" 3)"
-    check "$1: client pings the VM" ok "$(lab_ping)"
-    echo "     (migration ${wall_s}s; $rarp_from_dst RARP from sw$dst, first $(latency) after the Resumed event)"
-}
 
 case ${LAB_SUPPRESS:-announce} in
     announce) export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0 ;;

@@ -77,6 +77,25 @@ lab_wait_fdb() {
     for _ in $(seq 1 $(($2 * 10))); do [ "$(lab_fdbport)" = "$1" ] && break; sleep 0.1; done
     lab_fdbport
 }
+# the port hypervisor $1's br0 would send the VM's frames to (empty: unknown)
+lab_brport() {
+    lab_ns "$1" bridge fdb show br br0 2>/dev/null | awk -v m="$LAB_MAC" '$1==m && !/permanent/ {print $3; exit}'
+}
+# the VM's tap on hypervisor $1 (empty: the VM does not run there)
+lab_tap() {
+    lab_virsh "$1" domiflist "$LAB_VM" 2>/dev/null | awk -v m="$LAB_MAC" '$5==m {print $1; exit}'
+}
+# the value of one sample of the agent's metrics on hypervisor $1 (127.0.0.1:9798 in its
+# network namespace), e.g. lab_metric a 'rarp_announce_qmp_announce_self_total{result="ok"}'
+lab_metric() {
+    lab_ns "$1" python3 -c '
+import sys, urllib.request
+for line in urllib.request.urlopen("http://127.0.0.1:9798/metrics", timeout=3).read().decode().splitlines():
+    name, _, value = line.rpartition(" ")
+    if name == sys.argv[1]:
+        print(value)
+' "$2" 2>/dev/null
+}
 # "ok" if the client gets at least one ping reply from the VM, else "fail"
 lab_ping() {
     lab_ns c ping -c3 -i 0.3 -W1 "$LAB_VM_IP" >/dev/null 2>&1 && echo ok || echo fail

@@ -1,0 +1,78 @@
+package libvirtwatch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+)
+
+// The Redialer dials on first use, once for concurrent callers; a call that
+// times out costs only its own connection, and the next call dials again;
+// after Close every call fails with ErrClosed. A watcher on the same
+// libvirtd is not disturbed.
+func TestFakeRedialer(t *testing.T) {
+	checkLeaks(t)
+	s := startFake(t)
+	vm := addDomain(t, s, 1, StateRunning, 1, 1)
+	ref := DomainRef{Name: vm.Name, UUID: vm.UUID}
+	cfg := testConfig(t, s.Path())
+	cfg.RPCTimeout = 300 * time.Millisecond
+	w := startWatcher(t, cfg, 16)
+	w.waitReady(t, 5*time.Second)
+	opens := func() int { return len(s.URIs()) }
+	base := opens()
+
+	r := NewRedialer(cfg)
+	if got := opens(); got != base {
+		t.Fatalf("NewRedialer dialed: %d connections opened", got-base)
+	}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := r.QEMUMonitorCommand(ctx, ref, `{"execute":"query-status"}`)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("monitor command: %v", err)
+		}
+	}
+	if got := opens() - base; got != 1 {
+		t.Errorf("8 concurrent calls opened %d connections, want 1", got)
+	}
+
+	s.Hang(libvirtfake.ProgramQEMU, libvirtfake.ProcQEMUDomainMonitorCommand, true)
+	if _, err := r.QEMUMonitorCommand(ctx, ref, `{"execute":"query-status"}`); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("hung monitor command: %v, want ErrTimeout", err)
+	}
+	s.Hang(libvirtfake.ProgramQEMU, libvirtfake.ProcQEMUDomainMonitorCommand, false)
+	if _, err := r.QEMUMonitorCommand(ctx, ref, `{"execute":"query-status"}`); err != nil {
+		t.Fatalf("after the timeout: %v", err)
+	}
+	if got := opens() - base; got != 2 {
+		t.Errorf("after a timeout: %d connections opened in all, want 2", got)
+	}
+	if got := testutil.ToFloat64(w.m.reconnects); got != 0 || !w.w.Ready() {
+		t.Errorf("the watcher was disturbed by the Redialer's timeout: %v reconnects, ready %v", got, w.w.Ready())
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.QEMUMonitorCommand(ctx, ref, `{"execute":"query-status"}`); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}

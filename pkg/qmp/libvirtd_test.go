@@ -1,0 +1,202 @@
+package qmp_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// Two NICs on br0: libvirt names them net0 and net1 (the <alias> of the
+// live XML, QEMU's device ids).
+const twoNICDomain = `<domain type='qemu'>
+  <name>qmp2</name>
+  <uuid>6c61622d-766d-4000-8000-00000000f102</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>/boot/ipxe.lkrn</kernel><cmdline>sleep 2000000000</cmdline></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <interface type='bridge'><source bridge='br0'/><mac address='52:54:00:f1:02:00'/><model type='virtio'/></interface>
+    <interface type='bridge'><source bridge='br0'/><mac address='52:54:00:f1:02:01'/><model type='virtio'/></interface>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`
+
+var nicMACs = [2]rarp.MAC{{0x52, 0x54, 0, 0xf1, 2, 0}, {0x52, 0x54, 0, 0xf1, 2, 1}}
+
+// The Announcer's exact command against a real QEMU (Debian 12: 7.2)
+// through a real libvirtd (9.0): QEMU accepts the "id" argument and takes
+// libvirt's NIC aliases as "interfaces"; it silently accepts aliases that
+// name no NIC; a command it lacks is a qmp_error; the read-only socket is
+// refused; libvirt marks the domain tainted.
+func TestAnnounceSelfRealQEMU(t *testing.T) {
+	libvirtdtest.RequireQEMU(t)
+	netnstest.Require(t, "tcpdump")
+	ns := netnstest.New(t, "qmpreal")
+	ns.Bridge(t, "br0")
+	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: ns.Name})
+	def := filepath.Join(t.TempDir(), "qmp2.xml")
+	if err := os.WriteFile(def, []byte(twoNICDomain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Virsh(t, d.URI("qemu"), "create "+def)
+	t.Logf("versions:\n%s", d.Virsh(t, d.URI("qemu"), "version"))
+
+	ctx := context.Background()
+	dial := func(socket string) *libvirtwatch.Conn {
+		c, err := libvirtwatch.Dial(ctx, libvirtwatch.Config{Socket: socket, URI: "qemu:///system", RPCTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	rw := dial(d.Socket)
+	ref, err := rw.LookupDomain(ctx, "qmp2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Virsh(t, d.URI("qemu"), "dominfo qmp2"); strings.Contains(got, "custom monitor") {
+		t.Fatalf("tainted before any monitor command:\n%s", got)
+	}
+	monitor := func(c *libvirtwatch.Conn) qmp.Monitor {
+		return func(ctx context.Context, uuid, cmd string) (string, error) {
+			return c.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	m := qmp.NewMetrics()
+	reg.MustRegister(m)
+	a := &qmp.Announcer{Monitor: monitor(rw), Metrics: m}
+
+	// announce runs one AnnounceSelf and counts each NIC's RARPs on br0.
+	announceOn := func(a *qmp.Announcer, aliases ...string) ([2]int, error) {
+		t.Helper()
+		capture := netnstest.StartCapture(t, ns, "br0", "rarp")
+		err := a.AnnounceSelf(ctx, ref.UUID, aliases, announce.DefaultSchedule())
+		time.Sleep(1200 * time.Millisecond) // QEMU's schedule ends at +800 ms
+		var n [2]int
+		for _, f := range netnstest.ReadPcap(t, capture.Stop()) {
+			for i, mac := range nicMACs {
+				if len(f) >= 14 && bytes.Equal(f[6:12], mac[:]) && f[12] == 0x80 && f[13] == 0x35 {
+					n[i]++
+				}
+			}
+		}
+		return n, err
+	}
+	for _, c := range []struct {
+		aliases []string
+		want    [2]int
+	}{
+		{[]string{"net0"}, [2]int{5, 0}},
+		{[]string{"net1", "net0"}, [2]int{5, 5}},
+		// QEMU 7.2 does not check the names: a wrong alias is a success
+		// that sends nothing. The agent takes aliases from the live XML.
+		{[]string{"net9"}, [2]int{0, 0}},
+		// the netdev's id is not the NIC's name
+		{[]string{"hostnet0"}, [2]int{0, 0}},
+	} {
+		n, err := announceOn(a, c.aliases...)
+		if err != nil {
+			t.Errorf("announce-self on %v: %v", c.aliases, err)
+		}
+		if n != c.want {
+			t.Errorf("announce-self on %v: RARPs from net0, net1 = %v, want %v", c.aliases, n, c.want)
+		}
+	}
+	if got := counter(t, reg, "ok"); got != 4 {
+		t.Errorf("ok = %v, want 4", got)
+	}
+
+	// A command QEMU lacks (as announce-self before QEMU 4.0): libvirt's
+	// call succeeds, QEMU's error is in the reply.
+	lacking := &qmp.Announcer{Metrics: m, Monitor: func(ctx context.Context, uuid, cmd string) (string, error) {
+		return monitor(rw)(ctx, uuid, strings.Replace(cmd, `"announce-self"`, `"announce-self-x"`, 1))
+	}}
+	n, err := announceOn(lacking, "net0")
+	if !errors.Is(err, qmp.ErrQMP) || !strings.Contains(err.Error(), "CommandNotFound: The command announce-self-x has not been found") {
+		t.Errorf("unknown command: %v, want QEMU's CommandNotFound", err)
+	}
+	if n != [2]int{} {
+		t.Errorf("unknown command sent %v RARPs", n)
+	}
+	if got := counter(t, reg, "qmp_error"); got != 1 {
+		t.Errorf("qmp_error = %v, want 1", got)
+	}
+
+	// The read-only socket: libvirt refuses before QEMU sees anything.
+	ro := &qmp.Announcer{Monitor: monitor(dial(d.ROSocket)), Metrics: m}
+	n, err = announceOn(ro, "net0")
+	if err == nil || !strings.Contains(err.Error(), "read only access prevents virDomainQemuMonitorCommand") {
+		t.Errorf("read-only socket: %v, want libvirt's refusal", err)
+	}
+	if n != [2]int{} {
+		t.Errorf("read-only socket: %v RARPs sent", n)
+	}
+	if got := counter(t, reg, "rpc_error"); got != 1 {
+		t.Errorf("rpc_error = %v, want 1", got)
+	}
+
+	// libvirt marks the domain tainted, once, in dominfo and the domain log.
+	if got := d.Virsh(t, d.URI("qemu"), "dominfo qmp2"); !strings.Contains(got, "tainted: custom monitor control commands issued") {
+		t.Errorf("dominfo does not show the taint:\n%s", got)
+	}
+	logText, err := os.ReadFile(filepath.Join(d.Dir, "log", "qemu", "qmp2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := strings.Count(string(logText), "is tainted: custom-monitor"); c != 1 {
+		t.Errorf(`domain log has "is tainted: custom-monitor" %d times, want 1:\n%s`, c, logText)
+	}
+	for _, l := range strings.Split(string(logText), "\n") {
+		if strings.Contains(l, "tainted") {
+			t.Logf("domain log: %s", l)
+		}
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rarp_announce_qmp_announce_self_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label(m, "result") == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no result %q", result)
+	return 0
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
