@@ -68,6 +68,7 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		logFormat   string
 		coalesce    time.Duration
 		noWatch     bool
+		arpAdvise   bool
 	)
 	fs.Var(&ifaces, "interface", "interfaces to answer on, comma-separated or repeated (required)")
 	fs.Var(&ifaces, "i", "short for --interface")
@@ -80,6 +81,7 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&logFormat, "log-format", "console", "console or json")
 	fs.DurationVar(&coalesce, "coalesce", responder.DefaultCoalesce, "under load, wait this long for more requests before answering the next batch (fewer wake-ups per reply); 0 turns it off")
 	fs.BoolVar(&noWatch, "no-watch", false, "reload the table only on SIGHUP, not when its files change")
+	fs.BoolVar(&arpAdvise, "arp-advise", false, "add each answered client to this host's neighbour (ARP) table, as rarpd does, for boot PROMs that cannot answer ARP")
 	if code, ok := parse(env, fs, args); !ok {
 		return code
 	}
@@ -132,6 +134,7 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		Logger:     log,
 		Metrics:    metrics,
 		Coalesce:   coalesce,
+		ARPAdvise:  arpAdvise,
 	})
 	if err != nil {
 		return failure(env, "serve", err)

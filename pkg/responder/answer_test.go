@@ -14,7 +14,7 @@ import (
 )
 
 // The request and Debian rarpd's reply captured by the peer harness
-// (test/peer/results/capture-reference.txt): rarpd on peer0
+// (test/peer/reference/capture-reference.txt): rarpd on peer0
 // (02:00:0a:63:ff:fe, 10.99.255.254/16) answers 52:54:00:00:00:01 ->
 // 10.99.0.1.
 const (

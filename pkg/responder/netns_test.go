@@ -148,7 +148,7 @@ func (c *client) ask(t testing.TB, frame []byte, timeout time.Duration) []byte {
 // harness's reference capture, the third line of its "-T fields" section.
 func referenceFields(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("../../test/peer/results/capture-reference.txt")
+	b, err := os.ReadFile("../../test/peer/reference/capture-reference.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,5 +441,41 @@ func TestFloodKeepsMemoryFlatAndAnswersFlowing(t *testing.T) {
 	// responder nothing per bad frame.
 	if m := after.Mallocs - before.Mallocs; m > uint64(asked)*50+5000 {
 		t.Errorf("%d allocations for %d flood frames and %d requests", m, sent.Load(), asked)
+	}
+}
+
+// TestARPAdvise: with ARPAdvise, an answered client lands in the server's
+// neighbour table (rarpd's SIOCSARP); without, it does not.
+func TestARPAdvise(t *testing.T) {
+	netnstest.Require(t)
+	p := newPair(t, "10.99.255.254/16")
+	tbl := holderOf(t, "52:54:00:00:00:01 10.99.0.1", "52:54:00:00:00:02 10.99.0.2")
+	c := newClient(t, p.cli, "cli0")
+	neigh := func(ip string) string {
+		return strings.TrimSpace(p.srv.Exec(t, "ip", "neigh", "show", "dev", "srv0", "to", ip))
+	}
+	_, stop := serve(t, p.srv, Config{Interfaces: []string{"srv0"}, Table: tbl})
+	if c.ask(t, request(t, cliMAC, cliMAC, "52:54:00:00:00:02"), 2*time.Second) == nil {
+		t.Fatal("no answer")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := neigh("10.99.0.2"); got != "" {
+		t.Fatalf("neighbour entry without ARPAdvise: %q", got)
+	}
+	stop()
+	serve(t, p.srv, Config{Interfaces: []string{"srv0"}, Table: tbl, ARPAdvise: true})
+	if c.ask(t, request(t, cliMAC, cliMAC, "52:54:00:00:00:01"), 2*time.Second) == nil {
+		t.Fatal("no answer")
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got := neigh("10.99.0.1")
+		if strings.Contains(got, "lladdr 52:54:00:00:00:01") && strings.Contains(got, "REACHABLE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("neighbour entry %q, want 10.99.0.1 lladdr 52:54:00:00:00:01 REACHABLE", got)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

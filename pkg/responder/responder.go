@@ -66,6 +66,12 @@ type Config struct {
 	// RingFrames is the receive ring size per interface (0:
 	// DefaultRingFrames).
 	RingFrames int
+	// ARPAdvise adds each answered client (mapped IPv4 -> its MAC) to the
+	// neighbour table of the receiving interface, as rarpd does with
+	// SIOCSARP, for boot PROMs that cannot answer ARP. Off by default: it
+	// fills the host's neighbour table with one entry per client. It runs
+	// off the receive loop and never delays a reply.
+	ARPAdvise bool
 }
 
 // Responder answers RARP requests on a set of interfaces.
@@ -78,6 +84,7 @@ type Responder struct {
 	ns    netns.NsHandle  // that namespace, to reopen interfaces in it
 	links []*link
 
+	advise      chan neighbour // ARPAdvise work, off the receive loop
 	linkUpdates chan netlink.LinkUpdate
 	addrUpdates chan netlink.AddrUpdate
 	subDone     chan struct{}
@@ -114,6 +121,9 @@ func New(cfg Config) (*Responder, error) {
 		cfg.Coalesce = DefaultCoalesce
 	}
 	r := &Responder{cfg: cfg, log: cfg.Logger, rules: rules{offLink: cfg.OffLink}}
+	if cfg.ARPAdvise {
+		r.advise = make(chan neighbour, 4096)
+	}
 	if r.log == nil {
 		r.log = zap.NewNop()
 	}
@@ -240,6 +250,13 @@ func (r *Responder) Run(ctx context.Context) error {
 		defer wg.Done()
 		r.track(ctx)
 	}()
+	if r.advise != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.adviseLoop(ctx)
+		}()
+	}
 	<-ctx.Done()
 	for _, l := range r.links {
 		l.halt()
@@ -498,6 +515,12 @@ func (l *link) account(d *decision, bc *batchCounts) {
 	switch d.out {
 	case outReply:
 		bc.requests++
+		if l.r.advise != nil {
+			select {
+			case l.r.advise <- neighbour{ifindex: l.index.Load(), ip: d.ip, mac: d.req.TargetHardware}:
+			default: // the advice is best effort; the reply is not
+			}
+		}
 		if ce := log.Check(zapcore.DebugLevel, "reply"); ce != nil {
 			ce.Write(zap.String("interface", l.name), zap.Stringer("mac", d.req.TargetHardware),
 				zap.Stringer("ip", addr4(d.ip)), zap.Stringer("to", d.req.Source))
