@@ -252,3 +252,36 @@ func BenchmarkDecide(b *testing.B) {
 		decide(f, st, &v, r, out)
 	}
 }
+
+// FuzzDecide feeds arbitrary frames to the decision: it never panics, and
+// whatever it answers is a well-formed reply to a valid request for a MAC
+// in the table, sent back to the requester.
+func FuzzDecide(f *testing.F) {
+	tb := table(f, "52:54:00:00:00:01 10.99.0.1", "52:54:00:00:00:02 192.0.2.2", "52:54:00:00:00:03 10.99.0.3 @peer0")
+	st := peer0(f)
+	f.Add(request(f, "52:54:00:00:00:01", "52:54:00:00:00:01", "52:54:00:00:00:01"))
+	f.Add(request(f, cliMAC, cliMAC, "52:54:00:00:00:03"))
+	f.Add(request(f, cliMAC, "52:54:00:00:00:01", "52:54:00:00:00:02"))
+	f.Add(unhex(f, refRequest)[:21])
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		for _, r := range []rules{{}, {offLink: true}} {
+			v := tb.View("peer0")
+			out := make([]byte, snapLen)
+			d := decide(frame, st, &v, &r, out)
+			if d.out != outReply {
+				continue
+			}
+			var req, rep rarp.Frame
+			if err := req.UnmarshalBinary(frame); err != nil || req.Operation != rarp.OpReverseRequest || req.Source != req.SenderHardware || req.VLAN.Tagged() {
+				t.Fatalf("answered an invalid request %x (%v)", frame, err)
+			}
+			if v.Lookup(req.TargetHardware) == nil {
+				t.Fatalf("answered an unknown MAC %s", req.TargetHardware)
+			}
+			if err := rep.UnmarshalBinary(out[:ReplyLen]); err != nil || rep.Operation != rarp.OpReverseReply ||
+				rep.Destination != req.Source || rep.TargetHardware != req.TargetHardware || rep.SenderHardware != st.mac {
+				t.Fatalf("reply %x to %x (%v)", out[:ReplyLen], frame, err)
+			}
+		}
+	})
+}
