@@ -89,6 +89,7 @@ type Responder struct {
 	addrUpdates chan netlink.AddrUpdate
 	subDone     chan struct{}
 	ran         atomic.Bool
+	closeOnce   sync.Once
 }
 
 // link is one interface being served.
@@ -227,7 +228,7 @@ func (r *Responder) Run(ctx context.Context) error {
 	if !r.ran.CompareAndSwap(false, true) {
 		return errors.New("responder: Run called twice")
 	}
-	defer r.close()
+	defer r.Close()
 	var wg sync.WaitGroup
 	for _, l := range r.links {
 		wg.Add(1)
@@ -281,6 +282,14 @@ func (r *Responder) Stats() map[string]Stats {
 		out[l.name] = l.count.snapshot()
 	}
 	return out
+}
+
+// Close releases the sockets of a Responder whose Run was never called
+// (Run releases them when it returns). It must not be called while Run
+// runs: cancel Run's context instead.
+func (r *Responder) Close() error {
+	r.closeOnce.Do(r.close)
+	return nil
 }
 
 func (r *Responder) close() {
