@@ -3,6 +3,7 @@ package responder
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -284,4 +285,53 @@ func FuzzDecide(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecideTableSize: the cost of a request in user space (decode,
+// look up, choose the address, build the reply) with tables of 10, 100k
+// and 1M entries, asking for 400 MACs spread over the table as the
+// side-by-side benchmark does, and for every MAC of the table in a
+// scattered order (cold caches).
+func BenchmarkDecideTableSize(b *testing.B) {
+	for _, n := range []int{10, 100_000, 1_000_000} {
+		entries := make([]rarptable.Entry, n)
+		for i := range entries {
+			k := i%65000 + 1
+			entries[i] = rarptable.Entry{
+				MAC: rarp.MAC{0x52, 0x54, 0, byte((i + 1) >> 16), byte((i + 1) >> 8), byte(i + 1)},
+				IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 99, byte(k >> 8), byte(k)})},
+			}
+		}
+		tb, err := rarptable.NewTable(entries)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st := peer0(b)
+		for _, mode := range []string{"400", "all"} {
+			distinct := min(400, n)
+			if mode == "all" {
+				distinct = n
+			}
+			frames := make([][]byte, distinct)
+			for i := range frames {
+				j := i * (n - 1) / max(distinct-1, 1)
+				if mode == "all" {
+					j = (i * 7919) % n // scattered
+				}
+				f := rarp.Announce(entries[j].MAC, rarp.VLAN{})
+				frames[i], _ = f.MarshalBinary()
+			}
+			b.Run(fmt.Sprintf("entries=%d/macs=%s", n, mode), func(b *testing.B) {
+				out := make([]byte, snapLen)
+				r := &rules{}
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					v := tb.View("peer0")
+					if d := decide(frames[i%len(frames)], st, &v, r, out); d.out != outReply {
+						b.Fatal("not answered")
+					}
+				}
+			})
+		}
+	}
 }
