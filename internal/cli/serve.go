@@ -70,8 +70,8 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		noWatch     bool
 		arpAdvise   bool
 	)
-	fs.Var(&ifaces, "interface", "interfaces to answer on, comma-separated or repeated (required)")
-	fs.Var(&ifaces, "i", "short for --interface")
+	fs.Var(&ifaces, "interface", "answer on interface `IF`; several comma-separated or repeated (required)")
+	fs.Var(&ifaces, "i", "short for --interface `IF`")
 	fs.StringVar(&ethers, "ethers", "", "ethers(5) file: \"MAC IPv4-or-host-name\" per line")
 	fs.StringVar(&mapFile, "map", "", "YAML mapping file (mappings: [{mac, ip or host, interface}]); wins over --ethers")
 	fs.BoolVar(&offLink, "off-link", false, "also answer with addresses off the interface's subnet, with sender IP 0.0.0.0 (rarpd -o)")
