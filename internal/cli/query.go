@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/mdlayher/packet"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+func init() {
+	Register(&Command{Name: "query", Summary: "ask the RARP servers on an interface which IPv4 address a MAC has", Run: runQuery})
+}
+
+const queryExamples = `  # Which address do the RARP servers on eth0 give this host?
+  rarp-announce query --interface eth0
+
+  # Ask about another MAC, three times, waiting 500 ms for answers each time.
+  rarp-announce query -i br0 --mac 52:54:00:12:34:56 --count 3 --timeout 500ms
+
+The request is sent from the interface's own MAC (Ethernet source = sender
+hardware address, as rarpd requires) and asks about --mac, so a query never
+teaches a switch a MAC that is not this host's. Every answer is printed; the
+exit code is 1 when nothing answered.
+`
+
+func runQuery(ctx context.Context, env *Env, args []string) int {
+	fs := flagSet(env, "query", "--interface IF [--mac MAC] [--timeout D] [--count N]", queryExamples)
+	var (
+		ifname  string
+		macStr  string
+		timeout time.Duration
+		count   int
+	)
+	fs.StringVar(&ifname, "interface", "", "interface to ask on (required)")
+	fs.StringVar(&ifname, "i", "", "short for --interface")
+	fs.StringVar(&macStr, "mac", "", "MAC to ask about (default: the interface's own)")
+	fs.DurationVar(&timeout, "timeout", time.Second, "how long to collect answers after each request")
+	fs.IntVar(&count, "count", 1, "requests to send, one after the other")
+	if code, ok := parse(env, fs, args); !ok {
+		return code
+	}
+	switch {
+	case ifname == "":
+		return usageErr(env, "query", "--interface is required")
+	case timeout <= 0:
+		return usageErr(env, "query", "--timeout must be positive")
+	case count < 1:
+		return usageErr(env, "query", "--count must be at least 1")
+	}
+	ifi, err := announce.CheckInterface(ifname)
+	if err != nil {
+		return failure(env, "query", fmt.Errorf("interface %w", err))
+	}
+	own, ok := rarp.MACFrom(ifi.HardwareAddr)
+	if !ok {
+		return failure(env, "query", fmt.Errorf("interface %s has no Ethernet address", ifname))
+	}
+	target := own
+	if macStr != "" {
+		if target, err = rarp.ParseMAC(macStr); err != nil {
+			return usageErr(env, "query", "--mac: "+err.Error())
+		}
+		if err := target.ValidateUnicast(); err != nil {
+			return usageErr(env, "query", "--mac: "+err.Error())
+		}
+	}
+
+	c, err := packet.Listen(ifi, packet.Raw, rarp.EtherTypeRARP, nil)
+	if err != nil {
+		return failure(env, "query", fmt.Errorf("%s: open packet socket: %w", ifname, err))
+	}
+	defer c.Close()
+	go func() {
+		<-ctx.Done()
+		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}()
+	req := rarp.Announce(target, rarp.VLAN{}) // op 3, spa = tpa = 0.0.0.0
+	req.Source, req.SenderHardware = own, own
+	frame, err := req.MarshalBinary()
+	if err != nil {
+		return failure(env, "query", err)
+	}
+	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr(rarp.Broadcast[:])}
+
+	answers := 0
+	buf := make([]byte, 1514)
+	for i := 0; i < count && ctx.Err() == nil; i++ {
+		sent := time.Now()
+		if _, err := c.WriteTo(frame, bcast); err != nil {
+			return failure(env, "query", fmt.Errorf("%s: send: %w", ifname, err))
+		}
+		deadline := sent.Add(timeout)
+		if err := c.SetReadDeadline(deadline); err != nil {
+			return failure(env, "query", err)
+		}
+		for {
+			n, _, err := c.ReadFrom(buf)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				return failure(env, "query", fmt.Errorf("%s: receive: %w", ifname, err))
+			}
+			took := time.Since(sent)
+			var f rarp.Frame
+			if f.UnmarshalBinary(buf[:n]) != nil || f.Operation != rarp.OpReverseReply || f.TargetHardware != target {
+				continue
+			}
+			answers++
+			fmt.Fprintf(env.Stdout, "%s is %s: server %s %s, %s\n", target, ipOrZero(f.TargetIP),
+				f.SenderHardware, ipOrZero(f.SenderIP), took.Round(time.Microsecond))
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(env.Stderr, "rarp-announce query: interrupted")
+		return ExitFailure
+	}
+	if answers == 0 {
+		fmt.Fprintf(env.Stderr, "rarp-announce query: no RARP server answered for %s on %s within %s\n", target, ifname, timeout)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+func ipOrZero(a netip.Addr) string {
+	if !a.IsValid() {
+		return "0.0.0.0"
+	}
+	return a.String()
+}

@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
+	"github.com/rarp-announce/rarp-announce/pkg/responder"
+)
+
+func init() {
+	Register(&Command{Name: "serve", Summary: "answer RARP requests from /etc/ethers or a mapping file (like rarpd)", Run: runServe})
+}
+
+const serveExamples = `  # Answer diskless hosts on eth0 from /etc/ethers, as "rarpd -e eth0" does.
+  rarp-announce serve --interface eth0 --ethers /etc/ethers
+
+  # Two VLANs, a YAML mapping file next to ethers, Prometheus metrics on :9410.
+  rarp-announce serve -i eth0.100,eth0.200 --ethers /etc/ethers --map /etc/rarp-announce/map.yaml \
+      --metrics-address 127.0.0.1:9410
+
+  # rarpd's defaults: answer only when /tftpboot holds a boot file for the address.
+  rarp-announce serve -i eth0 --ethers /etc/ethers --boot-dir /tftpboot
+
+Signals: SIGHUP reloads the table (and re-resolves host names), SIGUSR1 logs at
+debug level (every request), SIGUSR2 goes back to the --log-level. The table also
+reloads when its files change. A table with a bad line is refused and the
+previous one keeps serving; the log says file:line: reason.
+`
+
+// listFlag collects comma-separated or repeated values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, env *Env, args []string) int {
+	fs := flagSet(env, "serve", "--interface IF[,IF...] --ethers FILE [--map FILE] [flags]", serveExamples)
+	var (
+		ifaces      listFlag
+		ethers      string
+		mapFile     string
+		offLink     bool
+		bootDir     string
+		metricsAddr string
+		logLevel    string
+		logFormat   string
+		coalesce    time.Duration
+		noWatch     bool
+		arpAdvise   bool
+	)
+	fs.Var(&ifaces, "interface", "answer on interface `IF`; several comma-separated or repeated (required)")
+	fs.Var(&ifaces, "i", "short for --interface `IF`")
+	fs.StringVar(&ethers, "ethers", "", "ethers(5) file: \"MAC IPv4-or-host-name\" per line")
+	fs.StringVar(&mapFile, "map", "", "YAML mapping file (mappings: [{mac, ip or host, interface}]); wins over --ethers")
+	fs.BoolVar(&offLink, "off-link", false, "also answer with addresses off the interface's subnet, with sender IP 0.0.0.0 (rarpd -o)")
+	fs.StringVar(&bootDir, "boot-dir", "", "answer only if this directory has a file named by the address in 8 upper-case hex digits (rarpd without -e)")
+	fs.StringVar(&metricsAddr, "metrics-address", "", "serve Prometheus metrics on this address (host:port), at /metrics")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error (SIGUSR1 switches to debug, SIGUSR2 back)")
+	fs.StringVar(&logFormat, "log-format", "console", "console or json")
+	fs.DurationVar(&coalesce, "coalesce", responder.DefaultCoalesce, "under load, wait this long for more requests before answering the next batch (fewer wake-ups per reply); 0 turns it off")
+	fs.BoolVar(&noWatch, "no-watch", false, "reload the table only on SIGHUP, not when its files change")
+	fs.BoolVar(&arpAdvise, "arp-advise", false, "add each answered client to this host's neighbour (ARP) table, as rarpd does, for boot PROMs that cannot answer ARP")
+	if code, ok := parse(env, fs, args); !ok {
+		return code
+	}
+	switch {
+	case len(ifaces) == 0:
+		return usageErr(env, "serve", "--interface is required")
+	case ethers == "" && mapFile == "":
+		return usageErr(env, "serve", "give the table: --ethers FILE, --map FILE or both")
+	case coalesce < 0:
+		return usageErr(env, "serve", "--coalesce must not be negative")
+	}
+	if coalesce == 0 {
+		coalesce = -1 // responder: negative = off
+	}
+	base, err := zapcore.ParseLevel(logLevel)
+	if err != nil {
+		return usageErr(env, "serve", fmt.Sprintf("--log-level: %v", err))
+	}
+	if logFormat != "console" && logFormat != "json" {
+		return usageErr(env, "serve", fmt.Sprintf("--log-format: %q is neither console nor json", logFormat))
+	}
+	level := zap.NewAtomicLevelAt(base)
+	log := newLogger(env, level, logFormat)
+	defer func() { _ = log.Sync() }()
+
+	holder := rarptable.NewHolder(nil)
+	tableMetrics := rarptable.NewMetrics(holder)
+	reloader := &rarptable.Reloader{
+		Loader:  &rarptable.Loader{Files: rarptable.Files{Ethers: ethers, Map: mapFile}},
+		Holder:  holder,
+		Logger:  log,
+		Metrics: tableMetrics,
+	}
+	if err := reloader.Reload(ctx, "start"); err != nil {
+		fmt.Fprintf(env.Stderr, "rarp-announce serve: table not loaded:\n%v\n", err)
+		return ExitUsage
+	}
+	for _, i := range holder.Load().Interfaces() {
+		if !contains(ifaces, i) {
+			log.Warn("the table has mappings for an interface this server does not answer on", zap.String("interface", i))
+		}
+	}
+
+	metrics := responder.NewMetrics()
+	r, err := responder.New(responder.Config{
+		Interfaces: ifaces,
+		Table:      holder,
+		OffLink:    offLink,
+		BootDir:    bootDir,
+		Logger:     log,
+		Metrics:    metrics,
+		Coalesce:   coalesce,
+		ARPAdvise:  arpAdvise,
+	})
+	if err != nil {
+		return failure(env, "serve", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(metrics, tableMetrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ln, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			return failure(env, "serve", fmt.Errorf("--metrics-address: %w", err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", zap.Error(err))
+			}
+		}()
+		defer srv.Close()
+		log.Info("metrics", zap.String("address", ln.Addr().String()))
+	}
+	if !noWatch {
+		go func() {
+			if err := reloader.Watch(ctx); err != nil {
+				log.Error("table files are not watched; reload with SIGHUP", zap.Error(err))
+			}
+		}()
+	}
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sig)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-sig:
+				switch s {
+				case syscall.SIGHUP:
+					_ = reloader.Reload(ctx, "SIGHUP")
+					if err := r.RefreshBootDir(); err != nil {
+						log.Error("boot directory not read; keeping the previous list", zap.Error(err))
+					}
+				case syscall.SIGUSR1:
+					level.SetLevel(zapcore.DebugLevel)
+					log.Info("log level raised by SIGUSR1", zap.Stringer("level", zapcore.DebugLevel))
+				case syscall.SIGUSR2:
+					level.SetLevel(base)
+					log.Info("log level set back by SIGUSR2", zap.Stringer("level", base))
+				}
+			}
+		}
+	}()
+
+	err = r.Run(ctx)
+	for name, s := range r.Stats() {
+		log.Info("stopped", zap.String("interface", name), zap.Uint64("requests", s.Requests), zap.Uint64("replies", s.Replies),
+			zap.Uint64("unknown", s.Unknown), zap.Uint64("off_link", s.OffLink), zap.Uint64("send_errors", s.SendErrors))
+	}
+	if err != nil {
+		return failure(env, "serve", err)
+	}
+	return ExitOK
+}
+
+// newLogger logs to env.Stderr at a level that signals change. Repeated
+// messages are sampled (the first 100 a second, then one in 100), so
+// debug logging under a flood of requests cannot swamp the disk.
+func newLogger(env *Env, level zap.AtomicLevel, format string) *zap.Logger {
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.EncodeDuration = zapcore.StringDurationEncoder
+	var enc zapcore.Encoder
+	if format == "json" {
+		enc = zapcore.NewJSONEncoder(ec)
+	} else {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(env.Stderr), level)
+	core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
+	return zap.New(core)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

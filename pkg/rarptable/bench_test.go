@@ -1,0 +1,116 @@
+package rarptable
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// genEthers writes the peer harness's table (rarpbench gen): entry i maps
+// 52:54:00:HH:MM:LL (i in the low 24 bits) to 10.99.0.0 + (i-1)%65000 + 1.
+func genEthers(t testing.TB, dir string, n int) string {
+	t.Helper()
+	p := filepath.Join(dir, fmt.Sprintf("ethers-%d", n))
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	for i := 1; i <= n; i++ {
+		k := (i-1)%65000 + 1
+		fmt.Fprintf(w, "52:54:00:%02x:%02x:%02x 10.99.%d.%d\n", byte(i>>16), byte(i>>8), byte(i), byte(k>>8), byte(k))
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return p
+}
+
+func genMap(t testing.TB, dir string, n int) string {
+	t.Helper()
+	p := filepath.Join(dir, fmt.Sprintf("map-%d.yaml", n))
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintln(w, "mappings:")
+	for i := 1; i <= n; i++ {
+		k := (i-1)%65000 + 1
+		fmt.Fprintf(w, "  - {mac: 52:54:00:%02x:%02x:%02x, ip: 10.99.%d.%d}\n", byte(i>>16), byte(i>>8), byte(i), byte(k>>8), byte(k))
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return p
+}
+
+// TestLoadMillionEntries loads a 1M-entry ethers file and reports how long
+// it took (the goal is under 2 s; timing is reported, not asserted).
+func TestLoadMillionEntries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	path := genEthers(t, t.TempDir(), 1_000_000)
+	start := time.Now()
+	res, err := (&Loader{Files: Files{Ethers: path}}).Load(context.Background())
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Table.Len() != 1_000_000 {
+		t.Fatalf("%d entries", res.Table.Len())
+	}
+	k := (1_000_000-1)%65000 + 1
+	if last := res.Table.Lookup("x", mustMAC(t, "52:54:00:0f:42:40")); len(last) != 1 || last[0] != [4]byte{10, 99, byte(k >> 8), byte(k)} {
+		t.Fatalf("entry 1000000 -> %v", last)
+	}
+	t.Logf("loaded 1,000,000 ethers entries in %v (goal < 2s)", took.Round(time.Millisecond))
+}
+
+func BenchmarkLoadEthers1M(b *testing.B) {
+	path := genEthers(b, b.TempDir(), 1_000_000)
+	l := &Loader{Files: Files{Ethers: path}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := l.Load(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLoadMap100k(b *testing.B) {
+	path := genMap(b, b.TempDir(), 100_000)
+	l := &Loader{Files: Files{Map: path}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := l.Load(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLookup1M(b *testing.B) {
+	path := genEthers(b, b.TempDir(), 1_000_000)
+	res, err := (&Loader{Files: Files{Ethers: path}}).Load(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := res.Table.View("eth0")
+	b.ResetTimer()
+	n := 0
+	for i := 0; i < b.N; i++ {
+		j := i%1_000_000 + 1
+		j = (j * 7919) % 1_000_000 // spread over the table: cache misses as in service
+		n += len(v.Lookup([6]byte{0x52, 0x54, 0, byte(j >> 16), byte(j >> 8), byte(j)}))
+	}
+	if n == 0 {
+		b.Fatal("no hits")
+	}
+}

@@ -1,0 +1,159 @@
+package rarptable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+)
+
+// Reloader loads tables into a Holder: once at start, on request (SIGHUP)
+// and when a file changes (Watch). A table is built aside and swapped in
+// only when it loaded without a problem; otherwise the table in service
+// stays and the error says why.
+type Reloader struct {
+	Loader  *Loader
+	Holder  *Holder
+	Logger  *zap.Logger // nil: no logging
+	Metrics *Metrics    // nil: not counted
+	// Debounce is how long Watch waits after a change for more changes
+	// before it reloads (0: 250 ms), so an editor's several writes make
+	// one reload.
+	Debounce time.Duration
+
+	mu    sync.Mutex // one load at a time
+	state map[string]fileState
+}
+
+// fileState is what Watch compares to tell a real change of a table file
+// from other activity in its directory.
+type fileState struct {
+	ino, dev uint64
+	size     int64
+	mtime    time.Time
+	err      string
+}
+
+func statFile(path string) fileState {
+	fi, err := os.Stat(path) // follows symlinks: a ConfigMap swap changes the target
+	if err != nil {
+		return fileState{err: err.Error()}
+	}
+	s := fileState{size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.ino, s.dev = st.Ino, st.Dev
+	}
+	return s
+}
+
+// Reload loads the files and swaps the new table in. why is logged
+// ("start", "SIGHUP", "file changed").
+func (r *Reloader) Reload(ctx context.Context, why string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	log := r.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	// Remember the files as they are before reading them: a change that
+	// lands during the load is then seen as a change by Watch.
+	st := map[string]fileState{}
+	for _, f := range r.Loader.Files.Paths() {
+		st[f] = statFile(f)
+	}
+	r.state = st
+	res, err := r.Loader.Load(ctx)
+	if err != nil {
+		r.Metrics.failed()
+		old := r.Holder.Load()
+		log.Error("table not loaded; still serving the previous table",
+			zap.String("trigger", why), zap.Int("entries", old.Len()), zap.String("problems", err.Error()))
+		return err
+	}
+	old := r.Holder.Load()
+	r.Holder.Store(res.Table)
+	r.Metrics.loaded(res)
+	for _, w := range res.Warnings {
+		log.Warn("table line not used", zap.String("line", w.String()))
+	}
+	log.Info("table loaded", zap.String("trigger", why), zap.Strings("files", r.Loader.Files.Paths()),
+		zap.Int("entries", res.Table.Len()), zap.Int("previous_entries", old.Len()),
+		zap.Int("host_names", res.Names), zap.Duration("took", res.Duration))
+	return nil
+}
+
+// changed reports whether any table file differs from when it was last
+// loaded.
+func (r *Reloader) changed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.Loader.Files.Paths() {
+		if statFile(f) != r.state[f] {
+			return true
+		}
+	}
+	return false
+}
+
+// Watch reloads whenever a table file changes, until ctx ends. It watches
+// the files' directories rather than the files, so a file replaced by
+// rename (editors, config management) or a Kubernetes ConfigMap's
+// symlink swap is seen, and a file that is deleted and created again is
+// picked up. Events in a directory that leave the table files unchanged
+// do not reload.
+func (r *Reloader) Watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch table files: %w", err)
+	}
+	defer w.Close()
+	dirs := map[string]bool{}
+	for _, f := range r.Loader.Files.Paths() {
+		d := filepath.Dir(f)
+		if dirs[d] {
+			continue
+		}
+		if err := w.Add(d); err != nil {
+			return fmt.Errorf("watch %s: %w", d, err)
+		}
+		dirs[d] = true
+	}
+	debounce := r.Debounce
+	if debounce <= 0 {
+		debounce = 250 * time.Millisecond
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-w.Events:
+			if !ok {
+				return errors.New("table file watcher closed")
+			}
+			timer.Reset(debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("table file watcher closed")
+			}
+			// An overflow loses events: check the files anyway.
+			if r.Logger != nil {
+				r.Logger.Warn("table file watcher", zap.Error(err))
+			}
+			timer.Reset(debounce)
+		case <-timer.C:
+			if r.changed() {
+				_ = r.Reload(ctx, "file changed")
+			}
+		}
+	}
+}
