@@ -64,6 +64,11 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		return ExitOK
 	}
 	d, err := daemon.New(ctx, path, cfg, over)
+	var cerr *daemon.ConfigError
+	if errors.As(err, &cerr) {
+		fmt.Fprintf(env.Stderr, "rarp-announce run: invalid configuration:\n%v\n", err)
+		return ExitUsage
+	}
 	if err != nil {
 		return failure(env, "run", err)
 	}

@@ -141,6 +141,7 @@ type Responder struct {
 	Map        string   `yaml:"map"`
 	OffLink    bool     `yaml:"off_link"`
 	BootDir    string   `yaml:"boot_dir"`
+	ARPAdvise  bool     `yaml:"arp_advise"`
 }
 
 // Metrics is the HTTP endpoint.

@@ -131,6 +131,7 @@ type Daemon struct {
 	repairer  *fdb.Repairer
 	announcer *announce.Announcer
 	agent     *agent.Agent
+	resp      *responderParts
 	closers   []func()
 }
 

@@ -148,7 +148,16 @@ func New(cfg Config) (*Responder, error) {
 	r.subDone = make(chan struct{})
 	r.linkUpdates = make(chan netlink.LinkUpdate, 64)
 	r.addrUpdates = make(chan netlink.AddrUpdate, 64)
-	subErr := func(err error) { r.log.Warn("netlink subscription", zap.Error(err)) }
+	subErr := func(err error) {
+		// Closing subDone ends the subscription with a failed receive:
+		// that is the shutdown, not a problem worth a warning.
+		select {
+		case <-r.subDone:
+			return
+		default:
+		}
+		r.log.Warn("netlink subscription", zap.Error(err))
+	}
 	if err := netlink.LinkSubscribeWithOptions(r.linkUpdates, r.subDone, netlink.LinkSubscribeOptions{ErrorCallback: subErr}); err != nil {
 		r.close()
 		return nil, fmt.Errorf("watch interfaces: %w", err)
