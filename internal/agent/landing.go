@@ -137,9 +137,12 @@ func (a *Agent) hostTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Ta
 		log.Warn("port not ready; not announced", zap.Error(err))
 		return r
 	}
-	r.Handles, r.Err = a.sendHost(t, s, ev.Received, "landed", log)
+	r.Handles, r.Err = a.sendHost(ctx, t, s, ev.Received, "landed", log)
 	if r.Err != nil {
 		r.Result = ResultFailed
+		if ctx.Err() != nil {
+			r.Result = ResultCancelled
+		}
 		return r
 	}
 	r.Result = ResultStarted
@@ -177,16 +180,20 @@ func (a *Agent) portChanged(ctx context.Context, ev libvirtwatch.Event, t plan.T
 		log.Info("port changed but the domain no longer runs here; not re-announced", zap.Error(err))
 		return
 	}
-	if _, err := a.sendHost(t, s, changed, "port-changed", log); err == nil {
+	if _, err := a.sendHost(ctx, t, s, changed, "port-changed", log); err == nil {
 		a.m.reannounce()
 		log.Info("port changed: announced again")
 	}
 }
 
-// sendHost repairs the FDB (if planned) and starts one announce per VLAN.
-func (a *Agent) sendHost(t plan.Target, s Settings, since time.Time, reason string, log *zap.Logger) ([]*announce.Handle, error) {
+// sendHost repairs the FDB (if planned) and starts one announce per VLAN,
+// unless the landing (ctx) ended first.
+func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, reason string, log *zap.Logger) ([]*announce.Handle, error) {
 	if t.RepairFDB {
 		a.repair(t, log)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	var hs []*announce.Handle
 	for _, v := range t.VLANs {
@@ -198,6 +205,19 @@ func (a *Agent) sendHost(t plan.Target, s Settings, since time.Time, reason stri
 			return hs, err
 		}
 		hs = append(hs, h)
+	}
+	// A cancel (the domain stopped or left) that came while the port was
+	// awaited or the bridge repaired found nothing of this NIC's to stop.
+	// Handle cancels the landing's context before it cancels the MAC's
+	// running announces, so an announce registered before this check is
+	// reached by that, and one the check finds cancelled is stopped here;
+	// otherwise it would run after the domain stopped (with a refresh
+	// schedule: forever).
+	if ctx.Err() != nil {
+		for _, h := range hs {
+			h.Cancel()
+		}
+		return nil, ctx.Err()
 	}
 	log.Debug("announce started", zap.String("reason", reason), zap.Int("vlans", len(t.VLANs)))
 	return hs, nil
