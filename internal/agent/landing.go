@@ -26,7 +26,17 @@ const (
 	ResultSkipped    = "skipped"     // the plan says not to announce this NIC
 	ResultNotHandled = "not_handled" // the strategy is not available on this host
 	ResultCancelled  = "cancelled"   // the domain stopped or left first
+	ResultInvalid    = "invalid"     // the NIC's live XML is unusable (bad MAC, bad VLAN tag); strategy skip
 )
+
+// invalidNICs counts the NICs domxml.Parse left out: its error joins one
+// error per bad interface.
+func invalidNICs(err error) int {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
+}
 
 // NICResult is what happened to one NIC.
 type NICResult struct {
@@ -71,7 +81,11 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}
 	if err != nil {
 		// One broken NIC must not keep the others from being announced.
-		a.m.landingError("parse")
+		// The domain was announced, so this is no landing error: each
+		// broken NIC is counted as a NIC not announced.
+		for range invalidNICs(err) {
+			a.m.nic(string(plan.Skip), ResultInvalid)
+		}
 		log.Error("some NICs of the live XML are invalid and not announced", zap.Error(err))
 	}
 	opts := s.Plan
