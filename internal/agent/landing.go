@@ -271,10 +271,28 @@ func (a *Agent) ovsTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Tar
 	}
 	if err := a.ready(ctx, t, s); err != nil {
 		r.Result, r.Err = ResultNotReady, err
+		if ctx.Err() != nil {
+			r.Result = ResultCancelled
+			return r
+		}
 		log.Warn("OVS port not ready; not announced", zap.Stringer("mac", t.NIC.MAC), zap.Error(err))
 		return r
 	}
 	err := a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received)
+	if ctx.Err() != nil {
+		// As in sendHost: a cancel that came during the OVSDB lookup
+		// found nothing of this NIC's to stop, and one that came while
+		// Announce waited for the first frame left the announce running
+		// (Announce returns the context's error then, not stopping it).
+		// A landing superseded by a newer one of the same domain leaves
+		// the MAC alone: the newer landing's announce of the same port
+		// and MAC replaces this one, and must not be cancelled.
+		if !errors.Is(context.Cause(ctx), errSuperseded) {
+			a.d.OVS.CancelMAC(t.NIC.MAC)
+		}
+		r.Result, r.Err = ResultCancelled, ctx.Err()
+		return r
+	}
 	// Neutron's OVS agent parks a new port on VLAN 4095 until it wires
 	// it: that is exactly the window in which QEMU's own RARPs are lost
 	// (Nova bug 1815989). Keep trying until the port is wired.
@@ -346,7 +364,7 @@ func (a *Agent) AnnounceDomain(ctx context.Context, d libvirtwatch.DomainRef, fo
 	}
 	s := a.current()
 	s.WatchWindow = 0
-	l := &landing{ev: libvirtwatch.Event{Kind: libvirtwatch.Landed, Domain: d, Received: time.Now(), Event: -1, Detail: -1, Resync: true}, cancel: func() {}}
+	l := &landing{ev: libvirtwatch.Event{Kind: libvirtwatch.Landed, Domain: d, Received: time.Now(), Event: -1, Detail: -1, Resync: true}, cancel: func(error) {}}
 	res := a.land(ctx, l, s, force)
 	if res == nil {
 		return nil, fmt.Errorf("domain %s: cannot read or parse its live XML (see log)", d.Name)
