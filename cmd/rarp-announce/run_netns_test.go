@@ -57,7 +57,7 @@ func writeConfig(t *testing.T, path, body string) {
 }
 
 // shortSocket returns a unix socket path short enough for sun_path.
-func shortSocket(t *testing.T) string {
+func shortSocket(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "rrun")
 	if err != nil {
@@ -69,7 +69,7 @@ func shortSocket(t *testing.T) string {
 
 // daemonProc is a running 'rarp-announce run'.
 type daemonProc struct {
-	t     *testing.T
+	t     testing.TB
 	cmd   *exec.Cmd
 	ns    *netnstest.NS
 	http  *http.Client
@@ -81,9 +81,15 @@ type daemonProc struct {
 
 // startDaemon runs the binary with args inside ns and waits for its start
 // log line, which names the bound metrics address.
-func startDaemon(t *testing.T, ns *netnstest.NS, args ...string) *daemonProc {
+func startDaemon(t testing.TB, ns *netnstest.NS, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, ns: ns, cmd: ns.Command(append([]string{binary, "run"}, args...)...), exit: make(chan int, 1), http: httpIn(ns)}
+	return startBinary(t, ns, binary, args...)
+}
+
+// startBinary is startDaemon with another build of the binary.
+func startBinary(t testing.TB, ns *netnstest.NS, bin string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, ns: ns, cmd: ns.Command(append([]string{bin, "run"}, args...)...), exit: make(chan int, 1), http: httpIn(ns)}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +116,12 @@ func startDaemon(t *testing.T, ns *netnstest.NS, args ...string) *daemonProc {
 			t.Logf("daemon stderr:\n%s", d.stderr())
 		}
 	})
+	for i, a := range args {
+		if a == "--metrics-address" && i+1 < len(args) && !strings.HasSuffix(args[i+1], ":0") {
+			d.addr = args[i+1] // known: the start line may not be logged (log level warn)
+			return d
+		}
+	}
 	start := d.waitLog("rarp-announce agent starting", 30*time.Second)
 	d.addr, _ = start["metrics"].(string)
 	if d.addr == "" {
@@ -162,13 +174,21 @@ func (d *daemonProc) waitLog(msg string, timeout time.Duration) map[string]any {
 // get fetches path from the metrics endpoint.
 func (d *daemonProc) get(path string) (int, string) {
 	d.t.Helper()
-	resp, err := d.http.Get("http://" + d.addr + path)
+	code, body, err := d.try(path)
 	if err != nil {
 		d.t.Fatalf("GET %s: %v", path, err)
 	}
+	return code, body
+}
+
+func (d *daemonProc) try(path string) (int, string, error) {
+	resp, err := d.http.Get("http://" + d.addr + path)
+	if err != nil {
+		return 0, "", err
+	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), nil
 }
 
 // waitStatus polls path until it answers code.
@@ -176,12 +196,12 @@ func (d *daemonProc) waitStatus(path string, code int, timeout time.Duration) {
 	d.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		got, body := d.get(path)
-		if got == code {
+		got, body, err := d.try(path)
+		if err == nil && got == code {
 			return
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("%s answers %d %q after %v, want %d", path, got, body, timeout, code)
+			d.t.Fatalf("%s answers %d %q (%v) after %v, want %d", path, got, body, err, timeout, code)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
