@@ -515,3 +515,26 @@ func TestAnnounceDomainOnlyForRunningDomains(t *testing.T) {
 		t.Errorf("paused domain: %d frames, want none", got)
 	}
 }
+
+// A domain that stops while its live XML is being read is not announced,
+// and that is no landing error: nothing failed.
+func TestCancelWhileReadingTheXML(t *testing.T) {
+	h := newHost(t, hostOptions{})
+	h.tap(t, "vnet0", wired)
+	d := h.newDomain(t, libvirtwatch.StatePaused, 2, "vnet0") // no STARTED/MIGRATED: read at landing
+	h.fake.SetDelay(500 * time.Millisecond)
+	h.emit(t, d, resumedMigrated, stoppedDestroyed)
+	h.waitLogged(t, "announces cancelled", d.name, 5*time.Second)
+	time.Sleep(700 * time.Millisecond) // the delayed answer came back
+	h.fake.SetDelay(0)
+	h.flush(t, "vnet0")
+	if n := h.frames.count(d.macs[0]); n != 0 {
+		t.Errorf("%d frames for a domain that stopped before its XML was read", n)
+	}
+	if got := h.metric(t, "rarp_announce_landing_errors_total", "reason=xml"); got != 0 {
+		t.Errorf("landing errors (xml) = %v, want 0: the landing was cancelled, nothing failed", got)
+	}
+	if es := h.logged("cannot read the domain's live XML; not announced", d.name); len(es) != 0 {
+		t.Errorf("a cancelled landing logged an XML error: %v", es[0].ContextMap())
+	}
+}

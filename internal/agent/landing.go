@@ -67,6 +67,12 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		dom, err = p.dom, p.err
 	} else {
 		xml, xerr := a.d.Libvirt.DomainXML(ctx, ev.Domain)
+		if xerr != nil && ctx.Err() != nil {
+			// The domain stopped or left while its XML was being read:
+			// nothing to announce, and nothing failed.
+			log.Info("landing cancelled before its live XML was read", zap.NamedError("cause", context.Cause(ctx)))
+			return nil
+		}
 		if xerr != nil {
 			a.m.landingError("xml")
 			log.Error("cannot read the domain's live XML; not announced", zap.Error(xerr))
