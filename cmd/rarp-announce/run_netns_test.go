@@ -89,7 +89,16 @@ func startDaemon(t testing.TB, ns *netnstest.NS, args ...string) *daemonProc {
 // startBinary is startDaemon with another build of the binary.
 func startBinary(t testing.TB, ns *netnstest.NS, bin string, args ...string) *daemonProc {
 	t.Helper()
+	return startBinaryEnv(t, ns, bin, nil, args...)
+}
+
+// startBinaryEnv is startBinary with variables added to the environment.
+func startBinaryEnv(t testing.TB, ns *netnstest.NS, bin string, env []string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{t: t, ns: ns, cmd: ns.Command(append([]string{bin, "run"}, args...)...), exit: make(chan int, 1), http: httpIn(ns)}
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

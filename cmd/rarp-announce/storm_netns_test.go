@@ -24,9 +24,11 @@ package main
 // migration, so the XML is read before RESUMED), xml-at-landing (only
 // RESUMED/MIGRATED: the XML is read on the critical path), all-at-once (the
 // 1,000 RESUMED events in one write), prefetch-no-fdb-repair (what the FDB
-// repair adds) and prefetch-pacing-1000 (stricter pacing). All but the
-// last use the default pacing (4,000 frames/s, burst 1,000 per interface);
-// all use QEMU's schedule (5 frames at 0, 50, 200, 450, 800 ms) and log at
+// repair adds), prefetch-log-warn (what logging each landing adds),
+// prefetch-gomaxprocs-8 (the agent with 8 Ps on 2 CPUs) and
+// prefetch-pacing-1000 (stricter pacing). All but the last use the default
+// pacing (4,000 frames/s, burst 1,000 per interface); all use QEMU's
+// schedule (5 frames at 0, 50, 200, 450, 800 ms); all but one log at
 // info, read by this test through a pipe.
 //
 // RARP_STORM_LOG=FILE keeps the agent's log; RARP_STORM_PERF=FILE records
@@ -95,6 +97,15 @@ func BenchmarkStorm(b *testing.B) {
 		{name: "all-at-once", prefetch: true},
 		// What the FDB repair adds on the critical path.
 		{name: "prefetch-no-fdb-repair", prefetch: true, spread: stormSpread, config: "fdb_repair: false\n"},
+		// Without the info lines (a landing, a repair each), which the
+		// agent writes to stderr under zap's lock, read here through a
+		// pipe.
+		{name: "prefetch-log-warn", prefetch: true, spread: stormSpread, config: "log:\n  level: warn\n"},
+		// More Ps than CPUs: the agent's goroutines spend their time in
+		// syscalls the kernel spends CPU on (flooding a broadcast to
+		// 500 taps, netlink), each holding a P meanwhile; with 2 Ps the
+		// goroutine reading libvirt's socket waits for one.
+		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
 		// Stricter pacing: repeats spread out, leaving CPU to first
 		// frames (1,000 frames/s per bridge is still twice the first
 		// frames' rate here).
@@ -119,6 +130,7 @@ type stormVariant struct {
 	prefetch bool          // STARTED/MIGRATED for every domain before the storm
 	spread   time.Duration // the RESUMED events' spread; 0: one write
 	config   string        // appended to the agent's config
+	env      []string      // added to the agent's environment
 }
 
 func storm(b *testing.B, v stormVariant) {
@@ -206,7 +218,7 @@ func storm(b *testing.B, v stormVariant) {
 	if err := os.WriteFile(cfg, []byte("libvirt:\n  uri: test:///default\n"+config), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	d := startBinary(b, host, bin, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", freePort(b, host))
+	d := startBinaryEnv(b, host, bin, v.env, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", freePort(b, host))
 	d.waitStatus("/readyz", 200, 30*time.Second)
 	pid := d.cmd.Process.Pid
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); !strings.HasPrefix(string(comm), "rarp-announce") {
@@ -322,8 +334,17 @@ func storm(b *testing.B, v stormVariant) {
 		}
 	}
 
+	// When the agent logged each NIC's FDB repair (done, before its
+	// announce starts).
+	repaired := map[string]time.Time{}
+	for _, e := range d.logs("removed stale bridge entries") {
+		if ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(e["ts"])); err == nil {
+			repaired[fmt.Sprint(e["mac"])] = ts
+		}
+	}
+
 	// Lags per NIC.
-	var lags, toAgent, inAgent []time.Duration
+	var lags, toAgent, inAgent, toRepaired, repairedToWire []time.Duration
 	missing, over := 0, 0
 	total, drops := 0, 0
 	for _, c := range caps {
@@ -348,6 +369,10 @@ func storm(b *testing.B, v stormVariant) {
 		if r := received[n/stormNICs]; !r.IsZero() {
 			toAgent = append(toAgent, r.Sub(emitted[n/stormNICs]))
 			inAgent = append(inAgent, first.Sub(r))
+			if rp, ok := repaired[stormMAC(n)]; ok {
+				toRepaired = append(toRepaired, rp.Sub(r))
+				repairedToWire = append(repairedToWire, first.Sub(rp))
+			}
 		}
 		if lag > stormGoal {
 			over++
@@ -356,6 +381,8 @@ func storm(b *testing.B, v stormVariant) {
 	slices.Sort(lags)
 	slices.Sort(toAgent)
 	slices.Sort(inAgent)
+	slices.Sort(toRepaired)
+	slices.Sort(repairedToWire)
 	pctOf := func(l []time.Duration, p float64) time.Duration {
 		if len(l) == 0 {
 			return 0
@@ -379,6 +406,11 @@ func storm(b *testing.B, v stormVariant) {
 		ms(pct(0.5)), ms(pct(0.9)), ms(pct(0.99)), ms(pct(1)), over, nics, stormGoal, missing)
 	b.Logf("  of which event written -> read by the agent (its log): p50 %.2f ms, p99 %.2f ms, max %.2f ms; read -> first frame: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
 		ms(pctOf(toAgent, .5)), ms(pctOf(toAgent, .99)), ms(pctOf(toAgent, 1)), ms(pctOf(inAgent, .5)), ms(pctOf(inAgent, .99)), ms(pctOf(inAgent, 1)))
+	if len(toRepaired) > 0 {
+		b.Logf("  and read -> FDB repaired (its log): p50 %.2f ms, p99 %.2f ms, max %.2f ms; repaired -> first frame: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+			ms(pctOf(toRepaired, .5)), ms(pctOf(toRepaired, .99)), ms(pctOf(toRepaired, 1)),
+			ms(pctOf(repairedToWire, .5)), ms(pctOf(repairedToWire, .99)), ms(pctOf(repairedToWire, 1)))
+	}
 	b.Logf("frames on the bridges: %d (agent's frames_sent_total %v, want %d); capture drops %d; pacing waits %v",
 		total, sentMetric, nics*5, drops, pacingWaits)
 	b.Logf("NICs started %v, FDB entries removed %v, XML reads during the storm %d; agent config: %q", started, removed, xmlCalls, config)
