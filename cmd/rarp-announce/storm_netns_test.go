@@ -25,7 +25,8 @@ package main
 // RESUMED/MIGRATED: the XML is read on the critical path), all-at-once (the
 // 1,000 RESUMED events in one write), prefetch-no-fdb-repair (what the FDB
 // repair adds), prefetch-log-warn (what logging each landing adds),
-// prefetch-gomaxprocs-8 (the agent with 8 Ps on 2 CPUs) and
+// prefetch-gomaxprocs-8 and all-at-once-gomaxprocs-8 (the agent with 8 Ps
+// on 2 CPUs) and
 // prefetch-pacing-1000 (stricter pacing). All but the last use the default
 // pacing (4,000 frames/s, burst 1,000 per interface); all use QEMU's
 // schedule (5 frames at 0, 50, 200, 450, 800 ms); all but one log at
@@ -106,6 +107,7 @@ func BenchmarkStorm(b *testing.B) {
 		// 500 taps, netlink), each holding a P meanwhile; with 2 Ps the
 		// goroutine reading libvirt's socket waits for one.
 		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
+		{name: "all-at-once-gomaxprocs-8", prefetch: true, env: []string{"GOMAXPROCS=8"}},
 		// Stricter pacing: repeats spread out, leaving CPU to first
 		// frames (1,000 frames/s per bridge is still twice the first
 		// frames' rate here).
