@@ -10,6 +10,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -92,10 +93,16 @@ type Agent struct {
 	pre      prefetcher
 }
 
+// Causes of a landing's end (context.Cause).
+var (
+	errSuperseded = errors.New("superseded by a newer landing of the domain")
+	errDomainLeft = errors.New("the domain stopped, paused or left")
+)
+
 // landing is one domain's announce in progress.
 type landing struct {
 	ev     libvirtwatch.Event
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc // errSuperseded, errDomainLeft or nil (agent stops)
 	mu     sync.Mutex
 	macs   []rarp.MAC
 }
@@ -149,7 +156,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 			a.prefetch(ctx, ev)
 		}
 	case libvirtwatch.Landed:
-		lctx, cancel := context.WithCancel(ctx)
+		lctx, cancel := context.WithCancelCause(ctx)
 		l := &landing{ev: ev, cancel: cancel}
 		a.mu.Lock()
 		old := a.landings[ev.Domain.UUID]
@@ -157,7 +164,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		a.wg.Add(1)
 		a.mu.Unlock()
 		if old != nil {
-			old.cancel()
+			old.cancel(errSuperseded)
 		}
 		go func() {
 			defer a.wg.Done()
@@ -178,7 +185,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		if l == nil {
 			return
 		}
-		l.cancel()
+		l.cancel(errDomainLeft)
 		l.mu.Lock()
 		macs := l.macs
 		l.mu.Unlock()
@@ -196,7 +203,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 func (a *Agent) cancelAll() {
 	a.mu.Lock()
 	for k, l := range a.landings {
-		l.cancel()
+		l.cancel(nil)
 		delete(a.landings, k)
 	}
 	a.mu.Unlock()

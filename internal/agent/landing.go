@@ -27,7 +27,17 @@ const (
 	ResultSkipped    = "skipped"     // the plan says not to announce this NIC
 	ResultNotHandled = "not_handled" // the strategy is not available on this host
 	ResultCancelled  = "cancelled"   // the domain stopped or left first
+	ResultInvalid    = "invalid"     // the NIC's live XML is unusable (bad MAC, bad VLAN tag); strategy skip
 )
+
+// invalidNICs counts the NICs domxml.Parse left out: its error joins one
+// error per bad interface.
+func invalidNICs(err error) int {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
+}
 
 // NICResult is what happened to one NIC.
 type NICResult struct {
@@ -58,6 +68,12 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		dom, err = p.dom, p.err
 	} else {
 		xml, xerr := a.d.Libvirt.DomainXML(ctx, ev.Domain)
+		if xerr != nil && ctx.Err() != nil {
+			// The domain stopped or left while its XML was being read:
+			// nothing to announce, and nothing failed.
+			log.Info("landing cancelled before its live XML was read", zap.NamedError("cause", context.Cause(ctx)))
+			return nil
+		}
 		if xerr != nil {
 			a.m.landingError("xml")
 			log.Error("cannot read the domain's live XML; not announced", zap.Error(xerr))
@@ -72,7 +88,11 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}
 	if err != nil {
 		// One broken NIC must not keep the others from being announced.
-		a.m.landingError("parse")
+		// The domain was announced, so this is no landing error: each
+		// broken NIC is counted as a NIC not announced.
+		for range invalidNICs(err) {
+			a.m.nic(string(plan.Skip), ResultInvalid)
+		}
 		log.Error("some NICs of the live XML are invalid and not announced", zap.Error(err))
 	}
 	opts := s.Plan
@@ -138,9 +158,12 @@ func (a *Agent) hostTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Ta
 		log.Warn("port not ready; not announced", zap.Error(err))
 		return r
 	}
-	r.Handles, r.Err = a.sendHost(t, s, ev.Received, "landed", log)
+	r.Handles, r.Err = a.sendHost(ctx, t, s, ev.Received, "landed", log)
 	if r.Err != nil {
 		r.Result = ResultFailed
+		if ctx.Err() != nil {
+			r.Result = ResultCancelled
+		}
 		return r
 	}
 	r.Result = ResultStarted
@@ -178,16 +201,20 @@ func (a *Agent) portChanged(ctx context.Context, ev libvirtwatch.Event, t plan.T
 		log.Info("port changed but the domain no longer runs here; not re-announced", zap.Error(err))
 		return
 	}
-	if _, err := a.sendHost(t, s, changed, "port-changed", log); err == nil {
+	if _, err := a.sendHost(ctx, t, s, changed, "port-changed", log); err == nil {
 		a.m.reannounce()
 		log.Info("port changed: announced again")
 	}
 }
 
-// sendHost repairs the FDB (if planned) and starts one announce per VLAN.
-func (a *Agent) sendHost(t plan.Target, s Settings, since time.Time, reason string, log *zap.Logger) ([]*announce.Handle, error) {
+// sendHost repairs the FDB (if planned) and starts one announce per VLAN,
+// unless the landing (ctx) ended first.
+func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, reason string, log *zap.Logger) ([]*announce.Handle, error) {
 	if t.RepairFDB {
 		a.repair(t, log)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	var hs []*announce.Handle
 	for _, v := range t.VLANs {
@@ -199,6 +226,19 @@ func (a *Agent) sendHost(t plan.Target, s Settings, since time.Time, reason stri
 			return hs, err
 		}
 		hs = append(hs, h)
+	}
+	// A cancel (the domain stopped or left) that came while the port was
+	// awaited or the bridge repaired found nothing of this NIC's to stop.
+	// Handle cancels the landing's context before it cancels the MAC's
+	// running announces, so an announce registered before this check is
+	// reached by that, and one the check finds cancelled is stopped here;
+	// otherwise it would run after the domain stopped (with a refresh
+	// schedule: forever).
+	if ctx.Err() != nil {
+		for _, h := range hs {
+			h.Cancel()
+		}
+		return nil, ctx.Err()
 	}
 	log.Debug("announce started", zap.String("reason", reason), zap.Int("vlans", len(t.VLANs)))
 	return hs, nil
@@ -238,10 +278,28 @@ func (a *Agent) ovsTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Tar
 	}
 	if err := a.ready(ctx, t, s); err != nil {
 		r.Result, r.Err = ResultNotReady, err
+		if ctx.Err() != nil {
+			r.Result = ResultCancelled
+			return r
+		}
 		log.Warn("OVS port not ready; not announced", zap.Stringer("mac", t.NIC.MAC), zap.Error(err))
 		return r
 	}
 	err := a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received)
+	if ctx.Err() != nil {
+		// As in sendHost: a cancel that came during the OVSDB lookup
+		// found nothing of this NIC's to stop, and one that came while
+		// Announce waited for the first frame left the announce running
+		// (Announce returns the context's error then, not stopping it).
+		// A landing superseded by a newer one of the same domain leaves
+		// the MAC alone: the newer landing's announce of the same port
+		// and MAC replaces this one, and must not be cancelled.
+		if !errors.Is(context.Cause(ctx), errSuperseded) {
+			a.d.OVS.CancelMAC(t.NIC.MAC)
+		}
+		r.Result, r.Err = ResultCancelled, ctx.Err()
+		return r
+	}
 	// Neutron's OVS agent parks a new port on VLAN 4095 until it wires
 	// it: that is exactly the window in which QEMU's own RARPs are lost
 	// (Nova bug 1815989). Keep trying until the port is wired.
@@ -326,7 +384,7 @@ func (a *Agent) AnnounceDomain(ctx context.Context, d libvirtwatch.DomainRef, fo
 	}
 	s := a.current()
 	s.WatchWindow = 0
-	l := &landing{ev: libvirtwatch.Event{Kind: libvirtwatch.Landed, Domain: d, Received: time.Now(), Event: -1, Detail: -1, Resync: true}, cancel: func() {}}
+	l := &landing{ev: libvirtwatch.Event{Kind: libvirtwatch.Landed, Domain: d, Received: time.Now(), Event: -1, Detail: -1, Resync: true}, cancel: func(error) {}}
 	res := a.land(ctx, l, s, force)
 	if res == nil {
 		return nil, fmt.Errorf("domain %s: cannot read or parse its live XML (see log)", d.Name)

@@ -14,7 +14,7 @@ type Metrics struct {
 // Strategies and results, pre-created so dashboards see zeros, not gaps.
 var (
 	metricStrategies = []string{"host", "qemu", "ovs", "skip"}
-	metricResults    = []string{ResultStarted, ResultFailed, ResultNotReady, ResultSkipped, ResultNotHandled, ResultCancelled}
+	metricResults    = []string{ResultStarted, ResultFailed, ResultNotReady, ResultSkipped, ResultNotHandled, ResultCancelled, ResultInvalid}
 )
 
 // NewMetrics creates the agent's metrics.
@@ -22,7 +22,7 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		nics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rarp_announce_nic_announces_total",
-			Help: "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled).",
+			Help: "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).",
 		}, []string{"strategy", "result"}),
 		landingErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rarp_announce_landing_errors_total",

@@ -128,7 +128,7 @@ type Daemon struct {
 	watcher   *libvirtwatch.Watcher
 	qmpConn   *libvirtwatch.Redialer
 	ports     *portwatch.Watcher
-	repairer  *fdb.Repairer
+	repairer  *fdb.Pool
 	announcer *announce.Announcer
 	agent     *agent.Agent
 	resp      *responderParts
@@ -173,7 +173,9 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	if cfg.FDBRepair {
 		fm := fdb.NewMetrics()
 		d.reg.MustRegister(fm)
-		if d.repairer, err = fdb.New(nil, fm); err != nil {
+		// A pool: the repairs of VMs landing together overlap instead
+		// of queueing on one netlink socket (BenchmarkStorm).
+		if d.repairer, err = fdb.NewPool(nil, fm, fdb.DefaultPoolSize); err != nil {
 			return nil, err
 		}
 		d.closers = append(d.closers, d.repairer.Close)

@@ -1,0 +1,475 @@
+package main
+
+// 'rarp-announce run' end to end: the real binary inside a test network
+// namespace, against a fake libvirtd (libvirtfake) on a unix socket, its
+// HTTP endpoint reached from inside the namespace, its effect read from the
+// switch's MAC table.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+)
+
+// testConfig is a config for the tests: the fake's URI, fast reconnects and
+// a short schedule (3 frames at 0, 10, 30 ms). rounds is the schedule's
+// frame count.
+func testConfig(rounds int) string {
+	return fmt.Sprintf(`libvirt:
+  uri: test:///default
+  backoff_min: 20ms
+  backoff_max: 200ms
+schedule:
+  initial: 10ms
+  step: 10ms
+  rounds: %d
+  max: 50ms
+readiness:
+  timeout: 5s
+  watch_window: 0s
+log:
+  level: info
+`, rounds)
+}
+
+func writeConfig(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shortSocket returns a unix socket path short enough for sun_path.
+func shortSocket(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "libvirt-sock")
+}
+
+// daemonProc is a running 'rarp-announce run'.
+type daemonProc struct {
+	t     testing.TB
+	cmd   *exec.Cmd
+	ns    *netnstest.NS
+	http  *http.Client
+	addr  string // the metrics endpoint, from the start log line
+	mu    sync.Mutex
+	lines []string // stderr
+	exit  chan int
+}
+
+// startDaemon runs the binary with args inside ns and waits for its start
+// log line, which names the bound metrics address.
+func startDaemon(t testing.TB, ns *netnstest.NS, args ...string) *daemonProc {
+	t.Helper()
+	return startBinary(t, ns, binary, args...)
+}
+
+// startBinary is startDaemon with another build of the binary.
+func startBinary(t testing.TB, ns *netnstest.NS, bin string, args ...string) *daemonProc {
+	t.Helper()
+	return startBinaryEnv(t, ns, bin, nil, args...)
+}
+
+// startBinaryEnv is startBinary with variables added to the environment.
+func startBinaryEnv(t testing.TB, ns *netnstest.NS, bin string, env []string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, ns: ns, cmd: ns.Command(append([]string{bin, "run"}, args...)...), exit: make(chan int, 1), http: httpIn(ns)}
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.lines = append(d.lines, sc.Text())
+			d.mu.Unlock()
+		}
+		_ = d.cmd.Wait()
+		d.exit <- d.cmd.ProcessState.ExitCode()
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("daemon stderr:\n%s", d.stderr())
+		}
+	})
+	for i, a := range args {
+		if a == "--metrics-address" && i+1 < len(args) && !strings.HasSuffix(args[i+1], ":0") {
+			d.addr = args[i+1] // known: the start line may not be logged (log level warn)
+			return d
+		}
+	}
+	start := d.waitLog("rarp-announce agent starting", 30*time.Second)
+	d.addr, _ = start["metrics"].(string)
+	if d.addr == "" {
+		t.Fatalf("start log has no metrics address: %v", start)
+	}
+	return d
+}
+
+func (d *daemonProc) stderr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return strings.Join(d.lines, "\n")
+}
+
+// logs returns the JSON log entries with message msg.
+func (d *daemonProc) logs(msg string) []map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []map[string]any
+	for _, l := range d.lines {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitLog waits for a log entry with message msg and returns the first.
+func (d *daemonProc) waitLog(msg string, timeout time.Duration) map[string]any {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if es := d.logs(msg); len(es) > 0 {
+			return es[0]
+		}
+		select {
+		case code := <-d.exit:
+			d.exit <- code
+			d.t.Fatalf("daemon exited %d before logging %q:\n%s", code, msg, d.stderr())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no log %q within %v:\n%s", msg, timeout, d.stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// get fetches path from the metrics endpoint.
+func (d *daemonProc) get(path string) (int, string) {
+	d.t.Helper()
+	code, body, err := d.try(path)
+	if err != nil {
+		d.t.Fatalf("GET %s: %v", path, err)
+	}
+	return code, body
+}
+
+func (d *daemonProc) try(path string) (int, string, error) {
+	resp, err := d.http.Get("http://" + d.addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// waitStatus polls path until it answers code.
+func (d *daemonProc) waitStatus(path string, code int, timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, body, err := d.try(path)
+		if err == nil && got == code {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s answers %d %q (%v) after %v, want %d", path, got, body, err, timeout, code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metric returns the value of the sample whose line starts with series
+// (name and labels exactly as exposed), -1 if absent.
+func (d *daemonProc) metric(series string) float64 {
+	d.t.Helper()
+	_, body := d.get("/metrics")
+	for _, l := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(l, series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				d.t.Fatalf("%s: %v", l, err)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+func (d *daemonProc) waitMetric(series string, want float64, timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := d.metric(series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s = %v after %v, want %v", series, got, timeout, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemonProc) signal(sig syscall.Signal) {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// stop sends SIGTERM and returns the exit code and how long it took.
+func (d *daemonProc) stop() (int, time.Duration) {
+	d.t.Helper()
+	start := time.Now()
+	d.signal(syscall.SIGTERM)
+	select {
+	case code := <-d.exit:
+		d.exit <- code
+		return code, time.Since(start)
+	case <-time.After(30 * time.Second):
+		d.t.Fatalf("daemon still running 30s after SIGTERM:\n%s", d.stderr())
+	}
+	return -1, 0
+}
+
+func (d *daemonProc) running() bool {
+	select {
+	case code := <-d.exit:
+		d.exit <- code
+		return false
+	default:
+		return true
+	}
+}
+
+// httpIn returns a client whose connections are made inside ns (the
+// daemon's 127.0.0.1 is the namespace's loopback).
+func httpIn(ns *netnstest.NS) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := ns.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+}
+
+// /metrics and /healthz answer while libvirtd is unreachable; /readyz says
+// 503 until the agent is subscribed to libvirt events, 200 then, and 503
+// again when libvirtd goes away. SIGTERM then stops it cleanly.
+func TestRunEndpointsFollowLibvirt(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "run")
+	socket := shortSocket(t) // nothing listens yet: libvirtd is down
+	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
+	writeConfig(t, cfg, testConfig(3))
+	d := startDaemon(t, ns, "--config", cfg, "--libvirt-socket", socket, "--metrics-address", "127.0.0.1:0")
+
+	if code, body := d.get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz while libvirtd is down: %d %q, want 200 ok", code, body)
+	}
+	if code, body := d.get("/readyz"); code != 503 || !strings.Contains(body, "not subscribed") {
+		t.Errorf("/readyz while libvirtd is down: %d %q, want 503", code, body)
+	}
+	if code, body := d.get("/metrics"); code != 200 || !strings.Contains(body, "rarp_announce_nic_announces_total") ||
+		!strings.Contains(body, "rarp_announce_libvirt_connected 0") {
+		t.Errorf("/metrics while libvirtd is down: %d, want 200 with the agent's metrics and libvirt_connected 0", code)
+	}
+	d.waitMetric("rarp_announce_libvirt_connect_failures_total", 2, 5*time.Second) // it keeps trying
+
+	fake, err := libvirtfake.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	d.waitStatus("/readyz", 200, 10*time.Second)
+	if got := d.metric("rarp_announce_libvirt_connected"); got != 1 {
+		t.Errorf("libvirt_connected = %v once ready, want 1", got)
+	}
+
+	fake.Close()
+	d.waitStatus("/readyz", 503, 10*time.Second)
+	if code, _ := d.get("/healthz"); code != 200 {
+		t.Errorf("/healthz after libvirtd went away: %d", code)
+	}
+
+	code, took := d.stop()
+	if code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0", code)
+	}
+	if took > 5*time.Second {
+		t.Errorf("SIGTERM took %v to stop the daemon", took)
+	}
+	d.waitLog("stopped", time.Second)
+}
+
+// A landing moves the switch; SIGHUP with a broken config keeps the
+// running one and logs file:line; SIGHUP with a changed schedule applies it
+// to the next landing; SIGTERM exits 0.
+func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
+	netnstest.Require(t)
+	rig := netnstest.NewRig(t)
+	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")
+	rig.Host.Attach(t, "vnet0", netnstest.RigHostBridge)
+	rig.Host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
+	netnstest.OpenTap(t, rig.Host, "vnet0")
+
+	fake, err := libvirtfake.Listen(shortSocket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	const mac1, mac2 = "52:54:00:72:00:01", "52:54:00:72:00:02"
+	for i, mac := range []string{mac1, mac2} {
+		name, uuid := fmt.Sprintf("vm%d", i+1), fmt.Sprintf("72756e00-0000-4000-8000-%012x", i+1)
+		if err := fake.AddDomain(libvirtfake.Domain{Name: name, UUID: uuid, State: 5,
+			XML: libvirtfake.LiveXML(name, uuid, 1, libvirtfake.NIC{MAC: mac, Target: "vnet0"})}); err != nil {
+			t.Fatal(err)
+		}
+		rig.LearnOnOld(t, mac)
+	}
+	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
+	writeConfig(t, cfg, testConfig(3))
+	d := startDaemon(t, rig.Host, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
+	d.waitStatus("/readyz", 200, 10*time.Second)
+
+	land := func(name string) {
+		for _, e := range [][2]int32{{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}, {libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}} {
+			if _, err := fake.Emit(name, e[0], e[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	land("vm1")
+	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac1, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
+		t.Fatalf("switch has %s on %q after the landing, want %s", mac1, got, netnstest.RigSwitchToHost)
+	}
+	if got := rig.Host.FDB(t, netnstest.RigHostBridge)[mac1]; got == netnstest.RigHostUplink {
+		t.Errorf("br0 still has %s on the uplink: not repaired", mac1)
+	}
+	d.waitMetric("rarp_announce_frames_sent_total", 3, 5*time.Second)
+	d.waitMetric(`rarp_announce_nic_announces_total{result="started",strategy="host"}`, 1, time.Second)
+
+	// A broken config: refused, with file and line, and the daemon runs on.
+	writeConfig(t, cfg, "schedule:\n  rounds: 0\n")
+	d.signal(syscall.SIGHUP)
+	refused := d.waitLog("reload refused; keeping the running configuration", 5*time.Second)
+	if msg := fmt.Sprint(refused["error"]); !strings.Contains(msg, cfg+":2") || !strings.Contains(msg, "rounds") {
+		t.Errorf("reload refusal %q does not name %s:2 and the key", msg, cfg)
+	}
+	if !d.running() {
+		t.Fatal("daemon exited after a broken reload")
+	}
+	d.waitStatus("/readyz", 200, time.Second)
+
+	// A changed schedule: the next landing sends 6 frames.
+	writeConfig(t, cfg, testConfig(6))
+	d.signal(syscall.SIGHUP)
+	d.waitLog("configuration reloaded", 5*time.Second)
+	land("vm2")
+	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac2, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
+		t.Fatalf("switch has %s on %q after the landing, want %s", mac2, got, netnstest.RigSwitchToHost)
+	}
+	d.waitMetric("rarp_announce_frames_sent_total", 3+6, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if got := d.metric("rarp_announce_frames_sent_total"); got != 9 {
+		t.Errorf("frames sent = %v after the reloaded schedule, want 3 + 6", got)
+	}
+
+	code, took := d.stop()
+	if code != 0 || took > 5*time.Second {
+		t.Errorf("SIGTERM: exit %d after %v, want 0 promptly", code, took)
+	}
+}
+
+// A bad config refuses to start: exit 2, each problem with file:line.
+func TestRunRefusesABadConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	writeConfig(t, cfg, "libvirt:\n  uri: test:///default\nschedule:\n  rounds: 0\npacing:\n  burst: many\n")
+	r := run(t, exec.Command(binary, "run", "--config", cfg, "--metrics-address", "127.0.0.1:0"))
+	if r.code != 2 || !strings.Contains(r.stderr, cfg+":6") {
+		t.Errorf("exit %d, stderr %q; want exit 2 naming %s:6", r.code, r.stderr, cfg)
+	}
+	writeConfig(t, cfg, "schedule:\n  rounds: 0\n")
+	r = run(t, exec.Command(binary, "run", "--config", cfg, "--metrics-address", "127.0.0.1:0"))
+	if r.code != 2 || !strings.Contains(r.stderr, cfg+":2") || !strings.Contains(r.stderr, "rounds") {
+		t.Errorf("exit %d, stderr %q; want exit 2 naming %s:2 and rounds", r.code, r.stderr, cfg)
+	}
+	r = run(t, exec.Command(binary, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")))
+	if r.code != 2 || !strings.Contains(r.stderr, "missing.yaml") {
+		t.Errorf("missing config: exit %d, stderr %q; want exit 2 naming the file", r.code, r.stderr)
+	}
+}
+
+// A metrics port already in use fails the start: exit 1, naming the
+// address.
+func TestRunMetricsPortInUseExits1(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "port")
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
+	writeConfig(t, cfg, testConfig(3))
+	cmd := ns.Command(binary, "run", "--config", cfg, "--libvirt-socket", shortSocket(t), "--metrics-address", ln.Addr().String())
+	done := make(chan result, 1)
+	go func() { done <- run(t, cmd) }()
+	select {
+	case r := <-done:
+		if r.code != 1 || !strings.Contains(r.stderr, ln.Addr().String()) || !strings.Contains(r.stderr, "address already in use") {
+			t.Errorf("exit %d, stderr %q; want exit 1 naming %s in use", r.code, r.stderr, ln.Addr())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the daemon started although its metrics port is taken")
+	}
+}

@@ -1,0 +1,581 @@
+package agent_test
+
+// The agent's integration harness: a real hypervisor network in network
+// namespaces (netnstest's rig: switch sw0, host bridge br0 with its uplink,
+// the old host), real taps held open as QEMU holds them, a macvtap on a
+// veth to the switch, and a fake libvirtd (libvirtfake) on a unix socket;
+// the agent runs in this process with the daemon's real parts: a
+// libvirtwatch.Watcher on the fake's socket, a portwatch.Watcher and an
+// fdb.Repairer working in the host namespace, and an announce.Announcer
+// whose sockets are opened in that namespace. What the agent did is read
+// from the switch's MAC table, the host bridge's MAC table, the frames the
+// announcer reports (OnFrame), the fake's call counters, the logs and the
+// metrics.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/vishvananda/netns"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// Names in the host namespace besides the rig's.
+const (
+	lowerDev   = "lower0"   // the macvtaps' lower device, a veth to the switch
+	switchToMV = "swm"      // its switch side, on sw0
+	macvtapDev = "macvtap0" // a direct NIC's device
+)
+
+// fastSchedule is one QEMU-like burst of 3 frames at 0, 10 and 30 ms.
+func fastSchedule() announce.Schedule {
+	return announce.Schedule{Initial: 10 * time.Millisecond, Step: 10 * time.Millisecond, Max: 50 * time.Millisecond, Rounds: 3, Bursts: 1}
+}
+
+const framesPerBurst = 3
+
+func defaultSettings() agent.Settings {
+	return agent.Settings{
+		Plan: plan.Options{
+			Strategies: plan.Strategies{
+				plan.KindBridge: plan.Host, plan.KindNetwork: plan.Host, plan.KindDirect: plan.Host,
+				plan.KindOpenVSwitch: plan.OVS, plan.KindVhostUser: plan.QEMU, plan.KindEthernet: plan.Skip,
+			},
+			RepairFDB: true,
+		},
+		Schedule:     fastSchedule(),
+		ReadyTimeout: 10 * time.Second,
+		WatchWindow:  0,
+	}
+}
+
+// frameLog records every frame the announcer reports.
+type frameLog struct {
+	mu     sync.Mutex
+	frames []announce.Sent
+}
+
+func (l *frameLog) add(s announce.Sent) {
+	l.mu.Lock()
+	l.frames = append(l.frames, s)
+	l.mu.Unlock()
+}
+
+// sent returns the frames sent without error for mac (any interface when
+// ifname is "").
+func (l *frameLog) sent(mac rarp.MAC, ifname string) []announce.Sent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []announce.Sent
+	for _, s := range l.frames {
+		if s.MAC == mac && s.Err == nil && (ifname == "" || s.Interface == ifname) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (l *frameLog) count(mac rarp.MAC) int { return len(l.sent(mac, "")) }
+
+// failed returns the frames that failed, for any MAC.
+func (l *frameLog) failed() []announce.Sent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []announce.Sent
+	for _, s := range l.frames {
+		if s.Err != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// after counts mac's frames sent after t.
+func (l *frameLog) after(mac rarp.MAC, t time.Time) int {
+	n := 0
+	for _, s := range l.sent(mac, "") {
+		if s.Time.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// wait polls until mac has at least n frames, failing after timeout.
+func (l *frameLog) wait(t testing.TB, mac rarp.MAC, n int, timeout time.Duration) []announce.Sent {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := l.sent(mac, "")
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d frames after %v, want %d (failed frames: %v)", mac, len(got), timeout, n, l.failed())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// gatedFDB wraps the real Repairer so a test can hold a landing between
+// "port ready" and "announce started".
+type gatedFDB struct {
+	agent.FDB
+	mu      sync.Mutex
+	gate    chan struct{} // nil: no gate
+	entered chan rarp.MAC
+}
+
+func (g *gatedFDB) Repair(bridge string, mac rarp.MAC, own string) ([]fdb.Entry, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		g.entered <- mac
+		<-gate
+	}
+	return g.FDB.Repair(bridge, mac, own)
+}
+
+// hold makes the next repairs block until the returned release is called.
+func (g *gatedFDB) hold() (entered <-chan rarp.MAC, release func()) {
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.gate = gate
+	g.entered = make(chan rarp.MAC, 16)
+	g.mu.Unlock()
+	var once sync.Once
+	return g.entered, func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.gate = nil
+			g.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// host is a hypervisor the agent runs on.
+type host struct {
+	rig       *netnstest.Rig
+	ns        *netnstest.NS // rig.Host
+	fake      *libvirtfake.Server
+	watcher   *libvirtwatch.Watcher
+	agent     *agent.Agent
+	announcer *announce.Announcer
+	fdb       *gatedFDB
+	frames    *frameLog
+	logs      *observer.ObservedLogs
+	reg       *prometheus.Registry
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type hostOptions struct {
+	settings agent.Settings
+	// before runs after the fake server is up and before the agent
+	// connects (domains that exist when the agent starts).
+	before func(h *host)
+	// ovs is the ovs strategy's announcer; nil: not available.
+	ovs agent.OVSAnnouncer
+}
+
+// newHost builds the rig, the fake libvirtd and the agent, and waits until
+// the agent is subscribed to the fake's events.
+func newHost(t *testing.T, o hostOptions) *host {
+	t.Helper()
+	netnstest.Require(t)
+	if o.settings.Schedule.Rounds == 0 {
+		o.settings = defaultSettings()
+	}
+	rig := netnstest.NewRig(t)
+	h := &host{rig: rig, ns: rig.Host, frames: &frameLog{}, reg: prometheus.NewPedanticRegistry(), done: make(chan struct{})}
+
+	var err error
+	h.fake, err = libvirtfake.Listen(socketPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.fake.Close() })
+	if o.before != nil {
+		o.before(h)
+	}
+
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logs = logs
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel)).Core(), core))
+
+	nsh, err := netns.GetFromName(h.ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nsh.Close() })
+
+	lvm, pwm, anm, agm, fm := libvirtwatch.NewMetrics(), portwatch.NewMetrics(), announce.NewMetrics(), agent.NewMetrics(), fdb.NewMetrics()
+	h.reg.MustRegister(lvm, pwm, anm, agm, fm)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	ports, err := portwatch.New(ctx, portwatch.Options{Namespace: &nsh, Logger: log.Named("portwatch"), Metrics: pwm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repairer, err := fdb.New(&nsh, fm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fdb = &gatedFDB{FDB: repairer}
+	h.announcer = announce.New(announce.Options{Open: openIn(h.ns), Metrics: anm, Logger: log.Named("announce"), OnFrame: h.frames.add})
+	h.watcher = libvirtwatch.New(libvirtwatch.Config{
+		Socket: h.fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+		AnnounceOnResync: true, Logger: log.Named("libvirt"), Metrics: lvm,
+	})
+	h.agent = agent.New(agent.Deps{
+		Libvirt: h.watcher, Ports: ports, FDB: h.fdb, Announcer: h.announcer,
+		Logger: log.Named("agent"), Metrics: agm,
+	}, o.settings)
+	if o.ovs != nil {
+		h.agent = agent.New(agent.Deps{
+			Libvirt: h.watcher, Ports: ports, FDB: h.fdb, Announcer: h.announcer, OVS: o.ovs,
+			Logger: log.Named("agent"), Metrics: agm,
+		}, o.settings)
+	}
+
+	events := make(chan libvirtwatch.Event, 4096)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = h.watcher.Run(ctx, events) }()
+	go func() { defer wg.Done(); h.agent.Run(ctx, events) }()
+	go func() { wg.Wait(); close(h.done) }()
+	// Stop everything before the namespaces go (cleanups run last-in
+	// first-out, the rig's were registered first).
+	t.Cleanup(func() {
+		cancel()
+		<-h.done
+		h.announcer.Close()
+		ports.Close()
+		repairer.Close()
+	})
+	if err := h.fake.WaitSubscribers(1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReady(t)
+	return h
+}
+
+func (h *host) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !h.watcher.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("watcher not ready after 10s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// socketPath returns a short unix socket path (sun_path holds 108 bytes).
+func socketPath(t testing.TB) string {
+	dir, err := os.MkdirTemp("", "agt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "sock")
+}
+
+// openIn returns an Opener whose sockets live in ns.
+func openIn(ns *netnstest.NS) announce.Opener {
+	return func(ifname string) (announce.Sender, error) {
+		var s announce.Sender
+		err := ns.Do(func() error {
+			var err error
+			s, err = announce.OpenPacket(ifname)
+			return err
+		})
+		return s, err
+	}
+}
+
+// tapSpec says how far a VM's tap is wired.
+type tapSpec struct {
+	attach bool // enslaved to br0
+	up     bool // admin up
+	open   bool // held open (carrier), as QEMU holds it
+}
+
+var wired = tapSpec{attach: true, up: true, open: true}
+
+// tap creates a persistent tap on the host and wires it as far as spec
+// says; it returns the open tap (nil if not opened).
+func (h *host) tap(t testing.TB, name string, spec tapSpec) *netnstest.Tap {
+	t.Helper()
+	h.ns.Exec(t, "ip", "tuntap", "add", "dev", name, "mode", "tap")
+	if spec.attach {
+		h.ns.Attach(t, name, netnstest.RigHostBridge)
+	}
+	if spec.up {
+		h.ns.Exec(t, "ip", "link", "set", "dev", name, "up")
+	}
+	if spec.open {
+		return netnstest.OpenTap(t, h.ns, name)
+	}
+	return nil
+}
+
+// macvtap creates the lower device (a veth to the switch) and a macvtap in
+// bridge mode on it. A macvtap's carrier follows its lower device; nobody
+// needs to hold it.
+func (h *host) macvtap(t testing.TB) {
+	t.Helper()
+	netnstest.Veth(t, h.ns, lowerDev, h.rig.Switch, switchToMV)
+	h.rig.Switch.Attach(t, switchToMV, netnstest.RigSwitchBridge)
+	h.ns.Exec(t, "ip", "link", "add", "link", lowerDev, "name", macvtapDev, "type", "macvtap", "mode", "bridge")
+	h.ns.Exec(t, "ip", "link", "set", "dev", macvtapDev, "up")
+}
+
+// domain is a domain known to the fake.
+type domain struct {
+	name, uuid string
+	macs       []rarp.MAC
+}
+
+var domainSeq int
+
+// newDomain adds a domain whose NICs are bridge NICs on br0 with the given
+// taps, in the given state (libvirt numbers).
+func (h *host) newDomain(t testing.TB, state, reason int32, taps ...string) domain {
+	t.Helper()
+	domainSeq++
+	d := domain{name: fmt.Sprintf("vm%d", domainSeq), uuid: fmt.Sprintf("6167656e-7400-4000-8000-%012x", domainSeq)}
+	var nics []libvirtfake.NIC
+	for i, tap := range taps {
+		mac := rarp.MAC{0x52, 0x54, 0x00, byte(domainSeq >> 8), byte(domainSeq), byte(i)}
+		d.macs = append(d.macs, mac)
+		nics = append(nics, libvirtfake.NIC{MAC: mac.String(), Target: tap})
+	}
+	h.addDomain(t, d, state, reason, libvirtfake.LiveXML(d.name, d.uuid, 1, nics...))
+	return d
+}
+
+// rawDomain adds a domain with a hand-written <devices> body.
+func (h *host) rawDomain(t testing.TB, state, reason int32, devices string) domain {
+	t.Helper()
+	domainSeq++
+	d := domain{name: fmt.Sprintf("vm%d", domainSeq), uuid: fmt.Sprintf("6167656e-7400-4000-8000-%012x", domainSeq)}
+	xml := fmt.Sprintf("<domain type='kvm' id='1'>\n  <name>%s</name>\n  <uuid>%s</uuid>\n  <devices>\n%s  </devices>\n</domain>\n", d.name, d.uuid, devices)
+	h.addDomain(t, d, state, reason, xml)
+	return d
+}
+
+func (h *host) addDomain(t testing.TB, d domain, state, reason int32, xml string) {
+	t.Helper()
+	if err := h.fake.AddDomain(libvirtfake.Domain{Name: d.name, UUID: d.uuid, State: state, Reason: reason, XML: xml}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Lifecycle events by name, for readable sequences.
+type ev struct{ event, detail int32 }
+
+var (
+	startedBooted          = ev{libvirtwatch.EventStarted, 0}
+	startedMigrated        = ev{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}
+	suspendedPaused        = ev{libvirtwatch.EventSuspended, 0}
+	suspendedMigrated      = ev{libvirtwatch.EventSuspended, libvirtwatch.DetailSuspendedMigrated}
+	suspendedPostcopy      = ev{libvirtwatch.EventSuspended, libvirtwatch.DetailSuspendedPostcopy}
+	suspendedPostcopyFail  = ev{libvirtwatch.EventSuspended, libvirtwatch.DetailSuspendedPostcopyFailed}
+	resumedUnpaused        = ev{libvirtwatch.EventResumed, libvirtwatch.DetailResumedUnpaused}
+	resumedMigrated        = ev{libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}
+	resumedPostcopy        = ev{libvirtwatch.EventResumed, libvirtwatch.DetailResumedPostcopy}
+	resumedPostcopyFailed  = ev{libvirtwatch.EventResumed, libvirtwatch.DetailResumedPostcopyFailed}
+	stoppedDestroyed       = ev{libvirtwatch.EventStopped, 1}
+	stoppedMigrated        = ev{libvirtwatch.EventStopped, libvirtwatch.DetailStoppedMigrated}
+	stoppedFailed          = ev{libvirtwatch.EventStopped, libvirtwatch.DetailStoppedFailed}
+	stateRunning, stateOff = libvirtwatch.StateRunning, int32(5)
+	reasonBooted           = int32(1)
+)
+
+// emit sends events of d, in order, and returns when the last was written.
+func (h *host) emit(t testing.TB, d domain, evs ...ev) time.Time {
+	t.Helper()
+	var at time.Time
+	for _, e := range evs {
+		var err error
+		if at, err = h.fake.Emit(d.name, e.event, e.detail); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return at
+}
+
+// land emits a pre-copy landing: STARTED/MIGRATED then RESUMED/MIGRATED.
+func (h *host) land(t testing.TB, d domain) time.Time {
+	t.Helper()
+	return h.emit(t, d, startedMigrated, resumedMigrated)
+}
+
+// flush proves that the agent handled every event emitted so far: it lands
+// a fresh probe domain on tap and waits for its frames. Events are handled
+// in order, so the earlier ones have been acted on by then; it then waits
+// for one more schedule so that their frames would have been sent.
+func (h *host) flush(t testing.TB, tap string) {
+	t.Helper()
+	p := h.newDomain(t, stateOff, 0, tap)
+	h.land(t, p)
+	h.frames.wait(t, p.macs[0], framesPerBurst, 5*time.Second)
+	time.Sleep(fastSchedule().Duration() + 150*time.Millisecond)
+}
+
+// logged returns the log entries with this message whose fields include
+// domain name.
+func (h *host) logged(msg, domainName string) []observer.LoggedEntry {
+	var out []observer.LoggedEntry
+	for _, e := range h.logs.FilterMessage(msg).All() {
+		if domainName == "" || e.ContextMap()["domain"] == domainName {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitLogged polls for a log entry.
+func (h *host) waitLogged(t testing.TB, msg, domainName string, timeout time.Duration) observer.LoggedEntry {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if es := h.logged(msg, domainName); len(es) > 0 {
+			return es[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log %q for %q within %v", msg, domainName, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// metric returns the value of the counter or gauge name with these label
+// values ("k=v" pairs); 0 if absent.
+func (h *host) metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if matches(m, labels) {
+				switch {
+				case m.Counter != nil:
+					return m.Counter.GetValue()
+				case m.Gauge != nil:
+					return m.Gauge.GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func matches(m *dto.Metric, labels []string) bool {
+	have := map[string]string{}
+	for _, lp := range m.GetLabel() {
+		have[lp.GetName()] = lp.GetValue()
+	}
+	for _, kv := range labels {
+		k, v, _ := strings.Cut(kv, "=")
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// nics reads rarp_announce_nic_announces_total{strategy,result}.
+func (h *host) nics(t testing.TB, strategy, result string) float64 {
+	t.Helper()
+	return h.metric(t, "rarp_announce_nic_announces_total", "strategy="+strategy, "result="+result)
+}
+
+// waitMetric polls until a metric reaches want.
+func (h *host) waitMetric(t testing.TB, want float64, timeout time.Duration, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := h.metric(t, name, labels...)
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v = %v after %v, want %v", name, labels, got, timeout, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// quiet asserts that mac gets no frame for d.
+func (h *host) quiet(t testing.TB, mac rarp.MAC, d time.Duration, why string) {
+	t.Helper()
+	before := h.frames.count(mac)
+	time.Sleep(d)
+	if n := h.frames.count(mac) - before; n != 0 {
+		t.Fatalf("%s: %s got %d frames, want none", why, mac, n)
+	}
+}
+
+// fdbOf returns where br0 (host) and sw0 (switch) have mac.
+func (h *host) hostFDB(t testing.TB, mac rarp.MAC) string {
+	return h.ns.FDB(t, netnstest.RigHostBridge)[mac.String()]
+}
+
+func (h *host) switchFDB(t testing.TB, mac rarp.MAC) string {
+	return h.rig.Switch.FDB(t, netnstest.RigSwitchBridge)[mac.String()]
+}
+
+// learnOnOld makes the switch (and, through it, br0's uplink) learn mac
+// behind the old host, as while the VM ran there.
+func (h *host) learnOnOld(t testing.TB, mac rarp.MAC) {
+	t.Helper()
+	h.rig.LearnOnOld(t, mac.String())
+	if got := h.ns.WaitFDB(t, netnstest.RigHostBridge, mac.String(), netnstest.RigHostUplink, 2*time.Second); got != netnstest.RigHostUplink {
+		t.Fatalf("br0 did not learn %s on the uplink (has %q)", mac, got)
+	}
+}
+
+// interfacesOf lists the interfaces mac's frames went out of.
+func interfacesOf(frames []announce.Sent) []string {
+	var out []string
+	for _, f := range frames {
+		if !slices.Contains(out, f.Interface) {
+			out = append(out, f.Interface)
+		}
+	}
+	return out
+}
