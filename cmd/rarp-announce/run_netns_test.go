@@ -248,6 +248,22 @@ func (d *daemonProc) waitMetric(series string, want float64, timeout time.Durati
 	}
 }
 
+// waitMetricAtLeast waits for a counter that keeps growing to reach want.
+func (d *daemonProc) waitMetricAtLeast(series string, want float64, timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := d.metric(series)
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s = %v after %v, want at least %v", series, got, timeout, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (d *daemonProc) signal(sig syscall.Signal) {
 	d.t.Helper()
 	if err := d.cmd.Process.Signal(sig); err != nil {
@@ -318,7 +334,7 @@ func TestRunEndpointsFollowLibvirt(t *testing.T) {
 		!strings.Contains(body, "rarp_announce_libvirt_connected 0") {
 		t.Errorf("/metrics while libvirtd is down: %d, want 200 with the agent's metrics and libvirt_connected 0", code)
 	}
-	d.waitMetric("rarp_announce_libvirt_connect_failures_total", 2, 5*time.Second) // it keeps trying
+	d.waitMetricAtLeast("rarp_announce_libvirt_connect_failures_total", 2, 5*time.Second) // it keeps trying
 
 	fake, err := libvirtfake.Listen(socket)
 	if err != nil {

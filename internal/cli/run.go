@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
@@ -63,6 +64,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stdout, "configuration OK (%s)\n", where)
 		return ExitOK
 	}
+	raiseGOMAXPROCS()
 	d, err := daemon.New(ctx, path, cfg, over)
 	var cerr *daemon.ConfigError
 	if errors.As(err, &cerr) {
@@ -77,3 +79,21 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	}
 	return ExitOK
 }
+
+// raiseGOMAXPROCS gives the agent at least 8 Go schedulers (Ps), however
+// few CPUs it has, unless GOMAXPROCS is set in the environment. The agent
+// spends its time in CPU-heavy system calls (a broadcast frame is flooded
+// by the kernel to every port of the bridge inside sendto; netlink), and a
+// goroutine in such a call holds its P: with 2 Ps on 2 CPUs, libvirt's
+// socket reader waited 80-100 ms for a P in a storm of 1,000 landings, and
+// 1,500 of 2,000 first frames missed 50 ms; with 8 Ps, none did
+// (cmd/rarp-announce BenchmarkStorm, docs/agent-tests.md). The kernel
+// still shares the same CPUs among the threads; the Ps only stop runnable
+// goroutines from queueing behind blocked ones.
+func raiseGOMAXPROCS() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
+		runtime.GOMAXPROCS(minProcs)
+	}
+}
+
+const minProcs = 8

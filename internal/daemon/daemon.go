@@ -133,16 +133,17 @@ type Daemon struct {
 	agent     *agent.Agent
 	resp      *responderParts
 	closers   []func()
+	stopLog   func() // flushes the buffered log
 }
 
 // New builds the daemon: nothing watches or sends until Run. The error
 // is a start-up failure (exit 1): metrics port taken, netlink refused.
 func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides) (*Daemon, error) {
-	log, level, err := logging.New(cfg.Log.Level, cfg.Log.Format)
+	log, level, stopLog, err := logging.NewBuffered(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, level: level, reg: httpapi.NewRegistry()}
+	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, level: level, reg: httpapi.NewRegistry(), stopLog: stopLog}
 	ok := false
 	defer func() {
 		if !ok {
@@ -344,5 +345,5 @@ func (d *Daemon) close() {
 		d.closers[i]()
 	}
 	d.closers = nil
-	_ = d.log.Sync()
+	d.stopLog()
 }
