@@ -111,6 +111,9 @@ type Announcer struct {
 	links   map[string]*link
 	runs    sync.WaitGroup
 	workers sync.WaitGroup
+	// firsts counts first frames queued on any link: while some wait,
+	// links hold their repeats back (see link.pop).
+	firsts atomic.Int64
 }
 
 // New returns an Announcer; Close stops it.

@@ -278,3 +278,66 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatalf("announce after close: %v", err)
 	}
 }
+
+// slowOpen is an Opener whose Sender on "slow0" takes 40 ms a frame, as a
+// bridge with many ports does under a storm, and records like recorder.
+func (r *recorder) slowOpen(ifname string) (Sender, error) {
+	s := recSender{r, ifname}
+	if ifname != "slow0" {
+		return s, nil
+	}
+	return slowSender{s}, nil
+}
+
+type slowSender struct{ recSender }
+
+func (s slowSender) Send(b []byte) error {
+	time.Sleep(40 * time.Millisecond)
+	return s.recSender.Send(b)
+}
+
+func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
+	rec := &recorder{}
+	a := New(Options{Open: rec.slowOpen})
+	defer a.Close()
+	// Three first frames queue on the slow link (120 ms of sending)...
+	for i := range 3 {
+		if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: "slow0", Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for a.firsts.Load() < 2 { // one is being sent, two wait
+		if time.Now().After(deadline) {
+			t.Fatalf("slow link's first frames not queued: %d", a.firsts.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// ...while a fast link has one first frame and two immediate repeats.
+	h, err := a.Announce(Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h, 2*time.Second)
+	var lastSlowFirst, firstFastRepeat time.Time
+	fastSeen := 0
+	for _, r := range rec.all() {
+		switch r.ifname {
+		case "slow0":
+			lastSlowFirst = r.at
+		case "fast0":
+			fastSeen++
+			if fastSeen == 2 {
+				firstFastRepeat = r.at
+			}
+		}
+	}
+	if fastSeen != 3 || lastSlowFirst.IsZero() {
+		t.Fatalf("fast frames %d, slow frames seen %v", fastSeen, !lastSlowFirst.IsZero())
+	}
+	// The slow link's third first frame was queued before the fast
+	// repeats came due; the repeats must not go before it is out.
+	if firstFastRepeat.Before(lastSlowFirst.Add(-45 * time.Millisecond)) {
+		t.Fatalf("a repeat went %v before the last pending first frame elsewhere", lastSlowFirst.Sub(firstFastRepeat))
+	}
+}

@@ -42,6 +42,7 @@ func newLink(a *Announcer, name string) *link {
 func (l *link) push(it item) {
 	l.mu.Lock()
 	if it.first {
+		l.a.firsts.Add(1)
 		l.first = append(l.first, it)
 	} else {
 		l.rest = append(l.rest, it)
@@ -53,28 +54,64 @@ func (l *link) push(it item) {
 	}
 }
 
-func (l *link) pop() (item, bool) {
+// pop takes the next frame: a first frame if any, else a repeat, unless
+// some link anywhere still has a first frame waiting (deferred). When many
+// VMs land at once, the kernel's cost of sending (a broadcast is flooded to
+// every port of the bridge inside sendto) saturates the CPUs; a repeat
+// sent on one bridge then delays another bridge's first frame. Repeats are
+// insurance, the first frame is what moves the switch: they wait.
+func (l *link) pop() (it item, ok, deferred bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	q := &l.first
 	if len(*q) == 0 {
 		q = &l.rest
+		if len(*q) > 0 && l.a.firsts.Load() > 0 {
+			return item{}, false, true
+		}
+	} else {
+		l.a.firsts.Add(-1)
 	}
 	if len(*q) == 0 {
-		return item{}, false
+		return item{}, false, false
 	}
-	it := (*q)[0]
+	it = (*q)[0]
 	(*q)[0] = item{}
 	*q = (*q)[1:]
-	return it, true
+	return it, true, false
 }
+
+// deferWait is how long a link with only repeats waits before looking
+// again whether other links' first frames are out.
+const deferWait = 500 * time.Microsecond
 
 func (l *link) work() {
 	defer l.a.workers.Done()
 	idle := time.NewTimer(l.a.opts.LinkIdle)
 	defer idle.Stop()
+	var deferTimer *time.Timer
+	defer func() {
+		if deferTimer != nil {
+			deferTimer.Stop()
+		}
+	}()
 	for {
-		it, ok := l.pop()
+		it, ok, deferred := l.pop()
+		if deferred {
+			if deferTimer == nil {
+				deferTimer = time.NewTimer(deferWait)
+			} else {
+				deferTimer.Reset(deferWait)
+			}
+			select {
+			case <-l.wake: // a first frame for this link
+			case <-deferTimer.C:
+			case <-l.a.closing:
+				l.retire()
+				return
+			}
+			continue
+		}
 		if !ok {
 			if !idle.Stop() {
 				select {
@@ -182,6 +219,7 @@ func (l *link) retire() bool {
 	if l.a.links[l.name] == l {
 		delete(l.a.links, l.name)
 	}
+	l.a.firsts.Add(-int64(len(l.first)))
 	rest := append(l.first, l.rest...)
 	l.first, l.rest = nil, nil
 	l.mu.Unlock()
