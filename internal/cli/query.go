@@ -55,22 +55,30 @@ func runQuery(ctx context.Context, env *Env, args []string) int {
 	case count < 1:
 		return usageErr(env, "query", "--count must be at least 1")
 	}
-	ifi, err := announce.CheckInterface(ifname)
-	if err != nil {
-		return failure(env, "query", fmt.Errorf("interface %w", err))
-	}
-	own, ok := rarp.MACFrom(ifi.HardwareAddr)
-	if !ok {
-		return failure(env, "query", fmt.Errorf("interface %s has no Ethernet address", ifname))
-	}
-	target := own
+	var target rarp.MAC
 	if macStr != "" {
+		var err error
 		if target, err = rarp.ParseMAC(macStr); err != nil {
 			return usageErr(env, "query", "--mac: "+err.Error())
 		}
 		if err := target.ValidateUnicast(); err != nil {
 			return usageErr(env, "query", "--mac: "+err.Error())
 		}
+	}
+	if _, err := announce.CheckInterface(ifname); err != nil {
+		return failure(env, "query", fmt.Errorf("interface %w", err))
+	}
+	// CheckInterface says exists and up; the full lookup gives the MAC.
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return failure(env, "query", fmt.Errorf("interface %s: %w", ifname, err))
+	}
+	own, ok := rarp.MACFrom(ifi.HardwareAddr)
+	if !ok {
+		return failure(env, "query", fmt.Errorf("interface %s has no Ethernet address", ifname))
+	}
+	if macStr == "" {
+		target = own
 	}
 
 	c, err := packet.Listen(ifi, packet.Raw, rarp.EtherTypeRARP, nil)
