@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -157,18 +159,20 @@ func TestMetricsStyle(t *testing.T) {
 			t.Errorf("%s: %s", f.name, p)
 		}
 	}
-	if v, ok := value(s.runFams, "rarp_announce_build_info", nil); !ok || v != 1 {
-		t.Errorf("rarp_announce_build_info = %v (exposed %v), want 1", v, ok)
-	}
-	if bi := s.runFams["rarp_announce_build_info"]; bi != nil {
-		if got := labelNames(bi); strings.Join(got, ",") != "goversion,revision,version" {
-			t.Errorf("rarp_announce_build_info labels = %v", got)
+	for cmd, fams := range map[string]map[string]*dto.MetricFamily{"run": s.runFams, "serve": s.serveFams} {
+		if v, ok := value(fams, "rarp_announce_build_info", nil); !ok || v != 1 {
+			t.Errorf("%s: rarp_announce_build_info = %v (exposed %v), want 1", cmd, v, ok)
 		}
-	}
-	// The Go and process collectors are there for the usual dashboards.
-	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
-		if s.runFams[name] == nil {
-			t.Errorf("run does not expose %s", name)
+		if bi := fams["rarp_announce_build_info"]; bi != nil {
+			if got := labelNames(bi); strings.Join(got, ",") != "goversion,revision,version" {
+				t.Errorf("%s: rarp_announce_build_info labels = %v", cmd, got)
+			}
+		}
+		// The Go and process collectors are there for the usual dashboards.
+		for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+			if fams[name] == nil {
+				t.Errorf("%s does not expose %s", cmd, name)
+			}
 		}
 	}
 	for _, mf := range s.runFams {
@@ -189,14 +193,14 @@ const (
 func reference(fams []family) string {
 	var b strings.Builder
 	b.WriteString(refStart + "\n")
-	b.WriteString("<!-- Generated from a scrape of the binary by deploy/metrics_test.go; do not edit by hand.\n")
-	b.WriteString("     Regenerate, as root (the agent runs in network namespaces): " + refCommand + " -->\n\n")
-	b.WriteString("Every `rarp_announce_*` metric; `run` is the agent, `serve` the standalone responder (whose\n")
-	b.WriteString("responder and table metrics are the agent's when `responder.enabled`). Both also export the\n")
-	b.WriteString("Go runtime's `go_*` and the process's `process_*` metrics. Counters with a label start at 0 for\n")
-	b.WriteString("every value the help lists, so a dashboard sees zeros, not gaps. A test\n")
-	b.WriteString("(`TestMetricsReference` in `deploy/`) fails when this table and the binary disagree; regenerate\n")
-	b.WriteString("it, as root, with `" + refCommand + "`.\n\n")
+	b.WriteString("<!-- Generated from a scrape of the binary by deploy/metrics_test.go; do not edit by hand. -->\n\n")
+	b.WriteString(wrap("Every `rarp_announce_*` metric; `run` is the agent, `serve` the standalone responder. Both also "+
+		"export the Go runtime's `go_*` and the process's `process_*` metrics. Most labelled counters start at 0 for "+
+		"every value their help lists, so a dashboard sees zeros, not gaps. Some families exist only when their part "+
+		"is on: "+conditionalDoc+". The Grafana dashboard and the alert rules expect the scrape job `rarp-announce` "+
+		"(see [docs/deploy.md](docs/deploy.md#monitoring)). A test (`TestMetricsReference` in `deploy/`) fails when "+
+		"this table and the binary disagree; regenerate it, as root (the agent runs in network namespaces), with:", 100) +
+		"\n\n```sh\n" + refCommand + "\n```\n\n")
 	b.WriteString("| metric | type | labels | in | meaning |\n|---|---|---|---|---|\n")
 	for _, f := range fams {
 		labels := make([]string, len(f.labels))
@@ -208,6 +212,65 @@ func reference(fams []family) string {
 	}
 	b.WriteString(refEnd)
 	return b.String()
+}
+
+// conditional are the families the agent exposes only with an optional
+// part on, or after the first event; conditionalDoc says so in README.
+var conditional = []string{
+	"rarp_announce_fdb_entries_removed_total", "rarp_announce_fdb_repair_failures_total", "rarp_announce_fdb_repairs_total",
+	"rarp_announce_libvirt_events_total", "rarp_announce_ovs_failures_total",
+	"rarp_announce_responder_malformed_frames_total", "rarp_announce_responder_offlink_refusals_total",
+	"rarp_announce_responder_replies_total", "rarp_announce_responder_requests_total",
+	"rarp_announce_responder_ring_drops_total", "rarp_announce_responder_send_errors_total",
+	"rarp_announce_responder_unbootable_refusals_total", "rarp_announce_responder_unknown_requests_total",
+	"rarp_announce_table_entries", "rarp_announce_table_last_load_timestamp_seconds",
+	"rarp_announce_table_load_seconds", "rarp_announce_table_reloads_total",
+}
+
+const conditionalDoc = "`rarp_announce_fdb_*` with `fdb_repair: true`, `rarp_announce_ovs_failures_total` when a NIC kind " +
+	"uses the `ovs` strategy, `rarp_announce_responder_*` (one series per interface) and `rarp_announce_table_*` with " +
+	"`responder.enabled`; `rarp_announce_libvirt_events_total` from the first lifecycle event on"
+
+// wrap breaks text into lines of at most width characters.
+func wrap(text string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, w := range strings.Fields(text) {
+		switch {
+		case n == 0:
+		case n+1+len(w) > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
+}
+
+// TestMetricsConditional checks what the reference says is conditional:
+// the agent with FDB repair, the ovs strategy and the responder off, and
+// no event yet, exposes every family but those.
+func TestMetricsConditional(t *testing.T) {
+	s := exposed(t)
+	var missing []string
+	for name := range s.runFams {
+		if strings.HasPrefix(name, "rarp_announce_") && s.minimalFams[name] == nil {
+			missing = append(missing, name)
+		}
+	}
+	for name := range s.minimalFams {
+		if s.runFams[name] == nil {
+			t.Errorf("the minimal agent exposes %s, the full one does not", name)
+		}
+	}
+	sort.Strings(missing)
+	if !slices.Equal(missing, conditional) {
+		t.Errorf("families only the full agent exposes:\n %v\nthe reference says:\n %v", missing, conditional)
+	}
 }
 
 // TestMetricsReference checks that the README's metrics reference is the

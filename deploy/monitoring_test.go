@@ -491,3 +491,54 @@ func TestAlertRules(t *testing.T) {
 func TestAlertRulesMetricsExposed(t *testing.T) {
 	checkNamesExposed(t, exposed(t), alertExprs(t))
 }
+
+// TestDashboardQueriesReturnData runs every dashboard query on a real
+// Prometheus that scraped "run" and "serve": each must return series
+// (a label value that does not exist, such as a misspelt result, returns
+// none).
+func TestDashboardQueriesReturnData(t *testing.T) {
+	requireTool(t, "prometheus")
+	s := exposed(t)
+	if s.prom == nil {
+		t.Fatal("Prometheus did not run")
+	}
+	if len(s.prom.series) == 0 {
+		t.Fatal("no dashboard query ran")
+	}
+	for expr, n := range s.prom.series {
+		if e := s.prom.errors[expr]; e != "" {
+			t.Errorf("%s: %s", expr, e)
+		} else if n == 0 {
+			t.Errorf("%s: no series", expr)
+		}
+	}
+}
+
+// TestAlertRulesEvaluate checks that a real Prometheus loads every alert
+// rule, evaluates each without error, and that none fires for the healthy
+// agent and responder of the scrape.
+func TestAlertRulesEvaluate(t *testing.T) {
+	requireTool(t, "prometheus")
+	s := exposed(t)
+	if s.prom == nil {
+		t.Fatal("Prometheus did not run")
+	}
+	var want []string
+	for _, e := range alertExprs(t) {
+		want = append(want, strings.TrimPrefix(e.where, "alert "))
+	}
+	for _, a := range want {
+		switch h, ok := s.prom.rules[a]; {
+		case !ok:
+			t.Errorf("Prometheus did not load %s", a)
+		case h != "ok":
+			t.Errorf("%s: health %q", a, h)
+		}
+	}
+	if len(s.prom.rules) != len(want) {
+		t.Errorf("Prometheus loaded %d alerts, the file has %d", len(s.prom.rules), len(want))
+	}
+	if len(s.prom.firing) > 0 {
+		t.Errorf("alerts firing for a healthy agent: %v", s.prom.firing)
+	}
+}

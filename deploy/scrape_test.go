@@ -3,10 +3,12 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,10 +35,21 @@ import (
 // a migration landed, frames sent, RARP requests answered. Every family
 // either command can expose then shows in its scrape.
 
-// scrapes is what the two commands exposed, text and parsed.
+// scrapes is what the two commands exposed, text and parsed, and what a
+// real Prometheus that scraped them made of the dashboard and the rules.
 type scrapes struct {
 	run, serve         []byte
 	runFams, serveFams map[string]*dto.MetricFamily
+	minimalFams        map[string]*dto.MetricFamily // run with the optional parts off
+	prom               *promResults                 // nil without prometheus
+}
+
+// promResults is what Prometheus answered.
+type promResults struct {
+	series map[string]int    // dashboard expression (expanded) -> series returned
+	errors map[string]string // dashboard expression -> query error
+	rules  map[string]string // alert -> rule health ("ok") and last error
+	firing []string          // alerts firing
 }
 
 var (
@@ -366,7 +379,127 @@ log:
 	serveText, serveFams := scrapeUntil(t, c, srvMetrics, serve, "a RARP reply", func(f map[string]*dto.MetricFamily) bool {
 		return atLeast(f, "rarp_announce_responder_replies_total", map[string]string{"interface": "rsp1"}, 1)
 	})
-	return &scrapes{run: runText, serve: serveText, runFams: runFams, serveFams: serveFams}
+	// The agent with every optional part off, before any event.
+	minimal := filepath.Join(dir, "minimal.yaml")
+	if err := os.WriteFile(minimal, []byte(fmt.Sprintf(`libvirt:
+  socket: %s
+fdb_repair: false
+strategies:
+  openvswitch: host
+responder:
+  enabled: false
+metrics:
+  address: 127.0.0.1:9797
+`, filepath.Join(dir, "no-libvirt-sock"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mrun := start(t, host.Command(bin, "run", "--config", minimal))
+	_, minimalFams := scrapeUntil(t, c, "http://127.0.0.1:9797/metrics", mrun, "the minimal agent's metrics", func(f map[string]*dto.MetricFamily) bool {
+		return atLeast(f, "rarp_announce_libvirt_connect_failures_total", nil, 1)
+	})
+
+	s := &scrapes{run: runText, serve: serveText, runFams: runFams, serveFams: serveFams, minimalFams: minimalFams}
+	if _, err := exec.LookPath("prometheus"); err == nil {
+		s.prom = prometheusEvaluates(t, host, c, dir)
+	}
+	return s
+}
+
+// prometheusEvaluates runs a real Prometheus in host that scrapes both
+// commands as the job "rarp-announce" (the rules' convention) and
+// evaluates the alert rules, then runs every dashboard query.
+func prometheusEvaluates(t *testing.T, host *netnstest.NS, c *http.Client, dir string) *promResults {
+	rules, err := filepath.Abs(filepath.Join(rulesDir, rulesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [%q]
+scrape_configs:
+  - job_name: rarp-announce
+    static_configs:
+      - targets: ["127.0.0.1:9798", "127.0.0.1:9799"]
+`, rules)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, host.Command("prometheus", "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--web.listen-address=127.0.0.1:9090", "--log.level=warn"))
+	const api = "http://127.0.0.1:9090/api/v1/"
+	query := func(q string) (int, error) {
+		code, body, err := get(c, api+"query?query="+url.QueryEscape(q))
+		if err != nil {
+			return 0, err
+		}
+		var r struct {
+			Status, Error string
+			Data          struct {
+				ResultType string          `json:"resultType"`
+				Result     json.RawMessage `json:"result"`
+			}
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			return 0, fmt.Errorf("HTTP %d: %v: %s", code, err, body)
+		}
+		if r.Status != "success" {
+			return 0, fmt.Errorf("HTTP %d: %s", code, r.Error)
+		}
+		if r.Data.ResultType != "vector" && r.Data.ResultType != "matrix" {
+			return 1, nil // scalar, string
+		}
+		var series []json.RawMessage
+		err = json.Unmarshal(r.Data.Result, &series)
+		return len(series), err
+	}
+	// Both targets scraped a few times: rates over 1m have samples.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := query(`count(count_over_time(up{job="rarp-announce"}[1m]) >= 4)`)
+		if err == nil && n == 1 {
+			if v, _ := query(`count(up{job="rarp-announce"} == 1) == 2`); v == 1 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus did not scrape both targets 4 times in 30 s (%v)\n%s", err, p.out)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	res := &promResults{series: map[string]int{}, errors: map[string]string{}, rules: map[string]string{}}
+	for _, e := range dashboardExprs(t, loadDashboard(t)) {
+		n, err := query(e.expr)
+		res.series[e.expr] = n
+		if err != nil {
+			res.errors[e.expr] = err.Error()
+		}
+	}
+	_, body, err := get(c, api+"rules?type=alert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rr struct {
+		Data struct {
+			Groups []struct {
+				Rules []struct {
+					Name, Health, LastError, State string
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(body, &rr); err != nil {
+		t.Fatalf("rules: %v: %s", err, body)
+	}
+	for _, g := range rr.Data.Groups {
+		for _, r := range g.Rules {
+			res.rules[r.Name] = strings.TrimSpace(r.Health + " " + r.LastError)
+			if r.State == "firing" {
+				res.firing = append(res.firing, r.Name)
+			}
+		}
+	}
+	return res
 }
 
 // family is one exposed rarp_announce_* metric family as the reference
