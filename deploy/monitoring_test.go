@@ -442,6 +442,7 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
+	deployDoc := readFile(t, "../docs/deploy.md")
 	var alerts []string
 	for _, g := range r.Groups {
 		for _, rule := range g.Rules {
@@ -451,6 +452,9 @@ func TestAlertRules(t *testing.T) {
 				continue
 			}
 			alerts = append(alerts, a)
+			if !strings.Contains(deployDoc, "| `"+a+"` |") {
+				t.Errorf("%s: not in docs/deploy.md's table of alerts", a)
+			}
 			if !strings.HasPrefix(a, "RarpAnnounce") {
 				t.Errorf("%s: alert names start with RarpAnnounce", a)
 			}
