@@ -216,3 +216,26 @@ func TestExpandGrafana(t *testing.T) {
 		t.Error("an unknown variable expanded")
 	}
 }
+
+// FuzzMetricNames: any input gives names or an error, never a panic;
+// every name is an identifier that occurs in the input.
+func FuzzMetricNames(f *testing.F) {
+	for _, s := range []string{
+		`sum by (instance) (rate(a_total{job=~".+"}[5m]))`, `histogram_quantile(0.9, sum by (le) (rate(b_bucket[1m])))`,
+		"label_replace(a, \"d\", `$1`, 's', \"(.*)\")", `a{l="x\"}"} offset 5m > bool 1e3`, `"\`, `{`, `[`, `a # b`,
+	} {
+		f.Add(s)
+	}
+	ident := regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	f.Fuzz(func(t *testing.T, expr string) {
+		names, err := metricNames(expr)
+		if err != nil {
+			return
+		}
+		for _, n := range names {
+			if !ident.MatchString(n) || !strings.Contains(expr, n) {
+				t.Errorf("%q: name %q", expr, n)
+			}
+		}
+	})
+}
