@@ -87,12 +87,22 @@ func packages(t *testing.T) (deb, rpm string) {
 
 // packaged are the files both packages carry besides the unit, with modes.
 var packaged = map[string]os.FileMode{
-	"/usr/bin/rarp-announce":                                   0o755,
-	"/etc/rarp-announce/rarp-announce.yaml":                    0o644,
-	"/usr/lib/sysusers.d/rarp-announce.conf":                   0o644,
-	"/usr/share/man/man8/rarp-announce.8.gz":                   0o644,
-	"/usr/share/doc/rarp-announce/examples/no-fdb-repair.conf": 0o644,
-	"/usr/share/doc/rarp-announce/deploy.md":                   0o644,
+	"/usr/bin/rarp-announce":                                       0o755,
+	"/etc/rarp-announce/rarp-announce.yaml":                        0o644,
+	"/usr/lib/sysusers.d/rarp-announce.conf":                       0o644,
+	"/usr/share/man/man8/rarp-announce.8.gz":                       0o644,
+	"/usr/share/doc/rarp-announce/examples/no-fdb-repair.conf":     0o644,
+	"/usr/share/doc/rarp-announce/deploy.md":                       0o644,
+	"/usr/share/rarp-announce/prometheus/rarp-announce-rules.yaml": 0o644,
+	"/usr/share/rarp-announce/grafana/rarp-announce.json":          0o644,
+}
+
+// packagedCopies are packaged files that must be byte for byte the
+// repository's.
+var packagedCopies = map[string]string{
+	"/usr/share/rarp-announce/prometheus/rarp-announce-rules.yaml": "prometheus/rarp-announce-rules.yaml",
+	"/usr/share/rarp-announce/grafana/rarp-announce.json":          "../dashboards/rarp-announce.json",
+	"/usr/share/doc/rarp-announce/deploy.md":                       "../docs/deploy.md",
 }
 
 const configPath = "/etc/rarp-announce/rarp-announce.yaml"
@@ -184,6 +194,11 @@ func TestRPMPackage(t *testing.T) {
 	if f := p.Files["/usr/share/man/man8/rarp-announce.8.gz"]; f != nil {
 		checkManPage(t, f.Data)
 	}
+	for dst, src := range packagedCopies {
+		if f := p.Files[dst]; f != nil && string(f.Data) != readFile(t, src) {
+			t.Errorf("%s in the rpm differs from %s", dst, src)
+		}
+	}
 	for tag, want := range map[int32]string{rpmTagPostin: "systemd-sysusers", rpmTagPreun: "disable --now"} {
 		if s := p.str(tag); !strings.Contains(s, want) {
 			t.Errorf("script tag %d lacks %q:\n%s", tag, want, s)
@@ -260,6 +275,11 @@ func TestDebPackageInstalls(t *testing.T) {
 	gz, err := os.ReadFile("/usr/share/man/man8/rarp-announce.8.gz")
 	if err == nil {
 		checkManPage(t, gz)
+	}
+	for dst, src := range packagedCopies {
+		if b, err := os.ReadFile(dst); err == nil && string(b) != readFile(t, src) {
+			t.Errorf("installed %s differs from %s", dst, src)
+		}
 	}
 
 	out := run(t, "/usr/bin/rarp-announce", "version")

@@ -12,12 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rarp-announce/rarp-announce/internal/httpapi"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 	"github.com/rarp-announce/rarp-announce/pkg/responder"
 )
@@ -143,8 +142,10 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if metricsAddr != "" {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(metrics, tableMetrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// The agent's registry: Go, process and rarp_announce_build_info,
+		// so dashboards list serve's hosts like the agent's.
+		reg := httpapi.NewRegistry()
+		reg.MustRegister(metrics, tableMetrics)
 		ln, err := net.Listen("tcp", metricsAddr)
 		if err != nil {
 			return failure(env, "serve", fmt.Errorf("--metrics-address: %w", err))

@@ -91,7 +91,7 @@ func NewMetrics() *Metrics {
 		requests: prometheus.NewDesc("rarp_announce_responder_requests_total",
 			"Well-formed RARP requests (op 3, Ethernet source = sender hardware address) received, answered or not.", l, nil),
 		replies: prometheus.NewDesc("rarp_announce_responder_replies_total",
-			"RARP replies sent.", l, nil),
+			"RARP replies sent (op 4, unicast to the requester), one per answered request.", l, nil),
 		unknown: prometheus.NewDesc("rarp_announce_responder_unknown_requests_total",
 			"RARP requests for a MAC that is not in the table (not answered).", l, nil),
 		malformed: prometheus.NewDesc("rarp_announce_responder_malformed_frames_total",
