@@ -166,6 +166,16 @@ func TestWaitReadyAlreadyReady(t *testing.T) {
 	ns, _ := host(t, Options{})
 	tap(t, ns, "vnet0", "br0", true)
 	netnstest.OpenTap(t, ns, "vnet0")
+	// The kernel derives operstate and the port's STP state from the
+	// carrier asynchronously (linkwatch): wait until it says forwarding,
+	// so the port really is ready before the watcher starts.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(ns.Exec(t, "bridge", "link", "show", "dev", "vnet0"), "state forwarding") {
+		if time.Now().After(deadline) {
+			t.Fatal("the kernel never made vnet0 a forwarding port")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	m := NewMetrics()
 	w := watcherIn(t, ns, Options{Metrics: m}) // started after: the port is in the initial dump
 	s, err := w.WaitReady(context.Background(), "vnet0", "br0", time.Nanosecond)
