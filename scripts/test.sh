@@ -34,7 +34,7 @@ if [ "${FAST:-0}" != 1 ]; then
     while IFS=: read -r file name; do
         pkg=./$(dirname "$file")
         echo "== fuzz $pkg $name for $FUZZTIME"
-        go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" || fail=1
+        go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 2s "$pkg" || fail=1
     done < <(grep -rHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' pkg internal cmd deploy 2>/dev/null | sed 's/func //')
 fi
 
