@@ -2,6 +2,8 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/internal/metricset"
 )
 
 // Metrics counts the agent's decisions; a nil *Metrics counts nothing.
@@ -9,6 +11,8 @@ type Metrics struct {
 	nics          *prometheus.CounterVec
 	landingErrors *prometheus.CounterVec
 	reannounces   prometheus.Counter
+	// Set holds every collector above: Metrics is one prometheus.Collector.
+	metricset.Set
 }
 
 // Strategies and results, pre-created so dashboards see zeros, not gaps.
@@ -41,25 +45,8 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"xml", "parse"} {
 		m.landingErrors.WithLabelValues(r)
 	}
+	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces}
 	return m
-}
-
-func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.nics, m.landingErrors, m.reannounces}
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.collectors() {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.collectors() {
-		c.Collect(ch)
-	}
 }
 
 func (m *Metrics) nic(strategy, result string) {

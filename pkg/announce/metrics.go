@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/internal/metricset"
 )
 
 // Metrics counts what an Announcer does. The caller registers it (it is a
@@ -21,8 +23,9 @@ type Metrics struct {
 	running           prometheus.Gauge
 	queued            prometheus.Gauge
 	firstLag          prometheus.Histogram
-	all               []prometheus.Collector
-	failureKinds      []string
+	// Set holds every collector above: Metrics is one prometheus.Collector.
+	metricset.Set
+	failureKinds []string
 }
 
 // NewMetrics creates the announcer's metrics.
@@ -78,23 +81,9 @@ func NewMetrics() *Metrics {
 	for _, k := range m.failureKinds {
 		m.failures.WithLabelValues(k)
 	}
-	m.all = []prometheus.Collector{m.framesSent, m.failures, m.pacingWaits, m.pacingWaitSeconds, m.startedTotal,
+	m.Set = metricset.Set{m.framesSent, m.failures, m.pacingWaits, m.pacingWaitSeconds, m.startedTotal,
 		m.supersededTotal, m.cancelledTotal, m.skippedTotal, m.running, m.queued, m.firstLag}
 	return m
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.all {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.all {
-		c.Collect(ch)
-	}
 }
 
 // FailureReason is the label a send error is counted under.

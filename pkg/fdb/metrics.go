@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/internal/metricset"
 )
 
 // Metrics counts what a Repairer does. The caller registers it (it is a
@@ -12,7 +14,8 @@ type Metrics struct {
 	repairsTotal  prometheus.Counter
 	removedTotal  prometheus.Counter
 	failuresTotal *prometheus.CounterVec
-	all           []prometheus.Collector
+	// Set holds every collector above: Metrics is one prometheus.Collector.
+	metricset.Set
 }
 
 // Failure reasons, the values of the reason label.
@@ -41,22 +44,8 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{ReasonPermission, ReasonNoBridge, ReasonNetlink} {
 		m.failuresTotal.WithLabelValues(r)
 	}
-	m.all = []prometheus.Collector{m.repairsTotal, m.removedTotal, m.failuresTotal}
+	m.Set = metricset.Set{m.repairsTotal, m.removedTotal, m.failuresTotal}
 	return m
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.all {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.all {
-		c.Collect(ch)
-	}
 }
 
 // FailureReason is the label a Repair error is counted under.

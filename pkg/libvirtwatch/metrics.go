@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/internal/metricset"
 )
 
 // Procedures named in the RPC metrics' procedure label (libvirt's names,
@@ -40,7 +42,8 @@ type Metrics struct {
 	rpcErrors       *prometheus.CounterVec
 	rpcTimeouts     *prometheus.CounterVec
 	rpcSeconds      *prometheus.HistogramVec
-	all             []prometheus.Collector
+	// Set holds every collector above: Metrics is one prometheus.Collector.
+	metricset.Set
 }
 
 // NewMetrics creates the libvirt watcher's metrics.
@@ -96,23 +99,9 @@ func NewMetrics() *Metrics {
 		m.landings.WithLabelValues(s)
 		m.cancels.WithLabelValues(s)
 	}
-	m.all = []prometheus.Collector{m.events, m.landings, m.cancels, m.connected, m.reconnects,
+	m.Set = metricset.Set{m.events, m.landings, m.cancels, m.connected, m.reconnects,
 		m.connectFailures, m.resyncs, m.rpcErrors, m.rpcTimeouts, m.rpcSeconds}
 	return m
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.all {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.all {
-		c.Collect(ch)
-	}
 }
 
 func (m *Metrics) event(ev, detail int32) {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/internal/metricset"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,7 +18,8 @@ type Metrics struct {
 	changes     *prometheus.CounterVec
 	updates     prometheus.Counter
 	resyncs     *prometheus.CounterVec
-	all         []prometheus.Collector
+	// Set holds every collector above: Metrics is one prometheus.Collector.
+	metricset.Set
 }
 
 // Results of a readiness wait, the values of the result label.
@@ -60,22 +63,8 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"overflow", "error"} {
 		m.resyncs.WithLabelValues(r)
 	}
-	m.all = []prometheus.Collector{m.waits, m.waitSeconds, m.changes, m.updates, m.resyncs}
+	m.Set = metricset.Set{m.waits, m.waitSeconds, m.changes, m.updates, m.resyncs}
 	return m
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.all {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.all {
-		c.Collect(ch)
-	}
 }
 
 func (m *Metrics) waited(result string, d time.Duration) {
