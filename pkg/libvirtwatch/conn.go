@@ -122,40 +122,57 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// call runs fn (one go-libvirt RPC, or a few) in a goroutine and returns by
-// the earlier of its result, ctx and the RPC timeout. On the timeout the
-// connection is closed, which makes fn return at once (go-libvirt fails
-// pending calls when its socket closes), and call waits for that: no
-// goroutine outlives a timed-out call. When ctx ends first the caller gets
-// ctx's error at once while fn keeps its timeout in the background.
+// call runs fn (one go-libvirt RPC, or a few) as rpc does, for calls
+// whose only result is their error.
 func (c *Conn) call(ctx context.Context, proc string, fn func() error) error {
+	_, err := rpc(c, ctx, proc, func() (struct{}, error) { return struct{}{}, fn() })
+	return err
+}
+
+// rpc runs fn in a goroutine and returns by the earlier of its result, ctx
+// and the RPC timeout. On the timeout the connection is closed, which makes
+// fn return at once (go-libvirt fails pending calls when its socket
+// closes), and rpc waits for that: no goroutine outlives a timed-out call.
+// When ctx ends first the caller gets ctx's error at once while fn keeps
+// its timeout in the background. fn's result travels with its error over
+// the channel, so a caller that returned early never shares a variable
+// with the RPC still running.
+func rpc[T any](c *Conn, ctx context.Context, proc string, fn func() (T, error)) (T, error) {
+	var zero T
 	if err := ctx.Err(); err != nil {
-		return err
+		return zero, err
+	}
+	type result struct {
+		v   T
+		err error
 	}
 	start := time.Now()
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		done <- result{v, err}
+	}()
 	timer := time.NewTimer(c.cfg.RPCTimeout)
 	select {
-	case err := <-done:
+	case r := <-done:
 		timer.Stop()
-		return c.finish(proc, start, err)
+		return r.v, c.finish(proc, start, r.err)
 	case <-timer.C:
 		c.timedOut(proc)
 		<-done
-		return fmt.Errorf("libvirt %s: %w (%v; connection closed)", proc, ErrTimeout, c.cfg.RPCTimeout)
+		return zero, fmt.Errorf("libvirt %s: %w (%v; connection closed)", proc, ErrTimeout, c.cfg.RPCTimeout)
 	case <-ctx.Done():
 		go func() {
 			select {
-			case err := <-done:
+			case r := <-done:
 				timer.Stop()
-				_ = c.finish(proc, start, err)
+				_ = c.finish(proc, start, r.err)
 			case <-timer.C:
 				c.timedOut(proc)
 				<-done
 			}
 		}()
-		return ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
@@ -215,22 +232,14 @@ func (c *Conn) ref(ctx context.Context, d DomainRef) (libvirt.Domain, error) {
 }
 
 func (c *Conn) lookup(ctx context.Context, nameOrUUID string) (libvirt.Domain, error) {
-	var dom libvirt.Domain
 	if u, err := parseUUID(nameOrUUID); err == nil {
-		err := c.call(ctx, procLookupByUUID, func() (err error) {
-			dom, err = c.l.DomainLookupByUUID(u)
-			return err
-		})
+		dom, err := rpc(c, ctx, procLookupByUUID, func() (libvirt.Domain, error) { return c.l.DomainLookupByUUID(u) })
 		if err == nil || !errors.Is(err, ErrDomainNotFound) {
 			return dom, err
 		}
 		// A domain may be *named* like a UUID: fall through.
 	}
-	err := c.call(ctx, procLookupByName, func() (err error) {
-		dom, err = c.l.DomainLookupByName(nameOrUUID)
-		return err
-	})
-	return dom, err
+	return rpc(c, ctx, procLookupByName, func() (libvirt.Domain, error) { return c.l.DomainLookupByName(nameOrUUID) })
 }
 
 func parseUUID(s string) (libvirt.UUID, error) {
@@ -263,11 +272,7 @@ func (c *Conn) DomainXML(ctx context.Context, d DomainRef) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var xml string
-	err = c.call(ctx, procGetXMLDesc, func() (err error) {
-		xml, err = c.l.DomainGetXMLDesc(dom, 0)
-		return err
-	})
+	xml, err := rpc(c, ctx, procGetXMLDesc, func() (string, error) { return c.l.DomainGetXMLDesc(dom, 0) })
 	return []byte(xml), err
 }
 
@@ -277,11 +282,18 @@ func (c *Conn) DomainState(ctx context.Context, d DomainRef) (state, reason int3
 	if err != nil {
 		return 0, 0, err
 	}
-	err = c.call(ctx, procGetState, func() (err error) {
-		state, reason, err = c.l.DomainGetState(dom, 0)
-		return err
+	st, err := c.state(ctx, dom)
+	return st.state, st.reason, err
+}
+
+// domainState is what virDomainGetState answers.
+type domainState struct{ state, reason int32 }
+
+func (c *Conn) state(ctx context.Context, dom libvirt.Domain) (domainState, error) {
+	return rpc(c, ctx, procGetState, func() (domainState, error) {
+		state, reason, err := c.l.DomainGetState(dom, 0)
+		return domainState{state, reason}, err
 	})
-	return state, reason, err
 }
 
 // DomainRunning reports whether the domain exists here and is running (not
@@ -298,39 +310,29 @@ func (c *Conn) DomainRunning(ctx context.Context, d DomainRef) (bool, error) {
 // LibVersion returns libvirtd's version (major*1,000,000 + minor*1,000 +
 // micro); the Watcher's ping.
 func (c *Conn) LibVersion(ctx context.Context) (uint64, error) {
-	var v uint64
-	err := c.call(ctx, procGetLibVersion, func() (err error) {
-		v, err = c.l.ConnectGetLibVersion()
-		return err
-	})
-	return v, err
+	return rpc(c, ctx, procGetLibVersion, c.l.ConnectGetLibVersion)
 }
 
 // ActiveDomains lists the active (running or paused) domains with their
 // state and reason.
 func (c *Conn) ActiveDomains(ctx context.Context) ([]DomainStatus, error) {
-	var doms []libvirt.Domain
-	err := c.call(ctx, procListAllDomains, func() (err error) {
-		doms, _, err = c.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
-		return err
+	doms, err := rpc(c, ctx, procListAllDomains, func() ([]libvirt.Domain, error) {
+		doms, _, err := c.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+		return doms, err
 	})
 	if err != nil {
 		return nil, err
 	}
 	out := make([]DomainStatus, 0, len(doms))
 	for _, d := range doms {
-		var state, reason int32
-		err := c.call(ctx, procGetState, func() (err error) {
-			state, reason, err = c.l.DomainGetState(d, 0)
-			return err
-		})
+		st, err := c.state(ctx, d)
 		if errors.Is(err, ErrDomainNotFound) {
 			continue // gone since the listing
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, DomainStatus{Domain: refOf(d), ID: d.ID, State: state, Reason: reason})
+		out = append(out, DomainStatus{Domain: refOf(d), ID: d.ID, State: st.state, Reason: st.reason})
 	}
 	return out, nil
 }
@@ -346,11 +348,7 @@ func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) 
 	if err != nil {
 		return "", err
 	}
-	var reply string
-	err = c.call(ctx, procMonitorCommand, func() (err error) {
-		reply, err = c.l.QEMUDomainMonitorCommand(dom, cmd, 0)
-		return err
-	})
+	reply, err := rpc(c, ctx, procMonitorCommand, func() (string, error) { return c.l.QEMUDomainMonitorCommand(dom, cmd, 0) })
 	if err != nil {
 		return "", err
 	}
