@@ -482,7 +482,15 @@ func (h *host) waitLogged(t testing.TB, msg, domainName string, timeout time.Dur
 // values ("k=v" pairs); 0 if absent.
 func (h *host) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := h.reg.Gather()
+	v, _ := gathered(t, h.reg, name, labels...)
+	return v
+}
+
+// gathered reads one counter or gauge of a registry by name and label
+// values ("k=v" pairs); found is false if no such series exists.
+func gathered(t testing.TB, reg prometheus.Gatherer, name string, labels ...string) (v float64, found bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,14 +502,14 @@ func (h *host) metric(t testing.TB, name string, labels ...string) float64 {
 			if matches(m, labels) {
 				switch {
 				case m.Counter != nil:
-					return m.Counter.GetValue()
+					return m.Counter.GetValue(), true
 				case m.Gauge != nil:
-					return m.Gauge.GetValue()
+					return m.Gauge.GetValue(), true
 				}
 			}
 		}
 	}
-	return 0
+	return 0, false
 }
 
 func matches(m *dto.Metric, labels []string) bool {

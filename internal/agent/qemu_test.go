@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -134,46 +133,23 @@ func (r *qemuRig) migrateIn(t *testing.T) {
 	}
 }
 
-// counter reads one counter of the registry by name and labels.
+// counter reads one counter of the registry by name and label values
+// ("k=v" pairs); the series must exist.
 func (r *qemuRig) counter(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := gathered(t, r.reg, name, labels...)
+	if !ok {
+		t.Fatalf("no %s%v", name, labels)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if qemuLabelsMatch(m, labels) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s%v", name, labels)
-	return 0
-}
-
-func qemuLabelsMatch(m *dto.Metric, kv []string) bool {
-	have := map[string]string{}
-	for _, l := range m.GetLabel() {
-		have[l.GetName()] = l.GetValue()
-	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		if have[kv[i]] != kv[i+1] {
-			return false
-		}
-	}
-	return true
+	return v
 }
 
 func (r *qemuRig) qmpCalls(t *testing.T, result string) float64 {
-	return r.counter(t, "rarp_announce_qmp_announce_self_total", "result", result)
+	return r.counter(t, "rarp_announce_qmp_announce_self_total", "result="+result)
 }
 
 func (r *qemuRig) nics(t *testing.T, result string) float64 {
-	return r.counter(t, "rarp_announce_nic_announces_total", "strategy", "qemu", "result", result)
+	return r.counter(t, "rarp_announce_nic_announces_total", "strategy=qemu", "result="+result)
 }
 
 // waitLog waits for the n-th log entry with this message and returns it.
@@ -241,7 +217,7 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	if got := r.qmpCalls(t, "timeout"); got != 1 {
 		t.Errorf("timeout = %v, want 1", got)
 	}
-	if got := r.counter(t, "rarp_announce_libvirt_rpc_timeouts_total", "procedure", "domain_qemu_monitor_command"); got != 1 {
+	if got := r.counter(t, "rarp_announce_libvirt_rpc_timeouts_total", "procedure=domain_qemu_monitor_command"); got != 1 {
 		t.Errorf("libvirt rpc_timeouts{domain_qemu_monitor_command} = %v, want 1", got)
 	}
 	if got := r.counter(t, "rarp_announce_libvirt_reconnects_total"); got != 0 {
