@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rarp-announce/rarp-announce/internal/testbin"
 )
 
 // binary is the rarp-announce built once for the tests of this package,
@@ -15,40 +16,20 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rarp-announce-bin")
-	if err != nil {
+	var cleanup func()
+	var err error
+	if binary, cleanup, err = testbin.Build(".", "rarp-announce", "-race"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "rarp-announce")
-	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
-// result of one run of the binary.
-type result struct {
-	code           int
-	stdout, stderr string
-}
+type result = testbin.Result
 
-func run(t *testing.T, cmd *exec.Cmd) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%v: %v", cmd.Args, err)
-	}
-	return result{code, out.String(), errb.String()}
-}
+func run(t *testing.T, cmd *exec.Cmd) result { return testbin.Run(t, cmd) }
 
 func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
 	cases := []struct {
@@ -75,20 +56,20 @@ func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := run(t, exec.Command(binary, c.args...))
-		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
-			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, r.code, r.stderr, c.want)
+		if r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, r.Code, r.Stderr, c.want)
 		}
 	}
 }
 
 func TestHelpShowsExamples(t *testing.T) {
 	r := run(t, exec.Command(binary, "send", "--help"))
-	if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--burst-interval") {
-		t.Fatalf("exit %d\n%s", r.code, r.stdout)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Examples:") || !strings.Contains(r.Stdout, "--burst-interval") {
+		t.Fatalf("exit %d\n%s", r.Code, r.Stdout)
 	}
 	r = run(t, exec.Command(binary, "--help"))
-	if r.code != 0 || !strings.Contains(r.stdout, "send") {
-		t.Fatalf("exit %d\n%s", r.code, r.stdout)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "send") {
+		t.Fatalf("exit %d\n%s", r.Code, r.Stdout)
 	}
 }
 
@@ -96,13 +77,13 @@ func TestSendPcapDryRun(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dry.pcap")
 	r := run(t, exec.Command(binary, "send", "-i", "br-none", "--mac", "52:54:00:aa:bb:cc", "--vlan", "7",
 		"--rounds", "3", "--initial", "1ms", "--step", "1ms", "--bursts", "2", "--burst-interval", "10ms", "--pcap", path))
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	if len(lines) != 7 || !strings.Contains(lines[0], "br-none 52:54:00:aa:bb:cc vlan=7 burst=1 round=1/3 sent") ||
 		!strings.Contains(lines[5], "burst=2 round=3/3 sent") || !strings.HasPrefix(lines[6], "sent 6 frames") {
-		t.Fatalf("output:\n%s", r.stdout)
+		t.Fatalf("output:\n%s", r.Stdout)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

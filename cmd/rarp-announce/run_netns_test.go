@@ -446,17 +446,17 @@ func TestRunRefusesABadConfig(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	writeConfig(t, cfg, "libvirt:\n  uri: test:///default\nschedule:\n  rounds: 0\npacing:\n  burst: many\n")
 	r := run(t, exec.Command(binary, "run", "--config", cfg, "--metrics-address", "127.0.0.1:0"))
-	if r.code != 2 || !strings.Contains(r.stderr, cfg+":6") {
-		t.Errorf("exit %d, stderr %q; want exit 2 naming %s:6", r.code, r.stderr, cfg)
+	if r.Code != 2 || !strings.Contains(r.Stderr, cfg+":6") {
+		t.Errorf("exit %d, stderr %q; want exit 2 naming %s:6", r.Code, r.Stderr, cfg)
 	}
 	writeConfig(t, cfg, "schedule:\n  rounds: 0\n")
 	r = run(t, exec.Command(binary, "run", "--config", cfg, "--metrics-address", "127.0.0.1:0"))
-	if r.code != 2 || !strings.Contains(r.stderr, cfg+":2") || !strings.Contains(r.stderr, "rounds") {
-		t.Errorf("exit %d, stderr %q; want exit 2 naming %s:2 and rounds", r.code, r.stderr, cfg)
+	if r.Code != 2 || !strings.Contains(r.Stderr, cfg+":2") || !strings.Contains(r.Stderr, "rounds") {
+		t.Errorf("exit %d, stderr %q; want exit 2 naming %s:2 and rounds", r.Code, r.Stderr, cfg)
 	}
 	r = run(t, exec.Command(binary, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")))
-	if r.code != 2 || !strings.Contains(r.stderr, "missing.yaml") {
-		t.Errorf("missing config: exit %d, stderr %q; want exit 2 naming the file", r.code, r.stderr)
+	if r.Code != 2 || !strings.Contains(r.Stderr, "missing.yaml") {
+		t.Errorf("missing config: exit %d, stderr %q; want exit 2 naming the file", r.Code, r.Stderr)
 	}
 }
 
@@ -481,8 +481,8 @@ func TestRunMetricsPortInUseExits1(t *testing.T) {
 	go func() { done <- run(t, cmd) }()
 	select {
 	case r := <-done:
-		if r.code != 1 || !strings.Contains(r.stderr, ln.Addr().String()) || !strings.Contains(r.stderr, "address already in use") {
-			t.Errorf("exit %d, stderr %q; want exit 1 naming %s in use", r.code, r.stderr, ln.Addr())
+		if r.Code != 1 || !strings.Contains(r.Stderr, ln.Addr().String()) || !strings.Contains(r.Stderr, "address already in use") {
+			t.Errorf("exit %d, stderr %q; want exit 1 naming %s in use", r.Code, r.Stderr, ln.Addr())
 		}
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()

@@ -18,11 +18,11 @@ func TestSendMovesTheSwitch(t *testing.T) {
 	rig.LearnOnOld(t, b)
 	r := run(t, rig.Host.Command(binary, "send", "--interface", netnstest.RigHostBridge, "--mac", a, "--mac", b,
 		"--rounds", "2", "--initial", "5ms"))
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
-	if n := strings.Count(r.stdout, " sent\n"); n != 4 {
-		t.Fatalf("%d frames reported sent, want 4:\n%s", n, r.stdout)
+	if n := strings.Count(r.Stdout, " sent\n"); n != 4 {
+		t.Fatalf("%d frames reported sent, want 4:\n%s", n, r.Stdout)
 	}
 	for _, mac := range []string{a, b} {
 		if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac, netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
@@ -38,8 +38,8 @@ func TestSendOnDownOrMissingInterfaceExits1(t *testing.T) {
 	ns.Exec(t, "ip", "link", "set", "dev", "br0", "down")
 	for ifname, want := range map[string]string{"br0": "interface br0: interface is down", "br9": "interface br9: no such interface"} {
 		r := run(t, ns.Command(binary, "send", "-i", ifname, "--mac", "52:54:00:aa:bb:cc"))
-		if r.code != 1 || !strings.Contains(r.stderr, want) {
-			t.Errorf("%s: exit %d, stderr %q; want exit 1 and %q", ifname, r.code, r.stderr, want)
+		if r.Code != 1 || !strings.Contains(r.Stderr, want) {
+			t.Errorf("%s: exit %d, stderr %q; want exit 1 and %q", ifname, r.Code, r.Stderr, want)
 		}
 	}
 }

@@ -2,17 +2,17 @@ package cli_test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/testbin"
 )
 
 // The tests of this package run the commands as a user would: the
@@ -22,46 +22,26 @@ import (
 var binary, rarpbench string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rarp-announce-cli")
-	if err != nil {
+	var cleanBin, cleanBench func()
+	var err error
+	if binary, cleanBin, err = testbin.Build("../../cmd/rarp-announce", "rarp-announce", "-race"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "rarp-announce")
-	rarpbench = filepath.Join(dir, "rarpbench")
-	build := func(d string, args ...string) {
-		cmd := exec.Command("go", append([]string{"build"}, args...)...)
-		cmd.Dir = d
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %v in %s: %v\n%s", args, d, err, out)
-			os.Exit(1)
-		}
+	if rarpbench, cleanBench, err = testbin.Build("../../test/peer/rarpbench", "rarpbench"); err != nil {
+		cleanBin()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	build("../../cmd/rarp-announce", "-race", "-o", binary, ".")
-	build("../../test/peer/rarpbench", "-o", rarpbench, ".")
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanBin()
+	cleanBench()
 	os.Exit(code)
 }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
+type result = testbin.Result
 
-func run(t *testing.T, cmd *exec.Cmd) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%v: %v", cmd.Args, err)
-	}
-	return result{code, out.String(), errb.String()}
-}
+func run(t *testing.T, cmd *exec.Cmd) result { return testbin.Run(t, cmd) }
 
 // daemon is a long-running process whose stderr the test reads line by
 // line as it comes.

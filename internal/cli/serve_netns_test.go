@@ -103,19 +103,19 @@ func TestQueryAgainstServe(t *testing.T) {
 	d := l.serve(t, "--ethers", l.ethers)
 
 	r := l.query(t) // the interface's own MAC
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
-	if got := answers(t, r.stdout); len(got) != 1 || got[0] != [4]string{cliMAC, cliWant, srvMAC, srvIP} {
+	if got := answers(t, r.Stdout); len(got) != 1 || got[0] != [4]string{cliMAC, cliWant, srvMAC, srvIP} {
 		t.Fatalf("answers %v", got)
 	}
 	r = l.query(t, "--mac", "52:54:00:00:00:07", "--count", "3")
-	if got := answers(t, r.stdout); r.code != 0 || len(got) != 3 || got[2] != [4]string{"52:54:00:00:00:07", "10.99.0.7", srvMAC, srvIP} {
-		t.Fatalf("exit %d answers %v %s", r.code, got, r.stderr)
+	if got := answers(t, r.Stdout); r.Code != 0 || len(got) != 3 || got[2] != [4]string{"52:54:00:00:00:07", "10.99.0.7", srvMAC, srvIP} {
+		t.Fatalf("exit %d answers %v %s", r.Code, got, r.Stderr)
 	}
 	r = l.query(t, "--mac", "52:54:00:00:00:99")
-	if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "no RARP server answered for 52:54:00:00:00:99 on cli0 within 500ms") {
-		t.Fatalf("unknown MAC: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	if r.Code != 1 || r.Stdout != "" || !strings.Contains(r.Stderr, "no RARP server answered for 52:54:00:00:00:99 on cli0 within 500ms") {
+		t.Fatalf("unknown MAC: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	if code := d.stop(); code != 0 {
 		t.Fatalf("serve exited %d on SIGTERM", code)
@@ -194,18 +194,18 @@ func TestQueryAgainstRarpd(t *testing.T) {
 	var r result
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if r = l.query(t, "--mac", "52:54:00:00:00:03"); r.code == 0 || time.Now().After(deadline) {
+		if r = l.query(t, "--mac", "52:54:00:00:00:03"); r.Code == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
-	if got := answers(t, r.stdout); r.code != 0 || len(got) != 1 || got[0] != [4]string{"52:54:00:00:00:03", "10.99.0.3", srvMAC, srvIP} {
-		t.Fatalf("exit %d answers %v stderr %s", r.code, got, r.stderr)
+	if got := answers(t, r.Stdout); r.Code != 0 || len(got) != 1 || got[0] != [4]string{"52:54:00:00:00:03", "10.99.0.3", srvMAC, srvIP} {
+		t.Fatalf("exit %d answers %v stderr %s", r.Code, got, r.Stderr)
 	}
-	if r := l.query(t); r.code != 0 || answers(t, r.stdout)[0][1] != cliWant {
-		t.Fatalf("own MAC: exit %d %s %s", r.code, r.stdout, r.stderr)
+	if r := l.query(t); r.Code != 0 || answers(t, r.Stdout)[0][1] != cliWant {
+		t.Fatalf("own MAC: exit %d %s %s", r.Code, r.Stdout, r.Stderr)
 	}
-	if r := l.query(t, "--mac", "52:54:00:00:00:99"); r.code != 1 {
-		t.Fatalf("rarpd answered an unknown MAC: %s", r.stdout)
+	if r := l.query(t, "--mac", "52:54:00:00:00:99"); r.Code != 1 {
+		t.Fatalf("rarpd answered an unknown MAC: %s", r.Stdout)
 	}
 	// It was rarpd that answered: it logs every reply.
 	time.Sleep(100 * time.Millisecond)
@@ -262,8 +262,8 @@ func TestRarpbenchAgainstServe(t *testing.T) {
 	for _, src := range []string{"requested", "iface", "tag"} {
 		r, rep := l.rarpbench(t, "-n", "3000", "-inflight", "16", "-src", src, "-unknown", "20", "-dst-check", "requester",
 			"-server-mac", srvMAC, "-server-ip", srvIP, "-timeout", "2s")
-		if r.code != 0 || len(rep.Results) != 1 {
-			t.Fatalf("-src %s: rarpbench exit %d\n%s%s", src, r.code, r.stdout, r.stderr)
+		if r.Code != 0 || len(rep.Results) != 1 {
+			t.Fatalf("-src %s: rarpbench exit %d\n%s%s", src, r.Code, r.Stdout, r.Stderr)
 		}
 		res := rep.Results[0]
 		if res.Valid != 3000 || res.Invalid != 0 || res.Lost != 0 || res.LateOrDup != 0 || res.UnknownSent != 20 || res.UnknownReplied != 0 {
@@ -275,8 +275,8 @@ func TestRarpbenchAgainstServe(t *testing.T) {
 	// the client's own MAC, where source and sha are equal.)
 	l.ethers = writeFile(t, l.dir, "others", "52:54:00:00:00:01 10.99.0.1\n52:54:00:00:00:02 10.99.0.2\n")
 	r, rep := l.rarpbench(t, "-n", "50", "-warmup", "0", "-src", "mismatch", "-timeout", "200ms")
-	if r.code != 3 || len(rep.Results) != 1 || rep.Results[0].Valid != 0 || rep.Results[0].Lost != 50 {
-		t.Fatalf("-src mismatch: exit %d %+v", r.code, rep.Results)
+	if r.Code != 3 || len(rep.Results) != 1 || rep.Results[0].Valid != 0 || rep.Results[0].Lost != 50 {
+		t.Fatalf("-src mismatch: exit %d %+v", r.Code, rep.Results)
 	}
 }
 
@@ -379,10 +379,10 @@ func TestServeSignals(t *testing.T) {
 
 	ipOf := func() string {
 		r := l.query(t, "--mac", "52:54:00:00:00:50")
-		if r.code != 0 {
-			t.Fatalf("query: exit %d %s", r.code, r.stderr)
+		if r.Code != 0 {
+			t.Fatalf("query: exit %d %s", r.Code, r.Stderr)
 		}
-		return answers(t, r.stdout)[0][1]
+		return answers(t, r.Stdout)[0][1]
 	}
 	if got := ipOf(); got != "10.99.0.50" {
 		t.Fatalf("pxe-client -> %s", got)
@@ -442,14 +442,14 @@ func TestServeBadTableKeepsOld(t *testing.T) {
 	if !strings.Contains(line, l.ethers+`:2: \"10.99.1.256\" is not an IPv4 address`) { // JSON-quoted in the log line
 		t.Fatalf("log %q does not name file:line", line)
 	}
-	if r := l.query(t, "--mac", "52:54:00:00:00:01"); r.code != 0 || answers(t, r.stdout)[0][1] != "10.99.0.1" {
-		t.Fatalf("old table not serving: %d %s %s", r.code, r.stdout, r.stderr)
+	if r := l.query(t, "--mac", "52:54:00:00:00:01"); r.Code != 0 || answers(t, r.Stdout)[0][1] != "10.99.0.1" {
+		t.Fatalf("old table not serving: %d %s %s", r.Code, r.Stdout, r.Stderr)
 	}
 	m = d.mark()
 	writeFile(t, l.dir, "ethers", "52:54:00:00:00:01 10.99.1.1\n")
 	d.waitFrom(m, 10*time.Second, "table loaded", `"trigger": "file changed"`, `"entries": 1`)
-	if r := l.query(t, "--mac", "52:54:00:00:00:01"); r.code != 0 || answers(t, r.stdout)[0][1] != "10.99.1.1" {
-		t.Fatalf("new table not serving: %d %s %s", r.code, r.stdout, r.stderr)
+	if r := l.query(t, "--mac", "52:54:00:00:00:01"); r.Code != 0 || answers(t, r.Stdout)[0][1] != "10.99.1.1" {
+		t.Fatalf("new table not serving: %d %s %s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 

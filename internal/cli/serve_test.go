@@ -31,8 +31,8 @@ func TestServeAndQueryUsageErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := run(t, exec.Command(binary, c.args...))
-		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
-			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, r.code, r.stderr, c.want)
+		if r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, r.Code, r.Stderr, c.want)
 		}
 	}
 	for _, args := range [][]string{
@@ -40,12 +40,12 @@ func TestServeAndQueryUsageErrors(t *testing.T) {
 		{"query", "-i", "no-such-if0"},
 	} {
 		r := run(t, exec.Command(binary, args...))
-		if r.code != 1 || !strings.Contains(r.stderr, "no-such-if0") {
-			t.Errorf("%v: exit %d, stderr %q; want exit 1 naming the interface", args, r.code, r.stderr)
+		if r.Code != 1 || !strings.Contains(r.Stderr, "no-such-if0") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 naming the interface", args, r.Code, r.Stderr)
 		}
 	}
 	r := run(t, exec.Command(binary, "serve", "--help"))
-	if r.code != 0 || !strings.Contains(r.stdout, "--off-link") || !strings.Contains(r.stdout, "SIGUSR1") {
-		t.Errorf("serve --help: exit %d\n%s", r.code, r.stdout)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "--off-link") || !strings.Contains(r.Stdout, "SIGUSR1") {
+		t.Errorf("serve --help: exit %d\n%s", r.Code, r.Stdout)
 	}
 }
