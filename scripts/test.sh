@@ -29,6 +29,14 @@ if [ -n "$skips" ]; then
     fi
 fi
 
+# Parts of tests this kernel cannot run (netnstest.KernelLacks): not
+# failures, never silent.
+lacks=$(grep -F 'KERNEL LACKS:' "$LOG" | sed 's/^[[:space:]]*//' | sort -u || true)
+if [ -n "$lacks" ]; then
+    echo "== not tested on this kernel:"
+    echo "$lacks"
+fi
+
 if [ "${FAST:-0}" != 1 ]; then
     # every "func FuzzX(" in a _test.go file, run for FUZZTIME each
     while IFS=: read -r file name; do
