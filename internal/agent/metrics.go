@@ -3,7 +3,7 @@ package agent
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rarp-announce/rarp-announce/internal/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // Metrics counts the agent's decisions; a nil *Metrics counts nothing.
@@ -25,16 +25,19 @@ var (
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		nics: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_nic_announces_total",
-			Help: "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).",
+			Namespace: metricset.Namespace,
+			Name:      "nic_announces_total",
+			Help:      "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).",
 		}, []string{"strategy", "result"}),
 		landingErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_landing_errors_total",
-			Help: "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).",
+			Namespace: metricset.Namespace,
+			Name:      "landing_errors_total",
+			Help:      "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).",
 		}, []string{"reason"}),
 		reannounces: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_port_change_reannounces_total",
-			Help: "Announces repeated because a VM's port was re-attached or went down and up within the watch window.",
+			Namespace: metricset.Namespace,
+			Name:      "port_change_reannounces_total",
+			Help:      "Announces repeated because a VM's port was re-attached or went down and up within the watch window.",
 		}),
 	}
 	for _, s := range metricStrategies {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/internal/version"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // NewRegistry returns a registry with the Go and process collectors and
@@ -25,7 +26,8 @@ func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	v, rev := version.Get()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "rarp_announce_build_info",
+		Namespace:   metricset.Namespace,
+		Name:        "build_info",
 		Help:        "Always 1; the labels say which build of rarp-announce is running.",
 		ConstLabels: prometheus.Labels{"version": v, "revision": rev, "goversion": runtime.Version()},
 	})

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rarp-announce/rarp-announce/internal/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // Metrics counts what an Announcer does. The caller registers it (it is a
@@ -32,49 +32,60 @@ type Metrics struct {
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		framesSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_frames_sent_total",
-			Help: "RARP announce frames written to an interface (or pcap file) without error.",
+			Namespace: metricset.Namespace,
+			Name:      "frames_sent_total",
+			Help:      "RARP announce frames written to an interface (or pcap file) without error.",
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_frame_failures_total",
-			Help: "RARP announce frames that could not be sent, by reason: no_interface, interface_down, write.",
+			Namespace: metricset.Namespace,
+			Name:      "frame_failures_total",
+			Help:      "RARP announce frames that could not be sent, by reason: no_interface, interface_down, write.",
 		}, []string{"reason"}),
 		pacingWaits: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_pacing_waits_total",
-			Help: "Frames that waited for a pacing token because their interface was at its frame rate limit.",
+			Namespace: metricset.Namespace,
+			Name:      "pacing_waits_total",
+			Help:      "Frames that waited for a pacing token because their interface was at its frame rate limit.",
 		}),
 		pacingWaitSeconds: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_pacing_wait_seconds_total",
-			Help: "Total time frames spent waiting for a pacing token.",
+			Namespace: metricset.Namespace,
+			Name:      "pacing_wait_seconds_total",
+			Help:      "Total time frames spent waiting for a pacing token.",
 		}),
 		startedTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_announces_started_total",
-			Help: "Announces started (one per MAC, interface and VLAN request).",
+			Namespace: metricset.Namespace,
+			Name:      "announces_started_total",
+			Help:      "Announces started (one per MAC, interface and VLAN request).",
 		}),
 		supersededTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_announces_superseded_total",
-			Help: "Running announces replaced by a newer request for the same MAC, interface and VLAN.",
+			Namespace: metricset.Namespace,
+			Name:      "announces_superseded_total",
+			Help:      "Running announces replaced by a newer request for the same MAC, interface and VLAN.",
 		}),
 		cancelledTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_announces_cancelled_total",
-			Help: "Running announces cancelled (domain stopped or suspended, or by request).",
+			Namespace: metricset.Namespace,
+			Name:      "announces_cancelled_total",
+			Help:      "Running announces cancelled (domain stopped or suspended, or by request).",
 		}),
 		skippedTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_frames_skipped_total",
-			Help: "Queued frames not sent because their announce was cancelled or superseded.",
+			Namespace: metricset.Namespace,
+			Name:      "frames_skipped_total",
+			Help:      "Queued frames not sent because their announce was cancelled or superseded.",
 		}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rarp_announce_announces_running",
-			Help: "Announces in progress.",
+			Namespace: metricset.Namespace,
+			Name:      "announces_running",
+			Help:      "Announces in progress.",
 		}),
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rarp_announce_frames_queued",
-			Help: "Frames due and waiting for their interface (pacing).",
+			Namespace: metricset.Namespace,
+			Name:      "frames_queued",
+			Help:      "Frames due and waiting for their interface (pacing).",
 		}),
 		firstLag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "rarp_announce_first_frame_lag_seconds",
-			Help:    "Delay from the trigger of an announce (libvirt event or request) to its first frame on the wire.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Namespace: metricset.Namespace,
+			Name:      "first_frame_lag_seconds",
+			Help:      "Delay from the trigger of an announce (libvirt event or request) to its first frame on the wire.",
+			Buckets:   []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
 		failureKinds: []string{"no_interface", "interface_down", "write"},
 	}

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rarp-announce/rarp-announce/internal/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // Metrics counts what a Repairer does. The caller registers it (it is a

@@ -1,6 +1,10 @@
 package ovs
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
+)
 
 // Metrics counts the ovs strategy's failures by reason. The caller
 // registers it (it is a prometheus.Collector); a nil *Metrics counts
@@ -14,7 +18,8 @@ type Metrics struct {
 // sees the series before the first failure.
 func NewMetrics() *Metrics {
 	m := &Metrics{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rarp_announce_ovs_failures_total",
+		Namespace: metricset.Namespace,
+		Name:      "ovs_failures_total",
 		Help: "Open vSwitch announce failures, by reason: timeout (ovsdb-server or ovs-vswitchd did not answer in time), " +
 			"not_running (OVSDB or bridge socket missing), port_not_found, no_ofport (port has no OpenFlow number), " +
 			"port_not_wired (tag 4095), vlan_not_carried, openflow_error, command (anything else). " +

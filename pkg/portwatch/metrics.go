@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rarp-announce/rarp-announce/internal/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"golang.org/x/sys/unix"
 )
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // Monitor runs one QMP command on a domain (by UUID) and returns QEMU's raw
@@ -165,8 +166,9 @@ type Metrics struct {
 // NewMetrics creates the metrics; register the result as a Collector.
 func NewMetrics() *Metrics {
 	m := &Metrics{calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rarp_announce_qmp_announce_self_total",
-		Help: "QMP announce-self calls through libvirt, by result: ok, qmp_error (QEMU refused), bad_reply, timeout (libvirt did not answer in time), cancelled (the domain stopped or left first), rpc_error (libvirt call failed).",
+		Namespace: metricset.Namespace,
+		Name:      "qmp_announce_self_total",
+		Help:      "QMP announce-self calls through libvirt, by result: ok, qmp_error (QEMU refused), bad_reply, timeout (libvirt did not answer in time), cancelled (the domain stopped or left first), rpc_error (libvirt call failed).",
 	}, []string{"result"})}
 	for _, r := range []string{"ok", "qmp_error", "bad_reply", "timeout", "cancelled", "rpc_error"} {
 		m.calls.WithLabelValues(r)
