@@ -30,12 +30,11 @@ type link struct {
 	wake  chan struct{}
 
 	sender Sender
-	tokens float64
-	last   time.Time
+	pacer  *Pacer
 }
 
 func newLink(a *Announcer, name string) *link {
-	return &link{a: a, name: name, wake: make(chan struct{}, 1), tokens: float64(a.opts.Pacing.Burst), last: time.Now()}
+	return &link{a: a, name: name, wake: make(chan struct{}, 1), pacer: NewPacer(a.opts.Pacing)}
 }
 
 // push queues it; the caller holds a.mu.
@@ -151,34 +150,14 @@ func (l *link) work() {
 	}
 }
 
-// pace takes a token, waiting for one if the bucket is empty; false if the
-// announcer closed meanwhile.
+// pace takes a token of the link's pacer, waiting for one if the bucket
+// is empty; false if the announcer closed meanwhile.
 func (l *link) pace() bool {
-	p := l.a.opts.Pacing
-	if p.PerSecond <= 0 {
-		return true
+	d, ok := l.pacer.Wait(l.a.closing)
+	if d > 0 {
+		l.a.m.waited(d)
 	}
-	now := time.Now()
-	l.tokens += now.Sub(l.last).Seconds() * p.PerSecond
-	if max := float64(max(p.Burst, 1)); l.tokens > max {
-		l.tokens = max
-	}
-	l.last = now
-	if l.tokens < 1 {
-		wait := time.Duration((1 - l.tokens) / p.PerSecond * float64(time.Second))
-		l.a.m.waited(wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-l.a.closing:
-			t.Stop()
-			return false
-		}
-		l.tokens = 1
-		l.last = time.Now()
-	}
-	l.tokens--
-	return true
+	return ok
 }
 
 func (l *link) send(frame []byte) error {

@@ -76,8 +76,12 @@ func (s Schedule) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Burst returns the offsets of one burst's frames from the burst's start.
+// Burst returns the offsets of one burst's frames from the burst's start;
+// none for Rounds < 1, which Validate refuses (it used to loop forever).
 func (s Schedule) Burst() []time.Duration {
+	if s.Rounds < 1 {
+		return nil
+	}
 	out := make([]time.Duration, 0, s.Rounds)
 	var t time.Duration
 	for round := s.Rounds - 1; ; round-- {
@@ -105,6 +109,9 @@ type Slot struct {
 // the interval, the next one starts when it ends, so frames never reorder.
 func (s Schedule) Slots() []Slot {
 	burst := s.Burst()
+	if len(burst) == 0 || s.Bursts < 1 {
+		return nil
+	}
 	out := make([]Slot, 0, len(burst)*s.Bursts)
 	var start time.Duration
 	for b := 1; b <= s.Bursts; b++ {
@@ -124,5 +131,8 @@ func (s Schedule) Slots() []Slot {
 // Duration is how long the finite part of s takes.
 func (s Schedule) Duration() time.Duration {
 	slots := s.Slots()
+	if len(slots) == 0 {
+		return 0
+	}
 	return slots[len(slots)-1].At
 }

@@ -90,3 +90,23 @@ func TestScheduleValidate(t *testing.T) {
 		}
 	}
 }
+
+// A schedule of no rounds has no frames instead of looping forever, and
+// Validate refuses it.
+func TestBurstOfNoRounds(t *testing.T) {
+	for _, rounds := range []int{0, -1} {
+		s := DefaultSchedule()
+		s.Rounds = rounds
+		s.Bursts = 2
+		s.BurstInterval = time.Second
+		if b := s.Burst(); len(b) != 0 {
+			t.Errorf("rounds %d: Burst() = %v, want none", rounds, b)
+		}
+		if sl := s.Slots(); len(sl) != 0 || s.Duration() != 0 {
+			t.Errorf("rounds %d: Slots() = %v, Duration() = %v, want none", rounds, sl, s.Duration())
+		}
+		if s.Validate() == nil {
+			t.Errorf("rounds %d: Validate() accepted it", rounds)
+		}
+	}
+}

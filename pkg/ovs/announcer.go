@@ -80,7 +80,7 @@ type Announcer struct {
 	active  map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
 	ports   map[string]string              // link name -> OVS port name, for logs
 	waiters map[announce.Key][]chan announce.Sent
-	pacers  map[string]*pacer // per bridge
+	pacers  map[string]*announce.Pacer // per bridge
 }
 
 type portMAC struct {
@@ -138,7 +138,7 @@ func New(cfg Config) (*Announcer, error) {
 		active:  map[portMAC][]*announce.Handle{},
 		ports:   map[string]string{},
 		waiters: map[announce.Key][]chan announce.Sent{},
-		pacers:  map[string]*pacer{},
+		pacers:  map[string]*announce.Pacer{},
 	}
 	a.ann = announce.New(announce.Options{
 		Open: a.open,
@@ -438,7 +438,7 @@ func (a *Announcer) open(name string) (announce.Sender, error) {
 	a.mu.Lock()
 	pc := a.pacers[bridge]
 	if pc == nil {
-		pc = newPacer(a.cfg.Pacing)
+		pc = announce.NewPacer(a.cfg.Pacing)
 		a.pacers[bridge] = pc
 	}
 	a.mu.Unlock()
@@ -449,11 +449,11 @@ type sender struct {
 	a      *Announcer
 	bridge string
 	ofport int
-	pacer  *pacer
+	pacer  *announce.Pacer
 }
 
 func (s *sender) Send(frame []byte) error {
-	if !s.pacer.wait(s.a.stop) {
+	if _, ok := s.pacer.Wait(s.a.stop); !ok {
 		return announce.ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.a.cfg.FrameTimeout)
@@ -462,43 +462,3 @@ func (s *sender) Send(frame []byte) error {
 }
 
 func (s *sender) Close() error { return nil }
-
-// pacer is a token bucket shared by every port of one bridge.
-type pacer struct {
-	p      announce.Pacing
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-}
-
-func newPacer(p announce.Pacing) *pacer {
-	return &pacer{p: p, tokens: float64(max(p.Burst, 1)), last: time.Now()}
-}
-
-// wait takes a token, sleeping until one is due; false if stop closed.
-func (pc *pacer) wait(stop <-chan struct{}) bool {
-	if pc.p.PerSecond <= 0 {
-		return true
-	}
-	pc.mu.Lock()
-	now := time.Now()
-	pc.tokens = min(pc.tokens+now.Sub(pc.last).Seconds()*pc.p.PerSecond, float64(max(pc.p.Burst, 1)))
-	pc.last = now
-	pc.tokens-- // reserve now; a negative balance is the queue ahead of us
-	var d time.Duration
-	if pc.tokens < 0 {
-		d = time.Duration(-pc.tokens / pc.p.PerSecond * float64(time.Second))
-	}
-	pc.mu.Unlock()
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-stop:
-		return false
-	}
-}
