@@ -93,4 +93,30 @@ func TestSendPcapDryRun(t *testing.T) {
 	if len(b) != 24+6*(16+64) {
 		t.Fatalf("pcap is %d bytes", len(b))
 	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("pcap mode: %v, %v; want 0600", fi.Mode(), err)
+	}
+}
+
+// --pcap creates its file: an existing file is not truncated and a symlink
+// is not followed.
+func TestSendPcapRefusesExistingFileAndSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.pcap")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{victim, link} {
+		r := run(t, exec.Command(binary, "send", "-i", "br-none", "--mac", "52:54:00:aa:bb:cc", "--rounds", "1", "--pcap", path))
+		if r.Code != 1 || !strings.Contains(r.Stderr, "must not exist") {
+			t.Errorf("--pcap %s: exit %d, stderr %q; want exit 1 and a refusal", path, r.Code, r.Stderr)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Errorf("existing file now holds %q", b)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
@@ -124,9 +125,12 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 
 	open := announce.OpenPacket
 	if pcapPath != "" {
-		f, err := os.Create(pcapPath)
+		// Created, never reused: an existing file (or a symlink planted
+		// where the capture goes) is refused rather than truncated or
+		// followed, and the capture is readable by its owner only.
+		f, err := os.OpenFile(pcapPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
-			return failure(env, "send", err)
+			return failure(env, "send", fmt.Errorf("pcap: %w (the file must not exist yet)", err))
 		}
 		defer f.Close()
 		open = announce.NewPcapWriter(f).Opener()

@@ -66,7 +66,16 @@ func Listen(addr string, reg *prometheus.Registry, ready func() (bool, string), 
 		_, _ = w.Write([]byte(why + "\n"))
 	})
 	s := &Server{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(log)},
+		// A scraper that stalls or keeps idle connections open must not
+		// hold goroutines and sockets of the agent for ever.
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          zap.NewStdLog(log),
+		},
 		ln:  ln,
 		log: log,
 	}
