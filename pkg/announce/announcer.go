@@ -25,21 +25,23 @@ import (
 // Key identifies a running announce: at most one runs per key, and a new
 // request for a key supersedes the old one instead of doubling the burst.
 type Key struct {
-	MAC       rarp.MAC
-	Interface string
-	VLAN      uint16
+	MAC  rarp.MAC
+	Port Port
+	VLAN uint16
 }
 
 func (k Key) String() string {
 	if k.VLAN != 0 {
-		return fmt.Sprintf("%s@%s.%d", k.MAC, k.Interface, k.VLAN)
+		return fmt.Sprintf("%s@%s.%d", k.MAC, k.Port, k.VLAN)
 	}
-	return fmt.Sprintf("%s@%s", k.MAC, k.Interface)
+	return fmt.Sprintf("%s@%s", k.MAC, k.Port)
 }
 
 // Request asks for one announce.
 type Request struct {
-	MAC       rarp.MAC
+	MAC rarp.MAC
+	// Port is where the frames go; zero: the host netdev Interface.
+	Port      Port
 	Interface string
 	VLAN      rarp.VLAN // zero: untagged
 	Schedule  Schedule
@@ -51,11 +53,21 @@ type Request struct {
 }
 
 // Key returns the running-set key of r.
-func (r Request) Key() Key { return Key{MAC: r.MAC, Interface: r.Interface, VLAN: r.VLAN.ID} }
+func (r Request) Key() Key { return Key{MAC: r.MAC, Port: r.port(), VLAN: r.VLAN.ID} }
+
+// port is r.Port, or the host port Interface names.
+func (r Request) port() Port {
+	if r.Port == (Port{}) {
+		return HostPort(r.Interface)
+	}
+	return r.Port
+}
 
 // Sent reports one frame, sent or failed; Options.OnFrame receives it.
 type Sent struct {
-	Time      time.Time
+	Time time.Time
+	Port Port
+	// Interface is Port.String(): the device of a host port.
 	Interface string
 	MAC       rarp.MAC
 	VLAN      rarp.VLAN
@@ -85,9 +97,13 @@ func DefaultPacing() Pacing { return Pacing{PerSecond: 4000, Burst: 1000} }
 
 // Options configure an Announcer.
 type Options struct {
-	// Open opens the Sender of an interface. Default: OpenPacket.
-	Open   Opener
-	Pacing Pacing
+	// Open opens the Sender of a host port's interface. Default: OpenPacket.
+	Open Opener
+	// OpenPort, if set, opens the Sender of every port (host ones
+	// included); unset, host ports go through Open and others fail with
+	// ErrNoOpener.
+	OpenPort PortOpener
+	Pacing   Pacing
 	// Metrics, if set, counts what the announcer does.
 	Metrics *Metrics
 	Logger  *zap.Logger
@@ -108,7 +124,8 @@ type Announcer struct {
 	mu      sync.Mutex
 	closed  bool
 	running map[Key]*Handle
-	links   map[string]*link
+	links   map[Port]*link
+	pacers  map[Segment]*segmentPacer // one per segment, while a link uses it
 	runs    sync.WaitGroup
 	workers sync.WaitGroup
 	// firsts counts first frames queued on any link: while some wait,
@@ -124,6 +141,15 @@ func New(opts Options) *Announcer {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.OpenPort == nil {
+		open := opts.Open
+		opts.OpenPort = func(p Port) (Sender, error) {
+			if p.Kind != KindHost {
+				return nil, fmt.Errorf("port %s: %w", p, ErrNoOpener)
+			}
+			return open(p.Device)
+		}
+	}
 	if opts.LinkIdle <= 0 {
 		opts.LinkIdle = time.Minute
 	}
@@ -133,7 +159,8 @@ func New(opts Options) *Announcer {
 		m:       opts.Metrics,
 		closing: make(chan struct{}),
 		running: map[Key]*Handle{},
-		links:   map[string]*link{},
+		links:   map[Port]*link{},
+		pacers:  map[Segment]*segmentPacer{},
 	}
 }
 
@@ -156,6 +183,9 @@ type Handle struct {
 
 	sent, failed atomic.Int64
 	first        atomic.Bool
+	firstOnce    sync.Once
+	firstDone    chan struct{} // closed when the first frame was sent, failed or skipped
+	firstErr     error
 	errOnce      sync.Once
 	err          error
 	superseded   atomic.Bool
@@ -186,13 +216,38 @@ func (h *Handle) Err() error {
 	return h.err
 }
 
+// First is closed once the announce's first frame was sent or failed, or
+// the announce ended without sending it (cancelled, superseded, closed).
+func (h *Handle) First() <-chan struct{} { return h.firstDone }
+
+// FirstErr is, once First is closed, the first frame's error: nil if it
+// was sent, ErrCancelled if it never went out.
+func (h *Handle) FirstErr() error {
+	select {
+	case <-h.firstDone:
+		return h.firstErr
+	default:
+		return nil
+	}
+}
+
+// ErrCancelled is FirstErr of an announce that ended before its first frame.
+var ErrCancelled = errors.New("announce ended before its first frame")
+
+func (h *Handle) firstOutcome(err error) {
+	h.firstOnce.Do(func() {
+		h.firstErr = err
+		close(h.firstDone)
+	})
+}
+
 // Superseded reports whether a newer request for the same key replaced it.
 func (h *Handle) Superseded() bool { return h.superseded.Load() }
 
 // Validate checks a request as Announce does.
 func (r Request) Validate() error {
-	if r.Interface == "" {
-		return ErrEmptyInterface
+	if err := r.port().Validate(); err != nil {
+		return err
 	}
 	if err := r.MAC.ValidateUnicast(); err != nil {
 		return err
@@ -221,8 +276,11 @@ func (a *Announcer) Announce(r Request) (*Handle, error) {
 	if r.Since.IsZero() {
 		r.Since = now
 	}
+	r.Port = r.port()
+	r.Interface = r.Port.String()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Handle{key: r.Key(), req: r, frame: frame, ctx: ctx, cancel: cancel, done: make(chan struct{}), start: now}
+	h := &Handle{key: r.Key(), req: r, frame: frame, ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), firstDone: make(chan struct{}), start: now}
 
 	a.mu.Lock()
 	if a.closed {
@@ -313,6 +371,7 @@ func (a *Announcer) run(h *Handle) {
 		}
 		a.mu.Unlock()
 		h.cancel()
+		h.firstOutcome(ErrCancelled)
 		close(h.done)
 		a.m.finished()
 	}()
@@ -354,10 +413,10 @@ func (a *Announcer) enqueue(h *Handle, it item) {
 	h.items.Add(1)
 	it.queued = time.Now()
 	a.mu.Lock()
-	l := a.links[h.req.Interface]
+	l := a.links[h.req.Port]
 	if l == nil {
-		l = newLink(a, h.req.Interface)
-		a.links[h.req.Interface] = l
+		l = newLink(a, h.req.Port)
+		a.links[h.req.Port] = l
 		a.workers.Add(1)
 		go l.work()
 	}
@@ -382,9 +441,12 @@ func (a *Announcer) finish(it item, at time.Time, err error) {
 			a.m.lag(lag)
 		}
 	}
+	if it.first {
+		h.firstOutcome(err)
+	}
 	if a.opts.OnFrame != nil {
 		a.opts.OnFrame(Sent{
-			Time: at, Interface: h.req.Interface, MAC: h.req.MAC, VLAN: h.req.VLAN,
+			Time: at, Port: h.req.Port, Interface: h.req.Interface, MAC: h.req.MAC, VLAN: h.req.VLAN,
 			Slot: it.slot, Refresh: it.refresh, Reason: h.req.Reason, Lag: lag, Err: err,
 		})
 	}
@@ -394,5 +456,8 @@ func (a *Announcer) finish(it item, at time.Time, err error) {
 // skip drops a queued frame of a cancelled announce.
 func (a *Announcer) skip(it item) {
 	a.m.skipped()
+	if it.first {
+		it.h.firstOutcome(ErrCancelled)
+	}
 	it.h.items.Done()
 }

@@ -22,7 +22,7 @@ type item struct {
 // order and pacing needs no lock around the write.
 type link struct {
 	a    *Announcer
-	name string
+	port Port
 
 	mu    sync.Mutex
 	first []item // first frames of announces: they go before repeats
@@ -30,11 +30,25 @@ type link struct {
 	wake  chan struct{}
 
 	sender Sender
-	pacer  *Pacer
+	pacer  *Pacer // its segment's, shared with the other links on it
 }
 
-func newLink(a *Announcer, name string) *link {
-	return &link{a: a, name: name, wake: make(chan struct{}, 1), pacer: NewPacer(a.opts.Pacing)}
+// segmentPacer is a segment's pacer and how many links use it.
+type segmentPacer struct {
+	*Pacer
+	links int
+}
+
+// newLink creates the link of port; the caller holds a.mu.
+func newLink(a *Announcer, port Port) *link {
+	seg := port.Segment()
+	sp := a.pacers[seg]
+	if sp == nil {
+		sp = &segmentPacer{Pacer: NewPacer(a.opts.Pacing)}
+		a.pacers[seg] = sp
+	}
+	sp.links++
+	return &link{a: a, port: port, wake: make(chan struct{}, 1), pacer: sp.Pacer}
 }
 
 // push queues it; the caller holds a.mu.
@@ -162,7 +176,7 @@ func (l *link) pace() bool {
 
 func (l *link) send(frame []byte) error {
 	if l.sender == nil {
-		s, err := l.a.opts.Open(l.name)
+		s, err := l.a.opts.OpenPort(l.port)
 		if err != nil {
 			return err
 		}
@@ -195,8 +209,14 @@ func (l *link) retire() bool {
 		l.a.mu.Unlock()
 		return false
 	}
-	if l.a.links[l.name] == l {
-		delete(l.a.links, l.name)
+	if l.a.links[l.port] == l {
+		delete(l.a.links, l.port)
+		seg := l.port.Segment()
+		if sp := l.a.pacers[seg]; sp != nil {
+			if sp.links--; sp.links <= 0 {
+				delete(l.a.pacers, seg)
+			}
+		}
 	}
 	l.a.firsts.Add(-int64(len(l.first)))
 	rest := append(l.first, l.rest...)
@@ -209,7 +229,7 @@ func (l *link) retire() bool {
 	}
 	if l.sender != nil {
 		if err := l.sender.Close(); err != nil {
-			l.a.log.Debug("closing sender", zap.String("interface", l.name), zap.Error(err))
+			l.a.log.Debug("closing sender", zap.Stringer("port", l.port), zap.Error(err))
 		}
 		l.sender = nil
 	}

@@ -7,8 +7,6 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -67,20 +65,16 @@ type Config struct {
 // Announcer announces VMs' MACs into Open vSwitch as if from their ports.
 // It is safe for concurrent use.
 type Announcer struct {
-	cfg  Config
-	db   Lookuper
-	inj  Injector
-	log  *zap.Logger
-	m    *Metrics
-	ann  *announce.Announcer
-	stop chan struct{}
+	cfg Config
+	db  Lookuper
+	inj Injector
+	log *zap.Logger
+	m   *Metrics
+	ann *announce.Announcer
 
-	mu      sync.Mutex
-	closed  bool
-	active  map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
-	ports   map[string]string              // link name -> OVS port name, for logs
-	waiters map[announce.Key][]chan announce.Sent
-	pacers  map[string]*announce.Pacer // per bridge
+	mu     sync.Mutex
+	closed bool
+	active map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
 }
 
 type portMAC struct {
@@ -129,22 +123,17 @@ func New(cfg Config) (*Announcer, error) {
 		}
 	}
 	a := &Announcer{
-		cfg:     cfg,
-		db:      db,
-		inj:     inj,
-		log:     cfg.Logger,
-		m:       cfg.Metrics,
-		stop:    make(chan struct{}),
-		active:  map[portMAC][]*announce.Handle{},
-		ports:   map[string]string{},
-		waiters: map[announce.Key][]chan announce.Sent{},
-		pacers:  map[string]*announce.Pacer{},
+		cfg:    cfg,
+		db:     db,
+		inj:    inj,
+		log:    cfg.Logger,
+		m:      cfg.Metrics,
+		active: map[portMAC][]*announce.Handle{},
 	}
 	a.ann = announce.New(announce.Options{
-		Open: a.open,
-		// Links here are single VM ports; the bridge-wide limit is
-		// applied in the sender (see pacer).
-		Pacing:   announce.Pacing{},
+		OpenPort: Opener(inj, cfg.FrameTimeout),
+		// One pacer per segment: every port of a bridge shares it.
+		Pacing:   cfg.Pacing,
 		Metrics:  cfg.AnnounceMetrics,
 		Logger:   cfg.Logger,
 		OnFrame:  a.onFrame,
@@ -158,26 +147,6 @@ func New(cfg Config) (*Announcer, error) {
 // and Frames tells ErrPortNotWired. Nothing is logged or counted.
 func (a *Announcer) Lookup(ctx context.Context, port string) (Port, error) {
 	return a.db.Lookup(ctx, port)
-}
-
-// linkName is the announce.Announcer interface name of an OVS port:
-// "ovs:<bridge>:<ofport>". It keys pacing-free links and running
-// announces; open parses it back.
-func linkName(bridge string, ofport int) string {
-	return "ovs:" + bridge + ":" + strconv.Itoa(ofport)
-}
-
-func parseLinkName(name string) (bridge string, ofport int, ok bool) {
-	rest, ok := strings.CutPrefix(name, "ovs:")
-	i := strings.LastIndexByte(rest, ':')
-	if !ok || i <= 0 {
-		return "", 0, false
-	}
-	n, err := strconv.Atoi(rest[i+1:])
-	if err != nil {
-		return "", 0, false
-	}
-	return rest[:i], n, true
 }
 
 // Announce looks port up in OVSDB and starts announcing mac into its
@@ -212,42 +181,29 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 		return a.failed(log, "ovs announce not possible", err)
 	}
 
-	name := linkName(p.Bridge, p.OFPort)
+	op := announce.OVSPort(port, p.Bridge, p.OFPort)
 	pm := portMAC{port, mac}
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		return announce.ErrClosed
 	}
-	a.ports[name] = port
 	keys := make([]announce.Key, 0, len(frames))
-	waits := make([]chan announce.Sent, 0, len(frames))
-	handles := make([]*announce.Handle, 0, len(frames))
 	for _, v := range frames {
-		k := announce.Key{MAC: mac, Interface: name, VLAN: v.ID}
-		ch := make(chan announce.Sent, 1)
-		a.waiters[k] = append(a.waiters[k], ch)
-		keys = append(keys, k)
-		waits = append(waits, ch)
+		keys = append(keys, announce.Key{MAC: mac, Port: op, VLAN: v.ID})
 	}
-	defer func() {
-		a.mu.Lock()
-		for i, k := range keys {
-			a.removeWaiter(k, waits[i])
-		}
-		a.mu.Unlock()
-	}()
 	// A newer announce for the same port and MAC supersedes the old: the
 	// inner announcer does that for equal keys; keys the new one no
 	// longer uses (the port's ofport or VLANs changed) are cancelled.
 	for _, old := range a.active[pm] {
-		if !containsKey(keys, old.Key()) && !done(old) {
+		if !slices.Contains(keys, old.Key()) && !done(old) {
 			a.ann.Cancel(old.Key())
 		}
 	}
 	a.prune()
+	handles := make([]*announce.Handle, 0, len(frames))
 	for _, v := range frames {
-		h, err := a.ann.Announce(announce.Request{MAC: mac, Interface: name, VLAN: v, Schedule: s, Since: since, Reason: "ovs"})
+		h, err := a.ann.Announce(announce.Request{MAC: mac, Port: op, VLAN: v, Schedule: s, Since: since, Reason: "ovs"})
 		if err != nil {
 			a.mu.Unlock()
 			return err
@@ -259,47 +215,29 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 	log.Debug("ovs announce started", zap.Int("vlans", len(frames)), zap.Uint16("tag", p.Tag), zap.String("vlan_mode", p.Mode()))
 
 	var first error
-	for i, h := range handles {
-		if err := a.waitFirst(ctx, h, waits[i]); err != nil && first == nil {
+	for _, h := range handles {
+		if err := waitFirst(ctx, h); err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
 }
 
-// waitFirst waits until h's first frame was injected or failed. onFrame
-// delivers the first frame's outcome on ch (after the handle counted it);
-// when h is done, every frame's onFrame has returned.
-func (a *Announcer) waitFirst(ctx context.Context, h *announce.Handle, ch <-chan announce.Sent) error {
-	firstErr := func(s announce.Sent) error {
-		if s.Err != nil && h.Sent() == 0 {
-			return s.Err
-		}
-		return nil
+// waitFirst waits until h's first frame was injected or failed.
+func waitFirst(ctx context.Context, h *announce.Handle) error {
+	select {
+	case <-h.First():
+	case <-ctx.Done():
+		return fmt.Errorf("%s: waiting for the first frame: %w", h.Key(), ctx.Err())
 	}
-	for {
-		if h.Sent() > 0 {
-			return nil
+	err := h.FirstErr()
+	if errors.Is(err, announce.ErrCancelled) {
+		if h.Superseded() {
+			return nil // a newer announce of the same port and MAC carries on
 		}
-		select {
-		case s := <-ch:
-			return firstErr(s)
-		case <-h.Done():
-			select {
-			case s := <-ch:
-				return firstErr(s)
-			default:
-			}
-			if h.Sent() == 0 && !h.Superseded() {
-				// A newer announce of the same port and MAC carries on
-				// after a supersede; a cancel is worth telling.
-				return fmt.Errorf("%s: announce cancelled before its first frame", h.Key())
-			}
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("%s: waiting for the first frame: %w", h.Key(), ctx.Err())
-		}
+		return fmt.Errorf("%s: announce cancelled before its first frame", h.Key())
 	}
+	return err
 }
 
 func done(h *announce.Handle) bool {
@@ -320,31 +258,6 @@ func (a *Announcer) prune() {
 	}
 }
 
-func containsKey(ks []announce.Key, k announce.Key) bool {
-	for _, x := range ks {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
-
-// removeWaiter drops ch from k's waiters; the caller holds a.mu.
-func (a *Announcer) removeWaiter(k announce.Key, ch chan announce.Sent) {
-	ws := a.waiters[k]
-	for i, w := range ws {
-		if w == ch {
-			ws = append(ws[:i], ws[i+1:]...)
-			break
-		}
-	}
-	if len(ws) == 0 {
-		delete(a.waiters, k)
-	} else {
-		a.waiters[k] = ws
-	}
-}
-
 // failed logs and counts an announce that could not start.
 func (a *Announcer) failed(log *zap.Logger, msg string, err error) error {
 	if errors.Is(err, context.Canceled) {
@@ -359,22 +272,8 @@ func (a *Announcer) failed(log *zap.Logger, msg string, err error) error {
 func (a *Announcer) onFrame(s announce.Sent) {
 	if s.Err != nil && !errors.Is(s.Err, announce.ErrClosed) {
 		a.m.failure(s.Err)
-		a.mu.Lock()
-		port := a.ports[s.Interface]
-		a.mu.Unlock()
-		a.log.Warn("ovs frame not injected", zap.String("port", port), zap.String("link", s.Interface),
+		a.log.Warn("ovs frame not injected", zap.String("port", s.Port.Device), zap.String("link", s.Interface),
 			zap.Stringer("mac", s.MAC), zap.Uint16("vlan", s.VLAN.ID), zap.String("reason", Reason(s.Err)), zap.Error(s.Err))
-	}
-	if !s.Refresh && s.Slot.Burst == 1 && s.Slot.Round == 1 {
-		k := announce.Key{MAC: s.MAC, Interface: s.Interface, VLAN: s.VLAN.ID}
-		a.mu.Lock()
-		for _, ch := range a.waiters[k] {
-			select {
-			case ch <- s:
-			default:
-			}
-		}
-		a.mu.Unlock()
 	}
 	if a.cfg.OnFrame != nil {
 		a.cfg.OnFrame(s)
@@ -420,7 +319,6 @@ func (a *Announcer) Close() error {
 		return nil
 	}
 	a.closed = true
-	close(a.stop)
 	a.mu.Unlock()
 	err := a.ann.Close()
 	if c, ok := a.db.(io.Closer); ok {
@@ -429,36 +327,29 @@ func (a *Announcer) Close() error {
 	return errors.Join(err, a.inj.Close())
 }
 
-// open is the announce.Opener for "ovs:<bridge>:<ofport>" links.
-func (a *Announcer) open(name string) (announce.Sender, error) {
-	bridge, ofport, ok := parseLinkName(name)
-	if !ok {
-		return nil, fmt.Errorf("%q is not an ovs link: %w", name, ErrCommand)
+// Opener returns the announce.PortOpener of OVS ports: each frame is
+// injected into the port's bridge as if from its OpenFlow port, bounded by
+// timeout. Pacing is the announcer's (one pacer per bridge).
+func Opener(inj Injector, timeout time.Duration) announce.PortOpener {
+	return func(p announce.Port) (announce.Sender, error) {
+		if p.Kind != announce.KindOVS {
+			return nil, fmt.Errorf("port %s: %w", p, announce.ErrNoOpener)
+		}
+		return sender{inj: inj, bridge: p.Bridge, ofport: p.OFPort, timeout: timeout}, nil
 	}
-	a.mu.Lock()
-	pc := a.pacers[bridge]
-	if pc == nil {
-		pc = announce.NewPacer(a.cfg.Pacing)
-		a.pacers[bridge] = pc
-	}
-	a.mu.Unlock()
-	return &sender{a: a, bridge: bridge, ofport: ofport, pacer: pc}, nil
 }
 
 type sender struct {
-	a      *Announcer
-	bridge string
-	ofport int
-	pacer  *announce.Pacer
+	inj     Injector
+	bridge  string
+	ofport  int
+	timeout time.Duration
 }
 
-func (s *sender) Send(frame []byte) error {
-	if _, ok := s.pacer.Wait(s.a.stop); !ok {
-		return announce.ErrClosed
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.a.cfg.FrameTimeout)
+func (s sender) Send(frame []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
-	return s.a.inj.Inject(ctx, s.bridge, s.ofport, frame)
+	return s.inj.Inject(ctx, s.bridge, s.ofport, frame)
 }
 
-func (s *sender) Close() error { return nil }
+func (sender) Close() error { return nil }

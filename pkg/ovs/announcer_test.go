@@ -268,23 +268,6 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestLinkName(t *testing.T) {
-	for _, c := range []struct {
-		bridge string
-		port   int
-	}{{"br-int", 7}, {"odd:name", 65279}} {
-		b, p, ok := parseLinkName(linkName(c.bridge, c.port))
-		if !ok || b != c.bridge || p != c.port {
-			t.Errorf("%s %d: got %q %d %v", c.bridge, c.port, b, p, ok)
-		}
-	}
-	for _, bad := range []string{"br-int:7", "ovs:", "ovs::7", "ovs:br", "ovs:br:x"} {
-		if _, _, ok := parseLinkName(bad); ok {
-			t.Errorf("%q parsed", bad)
-		}
-	}
-}
-
 // TestFinishedAnnouncesAreForgotten: the per port+MAC bookkeeping does not
 // grow with every VM ever announced.
 func TestFinishedAnnouncesAreForgotten(t *testing.T) {
