@@ -152,7 +152,7 @@ func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 	switch ev.Kind {
 	case libvirtwatch.Other:
-		if migrationStarts(ev) {
+		if ev.MigrationStarts() {
 			a.prefetch(ctx, ev)
 		}
 	case libvirtwatch.Landed:
@@ -173,7 +173,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 	case libvirtwatch.Cancel:
 		// SUSPENDED/MIGRATED on the source is a Cancel too (the VM is
 		// leaving), and the start of a migration that may be cancelled.
-		if migrationStarts(ev) {
+		if ev.MigrationStarts() {
 			a.prefetch(ctx, ev)
 		} else {
 			a.dropPrefetch(ev.Domain.UUID)

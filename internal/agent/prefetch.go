@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	libvirt "github.com/digitalocean/go-libvirt"
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
@@ -37,11 +36,6 @@ type prefetcher struct {
 	m  map[string]*prefetch // by UUID
 }
 
-// migrationStarts reports the events after which a landing may follow.
-func migrationStarts(ev libvirtwatch.Event) bool {
-	return (ev.Event == int32(libvirt.DomainEventStarted) && ev.Detail == int32(libvirt.DomainEventStartedMigrated)) ||
-		(ev.Event == int32(libvirt.DomainEventSuspended) && ev.Detail == int32(libvirt.DomainEventSuspendedMigrated))
-}
 
 // prefetch reads and parses the domain's XML in the background.
 func (a *Agent) prefetch(ctx context.Context, ev libvirtwatch.Event) {

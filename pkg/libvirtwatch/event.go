@@ -63,3 +63,14 @@ func (e Event) Name() string {
 func (e Event) String() string {
 	return fmt.Sprintf("%s %s id %d: %s", e.Kind, e.Domain, e.DomainID, e.Name())
 }
+
+// MigrationStarts reports whether e starts a migration that may land here
+// or leave from here: STARTED/MIGRATED on the destination (the VM is still
+// paused, its taps exist) and SUSPENDED/MIGRATED on the source (before a
+// possible cancel). The agent reads the domain's XML then, off the
+// critical path. Decided here, beside the Tracker, so no other package
+// reads libvirt's raw codes.
+func (e Event) MigrationStarts() bool {
+	return !e.Resync && ((e.Event == EventStarted && e.Detail == DetailStartedMigrated) ||
+		(e.Event == EventSuspended && e.Detail == DetailSuspendedMigrated))
+}

@@ -266,3 +266,20 @@ func TestNames(t *testing.T) {
 		t.Errorf("resync Event.Name() = %q", got)
 	}
 }
+
+func TestMigrationStarts(t *testing.T) {
+	for _, c := range []struct {
+		ev   Event
+		want bool
+	}{
+		{Event{Event: EventStarted, Detail: DetailStartedMigrated}, true},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedMigrated}, true},
+		{Event{Event: EventStarted, Detail: 0}, false},
+		{Event{Event: EventResumed, Detail: DetailResumedMigrated}, false},
+		{Event{Event: -1, Detail: -1, Resync: true}, false},
+	} {
+		if got := c.ev.MigrationStarts(); got != c.want {
+			t.Errorf("%s: MigrationStarts() = %v, want %v", c.ev.Name(), got, c.want)
+		}
+	}
+}
