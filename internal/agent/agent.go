@@ -10,7 +10,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -45,19 +44,6 @@ type FDB interface {
 	Repair(bridge string, mac rarp.MAC, ownPort string) ([]fdb.Entry, error)
 }
 
-// QEMUAnnouncer asks QEMU to announce a domain's NICs by alias (QMP
-// announce-self through libvirt).
-type QEMUAnnouncer interface {
-	AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error
-}
-
-// OVSAnnouncer injects an announce into Open vSwitch as if from the VM's
-// port.
-type OVSAnnouncer interface {
-	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error
-	CancelMAC(mac rarp.MAC) int
-}
-
 // Settings can change on reload (SIGHUP).
 type Settings struct {
 	Plan         plan.Options
@@ -66,24 +52,26 @@ type Settings struct {
 	WatchWindow  time.Duration
 }
 
-// Deps are the agent's parts. FDB, QEMU and OVS may be nil: the features
-// are then off, and NICs that need them are reported as not handled.
+// Deps are the agent's parts. FDB may be nil (no repair). The host
+// strategy is built in (Ports, FDB, Announcer); Strategies adds the others
+// (ovs, qemu: see internal/strategy) and may replace it. NICs whose
+// strategy is missing are reported as not handled.
 type Deps struct {
-	Libvirt   Libvirt
-	Ports     Ports
-	FDB       FDB
-	QEMU      QEMUAnnouncer
-	OVS       OVSAnnouncer
-	Announcer *announce.Announcer
-	Logger    *zap.Logger
-	Metrics   *Metrics
+	Libvirt    Libvirt
+	Ports      Ports
+	FDB        FDB
+	Strategies map[plan.Strategy]Strategy
+	Announcer  *announce.Announcer
+	Logger     *zap.Logger
+	Metrics    *Metrics
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
 type Agent struct {
-	d   Deps
-	log *zap.Logger
-	m   *Metrics
+	d          Deps
+	log        *zap.Logger
+	m          *Metrics
+	strategies map[plan.Strategy]Strategy
 
 	mu       sync.Mutex
 	settings Settings
@@ -93,18 +81,13 @@ type Agent struct {
 	pre      prefetcher
 }
 
-// Causes of a landing's end (context.Cause).
-var (
-	errSuperseded = errors.New("superseded by a newer landing of the domain")
-	errDomainLeft = errors.New("the domain stopped, paused or left")
-)
-
 // landing is one domain's announce in progress.
 type landing struct {
-	ev     libvirtwatch.Event
-	cancel context.CancelCauseFunc // errSuperseded, errDomainLeft or nil (agent stops)
-	mu     sync.Mutex
-	macs   []rarp.MAC
+	ev      libvirtwatch.Event
+	trigger announce.Trigger
+	cancel  context.CancelCauseFunc // ErrSuperseded, ErrDomainLeft or nil (agent stops)
+	mu      sync.Mutex
+	macs    []rarp.MAC
 }
 
 // New returns an agent.
@@ -112,7 +95,12 @@ func New(d Deps, s Settings) *Agent {
 	if d.Logger == nil {
 		d.Logger = zap.NewNop()
 	}
-	return &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}}
+	a := &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}}
+	a.strategies = map[plan.Strategy]Strategy{plan.Host: hostStrategy{a}}
+	for name, st := range d.Strategies {
+		a.strategies[name] = st
+	}
+	return a
 }
 
 // Update replaces the settings; landings already in progress keep theirs.
@@ -164,7 +152,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		a.wg.Add(1)
 		a.mu.Unlock()
 		if old != nil {
-			old.cancel(errSuperseded)
+			old.cancel(ErrSuperseded)
 		}
 		go func() {
 			defer a.wg.Done()
@@ -185,15 +173,14 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		if l == nil {
 			return
 		}
-		l.cancel(errDomainLeft)
+		l.cancel(ErrDomainLeft)
 		l.mu.Lock()
 		macs := l.macs
 		l.mu.Unlock()
 		n := 0
 		for _, m := range macs {
-			n += a.d.Announcer.CancelMAC(m)
-			if a.d.OVS != nil {
-				n += a.d.OVS.CancelMAC(m)
+			for _, st := range a.strategies {
+				n += st.CancelMAC(m)
 			}
 		}
 		a.log.Info("announces cancelled", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.Int("announces", n))

@@ -34,6 +34,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
@@ -200,7 +201,7 @@ type hostOptions struct {
 	// connects (domains that exist when the agent starts).
 	before func(h *host)
 	// ovs is the ovs strategy's announcer; nil: not available.
-	ovs agent.OVSAnnouncer
+	ovs strategy.OVSAnnouncer
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -254,16 +255,14 @@ func newHost(t *testing.T, o hostOptions) *host {
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 		AnnounceOnResync: true, Logger: log.Named("libvirt"), Metrics: lvm,
 	})
-	h.agent = agent.New(agent.Deps{
+	deps := agent.Deps{
 		Libvirt: h.watcher, Ports: ports, FDB: h.fdb, Announcer: h.announcer,
 		Logger: log.Named("agent"), Metrics: agm,
-	}, o.settings)
-	if o.ovs != nil {
-		h.agent = agent.New(agent.Deps{
-			Libvirt: h.watcher, Ports: ports, FDB: h.fdb, Announcer: h.announcer, OVS: o.ovs,
-			Logger: log.Named("agent"), Metrics: agm,
-		}, o.settings)
 	}
+	if o.ovs != nil {
+		deps.Strategies = map[plan.Strategy]agent.Strategy{plan.OVS: strategy.OVS{Announcer: o.ovs, Ready: agent.PortReady(ports)}}
+	}
+	h.agent = agent.New(deps, o.settings)
 
 	events := make(chan libvirtwatch.Event, 4096)
 	var wg sync.WaitGroup

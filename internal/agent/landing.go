@@ -13,9 +13,8 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
-	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
-	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // Results of one NIC's announce, the "result" label of
@@ -108,33 +107,44 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
 		zap.Int("nics", len(targets)), zap.Bool("prefetched", p != nil), zap.Duration("plan_lag", time.Since(ev.Received)))
 
+	lnd := Landing{Domain: ev.Domain, Event: ev.Name(), Since: ev.Received, Trigger: l.trigger, Settings: s, Log: log}
 	results := make([]NICResult, len(targets))
-	var wg sync.WaitGroup
-	var qemuIdx []int
+	// Each strategy gets its NICs at once (QEMU announces them all in one
+	// call), and the strategies run side by side.
+	byStrategy := map[plan.Strategy][]int{}
+	var order []plan.Strategy
 	for i, t := range targets {
 		results[i].Target = t
-		switch t.Strategy {
-		case plan.Skip:
+		if t.Strategy == plan.Skip {
 			results[i].Result = ResultSkipped
 			log.Info("NIC not announced", zap.Stringer("mac", t.NIC.MAC), zap.String("kind", string(t.Kind)), zap.String("reason", t.Skip))
-		case plan.QEMU:
-			qemuIdx = append(qemuIdx, i)
-		case plan.Host:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = a.hostTarget(ctx, ev, t, s, log)
-			}()
-		case plan.OVS:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = a.ovsTarget(ctx, ev, t, s, log)
-			}()
+			continue
 		}
+		if _, ok := byStrategy[t.Strategy]; !ok {
+			order = append(order, t.Strategy)
+		}
+		byStrategy[t.Strategy] = append(byStrategy[t.Strategy], i)
 	}
-	if len(qemuIdx) > 0 {
-		a.qemuTargets(ctx, ev, targets, qemuIdx, results, s, log)
+	var wg sync.WaitGroup
+	for _, name := range order {
+		idx := byStrategy[name]
+		ts := make([]plan.Target, len(idx))
+		for k, i := range idx {
+			ts[k] = targets[i]
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var rs []NICResult
+			if st := a.strategies[name]; st != nil {
+				rs = st.Announce(ctx, lnd, ts)
+			} else {
+				rs = notHandled(lnd, name, ts)
+			}
+			for k, i := range idx {
+				results[i] = rs[k]
+			}
+		}()
 	}
 	wg.Wait()
 	for _, r := range results {
@@ -143,30 +153,32 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	return results
 }
 
+// hostStrategy announces from the host: wait for the port, repair the
+// bridge's MAC table, send on the bridge, then watch the port.
+type hostStrategy struct{ a *Agent }
+
+func (h hostStrategy) Announce(ctx context.Context, l Landing, targets []plan.Target) []NICResult {
+	return PerTarget(targets, func(t plan.Target) NICResult { return h.a.hostTarget(ctx, l, t) })
+}
+
+func (h hostStrategy) CancelMAC(mac rarp.MAC) int { return h.a.d.Announcer.CancelMAC(mac) }
+
 // hostTarget announces one NIC from the host: wait for the port, repair
 // the bridge, send, then watch the port for the window.
-func (a *Agent) hostTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Target, s Settings, log *zap.Logger) NICResult {
-	r := NICResult{Target: t}
-	log = log.With(zap.Stringer("mac", t.NIC.MAC), zap.String("device", t.Device), zap.String("port", t.Port))
-	if err := a.ready(ctx, t, s); err != nil {
-		r.Err = err
-		if ctx.Err() != nil {
-			r.Result = ResultCancelled
-			return r
-		}
-		r.Result = ResultNotReady
-		log.Warn("port not ready; not announced", zap.Error(err))
-		return r
-	}
-	r.Handles, r.Err = a.sendHost(ctx, t, s, ev.Received, "landed", log)
-	if r.Err != nil {
-		r.Result = ResultFailed
-		if ctx.Err() != nil {
-			r.Result = ResultCancelled
+func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICResult {
+	s := l.Settings
+	log := l.Log.With(zap.Stringer("mac", t.NIC.MAC), zap.String("device", t.Device), zap.String("port", t.Port))
+	if err := a.Ready(ctx, t, s.ReadyTimeout); err != nil {
+		r := Failed(ctx, t, ResultNotReady, err)
+		if r.Result == ResultNotReady {
+			log.Warn("port not ready; not announced", zap.Error(err))
 		}
 		return r
 	}
-	r.Result = ResultStarted
+	hs, err := a.sendHost(ctx, t, s, l.Since, l.Trigger, log)
+	if err != nil {
+		return Failed(ctx, t, ResultFailed, err)
+	}
 	if s.WatchWindow > 0 && t.Port != "" && a.d.Ports != nil {
 		// Announce again if the port is re-wired soon after landing
 		// (os-vif/Neutron re-plug, a bridge rebuilt): frames sent
@@ -175,33 +187,43 @@ func (a *Agent) hostTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Ta
 		go func() {
 			defer a.wg.Done()
 			for range a.d.Ports.Watch(ctx, t.Port, t.Master, s.WatchWindow) {
-				a.portChanged(ctx, ev, t, s, log)
+				a.portChanged(ctx, l, t, log)
 			}
 		}()
 	}
-	return r
+	return NICResult{Target: t, Result: ResultStarted, Handles: hs}
 }
 
-func (a *Agent) ready(ctx context.Context, t plan.Target, s Settings) error {
-	if t.Port == "" || a.d.Ports == nil {
-		return nil
+// Ready waits until t's port exists, is attached to its master (if any)
+// and is up.
+func (a *Agent) Ready(ctx context.Context, t plan.Target, timeout time.Duration) error {
+	return PortReady(a.d.Ports)(ctx, t, timeout)
+}
+
+// PortReady is the readiness of the strategies that send from, or as if
+// from, the VM's port (host, ovs): ports reports it; nil ports: always.
+func PortReady(ports Ports) func(ctx context.Context, t plan.Target, timeout time.Duration) error {
+	return func(ctx context.Context, t plan.Target, timeout time.Duration) error {
+		if t.Port == "" || ports == nil {
+			return nil
+		}
+		_, err := ports.WaitReady(ctx, t.Port, t.Master, timeout)
+		return err
 	}
-	_, err := a.d.Ports.WaitReady(ctx, t.Port, t.Master, s.ReadyTimeout)
-	return err
 }
 
-func (a *Agent) portChanged(ctx context.Context, ev libvirtwatch.Event, t plan.Target, s Settings, log *zap.Logger) {
+func (a *Agent) portChanged(ctx context.Context, l Landing, t plan.Target, log *zap.Logger) {
 	changed := time.Now()
-	if err := a.ready(ctx, t, s); err != nil {
+	if err := a.Ready(ctx, t, l.Settings.ReadyTimeout); err != nil {
 		log.Warn("port changed and is not ready again; not re-announced", zap.Error(err))
 		return
 	}
 	// Never announce a MAC that is not a running local domain's.
-	if running, err := a.d.Libvirt.DomainRunning(ctx, ev.Domain); err != nil || !running {
+	if running, err := a.d.Libvirt.DomainRunning(ctx, l.Domain); err != nil || !running {
 		log.Info("port changed but the domain no longer runs here; not re-announced", zap.Error(err))
 		return
 	}
-	if _, err := a.sendHost(ctx, t, s, changed, "port-changed", log); err == nil {
+	if _, err := a.sendHost(ctx, t, l.Settings, changed, announce.TriggerPortChange, log); err == nil {
 		a.m.reannounce()
 		log.Info("port changed: announced again")
 	}
@@ -209,7 +231,7 @@ func (a *Agent) portChanged(ctx context.Context, ev libvirtwatch.Event, t plan.T
 
 // sendHost repairs the FDB (if planned) and starts one announce per VLAN,
 // unless the landing (ctx) ended first.
-func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, reason string, log *zap.Logger) ([]*announce.Handle, error) {
+func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) ([]*announce.Handle, error) {
 	if t.RepairFDB {
 		a.repair(t, log)
 	}
@@ -219,7 +241,7 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 	var hs []*announce.Handle
 	for _, v := range t.VLANs {
 		h, err := a.d.Announcer.Announce(announce.Request{
-			MAC: t.NIC.MAC, Interface: t.Device, VLAN: v, Schedule: s.Schedule, Since: since, Reason: reason,
+			MAC: t.NIC.MAC, Interface: t.Device, VLAN: v, Schedule: s.Schedule, Since: since, Reason: trigger.String(),
 		})
 		if err != nil {
 			log.Error("announce refused", zap.Error(err))
@@ -240,7 +262,7 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 		}
 		return nil, ctx.Err()
 	}
-	log.Debug("announce started", zap.String("reason", reason), zap.Int("vlans", len(t.VLANs)))
+	log.Debug("announce started", zap.Stringer("trigger", trigger), zap.Int("vlans", len(t.VLANs)))
 	return hs, nil
 }
 
@@ -269,108 +291,6 @@ func (a *Agent) repair(t plan.Target, log *zap.Logger) {
 	}
 }
 
-func (a *Agent) ovsTarget(ctx context.Context, ev libvirtwatch.Event, t plan.Target, s Settings, log *zap.Logger) NICResult {
-	r := NICResult{Target: t}
-	if a.d.OVS == nil {
-		r.Result, r.Err = ResultNotHandled, errors.New("the ovs strategy is not available")
-		log.Warn("NIC not announced", zap.Stringer("mac", t.NIC.MAC), zap.Error(r.Err))
-		return r
-	}
-	if err := a.ready(ctx, t, s); err != nil {
-		r.Result, r.Err = ResultNotReady, err
-		if ctx.Err() != nil {
-			r.Result = ResultCancelled
-			return r
-		}
-		log.Warn("OVS port not ready; not announced", zap.Stringer("mac", t.NIC.MAC), zap.Error(err))
-		return r
-	}
-	err := a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received)
-	if ctx.Err() != nil {
-		// As in sendHost: a cancel that came during the OVSDB lookup
-		// found nothing of this NIC's to stop, and one that came while
-		// Announce waited for the first frame left the announce running
-		// (Announce returns the context's error then, not stopping it).
-		// A landing superseded by a newer one of the same domain leaves
-		// the MAC alone: the newer landing's announce of the same port
-		// and MAC replaces this one, and must not be cancelled.
-		if !errors.Is(context.Cause(ctx), errSuperseded) {
-			a.d.OVS.CancelMAC(t.NIC.MAC)
-		}
-		r.Result, r.Err = ResultCancelled, ctx.Err()
-		return r
-	}
-	// Neutron's OVS agent parks a new port on VLAN 4095 until it wires
-	// it: that is exactly the window in which QEMU's own RARPs are lost
-	// (Nova bug 1815989). Keep trying until the port is wired.
-	deadline := time.Now().Add(s.ReadyTimeout)
-	for errors.Is(err, ovs.ErrPortNotWired) && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			r.Result, r.Err = ResultCancelled, ctx.Err()
-			return r
-		case <-time.After(ovsRewireEvery):
-		}
-		err = a.d.OVS.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, ev.Received)
-	}
-	if errors.Is(err, ovs.ErrPortNotWired) {
-		r.Result, r.Err = ResultNotReady, err
-		log.Warn("OVS port still not wired (VLAN 4095); not announced", zap.Stringer("mac", t.NIC.MAC), zap.String("port", t.Port))
-		return r
-	}
-	if err != nil {
-		r.Result, r.Err = ResultFailed, err
-		log.Error("OVS announce failed", zap.Stringer("mac", t.NIC.MAC), zap.String("port", t.Port), zap.Error(err))
-		return r
-	}
-	r.Result = ResultStarted
-	return r
-}
-
-// ovsRewireEvery is how often an OVS port parked on VLAN 4095 is looked at
-// again; OVSDB lookups cost about 0.2 ms.
-const ovsRewireEvery = 200 * time.Millisecond
-
-// qemuTargets asks QEMU once for all the domain's NICs on the qemu
-// strategy: one QMP call, its timing from our schedule.
-func (a *Agent) qemuTargets(ctx context.Context, ev libvirtwatch.Event, targets []plan.Target, idx []int, results []NICResult, s Settings, log *zap.Logger) {
-	set := func(res string, err error) {
-		for _, i := range idx {
-			results[i] = NICResult{Target: targets[i], Result: res, Err: err}
-		}
-	}
-	if a.d.QEMU == nil {
-		err := errors.New("the qemu strategy is not available")
-		set(ResultNotHandled, err)
-		log.Warn("NICs not announced", zap.Int("nics", len(idx)), zap.Error(err))
-		return
-	}
-	aliases := make([]string, len(idx))
-	for k, i := range idx {
-		aliases[k] = targets[i].Alias
-	}
-	if err := a.d.QEMU.AnnounceSelf(ctx, ev.Domain.UUID, aliases, s.Schedule); err != nil {
-		if ctx.Err() != nil {
-			set(ResultCancelled, err)
-			log.Info("QEMU announce-self cancelled: the domain stopped or left", zap.Strings("aliases", aliases), zap.Error(err))
-			return
-		}
-		set(ResultFailed, err)
-		if qmp.IsTimeout(err) {
-			// Seen in the lab: on RESUMED/POSTCOPY the call waits for
-			// the incoming migration job to end, which can outlast the
-			// RPC timeout; libvirtd may still run the command then.
-			log.Error("QEMU announce-self failed: libvirt did not answer in time (monitor commands wait while a migration job runs)",
-				zap.Strings("aliases", aliases), zap.String("event", ev.Name()), zap.Error(err))
-			return
-		}
-		log.Error("QEMU announce-self failed", zap.Strings("aliases", aliases), zap.Error(err))
-		return
-	}
-	set(ResultStarted, nil)
-	log.Info("QEMU announce-self accepted", zap.Strings("aliases", aliases), zap.Duration("lag", time.Since(ev.Received)))
-}
-
 // AnnounceDomain announces a running domain's NICs now, through the same
 // planner (rarp-announce announce --domain). It returns once every
 // announce has started; host announces can be waited on via the handles.
@@ -384,7 +304,10 @@ func (a *Agent) AnnounceDomain(ctx context.Context, d libvirtwatch.DomainRef, fo
 	}
 	s := a.current()
 	s.WatchWindow = 0
-	l := &landing{ev: libvirtwatch.Event{Kind: libvirtwatch.Landed, Domain: d, Received: time.Now(), Event: -1, Detail: -1, Resync: true}, cancel: func(error) {}}
+	// A manual announce is its own trigger, not a libvirt event: the
+	// event here only names the domain and the time.
+	l := &landing{ev: libvirtwatch.Event{Domain: d, Received: time.Now(), Event: -1, Detail: -1, Resync: true},
+		trigger: announce.TriggerManual, cancel: func(error) {}}
 	res := a.land(ctx, l, s, force)
 	if res == nil {
 		return nil, fmt.Errorf("domain %s: cannot read or parse its live XML (see log)", d.Name)

@@ -36,7 +36,6 @@ type prefetcher struct {
 	m  map[string]*prefetch // by UUID
 }
 
-
 // prefetch reads and parses the domain's XML in the background.
 func (a *Agent) prefetch(ctx context.Context, ev libvirtwatch.Event) {
 	p := &prefetch{domainID: ev.DomainID, at: time.Now(), done: make(chan struct{})}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
@@ -80,8 +81,10 @@ func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 	ann := announce.New(announce.Options{Logger: log})
 	t.Cleanup(func() { _ = ann.Close() })
 	r.a = agent.New(agent.Deps{
-		Libvirt:   r.w,
-		QEMU:      &qmp.Announcer{Monitor: r.monitor, Metrics: qm},
+		Libvirt: r.w,
+		Strategies: map[plan.Strategy]agent.Strategy{
+			plan.QEMU: strategy.QEMU{Announcer: &qmp.Announcer{Monitor: r.monitor, Metrics: qm}},
+		},
 		Announcer: ann,
 		Logger:    log.Named("agent"),
 		Metrics:   agm,

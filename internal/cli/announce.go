@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
-	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
-	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
-	"github.com/rarp-announce/rarp-announce/pkg/qmp"
 )
 
 func init() {
@@ -59,9 +57,11 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 	defer log.Sync()
 
-	// One connection for everything: read-write only if QMP may be used.
+	// Read-only for the domain's state and XML; the read-write socket is
+	// dialed only when a NIC of this domain is planned on the qemu
+	// strategy (issue 10), at its first QMP command.
 	lcfg := daemon.LibvirtConfig(cfg, log, nil)
-	lcfg.ReadOnly = strategy != string(plan.QEMU) && (strategy != "" || !cfg.UsesQEMU())
+	lcfg.ReadOnly = true
 	conn, err := libvirtwatch.Dial(ctx, lcfg)
 	if err != nil {
 		return failure(env, "announce", fmt.Errorf("libvirt: %w", err))
@@ -73,50 +73,27 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 
 	var mu sync.Mutex
-	ann := announce.New(announce.Options{
-		Pacing: announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst},
+	opts := app.Options{Logger: log, Force: plan.Strategy(strategy), FDBOptional: true,
 		OnFrame: func(s announce.Sent) {
 			mu.Lock()
 			defer mu.Unlock()
 			fmt.Fprintln(env.Stdout, formatSent(s, cfg.Schedule.Rounds))
-		},
-	})
-	defer ann.Close()
-	ports, err := portwatch.New(ctx, portwatch.Options{Logger: log})
+		}}
+	if cfg.UsesQEMU() || strategy == string(plan.QEMU) {
+		rw := &lazyConn{cfg: daemon.LibvirtConfig(cfg, log, nil)}
+		rw.cfg.ReadOnly = false
+		defer rw.Close()
+		opts.Monitor = rw.monitor
+	}
+	parts, err := app.Build(ctx, cfg, opts)
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	defer ports.Close()
-	deps := agent.Deps{Libvirt: conn, Ports: ports, Announcer: ann, Logger: log}
-	if cfg.FDBRepair {
-		if r, err := fdb.New(nil, nil); err == nil {
-			defer r.Close()
-			deps.FDB = r
-		}
-	}
-	if cfg.UsesQEMU() || strategy == string(plan.QEMU) {
-		deps.QEMU = &qmp.Announcer{Monitor: func(ctx context.Context, uuid, cmd string) (string, error) {
-			return conn.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
-		}}
-	}
-	if cfg.UsesOVS() || strategy == string(plan.OVS) {
-		o, err := daemon.NewOVS(cfg, nil, nil, log, func(s announce.Sent) {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintln(env.Stdout, formatSent(s, cfg.Schedule.Rounds))
-		})
-		if err != nil {
-			return failure(env, "announce", err)
-		}
-		defer func() {
-			// Let the schedule finish before closing.
-			for o.Running() > 0 {
-				time.Sleep(20 * time.Millisecond)
-			}
-			o.Close()
-		}()
-		deps.OVS = o
-	}
+	defer func() {
+		parts.Wait(ctx) // let the schedules finish before closing
+		parts.Close()
+	}()
+	deps := parts.Deps(conn, log)
 	settings := daemon.Settings(cfg)
 	// By hand the port should be there already: do not wait long.
 	settings.ReadyTimeout = min(settings.ReadyTimeout, 5*time.Second)
@@ -164,4 +141,36 @@ func burstLength(s announce.Schedule) time.Duration {
 		return 0
 	}
 	return b[len(b)-1]
+}
+
+// lazyConn is the read-write libvirt connection QMP needs, dialed at the
+// first monitor command: a domain with no NIC on the qemu strategy never
+// opens the read-write socket.
+type lazyConn struct {
+	cfg  libvirtwatch.Config
+	mu   sync.Mutex
+	conn *libvirtwatch.Conn
+}
+
+func (l *lazyConn) monitor(ctx context.Context, uuid, cmd string) (string, error) {
+	l.mu.Lock()
+	if l.conn == nil {
+		c, err := libvirtwatch.Dial(ctx, l.cfg)
+		if err != nil {
+			l.mu.Unlock()
+			return "", fmt.Errorf("libvirt (read-write, for QMP): %w", err)
+		}
+		l.conn = c
+	}
+	c := l.conn
+	l.mu.Unlock()
+	return c.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
+}
+
+func (l *lazyConn) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		_ = l.conn.Close()
+	}
 }

@@ -18,16 +18,13 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/httpapi"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/internal/version"
-	"github.com/rarp-announce/rarp-announce/pkg/announce"
-	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
-	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
-	"github.com/rarp-announce/rarp-announce/pkg/qmp"
 )
 
 // Overrides are command-line flags that win over the file.
@@ -127,9 +124,7 @@ type Daemon struct {
 	http      *httpapi.Server
 	watcher   *libvirtwatch.Watcher
 	qmpConn   *libvirtwatch.Redialer
-	ports     *portwatch.Watcher
-	repairer  *fdb.Pool
-	announcer *announce.Announcer
+	parts     *app.App
 	agent     *agent.Agent
 	resp      *responderParts
 	closers   []func()
@@ -152,49 +147,18 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	}()
 
 	lvm := libvirtwatch.NewMetrics()
-	pwm := portwatch.NewMetrics()
-	anm := announce.NewMetrics()
-	agm := agent.NewMetrics()
-	d.reg.MustRegister(lvm, pwm, anm, agm)
-
-	d.announcer = announce.New(announce.Options{
-		Pacing:  announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst},
-		Metrics: anm,
-		Logger:  log.Named("announce"),
-	})
-	d.closers = append(d.closers, func() { _ = d.announcer.Close() })
-
-	d.ports, err = portwatch.New(ctx, portwatch.Options{Logger: log.Named("portwatch"), Metrics: pwm})
-	if err != nil {
-		return nil, fmt.Errorf("watching links (netlink): %w", err)
-	}
-	d.closers = append(d.closers, func() { _ = d.ports.Close() })
-
-	deps := agent.Deps{Ports: d.ports, Announcer: d.announcer, Logger: log.Named("agent"), Metrics: agm}
-	if cfg.FDBRepair {
-		fm := fdb.NewMetrics()
-		d.reg.MustRegister(fm)
-		// A pool: the repairs of VMs landing together overlap instead
-		// of queueing on one netlink socket (BenchmarkStorm).
-		if d.repairer, err = fdb.NewPool(nil, fm, fdb.DefaultPoolSize); err != nil {
-			return nil, err
-		}
-		d.closers = append(d.closers, d.repairer.Close)
-		deps.FDB = d.repairer
-	}
-
-	d.watcher = libvirtwatch.New(LibvirtConfig(cfg, log.Named("libvirt"), lvm))
-	deps.Libvirt = d.watcher
+	d.reg.MustRegister(lvm)
 	// Always there: the connection is dialed only when a NIC on the qemu
 	// strategy lands, so a reload can switch a NIC kind to qemu.
 	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
-	qm := qmp.NewMetrics()
-	d.reg.MustRegister(qm)
-	deps.QEMU = &qmp.Announcer{Metrics: qm, Monitor: d.monitor}
-	if err := d.addOVS(&deps, cfg, anm); err != nil {
+	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor})
+	if err != nil {
 		return nil, err
 	}
+	d.closers = append(d.closers, d.parts.Close)
+	d.watcher = libvirtwatch.New(LibvirtConfig(cfg, log.Named("libvirt"), lvm))
+	deps := d.parts.Deps(d.watcher, log.Named("agent"))
 	if err := d.addResponder(ctx, cfg); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// Strategy announces the NICs a plan gives it. The landing logic knows no
+// strategy by name: host, ovs and qemu are adapters behind this seam, each
+// owning its readiness (port up and attached, OVS port wired, nothing for
+// QEMU), its cancel reasoning and its result mapping, so a new one (GARP
+// and NA, uplink ports) plugs in through Deps.Strategies.
+type Strategy interface {
+	// Announce announces targets, every NIC of one landing that the plan
+	// gave this strategy, and returns one result per target, in order,
+	// once each announce has started or failed. ctx ends with the
+	// landing (context.Cause: ErrSuperseded, ErrDomainLeft).
+	Announce(ctx context.Context, l Landing, targets []plan.Target) []NICResult
+	// CancelMAC stops every announce of mac (its domain stopped or left)
+	// and says how many it stopped.
+	CancelMAC(mac rarp.MAC) int
+}
+
+// Landing is what a strategy knows of the announce it serves.
+type Landing struct {
+	Domain   libvirtwatch.DomainRef
+	Event    string    // the libvirt event's name, for logs
+	Since    time.Time // when the need arose: the event's arrival, or the call
+	Trigger  announce.Trigger
+	Settings Settings
+	Log      *zap.Logger // names the domain
+}
+
+// Causes of a landing's end (context.Cause).
+var (
+	ErrSuperseded = errors.New("superseded by a newer landing of the domain")
+	ErrDomainLeft = errors.New("the domain stopped, paused or left")
+)
+
+// PerTarget runs one for every target at once and collects the results in
+// order: strategies whose NICs are independent (host, ovs) use it.
+func PerTarget(targets []plan.Target, one func(plan.Target) NICResult) []NICResult {
+	results := make([]NICResult, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = one(t)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// Failed maps an error of a strategy to its result: cancelled if the
+// landing ended meanwhile, otherwise what (ResultFailed, ResultNotReady).
+func Failed(ctx context.Context, t plan.Target, what string, err error) NICResult {
+	if ctx.Err() != nil {
+		what = ResultCancelled
+	}
+	return NICResult{Target: t, Result: what, Err: err}
+}
+
+// notHandled is the result of NICs whose strategy this agent lacks.
+func notHandled(l Landing, s plan.Strategy, targets []plan.Target) []NICResult {
+	err := errors.New("the " + string(s) + " strategy is not available")
+	l.Log.Warn("NICs not announced", zap.String("strategy", string(s)), zap.Int("nics", len(targets)), zap.Error(err))
+	out := make([]NICResult, len(targets))
+	for i, t := range targets {
+		out[i] = NICResult{Target: t, Result: ResultNotHandled, Err: err}
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+// Package app is the one place that wires the agent's parts: the
+// announcer (host frames, paced per segment), the port watcher, the FDB
+// repair pool, the strategies (host built into the agent; ovs and qemu
+// adapters from internal/strategy) and their metrics. 'rarp-announce run'
+// (internal/daemon), 'rarp-announce announce' and the agent's test harness
+// build their parts here, so the tests exercise the wiring that ships.
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netns"
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/strategy"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/ovs"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+)
+
+// Options are what differs between the commands and the tests; the rest
+// comes from the configuration.
+type Options struct {
+	// Netns is the network namespace the port watcher and the FDB repair
+	// work in; nil: the caller's.
+	Netns *netns.NsHandle
+	// Open opens the host strategy's sockets; nil: announce.OpenPacket.
+	Open announce.Opener
+	// Registerer receives every part's metrics; nil: counted, not exported.
+	Registerer prometheus.Registerer
+	Logger     *zap.Logger
+	// OnFrame, if set, sees every frame of the host and ovs strategies.
+	OnFrame func(announce.Sent)
+	// Monitor runs QMP commands (the qemu strategy); nil: qemu is off.
+	Monitor qmp.Monitor
+	// Force builds the strategy it names even if no NIC kind of the
+	// config uses it (announce --strategy).
+	Force plan.Strategy
+	// OVS, if set, replaces the OVS announcer the config would build
+	// (tests hold or fake it).
+	OVS strategy.OVSAnnouncer
+	// FDBOptional goes on without FDB repair when its netlink sockets
+	// cannot be opened (one-shot commands) instead of failing.
+	FDBOptional bool
+}
+
+// App holds the built parts; Close releases them.
+type App struct {
+	Announcer *announce.Announcer
+	Ports     *portwatch.Watcher
+	FDB       agent.FDB // nil: fdb_repair off or not permitted
+	OVS       strategy.OVSAnnouncer
+	Metrics   *agent.Metrics
+
+	strategies map[plan.Strategy]agent.Strategy
+	closers    []func()
+}
+
+// Build wires the parts for cfg. Nothing is sent until the agent runs.
+func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err error) {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a := &App{strategies: map[plan.Strategy]agent.Strategy{}}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	reg := func(cs ...prometheus.Collector) {
+		if o.Registerer != nil {
+			o.Registerer.MustRegister(cs...)
+		}
+	}
+	pacing := announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst}
+	anm, pwm, agm := announce.NewMetrics(), portwatch.NewMetrics(), agent.NewMetrics()
+	reg(anm, pwm, agm)
+	a.Metrics = agm
+
+	a.Announcer = announce.New(announce.Options{
+		Open: o.Open, Pacing: pacing, Metrics: anm, Logger: log.Named("announce"), OnFrame: o.OnFrame,
+	})
+	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
+
+	a.Ports, err = portwatch.New(ctx, portwatch.Options{Namespace: o.Netns, Logger: log.Named("portwatch"), Metrics: pwm})
+	if err != nil {
+		return nil, fmt.Errorf("watching links (netlink): %w", err)
+	}
+	a.closers = append(a.closers, func() { _ = a.Ports.Close() })
+
+	if cfg.FDBRepair {
+		fm := fdb.NewMetrics()
+		reg(fm)
+		// A pool: the repairs of VMs landing together overlap instead
+		// of queueing on one netlink socket (BenchmarkStorm).
+		p, err := fdb.NewPool(o.Netns, fm, fdb.DefaultPoolSize)
+		switch {
+		case err == nil:
+			a.closers = append(a.closers, p.Close)
+			a.FDB = p
+		case o.FDBOptional:
+			log.Warn("FDB repair off: cannot open netlink", zap.Error(err))
+		default:
+			return nil, err
+		}
+	}
+
+	a.OVS = o.OVS
+	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
+		om := ovs.NewMetrics()
+		reg(om)
+		c := cfg.OVS
+		oa, err := ovs.New(ovs.Config{
+			Vsctl: c.Vsctl, Ofctl: c.Ofctl, DB: c.DB, RunDir: c.RunDir,
+			Injection: c.Injection, Lookup: c.Lookup,
+			LookupTimeout: c.LookupTimeout.D(), FrameTimeout: c.FrameTimeout.D(),
+			Pacing: pacing, Metrics: om, AnnounceMetrics: anm, Logger: log.Named("ovs"), OnFrame: o.OnFrame,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, func() { _ = oa.Close() })
+		a.OVS = oa
+	}
+	if a.OVS != nil {
+		a.strategies[plan.OVS] = strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
+	}
+	if o.Monitor != nil {
+		qm := qmp.NewMetrics()
+		reg(qm)
+		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}}
+	}
+	return a, nil
+}
+
+// Deps are the agent's parts, with lv as its libvirt.
+func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
+	return agent.Deps{
+		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
+		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics,
+	}
+}
+
+// Wait returns once no announce of the host or ovs strategy runs (their
+// schedules ended), or ctx ends: one-shot commands let the schedule finish.
+func (a *App) Wait(ctx context.Context) {
+	type running interface{ Running() int }
+	busy := func() bool {
+		if a.Announcer.Running() > 0 {
+			return true
+		}
+		r, ok := a.OVS.(running)
+		return ok && r.Running() > 0
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for busy() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the announces and releases the parts, last built first.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}

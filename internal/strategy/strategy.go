@@ -1,0 +1,146 @@
+// Package strategy holds the announce strategies that are not the agent's
+// own: ovs (inject into Open vSwitch as if from the VM's port) and qemu
+// (ask QEMU for announce-self through libvirt). Each is a small adapter
+// behind agent.Strategy that owns its readiness, its result mapping and
+// its cancel reasoning, so the agent imports neither pkg/ovs nor pkg/qmp.
+package strategy
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ovs"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// OVSAnnouncer injects an announce into Open vSwitch as if from the VM's
+// port (ovs.Announcer).
+type OVSAnnouncer interface {
+	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error
+	CancelMAC(mac rarp.MAC) int
+}
+
+// Ready is the readiness of a port-backed strategy (agent.Agent.Ready).
+type Ready func(ctx context.Context, t plan.Target, timeout time.Duration) error
+
+// OVS is the ovs strategy.
+type OVS struct {
+	Announcer OVSAnnouncer
+	// Ready, if set, waits for the VM's port to exist and be up first.
+	Ready Ready
+}
+
+// Announce implements agent.Strategy.
+func (o OVS) Announce(ctx context.Context, l agent.Landing, targets []plan.Target) []agent.NICResult {
+	return agent.PerTarget(targets, func(t plan.Target) agent.NICResult { return o.one(ctx, l, t) })
+}
+
+// CancelMAC implements agent.Strategy.
+func (o OVS) CancelMAC(mac rarp.MAC) int { return o.Announcer.CancelMAC(mac) }
+
+// RewireEvery is how often an OVS port parked on VLAN 4095 is looked at
+// again; OVSDB lookups cost about 0.2 ms.
+const RewireEvery = 200 * time.Millisecond
+
+func (o OVS) one(ctx context.Context, l agent.Landing, t plan.Target) agent.NICResult {
+	s := l.Settings
+	log := l.Log.With(zap.Stringer("mac", t.NIC.MAC), zap.String("port", t.Port))
+	if o.Ready != nil {
+		if err := o.Ready(ctx, t, s.ReadyTimeout); err != nil {
+			r := agent.Failed(ctx, t, agent.ResultNotReady, err)
+			if r.Result == agent.ResultNotReady {
+				log.Warn("OVS port not ready; not announced", zap.Error(err))
+			}
+			return r
+		}
+	}
+	// Neutron's OVS agent parks a new port on VLAN 4095 until it wires
+	// it: that is exactly the window in which QEMU's own RARPs are lost
+	// (Nova bug 1815989). Keep trying until the port is wired.
+	deadline := time.Now().Add(s.ReadyTimeout)
+	for {
+		err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, l.Since)
+		if ctx.Err() != nil {
+			// A cancel that came during the OVSDB lookup found nothing of
+			// this NIC's to stop, and one that came while Announce waited
+			// for the first frame left the announce running. A landing
+			// superseded by a newer one of the same domain leaves the MAC
+			// alone: the newer landing's announce of the same port and
+			// MAC replaces this one, and must not be cancelled.
+			if !errors.Is(context.Cause(ctx), agent.ErrSuperseded) {
+				o.Announcer.CancelMAC(t.NIC.MAC)
+			}
+			return agent.NICResult{Target: t, Result: agent.ResultCancelled, Err: ctx.Err()}
+		}
+		switch {
+		case err == nil:
+			return agent.NICResult{Target: t, Result: agent.ResultStarted}
+		case !errors.Is(err, ovs.ErrPortNotWired):
+			log.Error("OVS announce failed", zap.Error(err))
+			return agent.NICResult{Target: t, Result: agent.ResultFailed, Err: err}
+		case !time.Now().Before(deadline):
+			log.Warn("OVS port still not wired (VLAN 4095); not announced")
+			return agent.NICResult{Target: t, Result: agent.ResultNotReady, Err: err}
+		}
+		select {
+		case <-ctx.Done():
+			return agent.NICResult{Target: t, Result: agent.ResultCancelled, Err: ctx.Err()}
+		case <-time.After(RewireEvery):
+		}
+	}
+}
+
+// QEMUAnnouncer asks QEMU to announce a domain's NICs by alias (QMP
+// announce-self through libvirt: qmp.Announcer).
+type QEMUAnnouncer interface {
+	AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error
+}
+
+// QEMU is the qemu strategy: one QMP call for all the domain's NICs on it,
+// its timing from our schedule. QEMU sends the frames; nothing to cancel.
+type QEMU struct{ Announcer QEMUAnnouncer }
+
+// CancelMAC implements agent.Strategy: QEMU's announce-self cannot be
+// stopped from here (it ends after its rounds).
+func (QEMU) CancelMAC(rarp.MAC) int { return 0 }
+
+// Announce implements agent.Strategy.
+func (q QEMU) Announce(ctx context.Context, l agent.Landing, targets []plan.Target) []agent.NICResult {
+	all := func(res string, err error) []agent.NICResult {
+		out := make([]agent.NICResult, len(targets))
+		for i, t := range targets {
+			out[i] = agent.NICResult{Target: t, Result: res, Err: err}
+		}
+		return out
+	}
+	aliases := make([]string, len(targets))
+	for i, t := range targets {
+		aliases[i] = t.Alias
+	}
+	log := l.Log.With(zap.Strings("aliases", aliases))
+	err := q.Announcer.AnnounceSelf(ctx, l.Domain.UUID, aliases, l.Settings.Schedule)
+	switch {
+	case err == nil:
+		log.Info("QEMU announce-self accepted", zap.Duration("lag", time.Since(l.Since)))
+		return all(agent.ResultStarted, nil)
+	case ctx.Err() != nil:
+		log.Info("QEMU announce-self cancelled: the domain stopped or left", zap.Error(err))
+		return all(agent.ResultCancelled, err)
+	case qmp.IsTimeout(err):
+		// Seen in the lab: on RESUMED/POSTCOPY the call waits for the
+		// incoming migration job to end, which can outlast the RPC
+		// timeout; libvirtd may still run the command then.
+		log.Error("QEMU announce-self failed: libvirt did not answer in time (monitor commands wait while a migration job runs)",
+			zap.String("event", l.Event), zap.Error(err))
+	default:
+		log.Error("QEMU announce-self failed", zap.Error(err))
+	}
+	return all(agent.ResultFailed, err)
+}
