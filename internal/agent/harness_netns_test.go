@@ -32,6 +32,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/app"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
@@ -39,7 +41,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
-	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -235,33 +236,34 @@ func newHost(t *testing.T, o hostOptions) *host {
 	}
 	t.Cleanup(func() { nsh.Close() })
 
-	lvm, pwm, anm, agm, fm := libvirtwatch.NewMetrics(), portwatch.NewMetrics(), announce.NewMetrics(), agent.NewMetrics(), fdb.NewMetrics()
-	h.reg.MustRegister(lvm, pwm, anm, agm, fm)
+	lvm := libvirtwatch.NewMetrics()
+	h.reg.MustRegister(lvm)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	ports, err := portwatch.New(ctx, portwatch.Options{Namespace: &nsh, Logger: log.Named("portwatch"), Metrics: pwm})
+	// The parts come from the composition root the daemon uses; only the
+	// namespace, the sockets' opener and the OVS announcer differ.
+	cfg := config.Default()
+	cfg.FDBRepair = true
+	cfg.Pacing.FramesPerSecond = 0 // unpaced: the tests time frames
+	if o.ovs == nil {
+		cfg.Strategies.OpenVSwitch = config.StrategySkip // no OVS on this agent
+	}
+	parts, err := app.Build(ctx, cfg, app.Options{
+		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: h.frames.add, OVS: o.ovs,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	repairer, err := fdb.New(&nsh, fm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.fdb = &gatedFDB{FDB: repairer}
-	h.announcer = announce.New(announce.Options{Open: openIn(h.ns), Metrics: anm, Logger: log.Named("announce"), OnFrame: h.frames.add})
+	h.fdb = &gatedFDB{FDB: parts.FDB}
+	h.announcer = parts.Announcer
 	h.watcher = libvirtwatch.New(libvirtwatch.Config{
 		Socket: h.fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 		AnnounceOnResync: true, Logger: log.Named("libvirt"), Metrics: lvm,
 	})
-	deps := agent.Deps{
-		Libvirt: h.watcher, Ports: ports, FDB: h.fdb, Announcer: h.announcer,
-		Logger: log.Named("agent"), Metrics: agm,
-	}
-	if o.ovs != nil {
-		deps.Strategies = map[plan.Strategy]agent.Strategy{plan.OVS: strategy.OVS{Announcer: o.ovs, Ready: agent.PortReady(ports)}}
-	}
+	deps := parts.Deps(h.watcher, log.Named("agent"))
+	deps.FDB = h.fdb
 	h.agent = agent.New(deps, o.settings)
 
 	events := make(chan libvirtwatch.Event, 4096)
@@ -275,9 +277,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 	t.Cleanup(func() {
 		cancel()
 		<-h.done
-		h.announcer.Close()
-		ports.Close()
-		repairer.Close()
+		parts.Close()
 	})
 	if err := h.fake.WaitSubscribers(1, 10*time.Second); err != nil {
 		t.Fatal(err)
