@@ -2,21 +2,18 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rarp-announce/rarp-announce/internal/httpapi"
+	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 	"github.com/rarp-announce/rarp-announce/pkg/responder"
 )
@@ -102,8 +99,11 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	if logFormat != "console" && logFormat != "json" {
 		return usageErr(env, "serve", fmt.Sprintf("--log-format: %q is neither console nor json", logFormat))
 	}
-	level := zap.NewAtomicLevelAt(base)
-	log := newLogger(env, level, logFormat)
+	// The agent's logger: one format for every command of the binary.
+	log, level, err := logging.New(logLevel, logFormat)
+	if err != nil {
+		return usageErr(env, "serve", err.Error())
+	}
 	defer func() { _ = log.Sync() }()
 
 	holder := rarptable.NewHolder(nil)
@@ -142,24 +142,20 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if metricsAddr != "" {
-		// The agent's registry: Go, process and rarp_announce_build_info,
-		// so dashboards list serve's hosts like the agent's.
+		// The agent's registry and HTTP endpoint (/metrics, /healthz,
+		// /readyz), so dashboards list serve's hosts like the agent's.
 		reg := httpapi.NewRegistry()
 		reg.MustRegister(metrics, tableMetrics)
-		ln, err := net.Listen("tcp", metricsAddr)
+		srv, err := httpapi.Listen(metricsAddr, reg, nil, log.Named("http"))
 		if err != nil {
 			return failure(env, "serve", fmt.Errorf("--metrics-address: %w", err))
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ctx); err != nil {
 				log.Error("metrics server", zap.Error(err))
 			}
 		}()
-		defer srv.Close()
-		log.Info("metrics", zap.String("address", ln.Addr().String()))
+		log.Info("metrics", zap.String("address", srv.Addr()))
 	}
 	if !noWatch {
 		go func() {
@@ -169,27 +165,19 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		}()
 	}
 
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(sig)
+	logging.HandleLevelSignals(ctx, log, level, base)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case s := <-sig:
-				switch s {
-				case syscall.SIGHUP:
-					_ = reloader.Reload(ctx, "SIGHUP")
-					if err := r.RefreshBootDir(); err != nil {
-						log.Error("boot directory not read; keeping the previous list", zap.Error(err))
-					}
-				case syscall.SIGUSR1:
-					level.SetLevel(zapcore.DebugLevel)
-					log.Info("log level raised by SIGUSR1", zap.Stringer("level", zapcore.DebugLevel))
-				case syscall.SIGUSR2:
-					level.SetLevel(base)
-					log.Info("log level set back by SIGUSR2", zap.Stringer("level", base))
+			case <-hup:
+				_ = reloader.Reload(ctx, "SIGHUP")
+				if err := r.RefreshBootDir(); err != nil {
+					log.Error("boot directory not read; keeping the previous list", zap.Error(err))
 				}
 			}
 		}
@@ -204,25 +192,6 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		return failure(env, "serve", err)
 	}
 	return ExitOK
-}
-
-// newLogger logs to env.Stderr at a level that signals change. Repeated
-// messages are sampled (the first 100 a second, then one in 100), so
-// debug logging under a flood of requests cannot swamp the disk.
-func newLogger(env *Env, level zap.AtomicLevel, format string) *zap.Logger {
-	ec := zap.NewProductionEncoderConfig()
-	ec.EncodeTime = zapcore.ISO8601TimeEncoder
-	ec.EncodeDuration = zapcore.StringDurationEncoder
-	var enc zapcore.Encoder
-	if format == "json" {
-		enc = zapcore.NewJSONEncoder(ec)
-	} else {
-		ec.EncodeLevel = zapcore.CapitalLevelEncoder
-		enc = zapcore.NewConsoleEncoder(ec)
-	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(env.Stderr), level)
-	core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
-	return zap.New(core)
 }
 
 func contains(list []string, s string) bool {

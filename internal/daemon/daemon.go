@@ -120,15 +120,15 @@ type Daemon struct {
 	mu  sync.Mutex
 	cfg *config.Config
 
-	reg       *prometheus.Registry
-	http      *httpapi.Server
-	watcher   *libvirtwatch.Watcher
-	qmpConn   *libvirtwatch.Redialer
-	parts     *app.App
-	agent     *agent.Agent
-	resp      *responderParts
-	closers   []func()
-	stopLog   func() // flushes the buffered log
+	reg     *prometheus.Registry
+	http    *httpapi.Server
+	watcher *libvirtwatch.Watcher
+	qmpConn *libvirtwatch.Redialer
+	parts   *app.App
+	agent   *agent.Agent
+	resp    *responderParts
+	closers []func()
+	stopLog func() // flushes the buffered log
 }
 
 // New builds the daemon: nothing watches or sends until Run. The error
