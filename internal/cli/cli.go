@@ -164,3 +164,17 @@ func failure(env *Env, cmd string, err error) int {
 	fmt.Fprintf(env.Stderr, "rarp-announce %s: %v\n", cmd, err)
 	return ExitFailure
 }
+
+// observeFlags are the logging and metrics flags of the long-running
+// commands (run, serve): the same names, meanings and values.
+type observeFlags struct {
+	MetricsAddress, LogLevel, LogFormat string
+}
+
+// register adds the flags to fs; level and format are the defaults (empty:
+// the configuration's).
+func (o *observeFlags) register(fs *flag.FlagSet, level, format string) {
+	fs.StringVar(&o.MetricsAddress, "metrics-address", "", "host:port for /metrics, /healthz, /readyz")
+	fs.StringVar(&o.LogLevel, "log-level", level, "debug, info, warn or error (SIGUSR1 switches to debug, SIGUSR2 back)")
+	fs.StringVar(&o.LogFormat, "log-format", format, "console or json")
+}

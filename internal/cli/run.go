@@ -44,12 +44,13 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	var check bool
 	fs.StringVar(&path, "config", "", "YAML config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	fs.StringVar(&over.LibvirtSocket, "libvirt-socket", "", "libvirt unix socket (overrides libvirt.socket)")
-	fs.StringVar(&over.MetricsAddress, "metrics-address", "", "host:port for /metrics, /healthz, /readyz (overrides metrics.address)")
-	fs.StringVar(&over.LogLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
+	var obs observeFlags // they override metrics.address, log.level, log.format
+	obs.register(fs, "", "")
 	fs.BoolVar(&check, "check", false, "validate the configuration and exit")
 	if code, ok := parse(env, fs, args); !ok {
 		return code
 	}
+	over.MetricsAddress, over.LogLevel, over.LogFormat = obs.MetricsAddress, obs.LogLevel, obs.LogFormat
 	path = configPath(path)
 	cfg, err := daemon.Load(path, over)
 	if err != nil {

@@ -54,17 +54,15 @@ func (l *listFlag) Set(v string) error {
 func runServe(ctx context.Context, env *Env, args []string) int {
 	fs := flagSet(env, "serve", "--interface IF[,IF...] --ethers FILE [--map FILE] [flags]", serveExamples)
 	var (
-		ifaces      listFlag
-		ethers      string
-		mapFile     string
-		offLink     bool
-		bootDir     string
-		metricsAddr string
-		logLevel    string
-		logFormat   string
-		coalesce    time.Duration
-		noWatch     bool
-		arpAdvise   bool
+		ifaces    listFlag
+		ethers    string
+		mapFile   string
+		offLink   bool
+		bootDir   string
+		obs       observeFlags
+		coalesce  time.Duration
+		noWatch   bool
+		arpAdvise bool
 	)
 	fs.Var(&ifaces, "interface", "answer on interface `IF`; several comma-separated or repeated (required)")
 	fs.Var(&ifaces, "i", "short for --interface `IF`")
@@ -72,15 +70,14 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&mapFile, "map", "", "YAML mapping file (mappings: [{mac, ip or host, interface}]); wins over --ethers")
 	fs.BoolVar(&offLink, "off-link", false, "also answer with addresses off the interface's subnet, with sender IP 0.0.0.0 (rarpd -o)")
 	fs.StringVar(&bootDir, "boot-dir", "", "answer only if this directory has a file named by the address in 8 upper-case hex digits (rarpd without -e)")
-	fs.StringVar(&metricsAddr, "metrics-address", "", "serve Prometheus metrics on this address (host:port), at /metrics")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error (SIGUSR1 switches to debug, SIGUSR2 back)")
-	fs.StringVar(&logFormat, "log-format", "console", "console or json")
+	obs.register(fs, "info", "console")
 	fs.DurationVar(&coalesce, "coalesce", responder.DefaultCoalesce, "under load, wait this long for more requests before answering the next batch (fewer wake-ups per reply); 0 turns it off")
 	fs.BoolVar(&noWatch, "no-watch", false, "reload the table only on SIGHUP, not when its files change")
 	fs.BoolVar(&arpAdvise, "arp-advise", false, "add each answered client to this host's neighbour (ARP) table, as rarpd does, for boot PROMs that cannot answer ARP")
 	if code, ok := parse(env, fs, args); !ok {
 		return code
 	}
+	metricsAddr, logLevel, logFormat := obs.MetricsAddress, obs.LogLevel, obs.LogFormat
 	switch {
 	case len(ifaces) == 0:
 		return usageErr(env, "serve", "--interface is required")

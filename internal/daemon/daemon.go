@@ -32,6 +32,7 @@ type Overrides struct {
 	LibvirtSocket  string
 	MetricsAddress string
 	LogLevel       string
+	LogFormat      string
 }
 
 // Apply sets the overrides on c.
@@ -44,6 +45,9 @@ func (o Overrides) Apply(c *config.Config) {
 	}
 	if o.LogLevel != "" {
 		c.Log.Level = o.LogLevel
+	}
+	if o.LogFormat != "" {
+		c.Log.Format = o.LogFormat
 	}
 }
 
