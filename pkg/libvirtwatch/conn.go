@@ -3,7 +3,6 @@ package libvirtwatch
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -39,15 +38,6 @@ type timeoutError struct{}
 func (timeoutError) Error() string { return "libvirt did not answer in time" }
 func (timeoutError) Timeout() bool { return true }
 
-// QMPError is an error QEMU answered to a monitor command: libvirt reports
-// the call as successful and the error is in the reply's JSON.
-type QMPError struct {
-	Class string // e.g. GenericError, CommandNotFound
-	Desc  string
-	Reply string // the whole reply
-}
-
-func (e *QMPError) Error() string { return "QMP error " + e.Class + ": " + e.Desc }
 
 // Conn is one connection to libvirt. Every call returns by the earlier of
 // its context and Config.RPCTimeout; a call that times out closes the
@@ -338,9 +328,9 @@ func (c *Conn) ActiveDomains(ctx context.Context) ([]DomainStatus, error) {
 }
 
 // QEMUMonitorCommand sends a QMP command (JSON) to the domain's QEMU through
-// libvirt (virDomainQemuMonitorCommand, flags 0) and returns QEMU's reply.
-// A QMP error comes back inside a successful call: it is returned as a
-// *QMPError, with the reply. libvirt marks the domain tainted (custom
+// libvirt (virDomainQemuMonitorCommand, flags 0) and returns QEMU's reply
+// unparsed: a QMP error comes back inside a successful call, and pkg/qmp
+// (ParseReply) is the one place that reads replies. libvirt marks the domain tainted (custom
 // monitor), needs the read-write socket, and blocks the call while an
 // incoming migration job runs.
 func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) (string, error) {
@@ -348,32 +338,9 @@ func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) 
 	if err != nil {
 		return "", err
 	}
-	reply, err := rpc(c, ctx, procMonitorCommand, func() (string, error) { return c.l.QEMUDomainMonitorCommand(dom, cmd, 0) })
-	if err != nil {
-		return "", err
-	}
-	return reply, qmpError(reply)
+	return rpc(c, ctx, procMonitorCommand, func() (string, error) { return c.l.QEMUDomainMonitorCommand(dom, cmd, 0) })
 }
 
-func qmpError(reply string) error {
-	var r struct {
-		Return json.RawMessage `json:"return"`
-		Error  *struct {
-			Class string `json:"class"`
-			Desc  string `json:"desc"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal([]byte(reply), &r); err != nil {
-		return fmt.Errorf("QMP reply is not JSON: %w", err)
-	}
-	if r.Error != nil {
-		return &QMPError{Class: r.Error.Class, Desc: r.Error.Desc, Reply: reply}
-	}
-	if r.Return == nil {
-		return errors.New("QMP reply has neither return nor error: " + reply)
-	}
-	return nil
-}
 
 // lifecycleEvents subscribes to lifecycle events. stop unsubscribes: it
 // cancels go-libvirt's relay and drains its channel until it closes (the

@@ -505,9 +505,8 @@ func TestFakeQueries(t *testing.T) {
 		t.Errorf("announce-self: %q, %v", reply, err)
 	}
 	reply, err = r.w.QEMUMonitorCommand(ctx, ref1, `{"execute":"nope"}`)
-	var qe *QMPError
-	if !errors.As(err, &qe) || qe.Class != "CommandNotFound" || !strings.Contains(reply, "libvirt-24") {
-		t.Errorf("QMP error: %q, %v", reply, err)
+	if err != nil || !strings.Contains(reply, "CommandNotFound") || !strings.Contains(reply, "libvirt-24") {
+		t.Errorf("QMP error: %q, %v; want the reply, unparsed", reply, err)
 	}
 	s.SetReadOnly(true)
 	if _, err := r.w.QEMUMonitorCommand(ctx, ref1, `{"execute":"announce-self"}`); err == nil || !strings.Contains(err.Error(), "read only") {
@@ -515,21 +514,6 @@ func TestFakeQueries(t *testing.T) {
 	}
 	if got := s.Calls(libvirtfake.ProgramQEMU, libvirtfake.ProcQEMUDomainMonitorCommand); got != 3 {
 		t.Errorf("monitor commands received: %d, want 3", got)
-	}
-}
-
-func TestQMPError(t *testing.T) {
-	for reply, want := range map[string]string{
-		`{"return":{},"id":"libvirt-1"}`: "",
-		`{"return":[]}`:                  "",
-		`{"id":"x","error":{"class":"GenericError","desc":"Invalid"}}`: "QMP error GenericError: Invalid",
-		`{"timestamp":{"seconds":1},"event":"STOP"}`:                   "neither return nor error",
-		`not json`: "not JSON",
-	} {
-		err := qmpError(reply)
-		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
-			t.Errorf("qmpError(%s) = %v, want %q", reply, err, want)
-		}
 	}
 }
 
@@ -703,18 +687,6 @@ func checkLeaks(t *testing.T) {
 			t.Errorf("goroutines leaked: %v", err)
 		}
 	})
-}
-
-func TestAnnounceSelfCommand(t *testing.T) {
-	a := DefaultAnnounceSelf
-	a.Interfaces = []string{"net0", "net1"}
-	want := `{"execute":"announce-self","arguments":{"initial":50,"max":550,"rounds":5,"step":100,"interfaces":["net0","net1"]}}`
-	if got := a.Command(); got != want {
-		t.Errorf("Command() = %s\nwant %s", got, want)
-	}
-	if got := DefaultAnnounceSelf.Command(); strings.Contains(got, "interfaces") {
-		t.Errorf("no interfaces: %s", got)
-	}
 }
 
 func TestRunMisuse(t *testing.T) {
