@@ -15,10 +15,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 )
 
-func init() {
-	Register(&Command{Name: "announce", Summary: "announce a running domain's NICs now, as the agent would", Run: runAnnounce})
-}
-
 const announceExamples = `  # The agent missed a landing (or you want to be sure): announce every NIC of vm1.
   rarp-announce announce --domain vm1
 

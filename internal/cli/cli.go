@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 )
@@ -36,14 +35,27 @@ type Command struct {
 	Run     func(ctx context.Context, env *Env, args []string) int
 }
 
-var commands = map[string]*Command{}
-
-// Register adds a subcommand; it is called from init functions.
-func Register(c *Command) {
-	if _, dup := commands[c.Name]; dup {
-		panic("cli: duplicate command " + c.Name)
+// commandList is every subcommand, in the order usage lists them: one
+// explicit list, not registrations scattered over init functions.
+func commandList() []*Command {
+	return []*Command{
+		{Name: "announce", Summary: "announce a running domain's NICs now, as the agent would", Run: runAnnounce},
+		{Name: "query", Summary: "ask the RARP servers on an interface which IPv4 address a MAC has", Run: runQuery},
+		{Name: "run", Summary: "run the agent: announce every VM that lands on this host", Run: runRun},
+		{Name: "send", Summary: "announce MACs on an interface now (by hand)", Run: runSend},
+		{Name: "serve", Summary: "answer RARP requests from /etc/ethers or a mapping file (like rarpd)", Run: runServe},
+		{Name: "version", Summary: "print the version", Run: runVersion},
 	}
-	commands[c.Name] = c
+}
+
+// lookup returns the subcommand name, or nil.
+func lookup(name string) *Command {
+	for _, c := range commandList() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
 }
 
 // Main runs the command line args (without the program name) and returns
@@ -63,14 +75,14 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 {
-			if c := commands[args[1]]; c != nil {
+			if c := lookup(args[1]); c != nil {
 				return c.Run(ctx, env, []string{"--help"})
 			}
 		}
 		usage(env.Stdout)
 		return ExitOK
 	}
-	c := commands[args[0]]
+	c := lookup(args[0])
 	if c == nil {
 		fmt.Fprintf(env.Stderr, "rarp-announce: unknown command %q\n\n", args[0])
 		usage(env.Stderr)
@@ -88,13 +100,8 @@ Usage: rarp-announce COMMAND [flags]
 
 Commands:
 `)
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].Summary)
+	for _, c := range commandList() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.Name, c.Summary)
 	}
 	fmt.Fprint(w, "\nRun 'rarp-announce COMMAND --help' for a command's flags and examples.\n")
 }

@@ -15,10 +15,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-func init() {
-	Register(&Command{Name: "query", Summary: "ask the RARP servers on an interface which IPv4 address a MAC has", Run: runQuery})
-}
-
 const queryExamples = `  # Which address do the RARP servers on eth0 give this host?
   rarp-announce query --interface eth0
 

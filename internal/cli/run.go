@@ -11,10 +11,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 )
 
-func init() {
-	Register(&Command{Name: "run", Summary: "run the agent: announce every VM that lands on this host", Run: runRun})
-}
-
 const runExamples = `  # As the systemd unit does (the config is optional: defaults without it).
   rarp-announce run --config /etc/rarp-announce/rarp-announce.yaml
 

@@ -16,10 +16,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-func init() {
-	Register(&Command{Name: "send", Summary: "announce MACs on an interface now (by hand)", Run: runSend})
-}
-
 const sendExamples = `  # The switches still send 52:54:00:aa:bb:cc to the old host: tell them it is here.
   rarp-announce send --interface br0 --mac 52:54:00:aa:bb:cc
 

@@ -18,10 +18,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/responder"
 )
 
-func init() {
-	Register(&Command{Name: "serve", Summary: "answer RARP requests from /etc/ethers or a mapping file (like rarpd)", Run: runServe})
-}
-
 const serveExamples = `  # Answer diskless hosts on eth0 from /etc/ethers, as "rarpd -e eth0" does.
   rarp-announce serve --interface eth0 --ethers /etc/ethers
 

@@ -8,10 +8,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/version"
 )
 
-func init() {
-	Register(&Command{Name: "version", Summary: "print the version", Run: runVersion})
-}
-
 func runVersion(_ context.Context, env *Env, args []string) int {
 	fs := flagSet(env, "version", "", "")
 	if code, ok := parse(env, fs, args); !ok {
