@@ -24,10 +24,11 @@ const announceExamples = `  # The agent missed a landing (or you want to be sure
 
 func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	fs := flagSet(env, "announce", "--domain NAME|UUID [--strategy host|qemu|ovs] [flags]", announceExamples)
-	var path, domain, strategy string
+	var path, domain string
+	var force plan.Strategy
 	var over daemon.Overrides
 	fs.StringVar(&domain, "domain", "", "domain name or UUID (required)")
-	fs.StringVar(&strategy, "strategy", "", "force a strategy for every NIC that supports it: host, qemu or ovs (default: per NIC kind, from the config)")
+	fs.TextVar(&force, "strategy", plan.Strategy(""), "force a strategy for every NIC that supports it: host, qemu or ovs (default: per NIC kind, from the config)")
 	fs.StringVar(&path, "config", "", "agent config to take the schedule, strategies and libvirt socket from")
 	fs.StringVar(&over.LibvirtSocket, "libvirt-socket", "", "libvirt unix socket (overrides libvirt.socket)")
 	if code, ok := parse(env, fs, args); !ok {
@@ -36,10 +37,8 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	if domain == "" {
 		return usageErr(env, "announce", "--domain is required")
 	}
-	switch plan.Strategy(strategy) {
-	case "", plan.Host, plan.QEMU, plan.OVS:
-	default:
-		return usageErr(env, "announce", fmt.Sprintf("--strategy: %q is not host, qemu or ovs", strategy))
+	if force == plan.Skip {
+		return usageErr(env, "announce", "--strategy: skip announces nothing; want host, qemu or ovs")
 	}
 	over.LogLevel = "warn"
 	cfg, err := daemon.Load(configPath(path), over)
@@ -69,13 +68,13 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 
 	var mu sync.Mutex
-	opts := app.Options{Logger: log, Force: plan.Strategy(strategy), FDBOptional: true,
+	opts := app.Options{Logger: log, Force: force, FDBOptional: true,
 		OnFrame: func(s announce.Sent) {
 			mu.Lock()
 			defer mu.Unlock()
 			fmt.Fprintln(env.Stdout, formatSent(s, cfg.Schedule.Rounds))
 		}}
-	if cfg.UsesQEMU() || strategy == string(plan.QEMU) {
+	if cfg.UsesQEMU() || force == plan.QEMU {
 		rw := &lazyConn{cfg: daemon.LibvirtConfig(cfg, log, nil)}
 		rw.cfg.ReadOnly = false
 		defer rw.Close()
@@ -94,7 +93,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	// By hand the port should be there already: do not wait long.
 	settings.ReadyTimeout = min(settings.ReadyTimeout, 5*time.Second)
 	a := agent.New(deps, settings)
-	results, err := a.AnnounceDomain(ctx, ref, plan.Strategy(strategy))
+	results, err := a.AnnounceDomain(ctx, ref, force)
 	if err != nil {
 		return failure(env, "announce", err)
 	}

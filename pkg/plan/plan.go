@@ -1,7 +1,7 @@
 // Package plan decides, for each NIC of a domain that landed, how and where
 // to announce it: the strategy by NIC kind, the device to send on, the VM's
 // own port to wait for, and the VLAN tags. It is pure (no I/O), so every
-// rule of DESIGN-NOTES section 3 is a table test here.
+// rule of where to send (docs/ARCHITECTURE.md, docs/host-networking.md) is a table test here.
 package plan
 
 import (
