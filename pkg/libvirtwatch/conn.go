@@ -38,7 +38,6 @@ type timeoutError struct{}
 func (timeoutError) Error() string { return "libvirt did not answer in time" }
 func (timeoutError) Timeout() bool { return true }
 
-
 // Conn is one connection to libvirt. Every call returns by the earlier of
 // its context and Config.RPCTimeout; a call that times out closes the
 // connection (go-libvirt cannot abandon one call), so a wedged libvirtd
@@ -340,7 +339,6 @@ func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) 
 	}
 	return rpc(c, ctx, procMonitorCommand, func() (string, error) { return c.l.QEMUDomainMonitorCommand(dom, cmd, 0) })
 }
-
 
 // lifecycleEvents subscribes to lifecycle events. stop unsubscribes: it
 // cancels go-libvirt's relay and drains its channel until it closes (the
