@@ -67,9 +67,13 @@ func scheduleFlags(fs *flag.FlagSet) *announce.Schedule {
 
 // flagged prefixes a Validate error with "--" so it names the flag.
 func flagged(err error) string {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = "--" + l
+	fes := announce.FieldErrors(err)
+	if len(fes) == 0 {
+		return err.Error()
+	}
+	lines := make([]string, len(fes))
+	for i, fe := range fes {
+		lines[i] = "--" + fe.Error()
 	}
 	return strings.Join(lines, "; ")
 }

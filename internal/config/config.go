@@ -399,9 +399,8 @@ func (c *Config) validate() []*Error {
 		bad("libvirt.uri", "must not be empty")
 	}
 	if err := c.Schedule.Announce().Validate(); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			k, msg, _ := strings.Cut(line, ": ")
-			bad("schedule."+strings.ReplaceAll(k, "-", "_"), "%s", msg)
+		for _, fe := range announce.FieldErrors(err) {
+			bad("schedule."+strings.ReplaceAll(fe.Field, "-", "_"), "%s", fe.Err)
 		}
 	}
 	if c.Pacing.FramesPerSecond <= 0 {

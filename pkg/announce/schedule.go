@@ -47,13 +47,47 @@ const (
 	MinRefresh  = time.Second
 )
 
-// Validate reports the first setting that is out of range, naming it as the
-// CLI flag and config key do.
+// FieldError is a setting out of range: Field names it as the CLI flag
+// does ("burst-interval"); the config key is the same with underscores.
+// Callers map Field to their own name instead of parsing the text.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// FieldErrors returns the *FieldErrors in err (one error, or several
+// joined, as Validate returns them).
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(e error) {
+		var fe *FieldError
+		switch {
+		case e == nil:
+		case errors.As(e, &fe) && e == error(fe):
+			out = append(out, fe)
+		default:
+			if j, ok := e.(interface{ Unwrap() []error }); ok {
+				for _, x := range j.Unwrap() {
+					walk(x)
+				}
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// Validate reports every setting that is out of range, each a *FieldError.
 func (s Schedule) Validate() error {
 	var errs []error
+	field := func(name string, err error) { errs = append(errs, &FieldError{Field: name, Err: err}) }
 	dur := func(name string, d time.Duration) {
 		if d < 0 || d > MaxDuration {
-			errs = append(errs, fmt.Errorf("%s: %v is outside 0 to %v", name, d, MaxDuration))
+			field(name, fmt.Errorf("%v is outside 0 to %v", d, MaxDuration))
 		}
 	}
 	dur("initial", s.Initial)
@@ -62,16 +96,16 @@ func (s Schedule) Validate() error {
 	dur("burst-interval", s.BurstInterval)
 	dur("refresh", s.Refresh)
 	if s.Rounds < 1 || s.Rounds > MaxRounds {
-		errs = append(errs, fmt.Errorf("rounds: %d is outside 1 to %d", s.Rounds, MaxRounds))
+		field("rounds", fmt.Errorf("%d is outside 1 to %d", s.Rounds, MaxRounds))
 	}
 	if s.Bursts < 1 || s.Bursts > MaxBursts {
-		errs = append(errs, fmt.Errorf("bursts: %d is outside 1 to %d", s.Bursts, MaxBursts))
+		field("bursts", fmt.Errorf("%d is outside 1 to %d", s.Bursts, MaxBursts))
 	}
 	if s.Bursts > 1 && s.BurstInterval <= 0 {
-		errs = append(errs, errors.New("burst-interval: must be > 0 when bursts > 1"))
+		field("burst-interval", errors.New("must be > 0 when bursts > 1"))
 	}
 	if s.Refresh != 0 && s.Refresh < MinRefresh {
-		errs = append(errs, fmt.Errorf("refresh: %v is below %v", s.Refresh, MinRefresh))
+		field("refresh", fmt.Errorf("%v is below %v", s.Refresh, MinRefresh))
 	}
 	return errors.Join(errs...)
 }
