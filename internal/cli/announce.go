@@ -6,8 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/app"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
@@ -55,9 +58,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	// Read-only for the domain's state and XML; the read-write socket is
 	// dialed only when a NIC of this domain is planned on the qemu
 	// strategy (issue 10), at its first QMP command.
-	lcfg := daemon.LibvirtConfig(cfg, log, nil)
-	lcfg.ReadOnly = true
-	conn, err := libvirtwatch.Dial(ctx, lcfg)
+	conn, err := libvirtwatch.Dial(ctx, daemon.LibvirtConfig(cfg, log, nil))
 	if err != nil {
 		return failure(env, "announce", fmt.Errorf("libvirt: %w", err))
 	}
@@ -67,20 +68,9 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 		return failure(env, "announce", err)
 	}
 
-	var mu sync.Mutex
-	opts := app.Options{Logger: log, Force: force, FDBOptional: true,
-		OnFrame: func(s announce.Sent) {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintln(env.Stdout, formatSent(s, cfg.Schedule.Rounds))
-		}}
-	if cfg.UsesQEMU() || force == plan.QEMU {
-		rw := &lazyConn{cfg: daemon.LibvirtConfig(cfg, log, nil)}
-		rw.cfg.ReadOnly = false
-		defer rw.Close()
-		opts.Monitor = rw.monitor
-	}
-	parts, err := app.Build(ctx, cfg, opts)
+	rw := &lazyConn{cfg: daemon.QMPConfig(cfg, log, nil)}
+	defer rw.Close()
+	parts, err := app.Build(ctx, cfg, announceOptions(env, cfg, force, log, rw))
 	if err != nil {
 		return failure(env, "announce", err)
 	}
@@ -97,7 +87,31 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	bad := 0
+	if bad := printResults(env, ref.Name, results, settings.Schedule); bad > 0 {
+		return failure(env, "announce", fmt.Errorf("%d NIC(s) of %s not announced", bad, ref.Name))
+	}
+	return ExitOK
+}
+
+// announceOptions are the parts of a one-shot announce: every frame
+// printed, FDB repair if permitted, QMP through rw if qemu may be used.
+func announceOptions(env *Env, cfg *config.Config, force plan.Strategy, log *zap.Logger, rw *lazyConn) app.Options {
+	var mu sync.Mutex
+	o := app.Options{Logger: log, Force: force, FDBOptional: true,
+		OnFrame: func(s announce.Sent) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintln(env.Stdout, formatSent(s, cfg.Schedule.Rounds))
+		}}
+	if cfg.UsesQEMU() || force == plan.QEMU {
+		o.Monitor = rw.monitor
+	}
+	return o
+}
+
+// printResults waits for each host announce to end, prints one line per
+// NIC and returns how many were not announced.
+func printResults(env *Env, domain string, results []agent.NICResult, sched announce.Schedule) (bad int) {
 	for _, r := range results {
 		for _, h := range r.Handles {
 			<-h.Done()
@@ -105,7 +119,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 				r.Result, r.Err = agent.ResultFailed, h.Err()
 			}
 		}
-		line := fmt.Sprintf("%s %s %s: %s", ref.Name, r.Target.NIC.MAC, r.Target.Strategy, r.Result)
+		line := fmt.Sprintf("%s %s %s: %s", domain, r.Target.NIC.MAC, r.Target.Strategy, r.Result)
 		switch {
 		case r.Err != nil:
 			line += ": " + r.Err.Error()
@@ -116,17 +130,14 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 		case r.Target.Strategy == plan.QEMU:
 			// QEMU sends the frames on its own schedule: nothing to print
 			// per frame, so say what it was asked.
-			line += fmt.Sprintf(": QEMU announce-self on %s (%d frames over %v)", r.Target.Alias, cfg.Schedule.Rounds, burstLength(settings.Schedule))
+			line += fmt.Sprintf(": QEMU announce-self on %s (%d frames over %v)", r.Target.Alias, sched.Rounds, burstLength(sched))
 		}
 		fmt.Fprintln(env.Stdout, line)
 		if r.Result != agent.ResultStarted && r.Result != agent.ResultSkipped {
 			bad++
 		}
 	}
-	if bad > 0 {
-		return failure(env, "announce", fmt.Errorf("%d NIC(s) of %s not announced", bad, ref.Name))
-	}
-	return ExitOK
+	return bad
 }
 
 // burstLength is when the last frame of one burst goes out.
