@@ -2,13 +2,16 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -47,53 +50,66 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
+// serveFlags are serve's flags.
+type serveFlags struct {
+	ifaces          listFlag
+	ethers, mapFile string
+	offLink         bool
+	bootDir         string
+	obs             observeFlags
+	coalesce        time.Duration
+	noWatch         bool
+	arpAdvise       bool
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.Var(&f.ifaces, "interface", "answer on interface `IF`; several comma-separated or repeated (required)")
+	fs.Var(&f.ifaces, "i", "short for --interface `IF`")
+	fs.StringVar(&f.ethers, "ethers", "", "ethers(5) file: \"MAC IPv4-or-host-name\" per line")
+	fs.StringVar(&f.mapFile, "map", "", "YAML mapping file (mappings: [{mac, ip or host, interface}]); wins over --ethers")
+	fs.BoolVar(&f.offLink, "off-link", false, "also answer with addresses off the interface's subnet, with sender IP 0.0.0.0 (rarpd -o)")
+	fs.StringVar(&f.bootDir, "boot-dir", "", "answer only if this directory has a file named by the address in 8 upper-case hex digits (rarpd without -e)")
+	f.obs.register(fs, "info", "console")
+	fs.DurationVar(&f.coalesce, "coalesce", responder.DefaultCoalesce, "under load, wait this long for more requests before answering the next batch (fewer wake-ups per reply); 0 turns it off")
+	fs.BoolVar(&f.noWatch, "no-watch", false, "reload the table only on SIGHUP, not when its files change")
+	fs.BoolVar(&f.arpAdvise, "arp-advise", false, "add each answered client to this host's neighbour (ARP) table, as rarpd does, for boot PROMs that cannot answer ARP")
+}
+
+// check returns what is wrong with the flags, or "".
+func (f *serveFlags) check() string {
+	switch {
+	case len(f.ifaces) == 0:
+		return "--interface is required"
+	case f.ethers == "" && f.mapFile == "":
+		return "give the table: --ethers FILE, --map FILE or both"
+	case f.coalesce < 0:
+		return "--coalesce must not be negative"
+	}
+	if _, err := zapcore.ParseLevel(f.obs.LogLevel); err != nil {
+		return fmt.Sprintf("--log-level: %v", err)
+	}
+	if f.obs.LogFormat != "console" && f.obs.LogFormat != "json" {
+		return fmt.Sprintf("--log-format: %q is neither console nor json", f.obs.LogFormat)
+	}
+	return ""
+}
+
 func runServe(ctx context.Context, env *Env, args []string) int {
 	fs := flagSet(env, "serve", "--interface IF[,IF...] --ethers FILE [--map FILE] [flags]", serveExamples)
-	var (
-		ifaces    listFlag
-		ethers    string
-		mapFile   string
-		offLink   bool
-		bootDir   string
-		obs       observeFlags
-		coalesce  time.Duration
-		noWatch   bool
-		arpAdvise bool
-	)
-	fs.Var(&ifaces, "interface", "answer on interface `IF`; several comma-separated or repeated (required)")
-	fs.Var(&ifaces, "i", "short for --interface `IF`")
-	fs.StringVar(&ethers, "ethers", "", "ethers(5) file: \"MAC IPv4-or-host-name\" per line")
-	fs.StringVar(&mapFile, "map", "", "YAML mapping file (mappings: [{mac, ip or host, interface}]); wins over --ethers")
-	fs.BoolVar(&offLink, "off-link", false, "also answer with addresses off the interface's subnet, with sender IP 0.0.0.0 (rarpd -o)")
-	fs.StringVar(&bootDir, "boot-dir", "", "answer only if this directory has a file named by the address in 8 upper-case hex digits (rarpd without -e)")
-	obs.register(fs, "info", "console")
-	fs.DurationVar(&coalesce, "coalesce", responder.DefaultCoalesce, "under load, wait this long for more requests before answering the next batch (fewer wake-ups per reply); 0 turns it off")
-	fs.BoolVar(&noWatch, "no-watch", false, "reload the table only on SIGHUP, not when its files change")
-	fs.BoolVar(&arpAdvise, "arp-advise", false, "add each answered client to this host's neighbour (ARP) table, as rarpd does, for boot PROMs that cannot answer ARP")
+	var f serveFlags
+	f.register(fs)
 	if code, ok := parse(env, fs, args); !ok {
 		return code
 	}
-	metricsAddr, logLevel, logFormat := obs.MetricsAddress, obs.LogLevel, obs.LogFormat
-	switch {
-	case len(ifaces) == 0:
-		return usageErr(env, "serve", "--interface is required")
-	case ethers == "" && mapFile == "":
-		return usageErr(env, "serve", "give the table: --ethers FILE, --map FILE or both")
-	case coalesce < 0:
-		return usageErr(env, "serve", "--coalesce must not be negative")
+	if msg := f.check(); msg != "" {
+		return usageErr(env, "serve", msg)
 	}
+	coalesce := f.coalesce
 	if coalesce == 0 {
 		coalesce = -1 // responder: negative = off
 	}
-	base, err := zapcore.ParseLevel(logLevel)
-	if err != nil {
-		return usageErr(env, "serve", fmt.Sprintf("--log-level: %v", err))
-	}
-	if logFormat != "console" && logFormat != "json" {
-		return usageErr(env, "serve", fmt.Sprintf("--log-format: %q is neither console nor json", logFormat))
-	}
 	// The agent's logger: one format for every command of the binary.
-	log, level, err := logging.New(logLevel, logFormat)
+	log, level, err := logging.New(f.obs.LogLevel, f.obs.LogFormat)
 	if err != nil {
 		return usageErr(env, "serve", err.Error())
 	}
@@ -102,31 +118,22 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	holder := rarptable.NewHolder(nil)
 	tableMetrics := rarptable.NewMetrics(holder)
 	reloader := &rarptable.Reloader{
-		Loader:  &rarptable.Loader{Files: rarptable.Files{Ethers: ethers, Map: mapFile}},
-		Holder:  holder,
-		Logger:  log,
-		Metrics: tableMetrics,
+		Loader: &rarptable.Loader{Files: rarptable.Files{Ethers: f.ethers, Map: f.mapFile}},
+		Holder: holder, Logger: log, Metrics: tableMetrics,
 	}
 	if err := reloader.Reload(ctx, "start"); err != nil {
 		fmt.Fprintf(env.Stderr, "rarp-announce serve: table not loaded:\n%v\n", err)
 		return ExitUsage
 	}
 	for _, i := range holder.Load().Interfaces() {
-		if !contains(ifaces, i) {
+		if !slices.Contains(f.ifaces, i) {
 			log.Warn("the table has mappings for an interface this server does not answer on", zap.String("interface", i))
 		}
 	}
-
 	metrics := responder.NewMetrics()
 	r, err := responder.New(responder.Config{
-		Interfaces: ifaces,
-		Table:      holder,
-		OffLink:    offLink,
-		BootDir:    bootDir,
-		Logger:     log,
-		Metrics:    metrics,
-		Coalesce:   coalesce,
-		ARPAdvise:  arpAdvise,
+		Interfaces: f.ifaces, Table: holder, OffLink: f.offLink, BootDir: f.bootDir,
+		Logger: log, Metrics: metrics, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
 	})
 	if err != nil {
 		return failure(env, "serve", err)
@@ -134,47 +141,19 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if metricsAddr != "" {
-		// The agent's registry and HTTP endpoint (/metrics, /healthz,
-		// /readyz), so dashboards list serve's hosts like the agent's.
-		reg := httpapi.NewRegistry()
-		reg.MustRegister(metrics, tableMetrics)
-		srv, err := httpapi.Listen(metricsAddr, reg, nil, log.Named("http"))
-		if err != nil {
-			return failure(env, "serve", fmt.Errorf("--metrics-address: %w", err))
-		}
-		go func() {
-			if err := srv.Serve(ctx); err != nil {
-				log.Error("metrics server", zap.Error(err))
-			}
-		}()
-		log.Info("metrics", zap.String("address", srv.Addr()))
+	if err := serveMetrics(ctx, f.obs.MetricsAddress, log, metrics, tableMetrics); err != nil {
+		return failure(env, "serve", fmt.Errorf("--metrics-address: %w", err))
 	}
-	if !noWatch {
+	if !f.noWatch {
 		go func() {
 			if err := reloader.Watch(ctx); err != nil {
 				log.Error("table files are not watched; reload with SIGHUP", zap.Error(err))
 			}
 		}()
 	}
-
+	base, _ := zapcore.ParseLevel(f.obs.LogLevel)
 	logging.HandleLevelSignals(ctx, log, level, base)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				_ = reloader.Reload(ctx, "SIGHUP")
-				if err := r.RefreshBootDir(); err != nil {
-					log.Error("boot directory not read; keeping the previous list", zap.Error(err))
-				}
-			}
-		}
-	}()
+	go reloadOnHUP(ctx, log, reloader, r)
 
 	err = r.Run(ctx)
 	for name, s := range r.Stats() {
@@ -187,11 +166,43 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	return ExitOK
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// serveMetrics serves the agent's registry and HTTP endpoint (/metrics,
+// /healthz, /readyz) on addr until ctx ends, so dashboards list serve's
+// hosts like the agent's; nothing if addr is empty.
+func serveMetrics(ctx context.Context, addr string, log *zap.Logger, cs ...prometheus.Collector) error {
+	if addr == "" {
+		return nil
+	}
+	reg := httpapi.NewRegistry()
+	reg.MustRegister(cs...)
+	srv, err := httpapi.Listen(addr, reg, nil, log.Named("http"))
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			log.Error("metrics server", zap.Error(err))
+		}
+	}()
+	log.Info("metrics", zap.String("address", srv.Addr()))
+	return nil
+}
+
+// reloadOnHUP reloads the table and the boot directory on SIGHUP until ctx
+// ends.
+func reloadOnHUP(ctx context.Context, log *zap.Logger, reloader *rarptable.Reloader, r *responder.Responder) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			_ = reloader.Reload(ctx, "SIGHUP")
+			if err := r.RefreshBootDir(); err != nil {
+				log.Error("boot directory not read; keeping the previous list", zap.Error(err))
+			}
 		}
 	}
-	return false
 }
