@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/httpapi"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
@@ -115,33 +117,28 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	}
 	defer func() { _ = log.Sync() }()
 
-	holder := rarptable.NewHolder(nil)
-	tableMetrics := rarptable.NewMetrics(holder)
-	reloader := &rarptable.Reloader{
-		Loader: &rarptable.Loader{Files: rarptable.Files{Ethers: f.ethers, Map: f.mapFile}},
-		Holder: holder, Logger: log, Metrics: tableMetrics,
-	}
-	if err := reloader.Reload(ctx, "start"); err != nil {
+	reg := httpapi.NewRegistry()
+	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: f.ethers, Map: f.mapFile}, responder.Config{
+		Interfaces: f.ifaces, OffLink: f.offLink, BootDir: f.bootDir, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
+	}, log, reg)
+	var te *app.TableError
+	if errors.As(err, &te) {
 		fmt.Fprintf(env.Stderr, "rarp-announce serve: table not loaded:\n%v\n", err)
 		return ExitUsage
 	}
-	for _, i := range holder.Load().Interfaces() {
+	if err != nil {
+		return failure(env, "serve", err)
+	}
+	r, reloader := rp.Server, rp.Reloader
+	for _, i := range rp.Table.Load().Interfaces() {
 		if !slices.Contains(f.ifaces, i) {
 			log.Warn("the table has mappings for an interface this server does not answer on", zap.String("interface", i))
 		}
 	}
-	metrics := responder.NewMetrics()
-	r, err := responder.New(responder.Config{
-		Interfaces: f.ifaces, Table: holder, OffLink: f.offLink, BootDir: f.bootDir,
-		Logger: log, Metrics: metrics, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
-	})
-	if err != nil {
-		return failure(env, "serve", err)
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := serveMetrics(ctx, f.obs.MetricsAddress, log, metrics, tableMetrics); err != nil {
+	if err := serveMetrics(ctx, f.obs.MetricsAddress, log, reg); err != nil {
 		return failure(env, "serve", fmt.Errorf("--metrics-address: %w", err))
 	}
 	if !f.noWatch {
@@ -169,12 +166,10 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 // serveMetrics serves the agent's registry and HTTP endpoint (/metrics,
 // /healthz, /readyz) on addr until ctx ends, so dashboards list serve's
 // hosts like the agent's; nothing if addr is empty.
-func serveMetrics(ctx context.Context, addr string, log *zap.Logger, cs ...prometheus.Collector) error {
+func serveMetrics(ctx context.Context, addr string, log *zap.Logger, reg *prometheus.Registry) error {
 	if addr == "" {
 		return nil
 	}
-	reg := httpapi.NewRegistry()
-	reg.MustRegister(cs...)
 	srv, err := httpapi.Listen(addr, reg, nil, log.Named("http"))
 	if err != nil {
 		return err

@@ -130,7 +130,7 @@ type Daemon struct {
 	qmpConn *libvirtwatch.Redialer
 	parts   *app.App
 	agent   *agent.Agent
-	resp    *responderParts
+	resp    *app.Responder
 	closers []func()
 	stopLog func() // flushes the buffered log
 }

@@ -2,20 +2,16 @@ package daemon
 
 import (
 	"context"
+	"errors"
 
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 	"github.com/rarp-announce/rarp-announce/pkg/responder"
 
+	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 )
-
-// responderParts is the embedded RARP server of 'rarp-announce serve'.
-type responderParts struct {
-	r        *responder.Responder
-	reloader *rarptable.Reloader
-}
 
 // ConfigError is a start-up failure caused by the configuration or a file
 // it names (the responder's tables): exit 2, not 1.
@@ -31,27 +27,18 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 	if !c.Enabled {
 		return nil
 	}
-	log := d.log.Named("responder")
-	holder := rarptable.NewHolder(nil)
-	tm := rarptable.NewMetrics(holder)
-	rl := &rarptable.Reloader{
-		Loader: &rarptable.Loader{Files: rarptable.Files{Ethers: c.Ethers, Map: c.Map}},
-		Holder: holder, Logger: log, Metrics: tm,
-	}
-	if err := rl.Reload(ctx, "start"); err != nil {
+	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: c.Ethers, Map: c.Map}, responder.Config{
+		Interfaces: c.Interfaces, OffLink: c.OffLink, BootDir: c.BootDir, ARPAdvise: c.ARPAdvise,
+	}, d.log.Named("responder"), d.reg)
+	var te *app.TableError
+	if errors.As(err, &te) {
 		return &ConfigError{err}
 	}
-	rm := responder.NewMetrics()
-	d.reg.MustRegister(rm, tm)
-	r, err := responder.New(responder.Config{
-		Interfaces: c.Interfaces, Table: holder, OffLink: c.OffLink, BootDir: c.BootDir,
-		ARPAdvise: c.ARPAdvise, Logger: log, Metrics: rm,
-	})
 	if err != nil {
 		return err
 	}
-	d.resp = &responderParts{r: r, reloader: rl}
-	d.closers = append(d.closers, func() { _ = r.Close() })
+	d.resp = rp
+	d.closers = append(d.closers, func() { _ = rp.Server.Close() })
 	return nil
 }
 
@@ -61,11 +48,11 @@ func (d *Daemon) runResponder(ctx context.Context) {
 		return
 	}
 	go func() {
-		if err := d.resp.reloader.Watch(ctx); err != nil && ctx.Err() == nil {
+		if err := d.resp.Reloader.Watch(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("not watching the responder's table files; SIGHUP still reloads them", zap.Error(err))
 		}
 	}()
-	if err := d.resp.r.Run(ctx); err != nil && ctx.Err() == nil {
+	if err := d.resp.Server.Run(ctx); err != nil && ctx.Err() == nil {
 		d.log.Error("RARP responder stopped", zap.Error(err))
 	}
 }
@@ -76,11 +63,11 @@ func (d *Daemon) reloadResponder(cfg *config.Config) {
 	if d.resp == nil || !cfg.Responder.Enabled {
 		return
 	}
-	d.resp.reloader.Loader.Files = rarptable.Files{Ethers: cfg.Responder.Ethers, Map: cfg.Responder.Map}
-	if err := d.resp.reloader.Reload(context.Background(), "SIGHUP"); err != nil {
+	d.resp.Reloader.Loader.Files = rarptable.Files{Ethers: cfg.Responder.Ethers, Map: cfg.Responder.Map}
+	if err := d.resp.Reloader.Reload(context.Background(), "SIGHUP"); err != nil {
 		d.log.Error("responder table reload refused; keeping the old table", zap.Error(err))
 	}
-	if err := d.resp.r.RefreshBootDir(); err != nil {
+	if err := d.resp.Server.RefreshBootDir(); err != nil {
 		d.log.Warn("boot directory", zap.Error(err))
 	}
 }

@@ -1,0 +1,52 @@
+package app
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
+	"github.com/rarp-announce/rarp-announce/pkg/responder"
+)
+
+// Responder is the RARP server of 'run' (responder: enabled) and of
+// 'serve': the table, its reloader and the server, built once here.
+type Responder struct {
+	Server   *responder.Responder
+	Reloader *rarptable.Reloader
+	Table    *rarptable.Holder
+}
+
+// TableError is a table that did not load at start: a configuration error
+// (exit 2), not a runtime failure.
+type TableError struct{ Err error }
+
+func (e *TableError) Error() string { return e.Err.Error() }
+func (e *TableError) Unwrap() error { return e.Err }
+
+// NewResponder loads the table now (a broken ethers or map file refuses the
+// start with file:line, as a *TableError) and builds the server on
+// cfg.Interfaces; cfg.Table, Logger and Metrics are set here. Its metrics
+// and the table's go to reg (nil: not exported).
+func NewResponder(ctx context.Context, files rarptable.Files, cfg responder.Config, log *zap.Logger, reg prometheus.Registerer) (*Responder, error) {
+	holder := rarptable.NewHolder(nil)
+	tm := rarptable.NewMetrics(holder)
+	rl := &rarptable.Reloader{
+		Loader: &rarptable.Loader{Files: files},
+		Holder: holder, Logger: log, Metrics: tm,
+	}
+	if err := rl.Reload(ctx, "start"); err != nil {
+		return nil, &TableError{err}
+	}
+	rm := responder.NewMetrics()
+	cfg.Table, cfg.Logger, cfg.Metrics = holder, log, rm
+	r, err := responder.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		reg.MustRegister(rm, tm)
+	}
+	return &Responder{Server: r, Reloader: rl, Table: holder}, nil
+}
