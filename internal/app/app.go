@@ -86,9 +86,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	reg(anm, pwm, agm)
 	a.Metrics = agm
 
-	a.Announcer = announce.New(announce.Options{
-		Open: o.Open, Pacing: pacing, Metrics: anm, Logger: log.Named("announce"), OnFrame: o.OnFrame,
-	})
+	a.Announcer = newAnnouncer(pacing, anm, log, o)
 	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
 
 	a.Ports, err = portwatch.New(ctx, portwatch.Options{Namespace: o.Netns, Logger: log.Named("portwatch"), Metrics: pwm})
@@ -140,6 +138,26 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}}
 	}
 	return a, nil
+}
+
+// NewAnnouncer is the host announcer alone, for 'send' (no ports, no
+// libvirt): pacing from its flags, frames through o.Open, o.OnFrame.
+func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	m := announce.NewMetrics()
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(m)
+	}
+	return newAnnouncer(pacing, m, log, o)
+}
+
+func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, o Options) *announce.Announcer {
+	return announce.New(announce.Options{
+		Open: o.Open, Pacing: pacing, Metrics: m, Logger: log.Named("announce"), OnFrame: o.OnFrame,
+	})
 }
 
 // Deps are the agent's parts, with lv as its libvirt.

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -140,9 +141,8 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 
 	var mu sync.Mutex
 	var first time.Time
-	a := announce.New(announce.Options{
-		Open:   open,
-		Pacing: announce.Pacing{PerSecond: rate, Burst: max(int(rate/10), 1)},
+	a := app.NewAnnouncer(announce.Pacing{PerSecond: rate, Burst: max(int(rate/10), 1)}, app.Options{
+		Open: open,
 		OnFrame: func(s announce.Sent) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -158,7 +158,7 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 	start := time.Now()
 	var handles []*announce.Handle
 	for _, m := range macs {
-		h, err := a.Announce(announce.Request{MAC: m, Interface: ifname, VLAN: tag, Schedule: *sched, Reason: "manual"})
+		h, err := a.Announce(announce.Request{MAC: m, Interface: ifname, VLAN: tag, Schedule: *sched, Reason: announce.TriggerManual.String()})
 		if err != nil {
 			a.Close()
 			return usageErr(env, "send", err.Error())
