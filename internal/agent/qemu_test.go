@@ -17,11 +17,11 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
-	"github.com/rarp-announce/rarp-announce/internal/strategy"
+	"github.com/rarp-announce/rarp-announce/internal/app"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
-	"github.com/rarp-announce/rarp-announce/pkg/qmp"
 )
 
 // qemuRig is the daemon's event path with the qemu strategy for bridge
@@ -68,8 +68,8 @@ func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 	core, logs := observer.New(zap.InfoLevel)
 	r.logs = logs
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
-	lvm, qm, agm := libvirtwatch.NewMetrics(), qmp.NewMetrics(), agent.NewMetrics()
-	r.reg.MustRegister(lvm, qm, agm)
+	lvm := libvirtwatch.NewMetrics()
+	r.reg.MustRegister(lvm)
 	cfg := libvirtwatch.Config{
 		Socket: s.Path(), URI: "test:///default", RPCTimeout: rpcTimeout,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
@@ -78,17 +78,16 @@ func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 	r.w = libvirtwatch.New(cfg)
 	r.qc = libvirtwatch.NewRedialer(cfg)
 	t.Cleanup(func() { _ = r.qc.Close() })
-	ann := announce.New(announce.Options{Logger: log})
-	t.Cleanup(func() { _ = ann.Close() })
-	r.a = agent.New(agent.Deps{
-		Libvirt: r.w,
-		Strategies: map[plan.Strategy]agent.Strategy{
-			plan.QEMU: strategy.QEMU{Announcer: &qmp.Announcer{Monitor: r.monitor, Metrics: qm}},
-		},
-		Announcer: ann,
-		Logger:    log.Named("agent"),
-		Metrics:   agm,
-	}, agent.Settings{
+	// The parts from the daemon's composition root, QMP through the rig.
+	acfg := config.Default()
+	acfg.FDBRepair = false
+	acfg.Strategies.OpenVSwitch = config.StrategySkip
+	parts, err := app.Build(context.Background(), acfg, app.Options{Registerer: r.reg, Logger: log, Monitor: r.monitor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(parts.Close)
+	r.a = agent.New(parts.Deps(r.w, log.Named("agent")), agent.Settings{
 		Plan:     plan.Options{Strategies: plan.Strategies{plan.KindBridge: plan.QEMU}},
 		Schedule: announce.DefaultSchedule(),
 	})
