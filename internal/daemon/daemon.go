@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -290,22 +291,10 @@ func restartOnly(a, b *config.Config) []string {
 	if a.FDBRepair != b.FDBRepair && !a.FDBRepair {
 		out = append(out, "fdb_repair")
 	}
-	if a.Responder.Enabled != b.Responder.Enabled || !equal(a.Responder.Interfaces, b.Responder.Interfaces) {
+	if a.Responder.Enabled != b.Responder.Enabled || !slices.Equal(a.Responder.Interfaces, b.Responder.Interfaces) {
 		out = append(out, "responder.enabled/interfaces")
 	}
 	return out
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (d *Daemon) close() {

@@ -17,10 +17,11 @@
 //	in_port = the VM port's ofport, actions = output:TABLE
 //
 // followed by a barrier, so each frame is known to be executed or failed.
-// The schedule, supersede and cancel logic is announce.Announcer's, with
-// links named "ovs:<bridge>:<ofport>"; the frame rate limit applies per OVS
-// bridge (all its ports together), as the host strategy's applies per
-// Linux bridge.
+// The schedule, supersede, cancel and first-frame logic is
+// announce.Announcer's, with typed ports (announce.OVSPort: bridge,
+// ofport); Opener injects their frames. The frame rate limit applies per
+// OVS bridge (its segment: all its ports together), as the host strategy's
+// applies per Linux bridge.
 //
 // # Why packet-out to TABLE with in_port = the VM's port
 //
