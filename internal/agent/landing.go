@@ -60,39 +60,9 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}()
 	ev := l.ev
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
-	var dom *domxml.Domain
-	var err error
-	p := a.prefetched(ctx, ev)
-	if p != nil {
-		dom, err = p.dom, p.err
-	} else {
-		xml, xerr := a.d.Libvirt.DomainXML(ctx, ev.Domain)
-		if xerr != nil && ctx.Err() != nil {
-			// The domain stopped or left while its XML was being read:
-			// nothing to announce, and nothing failed.
-			log.Info("landing cancelled before its live XML was read", zap.NamedError("cause", context.Cause(ctx)))
-			return nil
-		}
-		if xerr != nil {
-			a.m.landingError("xml")
-			log.Error("cannot read the domain's live XML; not announced", zap.Error(xerr))
-			return nil
-		}
-		dom, err = domxml.Parse(xml)
-	}
+	dom, prefetched := a.domain(ctx, ev, log)
 	if dom == nil {
-		a.m.landingError("parse")
-		log.Error("cannot parse the domain's live XML; not announced", zap.Error(err))
 		return nil
-	}
-	if err != nil {
-		// One broken NIC must not keep the others from being announced.
-		// The domain was announced, so this is no landing error: each
-		// broken NIC is counted as a NIC not announced.
-		for range invalidNICs(err) {
-			a.m.nic(string(plan.Skip), ResultInvalid)
-		}
-		log.Error("some NICs of the live XML are invalid and not announced", zap.Error(err))
 	}
 	opts := s.Plan
 	if force != "" {
@@ -105,7 +75,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}
 	l.mu.Unlock()
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
-		zap.Int("nics", len(targets)), zap.Bool("prefetched", p != nil), zap.Duration("plan_lag", time.Since(ev.Received)))
+		zap.Int("nics", len(targets)), zap.Bool("prefetched", prefetched), zap.Duration("plan_lag", time.Since(ev.Received)))
 
 	lnd := Landing{Domain: ev.Domain, Event: ev.Name(), Since: ev.Received, Trigger: l.trigger, Settings: s, Log: log}
 	results := make([]NICResult, len(targets))
@@ -151,6 +121,46 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		a.m.nic(string(r.Target.Strategy), r.Result)
 	}
 	return results
+}
+
+// domain returns the landed domain's parsed live XML (prefetched when the
+// migration started, or read now), or nil if there is nothing to announce
+// (cancelled meanwhile, unreadable, unparsable: logged and counted here).
+func (a *Agent) domain(ctx context.Context, ev libvirtwatch.Event, log *zap.Logger) (dom *domxml.Domain, prefetched bool) {
+	var err error
+	p := a.prefetched(ctx, ev)
+	if p != nil {
+		dom, err = p.dom, p.err
+	} else {
+		xml, xerr := a.d.Libvirt.DomainXML(ctx, ev.Domain)
+		if xerr != nil && ctx.Err() != nil {
+			// The domain stopped or left while its XML was being read:
+			// nothing to announce, and nothing failed.
+			log.Info("landing cancelled before its live XML was read", zap.NamedError("cause", context.Cause(ctx)))
+			return nil, false
+		}
+		if xerr != nil {
+			a.m.landingError("xml")
+			log.Error("cannot read the domain's live XML; not announced", zap.Error(xerr))
+			return nil, false
+		}
+		dom, err = domxml.Parse(xml)
+	}
+	if dom == nil {
+		a.m.landingError("parse")
+		log.Error("cannot parse the domain's live XML; not announced", zap.Error(err))
+		return nil, false
+	}
+	if err != nil {
+		// One broken NIC must not keep the others from being announced.
+		// The domain was announced, so this is no landing error: each
+		// broken NIC is counted as a NIC not announced.
+		for range invalidNICs(err) {
+			a.m.nic(string(plan.Skip), ResultInvalid)
+		}
+		log.Error("some NICs of the live XML are invalid and not announced", zap.Error(err))
+	}
+	return dom, p != nil
 }
 
 // hostStrategy announces from the host: wait for the port, repair the
