@@ -5,11 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,8 +146,12 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		}()
 	}
 	base, _ := zapcore.ParseLevel(f.obs.LogLevel)
-	logging.HandleLevelSignals(ctx, log, level, base)
-	go reloadOnHUP(ctx, log, reloader, r)
+	app.HandleSignals(ctx, log, level, base, func() {
+		_ = reloader.Reload(ctx, "SIGHUP")
+		if err := r.RefreshBootDir(); err != nil {
+			log.Error("boot directory not read; keeping the previous list", zap.Error(err))
+		}
+	})
 
 	err = r.Run(ctx)
 	for name, s := range r.Stats() {
@@ -181,23 +182,4 @@ func serveMetrics(ctx context.Context, addr string, log *zap.Logger, reg *promet
 	}()
 	log.Info("metrics", zap.String("address", srv.Addr()))
 	return nil
-}
-
-// reloadOnHUP reloads the table and the boot directory on SIGHUP until ctx
-// ends.
-func reloadOnHUP(ctx context.Context, log *zap.Logger, reloader *rarptable.Reloader, r *responder.Responder) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			_ = reloader.Reload(ctx, "SIGHUP")
-			if err := r.RefreshBootDir(); err != nil {
-				log.Error("boot directory not read; keeping the previous list", zap.Error(err))
-			}
-		}
-	}
 }

@@ -8,11 +8,8 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"slices"
 	"sync"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -203,7 +200,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		zap.String("metrics", d.http.Addr()), zap.String("config", d.cfgPath))
 
 	base, _ := zapcore.ParseLevel(d.cfg.Log.Level)
-	logging.HandleLevelSignals(ctx, d.log, d.level, base)
+	reloads := make(chan struct{}, 1)
+	app.HandleSignals(ctx, d.log, d.level, base, func() {
+		select {
+		case reloads <- struct{}{}:
+		default:
+		}
+	})
 
 	events := make(chan libvirtwatch.Event, 4096)
 	var wg sync.WaitGroup
@@ -229,9 +232,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.runResponder(ctx)
 	}()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
@@ -240,7 +240,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			wg.Wait()
 			d.log.Info("stopped")
 			return nil
-		case <-hup:
+		case <-reloads:
 			d.reload()
 		}
 	}
