@@ -20,7 +20,9 @@ type oneDomain struct{ xml string }
 func (o oneDomain) DomainXML(context.Context, libvirtwatch.DomainRef) ([]byte, error) {
 	return []byte(o.xml), nil
 }
-func (oneDomain) DomainRunning(context.Context, libvirtwatch.DomainRef) (bool, error) { return true, nil }
+func (oneDomain) DomainRunning(context.Context, libvirtwatch.DomainRef) (bool, error) {
+	return true, nil
+}
 
 // recording is a strategy that records what the landing gave it.
 type recording struct {
