@@ -79,69 +79,91 @@ func flagged(err error) string {
 	return strings.Join(lines, "; ")
 }
 
+// sendFlags are send's flags.
+type sendFlags struct {
+	ifname         string
+	macs           macList
+	vlan, priority uint
+	sched          *announce.Schedule
+	pcapPath       string
+	rate           float64
+	quiet          bool
+	set            map[string]bool // flags given on the command line
+}
+
+func (f *sendFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.ifname, "interface", "", "interface to send on: the bridge, macvtap or VLAN device (required)")
+	fs.StringVar(&f.ifname, "i", "", "short for --interface")
+	fs.Var(&f.macs, "mac", "MAC to announce; repeat or separate with commas (required)")
+	fs.UintVar(&f.vlan, "vlan", 0, "802.1Q VLAN ID to tag the frames with, 1-4094 (default untagged)")
+	fs.UintVar(&f.priority, "priority", 0, "802.1Q priority (PCP) of tagged frames, 0-7")
+	f.sched = scheduleFlags(fs)
+	fs.StringVar(&f.pcapPath, "pcap", "", "write the frames to this pcap file instead of the wire (dry run)")
+	fs.Float64Var(&f.rate, "rate", announce.DefaultPacing().PerSecond, "at most this many frames per second on the interface")
+	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
+}
+
+// check returns what is wrong with the flags, or "".
+func (f *sendFlags) check() string {
+	switch {
+	case f.ifname == "":
+		return "--interface is required"
+	case len(f.macs) == 0:
+		return "--mac is required"
+	case f.set["vlan"] && (f.vlan < 1 || f.vlan > 4094):
+		return fmt.Sprintf("--vlan: %d is not a VLAN ID (1-4094)", f.vlan)
+	case f.priority > 7:
+		return fmt.Sprintf("--priority: %d is not 0-7", f.priority)
+	case f.set["priority"] && !f.set["vlan"]:
+		return "--priority needs --vlan"
+	case f.rate <= 0:
+		return "--rate: must be > 0"
+	}
+	if err := f.sched.Validate(); err != nil {
+		return flagged(err)
+	}
+	return ""
+}
+
+// opener is where the frames go: the pcap file, created exclusively, or
+// the interface, which must exist and be up.
+func (f *sendFlags) opener() (announce.Opener, func(), error) {
+	if f.pcapPath == "" {
+		if _, err := announce.CheckInterface(f.ifname); err != nil {
+			return nil, nil, fmt.Errorf("interface %w", err)
+		}
+		return announce.OpenPacket, func() {}, nil
+	}
+	// Created, never reused: an existing file (or a symlink planted where
+	// the capture goes) is refused rather than truncated or followed, and
+	// the capture is readable by its owner only.
+	file, err := os.OpenFile(f.pcapPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pcap: %w (the file must not exist yet)", err)
+	}
+	return announce.NewPcapWriter(file).Opener(), func() { _ = file.Close() }, nil
+}
+
 func runSend(ctx context.Context, env *Env, args []string) int {
 	fs := flagSet(env, "send", "--interface IF --mac MAC [--mac MAC ...] [flags]", sendExamples)
-	var (
-		ifname   string
-		macs     macList
-		vlan     uint
-		priority uint
-		pcapPath string
-		rate     float64
-		quiet    bool
-	)
-	fs.StringVar(&ifname, "interface", "", "interface to send on: the bridge, macvtap or VLAN device (required)")
-	fs.StringVar(&ifname, "i", "", "short for --interface")
-	fs.Var(&macs, "mac", "MAC to announce; repeat or separate with commas (required)")
-	fs.UintVar(&vlan, "vlan", 0, "802.1Q VLAN ID to tag the frames with, 1-4094 (default untagged)")
-	fs.UintVar(&priority, "priority", 0, "802.1Q priority (PCP) of tagged frames, 0-7")
-	sched := scheduleFlags(fs)
-	fs.StringVar(&pcapPath, "pcap", "", "write the frames to this pcap file instead of the wire (dry run)")
-	fs.Float64Var(&rate, "rate", announce.DefaultPacing().PerSecond, "at most this many frames per second on the interface")
-	fs.BoolVar(&quiet, "quiet", false, "print only the summary")
+	f := sendFlags{set: map[string]bool{}}
+	f.register(fs)
 	if code, ok := parse(env, fs, args); !ok {
 		return code
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	switch {
-	case ifname == "":
-		return usageErr(env, "send", "--interface is required")
-	case len(macs) == 0:
-		return usageErr(env, "send", "--mac is required")
-	case set["vlan"] && (vlan < 1 || vlan > 4094):
-		return usageErr(env, "send", fmt.Sprintf("--vlan: %d is not a VLAN ID (1-4094)", vlan))
-	case priority > 7:
-		return usageErr(env, "send", fmt.Sprintf("--priority: %d is not 0-7", priority))
-	case set["priority"] && !set["vlan"]:
-		return usageErr(env, "send", "--priority needs --vlan")
-	case rate <= 0:
-		return usageErr(env, "send", "--rate: must be > 0")
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	if msg := f.check(); msg != "" {
+		return usageErr(env, "send", msg)
 	}
-	if err := sched.Validate(); err != nil {
-		return usageErr(env, "send", flagged(err))
+	open, closeOut, err := f.opener()
+	if err != nil {
+		return failure(env, "send", err)
 	}
-	tag := rarp.VLAN{ID: uint16(vlan), Priority: uint8(priority)}
-
-	open := announce.OpenPacket
-	if pcapPath != "" {
-		// Created, never reused: an existing file (or a symlink planted
-		// where the capture goes) is refused rather than truncated or
-		// followed, and the capture is readable by its owner only.
-		f, err := os.OpenFile(pcapPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-		if err != nil {
-			return failure(env, "send", fmt.Errorf("pcap: %w (the file must not exist yet)", err))
-		}
-		defer f.Close()
-		open = announce.NewPcapWriter(f).Opener()
-	} else if _, err := announce.CheckInterface(ifname); err != nil {
-		return failure(env, "send", fmt.Errorf("interface %w", err))
-	}
+	defer closeOut()
 
 	var mu sync.Mutex
 	var first time.Time
-	a := app.NewAnnouncer(announce.Pacing{PerSecond: rate, Burst: max(int(rate/10), 1)}, app.Options{
+	a := app.NewAnnouncer(announce.Pacing{PerSecond: f.rate, Burst: max(int(f.rate/10), 1)}, app.Options{
 		Open: open,
 		OnFrame: func(s announce.Sent) {
 			mu.Lock()
@@ -149,35 +171,45 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 			if first.IsZero() && s.Err == nil {
 				first = s.Time
 			}
-			if quiet && s.Err == nil {
-				return
+			if !f.quiet || s.Err != nil {
+				fmt.Fprintln(env.Stdout, formatSent(s, f.sched.Rounds))
 			}
-			fmt.Fprintln(env.Stdout, formatSent(s, sched.Rounds))
 		},
 	})
 	start := time.Now()
+	tag := rarp.VLAN{ID: uint16(f.vlan), Priority: uint8(f.priority)}
 	var handles []*announce.Handle
-	for _, m := range macs {
-		h, err := a.Announce(announce.Request{MAC: m, Interface: ifname, VLAN: tag, Schedule: *sched, Reason: announce.TriggerManual.String()})
+	for _, m := range f.macs {
+		h, err := a.Announce(announce.Request{MAC: m, Interface: f.ifname, VLAN: tag, Schedule: *f.sched, Reason: announce.TriggerManual.String()})
 		if err != nil {
 			a.Close()
 			return usageErr(env, "send", err.Error())
 		}
 		handles = append(handles, h)
 	}
-	interrupted := false
+	interrupted := waitAll(ctx, handles)
+	a.Close()
+	where := f.ifname
+	if f.pcapPath != "" {
+		where = f.pcapPath
+	}
+	return sendSummary(env, handles, len(f.macs), where, start, first, interrupted)
+}
+
+// waitAll waits for every handle; true if ctx ended first.
+func waitAll(ctx context.Context, handles []*announce.Handle) bool {
 	for _, h := range handles {
 		select {
 		case <-h.Done():
 		case <-ctx.Done():
-			interrupted = true
-		}
-		if interrupted {
-			break
+			return true
 		}
 	}
-	a.Close()
+	return false
+}
 
+// sendSummary prints what was sent and returns the exit code.
+func sendSummary(env *Env, handles []*announce.Handle, macs int, where string, start, first time.Time, interrupted bool) int {
 	sent, failed := 0, 0
 	var firstErr error
 	for _, h := range handles {
@@ -187,11 +219,7 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 			firstErr = h.Err()
 		}
 	}
-	where := ifname
-	if pcapPath != "" {
-		where = pcapPath
-	}
-	summary := fmt.Sprintf("sent %d frames for %d MAC(s) on %s in %s", sent, len(macs), where, time.Since(start).Round(time.Millisecond))
+	summary := fmt.Sprintf("sent %d frames for %d MAC(s) on %s in %s", sent, macs, where, time.Since(start).Round(time.Millisecond))
 	if !first.IsZero() {
 		summary += fmt.Sprintf(" (first frame %s after start)", first.Sub(start).Round(time.Microsecond))
 	}
