@@ -61,17 +61,9 @@ func runQuery(ctx context.Context, env *Env, args []string) int {
 			return usageErr(env, "query", "--mac: "+err.Error())
 		}
 	}
-	if _, err := announce.CheckInterface(ifname); err != nil {
-		return failure(env, "query", fmt.Errorf("interface %w", err))
-	}
-	// CheckInterface says exists and up; the full lookup gives the MAC.
-	ifi, err := net.InterfaceByName(ifname)
+	ifi, own, err := ownMAC(ifname)
 	if err != nil {
-		return failure(env, "query", fmt.Errorf("interface %s: %w", ifname, err))
-	}
-	own, ok := rarp.MACFrom(ifi.HardwareAddr)
-	if !ok {
-		return failure(env, "query", fmt.Errorf("interface %s has no Ethernet address", ifname))
+		return failure(env, "query", err)
 	}
 	if macStr == "" {
 		target = own
@@ -92,26 +84,59 @@ func runQuery(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return failure(env, "query", err)
 	}
-	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr(rarp.Broadcast[:])}
+	answers, err := ask(ctx, env, c, frame, target, count, timeout)
+	if err != nil {
+		return failure(env, "query", fmt.Errorf("%s: %w", ifname, err))
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(env.Stderr, "rarp-announce query: interrupted")
+		return ExitFailure
+	}
+	if answers == 0 {
+		fmt.Fprintf(env.Stderr, "rarp-announce query: no RARP server answered for %s on %s within %s\n", target, ifname, timeout)
+		return ExitFailure
+	}
+	return ExitOK
+}
 
+// ownMAC returns the interface, which must exist and be up, and its MAC.
+func ownMAC(ifname string) (*net.Interface, rarp.MAC, error) {
+	if _, err := announce.CheckInterface(ifname); err != nil {
+		return nil, rarp.MAC{}, fmt.Errorf("interface %w", err)
+	}
+	// CheckInterface says exists and up; the full lookup gives the MAC.
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, rarp.MAC{}, fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	own, ok := rarp.MACFrom(ifi.HardwareAddr)
+	if !ok {
+		return nil, rarp.MAC{}, fmt.Errorf("interface %s has no Ethernet address", ifname)
+	}
+	return ifi, own, nil
+}
+
+// ask sends the request count times and prints each answer about target
+// that comes within timeout of its request; it returns how many came.
+func ask(ctx context.Context, env *Env, c *packet.Conn, frame []byte, target rarp.MAC, count int, timeout time.Duration) (int, error) {
+	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr(rarp.Broadcast[:])}
 	answers := 0
 	buf := make([]byte, 1514)
 	for i := 0; i < count && ctx.Err() == nil; i++ {
 		sent := time.Now()
 		if _, err := c.WriteTo(frame, bcast); err != nil {
-			return failure(env, "query", fmt.Errorf("%s: send: %w", ifname, err))
+			return answers, fmt.Errorf("send: %w", err)
 		}
-		deadline := sent.Add(timeout)
-		if err := c.SetReadDeadline(deadline); err != nil {
-			return failure(env, "query", err)
+		if err := c.SetReadDeadline(sent.Add(timeout)); err != nil {
+			return answers, err
 		}
 		for {
 			n, _, err := c.ReadFrom(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
 			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					break
-				}
-				return failure(env, "query", fmt.Errorf("%s: receive: %w", ifname, err))
+				return answers, fmt.Errorf("receive: %w", err)
 			}
 			took := time.Since(sent)
 			var f rarp.Frame
@@ -123,15 +148,7 @@ func runQuery(ctx context.Context, env *Env, args []string) int {
 				f.SenderHardware, ipOrZero(f.SenderIP), took.Round(time.Microsecond))
 		}
 	}
-	if ctx.Err() != nil {
-		fmt.Fprintln(env.Stderr, "rarp-announce query: interrupted")
-		return ExitFailure
-	}
-	if answers == 0 {
-		fmt.Fprintf(env.Stderr, "rarp-announce query: no RARP server answered for %s on %s within %s\n", target, ifname, timeout)
-		return ExitFailure
-	}
-	return ExitOK
+	return answers, nil
 }
 
 func ipOrZero(a netip.Addr) string {
