@@ -71,12 +71,13 @@ func Failed(ctx context.Context, t plan.Target, what string, err error) NICResul
 	return NICResult{Target: t, Result: what, Err: err}
 }
 
-// notHandled is the result of NICs whose strategy this agent lacks.
+// notHandled is the result of NICs whose strategy this agent lacks; each
+// is logged as a NIC not announced, like a skipped one.
 func notHandled(l Landing, s plan.Strategy, targets []plan.Target) []NICResult {
 	err := errors.New("the " + string(s) + " strategy is not available")
-	l.Log.Warn("NICs not announced", zap.String("strategy", string(s)), zap.Int("nics", len(targets)), zap.Error(err))
 	out := make([]NICResult, len(targets))
 	for i, t := range targets {
+		l.Log.Warn("NIC not announced", zap.Stringer("mac", t.NIC.MAC), zap.String("kind", string(t.Kind)), zap.Error(err))
 		out[i] = NICResult{Target: t, Result: ResultNotHandled, Err: err}
 	}
 	return out
