@@ -236,7 +236,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 	}
 	t.Cleanup(func() { nsh.Close() })
 
-	lvm := libvirtwatch.NewMetrics()
+	lvm := libvirtwatch.NewMetrics(nil)
 	h.reg.MustRegister(lvm)
 
 	ctx, cancel := context.WithCancel(context.Background())

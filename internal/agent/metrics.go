@@ -21,8 +21,9 @@ var (
 	metricResults    = []string{ResultStarted, ResultFailed, ResultNotReady, ResultSkipped, ResultNotHandled, ResultCancelled, ResultInvalid}
 )
 
-// NewMetrics creates the agent's metrics.
-func NewMetrics() *Metrics {
+// NewMetrics creates the agent's metrics, registered with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		nics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricset.Namespace,
@@ -49,7 +50,7 @@ func NewMetrics() *Metrics {
 		m.landingErrors.WithLabelValues(r)
 	}
 	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces}
-	return m
+	return metricset.Register(reg, m)
 }
 
 func (m *Metrics) nic(strategy, result string) {

@@ -68,7 +68,7 @@ func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 	core, logs := observer.New(zap.InfoLevel)
 	r.logs = logs
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
-	lvm := libvirtwatch.NewMetrics()
+	lvm := libvirtwatch.NewMetrics(nil)
 	r.reg.MustRegister(lvm)
 	cfg := libvirtwatch.Config{
 		Socket: s.Path(), URI: "test:///default", RPCTimeout: rpcTimeout,

@@ -20,6 +20,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
@@ -76,14 +77,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 			a.Close()
 		}
 	}()
-	reg := func(cs ...prometheus.Collector) {
-		if o.Registerer != nil {
-			o.Registerer.MustRegister(cs...)
-		}
-	}
 	pacing := announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst}
-	anm, pwm, agm := announce.NewMetrics(), portwatch.NewMetrics(), agent.NewMetrics()
-	reg(anm, pwm, agm)
+	anm, agm := announce.NewMetrics(o.Registerer), agent.NewMetrics(o.Registerer)
+	pwm := metricset.Register(o.Registerer, portwatch.NewMetrics())
 	a.Metrics = agm
 
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
@@ -96,8 +92,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	a.closers = append(a.closers, func() { _ = a.Ports.Close() })
 
 	if cfg.FDBRepair {
-		fm := fdb.NewMetrics()
-		reg(fm)
+		fm := metricset.Register(o.Registerer, fdb.NewMetrics())
 		// A pool: the repairs of VMs landing together overlap instead
 		// of queueing on one netlink socket (BenchmarkStorm).
 		p, err := fdb.NewPool(o.Netns, fm, fdb.DefaultPoolSize)
@@ -114,8 +109,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 
 	a.OVS = o.OVS
 	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
-		om := ovs.NewMetrics()
-		reg(om)
+		om := ovs.NewMetrics(o.Registerer)
 		c := cfg.OVS
 		oa, err := ovs.New(ovs.Config{
 			Vsctl: c.Vsctl, Ofctl: c.Ofctl, DB: c.DB, RunDir: c.RunDir,
@@ -133,8 +127,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.strategies[plan.OVS] = strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
 	}
 	if o.Monitor != nil {
-		qm := qmp.NewMetrics()
-		reg(qm)
+		qm := qmp.NewMetrics(o.Registerer)
 		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}}
 	}
 	return a, nil
@@ -147,10 +140,7 @@ func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	m := announce.NewMetrics()
-	if o.Registerer != nil {
-		o.Registerer.MustRegister(m)
-	}
+	m := announce.NewMetrics(o.Registerer)
 	return newAnnouncer(pacing, m, log, o)
 }
 

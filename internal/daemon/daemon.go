@@ -148,8 +148,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 		}
 	}()
 
-	lvm := libvirtwatch.NewMetrics()
-	d.reg.MustRegister(lvm)
+	lvm := libvirtwatch.NewMetrics(d.reg)
 	// Always there: the connection is dialed only when a NIC on the qemu
 	// strategy lands, so a reload can switch a NIC kind to qemu.
 	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))

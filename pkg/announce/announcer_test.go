@@ -94,7 +94,7 @@ func TestAnnounceFollowsSchedule(t *testing.T) {
 
 func TestSupersedeDoesNotDoubleTheBurst(t *testing.T) {
 	rec := &recorder{}
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	a := New(Options{Open: rec.open, Metrics: m})
 	defer a.Close()
 	s := Schedule{Initial: 100 * ms, Max: 100 * ms, Rounds: 5, Bursts: 1}
@@ -166,7 +166,7 @@ func TestCancelMAC(t *testing.T) {
 
 func TestPacingQueuesFirstFramesFirstAndDropsNothing(t *testing.T) {
 	rec := &recorder{}
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	// 200 frames/s, burst 1: 30 MACs x 2 rounds cannot all go at once.
 	a := New(Options{Open: rec.open, Metrics: m, Pacing: Pacing{PerSecond: 200, Burst: 1}})
 	defer a.Close()
@@ -208,7 +208,7 @@ func TestPacingQueuesFirstFramesFirstAndDropsNothing(t *testing.T) {
 
 func TestSendFailuresAreReported(t *testing.T) {
 	rec := &recorder{fail: ErrNoInterface}
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	var mu sync.Mutex
 	var errs []error
 	a := New(Options{Open: rec.open, Metrics: m, OnFrame: func(s Sent) {

@@ -28,8 +28,9 @@ type Metrics struct {
 	failureKinds []string
 }
 
-// NewMetrics creates the announcer's metrics.
-func NewMetrics() *Metrics {
+// NewMetrics creates the announcer's metrics, registered with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		framesSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: metricset.Namespace,
@@ -94,7 +95,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Set = metricset.Set{m.framesSent, m.failures, m.pacingWaits, m.pacingWaitSeconds, m.startedTotal,
 		m.supersededTotal, m.cancelledTotal, m.skippedTotal, m.running, m.queued, m.firstLag}
-	return m
+	return metricset.Register(reg, m)
 }
 
 // FailureReason is the label a send error is counted under.

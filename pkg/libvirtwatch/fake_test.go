@@ -88,7 +88,7 @@ func testConfig(t testing.TB, socket string) Config {
 		BackoffMax:       200 * time.Millisecond,
 		AnnounceOnResync: true,
 		Logger:           zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
-		Metrics:          NewMetrics(),
+		Metrics:          NewMetrics(nil),
 	}
 }
 

@@ -41,7 +41,7 @@ func realConfig(t testing.TB, socket string) Config {
 		URI:              "test:///default",
 		AnnounceOnResync: true,
 		Logger:           zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
-		Metrics:          NewMetrics(),
+		Metrics:          NewMetrics(nil),
 	}
 }
 

@@ -46,8 +46,9 @@ type Metrics struct {
 	metricset.Set
 }
 
-// NewMetrics creates the libvirt watcher's metrics.
-func NewMetrics() *Metrics {
+// NewMetrics creates the libvirt watcher's metrics, registered with reg (nil:
+// not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricset.Namespace,
@@ -111,7 +112,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Set = metricset.Set{m.events, m.landings, m.cancels, m.connected, m.reconnects,
 		m.connectFailures, m.resyncs, m.rpcErrors, m.rpcTimeouts, m.rpcSeconds}
-	return m
+	return metricset.Register(reg, m)
 }
 
 func (m *Metrics) event(ev, detail int32) {

@@ -85,7 +85,7 @@ func (f *fakeInjector) got() []injected {
 
 func fakeAnnouncer(t *testing.T, vsctl string, inj Injector, tweak func(*Config)) (*Announcer, *Metrics) {
 	t.Helper()
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	cfg := Config{Lookup: LookupVsctl, Vsctl: vsctl, Injector: inj, Metrics: m, Logger: zaptest.NewLogger(t)}
 	if tweak != nil {
 		tweak(&cfg)

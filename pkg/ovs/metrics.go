@@ -15,8 +15,8 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics with every reason at zero, so a dashboard
-// sees the series before the first failure.
-func NewMetrics() *Metrics {
+// sees the series before the first failure; reg (if not nil) registers them.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricset.Namespace,
 		Name:      "ovs_failures_total",
@@ -28,7 +28,7 @@ func NewMetrics() *Metrics {
 	for _, r := range Reasons {
 		m.failures.WithLabelValues(r)
 	}
-	return m
+	return metricset.Register(reg, m)
 }
 
 // Describe implements prometheus.Collector.

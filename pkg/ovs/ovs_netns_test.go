@@ -109,7 +109,7 @@ func learnTagged(t *testing.T, ns *netnstest.NS, dev string, mac rarp.MAC, vlan 
 }
 
 func (tp *topo) config(t *testing.T) Config {
-	return Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir, Logger: zaptest.NewLogger(t), Metrics: NewMetrics()}
+	return Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir, Logger: zaptest.NewLogger(t), Metrics: NewMetrics(nil)}
 }
 
 func newAnnouncer(t *testing.T, cfg Config) *Announcer {

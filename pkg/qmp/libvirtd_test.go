@@ -81,7 +81,7 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	m := qmp.NewMetrics()
+	m := qmp.NewMetrics(nil)
 	reg.MustRegister(m)
 	a := &qmp.Announcer{Monitor: monitor(rw), Metrics: m}
 

@@ -163,8 +163,8 @@ type Metrics struct {
 	calls *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics; register the result as a Collector.
-func NewMetrics() *Metrics {
+// NewMetrics creates the metrics, registered with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricset.Namespace,
 		Name:      "qmp_announce_self_total",
@@ -173,7 +173,7 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"ok", "qmp_error", "bad_reply", "timeout", "cancelled", "rpc_error"} {
 		m.calls.WithLabelValues(r)
 	}
-	return m
+	return metricset.Register(reg, m)
 }
 
 // Describe implements prometheus.Collector.

@@ -56,7 +56,7 @@ func TestAnnouncerBurstsAndErrors(t *testing.T) {
 	var mu sync.Mutex
 	var calls []time.Time
 	replies := []string{`{"return":{}}`, `{"return":{}}`, `{"return":{}}`}
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	a := &Announcer{Metrics: m, Monitor: func(_ context.Context, uuid, cmd string) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -140,7 +140,7 @@ func TestAnnouncerCountsResults(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := NewMetrics()
+			m := NewMetrics(nil)
 			a := &Announcer{Metrics: m, Monitor: func(context.Context, string, string) (string, error) { return c.reply, c.err }}
 			err := a.AnnounceSelf(context.Background(), "u-1", []string{"net0"}, announce.DefaultSchedule())
 			if (c.result == "ok") != (err == nil) {
