@@ -25,21 +25,9 @@ var (
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		nics: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "nic_announces_total",
-			Help:      "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).",
-		}, []string{"strategy", "result"}),
-		landingErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "landing_errors_total",
-			Help:      "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).",
-		}, []string{"reason"}),
-		reannounces: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "port_change_reannounces_total",
-			Help:      "Announces repeated because a VM's port was re-attached or went down and up within the watch window.",
-		}),
+		nics:          metricset.CounterVec("nic_announces_total", "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).", "strategy", "result"),
+		landingErrors: metricset.CounterVec("landing_errors_total", "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).", "reason"),
+		reannounces:   metricset.Counter("port_change_reannounces_total", "Announces repeated because a VM's port was re-attached or went down and up within the watch window."),
 	}
 	for _, s := range metricStrategies {
 		for _, r := range metricResults {

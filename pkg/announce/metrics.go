@@ -32,63 +32,18 @@ type Metrics struct {
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		framesSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "frames_sent_total",
-			Help:      "RARP announce frames written to an interface (or pcap file) without error.",
-		}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "frame_failures_total",
-			Help:      "RARP announce frames that could not be sent, by reason: no_interface, interface_down, write.",
-		}, []string{"reason"}),
-		pacingWaits: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "pacing_waits_total",
-			Help:      "Frames that waited for a pacing token because their interface was at its frame rate limit.",
-		}),
-		pacingWaitSeconds: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "pacing_wait_seconds_total",
-			Help:      "Total time frames spent waiting for a pacing token.",
-		}),
-		startedTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "announces_started_total",
-			Help:      "Announces started (one per MAC, interface and VLAN request).",
-		}),
-		supersededTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "announces_superseded_total",
-			Help:      "Running announces replaced by a newer request for the same MAC, interface and VLAN.",
-		}),
-		cancelledTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "announces_cancelled_total",
-			Help:      "Running announces cancelled (domain stopped or suspended, or by request).",
-		}),
-		skippedTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "frames_skipped_total",
-			Help:      "Queued frames not sent because their announce was cancelled or superseded.",
-		}),
-		running: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: metricset.Namespace,
-			Name:      "announces_running",
-			Help:      "Announces in progress.",
-		}),
-		queued: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: metricset.Namespace,
-			Name:      "frames_queued",
-			Help:      "Frames due and waiting for their interface (pacing).",
-		}),
-		firstLag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: metricset.Namespace,
-			Name:      "first_frame_lag_seconds",
-			Help:      "Delay from the trigger of an announce (libvirt event or request) to its first frame on the wire.",
-			Buckets:   []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}),
-		failureKinds: []string{"no_interface", "interface_down", "write"},
+		framesSent:        metricset.Counter("frames_sent_total", "RARP announce frames written to an interface (or pcap file) without error."),
+		failures:          metricset.CounterVec("frame_failures_total", "RARP announce frames that could not be sent, by reason: no_interface, interface_down, write.", "reason"),
+		pacingWaits:       metricset.Counter("pacing_waits_total", "Frames that waited for a pacing token because their interface was at its frame rate limit."),
+		pacingWaitSeconds: metricset.Counter("pacing_wait_seconds_total", "Total time frames spent waiting for a pacing token."),
+		startedTotal:      metricset.Counter("announces_started_total", "Announces started (one per MAC, interface and VLAN request)."),
+		supersededTotal:   metricset.Counter("announces_superseded_total", "Running announces replaced by a newer request for the same MAC, interface and VLAN."),
+		cancelledTotal:    metricset.Counter("announces_cancelled_total", "Running announces cancelled (domain stopped or suspended, or by request)."),
+		skippedTotal:      metricset.Counter("frames_skipped_total", "Queued frames not sent because their announce was cancelled or superseded."),
+		running:           metricset.Gauge("announces_running", "Announces in progress."),
+		queued:            metricset.Gauge("frames_queued", "Frames due and waiting for their interface (pacing)."),
+		firstLag:          metricset.Histogram("first_frame_lag_seconds", "Delay from the trigger of an announce (libvirt event or request) to its first frame on the wire.", []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
+		failureKinds:      []string{"no_interface", "interface_down", "write"},
 	}
 	for _, k := range m.failureKinds {
 		m.failures.WithLabelValues(k)

@@ -50,57 +50,16 @@ type Metrics struct {
 // not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_events_total",
-			Help:      "Domain lifecycle events received from libvirt, by event and detail (e.g. resumed, migrated).",
-		}, []string{"event", "detail"}),
-		landings: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "landings_total",
-			Help:      "Domains found to have landed here after a migration (one per migration), by source: event (a lifecycle event) or resync (running with reason migrated/postcopy at (re)connect).",
-		}, []string{"source"}),
-		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "landing_cancels_total",
-			Help:      "Domains whose pending announces were cancelled because they stopped, paused, crashed or left, by source: event or resync.",
-		}, []string{"source"}),
-		connected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_connected",
-			Help:      "1 while connected to libvirt and subscribed to lifecycle events, else 0.",
-		}),
-		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_reconnects_total",
-			Help:      "Connections to libvirt re-established (and re-subscribed) after the previous one was lost.",
-		}),
-		connectFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_connect_failures_total",
-			Help:      "Attempts to connect to libvirt and subscribe to its events that failed.",
-		}),
-		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_resyncs_total",
-			Help:      "Resynchronizations with libvirt's list of running domains (one per connection).",
-		}),
-		rpcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_rpc_errors_total",
-			Help:      "libvirt RPCs that failed (error reply or connection lost, timeouts excluded), by procedure. 'Domain not found' answers are not counted.",
-		}, []string{"procedure"}),
-		rpcTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_rpc_timeouts_total",
-			Help:      "libvirt RPCs not answered within the RPC timeout, by procedure; each closes the connection.",
-		}, []string{"procedure"}),
-		rpcSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: metricset.Namespace,
-			Name:      "libvirt_rpc_duration_seconds",
-			Help:      "Time libvirt took to answer an RPC, by procedure.",
-			Buckets:   []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-		}, []string{"procedure"}),
+		events:          metricset.CounterVec("libvirt_events_total", "Domain lifecycle events received from libvirt, by event and detail (e.g. resumed, migrated).", "event", "detail"),
+		landings:        metricset.CounterVec("landings_total", "Domains found to have landed here after a migration (one per migration), by source: event (a lifecycle event) or resync (running with reason migrated/postcopy at (re)connect).", "source"),
+		cancels:         metricset.CounterVec("landing_cancels_total", "Domains whose pending announces were cancelled because they stopped, paused, crashed or left, by source: event or resync.", "source"),
+		connected:       metricset.Gauge("libvirt_connected", "1 while connected to libvirt and subscribed to lifecycle events, else 0."),
+		reconnects:      metricset.Counter("libvirt_reconnects_total", "Connections to libvirt re-established (and re-subscribed) after the previous one was lost."),
+		connectFailures: metricset.Counter("libvirt_connect_failures_total", "Attempts to connect to libvirt and subscribe to its events that failed."),
+		resyncs:         metricset.Counter("libvirt_resyncs_total", "Resynchronizations with libvirt's list of running domains (one per connection)."),
+		rpcErrors:       metricset.CounterVec("libvirt_rpc_errors_total", "libvirt RPCs that failed (error reply or connection lost, timeouts excluded), by procedure. 'Domain not found' answers are not counted.", "procedure"),
+		rpcTimeouts:     metricset.CounterVec("libvirt_rpc_timeouts_total", "libvirt RPCs not answered within the RPC timeout, by procedure; each closes the connection.", "procedure"),
+		rpcSeconds:      metricset.HistogramVec("libvirt_rpc_duration_seconds", "Time libvirt took to answer an RPC, by procedure.", []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "procedure"),
 	}
 	for _, p := range procedures {
 		m.rpcErrors.WithLabelValues(p)

@@ -165,11 +165,7 @@ type Metrics struct {
 
 // NewMetrics creates the metrics, registered with reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricset.Namespace,
-		Name:      "qmp_announce_self_total",
-		Help:      "QMP announce-self calls through libvirt, by result: ok, qmp_error (QEMU refused), bad_reply, timeout (libvirt did not answer in time), cancelled (the domain stopped or left first), rpc_error (libvirt call failed).",
-	}, []string{"result"})}
+	m := &Metrics{calls: metricset.CounterVec("qmp_announce_self_total", "QMP announce-self calls through libvirt, by result: ok, qmp_error (QEMU refused), bad_reply, timeout (libvirt did not answer in time), cancelled (the domain stopped or left first), rpc_error (libvirt call failed).", "result")}
 	for _, r := range []string{"ok", "qmp_error", "bad_reply", "timeout", "cancelled", "rpc_error"} {
 		m.calls.WithLabelValues(r)
 	}
