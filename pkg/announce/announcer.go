@@ -141,6 +141,9 @@ func New(opts Options) *Announcer {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil) // counted, not exported
+	}
 	if opts.OpenPort == nil {
 		open := opts.Open
 		opts.OpenPort = func(p Port) (Sender, error) {

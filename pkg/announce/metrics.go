@@ -10,7 +10,7 @@ import (
 )
 
 // Metrics counts what an Announcer does. The caller registers it (it is a
-// prometheus.Collector); a nil *Metrics counts nothing.
+// prometheus.Collector); an Announcer without one counts into its own.
 type Metrics struct {
 	framesSent        prometheus.Counter
 	failures          *prometheus.CounterVec
@@ -64,64 +64,16 @@ func FailureReason(err error) string {
 	return "write"
 }
 
-func (m *Metrics) sent() {
-	if m != nil {
-		m.framesSent.Inc()
-	}
-}
+// The counting methods below need a *Metrics: New gives an announcer
+// without one a private, unregistered set.
 
-func (m *Metrics) failure(err error) {
-	if m != nil {
-		m.failures.WithLabelValues(FailureReason(err)).Inc()
-	}
-}
-
-func (m *Metrics) waited(d time.Duration) {
-	if m != nil {
-		m.pacingWaits.Inc()
-		m.pacingWaitSeconds.Add(d.Seconds())
-	}
-}
-
-func (m *Metrics) started() {
-	if m != nil {
-		m.startedTotal.Inc()
-		m.running.Inc()
-	}
-}
-
-func (m *Metrics) finished() {
-	if m != nil {
-		m.running.Dec()
-	}
-}
-
-func (m *Metrics) superseded() {
-	if m != nil {
-		m.supersededTotal.Inc()
-	}
-}
-
-func (m *Metrics) cancelled() {
-	if m != nil {
-		m.cancelledTotal.Inc()
-	}
-}
-
-func (m *Metrics) skipped() {
-	if m != nil {
-		m.skippedTotal.Inc()
-	}
-}
-
-func (m *Metrics) queuedAdd(n float64) {
-	if m != nil {
-		m.queued.Add(n)
-	}
-}
-
-func (m *Metrics) lag(d time.Duration) {
-	if m != nil {
-		m.firstLag.Observe(d.Seconds())
-	}
-}
+func (m *Metrics) sent()                  { m.framesSent.Inc() }
+func (m *Metrics) failure(err error)      { m.failures.WithLabelValues(FailureReason(err)).Inc() }
+func (m *Metrics) finished()              { m.running.Dec() }
+func (m *Metrics) superseded()            { m.supersededTotal.Inc() }
+func (m *Metrics) cancelled()             { m.cancelledTotal.Inc() }
+func (m *Metrics) skipped()               { m.skippedTotal.Inc() }
+func (m *Metrics) queuedAdd(n float64)    { m.queued.Add(n) }
+func (m *Metrics) lag(d time.Duration)    { m.firstLag.Observe(d.Seconds()) }
+func (m *Metrics) started()               { m.startedTotal.Inc(); m.running.Inc() }
+func (m *Metrics) waited(d time.Duration) { m.pacingWaits.Inc(); m.pacingWaitSeconds.Add(d.Seconds()) }
