@@ -88,6 +88,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil) // counted, not exported
+	}
 	return c
 }
 

@@ -74,16 +74,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return metricset.Register(reg, m)
 }
 
+// The counting methods need a *Metrics: the config's defaults give a
+// private, unregistered set to a Watcher or Conn without one.
+
 func (m *Metrics) event(ev, detail int32) {
-	if m != nil {
-		m.events.WithLabelValues(EventName(ev), DetailName(ev, detail)).Inc()
-	}
+	m.events.WithLabelValues(EventName(ev), DetailName(ev, detail)).Inc()
 }
 
 func (m *Metrics) decision(k EventKind, resync bool) {
-	if m == nil {
-		return
-	}
 	src := "event"
 	if resync {
 		src = "resync"
@@ -97,45 +95,21 @@ func (m *Metrics) decision(k EventKind, resync bool) {
 }
 
 func (m *Metrics) setConnected(up bool) {
-	if m != nil {
-		v := 0.0
-		if up {
-			v = 1
-		}
-		m.connected.Set(v)
+	v := 0.0
+	if up {
+		v = 1
 	}
+	m.connected.Set(v)
 }
 
-func (m *Metrics) reconnected() {
-	if m != nil {
-		m.reconnects.Inc()
-	}
-}
-
-func (m *Metrics) connectFailed() {
-	if m != nil {
-		m.connectFailures.Inc()
-	}
-}
-
-func (m *Metrics) resynced() {
-	if m != nil {
-		m.resyncs.Inc()
-	}
-}
+func (m *Metrics) reconnected()            { m.reconnects.Inc() }
+func (m *Metrics) connectFailed()          { m.connectFailures.Inc() }
+func (m *Metrics) resynced()               { m.resyncs.Inc() }
+func (m *Metrics) rpcTimedOut(proc string) { m.rpcTimeouts.WithLabelValues(proc).Inc() }
 
 func (m *Metrics) rpcDone(proc string, d time.Duration, failed bool) {
-	if m == nil {
-		return
-	}
 	m.rpcSeconds.WithLabelValues(proc).Observe(d.Seconds())
 	if failed {
 		m.rpcErrors.WithLabelValues(proc).Inc()
-	}
-}
-
-func (m *Metrics) rpcTimedOut(proc string) {
-	if m != nil {
-		m.rpcTimeouts.WithLabelValues(proc).Inc()
 	}
 }
