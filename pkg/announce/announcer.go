@@ -444,14 +444,16 @@ func (a *Announcer) finish(it item, at time.Time, err error) {
 			a.m.lag(lag)
 		}
 	}
-	if it.first {
-		h.firstOutcome(err)
-	}
 	if a.opts.OnFrame != nil {
 		a.opts.OnFrame(Sent{
 			Time: at, Port: h.req.Port, Interface: h.req.Interface, MAC: h.req.MAC, VLAN: h.req.VLAN,
 			Slot: it.slot, Refresh: it.refresh, Reason: h.req.Reason, Lag: lag, Err: err,
 		})
+	}
+	// After OnFrame: whoever waits on First sees what OnFrame did with the
+	// frame (the OVS announcer counts its failures there).
+	if it.first {
+		h.firstOutcome(err)
 	}
 	h.items.Done()
 }
