@@ -314,12 +314,12 @@ func (a *Announcer) Running() int { return a.ann.Running() }
 // Close stops every announce and closes the OpenFlow connections.
 func (a *Announcer) Close() error {
 	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
-		return nil
-	}
+	already := a.closed
 	a.closed = true
 	a.mu.Unlock()
+	if already {
+		return nil
+	}
 	err := a.ann.Close()
 	if c, ok := a.db.(io.Closer); ok {
 		err = errors.Join(err, c.Close())
