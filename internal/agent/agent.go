@@ -3,9 +3,10 @@
 // ready, repairs the local bridge's stale MAC entry, and hands the announce
 // to the announcer; it re-announces when a port changes soon after landing.
 //
-// The path of one announce: Libvirt event -> Agent.handle -> land (XML,
-// plan.Plan) -> hostTarget (Ports.WaitReady, FDB.Repair) ->
-// announce.Announcer.Announce -> the interface's link worker -> socket.
+// The path of one announce: Libvirt event -> Agent.Handle -> land (XML,
+// plan.Plan) -> the Strategy of each NIC (host: hostTarget, Ports.WaitReady,
+// FDB.Repair, announce.Announcer.Announce; ovs and qemu: internal/strategy).
+// docs/ARCHITECTURE.md walks it file by file.
 package agent
 
 import (

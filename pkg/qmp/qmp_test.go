@@ -129,7 +129,7 @@ func TestAnnouncerCountsResults(t *testing.T) {
 	}{
 		{"ok", `{"return":{},"id":"libvirt-13"}`, nil, "ok", nil, ""},
 		{"QMP error, plain reply", qmpErr, nil, "qmp_error", ErrQMP, "GenericError: Parameter 'id' is unexpected"},
-		// libvirtwatch returns the reply and a *QMPError of its own
+		// a monitor that reports the QMP error besides the reply
 		{"QMP error, also reported by the monitor", qmpErr, errors.New("QMP error GenericError: Parameter 'id' is unexpected"), "qmp_error", ErrQMP, "GenericError: Parameter 'id' is unexpected"},
 		{"command QEMU lacks", `{"error":{"class":"CommandNotFound","desc":"The command announce-self has not been found"}}`, nil, "qmp_error", ErrQMP, "CommandNotFound"},
 		{"not a reply", `{"timestamp":{"seconds":1},"event":"STOP"}`, nil, "bad_reply", ErrReply, "event"},
