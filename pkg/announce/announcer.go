@@ -28,14 +28,27 @@ type Key struct {
 	MAC  rarp.MAC
 	Port Port
 	VLAN uint16
+	// Kind keeps announces of other frames (GARP, NA) for the same MAC,
+	// port and VLAN from superseding the RARPs.
+	Kind FrameKind
 }
 
 func (k Key) String() string {
+	s := fmt.Sprintf("%s@%s", k.MAC, k.Port)
 	if k.VLAN != 0 {
-		return fmt.Sprintf("%s@%s.%d", k.MAC, k.Port, k.VLAN)
+		s += fmt.Sprintf(".%d", k.VLAN)
 	}
-	return fmt.Sprintf("%s@%s", k.MAC, k.Port)
+	if k.Kind != FrameRARP {
+		s += "/" + string(k.Kind)
+	}
+	return s
 }
+
+// FrameKind names what an announce sends.
+type FrameKind string
+
+// FrameRARP is the RARP announce of Request.MAC, the default.
+const FrameRARP FrameKind = ""
 
 // Request asks for one announce.
 type Request struct {
@@ -50,10 +63,16 @@ type Request struct {
 	Since time.Time
 	// Reason is a short word for logs: "landed", "manual", "port-changed".
 	Reason string
+	// Kind and Frame send another frame than the RARP announce of MAC
+	// (a GARP, an unsolicited NA): Frame is sent as is (tagged by its
+	// builder if VLAN is set), on the same port, schedule and pacing;
+	// Kind, which it needs, keys it apart from the RARPs.
+	Kind  FrameKind
+	Frame []byte
 }
 
 // Key returns the running-set key of r.
-func (r Request) Key() Key { return Key{MAC: r.MAC, Port: r.port(), VLAN: r.VLAN.ID} }
+func (r Request) Key() Key { return Key{MAC: r.MAC, Port: r.port(), VLAN: r.VLAN.ID, Kind: r.Kind} }
 
 // port is r.Port, or the host port Interface names.
 func (r Request) port() Port {
@@ -262,6 +281,9 @@ func (r Request) Validate() error {
 	} else if r.VLAN.Priority != 0 || r.VLAN.DropEligible {
 		return errors.New("vlan: priority or DEI set without a VLAN ID")
 	}
+	if (r.Frame != nil) != (r.Kind != FrameRARP) {
+		return errors.New("frame: a frame other than the RARP announce needs its kind, and a kind its frame")
+	}
 	return r.Schedule.Validate()
 }
 
@@ -270,10 +292,13 @@ func (a *Announcer) Announce(r Request) (*Handle, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	f := rarp.Announce(r.MAC, r.VLAN)
-	frame, err := f.MarshalBinary()
-	if err != nil {
-		return nil, err
+	frame := r.Frame
+	if frame == nil {
+		f := rarp.Announce(r.MAC, r.VLAN)
+		var err error
+		if frame, err = f.MarshalBinary(); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	if r.Since.IsZero() {

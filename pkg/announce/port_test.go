@@ -2,7 +2,11 @@ package announce
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 func TestPortSegmentsAndNames(t *testing.T) {
@@ -58,5 +62,54 @@ func TestFirstReportsTheFirstFrame(t *testing.T) {
 	<-h.First()
 	if h.FirstErr() != nil || len(rec.all()) != 1 {
 		t.Errorf("FirstErr() = %v, %d frames; want nil, 1", h.FirstErr(), len(rec.all()))
+	}
+}
+
+// Another frame (here a gratuitous ARP) for the same MAC, port and VLAN
+// runs beside the RARPs instead of superseding them, and goes out as given.
+func TestFrameKindsRunSideBySide(t *testing.T) {
+	rec := &recorder{}
+	a := New(Options{Open: rec.open})
+	defer a.Close()
+	garp := rarp.Frame{Destination: rarp.Broadcast, Source: mac(1), EtherType: rarp.EtherTypeARP, Operation: rarp.OpRequest,
+		SenderHardware: mac(1), SenderIP: netip.MustParseAddr("192.0.2.10"), TargetIP: netip.MustParseAddr("192.0.2.10")}
+	b, err := garp.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Schedule{Rounds: 2, Initial: 20 * time.Millisecond, Max: time.Second, Bursts: 1}
+	hr, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hg, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s, Kind: "garp", Frame: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, hr, 2*time.Second)
+	wait(t, hg, 2*time.Second)
+	if hr.Superseded() || hr.Sent() != 2 || hg.Sent() != 2 || hg.Key().Kind != "garp" {
+		t.Fatalf("rarp: sent %d superseded %v; garp: sent %d key %s", hr.Sent(), hr.Superseded(), hg.Sent(), hg.Key())
+	}
+	var arps, rarps int
+	for _, f := range rec.all() {
+		switch f.frame.EtherType {
+		case rarp.EtherTypeARP:
+			arps++
+		case rarp.EtherTypeRARP:
+			rarps++
+		}
+	}
+	if arps != 2 || rarps != 2 {
+		t.Errorf("%d ARP and %d RARP frames, want 2 and 2", arps, rarps)
+	}
+	// A frame needs its kind and a kind its frame.
+	for _, r := range []Request{
+		{MAC: mac(1), Interface: "br0", Schedule: s, Frame: b},
+		{MAC: mac(1), Interface: "br0", Schedule: s, Kind: "garp"},
+	} {
+		if _, err := a.Announce(r); err == nil {
+			t.Errorf("kind %q, frame %d bytes: accepted", r.Kind, len(r.Frame))
+		}
 	}
 }
