@@ -10,41 +10,55 @@ import (
 // The pacer delivers the configured rate (within 10%) at 100, 1,000 and
 // 4,000 frames/s, through the announcer's link worker: the old pacer lost
 // each timer's oversleep and delivered ~900/s of 4,000.
+//
+// A starved CPU (a loaded machine, -race) can only make the rate lower:
+// each rate gets three tries, the old pacer's shortfall failed them all.
 func TestPacingDeliversTheConfiguredRate(t *testing.T) {
 	for _, rate := range []float64{100, 1000, 4000} {
-		rec := &recorder{}
-		// A burst of 10 ms of frames, as the default (1,000 at 4,000/s)
-		// is 250 ms: a timer's oversleep beyond the burst is lost by design.
-		burst := max(1, int(rate/100))
-		a := New(Options{Open: rec.open, Pacing: Pacing{PerSecond: rate, Burst: burst}})
-		n := int(rate / 2) // half a second of frames
-		one := DefaultSchedule()
-		one.Rounds = 1
-		hs := make([]*Handle, 0, n)
-		for i := range n {
-			m := rarp.MAC{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}
-			h, err := a.Announce(Request{MAC: m, Interface: "br0", Schedule: one})
-			if err != nil {
-				t.Fatal(err)
+		var measured float64
+		for try := 1; try <= 3; try++ {
+			measured = measureRate(t, rate)
+			t.Logf("%v/s configured, try %d: %.0f/s", rate, try, measured)
+			if measured >= rate*0.9 && measured <= rate*1.1 {
+				break
 			}
-			hs = append(hs, h)
 		}
-		for _, h := range hs {
-			wait(t, h, 10*time.Second)
-		}
-		a.Close()
-		got := rec.all()
-		if len(got) != n {
-			t.Fatalf("%v/s: %d frames, want %d", rate, len(got), n)
-		}
-		// The first burst frames go at once; the other n-burst are paced.
-		took := got[n-1].at.Sub(got[0].at).Seconds()
-		measured := float64(n-burst) / took
-		t.Logf("%v/s configured: %d frames in %.3fs = %.0f/s", rate, n, took, measured)
 		if measured < rate*0.9 || measured > rate*1.1 {
 			t.Errorf("%v/s configured: measured %.0f/s, not within 10%%", rate, measured)
 		}
 	}
+}
+
+// measureRate sends half a second of one-frame announces through one
+// interface and returns the paced rate.
+func measureRate(t *testing.T, rate float64) float64 {
+	rec := &recorder{}
+	// A burst of 10 ms of frames, as the default (1,000 at 4,000/s) is
+	// 250 ms: a timer's oversleep beyond the burst is lost by design.
+	burst := max(1, int(rate/100))
+	a := New(Options{Open: rec.open, Pacing: Pacing{PerSecond: rate, Burst: burst}})
+	defer a.Close()
+	n := int(rate / 2)
+	one := DefaultSchedule()
+	one.Rounds = 1
+	hs := make([]*Handle, 0, n)
+	for i := range n {
+		m := rarp.MAC{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}
+		h, err := a.Announce(Request{MAC: m, Interface: "br0", Schedule: one})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		wait(t, h, 20*time.Second)
+	}
+	got := rec.all()
+	if len(got) != n {
+		t.Fatalf("%v/s: %d frames, want %d", rate, len(got), n)
+	}
+	// The first burst frames go at once; the other n-burst are paced.
+	return float64(n-burst) / got[n-1].at.Sub(got[0].at).Seconds()
 }
 
 // A stopped wait gives its token back.
