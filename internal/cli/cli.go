@@ -69,6 +69,8 @@ func Run(ctx context.Context, env *Env, args []string) int {
 		}
 		usage(env.Stdout)
 		return ExitOK
+	case "-version", "--version", "-V":
+		return commands["version"].Run(ctx, env, args[1:])
 	}
 	c := commands[args[0]]
 	if c == nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -85,7 +86,7 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 		vlan     uint
 		priority uint
 		pcapPath string
-		rate     float64
+		rate     = config.Rate(announce.DefaultPacing().PerSecond)
 		quiet    bool
 	)
 	fs.StringVar(&ifname, "interface", "", "interface to send on: the bridge, macvtap or VLAN device (required)")
@@ -95,7 +96,7 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 	fs.UintVar(&priority, "priority", 0, "802.1Q priority (PCP) of tagged frames, 0-7")
 	sched := scheduleFlags(fs)
 	fs.StringVar(&pcapPath, "pcap", "", "write the frames to this pcap file instead of the wire (dry run)")
-	fs.Float64Var(&rate, "rate", announce.DefaultPacing().PerSecond, "at most this many frames per second on the interface")
+	fs.Var(&rate, "rate", "at most this many frames per second on the interface (1 to 1e6)")
 	fs.BoolVar(&quiet, "quiet", false, "print only the summary")
 	if code, ok := parse(env, fs, args); !ok {
 		return code
@@ -114,8 +115,6 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 		return usageErr(env, "send", fmt.Sprintf("--priority: %d is not 0-7", priority))
 	case set["priority"] && !set["vlan"]:
 		return usageErr(env, "send", "--priority needs --vlan")
-	case rate <= 0:
-		return usageErr(env, "send", "--rate: must be > 0")
 	}
 	if err := sched.Validate(); err != nil {
 		return usageErr(env, "send", flagged(err))
@@ -138,7 +137,7 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 	var first time.Time
 	a := announce.New(announce.Options{
 		Open:   open,
-		Pacing: announce.Pacing{PerSecond: rate, Burst: max(int(rate/10), 1)},
+		Pacing: announce.Pacing{PerSecond: float64(rate), Burst: max(int(rate/10), 1)},
 		OnFrame: func(s announce.Sent) {
 			mu.Lock()
 			defer mu.Unlock()
