@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // fakeDNS is a tiny DNS server on loopback that answers A queries from a
@@ -283,6 +285,27 @@ func TestNewTable(t *testing.T) {
 	var le *LoadError
 	if !errors.As(err, &le) || len(le.Problems) != 4 {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// Every entry has a source of its own; past 65,536 of them a 16-bit index
+// wrapped and entry 65,537 was logged as entry 1's.
+func TestNewTableSourcesPast65536(t *testing.T) {
+	const n = 70000
+	entries := make([]Entry, n)
+	for i := range entries {
+		mac := rarp.MAC{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+		entries[i] = Entry{MAC: mac, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})},
+			Source: fmt.Sprintf("api:%d", i+1)}
+	}
+	tb, err := NewTable(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 65535, 65536, 65537, n - 1} {
+		if got, want := tb.Source("", entries[i].MAC), fmt.Sprintf("api:%d", i+1); got != want {
+			t.Errorf("entry %d: source %q, want %q", i+1, got, want)
+		}
 	}
 }
 
