@@ -132,6 +132,7 @@ type Daemon struct {
 	announcer *announce.Announcer
 	agent     *agent.Agent
 	resp      *responderParts
+	cfgm      *config.ReloadMetrics
 	closers   []func()
 	stopLog   func() // flushes the buffered log
 }
@@ -155,7 +156,8 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	pwm := portwatch.NewMetrics()
 	anm := announce.NewMetrics()
 	agm := agent.NewMetrics()
-	d.reg.MustRegister(lvm, pwm, anm, agm)
+	d.cfgm = config.NewReloadMetrics()
+	d.reg.MustRegister(lvm, pwm, anm, agm, d.cfgm)
 
 	d.announcer = announce.New(announce.Options{
 		Pacing:  announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst},
@@ -282,6 +284,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // level, the responder's tables. The rest needs a restart and is logged.
 func (d *Daemon) reload() {
 	cfg, err := Load(d.cfgPath, d.over)
+	d.cfgm.Observe(err)
 	if err != nil {
 		d.log.Error("reload refused; keeping the running configuration", zap.Error(err))
 		return

@@ -56,7 +56,8 @@ func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // addResponder builds the RARP responder when enabled: the table is loaded
-// now, so a broken ethers or map file refuses the start with file:line.
+// now, so a broken ethers or map file refuses the start with file:line (a
+// table that failed only to resolve or read is retried in the background).
 func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 	c := cfg.Responder
 	if !c.Enabled {
@@ -69,7 +70,7 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 		Loader: &rarptable.Loader{Files: rarptable.Files{Ethers: c.Ethers, Map: c.Map}},
 		Holder: holder, Logger: log, Metrics: tm,
 	}
-	if err := rl.Reload(ctx, "start"); err != nil {
+	if err := rl.Start(ctx); err != nil { // a DNS or I/O failure is retried, not an error
 		return &ConfigError{err}
 	}
 	rm := responder.NewMetrics()
