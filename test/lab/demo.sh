@@ -115,7 +115,9 @@ for h in a b; do
     done
     [ -n "${DEMO_AGENT:-}" ] || say "agent on ${h^^}: $(ip netns exec "${LAB_NETNS[$h]}" curl -s "http://127.0.0.1:9798/readyz" 2>&1)"
 done
-sleep 0.2
+# At start the agent on A announces the VM running there (announce_on_resync, harmless): let
+# that burst (0.8 s) end, so the frames below are the migration's only.
+sleep 1
 
 for d in a2b b2a; do
     src=${d%2*} dst=${d#*2}
