@@ -77,7 +77,11 @@ func TestCopyrightFile(t *testing.T) {
 			t.Errorf("license %s is used but has no License paragraph", l)
 		}
 	}
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}{{end}}{{end}}", "../cmd/rarp-announce").Output()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go" // where the Makefile and CI find it
+	}
+	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}{{end}}{{end}}", "../cmd/rarp-announce").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
