@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/intern
 BIN      := bin/rarp-announce
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-fast bench clean image image-full packages
+.PHONY: build test test-fast bench clean image image-full packages release
 
 build: $(BIN)
 
@@ -67,3 +67,20 @@ packages: $(BIN)
 image-full:
 	podman build --layers=false --target image $(IMAGE_ARGS) --build-arg FILE_CAPS=$(FILE_CAPS) \
 		$(if $(BUILDER_IMAGE),--build-arg BUILDER_IMAGE=$(BUILDER_IMAGE)) -t $(IMAGE) .
+
+# A release (CHANGELOG.md, "Versions and tags"): from a clean tree, the
+# static binary, the .deb and .rpm, the container image as an OCI archive
+# (podman load -i), and SHA256SUMS over them, in $(RELEASE_DIR). Run as
+# root (the image target sets file capabilities).
+RELEASE_DIR ?= dist/release
+
+release:
+	@case '$(VERSION)' in *dirty*) echo "release: the tree has uncommitted changes ($(VERSION))" >&2; exit 1;; esac
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	$(MAKE) packages DIST=$(RELEASE_DIR)/pkg VERSION=$(VERSION) REVISION=$(REVISION)
+	$(MAKE) image VERSION=$(VERSION) REVISION=$(REVISION)
+	install -m 0755 $(BIN) $(RELEASE_DIR)/rarp-announce-$(VERSION)-linux-$(PKG_ARCH)
+	mv $(RELEASE_DIR)/pkg/*.deb $(RELEASE_DIR)/pkg/*.rpm $(RELEASE_DIR)/ && rm -rf $(RELEASE_DIR)/pkg
+	podman save --format oci-archive -o $(RELEASE_DIR)/rarp-announce-$(VERSION)-image.oci.tar $(IMAGE)
+	cd $(RELEASE_DIR) && sha256sum -- * > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
+	@cat $(RELEASE_DIR)/SHA256SUMS

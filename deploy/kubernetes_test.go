@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The parts of the manifests the test checks; yaml.v3 ignores the rest but

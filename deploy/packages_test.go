@@ -93,6 +93,7 @@ var packaged = map[string]os.FileMode{
 	"/usr/share/man/man8/rarp-announce.8.gz":                       0o644,
 	"/usr/share/doc/rarp-announce/examples/no-fdb-repair.conf":     0o644,
 	"/usr/share/doc/rarp-announce/deploy.md":                       0o644,
+	"/usr/share/doc/rarp-announce/CHANGELOG.md":                    0o644,
 	"/usr/share/rarp-announce/prometheus/rarp-announce-rules.yaml": 0o644,
 	"/usr/share/rarp-announce/grafana/rarp-announce.json":          0o644,
 }
@@ -103,7 +104,19 @@ var packagedCopies = map[string]string{
 	"/usr/share/rarp-announce/prometheus/rarp-announce-rules.yaml": "prometheus/rarp-announce-rules.yaml",
 	"/usr/share/rarp-announce/grafana/rarp-announce.json":          "../dashboards/rarp-announce.json",
 	"/usr/share/doc/rarp-announce/deploy.md":                       "../docs/deploy.md",
+	"/usr/share/doc/rarp-announce/CHANGELOG.md":                    "../CHANGELOG.md",
 }
+
+// The license files, where each packaging system puts them: Debian's
+// machine-readable copyright file in the package's doc directory (policy
+// 12.5), RPM's %license files under /usr/share/licenses.
+var (
+	debLicenses = map[string]string{"/usr/share/doc/rarp-announce/copyright": "packaging/copyright"}
+	rpmLicenses = map[string]string{
+		"/usr/share/licenses/rarp-announce/LICENSE":   "../LICENSE",
+		"/usr/share/licenses/rarp-announce/copyright": "packaging/copyright",
+	}
+)
 
 const configPath = "/etc/rarp-announce/rarp-announce.yaml"
 
@@ -156,6 +169,9 @@ func TestRPMPackage(t *testing.T) {
 	for f, m := range packaged {
 		files[f] = m
 	}
+	for f := range rpmLicenses {
+		files[f] = 0o644
+	}
 	var names []string
 	for name, f := range p.Files {
 		if !f.Mode.IsDir() {
@@ -198,6 +214,14 @@ func TestRPMPackage(t *testing.T) {
 		if f := p.Files[dst]; f != nil && string(f.Data) != readFile(t, src) {
 			t.Errorf("%s in the rpm differs from %s", dst, src)
 		}
+	}
+	for dst, src := range rpmLicenses {
+		if f := p.Files[dst]; f != nil && string(f.Data) != readFile(t, src) {
+			t.Errorf("%s in the rpm differs from %s", dst, src)
+		}
+	}
+	if got := p.str(rpmTagLicense); got != "Apache-2.0" {
+		t.Errorf("rpm License tag %q, want Apache-2.0", got)
 	}
 	for tag, want := range map[int32]string{rpmTagPostin: "systemd-sysusers", rpmTagPreun: "disable --now"} {
 		if s := p.str(tag); !strings.Contains(s, want) {
@@ -259,6 +283,9 @@ func TestDebPackageInstalls(t *testing.T) {
 	for f, m := range packaged {
 		files[f] = m
 	}
+	for f := range debLicenses {
+		files[f] = 0o644
+	}
 	for name, mode := range files {
 		st, err := os.Stat(name)
 		if err != nil {
@@ -276,9 +303,11 @@ func TestDebPackageInstalls(t *testing.T) {
 	if err == nil {
 		checkManPage(t, gz)
 	}
-	for dst, src := range packagedCopies {
-		if b, err := os.ReadFile(dst); err == nil && string(b) != readFile(t, src) {
-			t.Errorf("installed %s differs from %s", dst, src)
+	for _, copies := range []map[string]string{packagedCopies, debLicenses} {
+		for dst, src := range copies {
+			if b, err := os.ReadFile(dst); err == nil && string(b) != readFile(t, src) {
+				t.Errorf("installed %s differs from %s", dst, src)
+			}
 		}
 	}
 

@@ -20,6 +20,7 @@ const (
 	rpmTagName       = 1000
 	rpmTagVersion    = 1001
 	rpmTagRelease    = 1002
+	rpmTagLicense    = 1014
 	rpmTagArch       = 1022
 	rpmTagPostin     = 1024
 	rpmTagPreun      = 1025

@@ -53,11 +53,23 @@ func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--priority", "3"}, "--priority needs --vlan"},
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "extra"}, `unexpected argument "extra"`},
 		{[]string{"send", "--bogus"}, "unknown flag --bogus"},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "NaN"}, `invalid value "NaN" for flag --rate: NaN is outside 1 to 1e+06`},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "1e-300"}, `invalid value "1e-300" for flag --rate`},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "0"}, `invalid value "0" for flag --rate`},
 	}
 	for _, c := range cases {
 		r := run(t, exec.Command(binary, c.args...))
 		if r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, r.Code, r.Stderr, c.want)
+		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	for _, arg := range []string{"--version", "-version", "version"} {
+		r := run(t, exec.Command(binary, arg))
+		if r.Code != 0 || !strings.HasPrefix(r.Stdout, "rarp-announce ") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", arg, r.Code, r.Stdout, r.Stderr)
 		}
 	}
 }

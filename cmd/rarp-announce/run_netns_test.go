@@ -460,6 +460,58 @@ func TestRunRefusesABadConfig(t *testing.T) {
 	}
 }
 
+// run --check loads the responder's tables as the start does: a bad line
+// is exit 2 with file:line, a table that only cannot load now (a file not
+// there yet) exit 1, a good one OK.
+func TestRunCheckLoadsResponderTables(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	ethers := filepath.Join(dir, "ethers")
+	writeConfig(t, cfg, "responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n52:54:00:00:00:02 10.0.0.300\n")
+	r := run(t, exec.Command(binary, "run", "--config", cfg, "--check"))
+	if r.Code != 2 || !strings.Contains(r.Stderr, ethers+":2: ") {
+		t.Errorf("bad table: exit %d, stderr %q; want exit 2 naming %s:2", r.Code, r.Stderr, ethers)
+	}
+	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n")
+	r = run(t, exec.Command(binary, "run", "--config", cfg, "--check"))
+	if r.Code != 0 || !strings.Contains(r.Stdout, "configuration OK") {
+		t.Errorf("good table: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	os.Remove(ethers)
+	r = run(t, exec.Command(binary, "run", "--config", cfg, "--check"))
+	if r.Code != 1 || !strings.Contains(r.Stderr, ethers+": cannot open") {
+		t.Errorf("missing table: exit %d, stderr %q; want exit 1 naming the file", r.Code, r.Stderr)
+	}
+}
+
+// The agent starts although the responder's table cannot load yet (a
+// file not there, as with DNS down at boot): the announcer must not stay
+// down for it. The table loads once the file appears.
+func TestRunStartsWhileTheResponderTableCannotLoad(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "rtab")
+	ns.Bridge(t, "br0")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	ethers := filepath.Join(dir, "ethers")
+	writeConfig(t, cfg, testConfig(3)+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	d := startDaemon(t, ns, "--config", cfg, "--libvirt-socket", shortSocket(t), "--metrics-address", "127.0.0.1:0")
+	d.waitLog("responder table not loaded at start; retrying in the background, unknown MACs are not answered meanwhile", 5*time.Second)
+	if got := d.metric("rarp_announce_config_last_reload_successful"); got != 1 {
+		t.Errorf("config_last_reload_successful = %v at start, want 1", got)
+	}
+	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n")
+	d.waitMetric("rarp_announce_table_entries", 1, 10*time.Second)
+	// A broken config on SIGHUP: refused, and the metric says so.
+	writeConfig(t, cfg, "schedule:\n  rounds: 5.5\n")
+	d.signal(syscall.SIGHUP)
+	d.waitMetric("rarp_announce_config_last_reload_successful", 0, 5*time.Second)
+	if code, _ := d.stop(); code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
+}
+
 // A metrics port already in use fails the start: exit 1, naming the
 // address.
 func TestRunMetricsPortInUseExits1(t *testing.T) {

@@ -26,17 +26,23 @@ func (e *TableError) Error() string { return e.Err.Error() }
 func (e *TableError) Unwrap() error { return e.Err }
 
 // NewResponder loads the table now (a broken ethers or map file refuses the
-// start with file:line, as a *TableError) and builds the server on
+// start with file:line, as a *TableError; with retry, a table that failed
+// only to resolve names or to be read is retried in the background instead,
+// as the agent does, while serve refuses it) and builds the server on
 // cfg.Interfaces; cfg.Table, Logger and Metrics are set here. Its metrics
 // and the table's go to reg (nil: not exported).
-func NewResponder(ctx context.Context, files rarptable.Files, cfg responder.Config, log *zap.Logger, reg prometheus.Registerer) (*Responder, error) {
+func NewResponder(ctx context.Context, files rarptable.Files, cfg responder.Config, log *zap.Logger, reg prometheus.Registerer, retry bool) (*Responder, error) {
 	holder := rarptable.NewHolder(nil)
 	tm := rarptable.NewMetrics(holder)
 	rl := &rarptable.Reloader{
 		Loader: &rarptable.Loader{Files: files},
 		Holder: holder, Logger: log, Metrics: tm,
 	}
-	if err := rl.Reload(ctx, "start"); err != nil {
+	load := func() error { return rl.Reload(ctx, "start") }
+	if retry {
+		load = func() error { return rl.Start(ctx) }
+	}
+	if err := load(); err != nil {
 		return nil, &TableError{err}
 	}
 	rm := responder.NewMetrics()

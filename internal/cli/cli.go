@@ -81,6 +81,8 @@ func Run(ctx context.Context, env *Env, args []string) int {
 		}
 		usage(env.Stdout)
 		return ExitOK
+	case "-version", "--version", "-V":
+		return lookup("version").Run(ctx, env, args[1:])
 	}
 	c := lookup(args[0])
 	if c == nil {

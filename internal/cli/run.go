@@ -54,6 +54,13 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		return ExitUsage
 	}
 	if check {
+		if transient, err := config.CheckTables(ctx, cfg); err != nil {
+			fmt.Fprintf(env.Stderr, "rarp-announce run: responder table:\n%v\n", err)
+			if transient { // run would start and retry it
+				return ExitFailure
+			}
+			return ExitUsage
+		}
 		where := path
 		if where == "" {
 			where = "built-in defaults"

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/app"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -86,7 +87,7 @@ type sendFlags struct {
 	vlan, priority uint
 	sched          *announce.Schedule
 	pcapPath       string
-	rate           float64
+	rate           config.Rate
 	quiet          bool
 	set            map[string]bool // flags given on the command line
 }
@@ -99,7 +100,7 @@ func (f *sendFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&f.priority, "priority", 0, "802.1Q priority (PCP) of tagged frames, 0-7")
 	f.sched = scheduleFlags(fs)
 	fs.StringVar(&f.pcapPath, "pcap", "", "write the frames to this pcap file instead of the wire (dry run)")
-	fs.Float64Var(&f.rate, "rate", announce.DefaultPacing().PerSecond, "at most this many frames per second on the interface")
+	fs.Var(&f.rate, "rate", "at most this many frames per second on the interface (1 to 1e6)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
 }
 
@@ -116,8 +117,6 @@ func (f *sendFlags) check() string {
 		return fmt.Sprintf("--priority: %d is not 0-7", f.priority)
 	case f.set["priority"] && !f.set["vlan"]:
 		return "--priority needs --vlan"
-	case f.rate <= 0:
-		return "--rate: must be > 0"
 	}
 	if err := f.sched.Validate(); err != nil {
 		return flagged(err)
@@ -146,7 +145,7 @@ func (f *sendFlags) opener() (announce.Opener, func(), error) {
 
 func runSend(ctx context.Context, env *Env, args []string) int {
 	fs := flagSet(env, "send", "--interface IF --mac MAC [--mac MAC ...] [flags]", sendExamples)
-	f := sendFlags{set: map[string]bool{}}
+	f := sendFlags{set: map[string]bool{}, rate: config.Rate(announce.DefaultPacing().PerSecond)}
 	f.register(fs)
 	if code, ok := parse(env, fs, args); !ok {
 		return code
@@ -163,7 +162,7 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 
 	var mu sync.Mutex
 	var first time.Time
-	a := app.NewAnnouncer(announce.Pacing{PerSecond: f.rate, Burst: max(int(f.rate/10), 1)}, app.Options{
+	a := app.NewAnnouncer(announce.Pacing{PerSecond: float64(f.rate), Burst: max(int(f.rate/10), 1)}, app.Options{
 		Open: open,
 		OnFrame: func(s announce.Sent) {
 			mu.Lock()

@@ -117,7 +117,7 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	reg := httpapi.NewRegistry()
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: f.ethers, Map: f.mapFile}, responder.Config{
 		Interfaces: f.ifaces, OffLink: f.offLink, BootDir: f.bootDir, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
-	}, log, reg)
+	}, log, reg, false)
 	var te *app.TableError
 	if errors.As(err, &te) {
 		fmt.Fprintf(env.Stderr, "rarp-announce serve: table not loaded:\n%v\n", err)

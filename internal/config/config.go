@@ -5,19 +5,17 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"regexp"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 )
@@ -205,140 +203,57 @@ type Duration time.Duration
 // D returns the time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// UnmarshalYAML parses Go duration syntax.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return &lineError{n.Line, "expected a duration such as 50ms or 2s"}
-	}
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return &lineError{n.Line, fmt.Sprintf("%q is not a duration (such as 50ms or 2s)", n.Value)}
-	}
-	*d = Duration(v)
-	return nil
-}
-
 // MarshalYAML writes the Go syntax back.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
-// UnmarshalYAML accepts only the known strategies.
-func (s *Strategy) UnmarshalYAML(n *yaml.Node) error {
-	switch v := Strategy(n.Value); v {
-	case StrategyHost, StrategyQEMU, StrategyOVS, StrategySkip:
-		*s = v
-		return nil
-	}
-	return &lineError{n.Line, fmt.Sprintf("%q is not a strategy (host, qemu, ovs or skip)", n.Value)}
-}
-
-type lineError struct {
-	line int
-	msg  string
-}
-
-func (e *lineError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
-
-// Error is a configuration error at a place in a file.
-type Error struct {
-	File string
-	Line int // 0: the file as a whole
-	Key  string
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.Key != "" {
-		b.WriteString(e.Key + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
-
 // Load reads, decodes and validates a config file on top of the defaults.
-// The error lists every problem found, one per line, each with file:line.
+// The error, an Errors, lists every problem found, one per line, each with
+// file:line.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &Error{File: path, Msg: err.Error()}
+		return nil, Errors{{File: path, Class: ClassFile, Msg: unwrapPath(err)}}
 	}
 	return Parse(path, data)
 }
 
-var (
-	reLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	reUnknown = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
-	sections  = map[string]string{"Config": "", "Libvirt": "libvirt", "Schedule": "schedule", "Pacing": "pacing",
-		"Readiness": "readiness", "Strategies": "strategies", "OVS": "ovs", "Responder": "responder",
-		"Metrics": "metrics", "Log": "log"}
-)
-
-// Parse decodes and validates data; name is the file name for errors.
+// Parse decodes and validates data; name is the file name for errors. The
+// error, an Errors, lists every problem of the file at once: syntax,
+// second documents, unknown and duplicate keys, wrong types and values
+// out of range, each as "file:line: key: reason".
 func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, decodeError(name, err)
+	d := &decoder{file: name}
+	root := d.document(data)
+	if d.errs.Has(ClassSyntax) {
+		return nil, d.errs.err()
 	}
-	if len(bytes.TrimSpace(data)) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // EOF: only comments
-			return nil, decodeError(name, err)
-		}
+	if root != nil && len(root.Content) > 0 {
+		d.mapping(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
 	if len(c.Responder.Interfaces) == 0 {
 		c.Responder.Interfaces = nil
 	}
-	if errs := c.validate(); len(errs) > 0 {
-		for _, e := range errs {
-			e.File = name
-			e.Line = lineOf(&root, e.Key)
+	// Semantic checks on what decoded; a key that already failed to
+	// decode kept its default, so a second message about it would mislead.
+	failed := map[string]bool{}
+	for _, e := range d.errs {
+		failed[e.Key] = true
+	}
+	for _, e := range c.validate() {
+		if failed[e.Key] {
+			continue
 		}
-		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
-		out := make([]error, len(errs))
-		for i, e := range errs {
-			out[i] = e
+		e.File = name
+		if root != nil {
+			e.Line = lineOf(root, e.Key)
 		}
-		return nil, errors.Join(out...)
+		d.errs = append(d.errs, e)
+	}
+	if err := d.errs.err(); err != nil {
+		return nil, err
 	}
 	return c, nil
-}
-
-func decodeError(name string, err error) error {
-	var msgs []string
-	var te *yaml.TypeError
-	var le *lineError
-	switch {
-	case errors.As(err, &te):
-		msgs = te.Errors
-	case errors.As(err, &le):
-		msgs = []string{le.Error()}
-	default:
-		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	var out []error
-	for _, m := range msgs {
-		e := &Error{File: name, Msg: m}
-		if g := reLine.FindStringSubmatch(m); g != nil {
-			e.Line, _ = strconv.Atoi(g[1])
-			e.Msg = g[2]
-			if u := reUnknown.FindStringSubmatch(e.Msg); u != nil {
-				e.Key = u[1]
-				if s := sections[u[2]]; s != "" {
-					e.Key = s + "." + u[1]
-				}
-				e.Msg = "unknown key"
-			}
-		}
-		out = append(out, e)
-	}
-	return errors.Join(out...)
 }
 
 // lineOf finds the line of a dotted key ("schedule.rounds") in the
@@ -372,19 +287,18 @@ func lineOf(root *yaml.Node, key string) int {
 // Validate checks a config built in code (defaults plus command-line
 // overrides); source names where the values came from in the errors.
 func (c *Config) Validate(source string) error {
-	var out []error
-	for _, e := range c.validate() {
+	errs := Errors(c.validate())
+	for _, e := range errs {
 		e.File = source
-		out = append(out, e)
 	}
-	return errors.Join(out...)
+	return errs.err()
 }
 
 // validate returns every semantic problem, keyed by dotted path.
 func (c *Config) validate() []*Error {
 	var errs []*Error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &Error{Key: key, Class: ClassValue, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Libvirt.RPCTimeout <= 0 {
 		bad("libvirt.rpc_timeout", "must be > 0")
@@ -403,8 +317,10 @@ func (c *Config) validate() []*Error {
 			bad("schedule."+strings.ReplaceAll(fe.Field, "-", "_"), "%s", fe.Err)
 		}
 	}
-	if c.Pacing.FramesPerSecond <= 0 {
-		bad("pacing.frames_per_second", "must be > 0")
+	// NaN fails every comparison and a rate near zero makes the pacer's
+	// wait overflow to a negative duration: both used to turn pacing off.
+	if f := c.Pacing.FramesPerSecond; !(f >= MinFramesPerSecond && f <= MaxFramesPerSecond) {
+		bad("pacing.frames_per_second", "%v is outside %v to %v", f, MinFramesPerSecond, MaxFramesPerSecond)
 	}
 	if c.Pacing.Burst < 1 {
 		bad("pacing.burst", "must be >= 1")
@@ -462,4 +378,42 @@ func (c *Config) validate() []*Error {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Key < errs[j].Key })
 	return errs
+}
+
+// Bounds of pacing.frames_per_second (and send --rate): below one frame a
+// second an announce of a few frames takes longer than any switch keeps a
+// MAC; above a million the pacer no longer limits anything a NIC can send.
+const (
+	MinFramesPerSecond = 1.0
+	MaxFramesPerSecond = 1e6
+)
+
+// Rate is a frames-per-second flag value, checked when the flag is parsed
+// ("send --rate NaN" is a usage error, not pacing turned off).
+type Rate float64
+
+// String implements flag.Value.
+func (r *Rate) String() string { return strconv.FormatFloat(float64(*r), 'g', -1, 64) }
+
+// Set implements flag.Value.
+func (r *Rate) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a number", s)
+	}
+	if !(f >= MinFramesPerSecond && f <= MaxFramesPerSecond) {
+		return fmt.Errorf("%v is outside %v to %v frames per second", f, MinFramesPerSecond, MaxFramesPerSecond)
+	}
+	*r = Rate(f)
+	return nil
+}
+
+// unwrapPath drops the path from an *os.PathError: the Error names the
+// file already.
+func unwrapPath(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return "cannot " + pe.Op + ": " + pe.Err.Error()
+	}
+	return err.Error()
 }

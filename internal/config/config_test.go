@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"strings"
@@ -41,50 +43,147 @@ func TestExampleConfigIsCompleteAndDefault(t *testing.T) {
 	}
 }
 
+// Each class of problem, as the operator reads it and as a caller gets
+// it: the typed Error's line, key and class.
 func TestErrorsNameFileLineAndKey(t *testing.T) {
+	type want struct {
+		line  int
+		key   string
+		class Class
+		text  string // the whole line as printed
+	}
 	cases := []struct {
 		name, yaml string
-		want       []string
+		want       []want
 	}{
 		{"unknown top-level key", "libvirt:\n  uri: qemu:///system\nschedul:\n  rounds: 3\n",
-			[]string{"c.yaml:3: schedul: unknown key"}},
+			[]want{{3, "schedul", ClassUnknownKey, "c.yaml:3: schedul: unknown key"}}},
 		{"unknown nested key", "schedule:\n  rounds: 3\n  intial: 10ms\n",
-			[]string{"c.yaml:3: schedule.intial: unknown key"}},
+			[]want{{3, "schedule.intial", ClassUnknownKey, "c.yaml:3: schedule.intial: unknown key"}}},
 		{"bad duration", "schedule:\n  initial: soon\n",
-			[]string{`c.yaml:2: "soon" is not a duration`}},
+			[]want{{2, "schedule.initial", ClassType, `c.yaml:2: schedule.initial: "soon" is not a duration (such as 50ms or 2s)`}}},
+		{"duration as a list", "readiness:\n  timeout: [1s]\n",
+			[]want{{2, "readiness.timeout", ClassType, "c.yaml:2: readiness.timeout: expected a duration such as 50ms or 2s, found a list"}}},
+		{"empty duration", "readiness:\n  timeout:\n",
+			[]want{{2, "readiness.timeout", ClassType, "c.yaml:2: readiness.timeout: no value: expected a duration such as 50ms or 2s"}}},
 		{"bad strategy", "strategies:\n  bridge: teleport\n",
-			[]string{`c.yaml:2: "teleport" is not a strategy`}},
+			[]want{{2, "strategies.bridge", ClassValue, `c.yaml:2: strategies.bridge: "teleport" is not a strategy (host, qemu, ovs or skip)`}}},
 		{"out of range", "schedule:\n  rounds: 0\npacing:\n  frames_per_second: -1\n",
-			[]string{"c.yaml:2: schedule.rounds: 0 is outside 1 to 100", "c.yaml:4: pacing.frames_per_second: must be > 0"}},
+			[]want{{2, "schedule.rounds", ClassValue, "c.yaml:2: schedule.rounds: 0 is outside 1 to 100"},
+				{4, "pacing.frames_per_second", ClassValue, "c.yaml:4: pacing.frames_per_second: -1 is outside 1 to 1e+06"}}},
 		{"wrong type", "schedule:\n  rounds: many\n",
-			[]string{"c.yaml:2: cannot unmarshal !!str `many` into int"}},
+			[]want{{2, "schedule.rounds", ClassType, `c.yaml:2: schedule.rounds: expected a whole number, found "many"`}}},
+		{"float for an integer", "schedule:\n  rounds: 5.5\n",
+			[]want{{2, "schedule.rounds", ClassType, "c.yaml:2: schedule.rounds: 5.5 is not a whole number"}}},
+		{"float for burst", "pacing:\n  burst: 1e3\n",
+			[]want{{2, "pacing.burst", ClassType, "c.yaml:2: pacing.burst: 1e3 is not a whole number"}}},
+		{"string for a bool", "fdb_repair: yes\n",
+			[]want{{1, "fdb_repair", ClassType, `c.yaml:1: fdb_repair: expected true or false, found "yes"`}}},
+		{"scalar for a list", "responder:\n  interfaces: br0\n",
+			[]want{{2, "responder.interfaces", ClassType, `c.yaml:2: responder.interfaces: expected a list, found "br0"`}}},
+		{"mapping for a section", "schedule: 5\n",
+			[]want{{1, "schedule", ClassType, `c.yaml:1: schedule: expected a mapping of keys, found "5"`}}},
+		{"NaN rate", "pacing:\n  frames_per_second: .nan\n",
+			[]want{{2, "pacing.frames_per_second", ClassValue, "c.yaml:2: pacing.frames_per_second: .nan is not a finite number"}}},
+		{"infinite rate", "pacing:\n  frames_per_second: .inf\n",
+			[]want{{2, "pacing.frames_per_second", ClassValue, "c.yaml:2: pacing.frames_per_second: .inf is not a finite number"}}},
+		{"tiny rate", "pacing:\n  frames_per_second: 1e-300\n",
+			[]want{{2, "pacing.frames_per_second", ClassValue, "c.yaml:2: pacing.frames_per_second: 1e-300 is outside 1 to 1e+06"}}},
+		{"duplicate key", "schedule:\n  rounds: 3\n  rounds: 4\n",
+			[]want{{3, "schedule.rounds", ClassDuplicateKey, "c.yaml:3: schedule.rounds: given twice (first on line 2)"}}},
+		{"duplicate section", "schedule:\n  rounds: 3\nschedule:\n  rounds: 4\n",
+			[]want{{3, "schedule", ClassDuplicateKey, "c.yaml:3: schedule: given twice (first on line 1)"}}},
+		{"second document", "schedule:\n  rounds: 3\n---\nschedule:\n  rounds: 4\n",
+			[]want{{3, "", ClassDocuments, "c.yaml:3: a second YAML document: the file must hold one (remove the ---)"}}},
 		{"ovs on a bridge", "strategies:\n  bridge: ovs\n",
-			[]string{"c.yaml:2: strategies.bridge: ovs applies only to openvswitch ports"}},
+			[]want{{2, "strategies.bridge", ClassValue, "c.yaml:2: strategies.bridge: ovs applies only to openvswitch ports"}}},
 		{"vhostuser host", "strategies:\n  vhostuser: host\n",
-			[]string{"c.yaml:2: strategies.vhostuser: vhost-user ports have no kernel device"}},
+			[]want{{2, "strategies.vhostuser", ClassValue, "c.yaml:2: strategies.vhostuser: vhost-user ports have no kernel device: use qemu or skip"}}},
 		{"responder without interfaces", "responder:\n  enabled: true\n",
-			[]string{"c.yaml:1: responder.interfaces: at least one interface"}},
+			[]want{{1, "responder.interfaces", ClassValue, "c.yaml:1: responder.interfaces: at least one interface is needed when the responder is enabled"}}},
 		{"bad address", "metrics:\n  address: localhost\n",
-			[]string{`c.yaml:2: metrics.address: "localhost" is not host:port`}},
+			[]want{{2, "metrics.address", ClassValue, `c.yaml:2: metrics.address: "localhost" is not host:port`}}},
 		{"backoff order", "libvirt:\n  backoff_min: 5s\n  backoff_max: 1s\n",
-			[]string{"c.yaml:3: libvirt.backoff_max: must be >= backoff_min (5s)"}},
+			[]want{{3, "libvirt.backoff_max", ClassValue, "c.yaml:3: libvirt.backoff_max: must be >= backoff_min (5s)"}}},
 		{"bursts without interval", "schedule:\n  bursts: 3\n",
-			[]string{"schedule.burst_interval: must be > 0 when bursts > 1"}},
+			[]want{{1, "schedule.burst_interval", ClassValue, "c.yaml:1: schedule.burst_interval: must be > 0 when bursts > 1"}}},
 		{"syntax", "schedule:\n  rounds: [\n",
-			[]string{"c.yaml:"}},
+			[]want{{2, "", ClassSyntax, "c.yaml:2: YAML syntax: did not find expected node content"}}},
+		{"top level not a mapping", "- a\n- b\n",
+			[]want{{1, "", ClassType, "c.yaml:1: expected a mapping of keys (libvirt:, schedule:, ...), found a list"}}},
+		// Four problems of four classes: all reported, in line order.
+		{"every problem at once",
+			"schedule:\n  rounds: 5.5\n  initial: soon\nlog:\n  levle: debug\npacing:\n  frames_per_second: .nan\nfdb_repair: true\nfdb_repair: false\nmetrics:\n  address: nowhere\n",
+			[]want{
+				{2, "schedule.rounds", ClassType, "c.yaml:2: schedule.rounds: 5.5 is not a whole number"},
+				{3, "schedule.initial", ClassType, `c.yaml:3: schedule.initial: "soon" is not a duration (such as 50ms or 2s)`},
+				{5, "log.levle", ClassUnknownKey, "c.yaml:5: log.levle: unknown key"},
+				{7, "pacing.frames_per_second", ClassValue, "c.yaml:7: pacing.frames_per_second: .nan is not a finite number"},
+				{9, "fdb_repair", ClassDuplicateKey, "c.yaml:9: fdb_repair: given twice (first on line 8)"},
+				{11, "metrics.address", ClassValue, `c.yaml:11: metrics.address: "nowhere" is not host:port`},
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Parse("c.yaml", []byte(c.yaml))
+			cfg, err := Parse("c.yaml", []byte(c.yaml))
 			if err == nil {
-				t.Fatal("accepted")
+				t.Fatalf("accepted: %+v", cfg)
 			}
-			for _, w := range c.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
+			errs := AsErrors(err)
+			var got []want
+			for _, e := range errs {
+				if e.File != "c.yaml" {
+					t.Errorf("file %q", e.File)
 				}
+				got = append(got, want{e.Line, e.Key, e.Class, e.Error()})
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got\n%s\nwant\n%s", fmtWants(got), fmtWants(c.want))
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(c.want) {
+				t.Errorf("printed %d lines, want %d:\n%v", len(lines), len(c.want), err)
 			}
 		})
+	}
+}
+
+func fmtWants[T any](ws []T) string {
+	var b strings.Builder
+	for _, w := range ws {
+		fmt.Fprintf(&b, "  %+v\n", w)
+	}
+	return b.String()
+}
+
+// Validate (a config built in code, flags applied) returns the same
+// typed errors; a missing file is ClassFile.
+func TestValidateAndFileErrorsAreTyped(t *testing.T) {
+	c := Default()
+	c.Pacing.FramesPerSecond = math.NaN()
+	c.Log.Level = "loud"
+	errs := AsErrors(c.Validate("command line"))
+	if len(errs) != 2 || errs[0].Key != "log.level" || errs[1].Key != "pacing.frames_per_second" || errs[0].File != "command line" {
+		t.Fatalf("%v", errs)
+	}
+	errs = AsErrors(func() error { _, err := Load("/nonexistent/r.yaml"); return err }())
+	if len(errs) != 1 || errs[0].Class != ClassFile {
+		t.Fatalf("%v", errs)
+	}
+}
+
+func TestRateFlag(t *testing.T) {
+	for _, s := range []string{"NaN", "nan", "Inf", "-Inf", "1e-300", "0", "-5", "2e6", "fast"} {
+		var r Rate
+		if err := r.Set(s); err == nil {
+			t.Errorf("--rate %s accepted as %v", s, r)
+		}
+	}
+	for s, want := range map[string]Rate{"1": 1, "4000": 4000, "1e6": 1e6, "2.5": 2.5} {
+		var r Rate
+		if err := r.Set(s); err != nil || r != want {
+			t.Errorf("--rate %s: %v %v", s, r, err)
+		}
 	}
 }
 

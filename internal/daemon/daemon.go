@@ -131,6 +131,7 @@ type Daemon struct {
 	resp    *app.Responder
 	closers []func()
 	stopLog func() // flushes the buffered log
+	cfgm    *config.ReloadMetrics
 }
 
 // New builds the daemon: nothing watches or sends until Run. The error
@@ -149,6 +150,8 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	}()
 
 	lvm := libvirtwatch.NewMetrics(d.reg)
+	d.cfgm = config.NewReloadMetrics()
+	d.reg.MustRegister(d.cfgm)
 	// Always there: the connection is dialed only when a NIC on the qemu
 	// strategy lands, so a reload can switch a NIC kind to qemu.
 	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))
@@ -250,6 +253,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // level, the responder's tables. The rest needs a restart and is logged.
 func (d *Daemon) reload() {
 	cfg, err := Load(d.cfgPath, d.over)
+	d.cfgm.Observe(err)
 	if err != nil {
 		d.log.Error("reload refused; keeping the running configuration", zap.Error(err))
 		return

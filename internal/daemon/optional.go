@@ -29,7 +29,7 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 	}
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: c.Ethers, Map: c.Map}, responder.Config{
 		Interfaces: c.Interfaces, OffLink: c.OffLink, BootDir: c.BootDir, ARPAdvise: c.ARPAdvise,
-	}, d.log.Named("responder"), d.reg)
+	}, d.log.Named("responder"), d.reg, true)
 	var te *app.TableError
 	if errors.As(err, &te) {
 		return &ConfigError{err}

@@ -65,6 +65,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.rpcErrors.WithLabelValues(p)
 		m.rpcTimeouts.WithLabelValues(p)
 	}
+	// Every known event and detail from the start: a dashboard or alert on
+	// resumed/migrated must see 0, not nothing, before the first landing.
+	for ev, details := range detailNames {
+		for _, d := range details {
+			m.events.WithLabelValues(eventNames[ev], d)
+		}
+	}
 	for _, s := range []string{"event", "resync"} {
 		m.landings.WithLabelValues(s)
 		m.cancels.WithLabelValues(s)

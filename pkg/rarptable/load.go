@@ -71,14 +71,14 @@ func (l *Loader) Load(ctx context.Context) (*Result, error) {
 	var mapRecs, ethRecs []record
 	if f := l.Files.Map; f != "" {
 		if data, err := os.ReadFile(f); err != nil {
-			p.add(f, 0, "%v", unwrapPathError(err))
+			p.addTransient(f, 0, "%v", unwrapPathError(err))
 		} else {
 			mapRecs = parseMap(f, data, &p)
 		}
 	}
 	if f := l.Files.Ethers; f != "" {
 		if data, err := os.ReadFile(f); err != nil {
-			p.add(f, 0, "%v", unwrapPathError(err))
+			p.addTransient(f, 0, "%v", unwrapPathError(err))
 		} else {
 			ethRecs = parseEthers(f, data, &p)
 		}
@@ -221,7 +221,7 @@ func (l *Loader) resolve(ctx context.Context, mapRecs, ethRecs []record, p *prob
 			return list[i].line < list[j].line
 		})
 		for _, b := range list {
-			p.add(b.file, b.line, "host %q does not resolve to an IPv4 address: %v", b.host, resolveReason(failed[b.host]))
+			p.addTransient(b.file, b.line, "host %q does not resolve to an IPv4 address: %v", b.host, resolveReason(failed[b.host]))
 		}
 	}
 	return names

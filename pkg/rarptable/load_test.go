@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // fakeDNS is a tiny DNS server on loopback that answers A queries from a
@@ -24,6 +26,7 @@ type fakeDNS struct {
 	conn    net.PacketConn
 	names   map[string][]string
 	queries atomic.Int64
+	down    atomic.Bool // answer SERVFAIL, as a resolver whose upstream is unreachable
 }
 
 func newFakeDNS(t *testing.T, names map[string][]string) *fakeDNS {
@@ -65,6 +68,9 @@ func (d *fakeDNS) serve() {
 		rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
 		if addrs == nil {
 			rh.RCode = dnsmessage.RCodeNameError
+		}
+		if d.down.Load() {
+			rh.RCode, addrs = dnsmessage.RCodeServerFailure, nil
 		}
 		b := dnsmessage.NewBuilder(nil, rh)
 		b.EnableCompression()
@@ -286,6 +292,27 @@ func TestNewTable(t *testing.T) {
 	}
 }
 
+// Every entry has a source of its own; past 65,536 of them a 16-bit index
+// wrapped and entry 65,537 was logged as entry 1's.
+func TestNewTableSourcesPast65536(t *testing.T) {
+	const n = 70000
+	entries := make([]Entry, n)
+	for i := range entries {
+		mac := rarp.MAC{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+		entries[i] = Entry{MAC: mac, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})},
+			Source: fmt.Sprintf("api:%d", i+1)}
+	}
+	tb, err := NewTable(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 65535, 65536, 65537, n - 1} {
+		if got, want := tb.Source("", entries[i].MAC), fmt.Sprintf("api:%d", i+1); got != want {
+			t.Errorf("entry %d: source %q, want %q", i+1, got, want)
+		}
+	}
+}
+
 func TestHolderAndLookupDoNotAllocate(t *testing.T) {
 	tb, err := NewTable([]Entry{{MAC: mustMAC(t, "52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}})
 	if err != nil {
@@ -304,6 +331,74 @@ func TestHolderAndLookupDoNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 || n == 0 {
 		t.Fatalf("%v allocations per lookup (found %d)", allocs, n)
+	}
+}
+
+// At start, a table that fails only for reasons that pass by themselves
+// (DNS down, a file not there yet) does not stop the start: it is retried
+// in the background until it loads. A problem in a file's text does.
+func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
+	mac1 := mustMAC(t, "52:54:00:00:00:01")
+	t.Run("DNS down at start", func(t *testing.T) {
+		dns := newFakeDNS(t, map[string][]string{"pxe-1": {"192.0.2.1"}})
+		dns.down.Store(true)
+		ethers := writeFile(t, t.TempDir(), "ethers", "52:54:00:00:00:01 pxe-1\n")
+		h := NewHolder(nil)
+		m := NewMetrics(h)
+		r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}, Resolver: dns.resolver(), ResolveTimeout: time.Second},
+			Holder: h, Metrics: m, RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := r.Start(ctx); err != nil {
+			t.Fatalf("a DNS failure refused the start: %v", err)
+		}
+		if h.Load().Len() != 0 || r.Loaded() {
+			t.Fatal("a table was served although the name did not resolve")
+		}
+		waitFor(t, func() bool { return counterValue(t, m, "rarp_announce_table_reloads_total", "error") >= 2 })
+		dns.down.Store(false)
+		waitFor(t, func() bool { return h.Load().Lookup("br0", mac1) != nil })
+		if !r.Loaded() {
+			t.Fatal("Loaded is false after the retry loaded the table")
+		}
+		if got := h.Load().Lookup("br0", mac1); got[0] != ip4("192.0.2.1") {
+			t.Fatalf("lookup %v", got)
+		}
+	})
+	t.Run("file not there yet", func(t *testing.T) {
+		dir := t.TempDir()
+		ethers := filepath.Join(dir, "ethers")
+		h := NewHolder(nil)
+		r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, RetryMin: 20 * time.Millisecond, RetryMax: 50 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := r.Start(ctx); err != nil {
+			t.Fatalf("a missing file refused the start: %v", err)
+		}
+		writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
+		waitFor(t, func() bool { return h.Load().Lookup("br0", mac1) != nil })
+	})
+	t.Run("syntax error is final", func(t *testing.T) {
+		dir := t.TempDir()
+		// A bad line and a missing map: the bad line decides.
+		ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.300\n")
+		r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers, Map: filepath.Join(dir, "map.yaml")}}, Holder: NewHolder(nil)}
+		err := r.Start(context.Background())
+		var le *LoadError
+		if !errors.As(err, &le) || le.Transient() || len(le.Problems) != 2 || !le.Problems[0].Transient || le.Problems[1].Transient {
+			t.Fatalf("got %v (%+v)", err, le)
+		}
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -173,6 +173,8 @@ func TestParseMapProblems(t *testing.T) {
 		{"item not a map", "mappings:\n  - 52:54:00:00:00:01\n", 2, "must be a set of keys"},
 		{"top is a list", "- mac: 52:54:00:00:00:01\n", 1, "expected a mapping"},
 		{"syntax", "mappings:\n  - mac: 52:54:00:00:00:01\n    ip: 10.0.0.1: x\n", 3, "YAML: mapping values are not allowed"},
+		{"mappings twice", "mappings:\n  - mac: 52:54:00:00:00:01\n    ip: 10.0.0.1\nmappings:\n  - mac: 52:54:00:00:00:02\n    ip: 10.0.0.2\n", 4, `key "mappings" given twice (first on line 1)`},
+		{"second document", "mappings:\n  - mac: 52:54:00:00:00:01\n    ip: 10.0.0.1\n---\nmappings: []\n", 4, "a second YAML document"},
 		{"tab indent", "mappings:\n\t- mac: 52:54:00:00:00:01\n", 2, "YAML:"},
 	}
 	for _, c := range cases {

@@ -18,6 +18,11 @@ type Problem struct {
 	File   string
 	Line   int
 	Reason string
+	// Transient marks a problem that may pass without an edit of the file:
+	// the file could not be read (not there yet, a ConfigMap not mounted
+	// yet) or a host name did not resolve (DNS down at boot). The other
+	// problems are in the text and stay until the file is fixed.
+	Transient bool
 }
 
 func (p Problem) String() string {
@@ -35,6 +40,17 @@ const maxListed = 20
 // file and line order.
 type LoadError struct {
 	Problems []Problem
+}
+
+// Transient reports whether every problem may pass without an edit of the
+// files (see Problem.Transient): a load worth retrying as it is.
+func (e *LoadError) Transient() bool {
+	for _, p := range e.Problems {
+		if !p.Transient {
+			return false
+		}
+	}
+	return len(e.Problems) > 0
 }
 
 func (e *LoadError) Error() string {
@@ -58,18 +74,29 @@ func (e *LoadError) Error() string {
 // problems collects Problems up to a cap, counting the rest, so a huge
 // broken file costs bounded memory.
 type problems struct {
-	list    []Problem
-	dropped int
+	list             []Problem
+	dropped          int
+	droppedPermanent bool // one of the dropped ones was not Transient
 }
 
 const maxKept = 1000
 
 func (p *problems) add(file string, line int, format string, args ...any) {
+	p.put(false, file, line, format, args...)
+}
+
+// addTransient adds a problem that may pass by itself (Problem.Transient).
+func (p *problems) addTransient(file string, line int, format string, args ...any) {
+	p.put(true, file, line, format, args...)
+}
+
+func (p *problems) put(transient bool, file string, line int, format string, args ...any) {
 	if len(p.list) >= maxKept {
 		p.dropped++
+		p.droppedPermanent = p.droppedPermanent || !transient
 		return
 	}
-	p.list = append(p.list, Problem{File: file, Line: line, Reason: fmt.Sprintf(format, args...)})
+	p.list = append(p.list, Problem{File: file, Line: line, Reason: fmt.Sprintf(format, args...), Transient: transient})
 }
 
 func (p *problems) err() error {
@@ -78,7 +105,8 @@ func (p *problems) err() error {
 	}
 	list := p.list
 	if p.dropped > 0 {
-		list = append(list, Problem{File: list[len(list)-1].File, Reason: fmt.Sprintf("%d further problems not listed", p.dropped)})
+		list = append(list, Problem{File: list[len(list)-1].File, Reason: fmt.Sprintf("%d further problems not listed", p.dropped),
+			Transient: !p.droppedPermanent})
 	}
 	return &LoadError{Problems: list}
 }

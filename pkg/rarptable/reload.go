@@ -28,8 +28,13 @@ type Reloader struct {
 	// one reload.
 	Debounce time.Duration
 
-	mu    sync.Mutex // one load at a time
-	state map[string]fileState
+	// RetryMin and RetryMax bound the backoff of Start's background
+	// retries (0: 1 s and 30 s).
+	RetryMin, RetryMax time.Duration
+
+	mu     sync.Mutex // one load at a time
+	state  map[string]fileState
+	loaded bool // a load succeeded: Start's retries stop
 }
 
 // fileState is what Watch compares to tell a real change of a table file
@@ -79,6 +84,7 @@ func (r *Reloader) Reload(ctx context.Context, why string) error {
 	}
 	old := r.Holder.Load()
 	r.Holder.Store(res.Table)
+	r.loaded = true
 	r.Metrics.loaded(res)
 	for _, w := range res.Warnings {
 		log.Warn("table line not used", zap.String("line", w.String()))
@@ -87,6 +93,66 @@ func (r *Reloader) Reload(ctx context.Context, why string) error {
 		zap.Int("entries", res.Table.Len()), zap.Int("previous_entries", old.Len()),
 		zap.Int("host_names", res.Names), zap.Duration("took", res.Duration))
 	return nil
+}
+
+// Start makes the first load of a starting responder. A table whose files
+// can never load as they are (a problem in their text) is an error: the
+// configuration is wrong, and the caller refuses to start (exit 2). A load
+// that failed only for reasons that may pass by themselves (a host name
+// that does not resolve while DNS is down at boot, a file not there yet;
+// LoadError.Transient) is not: Start returns nil, the Holder serves what
+// it held (an empty table: unknown MACs are not answered), and the load is
+// retried in the background with backoff until one succeeds (or Watch or
+// a SIGHUP loaded a table first) or ctx ends. The announcer must not stay
+// down because the responder's DNS was late.
+func (r *Reloader) Start(ctx context.Context) error {
+	err := r.Reload(ctx, "start")
+	if err == nil {
+		return nil
+	}
+	var le *LoadError
+	if !errors.As(err, &le) || !le.Transient() {
+		return err
+	}
+	if r.Logger != nil {
+		r.Logger.Warn("responder table not loaded at start; retrying in the background, unknown MACs are not answered meanwhile",
+			zap.Error(err))
+	}
+	go r.retry(ctx)
+	return nil
+}
+
+// retry reloads with exponential backoff until a load has succeeded.
+func (r *Reloader) retry(ctx context.Context) {
+	wait, most := r.RetryMin, r.RetryMax
+	if wait <= 0 {
+		wait = time.Second
+	}
+	if most <= 0 {
+		most = 30 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if r.Loaded() || r.Reload(ctx, "retry after a failed start") == nil {
+			return
+		}
+		wait = min(2*wait, most)
+		t.Reset(wait)
+	}
+}
+
+// Loaded reports whether a table has been loaded since the Reloader was
+// made (after a failed Start, whether the responder serves a real table).
+func (r *Reloader) Loaded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loaded
 }
 
 // changed reports whether any table file differs from when it was last

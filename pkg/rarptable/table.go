@@ -24,11 +24,14 @@ type Entry struct {
 }
 
 // slot locates one mapping's addresses in Table.addrs and its source line.
+// file is 32 bits wide: NewTable gives every entry a source of its own
+// ("entry 70000", "api:70000"), and a 16-bit index wrapped past 65,536 of
+// them, naming another entry's source in the logs.
 type slot struct {
 	off  uint32 // first address in Table.addrs
 	line uint32 // line in Table.files[file]
+	file uint32 // index in Table.files
 	n    uint16 // number of addresses
-	file uint16 // index in Table.files
 }
 
 // Table is an immutable MAC -> IPv4 mapping. Lookups never allocate and
@@ -118,7 +121,7 @@ func (t *Table) Source(ifname string, mac rarp.MAC) string {
 // same MAC and interface is reported through dup.
 type builder struct {
 	t       *Table
-	fileIdx map[string]uint16
+	fileIdx map[string]uint32
 }
 
 func newBuilder(sizeHint int) *builder {
@@ -128,15 +131,15 @@ func newBuilder(sizeHint int) *builder {
 			byIf:  map[string]map[rarp.MAC]slot{},
 			addrs: make([][4]byte, 0, sizeHint),
 		},
-		fileIdx: map[string]uint16{},
+		fileIdx: map[string]uint32{},
 	}
 }
 
-func (b *builder) file(name string) uint16 {
+func (b *builder) file(name string) uint32 {
 	if i, ok := b.fileIdx[name]; ok {
 		return i
 	}
-	i := uint16(len(b.t.files))
+	i := uint32(len(b.t.files))
 	b.t.files = append(b.t.files, name)
 	b.fileIdx[name] = i
 	return i
@@ -144,7 +147,7 @@ func (b *builder) file(name string) uint16 {
 
 // add inserts a mapping unless one exists for the same MAC and interface;
 // then it returns the existing one's source and false.
-func (b *builder) add(mac rarp.MAC, iface string, ips [][4]byte, file uint16, line int) (prevFile string, prevLine int, ok bool) {
+func (b *builder) add(mac rarp.MAC, iface string, ips [][4]byte, file uint32, line int) (prevFile string, prevLine int, ok bool) {
 	m := b.t.any
 	if iface != "" {
 		if m = b.t.byIf[iface]; m == nil {

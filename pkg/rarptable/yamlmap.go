@@ -1,12 +1,14 @@
 package rarptable
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The YAML mapping file, rarp-announce's own format:
@@ -30,7 +32,20 @@ var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 func parseMap(file string, data []byte, p *problems) []record {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if !errors.Is(err, io.EOF) {
+			reportYAMLError(file, err, p)
+		}
+		return nil
+	}
+	// A second document would be ignored by a plain Unmarshal: its
+	// mappings silently not served.
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		p.add(file, next.Line, "a second YAML document: the file must hold one (remove the ---)")
+		return nil
+	} else if !errors.Is(err, io.EOF) {
 		reportYAMLError(file, err, p)
 		return nil
 	}
@@ -46,12 +61,20 @@ func parseMap(file string, data []byte, p *problems) []record {
 		return nil
 	}
 	var recs []record
+	firstLine := 0
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if k.Value != "mappings" {
 			p.add(file, k.Line, "unknown key %q (the file holds one key: mappings)", k.Value)
 			continue
 		}
+		// YAML keeps the last of two equal keys: the first list would be
+		// dropped without a word.
+		if firstLine > 0 {
+			p.add(file, k.Line, "key \"mappings\" given twice (first on line %d): put every mapping in one list", firstLine)
+			continue
+		}
+		firstLine = k.Line
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			continue
 		}

@@ -26,9 +26,17 @@ const (
 
 // Reasons a frame is counted as malformed, as metric labels. The first
 // ones are rarp.Reason's.
-var malformedReasons = []string{"short_frame", "htype", "ptype", "hlen", "plen", "other", "sender_mismatch"}
+var malformedReasons = [numMalformed]string{"short_frame", "htype", "ptype", "hlen", "plen", "other", "sender_mismatch", "bad_source"}
 
-const reasonSenderMismatch = 6
+const (
+	reasonSenderMismatch = 6
+	// reasonBadSource: the Ethernet source is broadcast, multicast or
+	// zero. No station sends from such an address, and the reply, which
+	// goes "unicast" to the request's source, would be flooded to every
+	// port (a forged request would make the responder a broadcaster).
+	reasonBadSource = 7
+	numMalformed    = 8
+)
 
 func malformedIndex(err error) int {
 	switch rarp.Reason(err) {
@@ -87,7 +95,8 @@ type decision struct {
 // never allocates.
 //
 // Like rarpd: only op 3 with Ethernet hardware, IPv4 protocol, lengths 6
-// and 4 and an Ethernet source equal to sha is a request; the reply goes
+// and 4 and an Ethernet source equal to sha is a request; unlike rarpd, a
+// request from a group or zero Ethernet source is dropped (bad_source); the reply goes
 // unicast to the request's Ethernet source with op 4, sha/spa = the
 // interface's MAC and its address on the mapped IP's subnet, tha = the
 // requested MAC and tpa = the mapped IP. A MAC that maps to several
@@ -101,6 +110,10 @@ func decide(frame []byte, st *ifState, v *rarptable.View, r *rules, out []byte) 
 	}
 	if d.req.Operation != rarp.OpReverseRequest || d.req.EtherType != rarp.EtherTypeRARP || d.req.VLAN.Tagged() {
 		d.out = outIgnored
+		return d
+	}
+	if src := d.req.Source; src.IsZero() || src.IsMulticast() { // broadcast is a multicast address
+		d.out, d.reason = outMalformed, reasonBadSource
 		return d
 	}
 	if d.req.Source != d.req.SenderHardware {

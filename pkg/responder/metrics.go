@@ -18,13 +18,13 @@ type counters struct {
 	notBootable atomic.Uint64
 	sendErrors  atomic.Uint64
 	ringDrops   atomic.Uint64
-	malformed   [7]atomic.Uint64 // by malformedReasons
+	malformed   [numMalformed]atomic.Uint64 // by malformedReasons
 }
 
 // batchCounts is what one batch adds to counters.
 type batchCounts struct {
 	requests, replies, unknown, offLink, notBootable, sendErrors uint64
-	malformed                                                    [7]uint64
+	malformed                                                    [numMalformed]uint64
 }
 
 func (c *counters) add(b *batchCounts) {
@@ -95,7 +95,7 @@ func NewMetrics() *Metrics {
 		unknown: prometheus.NewDesc("rarp_announce_responder_unknown_requests_total",
 			"RARP requests for a MAC that is not in the table (not answered).", l, nil),
 		malformed: prometheus.NewDesc("rarp_announce_responder_malformed_frames_total",
-			"RARP frames with op 3 that are not valid requests, by reason: short_frame, htype, ptype, hlen, plen, sender_mismatch (Ethernet source differs from the sender hardware address, which rarpd also refuses), other.",
+			"RARP frames with op 3 that are not valid requests, by reason: short_frame, htype, ptype, hlen, plen, sender_mismatch (Ethernet source differs from the sender hardware address, which rarpd also refuses), bad_source (Ethernet source broadcast, multicast or zero: no reply, which would be flooded), other.",
 			[]string{"interface", "reason"}, nil),
 		offLink: prometheus.NewDesc("rarp_announce_responder_offlink_refusals_total",
 			"RARP requests not answered because the mapped IPv4 address is not on the interface's subnet (allow with --off-link).", l, nil),

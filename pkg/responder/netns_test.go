@@ -244,6 +244,31 @@ func TestUnknownAndMalformedAreCountedNotAnswered(t *testing.T) {
 	}
 }
 
+// A request whose Ethernet source is a group or zero address: the reply
+// would go "unicast" to that address, that is flooded. Nothing is sent
+// and each is counted as bad_source (issue 11 #5).
+func TestGroupSourceIsDroppedAndCounted(t *testing.T) {
+	netnstest.Require(t)
+	p := newPair(t, "10.99.255.254/16")
+	r, _ := serve(t, p.srv, Config{Interfaces: []string{"srv0"}, Table: holderOf(t, "52:54:00:00:00:01 10.99.0.1")})
+	c := newClient(t, p.cli, "cli0")
+	bad := []string{"ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:fb", "33:33:00:00:00:01", "00:00:00:00:00:00"}
+	for _, src := range bad {
+		c.send(t, request(t, src, src, "52:54:00:00:00:01"))
+	}
+	if got := c.replies(t, 300*time.Millisecond); len(got) != 0 {
+		t.Fatalf("answered %d requests from group or zero sources: %x", len(got), got)
+	}
+	s := waitStats(t, r, "srv0", func(s Stats) bool { return s.Malformed["bad_source"] == uint64(len(bad)) })
+	if s.Replies != 0 || s.Requests != 0 {
+		t.Fatalf("stats %+v: a bad-source frame was counted as a request or answered", s)
+	}
+	// The same MAC asked from a station's address is answered.
+	if reply := c.ask(t, request(t, cliMAC, cliMAC, "52:54:00:00:00:01"), 2*time.Second); reply == nil {
+		t.Fatal("no answer for a known MAC from a unicast source")
+	}
+}
+
 func TestOffLinkRule(t *testing.T) {
 	netnstest.Require(t)
 	p := newPair(t, "10.99.255.254/24") // 10.99.0.0/16 mappings are off-link now

@@ -6,9 +6,12 @@
 # see README.md) with QEMU's own announce switched off, as when its frames get lost, migrates
 # the VM without and then with the agent, and tears everything down. About a minute.
 #
-#   DEMO_AGENT='command'  the agent, run on each hypervisor by `sh -c` with $RARP_ANNOUNCE and
-#                         $LAB_HV set. Default: lab-standin-agent.sh (shell + rarp-announce send).
-#                         The daemon:  DEMO_AGENT='exec "$RARP_ANNOUNCE" run'
+#   DEMO_AGENT='command'  the agent, run on each hypervisor by `sh -c` with $RARP_ANNOUNCE,
+#                         $LAB_HV and $LAB_STATE set. Default: the real agent,
+#                         'exec "$RARP_ANNOUNCE" run --config "$LAB_STATE/demo-agent.yaml"' (the
+#                         built-in defaults, console log); it finds its hypervisor's libvirtd in
+#                         that hypervisor's /run/libvirt. DEMO_AGENT=standin: the shell stand-in
+#                         lab-standin-agent.sh (rarp-announce send on each libvirt event).
 #   DEMO_PAUSE=1          wait for Enter between steps
 #   DEMO_KEEP=1           leave the lab up at the end (then: test/lab/lab-down.sh)
 set -uo pipefail
@@ -89,10 +92,31 @@ migrate b2a
 ping_says
 
 step "Starting the agent on both hypervisors"
-LAB_AGENT=${DEMO_AGENT:-}
-standin="lab-standin-agent.sh: on libvirt's event 'Resumed Migrated', rarp-announce send --interface br0 --mac <VM MAC>"
-say "${LAB_AGENT:-$standin}"
+export LAB_STATE
+printf '# written by demo.sh: the defaults, logs for people\nlog:\n  format: console\n' >"$LAB_STATE/demo-agent.yaml"
+# shellcheck disable=SC2016 # expanded by the agent's shell, inside the hypervisor
+LAB_AGENT=${DEMO_AGENT:-'exec "$RARP_ANNOUNCE" run --config "$LAB_STATE/demo-agent.yaml"'}
+if [ "$LAB_AGENT" = standin ]; then
+    LAB_AGENT=""
+    say "lab-standin-agent.sh: on libvirt's event 'Resumed Migrated', rarp-announce send --interface br0 --mac <VM MAC>"
+else
+    say "$LAB_AGENT"
+fi
 for h in a b; do lab_agent_start "$h"; done
+# Ready when subscribed to libvirt's events (/readyz), as a readiness probe would see it.
+for h in a b; do
+    for _ in $(seq 1 100); do
+        lab_agent_alive "$h" || { echo "the agent on ${h^^} exited:" >&2; tail -n 20 "$LAB_STATE/agent-$h.log" >&2; exit 1; }
+        if [ -n "${DEMO_AGENT:-}" ] ||
+            ip netns exec "${LAB_NETNS[$h]}" curl -sf -o /dev/null "http://127.0.0.1:9798/readyz" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "${DEMO_AGENT:-}" ] || say "agent on ${h^^}: $(ip netns exec "${LAB_NETNS[$h]}" curl -s "http://127.0.0.1:9798/readyz" 2>&1)"
+done
+# At start the agent on A announces the VM running there (announce_on_resync, harmless): let
+# that burst (0.8 s) end, so the frames below are the migration's only.
 sleep 1
 
 for d in a2b b2a; do

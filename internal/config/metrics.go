@@ -1,0 +1,74 @@
+package config
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ReloadMetrics tell whether the configuration in service is the one in
+// the file: a SIGHUP with a broken file keeps the old configuration and
+// only logs, which nobody reads at 3 a.m. The names follow Prometheus's
+// own prometheus_config_last_reload_successful, so the same alert works.
+type ReloadMetrics struct {
+	successful prometheus.Gauge
+	timestamp  prometheus.Gauge
+	reloads    *prometheus.CounterVec
+	now        func() time.Time
+}
+
+// NewReloadMetrics returns the metrics of a configuration that loaded at
+// start (a start with a broken file never gets this far): successful, at
+// the current time. Both reload results exist from the start at 0.
+func NewReloadMetrics() *ReloadMetrics {
+	m := &ReloadMetrics{
+		successful: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rarp_announce_config_last_reload_successful",
+			Help: "1 if the last load of the configuration file (at start or on SIGHUP) succeeded, 0 if it was refused and the previous configuration is still in service.",
+		}),
+		timestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rarp_announce_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful load of the configuration file.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_config_reloads_total",
+			Help: "Configuration reloads (SIGHUP) by result: ok, error (refused: the previous configuration stays).",
+		}, []string{"result"}),
+		now: time.Now,
+	}
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
+	m.successful.Set(1)
+	m.timestamp.Set(float64(m.now().UnixNano()) / 1e9)
+	return m
+}
+
+// Observe records the result of a reload: err is what loading the file
+// returned (nil: the new configuration is in service).
+func (m *ReloadMetrics) Observe(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.successful.Set(0)
+		m.reloads.WithLabelValues("error").Inc()
+		return
+	}
+	m.successful.Set(1)
+	m.timestamp.Set(float64(m.now().UnixNano()) / 1e9)
+	m.reloads.WithLabelValues("ok").Inc()
+}
+
+// Describe implements prometheus.Collector.
+func (m *ReloadMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.successful.Describe(ch)
+	m.timestamp.Describe(ch)
+	m.reloads.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *ReloadMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.successful.Collect(ch)
+	m.timestamp.Collect(ch)
+	m.reloads.Collect(ch)
+}

@@ -1,0 +1,34 @@
+package config
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// CheckTables (run --check) loads the responder's tables: a bad line is a
+// problem that stays (exit 2), a missing file one that may pass (run
+// retries it), a disabled responder nothing to check.
+func TestCheckTables(t *testing.T) {
+	dir := t.TempDir()
+	ethers := filepath.Join(dir, "ethers")
+	c := Default()
+	c.Responder = Responder{Enabled: true, Interfaces: []string{"br0"}, Ethers: ethers}
+	if err := os.WriteFile(ethers, []byte("52:54:00:00:00:01 10.0.0.1\n52:54:00:00:00:02 10.0.0.300\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	transient, err := CheckTables(context.Background(), c)
+	if err == nil || transient || !strings.HasPrefix(err.Error(), ethers+":2: ") {
+		t.Fatalf("bad line: transient %v, %v", transient, err)
+	}
+	c.Responder.Ethers = filepath.Join(dir, "missing")
+	if transient, err = CheckTables(context.Background(), c); err == nil || !transient {
+		t.Fatalf("missing file: transient %v, %v", transient, err)
+	}
+	c.Responder.Enabled = false
+	if _, err = CheckTables(context.Background(), c); err != nil {
+		t.Fatalf("disabled responder: %v", err)
+	}
+}
