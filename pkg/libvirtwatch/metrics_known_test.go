@@ -10,7 +10,7 @@ import (
 // dashboard's events panel and any alert on resumed/migrated see a 0, not
 // an absent series.
 func TestEventSeriesExistFromTheStart(t *testing.T) {
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	if got := testutil.ToFloat64(m.events.WithLabelValues("resumed", "migrated")); got != 0 {
 		t.Fatalf("resumed/migrated = %v", got)
 	}
