@@ -3,8 +3,8 @@ package portwatch
 import (
 	"context"
 	"errors"
-	"strings"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
