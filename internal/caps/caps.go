@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rarp-announce/rarp-announce/internal/config"
 )
 
 // Cap is a capability number (linux/capability.h).
@@ -100,7 +102,10 @@ type Need struct {
 }
 
 // MissingError lists the needs the process does not meet.
-type MissingError struct{ Missing []Need }
+type MissingError struct {
+	Missing []Need
+	Hint    string // how to grant them, appended in parentheses
+}
 
 func (e *MissingError) Error() string {
 	var b strings.Builder
@@ -110,7 +115,9 @@ func (e *MissingError) Error() string {
 		}
 		fmt.Fprintf(&b, "missing %s, needed for %s", n.Cap, n.For)
 	}
-	b.WriteString(" (grant it in the unit's AmbientCapabilities= and CapabilityBoundingSet=, the container's capabilities, or setpriv --ambient-caps; see docs/deploy.md)")
+	if e.Hint != "" {
+		fmt.Fprintf(&b, " (%s)", e.Hint)
+	}
 	return b.String()
 }
 
@@ -160,3 +167,29 @@ func AgentNeeds(p Parts) []Need {
 	}
 	return n
 }
+
+// PartsOf returns the parts cfg enables.
+func PartsOf(cfg *config.Config) Parts {
+	s := cfg.Strategies
+	host := false
+	for _, v := range []config.Strategy{s.Bridge, s.Network, s.Direct, s.OpenVSwitch, s.VhostUser, s.Ethernet} {
+		host = host || v == config.StrategyHost
+	}
+	return Parts{HostAnnounces: host, Responder: cfg.Responder.Enabled, FDBRepair: cfg.FDBRepair}
+}
+
+// CheckAgent checks, before "run" starts anything, that the process holds
+// the capabilities cfg needs.
+func CheckAgent(cfg *config.Config) error {
+	err := Check(AgentNeeds(PartsOf(cfg))...)
+	if me, ok := err.(*MissingError); ok {
+		me.Hint = AgentHint
+	}
+	return err
+}
+
+// AgentHint says where the agent's capabilities come from.
+const AgentHint = "grant it with the unit's AmbientCapabilities= and CapabilityBoundingSet= (or its drop-ins), the container's capabilities, or setpriv --ambient-caps; see docs/deploy.md"
+
+// SendNeed is what "send" needs unless it writes a pcap file.
+var SendNeed = Need{NetRaw, "sending frames on an interface (run as root, grant it with setpriv --ambient-caps +net_raw, or dry-run with --pcap FILE)"}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -130,6 +131,8 @@ func runSend(ctx context.Context, env *Env, args []string) int {
 		}
 		defer f.Close()
 		open = announce.NewPcapWriter(f).Opener()
+	} else if err := caps.Check(caps.SendNeed); err != nil {
+		return failure(env, "send", err)
 	} else if _, err := announce.CheckInterface(ifname); err != nil {
 		return failure(env, "send", fmt.Errorf("interface %w", err))
 	}

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/httpapi"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
@@ -139,6 +140,9 @@ type Daemon struct {
 // New builds the daemon: nothing watches or sends until Run. The error
 // is a start-up failure (exit 1): metrics port taken, netlink refused.
 func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides) (*Daemon, error) {
+	if err := caps.CheckAgent(cfg); err != nil { // exit 1 naming it, not EPERM retried
+		return nil, err
+	}
 	log, level, stopLog, err := logging.NewBuffered(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return nil, err
