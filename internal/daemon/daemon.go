@@ -22,6 +22,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/httpapi"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
+	"github.com/rarp-announce/rarp-announce/internal/sdnotify"
 	"github.com/rarp-announce/rarp-announce/internal/version"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
@@ -263,6 +264,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.runResponder(ctx)
 	}()
+	go sdnotify.Run(ctx, d.log.Named("systemd"), d.ready) // READY=1 once libvirt is subscribed
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
