@@ -70,7 +70,7 @@ func Reason(err error) string {
 // root-only on Debian/Ubuntu): EACCES from connect, or ovs-vsctl's
 // "Permission denied" (see internal/caps and docs/deploy.md, ovs.conf).
 func denied(err error) bool {
-	return errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "Permission denied")
+	return err != nil && (errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "Permission denied"))
 }
 
 // dialError classifies a failed connect to (or write on) a unix socket: a
