@@ -87,14 +87,16 @@ func packages(t *testing.T) (deb, rpm string) {
 
 // packaged are the files both packages carry besides the unit, with modes.
 var packaged = map[string]os.FileMode{
-	"/usr/bin/rarp-announce":                                       0o755,
-	"/etc/rarp-announce/rarp-announce.yaml":                        0o644,
-	"/usr/lib/sysusers.d/rarp-announce.conf":                       0o644,
-	"/usr/share/man/man8/rarp-announce.8.gz":                       0o644,
-	"/usr/share/doc/rarp-announce/examples/no-fdb-repair.conf":     0o644,
-	"/usr/share/doc/rarp-announce/deploy.md":                       0o644,
-	"/usr/share/rarp-announce/prometheus/rarp-announce-rules.yaml": 0o644,
-	"/usr/share/rarp-announce/grafana/rarp-announce.json":          0o644,
+	"/usr/bin/rarp-announce":                                               0o755,
+	"/etc/rarp-announce/rarp-announce.yaml":                                0o644,
+	"/usr/lib/sysusers.d/rarp-announce.conf":                               0o644,
+	"/usr/share/man/man8/rarp-announce.8.gz":                               0o644,
+	"/usr/share/doc/rarp-announce/examples/no-fdb-repair.conf":             0o644,
+	"/usr/share/doc/rarp-announce/examples/ovs.conf":                       0o644,
+	"/usr/share/doc/rarp-announce/examples/rarp-announce-libvirt.sysusers": 0o644,
+	"/usr/share/doc/rarp-announce/deploy.md":                               0o644,
+	"/usr/share/rarp-announce/prometheus/rarp-announce-rules.yaml":         0o644,
+	"/usr/share/rarp-announce/grafana/rarp-announce.json":                  0o644,
 }
 
 // packagedCopies are packaged files that must be byte for byte the
