@@ -1,15 +1,23 @@
-# rarp-announce container image: one static binary on scratch, run as a
-# non-root user. See docs/deploy.md.
+# rarp-announce container image: one static binary on scratch, run as
+# UID 0 with its capabilities bounded by the runtime to NET_RAW (and
+# NET_ADMIN for FDB repair). See docs/deploy.md.
 #
 #   Full build:        podman build --build-arg VERSION=1.2.3 --build-arg REVISION=$(git rev-parse HEAD) -t rarp-announce .
 #   From a host build: make image   (target "local": pulls nothing, COPYs dist/image/rarp-announce)
 #
-# The binary carries file capabilities cap_net_raw,cap_net_admin=ep: a
-# Kubernetes container running as non-root gets its added capabilities only
-# in the bounding set, and takes them from the file at exec. So the container
-# must be given both capabilities (or the image built with
-# --build-arg FILE_CAPS=cap_net_raw when FDB repair is off), and must not set
-# no_new_privs (allowPrivilegeEscalation: false), or exec fails with EPERM.
+# Why UID 0 and no file capabilities (the pattern of MetalLB's speaker):
+#   - libvirtd looks the connecting UID up in the host's passwd database and
+#     refuses one it does not know ("Failed to find user record for uid"):
+#     an image-only user such as 65532 cannot even use the read-only socket.
+#   - Open vSwitch's sockets are root-only on Debian/Ubuntu.
+#   - UID 0 gets the container's capabilities (cap_add) directly, so
+#     allowPrivilegeEscalation: false (no_new_privs) can stay on; a non-root
+#     user would need file capabilities, which no_new_privs voids, and with
+#     NET_ADMIN in them exec fails in a container given NET_RAW only.
+# Run it with every capability dropped but NET_RAW (+NET_ADMIN for FDB
+# repair), a read-only root filesystem and no_new_privs; the agent checks
+# at start that it holds what its config needs and exits 1 naming what is
+# missing.
 
 ARG BUILDER_IMAGE=docker.io/library/golang:1.26-bookworm
 
@@ -20,11 +28,9 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG REVISION=unknown
-ARG FILE_CAPS=cap_net_raw,cap_net_admin
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X github.com/rarp-announce/rarp-announce/internal/version.Version=${VERSION} -X github.com/rarp-announce/rarp-announce/internal/version.Revision=${REVISION}" \
-      -o /out/rarp-announce ./cmd/rarp-announce \
- && go run ./deploy/container/setfcap /out/rarp-announce "${FILE_CAPS}"
+      -o /out/rarp-announce ./cmd/rarp-announce
 
 # What every final image shares: metadata, user, entrypoint.
 FROM scratch AS base
@@ -43,8 +49,7 @@ LABEL org.opencontainers.image.title="rarp-announce" \
       org.opencontainers.image.base.name="scratch"
 COPY deploy/container/passwd /etc/passwd
 COPY deploy/container/group /etc/group
-# Numeric, so runAsNonRoot can check it without reading /etc/passwd.
-USER 65532:65532
+USER 0:0
 # Metrics, /healthz and /readyz (127.0.0.1 unless the config says otherwise).
 EXPOSE 9798/tcp
 ENTRYPOINT ["/usr/bin/rarp-announce"]

@@ -30,19 +30,17 @@ clean:
 
 # Container image (see Dockerfile and docs/deploy.md). "image" builds the
 # final stage from the host's binary and pulls nothing; "image-full" builds
-# in the builder image (BUILDER_IMAGE, default golang:1.26). Run as root:
-# the binary gets file capabilities (FILE_CAPS) before it is copied in.
+# in the builder image (BUILDER_IMAGE, default golang:1.26). The image runs
+# as UID 0 with capabilities bounded by the runtime: no file capabilities.
 # --layers=false: buildah 1.28 reuses a cached LABEL layer built with other
 # ARG values, and would keep intermediate images.
 IMAGE       ?= localhost/rarp-announce:$(VERSION)
-FILE_CAPS   ?= cap_net_raw,cap_net_admin
 CREATED     ?= $(shell git log -1 --format=%cI 2>/dev/null)
 IMAGE_ARGS   = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --build-arg CREATED=$(CREATED)
 
 image: $(BIN)
 	mkdir -p dist/image
 	install -m 0755 $(BIN) dist/image/rarp-announce
-	go run ./deploy/container/setfcap dist/image/rarp-announce $(FILE_CAPS)
 	podman build --layers=false --target local $(IMAGE_ARGS) -t $(IMAGE) .
 
 # .deb and .rpm into $(DIST) with nfpm (deploy/nfpm.yaml), pinned in
@@ -65,7 +63,7 @@ packages: $(BIN)
 	done
 
 image-full:
-	podman build --layers=false --target image $(IMAGE_ARGS) --build-arg FILE_CAPS=$(FILE_CAPS) \
+	podman build --layers=false --target image $(IMAGE_ARGS) \
 		$(if $(BUILDER_IMAGE),--build-arg BUILDER_IMAGE=$(BUILDER_IMAGE)) -t $(IMAGE) .
 
 # A release (CHANGELOG.md, "Versions and tags"): from a clean tree, the

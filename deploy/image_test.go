@@ -76,10 +76,9 @@ func imageFiles(t *testing.T, dir string) map[string]imageFile {
 
 // TestContainerImage builds the image's final stage from a host build with
 // "make image" (no pull) and checks what a runtime will see: the non-root
-// user, entrypoint and command, OCI labels with the baked-in version, and a
-// layer holding only the binary (with its file capabilities) and the
-// passwd/group files. Containers cannot run on this kernel, so the binary
-// is run from the extracted layer instead.
+// user (UID 0), entrypoint and command, OCI labels with the baked-in
+// version, and a layer holding only the binary (no file capabilities) and
+// the passwd/group files. test/lab/lab-image.sh runs the image itself.
 func TestContainerImage(t *testing.T) {
 	netnstest.Require(t, "podman", "make")
 	useBuildDir(t)
@@ -107,8 +106,10 @@ func TestContainerImage(t *testing.T) {
 	}
 	c := inspect[0].Config
 	t.Logf("image %s: user %s, entrypoint %v, cmd %v, labels %v", image, c.User, c.Entrypoint, c.Cmd, c.Labels)
-	if c.User != "65532:65532" {
-		t.Errorf("User = %q, want 65532:65532", c.User)
+	// UID 0 bounded by the runtime's capabilities (Dockerfile): libvirtd
+	// refuses a UID the host's passwd does not know.
+	if c.User != "0:0" {
+		t.Errorf("User = %q, want 0:0", c.User)
 	}
 	if !slices.Equal(c.Entrypoint, []string{"/usr/bin/rarp-announce"}) || !slices.Equal(c.Cmd, []string{"run"}) {
 		t.Errorf("Entrypoint %v Cmd %v, want [/usr/bin/rarp-announce] [run]", c.Entrypoint, c.Cmd)
@@ -138,8 +139,8 @@ func TestContainerImage(t *testing.T) {
 	if want := []string{"/etc/group", "/etc/passwd", "/usr/bin/rarp-announce"}; !slices.Equal(regular, want) {
 		t.Errorf("image files %v, want %v", regular, want)
 	}
-	if !strings.Contains(string(files["/etc/passwd"].data), "rarp-announce:x:65532:65532:") {
-		t.Errorf("/etc/passwd lacks the 65532 user:\n%s", files["/etc/passwd"].data)
+	if string(files["/etc/passwd"].data) != "root:x:0:0:root:/:/sbin/nologin\n" {
+		t.Errorf("/etc/passwd is not root alone:\n%s", files["/etc/passwd"].data)
 	}
 	bin := files["/usr/bin/rarp-announce"]
 	if bin.hdr == nil {
@@ -148,10 +149,10 @@ func TestContainerImage(t *testing.T) {
 	if bin.hdr.Uid != 0 || bin.hdr.Mode&0o7777 != 0o755 {
 		t.Errorf("/usr/bin/rarp-announce: uid %d mode %o, want root-owned 0755 (not writable by the user)", bin.hdr.Uid, bin.hdr.Mode)
 	}
-	// cap_net_admin,cap_net_raw=ep as VFS_CAP_REVISION_2 (see setfcap).
-	want := string([]byte{0x01, 0, 0, 0x02, 0x00, 0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	if got := bin.hdr.PAXRecords["SCHILY.xattr.security.capability"]; got != want {
-		t.Errorf("file capabilities in the layer = % x, want % x", got, want)
+	// No file capabilities: they would make exec fail in a container
+	// given fewer capabilities than the file names.
+	if got, ok := bin.hdr.PAXRecords["SCHILY.xattr.security.capability"]; ok {
+		t.Errorf("file capabilities in the layer: % x", got)
 	}
 	exe := filepath.Join(t.TempDir(), "rarp-announce")
 	if err := os.WriteFile(exe, bin.data, 0o755); err != nil {

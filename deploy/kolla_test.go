@@ -28,13 +28,14 @@ func TestKollaRecipe(t *testing.T) {
 	if len(cmd) != 4 || cmd[0] != "/usr/bin/rarp-announce" || cmd[1] != "run" || cmd[2] != "--config" {
 		t.Fatalf("command %q, want /usr/bin/rarp-announce run --config FILE", cfg.Command)
 	}
-	if len(cfg.ConfigFiles) != 1 || cfg.ConfigFiles[0].Dest != cmd[3] ||
-		cfg.ConfigFiles[0].Source != "/var/lib/kolla/config_files/rarp-announce.yaml" {
-		t.Errorf("config_files %+v: want the config copied from /var/lib/kolla/config_files/ to %s", cfg.ConfigFiles, cmd[3])
+	// The agent reads the mounted file itself: a copy made at container
+	// start would make SIGHUP re-read stale settings.
+	if cmd[3] != "/var/lib/kolla/config_files/rarp-announce.yaml" || len(cfg.ConfigFiles) != 0 {
+		t.Errorf("command reads %s, config_files %+v: want the mounted /var/lib/kolla/config_files/rarp-announce.yaml and no copy", cmd[3], cfg.ConfigFiles)
 	}
 
 	df := readFile(t, "kolla/Dockerfile")
-	for _, want := range []string{"ARG KOLLA_BASE_IMAGE=", "FROM ${KOLLA_BASE_IMAGE}", "--groups kolla", "\nUSER rarp-announce\n", `CMD ["kolla_start"]`} {
+	for _, want := range []string{"ARG KOLLA_BASE_IMAGE=", "FROM ${KOLLA_BASE_IMAGE}", "\nUSER root\n", `CMD ["kolla_start"]`} {
 		if !strings.Contains(df, want) {
 			t.Errorf("kolla/Dockerfile lacks %q", want)
 		}
@@ -50,7 +51,9 @@ func TestKollaRecipe(t *testing.T) {
 			Name      string `yaml:"name"`
 			Container *struct {
 				Name    string   `yaml:"name"`
+				CapDrop []string `yaml:"cap_drop"`
 				CapAdd  []string `yaml:"cap_add"`
+				SecOpt  []string `yaml:"security_opt"`
 				Volumes []string `yaml:"volumes"`
 				Health  struct {
 					Test []string `yaml:"test"`
@@ -72,10 +75,12 @@ func TestKollaRecipe(t *testing.T) {
 			continue
 		}
 		found = true
-		if c.Privileged || !slices.Equal(c.CapAdd, []string{"NET_RAW", "NET_ADMIN"}) {
-			t.Errorf("kolla_container privileged %v cap_add %v, want unprivileged with NET_RAW NET_ADMIN", c.Privileged, c.CapAdd)
+		if c.Privileged || !slices.Equal(c.CapDrop, []string{"ALL"}) || !slices.Equal(c.CapAdd, []string{"NET_RAW", "NET_ADMIN"}) ||
+			!slices.Contains(c.SecOpt, "no-new-privileges") {
+			t.Errorf("kolla_container privileged %v cap_drop %v cap_add %v security_opt %v, want unprivileged, ALL dropped but NET_RAW NET_ADMIN, no-new-privileges",
+				c.Privileged, c.CapDrop, c.CapAdd, c.SecOpt)
 		}
-		for _, v := range []string{"/run/libvirt:/run/libvirt:ro"} {
+		for _, v := range []string{"/run/libvirt:/run/libvirt:ro", "/run/openvswitch:/run/openvswitch:ro"} {
 			if !slices.Contains(c.Volumes, v) {
 				t.Errorf("volumes %v lack %s", c.Volumes, v)
 			}

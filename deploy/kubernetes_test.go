@@ -158,9 +158,12 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	}
 	uid, gid := imageUser(t)
 	psc := pod.SecurityContext
-	if psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != uid ||
-		psc.RunAsGroup == nil || *psc.RunAsGroup != gid || psc.SeccompProfile.Type != "RuntimeDefault" {
-		t.Errorf("pod securityContext %+v, want runAsNonRoot, runAsUser %d, runAsGroup %d (the image's USER), seccomp RuntimeDefault", psc, uid, gid)
+	if psc.RunAsUser == nil || *psc.RunAsUser != uid || psc.RunAsGroup == nil || *psc.RunAsGroup != gid ||
+		psc.SeccompProfile.Type != "RuntimeDefault" {
+		t.Errorf("pod securityContext %+v, want runAsUser %d, runAsGroup %d (the image's USER), seccomp RuntimeDefault", psc, uid, gid)
+	}
+	if uid != 0 {
+		t.Errorf("the image's USER is %d: libvirtd refuses a UID unknown to the host's passwd", uid)
 	}
 	if len(pod.Containers) != 1 {
 		t.Fatalf("%d containers, want 1", len(pod.Containers))
@@ -173,14 +176,13 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) || !slices.Equal(sc.Capabilities.Add, []string{"NET_RAW", "NET_ADMIN"}) {
 		t.Errorf("capabilities drop %v add %v, want drop [ALL] add [NET_RAW NET_ADMIN]", sc.Capabilities.Drop, sc.Capabilities.Add)
 	}
-	if sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-		sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
-		t.Errorf("container securityContext %+v, want privileged false, readOnlyRootFilesystem, runAsNonRoot", sc)
+	if sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("container securityContext %+v, want privileged false, readOnlyRootFilesystem", sc)
 	}
-	// Non-root gets its capabilities from the binary's file capabilities,
-	// which no_new_privs would void (TestNonRootGetsFileCapsOnlyWithoutNoNewPrivs).
-	if sc.AllowPrivilegeEscalation == nil || !*sc.AllowPrivilegeEscalation {
-		t.Error("allowPrivilegeEscalation must be true for the non-root agent to get its file capabilities")
+	// UID 0 gets the added capabilities from the runtime, so no_new_privs
+	// can stay on (the MetalLB speaker pattern).
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation must be false")
 	}
 	for _, p := range []struct {
 		name  string
@@ -203,12 +205,14 @@ func TestKubernetesDaemonSet(t *testing.T) {
 		mounts[m.Name] = m.MountPath
 	}
 	found := 0
+	hostPaths := map[string]string{"/run/libvirt": "/run/libvirt", "/run/openvswitch": "/run/openvswitch"}
 	for _, v := range pod.Volumes {
 		switch {
 		case v.HostPath != nil:
-			if v.HostPath.Path != "/run/libvirt" || mounts[v.Name] != "/run/libvirt" {
-				t.Errorf("hostPath volume %s: %s mounted at %q, want /run/libvirt at /run/libvirt", v.Name, v.HostPath.Path, mounts[v.Name])
+			if want, ok := hostPaths[v.HostPath.Path]; !ok || mounts[v.Name] != want {
+				t.Errorf("hostPath volume %s: %s mounted at %q, want /run/libvirt or /run/openvswitch at the same path", v.Name, v.HostPath.Path, mounts[v.Name])
 			}
+			delete(hostPaths, v.HostPath.Path)
 			found++
 		case v.ConfigMap != nil:
 			if v.ConfigMap.Name != cm.Metadata.Name || mounts[v.Name] != "/etc/rarp-announce" {
@@ -217,7 +221,7 @@ func TestKubernetesDaemonSet(t *testing.T) {
 			found++
 		}
 	}
-	if found != 2 || len(pod.Volumes) != 2 {
-		t.Errorf("volumes: %d, want the libvirt socket directory and the config", len(pod.Volumes))
+	if found != 3 || len(pod.Volumes) != 3 || len(hostPaths) != 0 {
+		t.Errorf("volumes: %d, want the libvirt and OVS socket directories and the config (missing %v)", len(pod.Volumes), hostPaths)
 	}
 }

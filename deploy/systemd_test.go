@@ -264,3 +264,89 @@ func TestSystemdUnitExposure(t *testing.T) {
 		t.Errorf("dropping CAP_NET_ADMIN raised the exposure: %.1f > %.1f", dropped, score)
 	}
 }
+
+// The drop-ins shipped next to the unit, applied in the order systemd
+// reads them (alphabetical), and the capabilities each combination leaves:
+// the lab's setpriv runs (test/lab/lab-privileges.sh) use the same sets.
+var dropInSets = []struct {
+	files []string
+	caps  []string
+	user  string
+}{
+	{nil, []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}, "rarp-announce"},
+	{[]string{"systemd/no-fdb-repair.conf"}, []string{"CAP_NET_RAW"}, "rarp-announce"},
+	{[]string{"systemd/ovs.conf"}, []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}, "root"},
+	{[]string{"systemd/no-fdb-repair.conf", "systemd/ovs.conf"}, []string{"CAP_NET_RAW"}, "root"},
+}
+
+func withDropIns(t *testing.T, files []string) []string {
+	texts := []string{readFile(t, unitPath)}
+	for _, f := range files {
+		texts = append(texts, readFile(t, f))
+	}
+	return texts
+}
+
+// Each drop-in combination keeps the exposure at most 2.0, verifies, and
+// grants exactly the capabilities and user documented for it.
+func TestSystemdDropIns(t *testing.T) {
+	requireTool(t, "systemd-analyze")
+	for _, ds := range dropInSets {
+		name := strings.Join(ds.files, "+")
+		if name == "" {
+			name = "unit alone"
+		}
+		t.Run(name, func(t *testing.T) {
+			texts := withDropIns(t, ds.files)
+			u := parseUnit(t, texts...)
+			for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+				if got := u.words("Service", k); !slices.Equal(got, ds.caps) {
+					t.Errorf("%s=%v, want %v", k, got, ds.caps)
+				}
+			}
+			if got := u.last("Service", "User"); got != ds.user {
+				t.Errorf("User=%q, want %q", got, ds.user)
+			}
+			if u.last("Service", "SecureBits") != "noroot-locked" || u.last("Service", "NoNewPrivileges") != "yes" {
+				t.Error("root must not regain capabilities at exec: SecureBits=noroot-locked and NoNewPrivileges=yes")
+			}
+			all := strings.Join(texts, "\n")
+			verifyUnit(t, all)
+			score, _ := exposure(t, all)
+			t.Logf("overall exposure %.1f", score)
+			if score > maxExposure {
+				t.Errorf("exposure %.1f > %.1f", score, maxExposure)
+			}
+		})
+	}
+}
+
+// Type=notify with a watchdog, ordered after libvirt's sockets (its
+// daemons are socket-activated) and Open vSwitch; the user is in no group
+// unless the libvirt opt-in is installed.
+func TestSystemdNotifyOrderingAndGroups(t *testing.T) {
+	u := parseUnit(t, readFile(t, unitPath))
+	if u.last("Service", "Type") != "notify" || u.last("Service", "NotifyAccess") != "main" || u.last("Service", "WatchdogSec") == "" {
+		t.Errorf("Type=%q NotifyAccess=%q WatchdogSec=%q", u.last("Service", "Type"), u.last("Service", "NotifyAccess"), u.last("Service", "WatchdogSec"))
+	}
+	after := u.words("Unit", "After")
+	for _, want := range []string{"virtqemud.socket", "virtqemud-ro.socket", "libvirtd.socket", "libvirtd-ro.socket", "openvswitch-switch.service", "ovs-vswitchd.service"} {
+		if !slices.Contains(after, want) {
+			t.Errorf("After= lacks %s: %v", want, after)
+		}
+	}
+	for _, w := range append(u.words("Unit", "Requires"), u.words("Unit", "Wants")...) {
+		if strings.Contains(w, "libvirt") || strings.Contains(w, "virtqemud") || strings.Contains(w, "openvswitch") {
+			t.Errorf("the unit pulls in %s; ordering only is wanted", w)
+		}
+	}
+	if strings.Contains(readFile(t, "systemd/rarp-announce.sysusers"), "libvirt\n") {
+		t.Error("the packaged sysusers file puts the user in the libvirt group (root-equivalent)")
+	}
+	if !strings.Contains(readFile(t, "systemd/rarp-announce-libvirt.sysusers"), "\nm rarp-announce libvirt\n") {
+		t.Error("the libvirt opt-in does not add the group")
+	}
+	if strings.Contains(readFile(t, "packaging/postinstall.sh"), "--groups libvirt") {
+		t.Error("postinstall puts the user in the libvirt group")
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -128,6 +129,9 @@ func (f *sendFlags) check() string {
 // the interface, which must exist and be up.
 func (f *sendFlags) opener() (announce.Opener, func(), error) {
 	if f.pcapPath == "" {
+		if err := caps.Check(caps.SendNeed); err != nil {
+			return nil, nil, err
+		}
 		if _, err := announce.CheckInterface(f.ifname); err != nil {
 			return nil, nil, fmt.Errorf("interface %w", err)
 		}

@@ -17,9 +17,11 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/app"
+	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/httpapi"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
+	"github.com/rarp-announce/rarp-announce/internal/sdnotify"
 	"github.com/rarp-announce/rarp-announce/internal/version"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
@@ -137,6 +139,9 @@ type Daemon struct {
 // New builds the daemon: nothing watches or sends until Run. The error
 // is a start-up failure (exit 1): metrics port taken, netlink refused.
 func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides) (*Daemon, error) {
+	if err := caps.CheckAgent(cfg); err != nil { // exit 1 naming it, not EPERM retried
+		return nil, err
+	}
 	log, level, stopLog, err := logging.NewBuffered(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return nil, err
@@ -233,6 +238,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.runResponder(ctx)
 	}()
+	go sdnotify.Run(ctx, d.log.Named("systemd"), d.ready) // READY=1 once libvirt is subscribed
 
 	for {
 		select {

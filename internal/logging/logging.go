@@ -56,6 +56,9 @@ func build(level, format string, ws zapcore.WriteSyncer) (*zap.Logger, zap.Atomi
 	default:
 		return nil, lvl, fmt.Errorf("log format %q: not json or console", format)
 	}
+	if journalStderr() {
+		enc = priorityEncoder{enc}
+	}
 	// Every event matters to someone debugging a migration: no sampling,
 	// no stack traces (the messages say what failed).
 	return zap.New(zapcore.NewCore(enc, ws, lvl), zap.AddCaller(), zap.ErrorOutput(zapcore.Lock(os.Stderr))), lvl, nil

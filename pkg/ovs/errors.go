@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -40,7 +41,7 @@ var (
 
 // Reasons are the label values of rarp_announce_ovs_failures_total, in the
 // order Reason checks them.
-var Reasons = []string{"timeout", "not_running", "port_not_found", "no_ofport", "port_not_wired", "vlan_not_carried", "openflow_error", "command"}
+var Reasons = []string{"timeout", "not_running", "port_not_found", "no_ofport", "port_not_wired", "vlan_not_carried", "openflow_error", "permission", "command"}
 
 // Reason is the metric label for err: one of Reasons.
 func Reason(err error) string {
@@ -59,8 +60,17 @@ func Reason(err error) string {
 		return "vlan_not_carried"
 	case errors.Is(err, ErrOpenFlow):
 		return "openflow_error"
+	case denied(err):
+		return "permission"
 	}
 	return "command"
+}
+
+// denied reports a socket the agent may not use (OVS's sockets are
+// root-only on Debian/Ubuntu): EACCES from connect, or ovs-vsctl's
+// "Permission denied" (see internal/caps and docs/deploy.md, ovs.conf).
+func denied(err error) bool {
+	return err != nil && (errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "Permission denied"))
 }
 
 // dialError classifies a failed connect to (or write on) a unix socket: a

@@ -22,7 +22,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name:      "ovs_failures_total",
 		Help: "Open vSwitch announce failures, by reason: timeout (ovsdb-server or ovs-vswitchd did not answer in time), " +
 			"not_running (OVSDB or bridge socket missing), port_not_found, no_ofport (port has no OpenFlow number), " +
-			"port_not_wired (tag 4095), vlan_not_carried, openflow_error, command (anything else). " +
+			"port_not_wired (tag 4095), vlan_not_carried, openflow_error, permission (a socket the agent may not use), command (anything else). " +
 			"A lookup failure counts once per announce, a send failure once per frame.",
 	}, []string{"reason"})}
 	for _, r := range Reasons {

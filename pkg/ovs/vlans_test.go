@@ -51,7 +51,7 @@ func TestFrames(t *testing.T) {
 }
 
 func TestReason(t *testing.T) {
-	if got := len(Reasons); got != 8 {
+	if got := len(Reasons); got != 9 {
 		t.Fatalf("%d reasons", got)
 	}
 	for _, c := range []struct {

@@ -3,6 +3,7 @@ package portwatch
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 )
 
@@ -650,5 +652,51 @@ func TestWatchSeesAMoveToAnotherBridge(t *testing.T) {
 	c := next(t, ch)
 	if c.Cause&CauseReattached == 0 || c.State.Master != "br1" || c.State.PortState != PortForwarding {
 		t.Fatalf("move: %v %+v", c.Cause, c.State)
+	}
+}
+
+// With CAP_NET_RAW and without CAP_NET_ADMIN (the unit's no-fdb-repair
+// drop-in, a container given NET_RAW only) the watcher subscribes, dumps
+// and follows links. The dump request once went to the socket's own
+// subscribed address, which the kernel refuses without CAP_NET_ADMIN.
+func TestStartsWithNetRawOnly(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "pwcap")
+	ns.Bridge(t, "br0")
+	h, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	type started struct {
+		w   *Watcher
+		err error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		// Enter the namespace first: setns needs CAP_SYS_ADMIN.
+		if err := netns.Set(h); err != nil {
+			ch <- started{err: err}
+			return
+		}
+		if err := caps.Restrict(caps.Of(caps.NetRaw)); err != nil {
+			ch <- started{err: err}
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// New subscribes and sends the dump request on this thread, in
+		// its namespace.
+		w, err := New(ctx, Options{Logger: zaptest.NewLogger(t)})
+		ch <- started{w, err}
+	}()
+	st := <-ch
+	if st.err != nil {
+		t.Fatalf("watcher with CAP_NET_RAW only: %v", st.err)
+	}
+	defer st.w.Close()
+	if s, ok := st.w.State("br0"); !ok || s.Kind != "bridge" {
+		t.Fatalf("br0 from the dump: %+v %v", s, ok)
 	}
 }

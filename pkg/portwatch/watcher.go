@@ -153,7 +153,9 @@ func (w *Watcher) Close() error {
 
 // subscribe opens a subscription to the link group and asks for a dump of
 // all links on it, so that the dump and later changes arrive in order on
-// one socket. It returns the dump's sequence number.
+// one socket. It returns the dump's sequence number. The request is
+// addressed to the kernel alone (see sendToKernel), so CAP_NET_RAW without
+// CAP_NET_ADMIN is enough.
 func (w *Watcher) subscribe() (*nl.NetlinkSocket, uint32, error) {
 	ns := netns.None()
 	if w.opts.Namespace != nil {
@@ -171,7 +173,7 @@ func (w *Watcher) subscribe() (*nl.NetlinkSocket, uint32, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-	if err := s.Send(req); err != nil {
+	if err := sendToKernel(s, req); err != nil {
 		s.Close()
 		return nil, 0, fmt.Errorf("portwatch: request link dump: %w", err)
 	}
@@ -429,6 +431,27 @@ func (w *Watcher) notifyAll(extra Cause) {
 	}
 	for _, name := range names {
 		w.notify(name, extra)
+	}
+}
+
+// sendToKernel sends req on s addressed to the kernel only (port 0, no
+// multicast group). nl.NetlinkSocket.Send addresses it to the socket's own
+// bound address, which on a subscribed socket names the subscribed groups:
+// the kernel then treats the request as a multicast send as well and
+// refuses it with EPERM unless the sender has CAP_NET_ADMIN
+// (netlink_sendmsg, NL_CFG_F_NONROOT_SEND; vishvananda/netlink#868).
+func sendToKernel(s *nl.NetlinkSocket, req *nl.NetlinkRequest) error {
+	b := req.Serialize()
+	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
+	for {
+		err := unix.Sendto(s.GetFd(), b, 0, kernel)
+		// A request to the kernel is handled inside sendto; EAGAIN only
+		// when the kernel could not allocate, EINTR on a signal.
+		if err == unix.EINTR || err == unix.EAGAIN {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		return err
 	}
 }
 

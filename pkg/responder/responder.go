@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +71,12 @@ type Config struct {
 	// fills the host's neighbour table with one entry per client. It runs
 	// off the receive loop and never delays a reply.
 	ARPAdvise bool
+
+	// Tests only: the netlink subscriptions' receive buffer (0: the
+	// system default), and a hook run before each update is taken, which
+	// a test blocks to overflow the subscription.
+	receiveBuffer int
+	beforeUpdate  func()
 }
 
 // Responder answers RARP requests on a set of interfaces.
@@ -84,12 +89,12 @@ type Responder struct {
 	ns    netns.NsHandle  // that namespace, to reopen interfaces in it
 	links []*link
 
-	advise      chan neighbour // ARPAdvise work, off the receive loop
-	linkUpdates chan netlink.LinkUpdate
-	addrUpdates chan netlink.AddrUpdate
-	subDone     chan struct{}
-	ran         atomic.Bool
-	closeOnce   sync.Once
+	advise    chan neighbour // ARPAdvise work, off the receive loop
+	subMu     sync.Mutex
+	sub       *subscription // link and address updates (follow.go)
+	resyncs   atomic.Int64  // subscriptions replaced after an error
+	ran       atomic.Bool
+	closeOnce sync.Once
 }
 
 // link is one interface being served.
@@ -100,6 +105,7 @@ type link struct {
 	count *counters
 	ring  atomic.Pointer[packetRing]
 	stop  atomic.Bool
+	back  chan struct{} // a link of this name was announced (follow.go)
 	r     *Responder
 
 	warnMu     sync.Mutex
@@ -145,26 +151,9 @@ func New(cfg Config) (*Responder, error) {
 	}
 	// Subscribe before reading the interfaces, so no change between the
 	// read and the subscription is missed.
-	r.subDone = make(chan struct{})
-	r.linkUpdates = make(chan netlink.LinkUpdate, 64)
-	r.addrUpdates = make(chan netlink.AddrUpdate, 64)
-	subErr := func(err error) {
-		// Closing subDone ends the subscription with a failed receive:
-		// that is the shutdown, not a problem worth a warning.
-		select {
-		case <-r.subDone:
-			return
-		default:
-		}
-		r.log.Warn("netlink subscription", zap.Error(err))
-	}
-	if err := netlink.LinkSubscribeWithOptions(r.linkUpdates, r.subDone, netlink.LinkSubscribeOptions{ErrorCallback: subErr}); err != nil {
+	if r.sub, err = r.subscribe(); err != nil {
 		r.close()
-		return nil, fmt.Errorf("watch interfaces: %w", err)
-	}
-	if err := netlink.AddrSubscribeWithOptions(r.addrUpdates, r.subDone, netlink.AddrSubscribeOptions{ErrorCallback: subErr}); err != nil {
-		r.close()
-		return nil, fmt.Errorf("watch addresses: %w", err)
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for _, name := range cfg.Interfaces {
@@ -172,7 +161,7 @@ func New(cfg Config) (*Responder, error) {
 			continue
 		}
 		seen[name] = true
-		l := &link{name: name, count: cfg.Metrics.link(name), r: r}
+		l := &link{name: name, count: cfg.Metrics.link(name), r: r, back: make(chan struct{}, 1)}
 		if err := l.open(); err != nil {
 			r.close()
 			return nil, err
@@ -302,13 +291,11 @@ func (r *Responder) Close() error {
 }
 
 func (r *Responder) close() {
-	if r.subDone != nil {
-		select {
-		case <-r.subDone:
-		default:
-			close(r.subDone)
-		}
+	r.subMu.Lock()
+	if r.sub != nil {
+		r.sub.end()
 	}
+	r.subMu.Unlock()
 	for _, l := range r.links {
 		l.halt()
 		if ring := l.ring.Swap(nil); ring != nil {
@@ -333,59 +320,6 @@ func (s *ifState) addrStrings() []string {
 		out = append(out, fmt.Sprintf("%d.%d.%d.%d/%d", a.local>>24, a.local>>16&0xff, a.local>>8&0xff, a.local&0xff, ones))
 	}
 	return out
-}
-
-// track follows the interfaces: a new MAC or address is used from the
-// next batch on; an interface that disappears is reopened when a link of
-// the same name comes back.
-func (r *Responder) track(ctx context.Context) {
-	byIndex := func(i int) *link {
-		for _, l := range r.links {
-			if int(l.index.Load()) == i {
-				return l
-			}
-		}
-		return nil
-	}
-	refresh := func(l *link) {
-		nl, err := r.nl.LinkByIndex(int(l.index.Load()))
-		if err != nil {
-			return
-		}
-		st, err := r.readState(nl)
-		if err != nil {
-			r.log.Warn("interface state not read", zap.String("interface", l.name), zap.Error(err))
-			return
-		}
-		l.state.Store(st)
-		r.log.Info("interface changed", zap.String("interface", l.name), zap.Stringer("mac", st.mac), zap.Strings("ipv4", st.addrStrings()))
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case u, ok := <-r.linkUpdates:
-			if !ok {
-				return
-			}
-			l := byIndex(int(u.Index))
-			if u.Header.Type == unix.RTM_DELLINK && l != nil {
-				r.log.Error("interface deleted; waiting for it to come back", zap.String("interface", l.name))
-				l.halt()
-				continue
-			}
-			if l != nil {
-				refresh(l)
-			}
-		case u, ok := <-r.addrUpdates:
-			if !ok {
-				return
-			}
-			if l := byIndex(u.LinkIndex); l != nil {
-				refresh(l)
-			}
-		}
-	}
 }
 
 // halt makes the serving loop return and wakes it if it waits.
@@ -428,6 +362,7 @@ func (l *link) run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-l.back: // a link of this name appeared
 			case <-time.After(time.Second):
 			}
 			if err := l.reopen(); err == nil {
@@ -437,22 +372,10 @@ func (l *link) run(ctx context.Context) {
 	}
 }
 
-// reopen opens the ring again in the responder's namespace.
+// reopen opens the ring again in the responder's namespace: the netlink
+// handle is bound to it, and the ring socket must be too.
 func (l *link) reopen() error {
-	// The netlink handle is bound to the responder's namespace; the ring
-	// socket must be too, so it is created on a thread in that namespace.
-	errc := make(chan error, 1)
-	go func() {
-		// This thread is switched into the namespace and never back: it
-		// ends with the goroutine (LockOSThread without Unlock).
-		runtime.LockOSThread()
-		if err := netns.Set(l.r.ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- l.open()
-	}()
-	return <-errc
+	return l.r.inNamespace(l.open)
 }
 
 // serve runs the receive loop until halt.

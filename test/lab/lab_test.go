@@ -68,6 +68,23 @@ func TestLabEndToEndQEMU(t *testing.T) {
 	runLab(t, "lab-e2e-qemu.sh")
 }
 
+// TestLabPrivileges runs lab-privileges.sh: the real binary under setpriv
+// as a non-root user outside the libvirt group, with exactly the
+// capability sets of the unit and its drop-ins: CAP_NET_RAW only moves the
+// switch, CAP_NET_RAW+CAP_NET_ADMIN also makes the VM reachable, one
+// capability removed exits 1 naming it, announce --domain works.
+func TestLabPrivileges(t *testing.T) {
+	netnstest.Require(t, "setpriv", "pgrep")
+	runLab(t, "lab-privileges.sh")
+}
+
+// TestLabImage runs lab-image.sh: the image built by make image runs under
+// podman as the DaemonSet runs it and announces a real migration.
+func TestLabImage(t *testing.T) {
+	netnstest.Require(t, "podman", "runc", "make")
+	runLab(t, "lab-image.sh", "PATH="+filepath.Dir(goTool())+":"+os.Getenv("PATH"))
+}
+
 // runLab builds the binary, runs a lab script with the test's lab
 // settings plus env, streams its output and fails on any FAIL line, a
 // non-zero exit or a missing/bad "N passed, M failed" summary.
