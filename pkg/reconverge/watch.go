@@ -1,0 +1,217 @@
+// Package reconverge tells whether the network followed a VM. It watches one
+// interface for frames addressed to, or sent from, a set of MACs, and
+// reports for each MAC when the first such frame arrived and how many did.
+//
+// Two questions, one mechanism:
+//
+//   - On the destination, after a landing: when did the fabric first deliver
+//     a unicast frame for the VM's MAC through this host's uplink? The time
+//     from RESUMED to that frame is the network's reconvergence (Direction To
+//     on the uplink).
+//   - On the source, after the domain left: are unicast frames for its MAC
+//     still arriving here? Each one is a stale delivery, traffic the fabric
+//     sends to a host the VM has left (Direction To on the uplink).
+//   - On the destination, before a landing: does the VM's MAC already speak
+//     from the pre-created tap? A frame from it before RESUMED is a move
+//     made before the VM runs here (Direction From on the tap).
+//
+// The socket is an AF_PACKET socket behind a classic BPF filter that keeps
+// only matching frames and drops everything the host itself sends
+// (PACKET_OUTGOING: the agent's own announces leave on the same uplink), so
+// the kernel wakes the reader only for the frames that answer the question.
+// It needs CAP_NET_RAW, like the announcer.
+package reconverge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// Direction says which Ethernet address a frame must carry to count.
+type Direction uint8
+
+const (
+	// To counts frames whose destination is one of the MACs: the fabric
+	// delivering traffic for the VM through this interface.
+	To Direction = iota
+	// From counts frames whose source is one of the MACs: the VM (or
+	// whoever uses its MAC) sending into this interface.
+	From
+)
+
+func (d Direction) String() string {
+	if d == From {
+		return "from"
+	}
+	return "to"
+}
+
+// MaxMACs is the most MACs one Watch filters on: classic BPF jumps forward
+// at most 255 instructions, and each MAC costs four.
+const MaxMACs = 60
+
+// ErrTooManyMACs is returned by Open for more than MaxMACs MACs.
+var ErrTooManyMACs = errors.New("too many MACs for one watch")
+
+// Sighting is what a Watch saw of one MAC.
+type Sighting struct {
+	MAC    rarp.MAC
+	First  time.Time // zero if no frame arrived
+	Frames int
+}
+
+// Seen reports whether at least one frame arrived.
+func (s Sighting) Seen() bool { return s.Frames > 0 }
+
+// Watch reads one interface for frames of its MACs. Not safe for
+// concurrent use; Close may be called from any goroutine to end a Run.
+type Watch struct {
+	c     *packet.Conn
+	dir   Direction
+	order []rarp.MAC
+	seen  map[rarp.MAC]*Sighting
+	// now is the clock; tests of the bookkeeping replace it.
+	now func() time.Time
+}
+
+// Open starts watching ifi. Frames are queued by the kernel from this call
+// on, so open before the instant that matters (the landing, the departure)
+// and Run afterwards loses nothing in between.
+func Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
+	prog, err := Filter(dir, macs)
+	if err != nil {
+		return nil, err
+	}
+	// ETH_P_ALL: the filter, not the protocol, decides; the kernel strips
+	// 802.1Q tags before packet sockets see the frame, so MAC offsets hold
+	// on tagged uplinks too.
+	c, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
+	if err != nil {
+		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
+	}
+	w := &Watch{c: c, dir: dir, seen: make(map[rarp.MAC]*Sighting, len(macs)), now: time.Now}
+	for _, m := range macs {
+		if _, dup := w.seen[m]; dup {
+			continue
+		}
+		w.order = append(w.order, m)
+		w.seen[m] = &Sighting{MAC: m}
+	}
+	return w, nil
+}
+
+const ethPAll = 0x0003
+
+// Run reads until ctx ends, until deadline, or (with untilAllSeen) until
+// every MAC was seen at least once, then returns what it saw, one Sighting
+// per MAC in the order Open got them. It returns an error only for a read
+// failure other than the end of the watch.
+func (w *Watch) Run(ctx context.Context, deadline time.Time, untilAllSeen bool) ([]Sighting, error) {
+	stop := context.AfterFunc(ctx, func() { _ = w.c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := w.c.SetReadDeadline(deadline); err != nil {
+		return w.Sightings(), err
+	}
+	buf := make([]byte, 64) // the filter keeps only the Ethernet header
+	missing := len(w.order)
+	for {
+		if untilAllSeen && missing == 0 {
+			return w.Sightings(), nil
+		}
+		n, _, err := w.c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return w.Sightings(), nil
+			}
+			return w.Sightings(), fmt.Errorf("reconverge: read: %w", err)
+		}
+		if n < 12 {
+			continue
+		}
+		if w.observe(buf[:n]) {
+			missing--
+		}
+	}
+}
+
+// observe counts one frame; it reports whether its MAC was seen first now.
+func (w *Watch) observe(frame []byte) bool {
+	var m rarp.MAC
+	if w.dir == From {
+		copy(m[:], frame[6:12])
+	} else {
+		copy(m[:], frame[0:6])
+	}
+	s := w.seen[m]
+	if s == nil {
+		return false // a filter race at Open, or a MAC not asked for
+	}
+	s.Frames++
+	if s.Frames == 1 {
+		s.First = w.now()
+		return true
+	}
+	return false
+}
+
+// Sightings returns what was seen so far, one per MAC.
+func (w *Watch) Sightings() []Sighting {
+	out := make([]Sighting, len(w.order))
+	for i, m := range w.order {
+		out[i] = *w.seen[m]
+	}
+	return out
+}
+
+// Close releases the socket; a Run in progress returns.
+func (w *Watch) Close() error { return w.c.Close() }
+
+// Filter assembles the classic BPF program Open attaches: drop what the
+// host sends (PACKET_OUTGOING), keep a frame whose destination (To) or
+// source (From) is one of macs, and only its first 14 bytes.
+func Filter(dir Direction, macs []rarp.MAC) ([]bpf.RawInstruction, error) {
+	if len(macs) == 0 {
+		return nil, errors.New("reconverge: no MAC to watch")
+	}
+	if len(macs) > MaxMACs {
+		return nil, fmt.Errorf("reconverge: %d MACs: %w (at most %d)", len(macs), ErrTooManyMACs, MaxMACs)
+	}
+	off := uint32(0)
+	if dir == From {
+		off = 6
+	}
+	const packetOutgoing = 4 // linux/if_packet.h PACKET_OUTGOING
+	n := len(macs)
+	prog := []bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetOutgoing, SkipTrue: uint8(4 * n)},
+	}
+	for i, m := range macs {
+		hi := uint32(m[0])<<24 | uint32(m[1])<<16 | uint32(m[2])<<8 | uint32(m[3])
+		lo := uint32(m[4])<<8 | uint32(m[5])
+		prog = append(prog,
+			bpf.LoadAbsolute{Off: off, Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: hi, SkipFalse: 2},
+			bpf.LoadAbsolute{Off: off + 4, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: lo, SkipTrue: uint8(4*(n-i) - 3)},
+		)
+	}
+	prog = append(prog,
+		bpf.RetConstant{Val: 0},  // drop
+		bpf.RetConstant{Val: 14}, // keep the Ethernet header
+	)
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return nil, fmt.Errorf("reconverge: assemble filter: %w", err)
+	}
+	return raw, nil
+}

@@ -1,0 +1,148 @@
+package reconverge_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
+)
+
+func mac(t *testing.T, s string) rarp.MAC {
+	t.Helper()
+	m, err := rarp.ParseMAC(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// frame is an Ethernet frame dst, src, IPv4 EtherType, padded to 60 bytes.
+func frame(dst, src rarp.MAC) []byte {
+	f := make([]byte, 60)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	f[12], f[13] = 0x08, 0x00
+	return f
+}
+
+// watchRig is a host namespace whose uplink "upl" faces a switch namespace
+// (its end "sw"): what the switch sends arrives on up as the fabric's
+// delivery would.
+func watchRig(t *testing.T) (host, sw *netnstest.NS) {
+	netnstest.Require(t)
+	host, sw = netnstest.New(t, "host"), netnstest.New(t, "sw")
+	netnstest.Veth(t, host, "upl", sw, "sw")
+	return host, sw
+}
+
+func open(t *testing.T, host *netnstest.NS, dev string, dir reconverge.Direction, macs ...rarp.MAC) *reconverge.Watch {
+	t.Helper()
+	ifi := host.Interface(t, dev)
+	var w *reconverge.Watch
+	if err := host.Do(func() (err error) { w, err = reconverge.Open(ifi, dir, macs); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+func TestWatchCountsOnlyUnicastDeliveriesToTheMACs(t *testing.T) {
+	host, sw := watchRig(t)
+	vm1, vm2 := mac(t, "52:54:00:00:00:01"), mac(t, "52:54:00:00:00:02")
+	other, peer := mac(t, "52:54:00:00:00:03"), mac(t, "02:00:00:00:00:99")
+	w := open(t, host, "upl", reconverge.To, vm1, vm2)
+
+	// Not counted: a broadcast from vm1 (its own announce seen elsewhere),
+	// a unicast to another MAC, a frame the host itself sends to vm1 on
+	// the uplink (outgoing), a frame *from* vm2.
+	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm1))
+	netnstest.Send(t, sw, "sw", frame(other, peer))
+	netnstest.Send(t, host, "upl", frame(vm1, peer))
+	netnstest.Send(t, sw, "sw", frame(peer, vm2))
+	// Counted: two deliveries to vm1.
+	before := time.Now()
+	netnstest.Send(t, sw, "sw", frame(vm1, peer))
+	netnstest.Send(t, sw, "sw", frame(vm1, peer))
+
+	got, err := w.Run(context.Background(), time.Now().Add(300*time.Millisecond), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].MAC != vm1 || got[1].MAC != vm2 {
+		t.Fatalf("sightings = %+v, want vm1 then vm2", got)
+	}
+	if got[0].Frames != 2 || got[0].First.Before(before) {
+		t.Errorf("vm1: %d frames, first %v; want 2 frames after %v", got[0].Frames, got[0].First, before)
+	}
+	if got[1].Seen() {
+		t.Errorf("vm2 seen (%d frames): a frame from it, not to it, must not count", got[1].Frames)
+	}
+}
+
+func TestWatchFromCountsFramesSentByTheMAC(t *testing.T) {
+	host, sw := watchRig(t)
+	vm := mac(t, "52:54:00:00:00:0a")
+	w := open(t, host, "upl", reconverge.From, vm)
+	netnstest.Send(t, sw, "sw", frame(mac(t, "02:00:00:00:00:01"), mac(t, "52:54:00:00:00:0b"))) // another source
+	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm))
+	got, err := w.Run(context.Background(), time.Now().Add(2*time.Second), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Frames != 1 {
+		t.Fatalf("frames from %s = %d, want 1", vm, got[0].Frames)
+	}
+}
+
+// The filter's jumps are computed per MAC: the first and the last of
+// MaxMACs must match, a MAC differing in its last byte must not.
+func TestWatchFilterAtMaxMACs(t *testing.T) {
+	host, sw := watchRig(t)
+	macs := make([]rarp.MAC, reconverge.MaxMACs)
+	for i := range macs {
+		macs[i] = rarp.MAC{0x52, 0x54, 0x00, 0x10, byte(i >> 8), byte(i)}
+	}
+	w := open(t, host, "upl", reconverge.To, macs...)
+	peer := mac(t, "02:00:00:00:00:99")
+	netnstest.Send(t, sw, "sw", frame(macs[0], peer))
+	netnstest.Send(t, sw, "sw", frame(macs[len(macs)-1], peer))
+	netnstest.Send(t, sw, "sw", frame(rarp.MAC{0x52, 0x54, 0x00, 0x10, 0x00, 0xff}, peer)) // not in the set
+	got, err := w.Run(context.Background(), time.Now().Add(300*time.Millisecond), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range got {
+		n += s.Frames
+	}
+	if !got[0].Seen() || !got[len(got)-1].Seen() || n != 2 {
+		t.Fatalf("first seen %v, last seen %v, total %d frames; want both seen and 2 frames", got[0].Seen(), got[len(got)-1].Seen(), n)
+	}
+}
+
+func TestWatchEndsWithItsContext(t *testing.T) {
+	host, _ := watchRig(t)
+	w := open(t, host, "upl", reconverge.To, mac(t, "52:54:00:00:00:01"))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := w.Run(ctx, time.Now().Add(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Run returned %v after its context ended", d)
+	}
+}
+
+func TestFilterRefusesTooManyOrNoMACs(t *testing.T) {
+	if _, err := reconverge.Filter(reconverge.To, make([]rarp.MAC, reconverge.MaxMACs+1)); !errors.Is(err, reconverge.ErrTooManyMACs) {
+		t.Errorf("MaxMACs+1: err = %v, want ErrTooManyMACs", err)
+	}
+	if _, err := reconverge.Filter(reconverge.To, nil); err == nil {
+		t.Error("no MACs: no error")
+	}
+}
