@@ -137,20 +137,20 @@ func linkFrom(nl netlink.Link) *Link {
 // where RANGE_BEGIN and RANGE_END entries bound a run of VLAN IDs with the
 // same flags.
 func vlansFrom(afSpec []byte) ([]PortVLAN, error) {
-	attrs, err := nl.ParseRouteAttr(afSpec)
+	attrs, err := parseAttrs(afSpec)
 	if err != nil {
 		return nil, fmt.Errorf("IFLA_AF_SPEC: %w", err)
 	}
 	var out []PortVLAN
 	begin := -1
 	for _, a := range attrs {
-		if a.Attr.Type != nl.IFLA_BRIDGE_VLAN_INFO {
+		if a.typ != nl.IFLA_BRIDGE_VLAN_INFO {
 			continue
 		}
-		if len(a.Value) < 4 {
-			return nil, fmt.Errorf("IFLA_BRIDGE_VLAN_INFO: %d bytes", len(a.Value))
+		if len(a.value) < 4 {
+			return nil, fmt.Errorf("IFLA_BRIDGE_VLAN_INFO: %d bytes", len(a.value))
 		}
-		info := nl.DeserializeBridgeVlanInfo(a.Value)
+		info := nl.DeserializeBridgeVlanInfo(a.value)
 		pv := PortVLAN{ID: info.Vid, PVID: info.PortVID(), Untagged: info.EngressUntag()}
 		switch {
 		case info.Flags&nl.BRIDGE_VLAN_INFO_RANGE_BEGIN != 0:
@@ -182,7 +182,7 @@ func (t table) apply(m syscall.NetlinkMessage) (old, cur *Link, event uint32, er
 	}
 	info := nl.DeserializeIfInfomsg(m.Data)
 	idx := int(info.Index)
-	attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
+	attrs, err := parseAttrs(m.Data[unix.SizeofIfInfomsg:])
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -200,8 +200,8 @@ func (t table) apply(m syscall.NetlinkMessage) (old, cur *Link, event uint32, er
 		var vlans []PortVLAN
 		if m.Header.Type == unix.RTM_NEWLINK {
 			for _, a := range attrs {
-				if a.Attr.Type == unix.IFLA_AF_SPEC {
-					if vlans, err = vlansFrom(a.Value); err != nil {
+				if a.typ == unix.IFLA_AF_SPEC {
+					if vlans, err = vlansFrom(a.value); err != nil {
 						return nil, nil, 0, err
 					}
 				}
@@ -216,8 +216,8 @@ func (t table) apply(m syscall.NetlinkMessage) (old, cur *Link, event uint32, er
 		return old, nil, 0, nil
 	}
 	for _, a := range attrs {
-		if a.Attr.Type == unix.IFLA_EVENT && len(a.Value) >= 4 {
-			event = nl.NativeEndian().Uint32(a.Value)
+		if a.typ == unix.IFLA_EVENT && len(a.value) >= 4 {
+			event = nl.NativeEndian().Uint32(a.value)
 		}
 	}
 	hdr := unix.NlMsghdr(m.Header)
@@ -246,4 +246,29 @@ func (t table) snapshot() table {
 		out[i] = &c
 	}
 	return out
+}
+
+type attr struct {
+	typ   uint16
+	value []byte
+}
+
+// parseAttrs splits a run of netlink attributes. nl.ParseRouteAttr panics
+// on a length that runs past the buffer (found by FuzzVLANsFrom); this
+// returns an error instead.
+func parseAttrs(b []byte) ([]attr, error) {
+	var out []attr
+	for len(b) >= unix.SizeofRtAttr {
+		n := int(nl.NativeEndian().Uint16(b[0:2]))
+		if n < unix.SizeofRtAttr || n > len(b) {
+			return nil, fmt.Errorf("attribute length %d of %d bytes", n, len(b))
+		}
+		out = append(out, attr{typ: nl.NativeEndian().Uint16(b[2:4]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER), value: b[unix.SizeofRtAttr:n]})
+		adv := (n + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
+		if adv >= len(b) {
+			break
+		}
+		b = b[adv:]
+	}
+	return out, nil
 }
