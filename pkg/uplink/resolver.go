@@ -37,8 +37,8 @@ type change struct {
 // announces costs no netlink round trip per frame.
 type Resolver struct {
 	opts Options
-	dump *netlink.Handle     // requests only; never subscribed
-	sub  *nl.NetlinkSocket   // RTNLGRP_LINK notifications; never sends
+	dump *netlink.Handle   // requests only; never subscribed
+	sub  *nl.NetlinkSocket // RTNLGRP_LINK notifications; never sends
 	done chan struct{}
 	wg   sync.WaitGroup
 
