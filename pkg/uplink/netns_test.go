@@ -278,3 +278,13 @@ func TestNetnsUplinkAddedAfterStart(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// unixCloseTap closes tap i's descriptor: the tap is deleted, as when QEMU
+// exits.
+func unixCloseTap(t testing.TB, h *hv, i int) {
+	t.Helper()
+	if err := unix.Close(h.tapFDs[i]); err != nil {
+		t.Fatal(err)
+	}
+	h.tapFDs[i] = -1
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -37,7 +38,7 @@ type change struct {
 // announces costs no netlink round trip per frame.
 type Resolver struct {
 	opts Options
-	dump *netlink.Handle   // requests only; never subscribed
+	dump *nl.SocketHandle  // requests only; never subscribed
 	sub  *nl.NetlinkSocket // RTNLGRP_LINK notifications; never sends
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -45,7 +46,8 @@ type Resolver struct {
 	mu       sync.RWMutex
 	t        table
 	err      error // set when the reader stopped for good
-	watchers []func([]change)
+	watchers map[int]func([]change)
+	nextW    int
 }
 
 // Open reads the topology of the calling thread's network namespace and
@@ -68,16 +70,16 @@ func Open(opts Options) (*Resolver, error) {
 	if sub.SetReceiveBufferSize(opts.ReceiveBuffer, true) != nil {
 		_ = sub.SetReceiveBufferSize(opts.ReceiveBuffer, false)
 	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	ds, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		sub.Close()
 		return nil, fmt.Errorf("uplink: netlink: %w", err)
 	}
-	r := &Resolver{opts: opts, dump: h, sub: sub, done: make(chan struct{})}
+	r := &Resolver{opts: opts, dump: &nl.SocketHandle{Socket: ds}, sub: sub, done: make(chan struct{})}
 	t, err := r.read()
 	if err != nil {
 		sub.Close()
-		h.Close()
+		ds.Close()
 		return nil, err
 	}
 	r.t = t
@@ -86,39 +88,38 @@ func Open(opts Options) (*Resolver, error) {
 	return r, nil
 }
 
-// read dumps every link and every bridge port's VLAN table.
+// read dumps every link, then every bridge port's VLAN table
+// (RTEXT_FILTER_BRVLAN), through the same parser as the notifications.
 func (r *Resolver) read() (table, error) {
-	links, err := r.dump.LinkList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("uplink: list links: %w", err)
+	t := table{}
+	interrupted := false
+	for _, fam := range []uint8{unix.AF_UNSPEC, unix.AF_BRIDGE} {
+		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: r.dump}
+		req.AddData(nl.NewIfInfomsg(int(fam)))
+		if fam == unix.AF_BRIDGE {
+			req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(uint32(nl.RTEXT_FILTER_BRVLAN))))
+		}
+		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+		if errors.Is(err, netlink.ErrDumpInterrupted) || errors.Is(err, nl.ErrDumpInterrupted) {
+			interrupted = true
+		} else if err != nil {
+			return nil, fmt.Errorf("uplink: dump links (family %d): %w", fam, err)
+		}
+		for _, m := range msgs {
+			msg := syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWLINK}, Data: m}
+			if _, _, _, err := t.apply(msg); err != nil {
+				return nil, fmt.Errorf("uplink: dump: %w", err)
+			}
+		}
 	}
-	interrupted := err != nil
-	vlans, err := r.dump.BridgeVlanList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("uplink: list bridge VLANs: %w", err)
-	}
-	if interrupted || err != nil {
-		// Something changed during the dump; the notification for it
-		// is queued on the subscription and fixes the table.
+	if interrupted {
+		// Something changed during the dump; its notification is
+		// queued on the subscription and fixes the table.
 		r.report(fmt.Errorf("uplink: dump interrupted, relying on notifications"))
 	}
-	t := make(table, len(links))
-	for _, nlk := range links {
-		l := linkFrom(nlk)
-		t[l.Index] = l
-	}
-	for idx, infos := range vlans {
-		l := t[int(idx)]
-		if l == nil {
-			continue
-		}
-		l.VLANsKnown = true
-		for _, v := range infos {
-			l.VLANs = append(l.VLANs, PortVLAN{ID: v.Vid, PVID: v.PortVID(), Untagged: v.EngressUntag()})
-		}
-	}
-	// Ports of a bridge without VLAN entries appear in no dump entry:
-	// their table is known to be empty.
+	// A bridge port without VLAN entries is in no bridge dump entry's
+	// table: its table is known to be empty.
 	for _, l := range t {
 		if m := t[l.Master]; m != nil && m.Kind == "bridge" {
 			l.VLANsKnown = true
@@ -179,7 +180,7 @@ func (r *Resolver) handle(msgs []syscall.NetlinkMessage) {
 			changes = append(changes, change{old: old, cur: cur, event: ev})
 		}
 	}
-	ws := r.watchers
+	ws := r.watcherList()
 	r.mu.Unlock()
 	if len(changes) > 0 {
 		for _, w := range ws {
@@ -197,7 +198,7 @@ func (r *Resolver) resync() {
 	r.mu.Lock()
 	old := r.t
 	r.t = t
-	ws := r.watchers
+	ws := r.watcherList()
 	r.mu.Unlock()
 	var changes []change
 	for idx, cur := range t {
@@ -215,11 +216,22 @@ func (r *Resolver) resync() {
 }
 
 // subscribe registers fn to hear every batch of changes, in order, on the
-// reader goroutine: fn must not block for long.
-func (r *Resolver) subscribe(fn func([]change)) {
+// reader goroutine (fn must not block for long), until the returned
+// function is called.
+func (r *Resolver) subscribe(fn func([]change)) (stop func()) {
 	r.mu.Lock()
-	r.watchers = append(r.watchers, fn)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if r.watchers == nil {
+		r.watchers = map[int]func([]change){}
+	}
+	id := r.nextW
+	r.nextW++
+	r.watchers[id] = fn
+	return func() {
+		r.mu.Lock()
+		delete(r.watchers, id)
+		r.mu.Unlock()
+	}
 }
 
 // Close stops following the topology.
@@ -232,7 +244,7 @@ func (r *Resolver) Close() error {
 	close(r.done)
 	r.sub.Close()
 	r.wg.Wait()
-	r.dump.Close()
+	r.dump.Socket.Close()
 	return nil
 }
 
@@ -281,3 +293,12 @@ func (r *Resolver) Link(name string) (Link, bool) {
 
 // Describe lists targets for a log line: "eth0 vlan 100, eth1 untagged".
 func Describe(ts []Target) string { return describe(ts) }
+
+// watcherList copies the watchers; called with r.mu held.
+func (r *Resolver) watcherList() []func([]change) {
+	ws := make([]func([]change), 0, len(r.watchers))
+	for _, w := range r.watchers {
+		ws = append(ws, w)
+	}
+	return ws
+}

@@ -57,12 +57,18 @@ func (m BondMode) LAG() bool {
 // bridge ports and to see the changes the watcher reports.
 type Link struct {
 	Port
-	Kind          string // netlink link type: "bridge", "veth", "tuntap", "macvtap", "bond", "vlan", "vxlan", "device"...
-	Master        int    // ifindex of the bridge or bond it is enslaved to, 0 for none
-	Parent        int    // lower device of a VLAN sub-interface or macvtap/macvlan, 0 for none
-	AdminUp       bool   // IFF_UP
-	Carrier       bool   // IFF_LOWER_UP
-	VLANFiltering bool   // a bridge with vlan_filtering 1
+	Kind    string // netlink link type: "bridge", "veth", "tuntap", "macvtap", "bond", "vlan", "vxlan", "device"...
+	Master  int    // ifindex of the bridge or bond it is enslaved to, 0 for none
+	Parent  int    // lower device of a VLAN sub-interface or macvtap/macvlan, 0 for none
+	AdminUp bool   // IFF_UP
+	Carrier bool   // IFF_LOWER_UP
+	// CarrierUps counts the times the carrier came up
+	// (IFLA_CARRIER_UP_COUNT). The kernel's link watcher reports a
+	// carrier change up to a second late, so a flap shorter than that
+	// arrives as one notification with the carrier up before and after:
+	// only this counter shows it happened.
+	CarrierUps    uint32
+	VLANFiltering bool // a bridge with vlan_filtering 1
 	BondMode      BondMode
 	BondActive    int // ifindex of an active-backup bond's active leg, 0 for none or unknown
 	// VLANs is the port's bridge VLAN table; VLANsKnown tells an empty
@@ -215,9 +221,13 @@ func (t table) apply(m syscall.NetlinkMessage) (old, cur *Link, event uint32, er
 		delete(t, idx)
 		return old, nil, 0, nil
 	}
+	var ups uint32
 	for _, a := range attrs {
-		if a.typ == unix.IFLA_EVENT && len(a.value) >= 4 {
+		switch {
+		case a.typ == unix.IFLA_EVENT && len(a.value) >= 4:
 			event = nl.NativeEndian().Uint32(a.value)
+		case a.typ == unix.IFLA_CARRIER_UP_COUNT && len(a.value) >= 4:
+			ups = nl.NativeEndian().Uint32(a.value)
 		}
 	}
 	hdr := unix.NlMsghdr(m.Header)
@@ -226,6 +236,7 @@ func (t table) apply(m syscall.NetlinkMessage) (old, cur *Link, event uint32, er
 		return nil, nil, 0, err
 	}
 	l := linkFrom(nlk)
+	l.CarrierUps = ups
 	if prev != nil {
 		// Notifications of the generic family carry no bridge VLAN
 		// table; keep the one the bridge family last reported.
