@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
@@ -287,4 +288,61 @@ func unixCloseTap(t testing.TB, h *hv, i int) {
 		t.Fatal(err)
 	}
 	h.tapFDs[i] = -1
+}
+
+// TestNetnsCapNetRawOnly: the resolver starts (subscribes, dumps) on a
+// thread holding CAP_NET_RAW alone, as the agent runs, and follows changes.
+// Capabilities are per thread for the kernel: ns.Do's thread drops all
+// others and is discarded afterwards.
+func TestNetnsCapNetRawOnly(t *testing.T) {
+	h := newHV(t, 2, "uplink0")
+	var r *Resolver
+	err := h.ns.Do(func() error {
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		data[0].Effective = 1 << unix.CAP_NET_RAW
+		data[0].Permitted = 1 << unix.CAP_NET_RAW
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			return fmt.Errorf("capset: %w", err)
+		}
+		// Proof that the drop took: CAP_NET_ADMIN's SO_RCVBUFFORCE fails.
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 1<<20); err == nil {
+			return fmt.Errorf("SO_RCVBUFFORCE worked: CAP_NET_ADMIN was not dropped")
+		}
+		// The contrast: the same dump on a subscribed socket is refused.
+		sub, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+		if err != nil {
+			return err
+		}
+		defer sub.Close()
+		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sub}}
+		if _, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK); !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("dump on a subscribed socket: %v, want EPERM", err)
+		}
+		r, err = Open(Options{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if ts, err := r.Targets("br0", "vnet0", nil); err != nil || len(ts) != 1 || ts[0].Uplink.Name != "uplink0" {
+		t.Fatalf("Targets %v, %v; want uplink0", ts, err)
+	}
+	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "nomaster")
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := r.Targets("br0", "vnet0", nil); errors.Is(err, ErrNoUplink) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the change was not followed")
+		}
+	}
 }
