@@ -341,4 +341,14 @@ func TestRigBond8023ad(t *testing.T) {
 	sw.Exec(t, "ip", "link", "set", "pleg0", "up")
 	quiet(t, w, time.Second)
 	t.Logf("stats %+v", w.Stats())
+	// The watcher is alive all the same: the whole LAG going down and
+	// coming back (the switch flushed it) is a carrier_up on the bond.
+	sw.Exec(t, "ip", "link", "set", "pleg0", "down")
+	sw.Exec(t, "ip", "link", "set", "pleg1", "down")
+	time.Sleep(300 * time.Millisecond)
+	sw.Exec(t, "ip", "link", "set", "pleg0", "up")
+	sw.Exec(t, "ip", "link", "set", "pleg1", "up")
+	if e := next(t, w, 3*time.Second); e.Reason != CarrierUp || e.Uplink.Name != "bond0" {
+		t.Fatalf("event %v, want carrier_up on bond0", e)
+	}
 }
