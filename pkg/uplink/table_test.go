@@ -21,7 +21,7 @@ func linkMsg(typ uint16, family, index int, flags uint32, attrs ...*nl.RtAttr) s
 }
 
 func u32(typ int, v uint32) *nl.RtAttr { return nl.NewRtAttr(typ, nl.Uint32Attr(v)) }
-func name(n string) *nl.RtAttr        { return nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(n)) }
+func name(n string) *nl.RtAttr         { return nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(n)) }
 
 func TestTableApply(t *testing.T) {
 	up := uint32(unix.IFF_UP | unix.IFF_LOWER_UP)
