@@ -251,6 +251,12 @@ func TestRigVLANSubinterface(t *testing.T) {
 // bondHV is a bridge on a bond of two legs, each a veth to the switch
 // namespace, with one VM tap.
 func bondHV(t *testing.T, mode string) (*hv, *netnstest.NS) {
+	return bondHVVia(t, mode, "bond0")
+}
+
+// bondHVVia is bondHV with port (bond0, or a VLAN sub-interface of it made
+// here, "bond0.100") as the bridge's uplink.
+func bondHVVia(t *testing.T, mode, port string) (*hv, *netnstest.NS) {
 	t.Helper()
 	netnstest.Require(t)
 	ns, sw := netnstest.New(t, "hv"), netnstest.New(t, "sw")
@@ -265,7 +271,11 @@ func bondHV(t *testing.T, mode string) (*hv, *netnstest.NS) {
 		ns.Exec(t, "ip", "link", "set", leg, "up")
 	}
 	ns.Exec(t, "ip", "link", "set", "bond0", "up")
-	ns.Attach(t, "bond0", "br0")
+	if port != "bond0" {
+		ns.Exec(t, "ip", "link", "add", "link", "bond0", "name", port, "type", "vlan", "id", "100")
+		ns.Exec(t, "ip", "link", "set", port, "up")
+	}
+	ns.Attach(t, port, "br0")
 	h := &hv{ns: ns}
 	h.addTaps(t, 1)
 	return h, sw
@@ -274,7 +284,14 @@ func bondHV(t *testing.T, mode string) (*hv, *netnstest.NS) {
 // TestRigBondFailover: failing an active-backup bond's active leg yields
 // one bond_failover event naming the bond within 100 ms.
 func TestRigBondFailover(t *testing.T) {
-	h, sw := bondHV(t, "active-backup")
+	t.Run("bond0", func(t *testing.T) { bondFailover(t, "bond0") })
+	// The uplink is a VLAN sub-interface of the bond: the event names
+	// the uplink, via the bond.
+	t.Run("bond0.100", func(t *testing.T) { bondFailover(t, "bond0.100") })
+}
+
+func bondFailover(t *testing.T, uplink string) {
+	h, sw := bondHVVia(t, "active-backup", uplink)
 	r := h.open(t)
 	w := r.Watch(WatchConfig{HoldDown: time.Second})
 	defer w.Close()
@@ -293,8 +310,8 @@ func TestRigBondFailover(t *testing.T) {
 		}
 	}
 	quiet(t, w, 200*time.Millisecond) // nothing from setting it up
-	if ts, err := r.Targets("br0", "vnet0", nil); err != nil || ts[0].Uplink.Name != "bond0" {
-		t.Fatalf("Targets %v, %v; want bond0", ts, err)
+	if ts, err := r.Targets("br0", "vnet0", nil); err != nil || ts[0].Uplink.Name != uplink {
+		t.Fatalf("Targets %v, %v; want %s", ts, err, uplink)
 	}
 	// The cable of the active leg: its switch end goes down (through
 	// netlink, so no process start-up counts in the time).
@@ -309,8 +326,8 @@ func TestRigBondFailover(t *testing.T) {
 	e := next(t, w, 2*time.Second)
 	took := e.At.Sub(start)
 	t.Logf("%s failed: %v after %v", active, e, took)
-	if e.Reason != BondFailover || e.Uplink.Name != "bond0" {
-		t.Fatalf("event %v, want bond_failover on bond0", e)
+	if e.Reason != BondFailover || e.Uplink.Name != uplink || e.Device.Name != "bond0" {
+		t.Fatalf("event %v, want bond_failover on %s via bond0", e, uplink)
 	}
 	if took > 100*time.Millisecond {
 		t.Errorf("failover reported %v after the leg failed, want <= 100ms", took)
