@@ -53,6 +53,8 @@ func BenchmarkSendSysTime(b *testing.B) {
 				_ = unix.Getrusage(unix.RUSAGE_SELF, &after)
 				sys := time.Duration(after.Stime.Nano() - before.Stime.Nano())
 				b.ReportMetric(float64(sys.Nanoseconds())/float64(n), "sys-ns/frame")
+				s.Close()
+				h.destroy(b)
 			})
 		}
 	}

@@ -51,14 +51,29 @@ func newHV(t testing.TB, ntaps int, uplinks ...string) *hv {
 	return h
 }
 
-// addTaps creates n taps vnetN held open by this process, attached to br0
-// and up, with one `ip -batch` for the links.
+// tapGroup is the link group of the taps addTaps makes.
+const tapGroup = "42"
+
+// addTaps creates n taps vnetN attached to br0 and up, and holds them open
+// as QEMU does. They are made persistent first, with one `ip -batch`: at
+// the end the namespace's deletion removes them all in one batch, where
+// closing 500 non-persistent taps removes them one by one (seconds).
 func (h *hv) addTaps(t testing.TB, n int) {
 	t.Helper()
 	first := len(h.taps)
+	var batch strings.Builder
+	for i := first; i < first+n; i++ {
+		name := fmt.Sprintf("vnet%d", i)
+		h.taps = append(h.taps, name)
+		fmt.Fprintf(&batch, "tuntap add dev %s mode tap\nlink set dev %s master br0 group %s up\n", name, name, tapGroup)
+	}
+	path := filepath.Join(t.TempDir(), "taps.batch")
+	if err := os.WriteFile(path, []byte(batch.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ns.Exec(t, "ip", "-batch", path)
 	err := h.ns.Do(func() error {
-		for i := first; i < first+n; i++ {
-			name := fmt.Sprintf("vnet%d", i)
+		for _, name := range h.taps[first:] {
 			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 			if err != nil {
 				return err
@@ -72,29 +87,21 @@ func (h *hv) addTaps(t testing.TB, n int) {
 				unix.Close(fd)
 				return fmt.Errorf("TUNSETIFF %s: %w", name, err)
 			}
-			h.taps = append(h.taps, name)
 			h.tapFDs = append(h.tapFDs, fd)
 		}
 		return nil
 	})
 	t.Cleanup(func() {
 		for _, fd := range h.tapFDs {
-			unix.Close(fd)
+			if fd >= 0 {
+				unix.Close(fd)
+			}
 		}
 		h.tapFDs = nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var batch strings.Builder
-	for _, name := range h.taps[first:] {
-		fmt.Fprintf(&batch, "link set dev %s master br0 up\n", name)
-	}
-	path := filepath.Join(t.TempDir(), "taps.batch")
-	if err := os.WriteFile(path, []byte(batch.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ns.Exec(t, "ip", "-batch", path)
 }
 
 // tapFrames drains every tap and counts the announces from vm the guests
@@ -185,10 +192,31 @@ func TestNetnsOneUplinkManyTaps(t *testing.T) {
 
 	// The control: the same frame on the bridge device reaches every tap.
 	h.send(t, []Target{{Uplink: Port{Name: "br0"}}}, vm)
-	time.Sleep(50 * time.Millisecond)
-	if got := h.tapFrames(t, vm); got != 500 {
+	got := 0
+	for deadline := time.Now().Add(2 * time.Second); got < 500 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got += h.tapFrames(t, vm) // the kernel clones to the taps as it goes
+	}
+	if got != 500 {
 		t.Fatalf("a frame on the bridge device reached %d taps, want 500 (is the tap count measured?)", got)
 	}
+	h.destroy(t)
+}
+
+// destroy removes the taps now, in one batch (they are in link group
+// tapGroup): left to the namespace's deletion, the kernel removes them in
+// the background, holding the lock every link change needs for seconds,
+// which delays the link notifications the next test waits for.
+func (h *hv) destroy(t testing.TB) {
+	t.Helper()
+	for i, fd := range h.tapFDs {
+		if fd >= 0 {
+			unix.Close(fd)
+			h.tapFDs[i] = -1
+		}
+	}
+	start := time.Now()
+	h.ns.Exec(t, "ip", "link", "delete", "group", tapGroup)
+	t.Logf("removing %d taps took %v", len(h.taps), time.Since(start).Round(time.Millisecond))
 }
 
 // learnFar makes switch i learn vm behind its far port, where the VM ran
@@ -280,8 +308,8 @@ func TestNetnsUplinkAddedAfterStart(t *testing.T) {
 	}
 }
 
-// unixCloseTap closes tap i's descriptor: the tap is deleted, as when QEMU
-// exits.
+// unixCloseTap closes tap i's descriptor: the tap loses carrier, as when
+// QEMU exits.
 func unixCloseTap(t testing.TB, h *hv, i int) {
 	t.Helper()
 	if err := unix.Close(h.tapFDs[i]); err != nil {

@@ -53,9 +53,17 @@ func TestNetnsWatchCarrierUp(t *testing.T) {
 	defer w.Close()
 	w.WatchBridge("br0")
 
+	before, _ := r.Link("uplink0")
 	start := time.Now()
 	flap(t, h.switches[0], "down", 20*time.Millisecond)
-	e := next(t, w, 2*time.Second)
+	var e Event
+	select {
+	case e = <-w.Events():
+	case <-time.After(3 * time.Second):
+		after, _ := r.Link("uplink0")
+		t.Fatalf("no event within 3s; uplink0 before up=%v carrier=%v ups=%d, now up=%v carrier=%v ups=%d; stats %+v",
+			before.AdminUp, before.Carrier, before.CarrierUps, after.AdminUp, after.Carrier, after.CarrierUps, w.Stats())
+	}
 	if e.Reason != CarrierUp || e.Uplink.Name != "uplink0" {
 		t.Fatalf("event %v, want carrier_up on uplink0", e)
 	}
