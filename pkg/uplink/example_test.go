@@ -46,9 +46,9 @@ func ExampleWatcher() {
 	defer r.Close()
 	w := r.Watch(uplink.WatchConfig{HoldDown: time.Second})
 	defer w.Close()
-	w.WatchBridge("br0")          // a bridge with VM taps
-	w.WatchDevice("eth1")         // a macvtap's lower device
-	w.WatchDevice("bond0")        // an Open vSwitch bridge's physical port
+	w.WatchBridge("br0")         // a bridge with VM taps
+	w.WatchDevice("eth1")        // a macvtap's lower device
+	w.WatchDevice("bond0")       // an Open vSwitch bridge's physical port
 	for ev := range w.Events() { // metric label: ev.Reason.String()
 		log.Printf("%v: re-announcing the NICs behind %s", ev, ev.Uplink.Name)
 	}
