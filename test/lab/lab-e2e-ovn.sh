@@ -1,0 +1,100 @@
+#!/bin/bash
+# The OVN end-to-end test (README.md, "OVN"): real libvirtd + QEMU live migrations between two
+# OVN chassis, with the VM's logical port under Neutron's live-migration settings
+# (requested-chassis=<src>,<dst>, activation-strategy=rarp) and QEMU's own announce
+# suppressed. The destination chassis blocks the port until a RARP enters from it; the agent's
+# ovs strategy (packet-out with in_port=<the port>) must be that RARP. Prints PASS/FAIL lines
+# and "N passed, M failed"; exit 1 on any failure. Run as root.
+#
+#   LAB_AGENT='command'   the agent (default: rarp-announce run --log-level debug), run by `sh -c`
+#                         inside each hypervisor with default paths (libvirt, OVSDB, br-int)
+#   RARP_ANNOUNCE=path    the binary (default: rarp-announce on PATH, else ../../bin/)
+#   LAB_OVN_BUDGET_MS=50  the most the activation may come after the destination's Resumed event
+#   LAB_OVN_CONTROL_WAIT=3 seconds the control step waits for an activation that must not come
+#   LAB_KEEP=1            leave the lab up afterwards
+#
+# Steps:
+#   1. no agent, A->B: the port stays blocked on B (no additional-chassis-activated, the
+#      activation flow still there after LAB_OVN_CONTROL_WAIT s: OVN does not activate it by
+#      itself), the client cannot ping the VM. Then Neutron's post-migration update
+#      (requested-chassis=chb) unblocks it: the rig's blocking is what failed the ping.
+#   2. agents on both hypervisors; B->A, A->B, B->A, each with Neutron's settings: the SB
+#      Port_Binding gets additional-chassis-activated=<dst> within LAB_OVN_BUDGET_MS of the
+#      destination's Resumed event (timestamps of virsh event and of an SB monitor), the
+#      activation flow is gone, the switch follows, the client pings the VM; the agent logged the
+#      announce. Then Neutron's post-migration update.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lab-env.sh"
+. "$HERE/lab-ovn-env.sh"
+[ "$(id -u)" = 0 ] || die "must run as root"
+. "$HERE/lab-e2e-lib.sh"
+export LAB_QEMU_ANNOUNCE=0
+BUDGET=${LAB_OVN_BUDGET_MS:-50}
+: "${LAB_AGENT:=exec \"\$RARP_ANNOUNCE\" run --log-level debug}"
+export LAB_AGENT
+lab_find_binary
+echo "agent: $LAB_AGENT (RARP_ANNOUNCE=$RARP_ANNOUNCE)"
+"$HERE/lab-ovn-up.sh" || abort "lab-ovn-up.sh"
+check "lab up: client pings the VM on A" ok "$(lab_ping)"
+check "lab up: port installed on A (ovn-installed)" true "$(lab_installed a)"
+
+# the time (epoch s, ms) the SB first showed additional-chassis-activated=<chassis $1> in
+# monitor output file $2 (ovsdb-client --timestamp: a UTC time line before each update)
+activated_ts() {
+    local ts
+    ts=$(awk -v c="additional-chassis-activated=$1" '/^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+$/ {t=$0} index($0, c) {print t; exit}' "$2")
+    [ -n "$ts" ] && date -d "$ts UTC" +%s.%3N
+}
+ms_between() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", (b-a)*1000}'; }
+
+# ovn_migrate SRC DST: Neutron's settings, the migration (lab-migrate.sh: events, RARPs at the
+# switch), an SB monitor around it; sets act_ts (empty: never activated) and act_ms
+ovn_migrate() {
+    local src=$1 dst=$2 mon
+    lab_migrating "$src" "$dst"
+    mon=$LAB_STATE/sb-$(date +%H%M%S%N)-$src$dst.txt
+    ovsdb-client --timestamp monitor "unix:$OVN_CENTRAL/sb.sock" OVN_Southbound \
+        Port_Binding logical_port,options,chassis,additional_chassis >"$mon" 2>&1 &
+    local monpid=$!
+    for _ in $(seq 1 50); do grep -q initial "$mon" && break; sleep 0.1; done
+    migrate "${src}2${dst}" precopy
+    sleep "${3:-0}"
+    kill "$monpid" 2>/dev/null; wait "$monpid" 2>/dev/null
+    cp "$mon" "$run/sb-monitor.txt" 2>/dev/null
+    act_ts=$(activated_ts "${LAB_CHASSIS[$dst]}" "$mon")
+    act_ms=""
+    [ -n "$act_ts" ] && [ -n "$resumed_ts" ] && act_ms=$(ms_between "$resumed_ts" "$act_ts")
+    true
+}
+
+# ---- 1. control: without an agent the destination keeps the port blocked
+ovn_migrate a b "${LAB_OVN_CONTROL_WAIT:-3}"
+check "no agent, a->b: port installed on B" true "$(lab_installed b)"
+check "no agent, a->b: additional-chassis-activated (none)" "" "$(lab_activated)"
+check "no agent, a->b: activation flow on B still there" 1 "$(lab_blocking_flows b)"
+check "no agent, a->b: RARP frames at the switch" 0 "$((rarp_from_dst + rarp_other))"
+check "no agent, a->b: client pings the VM" fail "$(lab_ping)"
+lab_migrated b
+sleep 1
+check "no agent, after Neutron's post-migration update: activation flow on B gone" 0 "$(lab_blocking_flows b)"
+
+# ---- 2. the agent on both hypervisors
+for h in a b; do lab_agent_start "$h"; done
+sleep "${LAB_AGENT_STARTUP:-1}"
+for h in a b; do lab_agent_alive "$h" || abort "agent on $h exited at start"; done
+for d in b2a a2b b2a; do
+    s=${d%2*} t=${d#*2}
+    ovn_migrate "$s" "$t"
+    label="agent, ${s}->${t}"
+    check "$label: port activated on ${LAB_CHASSIS[$t]}" "${LAB_CHASSIS[$t]}" "$(lab_activated)"
+    check "$label: activation flow on $t gone" 0 "$(lab_blocking_flows "$t")"
+    within=no
+    [ -n "$act_ms" ] && [ "$act_ms" -le "$BUDGET" ] && within=yes
+    check "$label: activated within ${BUDGET} ms of Resumed" yes "$within"
+    followed "$label"
+    echo "     (activation in the SB ${act_ms:-?} ms after the Resumed event; OVN's own announce would start >= 1000 ms)"
+    lab_migrated "$t"
+done
+check "agent on b logged the OVS announce" yes "$(grep -q 'ovs' "$LAB_STATE/agent-b.log" && grep -qi 'landed' "$LAB_STATE/agent-b.log" && echo yes || echo no)"
+finish
