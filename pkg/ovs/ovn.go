@@ -33,6 +33,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // External-ids keys ovn-controller reads and writes on OVS Interfaces.
@@ -88,6 +90,8 @@ type OVNReadiness struct {
 	Poll time.Duration
 	// WatchPoll is the interval between looks in Watch; default 100 ms.
 	WatchPoll time.Duration
+	// Metrics, if set, counts Wait's results and Watch's re-installs.
+	Metrics *OVNMetrics
 
 	mu   sync.Mutex // one request at a time on conn
 	conn *rpcConn
@@ -130,10 +134,12 @@ func (r *OVNReadiness) Wait(ctx context.Context, iface string, timeout time.Dura
 	if poll <= 0 {
 		poll = 5 * time.Millisecond
 	}
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for {
 		p, err := r.Port(ctx, iface)
 		if err == nil && p.Ready() {
+			r.Metrics.waited(p, start)
 			return p, nil
 		}
 		if err == nil {
@@ -143,6 +149,7 @@ func (r *OVNReadiness) Wait(ctx context.Context, iface string, timeout time.Dura
 			return p, ctx.Err()
 		}
 		if !time.Now().Before(deadline) {
+			r.Metrics.notReady(err)
 			return p, fmt.Errorf("%s not ready after %v: %w", iface, timeout, err)
 		}
 		t := time.NewTimer(min(poll, time.Until(deadline)))
@@ -194,6 +201,7 @@ func (r *OVNReadiness) Watch(ctx context.Context, iface string, window time.Dura
 				p = OVNPort{Interface: iface} // gone or unreadable: not ready
 			}
 			if !first && rebound(last, p) {
+				r.Metrics.reinstalled()
 				select {
 				case out <- p:
 				default: // the reader has not taken the previous one: replace it
@@ -329,4 +337,90 @@ func strMap(r row, col string) (map[string]string, error) {
 		out[kv[0]] = kv[1]
 	}
 	return out, nil
+}
+
+// Results of OVNReadiness.Wait, the label values of
+// rarp_announce_ovn_readiness_total.
+var OVNResults = []string{"installed", "not_ovn", "not_installed", "no_ofport", "not_found", "error"}
+
+// OVNMetrics tells an operator whether OVS ports were OVN-managed and
+// installed when announced. The caller registers it (a
+// prometheus.Collector); a nil *OVNMetrics counts nothing.
+type OVNMetrics struct {
+	results  *prometheus.CounterVec
+	wait     prometheus.Histogram
+	reinstal prometheus.Counter
+}
+
+// NewOVNMetrics creates the metrics with every result at zero.
+func NewOVNMetrics() *OVNMetrics {
+	m := &OVNMetrics{
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rarp_announce_ovn_readiness_total",
+			Help: "Readiness checks of OVS ports before an announce, by result: installed (OVN-managed, ovn-installed set here), " +
+				"not_ovn (no external_ids:iface-id: not OVN's), not_installed (ovn-controller did not install it here in time), " +
+				"no_ofport, not_found, error (OVSDB unreachable or hung).",
+		}, []string{"result"}),
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rarp_announce_ovn_readiness_wait_seconds",
+			Help:    "Time from the start of an OVS port's readiness wait until it was ready (OVN-managed ports: ovn-installed); 0 when it already was.",
+			Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		reinstal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rarp_announce_ovn_reinstalls_total",
+			Help: "OVN-managed ports that ovn-controller installed again (or that got a new ofport) within the watch window after a landing.",
+		}),
+	}
+	for _, r := range OVNResults {
+		m.results.WithLabelValues(r)
+	}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *OVNMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.results.Describe(ch)
+	m.wait.Describe(ch)
+	m.reinstal.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *OVNMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.results.Collect(ch)
+	m.wait.Collect(ch)
+	m.reinstal.Collect(ch)
+}
+
+func (m *OVNMetrics) waited(p OVNPort, start time.Time) {
+	if m == nil {
+		return
+	}
+	if p.Managed() {
+		m.results.WithLabelValues("installed").Inc()
+	} else {
+		m.results.WithLabelValues("not_ovn").Inc()
+	}
+	m.wait.Observe(time.Since(start).Seconds())
+}
+
+func (m *OVNMetrics) notReady(err error) {
+	if m == nil {
+		return
+	}
+	r := "error"
+	switch {
+	case errors.Is(err, ErrOVNNotInstalled):
+		r = "not_installed"
+	case errors.Is(err, ErrNoOFPort):
+		r = "no_ofport"
+	case errors.Is(err, ErrPortNotFound):
+		r = "not_found"
+	}
+	m.results.WithLabelValues(r).Inc()
+}
+
+func (m *OVNMetrics) reinstalled() {
+	if m != nil {
+		m.reinstal.Inc()
+	}
 }

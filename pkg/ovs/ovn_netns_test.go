@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 )
@@ -25,7 +27,8 @@ func TestOVNReadiness(t *testing.T) {
 	o.Vsctl(t, "add-port", "br-int", "vnet0", "--", "set", "Interface", "vnet0", "external_ids:iface-id=lsp-1",
 		"external_ids:attached-mac=52:54:00:aa:bb:cc")
 	o.Vsctl(t, "add-port", "br-int", "plain0")
-	r := &OVNReadiness{Socket: o.DB, Poll: 2 * time.Millisecond, WatchPoll: 10 * time.Millisecond}
+	m := NewOVNMetrics()
+	r := &OVNReadiness{Socket: o.DB, Poll: 2 * time.Millisecond, WatchPoll: 10 * time.Millisecond, Metrics: m}
 	t.Cleanup(func() { r.Close() })
 	ctx := context.Background()
 
@@ -109,6 +112,14 @@ func TestOVNReadiness(t *testing.T) {
 	}
 	cancel()
 	for range ch { // closed when the context ends
+	}
+	for res, want := range map[string]float64{"installed": 1, "not_ovn": 1, "not_installed": 1, "no_ofport": 0, "not_found": 0, "error": 0} {
+		if got := testutil.ToFloat64(m.results.WithLabelValues(res)); got != want {
+			t.Errorf("rarp_announce_ovn_readiness_total{result=%q} = %v, want %v", res, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.reinstal); got != 1 {
+		t.Errorf("rarp_announce_ovn_reinstalls_total = %v, want 1", got)
 	}
 
 	// OVSDB gone: a clear error, not a hang
