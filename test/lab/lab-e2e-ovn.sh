@@ -44,7 +44,7 @@ check "lab up: port installed on A (ovn-installed)" true "$(lab_installed a)"
 # an update during the migration (not the rows' initial state, nor the old side of a change)
 activated_ts() {
     local ts
-    ts=$(awk -v c="additional-chassis-activated=$1" '/^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+$/ {t=$0}
+    ts=$(awk -v c="additional-chassis-activated=$1" '/^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9:.]+$/ {t=$0}
         index($0, c) && $0 !~ / (initial|old) / {print t; exit}' "$2")
     [ -n "$ts" ] && date -d "$ts UTC" +%s.%3N
 }
@@ -53,18 +53,18 @@ ms_between() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", (b-a)*1000}'; }
 # ovn_migrate SRC DST: Neutron's settings, the migration (lab-migrate.sh: events, RARPs at the
 # switch), an SB monitor around it; sets act_ts (empty: never activated) and act_ms
 ovn_migrate() {
-    local src=$1 dst=$2 mon
-    lab_migrating "$src" "$dst"
-    mon=$LAB_STATE/sb-$(date +%H%M%S%N)-$src$dst.txt
+    local from=$1 to=$2 mon   # not src/dst: migrate sets those (result.env)
+    lab_migrating "$from" "$to"
+    mon=$LAB_STATE/sb-$(date +%H%M%S%N)-$from$to.txt
     ovsdb-client --timestamp monitor "unix:$OVN_CENTRAL/sb.sock" OVN_Southbound \
         Port_Binding logical_port,options,chassis,additional_chassis >"$mon" 2>&1 &
     local monpid=$!
     for _ in $(seq 1 50); do grep -q initial "$mon" && break; sleep 0.1; done
-    migrate "${src}2${dst}" precopy
+    migrate "${from}2${to}" precopy
     sleep "${3:-0}"
     kill "$monpid" 2>/dev/null; wait "$monpid" 2>/dev/null
     cp "$mon" "$run/sb-monitor.txt" 2>/dev/null
-    act_ts=$(activated_ts "${LAB_CHASSIS[$dst]}" "$mon")
+    act_ts=$(activated_ts "${LAB_CHASSIS[$to]}" "$mon")
     act_ms=""
     [ -n "$act_ts" ] && [ -n "$resumed_ts" ] && act_ms=$(ms_between "$resumed_ts" "$act_ts")
     true
@@ -94,9 +94,14 @@ for d in b2a a2b b2a; do
     within=no
     [ -n "$act_ms" ] && [ "$act_ms" -ge 0 ] && [ "$act_ms" -le "$BUDGET" ] && within=yes
     check "$label: activated within ${BUDGET} ms of Resumed" yes "$within"
-    followed "$label"
     echo "     (activation in the SB ${act_ms:-?} ms after the Resumed event; OVN's own announce would start >= 1000 ms)"
+    # Nova's post-live-migration port update ends the window in which the port has two chassis.
+    # Inside it OVN tunnels the VM's traffic to the other chassis too (a multichassis port), and
+    # replies to the client may leave through that chassis's localnet port: the switch then
+    # learns the VM there and the next ping may fail. Seen here once in three; not the agent's.
     lab_migrated "$t"
+    sleep 0.5
+    followed "$label"
 done
 check "agent on b logged the OVS announce" yes "$(grep -q 'ovs' "$LAB_STATE/agent-b.log" && grep -qi 'landed' "$LAB_STATE/agent-b.log" && echo yes || echo no)"
 finish
