@@ -42,9 +42,11 @@ check "lab up: port installed on A (ovn-installed)" true "$(lab_installed a)"
 # the time (epoch s, ms) the SB first showed additional-chassis-activated=<chassis $1> in
 # monitor output file $2 (ovsdb-client --timestamp: a UTC time line before each update), in
 # an update during the migration (not the rows' initial state, nor the old side of a change)
-activated_ts() {
+activated_ts() { first_ts "additional-chassis-activated=$1" "$2"; }
+# the time (epoch s, ms) of the first update in monitor output $2 with string $1
+first_ts() {
     local ts
-    ts=$(awk -v c="additional-chassis-activated=$1" '/^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9:.]+$/ {t=$0}
+    ts=$(awk -v c="$1" '/^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9:.]+$/ {t=$0}
         index($0, c) && $0 !~ / (initial|old) / {print t; exit}' "$2")
     [ -n "$ts" ] && date -d "$ts UTC" +%s.%3N
 }
@@ -59,11 +61,19 @@ ovn_migrate() {
     ovsdb-client --timestamp monitor "unix:$OVN_CENTRAL/sb.sock" OVN_Southbound \
         Port_Binding logical_port,options,chassis,additional_chassis >"$mon" 2>&1 &
     local monpid=$!
-    for _ in $(seq 1 50); do grep -q initial "$mon" && break; sleep 0.1; done
+    # and the destination's OVSDB: when ovn-controller sets ovn-installed on the VM's new port
+    lab_exec "$to" ovsdb-client --timestamp monitor unix:/run/openvswitch/db.sock Open_vSwitch \
+        Interface name,ofport,external_ids >"$mon.ovs" 2>&1 &
+    local ovspid=$!
+    for _ in $(seq 1 50); do grep -q initial "$mon" && grep -q initial "$mon.ovs" && break; sleep 0.1; done
     migrate "${from}2${to}" precopy
     sleep "${3:-0}"
-    kill "$monpid" 2>/dev/null; wait "$monpid" 2>/dev/null
+    kill "$monpid" "$ovspid" 2>/dev/null; wait "$monpid" "$ovspid" 2>/dev/null
     cp "$mon" "$run/sb-monitor.txt" 2>/dev/null
+    cp "$mon.ovs" "$run/ovsdb-monitor-$to.txt" 2>/dev/null
+    inst_ts=$(first_ts 'ovn-installed="true"' "$mon.ovs")
+    inst_ms=""
+    [ -n "$inst_ts" ] && [ -n "$resumed_ts" ] && inst_ms=$(ms_between "$resumed_ts" "$inst_ts")
     act_ts=$(activated_ts "${LAB_CHASSIS[$to]}" "$mon")
     act_ms=""
     [ -n "$act_ts" ] && [ -n "$resumed_ts" ] && act_ms=$(ms_between "$resumed_ts" "$act_ts")
@@ -94,7 +104,11 @@ for d in b2a a2b b2a; do
     within=no
     [ -n "$act_ms" ] && [ "$act_ms" -ge 0 ] && [ "$act_ms" -le "$BUDGET" ] && within=yes
     check "$label: activated within ${BUDGET} ms of Resumed" yes "$within"
-    echo "     (activation in the SB ${act_ms:-?} ms after the Resumed event; OVN's own announce would start >= 1000 ms)"
+    echo "     (ovn-installed on $t ${inst_ms:-?} ms after the Resumed event; activation in the SB ${act_ms:-?} ms after it; OVN's own announce would start >= 1000 ms)"
+    before=no
+    [ -n "$inst_ms" ] && [ "$inst_ms" -lt 0 ] && before=yes
+    check "$label: ovn-installed on $t before Resumed (the agent's announce cannot come too early)" yes "$before"
+    echo "     (client pings the VM inside the migration window: $(lab_ping))"
     # Nova's post-live-migration port update ends the window in which the port has two chassis.
     # Inside it OVN tunnels the VM's traffic to the other chassis too (a multichassis port), and
     # replies to the client may leave through that chassis's localnet port: the switch then
