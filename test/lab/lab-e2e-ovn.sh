@@ -21,8 +21,9 @@
 #   2. agents on both hypervisors; B->A, A->B, B->A, each with Neutron's settings: the SB
 #      Port_Binding gets additional-chassis-activated=<dst> within LAB_OVN_BUDGET_MS of the
 #      destination's Resumed event (timestamps of virsh event and of an SB monitor), the
-#      activation flow is gone, the switch follows, the client pings the VM; the agent logged the
-#      announce. Then Neutron's post-migration update.
+#      activation flow is gone, ovn-installed was set before Resumed; then Neutron's
+#      post-migration update, after which the switch follows and the client pings the VM
+#      (these two pass without an agent too: see README.md); the agent logged the announce.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
