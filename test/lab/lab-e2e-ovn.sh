@@ -117,5 +117,10 @@ for d in b2a a2b b2a; do
     sleep 0.5
     followed "$label"
 done
-check "agent on b logged the OVS announce" yes "$(grep -q 'ovs' "$LAB_STATE/agent-b.log" && grep -qi 'landed' "$LAB_STATE/agent-b.log" && echo yes || echo no)"
+# per agent: the resync at start (B, where the VM then ran) and the landings (A: 2, B: 1)
+for h in a b; do
+    check "agent on $h: ovs announces logged" 2 "$(grep -c '"msg":"ovs announce started"' "$LAB_STATE/agent-$h.log")"
+    check "agent on $h: rarp_announce_nic_announces_total{strategy=ovs,result=started}" 2 \
+        "$(lab_metric "$h" 'rarp_announce_nic_announces_total{result="started",strategy="ovs"}')"
+done
 finish
