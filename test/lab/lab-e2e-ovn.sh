@@ -103,7 +103,9 @@ for d in b2a a2b b2a; do
     check "$label: port activated on ${LAB_CHASSIS[$t]}" "${LAB_CHASSIS[$t]}" "$(lab_activated)"
     check "$label: activation flow on $t gone" 0 "$(lab_blocking_flows "$t")"
     within=no
-    [ -n "$act_ms" ] && [ "$act_ms" -ge 0 ] && [ "$act_ms" -le "$BUDGET" ] && within=yes
+    # virsh event stamps the event when *it* receives it, on a busy machine a few ms after the
+    # agent did: an activation a little "before" Resumed is measurement skew (seen: -2 ms)
+    [ -n "$act_ms" ] && [ "$act_ms" -ge -20 ] && [ "$act_ms" -le "$BUDGET" ] && within=yes
     check "$label: activated within ${BUDGET} ms of Resumed" yes "$within"
     echo "     (ovn-installed on $t ${inst_ms:-?} ms after the Resumed event; activation in the SB ${act_ms:-?} ms after it; OVN's own announce would start >= 1000 ms)"
     before=no
