@@ -12,6 +12,7 @@
 #   LAB_OVN_BUDGET_MS=50  the most the activation may come after the destination's Resumed event
 #   LAB_OVN_CONTROL_WAIT=3 seconds the control step waits for an activation that must not come
 #   LAB_OVN_QEMU_ANNOUNCE=1  QEMU's own announce on (default off); the control step fails then
+#   OVN_READY=path        test/ovn/ovnready, built: check pkg/ovs's OVNReadiness on each side
 #   LAB_KEEP=1            leave the lab up afterwards
 #
 # Steps:
@@ -117,6 +118,14 @@ for d in b2a a2b b2a; do
     before=no
     [ -n "$inst_ms" ] && [ "$inst_ms" -lt 0 ] && before=yes
     check "$label: ovn-installed on $t before Resumed (the agent's announce cannot come too early)" yes "$before"
+    if [ -n "${OVN_READY:-}" ]; then
+        # pkg/ovs's OVNReadiness against the real ovn-controller: ready on the destination,
+        # not found on the source (libvirt unplugged the port there)
+        check "$label: OVNReadiness on $t" "iface-id=$LAB_LSP installed=true ready=true" \
+            "$(lab_exec "$t" "$OVN_READY" -iface-id "$LAB_LSP" -timeout 1s 2>/dev/null | sed 's/.* iface-id/iface-id/')"
+        check "$label: OVNReadiness on $s" "not found" \
+            "$(lab_exec "$s" "$OVN_READY" -iface-id "$LAB_LSP" -timeout 1s 2>&1 >/dev/null | grep -o 'not found' | head -1)"
+    fi
     # Nova's post-live-migration port update ends the window in which the port has two chassis.
     # Inside it OVN tunnels the VM's traffic to the other chassis too (a multichassis port), and
     # replies to the client may leave through that chassis's localnet port: the switch then

@@ -2,6 +2,8 @@ package lab_test
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
@@ -18,7 +20,18 @@ import (
 func TestLabEndToEndOVN(t *testing.T) {
 	netnstest.Require(t, "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovsdb-tool", "ovsdb-client",
 		"ovn-controller", "ovn-northd", "ovn-nbctl", "ovn-sbctl")
-	env := []string{}
+	here, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// test/ovn/ovnready: the script checks pkg/ovs's OVNReadiness with it
+	ready := filepath.Join(t.TempDir(), "ovnready")
+	cmd := exec.Command(goTool(), "build", "-o", ready, "./test/ovn/ovnready")
+	cmd.Dir = filepath.Join(here, "..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ovnready: %v\n%s", err, out)
+	}
+	env := []string{"OVN_READY=" + ready}
 	if a := os.Getenv(EnvAgent); a != "" && a != "standin" {
 		env = append(env, "LAB_AGENT="+a)
 	}
