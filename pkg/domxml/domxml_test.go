@@ -226,6 +226,12 @@ func FuzzParse(f *testing.F) {
 			if len(ifc.VLANs) > 1 && !ifc.VLANTrunk {
 				t.Fatal("several VLANs but not a trunk")
 			}
+			ips, _, _ := d.NovaFixedIPs(ifc)
+			for _, ip := range ips {
+				if !ip.IsValid() || ip.Zone() != "" || ip.Is4In6() {
+					t.Fatalf("nova IP %s", ip)
+				}
+			}
 		}
 	})
 }
