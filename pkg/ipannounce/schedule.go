@@ -1,6 +1,7 @@
 package ipannounce
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -123,4 +124,55 @@ func (c *UplinkCap) Reserve(uplink string, want time.Time) time.Time {
 	i, _ := slices.BinarySearchFunc(used, at, func(a, b time.Time) int { return a.Compare(b) })
 	c.used[uplink] = slices.Insert(used, i, at)
 	return at
+}
+
+// Writer sends one complete Ethernet frame: a packet socket on the uplink,
+// an OpenFlow packet-out from the VM's port, whatever path the NIC's RARPs
+// take.
+type Writer interface {
+	WriteFrame(frame []byte) error
+}
+
+// WriterFunc adapts a function to Writer.
+type WriterFunc func(frame []byte) error
+
+// WriteFrame calls f.
+func (f WriterFunc) WriteFrame(frame []byte) error { return f(frame) }
+
+// Send builds and writes slots (in the order Slots returns them) at their
+// times, until ctx ends. A frame that does not build or write is counted in
+// err and the rest still go; sent counts frames written. Whatever the slots
+// say, a frame is never written again within MinInterval of its previous
+// write: a late first write must not shorten the gap a receiver sees.
+func Send(ctx context.Context, w Writer, slots []Slot) (sent int, err error) {
+	var errs []error
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	lastWrite := map[Frame]time.Time{}
+	for _, s := range slots {
+		at := s.At
+		if p, ok := lastWrite[s.Frame]; ok && at.Before(p.Add(MinInterval)) {
+			at = p.Add(MinInterval)
+		}
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return sent, errors.Join(append(errs, ctx.Err())...)
+			case <-timer.C:
+			}
+		}
+		b, berr := s.Frame.Build()
+		if berr == nil {
+			berr = w.WriteFrame(b)
+		}
+		if berr != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", s.Frame.Kind, s.Frame.IP, berr))
+			continue
+		}
+		lastWrite[s.Frame] = time.Now()
+		sent++
+	}
+	return sent, errors.Join(errs...)
 }

@@ -1,7 +1,10 @@
 package ipannounce
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +80,29 @@ func TestUplinkCapRate(t *testing.T) {
 		if _, err := NewUplinkCap(r); err == nil {
 			t.Errorf("rate %v accepted", r)
 		}
+	}
+}
+
+func TestSendErrorsAndCancel(t *testing.T) {
+	var got [][]byte
+	w := WriterFunc(func(b []byte) error { got = append(got, b); return nil })
+	now := time.Now()
+	slots := []Slot{
+		{At: now, Frame: Frame{Kind: GARPRequest, MAC: vmMAC, IP: vm4}},
+		{At: now, Frame: Frame{Kind: GARPRequest, MAC: vmMAC}}, // no IP: does not build
+		{At: now, Frame: Frame{Kind: UnsolicitedNA, MAC: vmMAC, IP: vm6}},
+	}
+	sent, err := Send(context.Background(), w, slots)
+	if sent != 2 || len(got) != 2 || err == nil || !strings.Contains(err.Error(), "garp_request invalid IP") {
+		t.Fatalf("sent %d, wrote %d, err %v", sent, len(got), err)
+	}
+	// A repeat due at once still waits MinInterval after the first write;
+	// a cancelled context ends the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	sent, err = Send(ctx, w, []Slot{slots[0], slots[0]})
+	if sent != 1 || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("sent %d err %v after %s", sent, err, time.Since(start))
 	}
 }
