@@ -23,7 +23,7 @@ FA-16-3E-00-00-01 192.0.2.7 # trailing comment
 	}
 	want := Static{
 		rarp.MAC{0x52, 0x54, 0, 0x66, 0, 0x10}: {netip.MustParseAddr("10.66.0.10"), netip.MustParseAddr("fd66::10")},
-		rarp.MAC{0xfa, 0x16, 0x3e, 0, 0, 1}:     {netip.MustParseAddr("192.0.2.7")},
+		rarp.MAC{0xfa, 0x16, 0x3e, 0, 0, 1}:    {netip.MustParseAddr("192.0.2.7")},
 	}
 	if !reflect.DeepEqual(m, want) {
 		t.Fatalf("got %v, want %v", m, want)
