@@ -14,7 +14,7 @@ import (
 // TestParseTestdata parses the live XML that TestLiveXML captured from a
 // real libvirtd (testdata/*.xml) and checks every field.
 func TestParseTestdata(t *testing.T) {
-	ids := map[string]int{"bridge": 1, "network": 2, "direct": 3, "ethernet": 4, "ovs": 5, "vhostuser-hostdev": 2}
+	ids := map[string]int{"bridge": 1, "network": 2, "direct": 3, "ethernet": 4, "ovs": 5, "vhostuser-hostdev": 2, "nova": 1}
 	for _, c := range realCases {
 		t.Run(c.name, func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join("testdata", c.name+".xml"))

@@ -40,7 +40,7 @@ func TestLiveXML(t *testing.T) {
 	for _, c := range realCases {
 		t.Run(c.name, func(t *testing.T) {
 			def := filepath.Join(t.TempDir(), c.name+".xml")
-			if err := os.WriteFile(def, []byte(c.definition()), 0o644); err != nil {
+			if err := os.WriteFile(def, []byte(c.definitionXML()), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			// create + dumpxml in one connection: the test driver's state
