@@ -16,7 +16,7 @@ type realCase struct {
 	devices string // the <interface> elements of the definition
 	// metadata, if set, is the content of the definition's <metadata>.
 	metadata string
-	want    Domain // as in testdata; TestLiveXML compares it with Target, portid, interfaceid and id masked
+	want     Domain // as in testdata; TestLiveXML compares it with Target, portid, interfaceid and id masked
 }
 
 func mac(s string) rarp.MAC {
