@@ -1,35 +1,16 @@
 package ipannounce
 
 import (
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"testing"
 
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce/ipannouncetest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-// dhcpFrame builds an untagged Ethernet/IPv4/UDP 67->68 frame carrying a
-// BOOTREPLY for chaddr with yiaddr and the given options (after the cookie).
 func dhcpFrame(chaddr rarp.MAC, yiaddr netip.Addr, opts []byte) []byte {
-	bootp := make([]byte, bootpFixedLen, bootpFixedLen+4+len(opts))
-	bootp[0], bootp[1], bootp[2] = bootReply, 1, 6
-	y := yiaddr.As4()
-	copy(bootp[16:20], y[:])
-	copy(bootp[28:34], chaddr[:])
-	bootp = append(bootp, dhcpMagic[:]...)
-	bootp = append(bootp, opts...)
-	udp := make([]byte, 8, 8+len(bootp))
-	binary.BigEndian.PutUint16(udp[0:], 67)
-	binary.BigEndian.PutUint16(udp[2:], 68)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(bootp)))
-	udp = append(udp, bootp...)
-	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 66, 0, 1, 255, 255, 255, 255}
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
-	b := append([]byte{}, rarp.Broadcast[:]...)
-	b = append(b, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00)
-	b = append(b, ip...)
-	return append(b, udp...)
+	return ipannouncetest.DHCPReply(chaddr, yiaddr, 0, opts...)
 }
 
 func TestDecodeDHCP(t *testing.T) {

@@ -1,14 +1,13 @@
 package ipsource
 
 import (
-	"context"
-	"encoding/binary"
 	"net/netip"
 	"testing"
 
 	"golang.org/x/net/bpf"
 
 	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce/ipannouncetest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -26,26 +25,9 @@ func build(t testing.TB, f ipannounce.Frame) []byte {
 	return b
 }
 
-// dhcpAck is an Ethernet/IPv4/UDP 67->68 BOOTREPLY ACK giving yiaddr to chaddr.
+// dhcpAck is a DHCP ACK giving yiaddr to chaddr.
 func dhcpAck(chaddr rarp.MAC, yiaddr string, ipFlags uint16) []byte {
-	bootp := make([]byte, 236)
-	bootp[0], bootp[1], bootp[2] = 2, 1, 6
-	y := netip.MustParseAddr(yiaddr).As4()
-	copy(bootp[16:], y[:])
-	copy(bootp[28:], chaddr[:])
-	bootp = append(bootp, 99, 130, 83, 99, 53, 1, 5, 255)
-	udp := make([]byte, 8)
-	binary.BigEndian.PutUint16(udp[0:], 67)
-	binary.BigEndian.PutUint16(udp[2:], 68)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(bootp)))
-	udp = append(udp, bootp...)
-	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 66, 0, 1, 255, 255, 255, 255}
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
-	binary.BigEndian.PutUint16(ip[6:], ipFlags)
-	b := append([]byte{}, chaddr[:]...)
-	b = append(b, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00)
-	b = append(b, ip...)
-	return append(b, udp...)
+	return ipannouncetest.DHCPReply(chaddr, netip.MustParseAddr(yiaddr), ipFlags, 53, 1, 5, 255)
 }
 
 // TestFilter runs the learner's BPF program in x/net/bpf's VM, without the
@@ -116,5 +98,4 @@ func TestLearnerHandle(t *testing.T) {
 	if len(events) != 2 || events[1].Proto != ipannounce.ProtoDHCP {
 		t.Fatalf("events %+v", events)
 	}
-	_ = context.Background
 }
