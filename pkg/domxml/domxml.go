@@ -37,6 +37,8 @@ type Domain struct {
 	// NovaPorts is Nova's <nova:instance><nova:ports> metadata as written
 	// (nil without it); see NovaFixedIPs.
 	NovaPorts []NovaPort
+
+	carried *xmlAddresses // our own <metadata>, see CarriedAddresses
 }
 
 // Interface is one <interface> of a domain.
@@ -142,6 +144,9 @@ func Parse(data []byte) (*Domain, error) {
 	if x.Metadata != nil && x.Metadata.Nova != nil {
 		d.NovaPorts = x.Metadata.Nova.ports()
 	}
+	if x.Metadata != nil {
+		d.carried = x.Metadata.Addresses
+	}
 	if x.ID != "" {
 		id, err := strconv.Atoi(x.ID)
 		if err != nil {
@@ -207,7 +212,8 @@ type xmlDomain struct {
 	UUID       string         `xml:"uuid"`
 	Interfaces []xmlInterface `xml:"devices>interface"`
 	Metadata   *struct {
-		Nova *xmlNovaInstance `xml:"http://openstack.org/xmlns/libvirt/nova/1.1 instance"`
+		Nova      *xmlNovaInstance `xml:"http://openstack.org/xmlns/libvirt/nova/1.1 instance"`
+		Addresses *xmlAddresses    `xml:"https://github.com/rarp-announce/rarp-announce/xmlns/addresses/1 addresses"`
 	} `xml:"metadata"`
 }
 
