@@ -15,6 +15,9 @@ const (
 	SourceNova    Source = "nova"
 	SourceStatic  Source = "static"
 	SourceLearned Source = "learned"
+	// SourceCarried: learned on the host the domain came from, carried in
+	// our own <metadata> (domxml.Domain.CarriedAddresses).
+	SourceCarried Source = "carried"
 )
 
 // Candidate is an address for a NIC and where it came from.

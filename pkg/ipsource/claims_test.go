@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
@@ -120,6 +121,19 @@ func TestResolve(t *testing.T) {
 	want = append(cands(SourceStatic, "192.0.2.50"), cands(SourceLearned, "10.66.0.10", "10.66.0.99")...)
 	if !reflect.DeepEqual(g, want) {
 		t.Fatalf("without nova: %v, want %v", g, want)
+	}
+	// Carried addresses (learned on the previous host) come last.
+	x := strings.Replace(string(data), "</metadata>", `<rarp:addresses xmlns:rarp="`+domxml.AddressesNamespace+
+		`"><rarp:nic mac="`+ovs.MAC.String()+`"><rarp:ip address="10.66.0.77"/><rarp:ip address="10.66.0.10"/></rarp:nic></rarp:addresses></metadata>`, 1)
+	dc, err := domxml.Parse([]byte(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3 := Resolver{Nova: true, Carried: true}
+	g, _, err = r3.Resolve(dc, dc.Interfaces[0])
+	want = append(cands(SourceNova, "10.66.0.10", "fd66::10"), cands(SourceCarried, "10.66.0.77")...)
+	if err != nil || !reflect.DeepEqual(g, want) {
+		t.Fatalf("with carried: %v %v, want %v", g, err, want)
 	}
 	// The Linux-bridge NIC's bad Nova entries are reported, its good one used.
 	g, _, err = r.Resolve(d, d.Interfaces[1])

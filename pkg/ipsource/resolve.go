@@ -2,13 +2,15 @@ package ipsource
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 )
 
 // Resolver gathers a NIC's addresses from the enabled sources, in order
-// (Nova's metadata, the static map, what was learned), and has Claims grant
-// them. A nil source is switched off.
+// (Nova's metadata, the static map, what was learned here, what was learned
+// on the previous host and carried in the domain's metadata), and has
+// Claims grant them. A nil or false source is switched off.
 type Resolver struct {
 	// Nova reads Nova's metadata from the domain XML.
 	Nova bool
@@ -16,6 +18,8 @@ type Resolver struct {
 	Static Static
 	// Learned holds what Learners saw the guests use.
 	Learned *Learned
+	// Carried reads our own <metadata> element from the domain XML.
+	Carried bool
 	// Claims, if set, grants addresses (see Claims.Claim); without it
 	// every candidate is returned as granted.
 	Claims *Claims
@@ -44,6 +48,15 @@ func (r *Resolver) Resolve(d *domxml.Domain, ifc domxml.Interface) (granted []Ca
 	if r.Learned != nil {
 		for _, ip := range r.Learned.Get(ifc.MAC) {
 			cands = append(cands, Candidate{IP: ip, Source: SourceLearned})
+		}
+	}
+	if r.Carried {
+		m, cerr := d.CarriedAddresses()
+		if cerr != nil {
+			errs = append(errs, fmt.Errorf("domain %s: %w", d.Name, cerr))
+		}
+		for _, ip := range m[ifc.MAC] {
+			cands = append(cands, Candidate{IP: ip, Source: SourceCarried})
 		}
 	}
 	if r.Claims == nil {
