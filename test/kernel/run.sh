@@ -13,7 +13,8 @@
 # Environment: KRIG_CACHE (default /var/cache/rarp-announce-kernel), KRIG_MEM
 # (MiB, 1024), KRIG_SMP (2), KRIG_TIMEOUT (guest wall clock, 300 s),
 # KRIG_TEST_TIMEOUT (per test binary, 4m), KRIG_ENV (space-separated NAME=value
-# passed to the tests inside), KRIG_KEEP=1 (keep the work directory).
+# passed to the tests inside), KRIG_KEEP=1 (keep the work directory),
+# KRIG_LOCK (a file to flock around the boot only).
 # Needs: root is not required for building, but apt-get download needs
 # apt's lists (apt-get update); qemu-system-x86, cpio, kmod (depmod), go.
 set -euo pipefail
@@ -175,17 +176,22 @@ cat "$base/initrd-base.cpio.gz" "$w/overlay.cpio.gz" >"$w/initrd.gz"
 # --- boot. The console is the serial port; the marker lines from init.sh
 # carry the results. A guest that hangs is killed by timeout.
 log=$w/console.log
-echo "rig: booting $(cat "$base/kernel-release") (QEMU TCG, ${smp} vCPUs, ${mem} MiB, timeout ${timeout}s)"
+echo "rig: booting $(cat "$base/kernel-release")${lock:+ once $KRIG_LOCK is free} (QEMU TCG, ${smp} vCPUs, ${mem} MiB, timeout ${timeout}s)"
 start=$SECONDS
+# KRIG_LOCK: a lock file held around the boot only (on a shared machine,
+# the heavy-job lock), so building the tests does not hold it.
+lock=()
+[ -z "${KRIG_LOCK:-}" ] || lock=(flock "$KRIG_LOCK")
 set +e
-timeout --foreground -k 5 "$timeout" qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" \
+"${lock[@]}" timeout --foreground -k 5 "$timeout" qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" \
 	-nographic -no-reboot -nodefaults -serial stdio -display none \
 	-kernel "$base/vmlinuz" -initrd "$w/initrd.gz" \
 	-append "console=ttyS0 quiet panic=-1 oops=panic" </dev/null 2>&1 |
 	tr -d '\r' | sed -u -E 's/\x1b(\[[0-9;?]*[a-zA-Z]|c)//g' | tee "$log"
 qrc=${PIPESTATUS[0]}
 set -e
-echo "rig: guest ran $((SECONDS - start))s (qemu exit $qrc)"
+up=$(sed -nE 's/^\[ *([0-9]+)\.[0-9]+\] reboot: Power down.*/\1/p' "$log" | tail -1)
+echo "rig: guest powered off after ${up:-?}s of uptime; boot and tests took $((SECONDS - start))s${lock:+ including the wait for $KRIG_LOCK} (qemu exit $qrc)"
 
 fail=0
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
@@ -220,7 +226,7 @@ if ! grep -q '^=== RIG-EXIT 0$' "$log"; then
 fi
 n=$(grep -cE '^\s*--- PASS' "$log" || true)
 if [ "$fail" = 0 ]; then
-	echo "rig: PASS: $n tests on $(cat "$base/kernel-release") in $((SECONDS))s"
+	echo "rig: PASS: $n tests and subtests on $(cat "$base/kernel-release"), ${SECONDS}s in all"
 else
 	echo "rig: FAILED"
 fi
