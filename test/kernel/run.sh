@@ -176,12 +176,12 @@ cat "$base/initrd-base.cpio.gz" "$w/overlay.cpio.gz" >"$w/initrd.gz"
 # --- boot. The console is the serial port; the marker lines from init.sh
 # carry the results. A guest that hangs is killed by timeout.
 log=$w/console.log
-echo "rig: booting $(cat "$base/kernel-release")${lock:+ once $KRIG_LOCK is free} (QEMU TCG, ${smp} vCPUs, ${mem} MiB, timeout ${timeout}s)"
-start=$SECONDS
 # KRIG_LOCK: a lock file held around the boot only (on a shared machine,
 # the heavy-job lock), so building the tests does not hold it.
 lock=()
 [ -z "${KRIG_LOCK:-}" ] || lock=(flock "$KRIG_LOCK")
+echo "rig: booting $(cat "$base/kernel-release")${lock:+ once $KRIG_LOCK is free} (QEMU TCG, ${smp} vCPUs, ${mem} MiB, timeout ${timeout}s)"
+start=$SECONDS
 set +e
 "${lock[@]}" timeout --foreground -k 5 "$timeout" qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp" \
 	-nographic -no-reboot -nodefaults -serial stdio -display none \
