@@ -14,6 +14,14 @@ fail=0
 
 echo "== go vet"
 go vet ./... || fail=1
+# The kernel rig's test files (tag kernelrig) are vetted here too; they run
+# in make test-kernel.
+krig=$(grep -rlE --include='*_test.go' '^//go:build .*\bkernelrig\b' pkg internal cmd test deploy 2>/dev/null |
+    xargs -r -n1 dirname | sort -u | sed 's|^|./|')
+if [ -n "$krig" ]; then
+    echo "== go vet -tags kernelrig" $krig
+    go vet -tags kernelrig $krig || fail=1
+fi
 
 echo "== go test (log: $LOG)"
 go test -race -count=1 -timeout 40m -v ./... 2>&1 | tee "$LOG"

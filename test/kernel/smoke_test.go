@@ -92,8 +92,8 @@ func TestBridgePortVLANs(t *testing.T) {
 	}
 }
 
-// TestBondFailoverEvent: an active-backup bond whose active slave loses
-// carrier fails over, and netlink shows it: an RTM_NEWLINK for the bond
+// TestBondFailoverEvent: an active-backup bond under a bridge whose active
+// slave loses carrier fails over, and netlink shows it: an RTM_NEWLINK for the bond
 // carrying IFLA_EVENT_BONDING_FAILOVER, and the new active slave in the
 // bond's attributes.
 func TestBondFailoverEvent(t *testing.T) {
@@ -106,6 +106,9 @@ func TestBondFailoverEvent(t *testing.T) {
 		ns.Exec(t, "ip", "link", "set", e, "master", "bond0")
 	}
 	ns.Exec(t, "ip", "link", "set", "bond0", "up")
+	// Under a bridge, as a hypervisor's uplink.
+	ns.Bridge(t, "br0")
+	ns.Attach(t, "bond0", "br0")
 	e0, e1 := ns.Interface(t, "e0").Index, ns.Interface(t, "e1").Index
 	if got := activeSlave(t, ns); got != e0 {
 		t.Fatalf("active slave %d, want e0 (%d)", got, e0)
