@@ -140,7 +140,7 @@ cd "$repo"
 if [ $# -gt 0 ]; then
 	dirs=("$@")
 else
-	mapfile -t dirs < <(grep -rlE --include='*_test.go' '^//go:build .*\bkernelrig\b' . 2>/dev/null |
+	mapfile -t dirs < <(grep -rlE --include='*_test.go' --exclude-dir=.git --exclude-dir=testdata '^//go:build .*\bkernelrig\b' . 2>/dev/null |
 		grep -v '^\./\.' | xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
 fi
 [ ${#dirs[@]} -gt 0 ] || { echo "rig: no kernelrig tests found" >&2; exit 1; }
