@@ -58,8 +58,9 @@ done
 # the build below changes.
 format=2
 key=$(echo "$key" | tr ':~+' '--.')-$(echo "$format $modules" | sha256sum | cut -c1-12)
-base=$cache/$key
 mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+base=$cache/$key
 exec 9>"$cache/.lock"
 flock 9
 if [ ! -f "$base/initrd-base.cpio.gz" ]; then
@@ -125,6 +126,14 @@ if [ ! -f "$base/initrd-base.cpio.gz" ]; then
 		cp k/boot/vmlinuz-"$kv" out/vmlinuz
 		echo "$kv" >out/kernel-release
 	) || { rm -rf "$b"; echo "rig: building the base image failed" >&2; exit 1; }
+	# Images and packages of other versions go: the cache holds one set.
+	keep=$(readlink -f "$b"/debs/*.deb)
+	for f in "$cache"/debs/*.deb; do
+		grep -qxF "$f" <<<"$keep" || rm -f "$f"
+	done
+	for d in "$cache"/*/; do
+		case ${d%/} in "$cache/debs" | "$base") ;; *) rm -rf "$d" ;; esac
+	done
 	rm -rf "$base"
 	mv "$b/out" "$base"
 	rm -rf "$b"
