@@ -214,12 +214,14 @@ if grep -qE '(^|\] )(Kernel panic|BUG:|Oops:)' "$log"; then
 	echo "rig: FAIL: the guest kernel panicked or oopsed"
 	fail=1
 fi
-grep -q '^=== RIG-KERNEL ' "$log" || { echo "rig: FAIL: init never ran"; fail=1; }
-if grep -q '^=== RIG-MODPROBE-FAILED' "$log"; then
-	echo "rig: FAIL: modules missing:"; grep '^=== RIG-MODPROBE-FAILED' "$log"; fail=1
+# Markers are matched anywhere on a line: the serial console may join
+# one to what came before (init.sh starts each on a new line too).
+grep -q '=== RIG-KERNEL ' "$log" || { echo "rig: FAIL: init never ran"; fail=1; }
+if grep -q '=== RIG-MODPROBE-FAILED' "$log"; then
+	echo "rig: FAIL: modules missing:"; grep '=== RIG-MODPROBE-FAILED' "$log"; fail=1
 fi
 while read -r d _; do
-	line=$(grep "^=== RIG-PKG-EXIT $d " "$log" || true)
+	line=$(grep -o "=== RIG-PKG-EXIT $d .*" "$log" || true)
 	case $line in
 	"=== RIG-PKG-EXIT $d 0 "*) echo "rig: ok   $d (${line##* })" ;;
 	"") echo "rig: FAIL $d: no result (guest died during its tests)"; fail=1 ;;
@@ -230,7 +232,7 @@ done <"$ov/rig/tests"
 if grep -qE '^\s*--- SKIP' "$log"; then
 	echo "rig: FAIL: tests skipped inside the rig:"; grep -E '^\s*--- SKIP' "$log"; fail=1
 fi
-if ! grep -q '^=== RIG-EXIT 0$' "$log"; then
+if ! grep -q '=== RIG-EXIT 0$' "$log"; then
 	fail=1
 fi
 n=$(grep -cE '^\s*--- PASS' "$log" || true)
