@@ -12,7 +12,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
-	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
@@ -49,11 +48,13 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "rarp-announce announce: invalid configuration:\n%v\n", err)
 		return ExitUsage
 	}
-	log, _, err := logging.New("warn", "console")
+	// The binary's logger, at warn: the output is the frames and results.
+	logs, err := app.NewLog(cfg.Log, false)
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	defer log.Sync()
+	defer logs.Close()
+	log := logs.Logger
 
 	// Read-only for the domain's state and XML; the read-write socket is
 	// dialed only when a NIC of this domain is planned on the qemu
