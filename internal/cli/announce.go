@@ -75,10 +75,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	defer func() {
-		parts.Wait(ctx) // let the schedules finish before closing
-		parts.Close()
-	}()
+	defer parts.Close() // after printResults waited for every schedule
 	deps := parts.Deps(conn, log)
 	settings := daemon.Settings(cfg)
 	// By hand the port should be there already: do not wait long.
@@ -110,8 +107,9 @@ func announceOptions(env *Env, cfg *config.Config, force plan.Strategy, log *zap
 	return o
 }
 
-// printResults waits for each host announce to end, prints one line per
-// NIC and returns how many were not announced.
+// printResults waits for each announce of the host and ovs strategies to
+// end (on its handles), prints one line per NIC and returns how many were
+// not announced.
 func printResults(env *Env, domain string, results []agent.NICResult, sched announce.Schedule) (bad int) {
 	for _, r := range results {
 		for _, h := range r.Handles {

@@ -152,24 +152,26 @@ func (a *Announcer) Lookup(ctx context.Context, port string) (Port, error) {
 // Announce looks port up in OVSDB and starts announcing mac into its
 // bridge as if from the port: one frame per VLAN Frames decides, on
 // schedule s. It returns once the first frame of each VLAN was injected or
-// failed (the error then is the first failure), and keeps sending the rest
+// failed (the error then is the first failure), with the handles of the
+// announces it started (one per VLAN: wait on their Done for the end of
+// the schedule), and keeps sending the rest
 // of the schedule in the background until it ends, a newer Announce for
 // the same port and MAC supersedes it, Cancel or Close. ctx bounds the
 // lookup and the wait for the first frames, not the schedule. since is
 // when the need arose (the libvirt event), for the lag histogram.
 //
 // Every failure is logged with its reason and counted in Metrics.
-func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error {
+func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) ([]*announce.Handle, error) {
 	if err := mac.ValidateUnicast(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	log := a.log.With(zap.String("port", port), zap.Stringer("mac", mac))
 	p, err := a.db.Lookup(ctx, port)
 	if err != nil {
-		return a.failed(log, "ovs lookup failed", err)
+		return nil, a.failed(log, "ovs lookup failed", err)
 	}
 	log = log.With(zap.String("bridge", p.Bridge), zap.Int("ofport", p.OFPort))
 	frames, skipped, err := Frames(p, vlans)
@@ -178,7 +180,7 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 			zap.Uint16("vlan", v.ID), zap.String("vlan_mode", p.Mode()), zap.Any("trunks", p.Trunks))
 	}
 	if err != nil {
-		return a.failed(log, "ovs announce not possible", err)
+		return nil, a.failed(log, "ovs announce not possible", err)
 	}
 
 	op := announce.OVSPort(port, p.Bridge, p.OFPort)
@@ -186,7 +188,7 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
-		return announce.ErrClosed
+		return nil, announce.ErrClosed
 	}
 	keys := make([]announce.Key, 0, len(frames))
 	for _, v := range frames {
@@ -206,7 +208,7 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 		h, err := a.ann.Announce(announce.Request{MAC: mac, Port: op, VLAN: v, Schedule: s, Since: since, Reason: "ovs"})
 		if err != nil {
 			a.mu.Unlock()
-			return err
+			return handles, err
 		}
 		handles = append(handles, h)
 	}
@@ -220,7 +222,7 @@ func (a *Announcer) Announce(ctx context.Context, port string, mac rarp.MAC, vla
 			first = err
 		}
 	}
-	return first
+	return handles, first
 }
 
 // waitFirst waits until h's first frame was injected or failed.

@@ -118,7 +118,7 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 	inj := &fakeInjector{}
 	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
 	long := announce.Schedule{Rounds: 2, Initial: time.Hour, Max: time.Hour, Bursts: 1}
-	if err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 200}, {ID: 300}}, long, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 200}, {ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := a.Running(); n != 2 {
@@ -128,13 +128,13 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 	if len(got) != 2 || got[0].bridge != "br-int" || got[0].inPort != 7 {
 		t.Fatalf("injected %+v", got)
 	}
-	if err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the VLAN 200 announce to stop", func() bool { return a.Running() == 1 })
 	// Another MAC on the same port is independent.
 	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 2}
-	if err := a.Announce(context.Background(), "vnet3", other, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vnet3", other, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := a.Running(); n != 2 {
@@ -163,7 +163,7 @@ func TestAnnounceReturnsFirstFrameError(t *testing.T) {
 	frames := make(chan announce.Sent, 10)
 	a, m := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.OnFrame = func(s announce.Sent) { frames <- s } })
 	s := announce.Schedule{Rounds: 2, Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Bursts: 1}
-	err := a.Announce(context.Background(), "vm0", mac, nil, s, time.Now())
+	_, err := a.Announce(context.Background(), "vm0", mac, nil, s, time.Now())
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err %v, want ErrTimeout", err)
 	}
@@ -183,7 +183,7 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 	inj := &fakeInjector{}
 	inj.delay.Store(int64(50 * time.Millisecond))
 	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(inj.got()); n != 1 {
@@ -197,7 +197,7 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 	hold := func() { cancel(); <-release }
 	inj.before.Store(&hold)
 	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 3}
-	if err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); !errors.Is(err, context.Canceled) {
+	if _, err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want the context's error", err)
 	}
 	close(release)
@@ -214,7 +214,7 @@ func TestBridgePacing(t *testing.T) {
 		// Different MACs on the same bridge; the fake reports one port,
 		// pacing does not care which.
 		m := rarp.MAC{0x52, 0x54, 0, 0, 1, byte(i)}
-		if err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
+		if _, err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,21 +233,21 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 	vs := newFakeVsctl(t, lookupAccess)
 	inj := &fakeInjector{}
 	a, m := fakeAnnouncer(t, vs.path, inj, nil)
-	if err := a.Announce(context.Background(), "vm0", rarp.Broadcast, nil, announce.DefaultSchedule(), time.Now()); err == nil {
+	if _, err := a.Announce(context.Background(), "vm0", rarp.Broadcast, nil, announce.DefaultSchedule(), time.Now()); err == nil {
 		t.Fatal("broadcast MAC accepted")
 	}
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.Schedule{}, time.Now()); err == nil {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.Schedule{}, time.Now()); err == nil {
 		t.Fatal("zero schedule accepted")
 	}
-	if err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrPortNotFound) {
+	if _, err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrPortNotFound) {
 		t.Fatalf("empty port: %v", err)
 	}
 	vs.set(t, "garbage\n")
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
 		t.Fatalf("garbage from ovs-vsctl: %v", err)
 	}
 	vs.set(t, lookupTrunk)
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
 		t.Fatalf("ovs-vsctl answering for another port: %v", err)
 	}
 	if n := len(inj.got()); n != 0 {
@@ -258,7 +258,7 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 	}
 	a.Close()
 	vs.set(t, lookupAccess)
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
 	for _, c := range []Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
@@ -275,7 +275,7 @@ func TestFinishedAnnouncesAreForgotten(t *testing.T) {
 	a, _ := fakeAnnouncer(t, vs.path, &fakeInjector{}, nil)
 	for i := range 50 {
 		m := rarp.MAC{0x52, 0x54, 0, 0, 2, byte(i)}
-		if err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
+		if _, err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the announce to end", func() bool { return a.Running() == 0 })

@@ -82,7 +82,7 @@ func BenchmarkAnnounceFirstFrame(b *testing.B) {
 	defer a.Close()
 	one := announce.Schedule{Rounds: 1, Bursts: 1}
 	for b.Loop() {
-		if err := a.Announce(context.Background(), vmPort, vm, nil, one, time.Now()); err != nil {
+		if _, err := a.Announce(context.Background(), vmPort, vm, nil, one, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -109,7 +109,7 @@ func BenchmarkAnnounce100Concurrent(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						m := rarp.MAC{0x52, 0x54, 0, 0, 3, byte(i)}
-						if err := a.Announce(context.Background(), vmPort, m, nil, one, time.Now()); err != nil {
+						if _, err := a.Announce(context.Background(), vmPort, m, nil, one, time.Now()); err != nil {
 							errs <- err
 						}
 					}()

@@ -42,7 +42,7 @@ func TestTrunkPortGetsTaggedFrames(t *testing.T) {
 	cfg := tp.config(t)
 	wait := countFrames(&cfg)
 	a := newAnnouncer(t, cfg)
-	err := a.Announce(context.Background(), vmPort, vm, []rarp.VLAN{{ID: 200}, {ID: 300}, {ID: 400}}, oneFrame(), time.Now())
+	_, err := a.Announce(context.Background(), vmPort, vm, []rarp.VLAN{{ID: 200}, {ID: 300}, {ID: 400}}, oneFrame(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestAnnounceObeysOpenFlowRules(t *testing.T) {
 	for _, m := range []rarp.MAC{vm, spoofed} {
 		// Both are injected without error: a drop is the pipeline's
 		// decision, not a failure of the packet-out.
-		if err := a.Announce(context.Background(), vmPort, m, nil, oneFrame(), time.Now()); err != nil {
+		if _, err := a.Announce(context.Background(), vmPort, m, nil, oneFrame(), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestFailuresAreReportedAndCounted(t *testing.T) {
 			}
 			a := newAnnouncer(t, cfg)
 			start := time.Now()
-			err := a.Announce(context.Background(), c.port, vm, c.vlans, oneFrame(), start)
+			_, err := a.Announce(context.Background(), c.port, vm, c.vlans, oneFrame(), start)
 			if !errors.Is(err, c.want) || Reason(err) != c.reason {
 				t.Fatalf("err %v (reason %s), want %v (%s)", err, Reason(err), c.want, c.reason)
 			}
@@ -278,7 +278,7 @@ func TestHungOVSTimesOut(t *testing.T) {
 			tp.OVS.Signal(t, c.daemon, syscall.SIGSTOP)
 			defer tp.OVS.Signal(t, c.daemon, syscall.SIGCONT)
 			start := time.Now()
-			err := a.Announce(context.Background(), vmPort, vm, nil, oneFrame(), start)
+			_, err := a.Announce(context.Background(), vmPort, vm, nil, oneFrame(), start)
 			took := time.Since(start)
 			if !errors.Is(err, ErrTimeout) || Reason(err) != "timeout" {
 				t.Fatalf("err %v, want a timeout", err)
@@ -309,7 +309,7 @@ func TestSwitchGoneMidSchedule(t *testing.T) {
 	wait := countFrames(&cfg)
 	a := newAnnouncer(t, cfg)
 	s := announce.Schedule{Rounds: 3, Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, Bursts: 1}
-	if err := a.Announce(context.Background(), vmPort, vm, nil, s, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), vmPort, vm, nil, s, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	tp.OVS.StopSwitch(t)

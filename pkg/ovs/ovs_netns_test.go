@@ -201,7 +201,7 @@ func TestAnnounceEntersFromTheVMPort(t *testing.T) {
 			a := newAnnouncer(t, cfg)
 			// The XML's <vlan><tag id='100'/> on an access port: the guest
 			// sends untagged, so must we; OVS adds the tag.
-			if err := a.Announce(context.Background(), vmPort, vm, []rarp.VLAN{{ID: 100}}, twoFrames(), time.Now()); err != nil {
+			if _, err := a.Announce(context.Background(), vmPort, vm, []rarp.VLAN{{ID: 100}}, twoFrames(), time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			if got := wait(2, 5*time.Second); len(got) != 2 || got[0].Err != nil || got[1].Err != nil {
