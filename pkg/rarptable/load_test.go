@@ -344,7 +344,7 @@ func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
 		dns.down.Store(true)
 		ethers := writeFile(t, t.TempDir(), "ethers", "52:54:00:00:00:01 pxe-1\n")
 		h := NewHolder(nil)
-		m := NewMetrics(h)
+		m := NewMetrics(h, nil)
 		r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}, Resolver: dns.resolver(), ResolveTimeout: time.Second},
 			Holder: h, Metrics: m, RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -406,7 +406,7 @@ func TestReloadKeepsOldTableOnError(t *testing.T) {
 	dir := t.TempDir()
 	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
 	h := NewHolder(nil)
-	m := NewMetrics(h)
+	m := NewMetrics(h, nil)
 	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Metrics: m}
 	if err := r.Reload(context.Background(), "start"); err != nil {
 		t.Fatal(err)
@@ -435,7 +435,7 @@ func TestWatchReloadsOnChange(t *testing.T) {
 	dir := t.TempDir()
 	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
 	h := NewHolder(nil)
-	m := NewMetrics(h)
+	m := NewMetrics(h, nil)
 	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Metrics: m, Debounce: 20 * time.Millisecond}
 	if err := r.Reload(context.Background(), "start"); err != nil {
 		t.Fatal(err)
