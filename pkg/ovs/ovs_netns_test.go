@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
@@ -86,26 +85,13 @@ func (tp *topo) learnOnOld(t *testing.T) {
 // in ns (this kernel has no 8021q module for VLAN devices).
 func learnTagged(t *testing.T, ns *netnstest.NS, dev string, mac rarp.MAC, vlan uint16) {
 	t.Helper()
-	ifi := ns.Interface(t, dev)
-	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		frame := make([]byte, 64)
-		copy(frame, rarp.Broadcast[:])
-		copy(frame[6:], mac[:])
-		binary.BigEndian.PutUint16(frame[12:], rarp.EtherTypeVLAN)
-		binary.BigEndian.PutUint16(frame[14:], vlan)
-		binary.BigEndian.PutUint16(frame[16:], 0x88b5) // local experimental: not RARP
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], rarp.Broadcast[:])
-		return unix.Sendto(fd, frame, 0, sa)
-	})
-	if err != nil {
-		t.Fatalf("tagged frame from %s: %v", dev, err)
-	}
+	frame := make([]byte, 64)
+	copy(frame, rarp.Broadcast[:])
+	copy(frame[6:], mac[:])
+	binary.BigEndian.PutUint16(frame[12:], rarp.EtherTypeVLAN)
+	binary.BigEndian.PutUint16(frame[14:], vlan)
+	binary.BigEndian.PutUint16(frame[16:], 0x88b5) // local experimental: not RARP
+	netnstest.Send(t, ns, dev, frame)
 }
 
 func (tp *topo) config(t *testing.T) Config {
