@@ -2,9 +2,6 @@ package app
 
 import (
 	"context"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -52,23 +49,10 @@ func (l *Log) Close() {
 // HandleSignals is the one signal handler of the long-running commands
 // (run, serve) until ctx ends: SIGUSR1 raises the log level to debug,
 // SIGUSR2 sets it back to the level it was built with, SIGHUP calls
-// reload (on its own goroutine, one reload at a time). SIGTERM and SIGINT
+// reload (one reload at a time). SIGTERM and SIGINT
 // cancel the command's context (cli.Main).
 func (l *Log) HandleSignals(ctx context.Context, reload func()) {
-	logging.HandleLevelSignals(ctx, l.Logger, l.Level, l.base)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				reload()
-			}
-		}
-	}()
+	logging.HandleSignals(ctx, l.Logger, l.Level, l.base, reload)
 }
 
 // NewRegistry is the registry of the binary's HTTP endpoint: the Go and

@@ -45,8 +45,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	over.LogLevel = "warn"
 	cfg, err := daemon.Load(configPath(path), over)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "rarp-announce announce: invalid configuration:\n%v\n", err)
-		return ExitUsage
+		return startFailed(env, "announce", "invalid configuration", err, true)
 	}
 	// The binary's logger, at warn: the output is the frames and results.
 	logs, err := app.NewLog(cfg.Log, false)

@@ -120,13 +120,8 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: f.ethers, Map: f.mapFile}, responder.Config{
 		Interfaces: f.ifaces, OffLink: f.offLink, BootDir: f.bootDir, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
 	}, log, reg, false)
-	var te *app.TableError
-	if errors.As(err, &te) {
-		fmt.Fprintf(env.Stderr, "rarp-announce serve: table not loaded:\n%v\n", err)
-		return ExitUsage
-	}
 	if err != nil {
-		return failure(env, "serve", err)
+		return startFailed(env, "serve", "table not loaded", err, errors.As(err, new(*app.TableError)))
 	}
 	r, reloader := rp.Server, rp.Reloader
 	for _, i := range rp.Table.Load().Interfaces() {
