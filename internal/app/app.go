@@ -107,17 +107,19 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 
 	a.OVS = o.OVS
 	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
-		om := ovs.NewMetrics(o.Registerer)
 		c := cfg.OVS
-		oa, err := ovs.New(ovs.Config{
+		sw, err := ovs.Open(ovs.Config{
 			Vsctl: c.Vsctl, Ofctl: c.Ofctl, DB: c.DB, RunDir: c.RunDir,
 			Injection: c.Injection, Lookup: c.Lookup,
 			LookupTimeout: c.LookupTimeout.D(), FrameTimeout: c.FrameTimeout.D(),
-			Pacing: pacing, Metrics: om, AnnounceMetrics: anm, Logger: log.Named("ovs"), OnFrame: o.OnFrame,
 		})
 		if err != nil {
 			return nil, err
 		}
+		oa := strategy.NewOVSPorts(strategy.OVSPortsConfig{
+			Switch: sw, Pacing: pacing, Metrics: ovs.NewMetrics(o.Registerer), AnnounceMetrics: anm,
+			Logger: log.Named("ovs"), OnFrame: o.OnFrame,
+		})
 		a.closers = append(a.closers, func() { _ = oa.Close() })
 		a.OVS = oa
 	}

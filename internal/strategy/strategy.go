@@ -21,7 +21,7 @@ import (
 )
 
 // OVSAnnouncer injects an announce into Open vSwitch as if from the VM's
-// port (ovs.Announcer); the handles are the announces it started.
+// port (OVSPorts); the handles are the announces it started.
 type OVSAnnouncer interface {
 	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) ([]*announce.Handle, error)
 	CancelMAC(mac rarp.MAC) int

@@ -9,7 +9,7 @@ import (
 // Metrics counts the ovs strategy's failures by reason. The caller
 // registers it (it is a prometheus.Collector); a nil *Metrics counts
 // nothing. Frames sent, lag and the like are the announce package's
-// metrics (Config.AnnounceMetrics).
+// metrics.
 type Metrics struct {
 	failures *prometheus.CounterVec
 }
@@ -37,7 +37,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { m.failures.Describe(ch)
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) { m.failures.Collect(ch) }
 
-func (m *Metrics) failure(err error) {
+// Failure counts err under its Reason.
+func (m *Metrics) Failure(err error) {
 	if m != nil {
 		m.failures.WithLabelValues(Reason(err)).Inc()
 	}

@@ -1,4 +1,4 @@
-package ovs
+package strategy
 
 import (
 	"context"
@@ -13,7 +13,9 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -83,19 +85,14 @@ func (f *fakeInjector) got() []injected {
 	return slices.Clone(f.frames)
 }
 
-func fakeAnnouncer(t *testing.T, vsctl string, inj Injector, tweak func(*Config)) (*Announcer, *Metrics) {
+func fakeAnnouncer(t *testing.T, vsctl string, inj ovs.Injector, tweak func(*ovsConfig)) (*OVSPorts, *ovs.Metrics) {
 	t.Helper()
-	m := NewMetrics(nil)
-	cfg := Config{Lookup: LookupVsctl, Vsctl: vsctl, Injector: inj, Metrics: m, Logger: zaptest.NewLogger(t)}
+	m := ovs.NewMetrics(nil)
+	cfg := ovsConfig{ovs.Config{Lookup: ovs.LookupVsctl, Vsctl: vsctl, Injector: inj}, OVSPortsConfig{Metrics: m, Logger: zaptest.NewLogger(t)}}
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a, m
+	return newAnnouncer(t, cfg), m
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -114,7 +111,7 @@ var mac = rarp.MAC{0x52, 0x54, 0, 0, 0, 1}
 // TestAnnounceSupersedesPerPortAndMAC: a new announce for the same port
 // and MAC replaces the old one, including VLANs it no longer asks for.
 func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
-	vs := newFakeVsctl(t, lookupTrunk) // vnet3, ofport 7, trunks 200,300
+	vs := newFakeVsctl(t, ovstest.VsctlTrunk) // vnet3, ofport 7, trunks 200,300
 	inj := &fakeInjector{}
 	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
 	long := announce.Schedule{Rounds: 2, Initial: time.Hour, Max: time.Hour, Bursts: 1}
@@ -153,19 +150,19 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 // failure with its reason; the schedule goes on, and each failed frame is
 // counted.
 func TestAnnounceReturnsFirstFrameError(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{fail: func(n int) error {
 		if n == 1 {
-			return ErrTimeout
+			return ovs.ErrTimeout
 		}
 		return nil
 	}}
 	frames := make(chan announce.Sent, 10)
-	a, m := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.OnFrame = func(s announce.Sent) { frames <- s } })
+	a, m := fakeAnnouncer(t, vs.path, inj, func(c *ovsConfig) { c.OnFrame = func(s announce.Sent) { frames <- s } })
 	s := announce.Schedule{Rounds: 2, Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Bursts: 1}
 	_, err := a.Announce(context.Background(), "vm0", mac, nil, s, time.Now())
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("err %v, want ErrTimeout", err)
+	if !errors.Is(err, ovs.ErrTimeout) {
+		t.Fatalf("err %v, want ovs.ErrTimeout", err)
 	}
 	<-frames
 	if second := <-frames; second.Err != nil {
@@ -179,7 +176,7 @@ func TestAnnounceReturnsFirstFrameError(t *testing.T) {
 // TestAnnounceWaitsForTheFirstFrame: Announce returns only after the first
 // frame went out, not before.
 func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{}
 	inj.delay.Store(int64(50 * time.Millisecond))
 	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
@@ -206,9 +203,9 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 
 // TestBridgePacing: the frame limit applies per bridge, across its ports.
 func TestBridgePacing(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{}
-	a, _ := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.Pacing = announce.Pacing{PerSecond: 50, Burst: 2} })
+	a, _ := fakeAnnouncer(t, vs.path, inj, func(c *ovsConfig) { c.Pacing = announce.Pacing{PerSecond: 50, Burst: 2} })
 	start := time.Now()
 	for i := range 4 {
 		// Different MACs on the same bridge; the fake reports one port,
@@ -230,7 +227,7 @@ func TestBridgePacing(t *testing.T) {
 }
 
 func TestAnnounceRejectsBadInput(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{}
 	a, m := fakeAnnouncer(t, vs.path, inj, nil)
 	if _, err := a.Announce(context.Background(), "vm0", rarp.Broadcast, nil, announce.DefaultSchedule(), time.Now()); err == nil {
@@ -239,15 +236,15 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.Schedule{}, time.Now()); err == nil {
 		t.Fatal("zero schedule accepted")
 	}
-	if _, err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrPortNotFound) {
+	if _, err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ovs.ErrPortNotFound) {
 		t.Fatalf("empty port: %v", err)
 	}
 	vs.set(t, "garbage\n")
-	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ovs.ErrCommand) {
 		t.Fatalf("garbage from ovs-vsctl: %v", err)
 	}
-	vs.set(t, lookupTrunk)
-	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+	vs.set(t, ovstest.VsctlTrunk)
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ovs.ErrCommand) {
 		t.Fatalf("ovs-vsctl answering for another port: %v", err)
 	}
 	if n := len(inj.got()); n != 0 {
@@ -257,12 +254,12 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 		t.Fatalf("command failures %v, want 2", n)
 	}
 	a.Close()
-	vs.set(t, lookupAccess)
+	vs.set(t, ovstest.VsctlAccess)
 	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
-	for _, c := range []Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
-		if _, err := New(c); err == nil {
+	for _, c := range []ovs.Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
+		if _, err := ovs.Open(c); err == nil {
 			t.Fatalf("%+v accepted", c)
 		}
 	}
@@ -271,7 +268,7 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 // TestFinishedAnnouncesAreForgotten: the per port+MAC bookkeeping does not
 // grow with every VM ever announced.
 func TestFinishedAnnouncesAreForgotten(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	a, _ := fakeAnnouncer(t, vs.path, &fakeInjector{}, nil)
 	for i := range 50 {
 		m := rarp.MAC{0x52, 0x54, 0, 0, 2, byte(i)}
