@@ -23,16 +23,16 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-// The test topology's names (ovstest.Topo).
-const bridge, vmPort, swBridge, swToOVS, vmMAC = ovstest.Bridge, ovstest.VMPort, ovstest.SwBridge, ovstest.SwToOVS, ovstest.VMMAC
-
-var vm = ovstest.VM
-
 // ovsConfig is what a test sets of both the switch and the announcer.
 type ovsConfig struct {
 	ovs.Config
 	OVSPortsConfig
 }
+
+// vm, vmMAC and the other names are ovstest.Topo's.
+var vm = ovstest.VM
+
+const bridge, vmPort, swBridge, swToOVS, vmMAC = ovstest.Bridge, ovstest.VMPort, ovstest.SwBridge, ovstest.SwToOVS, ovstest.VMMAC
 
 func topoConfig(t *testing.T, tp *ovstest.Topo) ovsConfig {
 	return ovsConfig{ovs.Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir}, OVSPortsConfig{Logger: zaptest.NewLogger(t), Metrics: ovs.NewMetrics(nil)}}
