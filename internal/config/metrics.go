@@ -28,12 +28,10 @@ func NewReloadMetrics() *ReloadMetrics {
 			"1 if the last load of the configuration file (at start or on SIGHUP) succeeded, 0 if it was refused and the previous configuration is still in service."),
 		timestamp: metricset.Gauge("config_last_reload_success_timestamp_seconds",
 			"Unix time of the last successful load of the configuration file."),
-		reloads: metricset.CounterVec("config_reloads_total",
-			"Configuration reloads (SIGHUP) by result: ok, error (refused: the previous configuration stays).", "result"),
+		reloads: metricset.CounterOf("config_reloads_total",
+			"Configuration reloads (SIGHUP) by result: ok, error (refused: the previous configuration stays).", "result", "ok", "error"),
 		now: time.Now,
 	}
-	m.reloads.WithLabelValues("ok")
-	m.reloads.WithLabelValues("error")
 	m.successful.Set(1)
 	m.timestamp.Set(float64(m.now().UnixNano()) / 1e9)
 	return m

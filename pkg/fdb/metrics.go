@@ -32,11 +32,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Local bridge MAC table repairs attempted (one per VM MAC and bridge, before announcing)."),
 		removedTotal: metricset.Counter("fdb_entries_removed_total",
 			"Stale learned MAC table entries removed from local bridges: a landed VM's MAC on a port other than its own."),
-		failuresTotal: metricset.CounterVec("fdb_repair_failures_total",
-			"Local bridge MAC table repairs that failed, by reason: permission (no CAP_NET_ADMIN), no_bridge, netlink.", "reason"),
-	}
-	for _, r := range []string{ReasonPermission, ReasonNoBridge, ReasonNetlink} {
-		m.failuresTotal.WithLabelValues(r)
+		failuresTotal: metricset.CounterOf("fdb_repair_failures_total",
+			"Local bridge MAC table repairs that failed, by reason: permission (no CAP_NET_ADMIN), no_bridge, netlink.",
+			"reason", ReasonPermission, ReasonNoBridge, ReasonNetlink),
 	}
 	m.Set = metricset.Set{m.repairsTotal, m.removedTotal, m.failuresTotal}
 	return metricset.Register(reg, m)

@@ -17,17 +17,12 @@ type Metrics struct {
 // NewMetrics creates the metrics with every reason at zero, so a dashboard
 // sees the series before the first failure; reg (if not nil) registers them.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricset.Namespace,
-		Name:      "ovs_failures_total",
-		Help: "Open vSwitch announce failures, by reason: timeout (ovsdb-server or ovs-vswitchd did not answer in time), " +
-			"not_running (OVSDB or bridge socket missing), port_not_found, no_ofport (port has no OpenFlow number), " +
-			"port_not_wired (tag 4095), vlan_not_carried, openflow_error, permission (a socket the agent may not use), command (anything else). " +
+	m := &Metrics{failures: metricset.CounterOf("ovs_failures_total",
+		"Open vSwitch announce failures, by reason: timeout (ovsdb-server or ovs-vswitchd did not answer in time), "+
+			"not_running (OVSDB or bridge socket missing), port_not_found, no_ofport (port has no OpenFlow number), "+
+			"port_not_wired (tag 4095), vlan_not_carried, openflow_error, permission (a socket the agent may not use), command (anything else). "+
 			"A lookup failure counts once per announce, a send failure once per frame.",
-	}, []string{"reason"})}
-	for _, r := range Reasons {
-		m.failures.WithLabelValues(r)
-	}
+		"reason", Reasons...)}
 	return metricset.Register(reg, m)
 }
 

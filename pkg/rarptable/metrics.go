@@ -24,15 +24,14 @@ func NewMetrics(h *Holder, reg prometheus.Registerer) *Metrics {
 		holder: h,
 		entries: prometheus.NewDesc(prometheus.BuildFQName(metricset.Namespace, "", "table_entries"),
 			"MAC to IPv4 mappings in the table the RARP responder answers from.", nil, nil),
-		reloads: metricset.CounterVec("table_reloads_total",
-			"Table loads (at start, on SIGHUP, on a file change), by result: ok (swapped in) or error (refused, the previous table stays).", "result"),
+		reloads: metricset.CounterOf("table_reloads_total",
+			"Table loads (at start, on SIGHUP, on a file change), by result: ok (swapped in) or error (refused, the previous table stays).",
+			"result", "ok", "error"),
 		loadSeconds: metricset.Gauge("table_load_seconds",
 			"How long the last successful table load took (read, parse, resolve names, build)."),
 		lastSuccess: metricset.Gauge("table_last_load_timestamp_seconds",
 			"Unix time of the last successful table load."),
 	}
-	m.reloads.WithLabelValues("ok")
-	m.reloads.WithLabelValues("error")
 	return metricset.Register(reg, m)
 }
 
