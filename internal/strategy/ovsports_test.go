@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
@@ -95,17 +96,6 @@ func fakeAnnouncer(t *testing.T, vsctl string, inj ovs.Injector, tweak func(*ovs
 	return newAnnouncer(t, cfg), m
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 var mac = rarp.MAC{0x52, 0x54, 0, 0, 0, 1}
 
 // TestAnnounceSupersedesPerPortAndMAC: a new announce for the same port
@@ -128,7 +118,7 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 	if _, err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the VLAN 200 announce to stop", func() bool { return a.Running() == 1 })
+	netnstest.WaitFor(t, "the VLAN 200 announce to stop", func() bool { return a.Running() == 1 })
 	// Another MAC on the same port is independent.
 	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 2}
 	if _, err := a.Announce(context.Background(), "vnet3", other, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
@@ -143,7 +133,7 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 	if n := a.CancelMAC(other); n != 1 {
 		t.Fatalf("CancelMAC stopped %d", n)
 	}
-	waitFor(t, "all announces to stop", func() bool { return a.Running() == 0 })
+	netnstest.WaitFor(t, "all announces to stop", func() bool { return a.Running() == 0 })
 }
 
 // TestAnnounceReturnsFirstFrameError: Announce reports the first frame's
@@ -198,7 +188,7 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 		t.Fatalf("err %v, want the context's error", err)
 	}
 	close(release)
-	waitFor(t, "the frame to go out anyway", func() bool { return len(inj.got()) >= 2 })
+	netnstest.WaitFor(t, "the frame to go out anyway", func() bool { return len(inj.got()) >= 2 })
 }
 
 // TestBridgePacing: the frame limit applies per bridge, across its ports.
@@ -275,7 +265,7 @@ func TestFinishedAnnouncesAreForgotten(t *testing.T) {
 		if _, err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the announce to end", func() bool { return a.Running() == 0 })
+		netnstest.WaitFor(t, "the announce to end", func() bool { return a.Running() == 0 })
 	}
 	a.mu.Lock()
 	n := len(a.active)
