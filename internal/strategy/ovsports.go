@@ -208,22 +208,6 @@ func (a *OVSPorts) onFrame(s announce.Sent) {
 	}
 }
 
-// Cancel stops the announces of mac on port; it returns how many it
-// stopped.
-func (a *OVSPorts) Cancel(port string, mac rarp.MAC) int {
-	a.mu.Lock()
-	hs := a.active[portMAC{port, mac}]
-	delete(a.active, portMAC{port, mac})
-	a.mu.Unlock()
-	n := 0
-	for _, h := range hs {
-		if !done(h) && a.ann.Cancel(h.Key()) {
-			n++
-		}
-	}
-	return n
-}
-
 // CancelMAC stops every announce of mac (its domain stopped).
 func (a *OVSPorts) CancelMAC(mac rarp.MAC) int {
 	a.mu.Lock()
@@ -235,9 +219,6 @@ func (a *OVSPorts) CancelMAC(mac rarp.MAC) int {
 	a.mu.Unlock()
 	return a.ann.CancelMAC(mac)
 }
-
-// Running is how many announces (port, MAC, VLAN) are in progress.
-func (a *OVSPorts) Running() int { return a.ann.Running() }
 
 // Close stops every announce and closes the switch's connections.
 func (a *OVSPorts) Close() error {
