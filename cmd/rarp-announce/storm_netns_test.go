@@ -511,30 +511,14 @@ func waitForwarding(b *testing.B, ns *netnstest.NS, n int) {
 // bridge learns the MAC on its uplink.
 func learnAll(b *testing.B, ns *netnstest.NS, dev string, k, n int) {
 	b.Helper()
-	ifi := ns.Interface(b, dev)
-	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		frame := make([]byte, 60)
-		copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		frame[12], frame[13] = 0x88, 0xb5
-		for i := k; i < n; i += stormBridges {
-			mac := stormMACKey(i)
-			copy(frame[6:], mac[:])
-			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
-				return err
-			}
-		}
-		return nil
+	frame := make([]byte, 60)
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	frame[12], frame[13] = 0x88, 0xb5
+	netnstest.SendEach(b, ns, dev, (n-k+stormBridges-1)/stormBridges, func(j int) []byte {
+		mac := stormMACKey(k + j*stormBridges)
+		copy(frame[6:], mac[:])
+		return frame
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
 }
 
 // capture reads the RARP frames a bridge device sends (not those it

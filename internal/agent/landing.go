@@ -43,7 +43,7 @@ type NICResult struct {
 	Target  plan.Target
 	Result  string
 	Err     error
-	Handles []*announce.Handle // host strategy: one per VLAN
+	Handles []*announce.Handle // host and ovs strategies: one per VLAN
 }
 
 // land announces every NIC of a landed domain. force overrides the

@@ -22,13 +22,13 @@ type heldOVS struct {
 	running map[rarp.MAC]int
 }
 
-func (o *heldOVS) Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error {
+func (o *heldOVS) Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) ([]*announce.Handle, error) {
 	o.entered <- mac
 	<-o.release
 	o.mu.Lock()
 	o.running[mac]++
 	o.mu.Unlock()
-	return nil
+	return nil, nil
 }
 
 func (o *heldOVS) CancelMAC(mac rarp.MAC) int {

@@ -9,7 +9,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -20,7 +19,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
-	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
@@ -79,7 +77,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	}()
 	pacing := announce.Pacing{PerSecond: cfg.Pacing.FramesPerSecond, Burst: cfg.Pacing.Burst}
 	anm, agm := announce.NewMetrics(o.Registerer), agent.NewMetrics(o.Registerer)
-	pwm := metricset.Register(o.Registerer, portwatch.NewMetrics())
+	pwm := portwatch.NewMetrics(o.Registerer)
 	a.Metrics = agm
 
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
@@ -92,7 +90,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	a.closers = append(a.closers, func() { _ = a.Ports.Close() })
 
 	if cfg.FDBRepair {
-		fm := metricset.Register(o.Registerer, fdb.NewMetrics())
+		fm := fdb.NewMetrics(o.Registerer)
 		// A pool: the repairs of VMs landing together overlap instead
 		// of queueing on one netlink socket (BenchmarkStorm).
 		p, err := fdb.NewPool(o.Netns, fm, fdb.DefaultPoolSize)
@@ -109,17 +107,19 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 
 	a.OVS = o.OVS
 	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
-		om := ovs.NewMetrics(o.Registerer)
 		c := cfg.OVS
-		oa, err := ovs.New(ovs.Config{
+		sw, err := ovs.Open(ovs.Config{
 			Vsctl: c.Vsctl, Ofctl: c.Ofctl, DB: c.DB, RunDir: c.RunDir,
 			Injection: c.Injection, Lookup: c.Lookup,
 			LookupTimeout: c.LookupTimeout.D(), FrameTimeout: c.FrameTimeout.D(),
-			Pacing: pacing, Metrics: om, AnnounceMetrics: anm, Logger: log.Named("ovs"), OnFrame: o.OnFrame,
 		})
 		if err != nil {
 			return nil, err
 		}
+		oa := strategy.NewOVSPorts(strategy.OVSPortsConfig{
+			Switch: sw, Pacing: pacing, Metrics: ovs.NewMetrics(o.Registerer), AnnounceMetrics: anm,
+			Logger: log.Named("ovs"), OnFrame: o.OnFrame,
+		})
 		a.closers = append(a.closers, func() { _ = oa.Close() })
 		a.OVS = oa
 	}
@@ -155,28 +155,6 @@ func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
 		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics,
-	}
-}
-
-// Wait returns once no announce of the host or ovs strategy runs (their
-// schedules ended), or ctx ends: one-shot commands let the schedule finish.
-func (a *App) Wait(ctx context.Context) {
-	type running interface{ Running() int }
-	busy := func() bool {
-		if a.Announcer.Running() > 0 {
-			return true
-		}
-		r, ok := a.OVS.(running)
-		return ok && r.Running() > 0
-	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for busy() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
 }
 

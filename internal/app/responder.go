@@ -33,7 +33,7 @@ func (e *TableError) Unwrap() error { return e.Err }
 // and the table's go to reg (nil: not exported).
 func NewResponder(ctx context.Context, files rarptable.Files, cfg responder.Config, log *zap.Logger, reg prometheus.Registerer, retry bool) (*Responder, error) {
 	holder := rarptable.NewHolder(nil)
-	tm := rarptable.NewMetrics(holder)
+	tm := rarptable.NewMetrics(holder, reg)
 	rl := &rarptable.Reloader{
 		Loader: &rarptable.Loader{Files: files},
 		Holder: holder, Logger: log, Metrics: tm,
@@ -45,14 +45,11 @@ func NewResponder(ctx context.Context, files rarptable.Files, cfg responder.Conf
 	if err := load(); err != nil {
 		return nil, &TableError{err}
 	}
-	rm := responder.NewMetrics()
+	rm := responder.NewMetrics(reg)
 	cfg.Table, cfg.Logger, cfg.Metrics = holder, log, rm
 	r, err := responder.New(cfg)
 	if err != nil {
 		return nil, err
-	}
-	if reg != nil {
-		reg.MustRegister(rm, tm)
 	}
 	return &Responder{Server: r, Reloader: rl, Table: holder}, nil
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
-	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
@@ -46,14 +45,15 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	over.LogLevel = "warn"
 	cfg, err := daemon.Load(configPath(path), over)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "rarp-announce announce: invalid configuration:\n%v\n", err)
-		return ExitUsage
+		return startFailed(env, "announce", "invalid configuration", err, true)
 	}
-	log, _, err := logging.New("warn", "console")
+	// The binary's logger, at warn: the output is the frames and results.
+	logs, err := app.NewLog(cfg.Log, false)
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	defer log.Sync()
+	defer logs.Close()
+	log := logs.Logger
 
 	// Read-only for the domain's state and XML; the read-write socket is
 	// dialed only when a NIC of this domain is planned on the qemu
@@ -74,10 +74,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	defer func() {
-		parts.Wait(ctx) // let the schedules finish before closing
-		parts.Close()
-	}()
+	defer parts.Close() // after printResults waited for every schedule
 	deps := parts.Deps(conn, log)
 	settings := daemon.Settings(cfg)
 	// By hand the port should be there already: do not wait long.
@@ -109,8 +106,9 @@ func announceOptions(env *Env, cfg *config.Config, force plan.Strategy, log *zap
 	return o
 }
 
-// printResults waits for each host announce to end, prints one line per
-// NIC and returns how many were not announced.
+// printResults waits for each announce of the host and ovs strategies to
+// end (on its handles), prints one line per NIC and returns how many were
+// not announced.
 func printResults(env *Env, domain string, results []agent.NICResult, sched announce.Schedule) (bad int) {
 	for _, r := range results {
 		for _, h := range r.Handles {

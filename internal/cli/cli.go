@@ -174,6 +174,17 @@ func failure(env *Env, cmd string, err error) int {
 	return ExitFailure
 }
 
+// startFailed is the exit of a command that could not start: a
+// configuration error (usage, exit 2) says what was wrong on its own
+// lines; anything else is a failure (exit 1).
+func startFailed(env *Env, cmd, what string, err error, usage bool) int {
+	if usage {
+		fmt.Fprintf(env.Stderr, "rarp-announce %s: %s:\n%v\n", cmd, what, err)
+		return ExitUsage
+	}
+	return failure(env, cmd, err)
+}
+
 // observeFlags are the logging and metrics flags of the long-running
 // commands (run, serve): the same names, meanings and values.
 type observeFlags struct {

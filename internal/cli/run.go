@@ -50,8 +50,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	path = configPath(path)
 	cfg, err := daemon.Load(path, over)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "rarp-announce run: invalid configuration:\n%v\n", err)
-		return ExitUsage
+		return startFailed(env, "run", "invalid configuration", err, true)
 	}
 	if check {
 		if transient, err := config.CheckTables(ctx, cfg); err != nil {
@@ -70,13 +69,8 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	}
 	raiseGOMAXPROCS()
 	d, err := daemon.New(ctx, path, cfg, over)
-	var cerr *daemon.ConfigError
-	if errors.As(err, &cerr) {
-		fmt.Fprintf(env.Stderr, "rarp-announce run: invalid configuration:\n%v\n", err)
-		return ExitUsage
-	}
 	if err != nil {
-		return failure(env, "run", err)
+		return startFailed(env, "run", "invalid configuration", err, errors.As(err, new(*daemon.ConfigError)))
 	}
 	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return failure(env, "run", err)

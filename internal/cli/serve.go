@@ -14,8 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rarp-announce/rarp-announce/internal/app"
-	"github.com/rarp-announce/rarp-announce/internal/httpapi"
-	"github.com/rarp-announce/rarp-announce/internal/logging"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 	"github.com/rarp-announce/rarp-announce/pkg/responder"
 )
@@ -68,7 +67,9 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.mapFile, "map", "", "YAML mapping file (mappings: [{mac, ip or host, interface}]); wins over --ethers")
 	fs.BoolVar(&f.offLink, "off-link", false, "also answer with addresses off the interface's subnet, with sender IP 0.0.0.0 (rarpd -o)")
 	fs.StringVar(&f.bootDir, "boot-dir", "", "answer only if this directory has a file named by the address in 8 upper-case hex digits (rarpd without -e)")
-	f.obs.register(fs, "info", "console")
+	// The agent's defaults: one log format for the binary.
+	def := config.Default().Log
+	f.obs.register(fs, def.Level, def.Format)
 	fs.DurationVar(&f.coalesce, "coalesce", responder.DefaultCoalesce, "under load, wait this long for more requests before answering the next batch (fewer wake-ups per reply); 0 turns it off")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "reload the table only on SIGHUP, not when its files change")
 	fs.BoolVar(&f.arpAdvise, "arp-advise", false, "add each answered client to this host's neighbour (ARP) table, as rarpd does, for boot PROMs that cannot answer ARP")
@@ -108,23 +109,19 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		coalesce = -1 // responder: negative = off
 	}
 	// The agent's logger: one format for every command of the binary.
-	log, level, err := logging.New(f.obs.LogLevel, f.obs.LogFormat)
+	logs, err := app.NewLog(config.Log{Level: f.obs.LogLevel, Format: f.obs.LogFormat}, false)
 	if err != nil {
 		return usageErr(env, "serve", err.Error())
 	}
-	defer func() { _ = log.Sync() }()
+	defer logs.Close()
+	log := logs.Logger
 
-	reg := httpapi.NewRegistry()
+	reg := app.NewRegistry()
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: f.ethers, Map: f.mapFile}, responder.Config{
 		Interfaces: f.ifaces, OffLink: f.offLink, BootDir: f.bootDir, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
 	}, log, reg, false)
-	var te *app.TableError
-	if errors.As(err, &te) {
-		fmt.Fprintf(env.Stderr, "rarp-announce serve: table not loaded:\n%v\n", err)
-		return ExitUsage
-	}
 	if err != nil {
-		return failure(env, "serve", err)
+		return startFailed(env, "serve", "table not loaded", err, errors.As(err, new(*app.TableError)))
 	}
 	r, reloader := rp.Server, rp.Reloader
 	for _, i := range rp.Table.Load().Interfaces() {
@@ -145,8 +142,7 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 			}
 		}()
 	}
-	base, _ := zapcore.ParseLevel(f.obs.LogLevel)
-	app.HandleSignals(ctx, log, level, base, func() {
+	logs.HandleSignals(ctx, func() {
 		_ = reloader.Reload(ctx, "SIGHUP")
 		if err := r.RefreshBootDir(); err != nil {
 			log.Error("boot directory not read; keeping the previous list", zap.Error(err))
@@ -171,7 +167,7 @@ func serveMetrics(ctx context.Context, addr string, log *zap.Logger, reg *promet
 	if addr == "" {
 		return nil
 	}
-	srv, err := httpapi.Listen(addr, reg, nil, log.Named("http"))
+	srv, err := app.ListenHTTP(addr, reg, nil, log)
 	if err != nil {
 		return err
 	}

@@ -64,10 +64,10 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 // serve starts "rarp-announce serve" in the server namespace and waits
-// until it answers.
+// until it answers. The tests read the console format's lines.
 func (l *lab) serve(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	d := startDaemon(t, l.srv.Command(append([]string{binary, "serve", "--interface", "srv0"}, args...)...))
+	d := startDaemon(t, l.srv.Command(append([]string{binary, "serve", "--log-format", "console", "--interface", "srv0"}, args...)...))
 	d.waitFrom(0, 20*time.Second, "answering RARP requests", `"interface": "srv0"`)
 	return d
 }
@@ -308,7 +308,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	l := newLab(t)
 	big := filepath.Join(l.dir, "ethers-1m")
 	genTable(t, big, 1_000_000)
-	d := startDaemon(t, l.srv.Command(binary, "serve", "--interface", "srv0", "--ethers", big))
+	d := startDaemon(t, l.srv.Command(binary, "serve", "--log-format", "console", "--interface", "srv0", "--ethers", big))
 	d.waitFrom(0, 60*time.Second, "answering RARP requests")
 
 	out := filepath.Join(t.TempDir(), "bench.json")
@@ -373,7 +373,7 @@ func TestServeSignals(t *testing.T) {
 	hostsDir := t.TempDir()
 	hosts := writeFile(t, hostsDir, "hosts", "127.0.0.1 localhost\n10.99.0.50 pxe-client\n")
 	writeFile(t, l.dir, "ethers", fmt.Sprintf("%s %s\n52:54:00:00:00:50 pxe-client\n", cliMAC, cliWant))
-	script := fmt.Sprintf("mount --bind %s /etc/hosts && exec %s serve --interface srv0 --ethers %s", hosts, binary, l.ethers)
+	script := fmt.Sprintf("mount --bind %s /etc/hosts && exec %s serve --log-format console --interface srv0 --ethers %s", hosts, binary, l.ethers)
 	d := startDaemon(t, l.srv.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script))
 	d.waitFrom(0, 20*time.Second, "answering RARP requests")
 

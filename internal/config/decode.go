@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
 
 // decoder fills a Config from a YAML node tree. It walks the tree itself
@@ -182,7 +184,7 @@ func (d *decoder) scalar(n *yaml.Node, key, want string) (string, bool) {
 }
 
 func (d *decoder) wrongType(n *yaml.Node, key, want string) {
-	d.add(n.Line, key, ClassType, "expected %s, found %s", want, describe(n))
+	d.add(n.Line, key, ClassType, "expected %s, found %s", want, rarptable.DescribeNode(n))
 }
 
 // mapping decodes a YAML mapping into the struct v. Null keeps the
@@ -211,7 +213,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 		k, val := n.Content[i], n.Content[i+1]
 		name := join(key, k.Value)
 		if k.Kind != yaml.ScalarNode {
-			d.add(k.Line, key, ClassType, "a key must be a plain name, found %s", describe(k))
+			d.add(k.Line, key, ClassType, "a key must be a plain name, found %s", rarptable.DescribeNode(k))
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
@@ -233,20 +235,4 @@ func join(prefix, k string) string {
 		return k
 	}
 	return prefix + "." + k
-}
-
-// describe names a node's kind for an error message.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return "nothing"
-		}
-		return strconv.Quote(n.Value)
-	}
-	return "an unexpected YAML node"
 }

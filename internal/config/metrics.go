@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // ReloadMetrics tell whether the configuration in service is the one in
@@ -22,22 +24,14 @@ type ReloadMetrics struct {
 // the current time. Both reload results exist from the start at 0.
 func NewReloadMetrics() *ReloadMetrics {
 	m := &ReloadMetrics{
-		successful: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rarp_announce_config_last_reload_successful",
-			Help: "1 if the last load of the configuration file (at start or on SIGHUP) succeeded, 0 if it was refused and the previous configuration is still in service.",
-		}),
-		timestamp: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rarp_announce_config_last_reload_success_timestamp_seconds",
-			Help: "Unix time of the last successful load of the configuration file.",
-		}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_config_reloads_total",
-			Help: "Configuration reloads (SIGHUP) by result: ok, error (refused: the previous configuration stays).",
-		}, []string{"result"}),
+		successful: metricset.Gauge("config_last_reload_successful",
+			"1 if the last load of the configuration file (at start or on SIGHUP) succeeded, 0 if it was refused and the previous configuration is still in service."),
+		timestamp: metricset.Gauge("config_last_reload_success_timestamp_seconds",
+			"Unix time of the last successful load of the configuration file."),
+		reloads: metricset.CounterOf("config_reloads_total",
+			"Configuration reloads (SIGHUP) by result: ok, error (refused: the previous configuration stays).", "result", "ok", "error"),
 		now: time.Now,
 	}
-	m.reloads.WithLabelValues("ok")
-	m.reloads.WithLabelValues("error")
 	m.successful.Set(1)
 	m.timestamp.Set(float64(m.now().UnixNano()) / 1e9)
 	return m

@@ -19,8 +19,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/internal/config"
-	"github.com/rarp-announce/rarp-announce/internal/httpapi"
-	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/internal/sdnotify"
 	"github.com/rarp-announce/rarp-announce/internal/version"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
@@ -119,20 +117,19 @@ type Daemon struct {
 	cfgPath string
 	over    Overrides
 	log     *zap.Logger
-	level   zap.AtomicLevel
+	logs    *app.Log
 
 	mu  sync.Mutex
 	cfg *config.Config
 
 	reg     *prometheus.Registry
-	http    *httpapi.Server
+	http    *app.HTTP
 	watcher *libvirtwatch.Watcher
 	qmpConn *libvirtwatch.Redialer
 	parts   *app.App
 	agent   *agent.Agent
 	resp    *app.Responder
 	closers []func()
-	stopLog func() // flushes the buffered log
 	cfgm    *config.ReloadMetrics
 }
 
@@ -142,11 +139,12 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	if err := caps.CheckAgent(cfg); err != nil { // exit 1 naming it, not EPERM retried
 		return nil, err
 	}
-	log, level, stopLog, err := logging.NewBuffered(cfg.Log.Level, cfg.Log.Format)
+	logs, err := app.NewLog(cfg.Log, true)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, level: level, reg: httpapi.NewRegistry(), stopLog: stopLog}
+	log := logs.Logger
+	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -173,7 +171,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	}
 	d.agent = agent.New(deps, Settings(cfg))
 
-	d.http, err = httpapi.Listen(cfg.Metrics.Address, d.reg, d.ready, log.Named("http"))
+	d.http, err = app.ListenHTTP(cfg.Metrics.Address, d.reg, d.ready, log)
 	if err != nil {
 		return nil, fmt.Errorf("metrics address %s: %w", cfg.Metrics.Address, err)
 	}
@@ -206,9 +204,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("rarp-announce agent starting", zap.String("version", v), zap.String("revision", rev),
 		zap.String("metrics", d.http.Addr()), zap.String("config", d.cfgPath))
 
-	base, _ := zapcore.ParseLevel(d.cfg.Log.Level)
 	reloads := make(chan struct{}, 1)
-	app.HandleSignals(ctx, d.log, d.level, base, func() {
+	d.logs.HandleSignals(ctx, func() {
 		select {
 		case reloads <- struct{}{}:
 		default:
@@ -272,7 +269,7 @@ func (d *Daemon) reload() {
 		d.log.Warn("changed setting needs a restart to take effect", zap.String("key", c))
 	}
 	if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
-		d.level.SetLevel(lvl)
+		d.logs.Level.SetLevel(lvl)
 	}
 	d.agent.Update(Settings(cfg))
 	d.reloadResponder(cfg)
@@ -311,5 +308,5 @@ func (d *Daemon) close() {
 		d.closers[i]()
 	}
 	d.closers = nil
-	d.stopLog()
+	d.logs.Close()
 }

@@ -64,11 +64,16 @@ func build(level, format string, ws zapcore.WriteSyncer) (*zap.Logger, zap.Atomi
 	return zap.New(zapcore.NewCore(enc, ws, lvl), zap.AddCaller(), zap.ErrorOutput(zapcore.Lock(os.Stderr))), lvl, nil
 }
 
-// HandleLevelSignals switches lvl on SIGUSR1 (debug) and SIGUSR2 (back to
-// base) until ctx is done.
-func HandleLevelSignals(ctx context.Context, log *zap.Logger, lvl zap.AtomicLevel, base zapcore.Level) {
+// HandleSignals switches lvl on SIGUSR1 (debug) and SIGUSR2 (back to
+// base), and calls reload on SIGHUP (if not nil), until ctx is done. One
+// goroutine takes them in order, so a reload never runs twice at once.
+func HandleSignals(ctx context.Context, log *zap.Logger, lvl zap.AtomicLevel, base zapcore.Level, reload func()) {
+	sigs := []os.Signal{syscall.SIGUSR1, syscall.SIGUSR2}
+	if reload != nil {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(ch, sigs...)
 	go func() {
 		defer signal.Stop(ch)
 		for {
@@ -76,9 +81,13 @@ func HandleLevelSignals(ctx context.Context, log *zap.Logger, lvl zap.AtomicLeve
 			case <-ctx.Done():
 				return
 			case s := <-ch:
-				if s == syscall.SIGUSR1 {
+				switch s {
+				case syscall.SIGHUP:
+					reload()
+					continue
+				case syscall.SIGUSR1:
 					lvl.SetLevel(zapcore.DebugLevel)
-				} else {
+				default:
 					lvl.SetLevel(base)
 				}
 				log.Info("log level changed", zap.String("signal", s.String()), zap.Stringer("level", lvl.Level()))

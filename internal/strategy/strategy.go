@@ -21,9 +21,9 @@ import (
 )
 
 // OVSAnnouncer injects an announce into Open vSwitch as if from the VM's
-// port (ovs.Announcer).
+// port (OVSPorts); the handles are the announces it started.
 type OVSAnnouncer interface {
-	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) error
+	Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) ([]*announce.Handle, error)
 	CancelMAC(mac rarp.MAC) int
 }
 
@@ -66,7 +66,7 @@ func (o OVS) one(ctx context.Context, l agent.Landing, t plan.Target) agent.NICR
 	// (Nova bug 1815989). Keep trying until the port is wired.
 	deadline := time.Now().Add(s.ReadyTimeout)
 	for {
-		err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, l.Since)
+		hs, err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, l.Since)
 		if ctx.Err() != nil {
 			// A cancel that came during the OVSDB lookup found nothing of
 			// this NIC's to stop, and one that came while Announce waited
@@ -81,7 +81,7 @@ func (o OVS) one(ctx context.Context, l agent.Landing, t plan.Target) agent.NICR
 		}
 		switch {
 		case err == nil:
-			return agent.NICResult{Target: t, Result: agent.ResultStarted}
+			return agent.NICResult{Target: t, Result: agent.ResultStarted, Handles: hs}
 		case !errors.Is(err, ovs.ErrPortNotWired):
 			log.Error("OVS announce failed", zap.Error(err))
 			return agent.NICResult{Target: t, Result: agent.ResultFailed, Err: err}

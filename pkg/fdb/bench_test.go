@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 )
 
@@ -55,26 +53,11 @@ func benchRepair(b *testing.B, entries int, dump bool) {
 // (02:00:xx:xx:xx:xx) with one broadcast frame each.
 func learnMany(b *testing.B, ns *netnstest.NS, dev string, n int) {
 	b.Helper()
-	ifi := ns.Interface(b, dev)
-	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		frame := make([]byte, 60)
-		copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		frame[12], frame[13] = 0x88, 0xb5
-		for i := range n {
-			copy(frame[6:], []byte{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)})
-			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
-				return err
-			}
-		}
-		return nil
+	frame := make([]byte, 60)
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	frame[12], frame[13] = 0x88, 0xb5
+	netnstest.SendEach(b, ns, dev, n, func(i int) []byte {
+		copy(frame[6:], []byte{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)})
+		return frame
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
 }

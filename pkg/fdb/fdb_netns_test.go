@@ -141,7 +141,7 @@ func TestRepairRemovesStaleUplinkEntry(t *testing.T) {
 			t.Fatal("the VM's tap received a frame br0 should have dropped: no stale entry reproduced")
 		}
 
-		m := NewMetrics()
+		m := NewMetrics(nil)
 		r := repairer(t, rig.Host, m, dump)
 		removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort)
 		if err != nil {
@@ -180,7 +180,7 @@ func TestRepairRemovesStaleUplinkEntry(t *testing.T) {
 func TestRepairWithNothingLearned(t *testing.T) {
 	eachLookup(t, func(t *testing.T, dump bool) {
 		rig, _ := landed(t)
-		m := NewMetrics()
+		m := NewMetrics(nil)
 		removed, err := repairer(t, rig.Host, m, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
 		if err != nil || len(removed) != 0 {
 			t.Fatalf("removed %+v, err %v; want nothing, no error", removed, err)
@@ -280,7 +280,7 @@ func TestRepairWithoutCapNetAdmin(t *testing.T) {
 	eachLookup(t, func(t *testing.T, dump bool) {
 		rig, _ := landed(t)
 		learnOnUplink(t, rig)
-		m := NewMetrics()
+		m := NewMetrics(nil)
 		var removed []Entry
 		var err error
 		r := repairer(t, rig.Host, m, dump)
@@ -330,7 +330,7 @@ func withoutNetAdmin(t *testing.T, ns *netnstest.NS, fn func()) {
 
 func TestRepairNoSuchBridge(t *testing.T) {
 	rig, _ := landed(t)
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	r := repairer(t, rig.Host, m, false)
 	if _, err := r.Repair("nosuchbr", vm, vmPort); !errors.Is(err, ErrNoBridge) {
 		t.Fatalf("missing bridge: err = %v, want ErrNoBridge", err)

@@ -25,27 +25,19 @@ const (
 	ReasonNetlink    = "netlink"    // any other kernel error
 )
 
-// NewMetrics creates the repair metrics.
-func NewMetrics() *Metrics {
+// NewMetrics creates the repair metrics; reg (if not nil) registers them.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		repairsTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_fdb_repairs_total",
-			Help: "Local bridge MAC table repairs attempted (one per VM MAC and bridge, before announcing).",
-		}),
-		removedTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_fdb_entries_removed_total",
-			Help: "Stale learned MAC table entries removed from local bridges: a landed VM's MAC on a port other than its own.",
-		}),
-		failuresTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_fdb_repair_failures_total",
-			Help: "Local bridge MAC table repairs that failed, by reason: permission (no CAP_NET_ADMIN), no_bridge, netlink.",
-		}, []string{"reason"}),
-	}
-	for _, r := range []string{ReasonPermission, ReasonNoBridge, ReasonNetlink} {
-		m.failuresTotal.WithLabelValues(r)
+		repairsTotal: metricset.Counter("fdb_repairs_total",
+			"Local bridge MAC table repairs attempted (one per VM MAC and bridge, before announcing)."),
+		removedTotal: metricset.Counter("fdb_entries_removed_total",
+			"Stale learned MAC table entries removed from local bridges: a landed VM's MAC on a port other than its own."),
+		failuresTotal: metricset.CounterOf("fdb_repair_failures_total",
+			"Local bridge MAC table repairs that failed, by reason: permission (no CAP_NET_ADMIN), no_bridge, netlink.",
+			"reason", ReasonPermission, ReasonNoBridge, ReasonNetlink),
 	}
 	m.Set = metricset.Set{m.repairsTotal, m.removedTotal, m.failuresTotal}
-	return m
+	return metricset.Register(reg, m)
 }
 
 // FailureReason is the label a Repair error is counted under.

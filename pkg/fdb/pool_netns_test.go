@@ -46,7 +46,7 @@ func TestPoolRepairsConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	p, err := NewPool(&h, m, 4)
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,17 @@ func CounterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
 }
 
+// CounterOf is a CounterVec with one label whose values are known: every
+// series exists at 0 from the start, so a dashboard or an alert sees it
+// before the first event.
+func CounterOf(name, help, label string, values ...string) *prometheus.CounterVec {
+	v := CounterVec(name, help, label)
+	for _, x := range values {
+		v.WithLabelValues(x)
+	}
+	return v
+}
+
 func Gauge(name, help string) prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help})
 }

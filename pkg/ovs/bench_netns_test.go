@@ -2,11 +2,9 @@ package ovs
 
 import (
 	"context"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -16,7 +14,7 @@ import (
 // ovs-ofctl process. Both include OVS executing the frame (NORMAL
 // flooding to the uplink).
 func BenchmarkInject(b *testing.B) {
-	tp := newTopo(b)
+	tp := ovstest.NewTopo(b)
 	f := rarp.Announce(vm, rarp.VLAN{})
 	frame, _ := f.MarshalBinary()
 	for _, c := range []struct {
@@ -47,7 +45,7 @@ func BenchmarkInject(b *testing.B) {
 // announce: two JSON-RPC round trips on a kept connection (ovsdb), or one
 // ovs-vsctl run (vsctl).
 func BenchmarkLookup(b *testing.B) {
-	tp := newTopo(b)
+	tp := ovstest.NewTopo(b)
 	for _, c := range []struct {
 		name string
 		db   func() Lookuper
@@ -63,60 +61,6 @@ func BenchmarkLookup(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := db.Lookup(context.Background(), vmPort); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkAnnounceFirstFrame is the latency of Announce with the
-// defaults: lookup, start, first frame injected (its barrier reply
-// received).
-func BenchmarkAnnounceFirstFrame(b *testing.B) {
-	tp := newTopo(b)
-	a, err := New(Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Close()
-	one := announce.Schedule{Rounds: 1, Bursts: 1}
-	for b.Loop() {
-		if err := a.Announce(context.Background(), vmPort, vm, nil, one, time.Now()); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkAnnounce100Concurrent is a mass landing: 100 announces started
-// at once (distinct MACs, one port), timed until every Announce returned,
-// i.e. every first frame is out, with each lookup method.
-func BenchmarkAnnounce100Concurrent(b *testing.B) {
-	tp := newTopo(b)
-	for _, lookup := range []string{LookupOVSDB, LookupVsctl} {
-		b.Run(lookup, func(b *testing.B) {
-			a, err := New(Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir, Lookup: lookup})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer a.Close()
-			one := announce.Schedule{Rounds: 1, Bursts: 1}
-			for b.Loop() {
-				var wg sync.WaitGroup
-				errs := make(chan error, 100)
-				for i := range 100 {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						m := rarp.MAC{0x52, 0x54, 0, 0, 3, byte(i)}
-						if err := a.Announce(context.Background(), vmPort, m, nil, one, time.Now()); err != nil {
-							errs <- err
-						}
-					}()
-				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
 					b.Fatal(err)
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -104,16 +105,10 @@ func (d DB) command(ctx context.Context, args ...string) *exec.Cmd {
 
 // Lookup returns port's bridge, OpenFlow port number and VLAN settings.
 func (d DB) Lookup(ctx context.Context, port string) (Port, error) {
-	if port == "" {
-		return Port{}, fmt.Errorf("empty port name: %w", ErrPortNotFound)
-	}
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	return bounded(ctx, "ovs-vsctl", port, d.Timeout, d.lookup)
+}
+
+func (d DB) lookup(ctx context.Context, port string, timeout time.Duration) (Port, error) {
 	// --timeout makes ovs-vsctl itself give up on a hung ovsdb-server (it
 	// takes whole seconds); the context is the hard limit.
 	secs := max(int((timeout+time.Second-1)/time.Second), 1)
@@ -123,14 +118,10 @@ func (d DB) Lookup(ctx context.Context, port string) (Port, error) {
 		"--", "--columns=name,ofport,error", "list", "Interface", port)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if parent.Err() != nil {
-		return Port{}, fmt.Errorf("ovs-vsctl lookup of %s: %w", port, parent.Err())
-	}
-	if ctx.Err() != nil {
-		return Port{}, fmt.Errorf("ovs-vsctl lookup of %s: %w after %v", port, ErrTimeout, timeout)
-	}
-	if err != nil {
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return Port{}, ctx.Err() // bounded names it
+		}
 		return Port{}, vsctlError(port, err, stderr.String())
 	}
 	p, err := ParseLookup(stdout.Bytes())
@@ -140,7 +131,35 @@ func (d DB) Lookup(ctx context.Context, port string) (Port, error) {
 	if p.Name != port {
 		return Port{}, fmt.Errorf("ovs-vsctl lookup of %s returned port %q: %w", port, p.Name, ErrCommand)
 	}
-	return p, p.usable()
+	return p, nil
+}
+
+// DefaultLookupTimeout bounds one lookup when its Timeout is not set.
+const DefaultLookupTimeout = 5 * time.Second
+
+// bounded runs one lookup of port under timeout (0: DefaultLookupTimeout)
+// and names its failures alike for every Lookuper (by is the method, for
+// the message): the caller's cancel as the caller's, the deadline as
+// ErrTimeout, a port OVS has not put in a bridge as ErrNoOFPort (usable).
+func bounded(ctx context.Context, by, port string, timeout time.Duration, lookup func(context.Context, string, time.Duration) (Port, error)) (Port, error) {
+	if port == "" {
+		return Port{}, fmt.Errorf("empty port name: %w", ErrPortNotFound)
+	}
+	if timeout <= 0 {
+		timeout = DefaultLookupTimeout
+	}
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	p, err := lookup(lctx, port, timeout)
+	switch {
+	case err == nil:
+		return p, p.usable()
+	case ctx.Err() != nil:
+		return Port{}, fmt.Errorf("%s lookup of %s: %w", by, port, ctx.Err())
+	case lctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded):
+		return Port{}, fmt.Errorf("%s lookup of %s: %w after %v", by, port, ErrTimeout, timeout)
+	}
+	return Port{}, err
 }
 
 // usable reports ErrNoOFPort, with OVS's own reason, for a port

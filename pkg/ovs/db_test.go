@@ -6,31 +6,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 )
 
-// Real ovs-vsctl 3.1 output for the lookup (see Lookup), one case per
-// shape OVSDB gives a column: empty set, bare atom, set.
+// Real ovs-vsctl 3.1 output for the lookup (ovstest's fixtures).
 const (
-	lookupAccess = `ovsbr
-{"data":[["vm0",100,["set",[]],["set",[]]]],"headings":["name","tag","trunks","vlan_mode"]}
-{"data":[["vm0",1,["set",[]]]],"headings":["name","ofport","error"]}
-`
-	lookupTrunk = `br-int
-{"data":[["vnet3",["set",[]],["set",[200,300]],"trunk"]],"headings":["name","tag","trunks","vlan_mode"]}
-{"data":[["vnet3",7,["set",[]]]],"headings":["name","ofport","error"]}
-`
-	lookupNative = `br-int
-{"data":[["vnet4",5,100,"native-untagged"]],"headings":["name","tag","trunks","vlan_mode"]}
-{"data":[["vnet4",8,["set",[]]]],"headings":["name","ofport","error"]}
-`
-	lookupBroken = `ovsbr
-{"data":[["nosuchdev",["set",[]],["set",[]],["set",[]]]],"headings":["name","tag","trunks","vlan_mode"]}
-{"data":[["nosuchdev",-1,"could not open network device nosuchdev (No such device)"]],"headings":["name","ofport","error"]}
-`
-	lookupUnassigned = `ovsbr
-{"data":[["vnet9",["set",[]],["set",[]],["set",[]]]],"headings":["name","tag","trunks","vlan_mode"]}
-{"data":[["vnet9",["set",[]],["set",[]]]],"headings":["name","ofport","error"]}
-`
+	lookupAccess, lookupTrunk, lookupNative = ovstest.VsctlAccess, ovstest.VsctlTrunk, ovstest.VsctlNative
+	lookupBroken, lookupUnassigned          = ovstest.VsctlBroken, ovstest.VsctlUnassigned
 )
 
 func TestParseLookup(t *testing.T) {

@@ -1,6 +1,10 @@
-// Package ovs is the "ovs" announce strategy: for a VM NIC plugged into
-// Open vSwitch (<virtualport type='openvswitch'>), it injects the RARP
-// announce into the OVS bridge as if the VM had sent it from its own port.
+// Package ovs is what the "ovs" announce strategy needs of Open vSwitch:
+// a lookup of a VM's port (OVSDB or ovs-vsctl), the injection of a frame
+// into the port's bridge as if the VM had sent it from that port (OpenFlow
+// packet-out or ovs-ofctl), and an announce.PortOpener that hands the
+// injection to announce.Announcer (Switch, Open). The strategy itself
+// (readiness, which VLANs, supersede, cancel) is internal/strategy's
+// OVSPorts.
 //
 // # What it does
 //
@@ -18,8 +22,8 @@
 //
 // followed by a barrier, so each frame is known to be executed or failed.
 // The schedule, supersede, cancel and first-frame logic is
-// announce.Announcer's, with typed ports (announce.OVSPort: bridge,
-// ofport); Opener injects their frames. The frame rate limit applies per
+// announce.Announcer's and the strategy's, with typed ports
+// (announce.OVSPort: bridge, ofport); Opener injects their frames. The frame rate limit applies per
 // OVS bridge (its segment: all its ports together), as the host strategy's
 // applies per Linux bridge.
 //

@@ -150,17 +150,6 @@ func (j *OpenFlowInjector) drop(bridge string, oc *ofConn) {
 	oc.Close()
 }
 
-// Version is the OpenFlow version negotiated with bridge (1 = OpenFlow 1.0,
-// 4 = 1.3), 0 without a connection; for tests and diagnostics.
-func (j *OpenFlowInjector) Version(bridge string) uint8 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if p := j.conns[bridge]; p != nil {
-		return p.oc.version
-	}
-	return 0
-}
-
 // Close closes every connection.
 func (j *OpenFlowInjector) Close() error {
 	j.mu.Lock()

@@ -35,27 +35,13 @@ type OVSDB struct {
 
 // Lookup implements Lookuper.
 func (d *OVSDB) Lookup(ctx context.Context, port string) (Port, error) {
-	if port == "" {
-		return Port{}, fmt.Errorf("empty port name: %w", ErrPortNotFound)
-	}
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	p, err := d.lookup(ctx, port)
-	if err != nil {
-		if parent.Err() != nil {
-			return Port{}, fmt.Errorf("ovsdb lookup of %s: %w", port, parent.Err())
+	return bounded(ctx, "ovsdb", port, d.Timeout, func(ctx context.Context, port string, _ time.Duration) (Port, error) {
+		p, err := d.lookup(ctx, port)
+		if err != nil {
+			return Port{}, fmt.Errorf("ovsdb lookup of %s: %w", port, err)
 		}
-		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			return Port{}, fmt.Errorf("ovsdb lookup of %s: %w after %v", port, ErrTimeout, timeout)
-		}
-		return Port{}, fmt.Errorf("ovsdb lookup of %s: %w", port, err)
-	}
-	return p, p.usable()
+		return p, nil
+	})
 }
 
 func (d *OVSDB) lookup(ctx context.Context, port string) (Port, error) {

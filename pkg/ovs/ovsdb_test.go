@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 )
 
 func TestSplitSocket(t *testing.T) {
@@ -158,7 +159,7 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 // same answer, and the same error kind, for ports of every shape on a real
 // OVSDB.
 func TestLookupsAgree(t *testing.T) {
-	tp := newTopo(t)
+	tp := ovstest.NewTopo(t)
 	tp.OVS.Vsctl(t, "add-port", bridge, "nosuchdev")
 	netnstest.Veth(t, tp.Hyp, "trunk1", tp.VM, "eth1")
 	tp.OVS.Vsctl(t, "add-port", bridge, "trunk1", "trunks=10,20")

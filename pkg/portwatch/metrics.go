@@ -29,42 +29,31 @@ const (
 	resultCancelled = "cancelled"
 )
 
-// NewMetrics creates the watcher's metrics.
-func NewMetrics() *Metrics {
+// NewMetrics creates the watcher's metrics; reg (if not nil) registers
+// them.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	causes := make([]string, len(causeNames))
+	for i, n := range causeNames {
+		causes[i] = n.name
+	}
 	m := &Metrics{
-		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_readiness_waits_total",
-			Help: "Waits for a VM's port to be ready (exists, attached, up, forwarding), by result: ready, timeout, cancelled (context ended or watcher closed).",
-		}, []string{"result"}),
-		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "rarp_announce_readiness_wait_seconds",
-			Help:    "Time from the start of a readiness wait until the port was ready (0 when it already was); waits that failed are not observed.",
-			Buckets: []float64{.0001, .001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}),
-		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_port_changes_total",
-			Help: "Changes of a watched port after it landed that call for a new announce, by cause (a change may have several): reattached, restarted, recreated, resync.",
-		}, []string{"cause"}),
-		updates: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_link_updates_total",
-			Help: "Netlink link messages (RTM_NEWLINK, RTM_DELLINK, dumps included) applied to the port watcher's view.",
-		}),
-		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_link_resyncs_total",
-			Help: "Times the port watcher lost its link subscription and rebuilt its view from a dump, by reason: overflow (receive buffer full), error.",
-		}, []string{"reason"}),
-	}
-	for _, r := range []string{resultReady, resultTimeout, resultCancelled} {
-		m.waits.WithLabelValues(r)
-	}
-	for _, n := range causeNames {
-		m.changes.WithLabelValues(n.name)
-	}
-	for _, r := range []string{"overflow", "error"} {
-		m.resyncs.WithLabelValues(r)
+		waits: metricset.CounterOf("readiness_waits_total",
+			"Waits for a VM's port to be ready (exists, attached, up, forwarding), by result: ready, timeout, cancelled (context ended or watcher closed).",
+			"result", resultReady, resultTimeout, resultCancelled),
+		waitSeconds: metricset.Histogram("readiness_wait_seconds",
+			"Time from the start of a readiness wait until the port was ready (0 when it already was); waits that failed are not observed.",
+			[]float64{.0001, .001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}),
+		changes: metricset.CounterOf("port_changes_total",
+			"Changes of a watched port after it landed that call for a new announce, by cause (a change may have several): reattached, restarted, recreated, resync.",
+			"cause", causes...),
+		updates: metricset.Counter("link_updates_total",
+			"Netlink link messages (RTM_NEWLINK, RTM_DELLINK, dumps included) applied to the port watcher's view."),
+		resyncs: metricset.CounterOf("link_resyncs_total",
+			"Times the port watcher lost its link subscription and rebuilt its view from a dump, by reason: overflow (receive buffer full), error.",
+			"reason", "overflow", "error"),
 	}
 	m.Set = metricset.Set{m.waits, m.waitSeconds, m.changes, m.updates, m.resyncs}
-	return m
+	return metricset.Register(reg, m)
 }
 
 func (m *Metrics) waited(result string, d time.Duration) {

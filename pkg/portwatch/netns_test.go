@@ -178,7 +178,7 @@ func TestWaitReadyAlreadyReady(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	w := watcherIn(t, ns, Options{Metrics: m}) // started after: the port is in the initial dump
 	s, err := w.WaitReady(context.Background(), "vnet0", "br0", time.Nanosecond)
 	if err != nil || s.Master != "br0" {
@@ -197,7 +197,7 @@ func TestWaitReadyTimeoutNamesTheMissingCondition(t *testing.T) {
 	for _, name := range []string{"nomaster", "down"} {
 		netnstest.OpenTap(t, ns, name)
 	}
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	w := watcherIn(t, ns, Options{Metrics: m})
 	tests := []struct {
 		port    string
@@ -256,7 +256,7 @@ func TestWaitReadyWaitsForSTPForwarding(t *testing.T) {
 }
 
 func TestWaitReadyCancelled(t *testing.T) {
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	_, w := host(t, Options{Metrics: m})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
@@ -432,7 +432,7 @@ func readyTap(t *testing.T, ns *netnstest.NS, w *Watcher, name string) *netnstes
 }
 
 func TestWatchReportsReattachAndRestart(t *testing.T) {
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	ns, w := host(t, Options{Metrics: m})
 	readyTap(t, ns, w, "vnet0")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -547,7 +547,7 @@ func TestWatchWindow(t *testing.T) {
 // is ready, not before.
 func TestManyPortsWaitedConcurrently(t *testing.T) {
 	const n = 1000
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	ns, w := host(t, Options{Metrics: m})
 	ifbs(t, ns, n)
 	results := make([]<-chan result, n)
@@ -582,7 +582,7 @@ func TestResyncAfterOverflow(t *testing.T) {
 	var paused atomic.Bool
 	entered := make(chan struct{}, 1)
 	hold := make(chan struct{})
-	m := NewMetrics()
+	m := NewMetrics(nil)
 	ns, w := host(t, Options{Metrics: m, ReceiveBuffer: 4096, beforeReceive: func() {
 		if paused.Load() {
 			select {

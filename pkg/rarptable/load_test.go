@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -344,7 +345,7 @@ func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
 		dns.down.Store(true)
 		ethers := writeFile(t, t.TempDir(), "ethers", "52:54:00:00:00:01 pxe-1\n")
 		h := NewHolder(nil)
-		m := NewMetrics(h)
+		m := NewMetrics(h, nil)
 		r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}, Resolver: dns.resolver(), ResolveTimeout: time.Second},
 			Holder: h, Metrics: m, RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -355,9 +356,9 @@ func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
 		if h.Load().Len() != 0 || r.Loaded() {
 			t.Fatal("a table was served although the name did not resolve")
 		}
-		waitFor(t, func() bool { return counterValue(t, m, "rarp_announce_table_reloads_total", "error") >= 2 })
+		netnstest.WaitFor(t, "two failed reloads", func() bool { return counterValue(t, m, "rarp_announce_table_reloads_total", "error") >= 2 })
 		dns.down.Store(false)
-		waitFor(t, func() bool { return h.Load().Lookup("br0", mac1) != nil })
+		netnstest.WaitFor(t, "the table with mac1", func() bool { return h.Load().Lookup("br0", mac1) != nil })
 		if !r.Loaded() {
 			t.Fatal("Loaded is false after the retry loaded the table")
 		}
@@ -376,7 +377,7 @@ func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
 			t.Fatalf("a missing file refused the start: %v", err)
 		}
 		writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
-		waitFor(t, func() bool { return h.Load().Lookup("br0", mac1) != nil })
+		netnstest.WaitFor(t, "the table with mac1", func() bool { return h.Load().Lookup("br0", mac1) != nil })
 	})
 	t.Run("syntax error is final", func(t *testing.T) {
 		dir := t.TempDir()
@@ -391,22 +392,11 @@ func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
 	})
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestReloadKeepsOldTableOnError(t *testing.T) {
 	dir := t.TempDir()
 	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
 	h := NewHolder(nil)
-	m := NewMetrics(h)
+	m := NewMetrics(h, nil)
 	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Metrics: m}
 	if err := r.Reload(context.Background(), "start"); err != nil {
 		t.Fatal(err)
@@ -435,7 +425,7 @@ func TestWatchReloadsOnChange(t *testing.T) {
 	dir := t.TempDir()
 	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
 	h := NewHolder(nil)
-	m := NewMetrics(h)
+	m := NewMetrics(h, nil)
 	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Metrics: m, Debounce: 20 * time.Millisecond}
 	if err := r.Reload(context.Background(), "start"); err != nil {
 		t.Fatal(err)
@@ -450,16 +440,6 @@ func TestWatchReloadsOnChange(t *testing.T) {
 		}
 	}()
 	mac := mustMAC(t, "52:54:00:00:00:01")
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	ipIs := func(s string) func() bool {
 		return func() bool {
 			got := h.Load().Lookup("x", mac)
@@ -470,26 +450,26 @@ func TestWatchReloadsOnChange(t *testing.T) {
 
 	// Written in place.
 	writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.2\n")
-	waitFor("in-place write", ipIs("10.0.0.2"))
+	netnstest.WaitFor(t, "in-place write", ipIs("10.0.0.2"))
 
 	// Replaced by rename, as editors and config management do.
 	tmp := writeFile(t, dir, ".ethers.tmp", "52:54:00:00:00:01 10.0.0.3\n")
 	if err := os.Rename(tmp, ethers); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("rename", ipIs("10.0.0.3"))
+	netnstest.WaitFor(t, "rename", ipIs("10.0.0.3"))
 
 	// Deleted: the old table stays; created again: loaded.
 	okBefore := counterValue(t, m, "rarp_announce_table_reloads_total", "ok")
 	if err := os.Remove(ethers); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("failed reload after delete", func() bool { return counterValue(t, m, "rarp_announce_table_reloads_total", "error") >= 1 })
+	netnstest.WaitFor(t, "failed reload after delete", func() bool { return counterValue(t, m, "rarp_announce_table_reloads_total", "error") >= 1 })
 	if !ipIs("10.0.0.3")() {
 		t.Fatal("deleting the file changed the table")
 	}
 	writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.4\n")
-	waitFor("re-created file", ipIs("10.0.0.4"))
+	netnstest.WaitFor(t, "re-created file", ipIs("10.0.0.4"))
 
 	// Another file in the directory changing does not reload.
 	ok := counterValue(t, m, "rarp_announce_table_reloads_total", "ok")

@@ -2,6 +2,8 @@ package rarptable
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // Metrics describes the table in service and its reloads. The caller
@@ -16,28 +18,21 @@ type Metrics struct {
 }
 
 // NewMetrics creates the table metrics; the entry count is read from h
-// at every scrape.
-func NewMetrics(h *Holder) *Metrics {
+// at every scrape. reg (if not nil) registers them.
+func NewMetrics(h *Holder, reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		holder: h,
-		entries: prometheus.NewDesc("rarp_announce_table_entries",
+		entries: prometheus.NewDesc(prometheus.BuildFQName(metricset.Namespace, "", "table_entries"),
 			"MAC to IPv4 mappings in the table the RARP responder answers from.", nil, nil),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_table_reloads_total",
-			Help: "Table loads (at start, on SIGHUP, on a file change), by result: ok (swapped in) or error (refused, the previous table stays).",
-		}, []string{"result"}),
-		loadSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rarp_announce_table_load_seconds",
-			Help: "How long the last successful table load took (read, parse, resolve names, build).",
-		}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rarp_announce_table_last_load_timestamp_seconds",
-			Help: "Unix time of the last successful table load.",
-		}),
+		reloads: metricset.CounterOf("table_reloads_total",
+			"Table loads (at start, on SIGHUP, on a file change), by result: ok (swapped in) or error (refused, the previous table stays).",
+			"result", "ok", "error"),
+		loadSeconds: metricset.Gauge("table_load_seconds",
+			"How long the last successful table load took (read, parse, resolve names, build)."),
+		lastSuccess: metricset.Gauge("table_last_load_timestamp_seconds",
+			"Unix time of the last successful table load."),
 	}
-	m.reloads.WithLabelValues("ok")
-	m.reloads.WithLabelValues("error")
-	return m
+	return metricset.Register(reg, m)
 }
 
 // Describe implements prometheus.Collector.

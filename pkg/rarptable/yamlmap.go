@@ -57,7 +57,7 @@ func parseMap(file string, data []byte, p *problems) []record {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		p.add(file, root.Line, "expected a mapping with the key \"mappings\", found %s", kindName(root))
+		p.add(file, root.Line, "expected a mapping with the key \"mappings\", found %s", DescribeNode(root))
 		return nil
 	}
 	var recs []record
@@ -79,7 +79,7 @@ func parseMap(file string, data []byte, p *problems) []record {
 			continue
 		}
 		if v.Kind != yaml.SequenceNode {
-			p.add(file, v.Line, "mappings: expected a list, found %s", kindName(v))
+			p.add(file, v.Line, "mappings: expected a list, found %s", DescribeNode(v))
 			continue
 		}
 		recs = make([]record, 0, len(v.Content))
@@ -94,7 +94,7 @@ func parseMap(file string, data []byte, p *problems) []record {
 
 func parseMapItem(file string, n *yaml.Node, p *problems) (record, bool) {
 	if n.Kind != yaml.MappingNode {
-		p.add(file, n.Line, "a mapping must be a set of keys (mac, ip or host, interface), found %s", kindName(n))
+		p.add(file, n.Line, "a mapping must be a set of keys (mac, ip or host, interface), found %s", DescribeNode(n))
 		return record{}, false
 	}
 	r := record{line: n.Line}
@@ -115,7 +115,7 @@ func parseMapItem(file string, n *yaml.Node, p *problems) (record, bool) {
 		}
 		seen[k.Value] = k.Line
 		if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
-			p.add(file, v.Line, "%s: expected a value, found %s", k.Value, kindName(v))
+			p.add(file, v.Line, "%s: expected a value, found %s", k.Value, DescribeNode(v))
 			ok = false
 			continue
 		}
@@ -201,7 +201,10 @@ func checkInterfaceName(s string) error {
 	return nil
 }
 
-func kindName(n *yaml.Node) string {
+// DescribeNode names a YAML node for an error message ("a list", "a
+// mapping", "nothing", or the quoted scalar): the mapping file's errors
+// and the agent configuration's word it alike.
+func DescribeNode(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		return "a document"
@@ -212,12 +215,12 @@ func kindName(n *yaml.Node) string {
 	case yaml.AliasNode:
 		return "an alias"
 	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
+		if n.ShortTag() == "!!null" {
 			return "nothing"
 		}
 		return strconv.Quote(n.Value)
 	}
-	return "an unknown node"
+	return "an unexpected YAML node"
 }
 
 func reportYAMLError(file string, err error, p *problems) {

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // counters are one interface's tallies. The receive loop adds to them once
@@ -83,30 +85,34 @@ type Metrics struct {
 	requests, replies, unknown, malformed, offLink, notBootable, sendErrors, ringDrops *prometheus.Desc
 }
 
-// NewMetrics creates the responder metrics.
-func NewMetrics() *Metrics {
+// NewMetrics creates the responder metrics; reg (if not nil) registers
+// them.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	l := []string{"interface"}
-	return &Metrics{
+	return metricset.Register(reg, &Metrics{
 		links: map[string]*counters{},
-		requests: prometheus.NewDesc("rarp_announce_responder_requests_total",
+		requests: prometheus.NewDesc(name("responder_requests_total"),
 			"Well-formed RARP requests (op 3, Ethernet source = sender hardware address) received, answered or not.", l, nil),
-		replies: prometheus.NewDesc("rarp_announce_responder_replies_total",
+		replies: prometheus.NewDesc(name("responder_replies_total"),
 			"RARP replies sent (op 4, unicast to the requester), one per answered request.", l, nil),
-		unknown: prometheus.NewDesc("rarp_announce_responder_unknown_requests_total",
+		unknown: prometheus.NewDesc(name("responder_unknown_requests_total"),
 			"RARP requests for a MAC that is not in the table (not answered).", l, nil),
-		malformed: prometheus.NewDesc("rarp_announce_responder_malformed_frames_total",
+		malformed: prometheus.NewDesc(name("responder_malformed_frames_total"),
 			"RARP frames with op 3 that are not valid requests, by reason: short_frame, htype, ptype, hlen, plen, sender_mismatch (Ethernet source differs from the sender hardware address, which rarpd also refuses), bad_source (Ethernet source broadcast, multicast or zero: no reply, which would be flooded), other.",
 			[]string{"interface", "reason"}, nil),
-		offLink: prometheus.NewDesc("rarp_announce_responder_offlink_refusals_total",
+		offLink: prometheus.NewDesc(name("responder_offlink_refusals_total"),
 			"RARP requests not answered because the mapped IPv4 address is not on the interface's subnet (allow with --off-link).", l, nil),
-		notBootable: prometheus.NewDesc("rarp_announce_responder_unbootable_refusals_total",
+		notBootable: prometheus.NewDesc(name("responder_unbootable_refusals_total"),
 			"RARP requests not answered because the boot directory has no file for the mapped address.", l, nil),
-		sendErrors: prometheus.NewDesc("rarp_announce_responder_send_errors_total",
+		sendErrors: prometheus.NewDesc(name("responder_send_errors_total"),
 			"RARP replies that could not be sent (interface down, send buffer full).", l, nil),
-		ringDrops: prometheus.NewDesc("rarp_announce_responder_ring_drops_total",
+		ringDrops: prometheus.NewDesc(name("responder_ring_drops_total"),
 			"RARP requests the kernel dropped because the receive ring was full.", l, nil),
-	}
+	})
 }
+
+// name is a metric's full name under metricset.Namespace.
+func name(n string) string { return prometheus.BuildFQName(metricset.Namespace, "", n) }
 
 // link returns the counters for an interface, creating them once: a
 // responder restarted on the same interface keeps counting on.

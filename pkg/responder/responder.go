@@ -8,8 +8,8 @@
 //	holder := rarptable.NewHolder(nil)
 //	reloader := &rarptable.Reloader{Loader: &rarptable.Loader{Files: files}, Holder: holder, Logger: log}
 //	if err := reloader.Reload(ctx, "start"); err != nil { ... }
-//	m := responder.NewMetrics()
-//	registry.MustRegister(m, rarptable.NewMetrics(holder))
+//	m := responder.NewMetrics(registry)
+//	_ = rarptable.NewMetrics(holder, registry)
 //	r, err := responder.New(responder.Config{Interfaces: []string{"br0"}, Table: holder, Logger: log, Metrics: m})
 //	go reloader.Watch(ctx)
 //	err = r.Run(ctx) // until ctx ends; on SIGHUP: reloader.Reload(ctx, "SIGHUP"); r.RefreshBootDir()

@@ -1,4 +1,4 @@
-package ovs
+package strategy
 
 import (
 	"context"
@@ -13,7 +13,10 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -83,30 +86,14 @@ func (f *fakeInjector) got() []injected {
 	return slices.Clone(f.frames)
 }
 
-func fakeAnnouncer(t *testing.T, vsctl string, inj Injector, tweak func(*Config)) (*Announcer, *Metrics) {
+func fakeAnnouncer(t *testing.T, vsctl string, inj ovs.Injector, tweak func(*ovsConfig)) (*OVSPorts, *ovs.Metrics) {
 	t.Helper()
-	m := NewMetrics(nil)
-	cfg := Config{Lookup: LookupVsctl, Vsctl: vsctl, Injector: inj, Metrics: m, Logger: zaptest.NewLogger(t)}
+	m := ovs.NewMetrics(nil)
+	cfg := ovsConfig{ovs.Config{Lookup: ovs.LookupVsctl, Vsctl: vsctl, Injector: inj}, OVSPortsConfig{Metrics: m, Logger: zaptest.NewLogger(t)}}
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a, m
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return newAnnouncer(t, cfg), m
 }
 
 var mac = rarp.MAC{0x52, 0x54, 0, 0, 0, 1}
@@ -114,11 +101,11 @@ var mac = rarp.MAC{0x52, 0x54, 0, 0, 0, 1}
 // TestAnnounceSupersedesPerPortAndMAC: a new announce for the same port
 // and MAC replaces the old one, including VLANs it no longer asks for.
 func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
-	vs := newFakeVsctl(t, lookupTrunk) // vnet3, ofport 7, trunks 200,300
+	vs := newFakeVsctl(t, ovstest.VsctlTrunk) // vnet3, ofport 7, trunks 200,300
 	inj := &fakeInjector{}
 	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
 	long := announce.Schedule{Rounds: 2, Initial: time.Hour, Max: time.Hour, Bursts: 1}
-	if err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 200}, {ID: 300}}, long, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 200}, {ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := a.Running(); n != 2 {
@@ -128,13 +115,13 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 	if len(got) != 2 || got[0].bridge != "br-int" || got[0].inPort != 7 {
 		t.Fatalf("injected %+v", got)
 	}
-	if err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vnet3", mac, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the VLAN 200 announce to stop", func() bool { return a.Running() == 1 })
+	netnstest.WaitFor(t, "the VLAN 200 announce to stop", func() bool { return a.Running() == 1 })
 	// Another MAC on the same port is independent.
 	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 2}
-	if err := a.Announce(context.Background(), "vnet3", other, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vnet3", other, []rarp.VLAN{{ID: 300}}, long, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := a.Running(); n != 2 {
@@ -146,26 +133,26 @@ func TestAnnounceSupersedesPerPortAndMAC(t *testing.T) {
 	if n := a.CancelMAC(other); n != 1 {
 		t.Fatalf("CancelMAC stopped %d", n)
 	}
-	waitFor(t, "all announces to stop", func() bool { return a.Running() == 0 })
+	netnstest.WaitFor(t, "all announces to stop", func() bool { return a.Running() == 0 })
 }
 
 // TestAnnounceReturnsFirstFrameError: Announce reports the first frame's
 // failure with its reason; the schedule goes on, and each failed frame is
 // counted.
 func TestAnnounceReturnsFirstFrameError(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{fail: func(n int) error {
 		if n == 1 {
-			return ErrTimeout
+			return ovs.ErrTimeout
 		}
 		return nil
 	}}
 	frames := make(chan announce.Sent, 10)
-	a, m := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.OnFrame = func(s announce.Sent) { frames <- s } })
+	a, m := fakeAnnouncer(t, vs.path, inj, func(c *ovsConfig) { c.OnFrame = func(s announce.Sent) { frames <- s } })
 	s := announce.Schedule{Rounds: 2, Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Bursts: 1}
-	err := a.Announce(context.Background(), "vm0", mac, nil, s, time.Now())
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("err %v, want ErrTimeout", err)
+	_, err := a.Announce(context.Background(), "vm0", mac, nil, s, time.Now())
+	if !errors.Is(err, ovs.ErrTimeout) {
+		t.Fatalf("err %v, want ovs.ErrTimeout", err)
 	}
 	<-frames
 	if second := <-frames; second.Err != nil {
@@ -179,11 +166,11 @@ func TestAnnounceReturnsFirstFrameError(t *testing.T) {
 // TestAnnounceWaitsForTheFirstFrame: Announce returns only after the first
 // frame went out, not before.
 func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{}
 	inj.delay.Store(int64(50 * time.Millisecond))
 	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); err != nil {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(inj.got()); n != 1 {
@@ -197,24 +184,24 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 	hold := func() { cancel(); <-release }
 	inj.before.Store(&hold)
 	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 3}
-	if err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); !errors.Is(err, context.Canceled) {
+	if _, err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want the context's error", err)
 	}
 	close(release)
-	waitFor(t, "the frame to go out anyway", func() bool { return len(inj.got()) >= 2 })
+	netnstest.WaitFor(t, "the frame to go out anyway", func() bool { return len(inj.got()) >= 2 })
 }
 
 // TestBridgePacing: the frame limit applies per bridge, across its ports.
 func TestBridgePacing(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{}
-	a, _ := fakeAnnouncer(t, vs.path, inj, func(c *Config) { c.Pacing = announce.Pacing{PerSecond: 50, Burst: 2} })
+	a, _ := fakeAnnouncer(t, vs.path, inj, func(c *ovsConfig) { c.Pacing = announce.Pacing{PerSecond: 50, Burst: 2} })
 	start := time.Now()
 	for i := range 4 {
 		// Different MACs on the same bridge; the fake reports one port,
 		// pacing does not care which.
 		m := rarp.MAC{0x52, 0x54, 0, 0, 1, byte(i)}
-		if err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
+		if _, err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,24 +217,24 @@ func TestBridgePacing(t *testing.T) {
 }
 
 func TestAnnounceRejectsBadInput(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	inj := &fakeInjector{}
 	a, m := fakeAnnouncer(t, vs.path, inj, nil)
-	if err := a.Announce(context.Background(), "vm0", rarp.Broadcast, nil, announce.DefaultSchedule(), time.Now()); err == nil {
+	if _, err := a.Announce(context.Background(), "vm0", rarp.Broadcast, nil, announce.DefaultSchedule(), time.Now()); err == nil {
 		t.Fatal("broadcast MAC accepted")
 	}
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.Schedule{}, time.Now()); err == nil {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.Schedule{}, time.Now()); err == nil {
 		t.Fatal("zero schedule accepted")
 	}
-	if err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrPortNotFound) {
+	if _, err := a.Announce(context.Background(), "", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ovs.ErrPortNotFound) {
 		t.Fatalf("empty port: %v", err)
 	}
 	vs.set(t, "garbage\n")
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ovs.ErrCommand) {
 		t.Fatalf("garbage from ovs-vsctl: %v", err)
 	}
-	vs.set(t, lookupTrunk)
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ErrCommand) {
+	vs.set(t, ovstest.VsctlTrunk)
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, ovs.ErrCommand) {
 		t.Fatalf("ovs-vsctl answering for another port: %v", err)
 	}
 	if n := len(inj.got()); n != 0 {
@@ -257,12 +244,12 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 		t.Fatalf("command failures %v, want 2", n)
 	}
 	a.Close()
-	vs.set(t, lookupAccess)
-	if err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
+	vs.set(t, ovstest.VsctlAccess)
+	if _, err := a.Announce(context.Background(), "vm0", mac, nil, announce.DefaultSchedule(), time.Now()); !errors.Is(err, announce.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
-	for _, c := range []Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
-		if _, err := New(c); err == nil {
+	for _, c := range []ovs.Config{{Injection: "carrier-pigeon"}, {Lookup: "guess"}, {DB: "ssl:10.0.0.1:6640"}} {
+		if _, err := ovs.Open(c); err == nil {
 			t.Fatalf("%+v accepted", c)
 		}
 	}
@@ -271,14 +258,14 @@ func TestAnnounceRejectsBadInput(t *testing.T) {
 // TestFinishedAnnouncesAreForgotten: the per port+MAC bookkeeping does not
 // grow with every VM ever announced.
 func TestFinishedAnnouncesAreForgotten(t *testing.T) {
-	vs := newFakeVsctl(t, lookupAccess)
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
 	a, _ := fakeAnnouncer(t, vs.path, &fakeInjector{}, nil)
 	for i := range 50 {
 		m := rarp.MAC{0x52, 0x54, 0, 0, 2, byte(i)}
-		if err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
+		if _, err := a.Announce(context.Background(), "vm0", m, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the announce to end", func() bool { return a.Running() == 0 })
+		netnstest.WaitFor(t, "the announce to end", func() bool { return a.Running() == 0 })
 	}
 	a.mu.Lock()
 	n := len(a.active)

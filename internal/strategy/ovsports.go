@@ -1,0 +1,233 @@
+package strategy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ovs"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// OVSPortsConfig configures OVSPorts.
+type OVSPortsConfig struct {
+	// Switch looks the ports up and injects the frames (ovs.Open); Close
+	// closes it.
+	Switch *ovs.Switch
+	// Pacing limits frames per OVS bridge (all its ports together), as the
+	// host strategy limits them per Linux bridge; zero: DefaultPacing.
+	Pacing announce.Pacing
+	// Metrics counts failures by reason; AnnounceMetrics counts frames,
+	// lag, supersedes (pass the host announcer's, registered once).
+	Metrics         *ovs.Metrics
+	AnnounceMetrics *announce.Metrics
+	Logger          *zap.Logger
+	// OnFrame, if set, sees every frame (sent or failed); it must not block.
+	OnFrame func(announce.Sent)
+}
+
+// OVSPorts announces VMs' MACs into Open vSwitch as if from their ports:
+// it looks the port up (ovs.Switch), decides its frames' VLANs
+// (ovs.Frames), and runs one announce per VLAN on an announce.Announcer
+// whose OVS ports (announce.OVSPort) the switch injects into. It is the
+// OVSAnnouncer of the ovs strategy, and safe for concurrent use.
+type OVSPorts struct {
+	sw  *ovs.Switch
+	log *zap.Logger
+	m   *ovs.Metrics
+	ann *announce.Announcer
+	on  func(announce.Sent)
+
+	mu     sync.Mutex
+	closed bool
+	active map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
+}
+
+type portMAC struct {
+	port string
+	mac  rarp.MAC
+}
+
+// NewOVSPorts returns the announcer; Close stops it and closes c.Switch.
+func NewOVSPorts(c OVSPortsConfig) *OVSPorts {
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Pacing == (announce.Pacing{}) {
+		c.Pacing = announce.DefaultPacing()
+	}
+	a := &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, on: c.OnFrame, active: map[portMAC][]*announce.Handle{}}
+	a.ann = announce.New(announce.Options{
+		OpenPort: c.Switch.Opener(),
+		// One pacer per segment: every port of a bridge shares it.
+		Pacing:   c.Pacing,
+		Metrics:  c.AnnounceMetrics,
+		Logger:   c.Logger,
+		OnFrame:  a.onFrame,
+		LinkIdle: 10 * time.Second,
+	})
+	return a
+}
+
+// Announce looks port up in OVSDB and starts announcing mac into its
+// bridge as if from the port: one frame per VLAN ovs.Frames decides, on
+// schedule s. It returns once the first frame of each VLAN was injected or
+// failed (the error then is the first failure), with the handles of the
+// announces it started (one per VLAN: wait on their Done for the end of
+// the schedule), and keeps sending the rest of the schedule in the
+// background until it ends, a newer Announce for the same port and MAC
+// supersedes it, Cancel or Close. ctx bounds the lookup and the wait for
+// the first frames, not the schedule. since is when the need arose (the
+// libvirt event), for the lag histogram.
+//
+// Every failure is logged with its reason and counted in Metrics.
+func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) ([]*announce.Handle, error) {
+	if err := mac.ValidateUnicast(); err != nil {
+		return nil, err
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	log := a.log.With(zap.String("port", port), zap.Stringer("mac", mac))
+	p, err := a.sw.Lookup(ctx, port)
+	if err != nil {
+		return nil, a.failed(log, "ovs lookup failed", err)
+	}
+	log = log.With(zap.String("bridge", p.Bridge), zap.Int("ofport", p.OFPort))
+	frames, skipped, err := ovs.Frames(p, vlans)
+	for _, v := range skipped {
+		log.Warn("ovs port does not carry this VLAN; not announcing on it",
+			zap.Uint16("vlan", v.ID), zap.String("vlan_mode", p.Mode()), zap.Any("trunks", p.Trunks))
+	}
+	if err != nil {
+		return nil, a.failed(log, "ovs announce not possible", err)
+	}
+
+	op := announce.OVSPort(port, p.Bridge, p.OFPort)
+	pm := portMAC{port, mac}
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil, announce.ErrClosed
+	}
+	keys := make([]announce.Key, 0, len(frames))
+	for _, v := range frames {
+		keys = append(keys, announce.Key{MAC: mac, Port: op, VLAN: v.ID})
+	}
+	// A newer announce for the same port and MAC supersedes the old: the
+	// inner announcer does that for equal keys; keys the new one no
+	// longer uses (the port's ofport or VLANs changed) are cancelled.
+	for _, old := range a.active[pm] {
+		if !slices.Contains(keys, old.Key()) && !done(old) {
+			a.ann.Cancel(old.Key())
+		}
+	}
+	a.prune()
+	handles := make([]*announce.Handle, 0, len(frames))
+	for _, v := range frames {
+		h, err := a.ann.Announce(announce.Request{MAC: mac, Port: op, VLAN: v, Schedule: s, Since: since, Reason: "ovs"})
+		if err != nil {
+			a.mu.Unlock()
+			return handles, err
+		}
+		handles = append(handles, h)
+	}
+	a.active[pm] = handles
+	a.mu.Unlock()
+	log.Debug("ovs announce started", zap.Int("vlans", len(frames)), zap.Uint16("tag", p.Tag), zap.String("vlan_mode", p.Mode()))
+
+	var first error
+	for _, h := range handles {
+		if err := waitFirst(ctx, h); err != nil && first == nil {
+			first = err
+		}
+	}
+	return handles, first
+}
+
+// waitFirst waits until h's first frame was injected or failed.
+func waitFirst(ctx context.Context, h *announce.Handle) error {
+	select {
+	case <-h.First():
+	case <-ctx.Done():
+		return fmt.Errorf("%s: waiting for the first frame: %w", h.Key(), ctx.Err())
+	}
+	err := h.FirstErr()
+	if errors.Is(err, announce.ErrCancelled) {
+		if h.Superseded() {
+			return nil // a newer announce of the same port and MAC carries on
+		}
+		return fmt.Errorf("%s: announce cancelled before its first frame", h.Key())
+	}
+	return err
+}
+
+func done(h *announce.Handle) bool {
+	select {
+	case <-h.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// prune forgets port+MACs whose announces all ended; the caller holds a.mu.
+func (a *OVSPorts) prune() {
+	for pm, hs := range a.active {
+		if !slices.ContainsFunc(hs, func(h *announce.Handle) bool { return !done(h) }) {
+			delete(a.active, pm)
+		}
+	}
+}
+
+// failed logs and counts an announce that could not start.
+func (a *OVSPorts) failed(log *zap.Logger, msg string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err // the caller gave up (shutting down): not an OVS failure
+	}
+	a.m.Failure(err)
+	log.Warn(msg, zap.String("reason", ovs.Reason(err)), zap.Error(err))
+	return err
+}
+
+// onFrame runs on a link worker after every frame.
+func (a *OVSPorts) onFrame(s announce.Sent) {
+	if s.Err != nil && !errors.Is(s.Err, announce.ErrClosed) {
+		a.m.Failure(s.Err)
+		a.log.Warn("ovs frame not injected", zap.String("port", s.Port.Device), zap.String("link", s.Interface),
+			zap.Stringer("mac", s.MAC), zap.Uint16("vlan", s.VLAN.ID), zap.String("reason", ovs.Reason(s.Err)), zap.Error(s.Err))
+	}
+	if a.on != nil {
+		a.on(s)
+	}
+}
+
+// CancelMAC stops every announce of mac (its domain stopped).
+func (a *OVSPorts) CancelMAC(mac rarp.MAC) int {
+	a.mu.Lock()
+	for pm := range a.active {
+		if pm.mac == mac {
+			delete(a.active, pm)
+		}
+	}
+	a.mu.Unlock()
+	return a.ann.CancelMAC(mac)
+}
+
+// Close stops every announce and closes the switch's connections.
+func (a *OVSPorts) Close() error {
+	a.mu.Lock()
+	already := a.closed
+	a.closed = true
+	a.mu.Unlock()
+	if already {
+		return nil
+	}
+	return errors.Join(a.ann.Close(), a.sw.Close())
+}
