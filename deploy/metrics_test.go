@@ -218,6 +218,7 @@ func reference(fams []family) string {
 // part on, or after the first event; conditionalDoc says so in README.
 var conditional = []string{
 	"rarp_announce_fdb_entries_removed_total", "rarp_announce_fdb_repair_failures_total", "rarp_announce_fdb_repairs_total",
+	"rarp_announce_ovn_readiness_total", "rarp_announce_ovn_readiness_wait_seconds", "rarp_announce_ovn_reinstalls_total",
 	"rarp_announce_ovs_failures_total",
 	"rarp_announce_responder_malformed_frames_total", "rarp_announce_responder_offlink_refusals_total",
 	"rarp_announce_responder_replies_total", "rarp_announce_responder_requests_total",
@@ -227,7 +228,7 @@ var conditional = []string{
 	"rarp_announce_table_load_seconds", "rarp_announce_table_reloads_total",
 }
 
-const conditionalDoc = "`rarp_announce_fdb_*` with `fdb_repair: true`, `rarp_announce_ovs_failures_total` when a NIC kind " +
+const conditionalDoc = "`rarp_announce_fdb_*` with `fdb_repair: true`, `rarp_announce_ovs_failures_total` and `rarp_announce_ovn_*` when a NIC kind " +
 	"uses the `ovs` strategy, `rarp_announce_responder_*` (one series per interface) and `rarp_announce_table_*` with " +
 	"`responder.enabled`"
 

@@ -77,7 +77,8 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
 		zap.Int("nics", len(targets)), zap.Bool("prefetched", prefetched), zap.Duration("plan_lag", time.Since(ev.Received)))
 
-	lnd := Landing{Domain: ev.Domain, Event: ev.Name(), Since: ev.Received, Trigger: l.trigger, Settings: s, Log: log}
+	lnd := Landing{Domain: ev.Domain, Event: ev.Name(), Since: ev.Received, Trigger: l.trigger, Settings: s, Log: log,
+		Running: func(ctx context.Context) (bool, error) { return a.d.Libvirt.DomainRunning(ctx, ev.Domain) }}
 	results := make([]NICResult, len(targets))
 	// Each strategy gets its NICs at once (QEMU announces them all in one
 	// call), and the strategies run side by side.

@@ -38,6 +38,11 @@ type Landing struct {
 	Trigger  announce.Trigger
 	Settings Settings
 	Log      *zap.Logger // names the domain
+	// Running asks libvirt whether the domain still runs here: a
+	// strategy re-announcing later in the landing's watch window (a port
+	// re-plugged, an OVN port re-installed) checks it first, so it never
+	// announces a MAC that is not a running local domain's.
+	Running func(ctx context.Context) (bool, error)
 }
 
 // Causes of a landing's end (context.Cause).

@@ -9,6 +9,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -19,6 +20,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
@@ -124,7 +126,14 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.OVS = oa
 	}
 	if a.OVS != nil {
-		a.strategies[plan.OVS] = strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
+		st := strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
+		if o.OVS == nil {
+			// OVN-managed ports (external_ids:iface-id) are announced once
+			// ovn-controller has installed them here, from the same local
+			// OVSDB; other ports pass at once.
+			st.OVN = &ovs.OVNReadiness{Socket: ovnDB(cfg.OVS.DB, cfg.OVS.RunDir), Metrics: metricset.Register(o.Registerer, ovs.NewOVNMetrics())}
+		}
+		a.strategies[plan.OVS] = st
 	}
 	if o.Monitor != nil {
 		qm := qmp.NewMetrics(o.Registerer)
@@ -164,4 +173,14 @@ func (a *App) Close() {
 		a.closers[i]()
 	}
 	a.closers = nil
+}
+
+// ovnDB is the OVSDB socket the OVN readiness check reads, the one the ovs
+// lookup uses: the configured db, else <rundir>/db.sock, else OVS's
+// default.
+func ovnDB(db, runDir string) string {
+	if db == "" && runDir != "" {
+		return "unix:" + filepath.Join(runDir, "db.sock")
+	}
+	return db
 }

@@ -30,11 +30,26 @@ type OVSAnnouncer interface {
 // Ready is the readiness of a port-backed strategy (agent.Agent.Ready).
 type Ready func(ctx context.Context, t plan.Target, timeout time.Duration) error
 
+// OVNReadiness tells whether OVN has bound an OVS port here and installed
+// its flows (ovs.OVNReadiness, from the local OVSDB's
+// external_ids:ovn-installed).
+type OVNReadiness interface {
+	Wait(ctx context.Context, iface string, timeout time.Duration) (ovs.OVNPort, error)
+	Watch(ctx context.Context, iface string, window time.Duration) <-chan ovs.OVNPort
+}
+
 // OVS is the ovs strategy.
 type OVS struct {
 	Announcer OVSAnnouncer
 	// Ready, if set, waits for the VM's port to exist and be up first.
 	Ready Ready
+	// OVN, if set, also waits for ovn-controller to have installed an
+	// OVN-managed port (external_ids:iface-id) here: with Neutron's
+	// activation-strategy=rarp the destination blocks the port until a
+	// RARP enters from it, and only a RARP sent once the port's flows
+	// are installed meets the activation flow. Ports without an iface-id
+	// are not OVN's and pass at once.
+	OVN OVNReadiness
 }
 
 // Announce implements agent.Strategy.
@@ -61,6 +76,55 @@ func (o OVS) one(ctx context.Context, l agent.Landing, t plan.Target) agent.NICR
 			return r
 		}
 	}
+	var ovnPort ovs.OVNPort
+	if o.OVN != nil {
+		p, err := o.OVN.Wait(ctx, t.Port, s.ReadyTimeout)
+		if err != nil {
+			r := agent.Failed(ctx, t, agent.ResultNotReady, err)
+			if r.Result == agent.ResultNotReady {
+				log.Warn("OVS port not installed by OVN here; not announced", zap.String("logical_port", p.IfaceID), zap.Error(err))
+			}
+			return r
+		}
+		ovnPort = p
+		log = log.With(zap.Bool("ovn_managed", p.Managed()))
+		if p.Managed() {
+			log = log.With(zap.String("logical_port", p.IfaceID))
+		}
+	}
+	r := o.start(ctx, l, t, log)
+	if r.Result == agent.ResultStarted && ovnPort.Managed() && s.WatchWindow > 0 {
+		// ovn-controller re-installs a port when its binding moves or
+		// os-vif re-plugs it: frames sent before went through flows that
+		// are gone, so announce again, as the host strategy does when a
+		// tap is re-plugged.
+		go o.reinstalled(ctx, l, t, log)
+	}
+	return r
+}
+
+// reinstalled announces again each time OVN re-installs the port within
+// the landing's watch window, if the domain still runs here.
+func (o OVS) reinstalled(ctx context.Context, l agent.Landing, t plan.Target, log *zap.Logger) {
+	for range o.OVN.Watch(ctx, t.Port, l.Settings.WatchWindow) {
+		if l.Running != nil {
+			if running, err := l.Running(ctx); err != nil || !running {
+				log.Info("OVN re-installed the port but the domain no longer runs here; not re-announced", zap.Error(err))
+				return
+			}
+		}
+		if _, err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, l.Settings.Schedule, time.Now()); err != nil {
+			log.Warn("OVN re-installed the port; announcing again failed", zap.Error(err))
+			continue
+		}
+		log.Info("OVN re-installed the port: announced again")
+	}
+}
+
+// start injects the announce, retrying while the port is parked on VLAN
+// 4095.
+func (o OVS) start(ctx context.Context, l agent.Landing, t plan.Target, log *zap.Logger) agent.NICResult {
+	s := l.Settings
 	// Neutron's OVS agent parks a new port on VLAN 4095 until it wires
 	// it: that is exactly the window in which QEMU's own RARPs are lost
 	// (Nova bug 1815989). Keep trying until the port is wired.
@@ -81,6 +145,7 @@ func (o OVS) one(ctx context.Context, l agent.Landing, t plan.Target) agent.NICR
 		}
 		switch {
 		case err == nil:
+			log.Info("OVS announce started", zap.Duration("lag", time.Since(l.Since)))
 			return agent.NICResult{Target: t, Result: agent.ResultStarted, Handles: hs}
 		case !errors.Is(err, ovs.ErrPortNotWired):
 			log.Error("OVS announce failed", zap.Error(err))

@@ -37,8 +37,9 @@
 //     another (TestAnnounceObeysOpenFlowRules); a flow matching
 //     in_port=<vm>,rarp counts each announce (TestAnnounceEntersFromTheVMPort).
 //     This is also what OVN's activation-strategy=rarp flows match (a RARP
-//     entering from the VM's port); OVN itself is not installed here, so
-//     that case is untested.
+//     entering from the VM's port): proven with real ovn-controller and real
+//     migrations in test/lab's TestLabEndToEndOVN (the port is activated
+//     within a few ms of RESUMED); ovn.go tells when OVN installed a port.
 //   - With the bridge's NORMAL flow, OVS treats it as VLAN traffic of the
 //     port: on an access port with tag 100 it leaves the trunk uplink as a
 //     64-byte frame tagged 100, the upstream switch moves the MAC to the
