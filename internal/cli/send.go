@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/app"
-	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/caps"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )

@@ -45,7 +45,9 @@ type stubOVN struct {
 	reinstal int // re-installs Watch reports
 }
 
-func (s stubOVN) Wait(context.Context, string, time.Duration) (ovs.OVNPort, error) { return s.port, s.err }
+func (s stubOVN) Wait(context.Context, string, time.Duration) (ovs.OVNPort, error) {
+	return s.port, s.err
+}
 func (s stubOVN) Watch(ctx context.Context, _ string, _ time.Duration) <-chan ovs.OVNPort {
 	ch := make(chan ovs.OVNPort)
 	go func() {

@@ -21,7 +21,7 @@ func TestLedger(t *testing.T) {
 		{a, 0, 1, false},
 		{a, 20 * time.Second, 2, true}, // limit 2: the second landing within 60 s warns
 		{b, 30 * time.Second, 1, false},
-		{a, 70 * time.Second, 2, true},  // the first (0 s) left the window; 20 s and 70 s remain
+		{a, 70 * time.Second, 2, true},   // the first (0 s) left the window; 20 s and 70 s remain
 		{a, 200 * time.Second, 1, false}, // all older than 60 s
 		{b, 95 * time.Second, 1, false},  // out of order is fine: 30 s is older than 60 s before 95 s
 	}
