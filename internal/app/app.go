@@ -60,6 +60,7 @@ type App struct {
 	FDB       agent.FDB // nil: fdb_repair off or not permitted
 	OVS       strategy.OVSAnnouncer
 	Metrics   *agent.Metrics
+	IP        *agent.IPFollower // nil: ip_announce off
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
@@ -81,8 +82,14 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	anm, agm := announce.NewMetrics(o.Registerer), agent.NewMetrics(o.Registerer)
 	pwm := metricset.Register(o.Registerer, portwatch.NewMetrics())
 	a.Metrics = agm
+	if a.IP, err = ipFollower(cfg, &o, log); err != nil {
+		return nil, err
+	}
 
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
+	if a.IP != nil {
+		a.IP.SetSender(announce.KindHost, a.Announcer.Announce)
+	}
 	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
 
 	a.Ports, err = portwatch.New(ctx, portwatch.Options{Namespace: o.Netns, Logger: log.Named("portwatch"), Metrics: pwm})
@@ -123,6 +130,11 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.closers = append(a.closers, func() { _ = oa.Close() })
 		a.OVS = oa
 	}
+	if fa, ok := a.OVS.(interface {
+		AnnounceFrame(announce.Request) (*announce.Handle, error)
+	}); ok && a.IP != nil {
+		a.IP.SetSender(announce.KindOVS, fa.AnnounceFrame)
+	}
 	if a.OVS != nil {
 		a.strategies[plan.OVS] = strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
 	}
@@ -154,7 +166,7 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
-		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics,
+		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP,
 	}
 }
 

@@ -1,0 +1,45 @@
+package app
+
+import (
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+)
+
+// ipFollower builds the ip_announce section's follower, or nil when it is
+// off. Its Observe joins o.OnFrame, so every announcer built after it
+// reports its first RARPs to it.
+func ipFollower(cfg *config.Config, o *Options, log *zap.Logger) (*agent.IPFollower, error) {
+	c := cfg.IPAnnounce
+	if !c.Enabled {
+		return nil, nil
+	}
+	r := &ipsource.Resolver{Nova: c.Sources.Nova, Carried: c.Sources.Carried, Claims: ipsource.NewClaims(c.MaxPerNIC)}
+	if c.Sources.Static && c.StaticMap != "" {
+		st, err := ipsource.LoadStatic(c.StaticMap)
+		if err != nil {
+			return nil, fmt.Errorf("ip_announce.static_map: %w", err)
+		}
+		r.Static = st
+	}
+	capper, err := ipannounce.NewUplinkCap(c.FramesPerSecondPerUplink)
+	if err != nil {
+		return nil, fmt.Errorf("ip_announce.frames_per_second_per_uplink: %w", err)
+	}
+	f := agent.NewIPFollower(agent.IPOptions{
+		Resolver: r, Gateways: c.GatewayAddrs(), GARPReply: c.GARPReply, Schedule: c.Schedule(), Cap: capper,
+		Metrics: agent.NewIPMetrics(o.Registerer), Logger: log.Named("ip"),
+	})
+	if prev := o.OnFrame; prev != nil {
+		o.OnFrame = func(s announce.Sent) { prev(s); f.Observe(s) }
+	} else {
+		o.OnFrame = f.Observe
+	}
+	return f, nil
+}
