@@ -232,8 +232,17 @@ func (f *IPFollower) run(ctx context.Context, r *ipRun, k runKey, s announce.Sen
 		f.mu.Unlock()
 	}()
 	sent := 0
+	// Each repeat waits a full interval after its previous frame actually
+	// went out (not after its planned slot), so a delayed frame never
+	// brings the next one within the receivers' locktime.
+	last := map[announce.FrameKind]time.Time{}
 	for _, sl := range slots {
-		if d := time.Until(sl.At); d > 0 {
+		kind := frameKind(sl.Frame)
+		at := sl.At
+		if l, ok := last[kind]; ok && at.Before(l.Add(f.o.Schedule.Interval)) {
+			at = l.Add(f.o.Schedule.Interval)
+		}
+		if d := time.Until(at); d > 0 {
 			t := time.NewTimer(d)
 			select {
 			case <-ctx.Done():
@@ -252,7 +261,7 @@ func (f *IPFollower) run(ctx context.Context, r *ipRun, k runKey, s announce.Sen
 		}
 		h, err := send(announce.Request{
 			MAC: s.MAC, Port: s.Port, VLAN: s.VLAN, Schedule: announce.Schedule{Rounds: 1, Bursts: 1},
-			Reason: ReasonIP, Kind: frameKind(sl.Frame), Frame: b,
+			Reason: ReasonIP, Kind: kind, Frame: b,
 		})
 		if err != nil {
 			log.Warn("IP frame refused", zap.Stringer("kind", sl.Frame.Kind), zap.Error(err))
@@ -273,6 +282,7 @@ func (f *IPFollower) run(ctx context.Context, r *ipRun, k runKey, s announce.Sen
 			f.o.Metrics.frame(sl.Frame.Kind, "failed")
 			continue
 		}
+		last[kind] = time.Now()
 		f.o.Metrics.frame(sl.Frame.Kind, "sent")
 		sent++
 	}
