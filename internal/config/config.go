@@ -236,6 +236,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	if len(c.Responder.Interfaces) == 0 {
 		c.Responder.Interfaces = nil
 	}
+	if len(c.IPAnnounce.Gateways) == 0 {
+		c.IPAnnounce.Gateways = nil
+	}
 	// Semantic checks on what decoded; a key that already failed to
 	// decode kept its default, so a second message about it would mislead.
 	failed := map[string]bool{}

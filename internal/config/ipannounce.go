@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -74,7 +73,7 @@ func (c IPAnnounce) validate(bad func(key, format string, args ...any)) {
 			err = ipannounce.ValidateIP(a)
 		}
 		if err != nil {
-			bad(fmt.Sprintf("ip_announce.gateways[%d]", i), "%q is not a unicast IPv4 or IPv6 address", g)
+			bad("ip_announce.gateways", "entry %d: %q is not a unicast IPv4 or IPv6 address", i+1, g)
 		}
 	}
 	if c.Count < 1 || c.Count > 20 {

@@ -310,7 +310,9 @@ func (a *Announcer) CancelMAC(mac rarp.MAC) int {
 
 // AnnounceFrame starts r (an OVS port's request, such as an IP-layer
 // frame after the RARPs) on the announcer the RARPs use.
-func (a *Announcer) AnnounceFrame(r announce.Request) (*announce.Handle, error) { return a.ann.Announce(r) }
+func (a *Announcer) AnnounceFrame(r announce.Request) (*announce.Handle, error) {
+	return a.ann.Announce(r)
+}
 
 // Running is how many announces (port, MAC, VLAN) are in progress.
 func (a *Announcer) Running() int { return a.ann.Running() }
