@@ -36,7 +36,26 @@ type IPOptions struct {
 	Cap     *ipannounce.UplinkCap
 	Metrics *IPMetrics
 	Logger  *zap.Logger
+	// Guest, if set, asks QEMU (QMP announce-self restricted to the
+	// NIC's alias) once per landing, at the NIC's first RARP: a virtio
+	// guest then sends its own GARPs and NAs, covering addresses and
+	// VLANs inside the guest no source knows. The host-side frames
+	// cover the rest (emulated NICs, guests without GUEST_ANNOUNCE).
+	Guest GuestAnnouncer
 }
+
+// GuestAnnouncer is QMP announce-self through libvirt (qmp.Announcer).
+type GuestAnnouncer interface {
+	AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error
+}
+
+// guestSchedule is one announce-self round: QEMU raises the guest's
+// announce interrupt once (and sends one RARP itself).
+var guestSchedule = announce.Schedule{Rounds: 1, Bursts: 1, Initial: 50 * time.Millisecond, Step: 100 * time.Millisecond, Max: 550 * time.Millisecond}
+
+// guestTimeout bounds one announce-self call: libvirt holds monitor
+// commands while a migration job still runs.
+const guestTimeout = 10 * time.Second
 
 // Sender starts one announce on the announcer that owns a kind of port.
 type Sender func(announce.Request) (*announce.Handle, error)
@@ -62,8 +81,9 @@ type IPFollower struct {
 }
 
 type ipNIC struct {
-	domain, name string
-	addrs        []ipsource.Candidate
+	domain, name, alias string
+	addrs               []ipsource.Candidate
+	guest               *sync.Once // asks QEMU once per landing
 }
 
 // ipRun is one port's IP frames in progress; compared by pointer.
@@ -129,10 +149,10 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 			valid = append(valid, c)
 		}
 		f.mu.Lock()
-		if len(valid) == 0 {
+		if len(valid) == 0 && f.o.Guest == nil {
 			delete(f.nics, t.NIC.MAC)
 		} else {
-			f.nics[t.NIC.MAC] = ipNIC{domain: dom.UUID, name: dom.Name, addrs: valid}
+			f.nics[t.NIC.MAC] = ipNIC{domain: dom.UUID, name: dom.Name, alias: t.NIC.Alias, addrs: valid, guest: &sync.Once{}}
 		}
 		f.mu.Unlock()
 		if len(valid) > 0 {
@@ -180,7 +200,13 @@ func (f *IPFollower) Observe(s announce.Sent) {
 	n, ok := f.nics[s.MAC]
 	send := f.senders[s.Port.Kind]
 	f.mu.Unlock()
-	if !ok || send == nil {
+	if !ok {
+		return
+	}
+	if f.o.Guest != nil && n.alias != "" {
+		n.guest.Do(func() { go f.askGuest(s.MAC, n) })
+	}
+	if send == nil || len(n.addrs) == 0 {
 		return
 	}
 	ips := make([]netip.Addr, len(n.addrs))
@@ -212,6 +238,36 @@ func (f *IPFollower) Observe(s announce.Sent) {
 	f.mu.Unlock()
 	log := f.log.With(zap.String("domain", n.name), zap.Stringer("mac", s.MAC), zap.Stringer("port", portName(s.Port)), zap.Uint16("vlan", s.VLAN.ID))
 	go f.run(ctx, r, k, s, slots, send, log)
+}
+
+// askGuest runs announce-self for one NIC, cancelled if the domain leaves.
+func (f *IPFollower) askGuest(mac rarp.MAC, n ipNIC) {
+	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
+	defer cancel()
+	k := runKey{mac: mac, port: announce.Port{Device: "qmp"}}
+	r := &ipRun{cancel: cancel}
+	f.mu.Lock()
+	if cur, ok := f.nics[mac]; !ok || cur.guest != n.guest {
+		f.mu.Unlock()
+		return
+	}
+	f.runs[k] = r
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		if f.runs[k] == r {
+			delete(f.runs, k)
+		}
+		f.mu.Unlock()
+	}()
+	log := f.log.With(zap.String("domain", n.name), zap.Stringer("mac", mac), zap.String("alias", n.alias))
+	if err := f.o.Guest.AnnounceSelf(ctx, n.domain, []string{n.alias}, guestSchedule); err != nil {
+		f.o.Metrics.guest("failed")
+		log.Warn("guest announce (QMP announce-self) failed; the host-side frames still go out", zap.Error(err))
+		return
+	}
+	f.o.Metrics.guest("ok")
+	log.Info("guest asked to announce its addresses (QMP announce-self)")
 }
 
 type portName announce.Port

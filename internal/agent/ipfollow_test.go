@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"testing"
@@ -121,5 +122,42 @@ func TestIPFollowerTriggers(t *testing.T) {
 	// After the release the address is free for the other NIC.
 	if h, ok := f.o.Resolver.Claims.Holder(netip.MustParseAddr("192.0.2.10")); ok {
 		t.Fatalf("192.0.2.10 still held by %v after the release", h)
+	}
+}
+
+type guestCalls struct {
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (g *guestCalls) AnnounceSelf(_ context.Context, uuid string, aliases []string, s announce.Schedule) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls = append(g.calls, append([]string{uuid}, aliases...))
+	return s.Validate()
+}
+
+// TestIPFollowerAsksGuestOnce: with guest announce on, a landed NIC's first
+// RARP asks QEMU once for that NIC's alias, however many ports and VLANs
+// its RARPs take; a NIC without addresses is asked too (the guest knows
+// its own), a MAC that did not land is not.
+func TestIPFollowerAsksGuestOnce(t *testing.T) {
+	g := &guestCalls{}
+	f := NewIPFollower(IPOptions{Schedule: ipannounce.DefaultSchedule, Guest: g, Metrics: NewIPMetrics(nil)})
+	mac := rarp.MAC{2, 0, 0, 0, 0, 1}
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, []plan.Target{{NIC: domxml.Interface{MAC: mac, Alias: "net3"}, Strategy: plan.Host}}, zap.NewNop())
+	first := announce.Slot{Burst: 1, Round: 1}
+	f.Observe(announce.Sent{MAC: mac, Port: announce.HostPort("up1"), Slot: first})
+	f.Observe(announce.Sent{MAC: mac, Port: announce.HostPort("up2"), VLAN: rarp.VLAN{ID: 7}, Slot: first})
+	f.Observe(announce.Sent{MAC: rarp.MAC{2, 0, 0, 0, 0, 9}, Port: announce.HostPort("up1"), Slot: first})
+	deadline := time.Now().Add(2 * time.Second)
+	for testutil.ToFloat64(f.o.Metrics.guests.WithLabelValues("ok")) < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.calls) != 1 || len(g.calls[0]) != 2 || g.calls[0][0] != "u1" || g.calls[0][1] != "net3" {
+		t.Fatalf("announce-self calls %v, want one for u1 net3", g.calls)
 	}
 }

@@ -14,6 +14,7 @@ type IPMetrics struct {
 	addresses *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
 	frames    *prometheus.CounterVec
+	guests    *prometheus.CounterVec
 	metricset.Set
 }
 
@@ -30,6 +31,7 @@ func NewIPMetrics(reg prometheus.Registerer) *IPMetrics {
 	m := &IPMetrics{
 		addresses: metricset.CounterVec("ip_addresses_total", "IP addresses of landed NICs that will follow their MAC, by source (nova, static, learned, carried).", "source"),
 		skipped:   metricset.CounterVec("ip_addresses_skipped_total", "IP addresses of landed NICs not announced, by reason (claimed_by_other_nic, per_nic_limit, invalid; source_error counts NICs with an unusable source entry).", "reason"),
+		guests:    metricset.CounterVec("ip_guest_announces_total", "QMP announce-self calls asking a landed virtio guest to announce its own addresses (ip_announce.guest_announce), by result (ok, failed).", "result"),
 		frames:    metricset.CounterVec("ip_frames_total", "IP-layer frames after the RARPs, by kind (garp_request, garp_reply, gateway_arp, unsolicited_na, gateway_ns) and result (sent, failed).", "kind", "result"),
 	}
 	for _, s := range ipSources {
@@ -43,7 +45,10 @@ func NewIPMetrics(reg prometheus.Registerer) *IPMetrics {
 			m.frames.WithLabelValues(k.String(), r)
 		}
 	}
-	m.Set = metricset.Set{m.addresses, m.skipped, m.frames}
+	for _, r := range []string{"ok", "failed"} {
+		m.guests.WithLabelValues(r)
+	}
+	m.Set = metricset.Set{m.addresses, m.skipped, m.frames, m.guests}
 	return metricset.Register(reg, m)
 }
 
@@ -62,5 +67,11 @@ func (m *IPMetrics) skip(reason string) {
 func (m *IPMetrics) frame(k ipannounce.Kind, result string) {
 	if m != nil {
 		m.frames.WithLabelValues(k.String(), result).Inc()
+	}
+}
+
+func (m *IPMetrics) guest(result string) {
+	if m != nil {
+		m.guests.WithLabelValues(result).Inc()
 	}
 }

@@ -82,7 +82,11 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	anm, agm := announce.NewMetrics(o.Registerer), agent.NewMetrics(o.Registerer)
 	pwm := metricset.Register(o.Registerer, portwatch.NewMetrics())
 	a.Metrics = agm
-	if a.IP, err = ipFollower(cfg, &o, log); err != nil {
+	var qm *qmp.Metrics
+	if o.Monitor != nil {
+		qm = qmp.NewMetrics(o.Registerer)
+	}
+	if a.IP, err = ipFollower(cfg, &o, qm, log); err != nil {
 		return nil, err
 	}
 
@@ -139,7 +143,6 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.strategies[plan.OVS] = strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
 	}
 	if o.Monitor != nil {
-		qm := qmp.NewMetrics(o.Registerer)
 		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}}
 	}
 	return a, nil

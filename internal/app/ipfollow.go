@@ -10,12 +10,13 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
 	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
 )
 
 // ipFollower builds the ip_announce section's follower, or nil when it is
 // off. Its Observe joins o.OnFrame, so every announcer built after it
 // reports its first RARPs to it.
-func ipFollower(cfg *config.Config, o *Options, log *zap.Logger) (*agent.IPFollower, error) {
+func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger) (*agent.IPFollower, error) {
 	c := cfg.IPAnnounce
 	if !c.Enabled {
 		return nil, nil
@@ -32,10 +33,18 @@ func ipFollower(cfg *config.Config, o *Options, log *zap.Logger) (*agent.IPFollo
 	if err != nil {
 		return nil, fmt.Errorf("ip_announce.frames_per_second_per_uplink: %w", err)
 	}
-	f := agent.NewIPFollower(agent.IPOptions{
+	io := agent.IPOptions{
 		Resolver: r, Gateways: c.GatewayAddrs(), GARPReply: c.GARPReply, Schedule: c.Schedule(), Cap: capper,
 		Metrics: agent.NewIPMetrics(o.Registerer), Logger: log.Named("ip"),
-	})
+	}
+	if c.GuestAnnounce {
+		if o.Monitor == nil {
+			log.Warn("ip_announce.guest_announce is on but this command has no QMP connection: the guests are not asked")
+		} else {
+			io.Guest = &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}
+		}
+	}
+	f := agent.NewIPFollower(io)
 	if prev := o.OnFrame; prev != nil {
 		o.OnFrame = func(s announce.Sent) { prev(s); f.Observe(s) }
 	} else {

@@ -21,7 +21,11 @@ type IPAnnounce struct {
 	Count     int      `yaml:"count"`
 	Interval  Duration `yaml:"interval"`
 	GARPReply bool     `yaml:"garp_reply"`
-	MaxPerNIC int      `yaml:"max_ips_per_nic"`
+	// GuestAnnounce asks QEMU (QMP announce-self for the NIC's alias) at
+	// the NIC's first RARP, so a virtio guest sends its own GARPs/NAs.
+	// Needs the read-write libvirt socket.
+	GuestAnnounce bool `yaml:"guest_announce"`
+	MaxPerNIC     int  `yaml:"max_ips_per_nic"`
 	// FramesPerSecondPerUplink caps the IP-layer frames on one segment
 	// (switches police ARP/ND in their control plane).
 	FramesPerSecondPerUplink float64 `yaml:"frames_per_second_per_uplink"`
