@@ -16,8 +16,8 @@
 #   - unsolicited NAs for fd66::10 (O=1, S=0, to ff02::1, hop limit 255, target link-layer
 #     option = the VM's MAC, good checksum), 2 of them >= 1.1 s apart
 #   - the directed ARP request to 10.66.0.1 and NS to fd66::1; nothing for the floating IP
-# and the router must have a REACHABLE/STALE/DELAY entry for 10.66.0.10 (and fd66::10) within
-# 1 s of the destination's Resumed event.
+# and the router must have a REACHABLE/STALE/DELAY entry for 10.66.0.10 and for fd66::10 within
+# 1 s of the destination's Resumed event (none before).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
@@ -68,13 +68,13 @@ rneigh() { ip netns exec "$RTR" ip neigh show "$1" dev r0 | awk '{print $NF; exi
 ip_migrate() { # dir
     local d=${1#*2} label="ip, pre-copy ${1/2/->}" cap poll cpid ppid lines
     ip netns exec "$RTR" ip neigh flush dev r0
-    check "$label: router has no entry for $LAB_VM_IP before" "" "$(rneigh "$LAB_VM_IP")"
+    check "$label: router has no entry for $LAB_VM_IP / fd66::10 before" "/" "$(rneigh "$LAB_VM_IP")/$(rneigh fd66::10)"
     cap=$LAB_STATE/ip-$1-$(date +%H%M%S).pcap poll=$LAB_STATE/ip-$1-neigh.txt
     ip netns exec "${LAB_NETNS[sw]}" tcpdump -i "sw$d" -Q in -U -nn -w "$cap" "ether src $LAB_MAC" 2>"$cap.err" &
     cpid=$!
     for _ in $(seq 1 50); do grep -q '^listening' "$cap.err" && break; sleep 0.1; done
     # the router's neighbour state every 20 ms, stamped
-    ( while :; do echo "$(date +%s.%N) $(rneigh "$LAB_VM_IP")"; sleep 0.02; done ) >"$poll" &
+    ( while :; do echo "$(date +%s.%N) $(rneigh "$LAB_VM_IP") v6:$(rneigh fd66::10)"; sleep 0.02; done ) >"$poll" &
     ppid=$!
     migrate "$1" precopy
     sleep 1.5   # the second round of IP frames is due 1.1 s after the first
@@ -112,14 +112,20 @@ ip_migrate() { # dir
         if (G[1] < r || N[1] < r) { print "before the RARP"; exit }
         if (G[2] - G[1] < 1.1 || N[2] - N[1] < 1.1) { printf "%.3f/%.3f s apart\n", G[2]-G[1], N[2]-N[1]; exit }
         print "ok" }')"
-    local first
+    local first first6
     first=$(awk '$2 == "REACHABLE" || $2 == "STALE" || $2 == "DELAY" {print $1; exit}' "$poll")
     check "$label: router learned $LAB_VM_IP within 1 s of Resumed" ok "$(awk -v a="$resumed_ts" -v b="$first" 'BEGIN {
         if (b == "" || a == "") { print "never"; exit }
         if (b - a > 1.0) { printf "%.0f ms\n", (b-a)*1000; exit }
         print "ok" }')"
     echo "     (router entry $(awk -v a="$resumed_ts" -v b="$first" 'BEGIN{printf "%.0f ms", (b-a)*1000}') after the Resumed event, first RARP $(latency) after it)"
-    check "$label: router has an IPv6 entry for fd66::10" yes "$(case $(rneigh fd66::10) in REACHABLE|STALE|DELAY|PROBE) echo yes ;; *) echo no ;; esac)"
+    # the guest (iPXE) has no IPv6 address: the router's entry later fails its NUD probes, so
+    # what counts is that the NS created it, seen by the poller during the migration
+    first6=$(awk '$3 ~ /^v6:(REACHABLE|STALE|DELAY)$/ {print $1; exit}' "$poll")
+    check "$label: router learned fd66::10 within 1 s of Resumed" ok "$(awk -v a="$resumed_ts" -v b="$first6" 'BEGIN {
+        if (b == "" || a == "") { print "never"; exit }
+        if (b - a > 1.0) { printf "%.0f ms\n", (b-a)*1000; exit }
+        print "ok" }')"
 }
 
 ip_migrate a2b
