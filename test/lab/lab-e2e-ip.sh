@@ -74,7 +74,7 @@ ip_migrate() { # dir
     cpid=$!
     for _ in $(seq 1 50); do grep -q '^listening' "$cap.err" && break; sleep 0.1; done
     # the router's neighbour state every 20 ms, stamped
-    ( while :; do echo "$(date +%s.%N) $(rneigh "$LAB_VM_IP") v6:$(rneigh fd66::10)"; sleep 0.02; done ) >"$poll" &
+    ( while :; do echo "$(date +%s.%N) v4:$(rneigh "$LAB_VM_IP") v6:$(rneigh fd66::10)"; sleep 0.02; done ) >"$poll" &
     ppid=$!
     migrate "$1" precopy
     sleep 1.5   # the second round of IP frames is due 1.1 s after the first
@@ -113,7 +113,7 @@ ip_migrate() { # dir
         if (G[2] - G[1] < 1.1 || N[2] - N[1] < 1.1) { printf "%.3f/%.3f s apart\n", G[2]-G[1], N[2]-N[1]; exit }
         print "ok" }')"
     local first first6
-    first=$(awk '$2 == "REACHABLE" || $2 == "STALE" || $2 == "DELAY" {print $1; exit}' "$poll")
+    first=$(awk '$2 ~ /^v4:(REACHABLE|STALE|DELAY)$/ {print $1; exit}' "$poll")
     check "$label: router learned $LAB_VM_IP within 1 s of Resumed" ok "$(awk -v a="$resumed_ts" -v b="$first" 'BEGIN {
         if (b == "" || a == "") { print "never"; exit }
         if (b - a > 1.0) { printf "%.0f ms\n", (b-a)*1000; exit }
