@@ -2,6 +2,9 @@ package agent_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,5 +189,60 @@ func TestIPFollowsRARP(t *testing.T) {
 	e := h.waitLogged(t, "IP not announced", d2.name, time.Second)
 	if e.ContextMap()["holder_domain"] != d.uuid {
 		t.Errorf("refusal names holder %v, want %s", e.ContextMap()["holder_domain"], d.uuid)
+	}
+}
+
+// TestIPFollowsOnMacvtap: a direct (macvtap) NIC's IP frames leave where
+// its RARPs do, through the macvtap and its lower device; the addresses
+// come from the static map file and are announced with the VLAN-less
+// path the RARPs took. The switch port of the lower device sees a GARP
+// request (and, with garp_reply on, a GARP reply with tha = sha) after the
+// first RARP.
+func TestIPFollowsOnMacvtap(t *testing.T) {
+	netnstest.Require(t, "tcpdump", "tshark")
+	mac := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x00, 0x07}
+	static := filepath.Join(t.TempDir(), "static")
+	if err := os.WriteFile(static, []byte("# the operator's map\n"+mac.String()+" 192.0.2.77\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.IPAnnounce.Enabled = true
+		c.IPAnnounce.Sources.Nova = false
+		c.IPAnnounce.StaticMap = static
+		c.IPAnnounce.GARPReply = true
+		c.IPAnnounce.Count = 1
+	}})
+	h.macvtap(t)
+	d := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='direct'>
+      <mac address='%s'/>
+      <source dev='%s' mode='bridge'/>
+      <target dev='%s'/>
+      <alias name='net0'/>
+    </interface>
+`, mac, lowerDev, macvtapDev))
+	capt := netnstest.StartCapture(t, h.rig.Switch, switchToMV, "ether src "+mac.String())
+	h.land(t, d)
+	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_reply", "result=sent")
+	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_request", "result=sent")
+	lines := netnstest.Tshark(t, capt.Stop(), "eth.type", "arp.opcode", "arp.src.proto_ipv4", "arp.dst.proto_ipv4", "arp.src.hw_mac", "arp.dst.hw_mac")
+	var seq []string
+	for _, l := range lines {
+		f := strings.Split(l, "|")
+		switch {
+		case f[0] == "0x8035":
+			seq = append(seq, "rarp")
+		case f[0] == "0x0806" && f[2] == "192.0.2.77" && f[3] == "192.0.2.77" && f[1] == "1" && f[5] == "00:00:00:00:00:00":
+			seq = append(seq, "garp_request")
+		case f[0] == "0x0806" && f[2] == "192.0.2.77" && f[3] == "192.0.2.77" && f[1] == "2" && f[5] == mac.String():
+			seq = append(seq, "garp_reply")
+		default:
+			seq = append(seq, "other:"+l)
+		}
+	}
+	if len(seq) < 3 || seq[0] != "rarp" || !slices.Contains(seq, "garp_request") || !slices.Contains(seq, "garp_reply") {
+		t.Fatalf("frames from the macvtap's lower device: %v, want the RARP first, then a GARP request and reply", seq)
+	}
+	if n := h.metric(t, "rarp_announce_ip_addresses_total", "source=static"); n != 1 {
+		t.Errorf("ip_addresses_total{source=static} = %v, want 1", n)
 	}
 }
