@@ -12,13 +12,24 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-// novaDomain is a domain whose one bridge NIC (tap) is Nova's port portID,
-// with Nova's metadata listing ips as the port's fixed IPs (and a floating
-// IP that must never be announced).
-func (h *host) novaDomain(t testing.TB, tap, portID string, mac rarp.MAC, ips ...string) domain {
+// bridgeNIC is a Linux bridge NIC on br0 whose tap Nova named.
+func bridgeNIC(mac rarp.MAC, tap string) string {
+	return fmt.Sprintf("<interface type='bridge'><mac address='%s'/><source bridge='br0'/><target dev='%s'/><alias name='net0'/></interface>", mac, tap)
+}
+
+// ovsNIC is an Open vSwitch NIC on br-int whose interfaceid is Nova's port.
+func ovsNIC(mac rarp.MAC, tap, portID string) string {
+	return fmt.Sprintf("<interface type='bridge'><mac address='%s'/><source bridge='br-int'/><virtualport type='openvswitch'><parameters interfaceid='%s'/></virtualport><target dev='%s'/><alias name='net0'/></interface>", mac, portID, tap)
+}
+
+// novaDomain is a domain whose one NIC (nic) is Nova's port portID, with
+// Nova's metadata listing ips as the port's fixed IPs (and a floating IP
+// that must never be announced).
+func (h *host) novaDomain(t testing.TB, nic, portID string, mac rarp.MAC, ips ...string) domain {
 	t.Helper()
 	domainSeq++
 	d := domain{name: fmt.Sprintf("vm%d", domainSeq), uuid: fmt.Sprintf("6167656e-7400-4000-8000-%012x", domainSeq), macs: []rarp.MAC{mac}}
@@ -43,10 +54,10 @@ func (h *host) novaDomain(t testing.TB, tap, portID string, mac rarp.MAC, ips ..
     </nova:instance>
   </metadata>
   <devices>
-    <interface type='bridge'><mac address='%s'/><source bridge='br0'/><target dev='%s'/><alias name='net0'/></interface>
+    %s
   </devices>
 </domain>
-`, d.name, d.uuid, portID, ipx.String(), mac, tap)
+`, d.name, d.uuid, portID, ipx.String(), nic)
 	h.addDomain(t, d, stateOff, 0, xml)
 	return d
 }
@@ -95,7 +106,7 @@ func TestIPFollowsRARP(t *testing.T) {
 	const tap = "tapa1b2c3d4-e5"
 	h.tap(t, tap, wired)
 	mac := rarp.MAC{0xfa, 0x16, 0x3e, 0x66, 0x00, 0x10}
-	d := h.novaDomain(t, tap, "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", mac, "10.66.0.10", "fd66::10")
+	d := h.novaDomain(t, bridgeNIC(mac, tap), "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", mac, "10.66.0.10", "fd66::10")
 	if s := neigh(t, rtr, "10.66.0.10"); s != "" {
 		t.Fatalf("router knows the VM before the landing: %s", s)
 	}
@@ -176,7 +187,7 @@ func TestIPFollowsRARP(t *testing.T) {
 	const tap2 = "tapb1b2c3d4-e5"
 	h.tap(t, tap2, wired)
 	mac2 := rarp.MAC{0xfa, 0x16, 0x3e, 0x66, 0x00, 0x20}
-	d2 := h.novaDomain(t, tap2, "b1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", mac2, "10.66.0.10")
+	d2 := h.novaDomain(t, bridgeNIC(mac2, tap2), "b1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", mac2, "10.66.0.10")
 	h.land(t, d2)
 	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_addresses_skipped_total", "reason=claimed_by_other_nic")
 	h.frames.wait(t, mac2, framesPerBurst, 5*time.Second) // its RARPs still go out
@@ -244,5 +255,61 @@ func TestIPFollowsOnMacvtap(t *testing.T) {
 	}
 	if n := h.metric(t, "rarp_announce_ip_addresses_total", "source=static"); n != 1 {
 		t.Errorf("ip_addresses_total{source=static} = %v, want 1", n)
+	}
+}
+
+// TestIPFollowsOVSPacketOut: with a real Open vSwitch (userspace datapath)
+// and the ovs strategy, a NIC's IP frames are injected as its RARPs are,
+// by OpenFlow packet-out from the VM's port: OVS tags them with the port's
+// VLAN (tag=100) on the trunk uplink, and the switch sees the GARP request
+// and the NA entering from the uplink, tagged 100, after the RARP.
+func TestIPFollowsOVSPacketOut(t *testing.T) {
+	netnstest.Require(t, append(slices.Clone(ovstest.Tools), "tcpdump", "tshark")...)
+	var o *ovstest.OVS
+	mac := rarp.MAC{0xfa, 0x16, 0x3e, 0x66, 0x00, 0x40}
+	h := newHost(t, hostOptions{
+		before: func(h *host) {
+			o = ovstest.Start(t, h.ns)
+			o.AddBridge(t, "br-int")
+			vm := netnstest.New(t, "ovsvm")
+			netnstest.Veth(t, h.ns, "tap-ovs", vm, "eth0")
+			netnstest.Veth(t, h.ns, "ovsup", h.rig.Switch, "swovs")
+			h.rig.Switch.Attach(t, "swovs", netnstest.RigSwitchBridge)
+			o.Vsctl(t, "add-port", "br-int", "tap-ovs", "tag=100")
+			o.Vsctl(t, "add-port", "br-int", "ovsup")
+		},
+		config: func(c *config.Config) {
+			c.Strategies.OpenVSwitch = config.StrategyOVS
+			c.OVS.DB, c.OVS.RunDir = o.DB, o.Dir
+			c.IPAnnounce.Enabled = true
+			c.IPAnnounce.Count = 1
+		},
+	})
+	const port = "c1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+	d := h.novaDomain(t, ovsNIC(mac, "tap-ovs", port), port, mac, "10.66.0.40", "fd66::40")
+	capt := netnstest.StartCapture(t, h.rig.Switch, "swovs", "-Q in")
+	h.land(t, d)
+	h.waitMetric(t, 1, 10*time.Second, "rarp_announce_ip_frames_total", "kind=unsolicited_na", "result=sent")
+	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_request", "result=sent")
+	lines := netnstest.Tshark(t, capt.Stop(), "eth.src", "vlan.id", "vlan.etype", "arp.src.proto_ipv4", "icmpv6.nd.na.target_address")
+	var seq []string
+	for _, l := range lines {
+		f := strings.Split(l, "|")
+		if f[0] != mac.String() {
+			continue
+		}
+		switch {
+		case f[1] == "100" && f[2] == "0x8035":
+			seq = append(seq, "rarp")
+		case f[1] == "100" && f[3] == "10.66.0.40":
+			seq = append(seq, "garp")
+		case f[1] == "100" && f[4] == "fd66::40":
+			seq = append(seq, "na")
+		default:
+			seq = append(seq, "other:"+l)
+		}
+	}
+	if len(seq) < 3 || seq[0] != "rarp" || !slices.Contains(seq, "garp") || !slices.Contains(seq, "na") {
+		t.Fatalf("frames entering the switch from OVS: %v, want the RARP first, then the GARP and the NA, all tagged 100\n%s", seq, strings.Join(lines, "\n"))
 	}
 }
