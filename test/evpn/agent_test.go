@@ -40,6 +40,7 @@ func TestEVPNAgentLanding(t *testing.T) {
 	netnstest.Run(t, "ip", "link", "add", "uplink", "netns", hv.Name, "type", "veth", "peer", "name", "hvport", "netns", r.ns("hvb"))
 	netnstest.Run(t, "ip", "netns", "exec", r.ns("hvb"), "ip", "link", "set", "hvport", "master", "br100", "up")
 	hv.Attach(t, "uplink", "br0")
+	hv.Exec(t, "ip", "link", "set", "uplink", "up")
 	const tap = "tapa1b2c3d4-e5"
 	hv.Exec(t, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
 	hv.Attach(t, tap, "br0")
