@@ -107,6 +107,17 @@ func NewIPFollower(o IPOptions) *IPFollower {
 		senders: map[announce.Kind]Sender{}}
 }
 
+// Running is how many NIC ports still have IP frames (or a guest
+// announce) due; one-shot commands wait for it to reach 0.
+func (f *IPFollower) Running() int {
+	if f == nil {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.runs)
+}
+
 // SetSender makes frames for ports of kind go through s.
 func (f *IPFollower) SetSender(kind announce.Kind, s Sender) {
 	f.mu.Lock()

@@ -178,7 +178,7 @@ func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 func (a *App) Wait(ctx context.Context) {
 	type running interface{ Running() int }
 	busy := func() bool {
-		if a.Announcer.Running() > 0 {
+		if a.Announcer.Running() > 0 || a.IP.Running() > 0 {
 			return true
 		}
 		r, ok := a.OVS.(running)
