@@ -39,7 +39,7 @@ func (w *wire) kinds(t *testing.T) []ipannounce.Kind {
 	defer w.mu.Unlock()
 	var out []ipannounce.Kind
 	for _, b := range w.frames {
-		if len(b) > 13 && b[12] == 0x80 && b[13] == 0x35 {
+		if isRARP(b) {
 			continue
 		}
 		d, err := ipannounce.Decode(b)
@@ -49,6 +49,15 @@ func (w *wire) kinds(t *testing.T) []ipannounce.Kind {
 		out = append(out, kindOf(d))
 	}
 	return out
+}
+
+// isRARP reports a RARP frame, untagged or 802.1Q-tagged.
+func isRARP(b []byte) bool {
+	et := 12
+	if len(b) > 17 && b[12] == 0x81 && b[13] == 0x00 {
+		et = 16
+	}
+	return len(b) > et+1 && b[et] == 0x80 && b[et+1] == 0x35
 }
 
 func kindOf(d ipannounce.Decoded) ipannounce.Kind {
@@ -159,5 +168,44 @@ func TestIPFollowerAsksGuestOnce(t *testing.T) {
 	defer g.mu.Unlock()
 	if len(g.calls) != 1 || len(g.calls[0]) != 2 || g.calls[0][0] != "u1" || g.calls[0][1] != "net3" {
 		t.Fatalf("announce-self calls %v, want one for u1 net3", g.calls)
+	}
+}
+
+// TestIPFollowerKeepsTheRARPsVLAN: a NIC announced tagged (a VLAN of its
+// port) gets its IP frames with the same 802.1Q tag, priority included.
+func TestIPFollowerKeepsTheRARPsVLAN(t *testing.T) {
+	w := &wire{}
+	mac := rarp.MAC{2, 0, 0, 0, 0, 1}
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Static: ipsource.Static{mac: {netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")}}},
+		Schedule: ipannounce.Schedule{Count: 1},
+	})
+	a := announce.New(announce.Options{Open: func(string) (announce.Sender, error) { return w, nil }, OnFrame: f.Observe})
+	defer a.Close()
+	f.SetSender(announce.KindHost, a.Announce)
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, []plan.Target{{NIC: domxml.Interface{MAC: mac}, Strategy: plan.Host}}, zap.NewNop())
+	vlan := rarp.VLAN{ID: 7, Priority: 5}
+	if _, err := a.Announce(announce.Request{MAC: mac, Interface: "br0", VLAN: vlan, Schedule: announce.Schedule{Rounds: 1, Bursts: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(w.kinds(t)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, b := range w.frames {
+		d, err := ipannounce.Decode(b)
+		if err != nil {
+			continue // the RARP
+		}
+		n++
+		if d.VLAN != vlan {
+			t.Errorf("%v frame tagged %+v, want %+v", kindOf(d), d.VLAN, vlan)
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d IP frames, want a GARP and an NA", n)
 	}
 }
