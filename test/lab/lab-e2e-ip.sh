@@ -4,6 +4,7 @@
 # own announce is suppressed, and the agents run with ip_announce on and the router's
 # addresses as gateways. A router namespace on the switch (10.66.0.1, fd66::1, Linux's
 # default arp_accept=0) learns a neighbour only from an ARP request / NS addressed to it.
+# With guest_announce each landing also asks QEMU (QMP announce-self for the NIC's alias).
 # Prints PASS/FAIL lines and "N passed, M failed"; exit 1 on any failure. Run as root.
 #
 #   RARP_ANNOUNCE=path   the binary (default: rarp-announce on PATH, else ../../bin/)
@@ -57,6 +58,7 @@ ip_announce:
   gateways: [10.66.0.1, "fd66::1"]
   count: 2
   interval: 1.1s
+  guest_announce: true
 YAML
 for h in a b; do lab_agent_start "$h"; done
 sleep 1
@@ -132,6 +134,12 @@ ip_migrate a2b
 ip_migrate b2a
 for h in a b; do
     echo "     (agent $h: rarp_announce_ip_frames_total garp_request sent $(lab_metric "$h" 'rarp_announce_ip_frames_total{kind="garp_request",result="sent"}'), addresses nova $(lab_metric "$h" 'rarp_announce_ip_addresses_total{source="nova"}'))"
+done
+# guest first: each landing also asked QEMU (QMP announce-self for net0, through libvirt's
+# read-write socket); iPXE does not negotiate GUEST_ANNOUNCE, so QEMU sends a RARP for it
+for h in a b; do
+    check "agent on $h: QEMU asked once to make the guest announce itself" 1/0 \
+        "$(lab_metric "$h" 'rarp_announce_ip_guest_announces_total{result="ok"}')/$(lab_metric "$h" 'rarp_announce_ip_guest_announces_total{result="failed"}')"
 done
 check "agent on b: 2 GARPs sent" 2 "$(lab_metric b 'rarp_announce_ip_frames_total{kind="garp_request",result="sent"}')"
 check "agent on b: the floating IP was not taken from Nova's metadata" 2 "$(lab_metric b 'rarp_announce_ip_addresses_total{source="nova"}')"
