@@ -219,8 +219,7 @@ func reference(fams []family) string {
 var conditional = []string{
 	"rarp_announce_fdb_entries_removed_total", "rarp_announce_fdb_repair_failures_total", "rarp_announce_fdb_repairs_total",
 	"rarp_announce_ip_addresses_skipped_total", "rarp_announce_ip_addresses_total", "rarp_announce_ip_frames_total",
-	"rarp_announce_ip_guest_announces_total",
-	"rarp_announce_libvirt_events_total", "rarp_announce_ovs_failures_total",
+	"rarp_announce_ip_guest_announces_total", "rarp_announce_ovs_failures_total",
 	"rarp_announce_responder_malformed_frames_total", "rarp_announce_responder_offlink_refusals_total",
 	"rarp_announce_responder_replies_total", "rarp_announce_responder_requests_total",
 	"rarp_announce_responder_ring_drops_total", "rarp_announce_responder_send_errors_total",
@@ -231,7 +230,7 @@ var conditional = []string{
 
 const conditionalDoc = "`rarp_announce_fdb_*` with `fdb_repair: true`, `rarp_announce_ovs_failures_total` when a NIC kind " +
 	"uses the `ovs` strategy, `rarp_announce_responder_*` (one series per interface) and `rarp_announce_table_*` with " +
-	"`responder.enabled`; `rarp_announce_ip_*` with `ip_announce.enabled`; `rarp_announce_libvirt_events_total` from the first lifecycle event on"
+	"`responder.enabled`; `rarp_announce_ip_*` with `ip_announce.enabled`"
 
 // wrap breaks text into lines of at most width characters.
 func wrap(text string, width int) string {
