@@ -42,6 +42,26 @@ type IPOptions struct {
 	// VLANs inside the guest no source knows. The host-side frames
 	// cover the rest (emulated NICs, guests without GUEST_ANNOUNCE).
 	Guest GuestAnnouncer
+	// Learn, if set, opens a learner on a landed NIC's port (its tap) that
+	// records the addresses the guest shows it owns (ARP, ND, DHCP acks)
+	// in the Resolver's Learned store; it runs until the domain leaves.
+	// One per port; only for domains that landed here.
+	Learn LearnerOpener
+}
+
+// LearnerOpener opens a learner for mac's frames on dev, the VM's tap
+// (ipsource.Listen in the host's network namespace).
+type LearnerOpener func(dev string, mac rarp.MAC) (Learner, error)
+
+// Learner is an ipsource.Learner.
+type Learner interface {
+	Run(ctx context.Context) error
+	Close() error
+}
+
+type learnRun struct {
+	domain, dev string
+	cancel      context.CancelFunc
 }
 
 // GuestAnnouncer is QMP announce-self through libvirt (qmp.Announcer).
@@ -78,6 +98,7 @@ type IPFollower struct {
 	nics    map[rarp.MAC]ipNIC
 	runs    map[runKey]*ipRun
 	senders map[announce.Kind]Sender
+	learns  map[rarp.MAC]*learnRun
 }
 
 type ipNIC struct {
@@ -104,7 +125,7 @@ func NewIPFollower(o IPOptions) *IPFollower {
 		o.Resolver = &ipsource.Resolver{}
 	}
 	return &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
-		senders: map[announce.Kind]Sender{}}
+		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}}
 }
 
 // Running is how many NIC ports still have IP frames (or a guest
@@ -135,8 +156,9 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 		if t.Strategy == plan.Skip {
 			continue
 		}
-		granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
 		nlog := log.With(zap.Stringer("mac", t.NIC.MAC))
+		f.learn(dom.UUID, t, nlog)
+		granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
 		if err != nil {
 			f.o.Metrics.skip("source_error")
 			nlog.Warn("some IP source entries are unusable", zap.Error(err))
@@ -176,6 +198,45 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 	}
 }
 
+// learn starts a learner on t's port unless one runs there already.
+func (f *IPFollower) learn(domain string, t plan.Target, log *zap.Logger) {
+	if f.o.Learn == nil || t.Port == "" {
+		return
+	}
+	f.mu.Lock()
+	if l := f.learns[t.NIC.MAC]; l != nil && l.dev == t.Port {
+		l.domain = domain
+		f.mu.Unlock()
+		return
+	}
+	if l := f.learns[t.NIC.MAC]; l != nil {
+		l.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lr := &learnRun{domain: domain, dev: t.Port, cancel: cancel}
+	f.learns[t.NIC.MAC] = lr
+	f.mu.Unlock()
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			if f.learns[t.NIC.MAC] == lr {
+				delete(f.learns, t.NIC.MAC)
+			}
+			f.mu.Unlock()
+		}()
+		l, err := f.o.Learn(t.Port, t.NIC.MAC)
+		if err != nil {
+			log.Warn("cannot learn the guest's addresses on its port", zap.String("port", t.Port), zap.Error(err))
+			return
+		}
+		defer l.Close()
+		log.Debug("learning the guest's addresses", zap.String("port", t.Port))
+		if err := l.Run(ctx); err != nil {
+			log.Warn("learning the guest's addresses stopped", zap.String("port", t.Port), zap.Error(err))
+		}
+	}()
+}
+
 // Release forgets the NICs of a domain that stopped or left this host,
 // stops their IP-layer frames and frees their claims.
 func (f *IPFollower) Release(domainUUID string) {
@@ -183,6 +244,12 @@ func (f *IPFollower) Release(domainUUID string) {
 		return
 	}
 	f.mu.Lock()
+	for mac, l := range f.learns {
+		if l.domain == domainUUID {
+			l.cancel()
+			delete(f.learns, mac)
+		}
+	}
 	for mac, n := range f.nics {
 		if n.domain != domainUUID {
 			continue

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -311,5 +313,46 @@ func TestIPFollowsOVSPacketOut(t *testing.T) {
 	}
 	if len(seq) < 3 || seq[0] != "rarp" || !slices.Contains(seq, "garp") || !slices.Contains(seq, "na") {
 		t.Fatalf("frames entering the switch from OVS: %v, want the RARP first, then the GARP and the NA, all tagged 100\n%s", seq, strings.Join(lines, "\n"))
+	}
+}
+
+// TestIPLearnedFromTheGuest: with the learned source on, a landed NIC's
+// tap gets a learner; the guest's own ARP teaches it 192.0.2.55, and when
+// the domain leaves and lands here again, that address is announced
+// (source learned).
+func TestIPLearnedFromTheGuest(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.IPAnnounce.Enabled = true
+		c.IPAnnounce.Sources.Nova = false
+		c.IPAnnounce.Sources.Learned = true
+		c.IPAnnounce.Count = 1
+	}})
+	const tap = "vnetlearn"
+	guest := h.tap(t, tap, wired)
+	d := h.newDomain(t, stateOff, 0, tap)
+	mac := d.macs[0]
+	h.land(t, d)
+	h.frames.wait(t, mac, framesPerBurst, 5*time.Second)
+	if n := h.metric(t, "rarp_announce_ip_frames_total", "kind=garp_request", "result=sent"); n != 0 {
+		t.Fatalf("%v GARPs before anything was learned", n)
+	}
+	garp, err := (&ipannounce.Frame{Kind: ipannounce.GARPRequest, MAC: mac, IP: netip.MustParseAddr("192.0.2.55")}).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the learner's socket opens after the landing
+	for range 3 {
+		if err := guest.Write(garp); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// It migrates away and comes back.
+	h.emit(t, d, suspendedMigrated, stoppedMigrated)
+	h.waitLogged(t, "announces cancelled", d.name, 5*time.Second)
+	h.land(t, d)
+	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_request", "result=sent")
+	if n := h.metric(t, "rarp_announce_ip_addresses_total", "source=learned"); n != 1 {
+		t.Errorf("ip_addresses_total{source=learned} = %v, want 1", n)
 	}
 }

@@ -2,6 +2,10 @@ package app
 
 import (
 	"fmt"
+	"net"
+	"runtime"
+
+	"github.com/vishvananda/netns"
 
 	"go.uber.org/zap"
 
@@ -11,6 +15,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
 	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
 	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // ipFollower builds the ip_announce section's follower, or nil when it is
@@ -29,13 +34,30 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 		}
 		r.Static = st
 	}
+	var learn agent.LearnerOpener
+	if c.Sources.Learned {
+		// Bounded: max_ips_per_nic per MAC, learnedMACs MACs.
+		r.Learned = ipsource.NewLearned(c.MaxPerNIC, learnedMACs)
+		learn = func(dev string, mac rarp.MAC) (agent.Learner, error) {
+			var l *ipsource.Learner
+			err := inNetns(o.Netns, func() error {
+				ifi, err := net.InterfaceByName(dev)
+				if err != nil {
+					return err
+				}
+				l, err = ipsource.Listen(ifi, mac, r.Learned)
+				return err
+			})
+			return l, err
+		}
+	}
 	capper, err := ipannounce.NewUplinkCap(c.FramesPerSecondPerUplink)
 	if err != nil {
 		return nil, fmt.Errorf("ip_announce.frames_per_second_per_uplink: %w", err)
 	}
 	io := agent.IPOptions{
 		Resolver: r, Gateways: c.GatewayAddrs(), GARPReply: c.GARPReply, Schedule: c.Schedule(), Cap: capper,
-		Metrics: agent.NewIPMetrics(o.Registerer), Logger: log.Named("ip"),
+		Metrics: agent.NewIPMetrics(o.Registerer), Logger: log.Named("ip"), Learn: learn,
 	}
 	if c.GuestAnnounce {
 		if o.Monitor == nil {
@@ -51,4 +73,32 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 		o.OnFrame = f.Observe
 	}
 	return f, nil
+}
+
+// learnedMACs bounds the learned store: more MACs than a hypervisor runs.
+const learnedMACs = 4096
+
+// inNetns runs fn on a thread in ns (nil: the caller's namespace); a socket
+// opened there stays in ns.
+func inNetns(ns *netns.NsHandle, fn func() error) error {
+	if ns == nil {
+		return fn()
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	// A thread that cannot go back stays locked and ends with its goroutine.
+	defer func() {
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	if err := netns.Set(*ns); err != nil {
+		return err
+	}
+	return fn()
 }

@@ -111,8 +111,6 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]want{{3, "ip_announce.gateways", ClassValue, `c.yaml:3: ip_announce.gateways: entry 2: "224.0.0.1" is not a unicast IPv4 or IPv6 address`}}},
 		{"ip_announce interval under locktime", "ip_announce:\n  enabled: true\n  interval: 50ms\n",
 			[]want{{3, "ip_announce.interval", ClassValue, "c.yaml:3: ip_announce.interval: 50ms is outside 1.1s (Linux's neighbour locktime is 1 s) to 1m"}}},
-		{"ip_announce learned", "ip_announce:\n  enabled: true\n  sources:\n    learned: true\n",
-			[]want{{4, "ip_announce.sources.learned", ClassValue, "c.yaml:4: ip_announce.sources.learned: the learner is not wired into the agent yet: leave it off"}}},
 		{"ip_announce count", "ip_announce:\n  enabled: true\n  count: 0\n",
 			[]want{{3, "ip_announce.count", ClassValue, "c.yaml:3: ip_announce.count: 0 is outside 1 to 20"}}},
 		{"syntax", "schedule:\n  rounds: [\n",

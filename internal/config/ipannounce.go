@@ -92,7 +92,4 @@ func (c IPAnnounce) validate(bad func(key, format string, args ...any)) {
 	if f := c.FramesPerSecondPerUplink; !(f >= 1 && f <= 1e6) {
 		bad("ip_announce.frames_per_second_per_uplink", "%v is outside 1 to 1e6", f)
 	}
-	if c.Sources.Learned {
-		bad("ip_announce.sources.learned", "the learner is not wired into the agent yet: leave it off")
-	}
 }
