@@ -218,6 +218,8 @@ func reference(fams []family) string {
 // part on, or after the first event; conditionalDoc says so in README.
 var conditional = []string{
 	"rarp_announce_fdb_entries_removed_total", "rarp_announce_fdb_repair_failures_total", "rarp_announce_fdb_repairs_total",
+	"rarp_announce_ip_addresses_skipped_total", "rarp_announce_ip_addresses_total", "rarp_announce_ip_frames_total",
+	"rarp_announce_ip_guest_announces_total",
 	"rarp_announce_ovn_readiness_total", "rarp_announce_ovn_readiness_wait_seconds", "rarp_announce_ovn_reinstalls_total",
 	"rarp_announce_ovs_failures_total",
 	"rarp_announce_responder_malformed_frames_total", "rarp_announce_responder_offlink_refusals_total",
@@ -230,7 +232,7 @@ var conditional = []string{
 
 const conditionalDoc = "`rarp_announce_fdb_*` with `fdb_repair: true`, `rarp_announce_ovs_failures_total` and `rarp_announce_ovn_*` when a NIC kind " +
 	"uses the `ovs` strategy, `rarp_announce_responder_*` (one series per interface) and `rarp_announce_table_*` with " +
-	"`responder.enabled`"
+	"`responder.enabled`; `rarp_announce_ip_*` with `ip_announce.enabled`"
 
 // wrap breaks text into lines of at most width characters.
 func wrap(text string, width int) string {

@@ -297,6 +297,9 @@ responder:
   enabled: true
   interfaces: [rsp0]
   ethers: %s
+ip_announce:
+  enabled: true
+  gateways: [192.0.2.1]
 metrics:
   address: 127.0.0.1:9798
 log:

@@ -65,6 +65,9 @@ type Deps struct {
 	Announcer  *announce.Announcer
 	Logger     *zap.Logger
 	Metrics    *Metrics
+	// IP, if set, sends the NICs' IP-layer frames after their RARPs
+	// (ipfollow.go); nil: off.
+	IP *IPFollower
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
@@ -167,6 +170,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		} else {
 			a.dropPrefetch(ev.Domain.UUID)
 		}
+		a.d.IP.Release(ev.Domain.UUID)
 		a.mu.Lock()
 		l := a.landings[ev.Domain.UUID]
 		delete(a.landings, ev.Domain.UUID)

@@ -74,6 +74,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		l.macs = append(l.macs, t.NIC.MAC)
 	}
 	l.mu.Unlock()
+	a.d.IP.Landed(dom, targets, log)
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
 		zap.Int("nics", len(targets)), zap.Bool("prefetched", prefetched), zap.Duration("plan_lag", time.Since(ev.Received)))
 

@@ -60,6 +60,7 @@ type App struct {
 	FDB       agent.FDB // nil: fdb_repair off or not permitted
 	OVS       strategy.OVSAnnouncer
 	Metrics   *agent.Metrics
+	IP        *agent.IPFollower // nil: ip_announce off
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
@@ -81,8 +82,18 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	anm, agm := announce.NewMetrics(o.Registerer), agent.NewMetrics(o.Registerer)
 	pwm := portwatch.NewMetrics(o.Registerer)
 	a.Metrics = agm
+	var qm *qmp.Metrics
+	if o.Monitor != nil {
+		qm = qmp.NewMetrics(o.Registerer)
+	}
+	if a.IP, err = ipFollower(cfg, &o, qm, log); err != nil {
+		return nil, err
+	}
 
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
+	if a.IP != nil {
+		a.IP.SetSender(announce.KindHost, a.Announcer.Announce)
+	}
 	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
 
 	a.Ports, err = portwatch.New(ctx, portwatch.Options{Namespace: o.Netns, Logger: log.Named("portwatch"), Metrics: pwm})
@@ -125,6 +136,11 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.closers = append(a.closers, func() { _ = oa.Close() })
 		a.OVS = oa
 	}
+	if fa, ok := a.OVS.(interface {
+		AnnounceFrame(announce.Request) (*announce.Handle, error)
+	}); ok && a.IP != nil {
+		a.IP.SetSender(announce.KindOVS, fa.AnnounceFrame)
+	}
 	if a.OVS != nil {
 		st := strategy.OVS{Announcer: a.OVS, Ready: agent.PortReady(a.Ports)}
 		if o.OVS == nil {
@@ -136,7 +152,6 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.strategies[plan.OVS] = st
 	}
 	if o.Monitor != nil {
-		qm := qmp.NewMetrics(o.Registerer)
 		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}}
 	}
 	return a, nil
@@ -163,7 +178,7 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
-		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics,
+		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP,
 	}
 }
 

@@ -84,7 +84,9 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return failure(env, "announce", err)
 	}
-	if bad := printResults(env, ref.Name, results, settings.Schedule); bad > 0 {
+	bad := printResults(env, ref.Name, results, settings.Schedule)
+	parts.IP.Wait() // the IP-layer frames that followed the RARPs
+	if bad > 0 {
 		return failure(env, "announce", fmt.Errorf("%d NIC(s) of %s not announced", bad, ref.Name))
 	}
 	return ExitOK

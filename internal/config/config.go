@@ -38,6 +38,7 @@ type Config struct {
 	Strategies Strategies `yaml:"strategies"`
 	OVS        OVS        `yaml:"ovs"`
 	Responder  Responder  `yaml:"responder"`
+	IPAnnounce IPAnnounce `yaml:"ip_announce"`
 	Metrics    Metrics    `yaml:"metrics"`
 	Log        Log        `yaml:"log"`
 }
@@ -176,9 +177,10 @@ func Default() *Config {
 		},
 		OVS: OVS{Lookup: "ovsdb", Injection: "openflow", LookupTimeout: Duration(5 * time.Second),
 			FrameTimeout: Duration(time.Second), Vsctl: "ovs-vsctl", Ofctl: "ovs-ofctl"},
-		Responder: Responder{Ethers: "/etc/ethers"},
-		Metrics:   Metrics{Address: DefaultMetricsAddress},
-		Log:       Log{Level: "info", Format: "json"},
+		Responder:  Responder{Ethers: "/etc/ethers"},
+		IPAnnounce: defaultIPAnnounce(),
+		Metrics:    Metrics{Address: DefaultMetricsAddress},
+		Log:        Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -233,6 +235,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	if len(c.Responder.Interfaces) == 0 {
 		c.Responder.Interfaces = nil
+	}
+	if len(c.IPAnnounce.Gateways) == 0 {
+		c.IPAnnounce.Gateways = nil
 	}
 	// Semantic checks on what decoded; a key that already failed to
 	// decode kept its default, so a second message about it would mislead.
@@ -363,6 +368,7 @@ func (c *Config) validate() []*Error {
 			bad("responder.ethers", "an ethers file or a map file is needed when the responder is enabled")
 		}
 	}
+	c.IPAnnounce.validate(bad)
 	if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil && c.Metrics.Address != "" {
 		bad("metrics.address", "%q is not host:port", c.Metrics.Address)
 	}

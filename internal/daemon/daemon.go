@@ -8,6 +8,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -296,6 +297,9 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	if a.FDBRepair != b.FDBRepair && !a.FDBRepair {
 		out = append(out, "fdb_repair")
+	}
+	if !reflect.DeepEqual(a.IPAnnounce, b.IPAnnounce) {
+		out = append(out, "ip_announce")
 	}
 	if a.Responder.Enabled != b.Responder.Enabled || !slices.Equal(a.Responder.Interfaces, b.Responder.Interfaces) {
 		out = append(out, "responder.enabled/interfaces")

@@ -208,6 +208,13 @@ func (a *OVSPorts) onFrame(s announce.Sent) {
 	}
 }
 
+// AnnounceFrame starts r (an OVS port's request, such as an IP-layer
+// frame after the RARPs) on the announcer the RARPs use, so it shares
+// their OpenFlow injection and pacing.
+func (a *OVSPorts) AnnounceFrame(r announce.Request) (*announce.Handle, error) {
+	return a.ann.Announce(r)
+}
+
 // CancelMAC stops every announce of mac (its domain stopped).
 func (a *OVSPorts) CancelMAC(mac rarp.MAC) int {
 	a.mu.Lock()

@@ -10,6 +10,8 @@
 #                        yet); frames the host sends on br0 itself, an agent's, still get out.
 #   LAB_VIRT=qemu|kvm    domain type (default qemu = TCG; see README.md)
 #   LAB_NO_VM=1          networks and daemons only
+#   LAB_VM_METADATA=xml  the domain's <metadata> content (e.g. Nova's, lab-e2e-ip.sh)
+#   LAB_VM_TAP=name      the NIC's <target dev> (default: libvirt's vnetN)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
@@ -184,6 +186,7 @@ cat > "$LAB_STATE/$LAB_VM.xml" <<XML
     <kernel>/boot/ipxe.lkrn</kernel>
     <cmdline>ifopen net0 &amp;&amp; set net0/ip $LAB_VM_IP &amp;&amp; set net0/netmask 255.255.255.0 &amp;&amp; sleep 2000000000</cmdline>
   </os>
+  ${LAB_VM_METADATA:+<metadata>$LAB_VM_METADATA</metadata>}
   <on_poweroff>destroy</on_poweroff>
   <on_crash>destroy</on_crash>
   <devices>
@@ -191,6 +194,7 @@ cat > "$LAB_STATE/$LAB_VM.xml" <<XML
     <interface type='bridge'>
       <source bridge='br0'/>
       <mac address='$LAB_MAC'/>
+      ${LAB_VM_TAP:+<target dev='$LAB_VM_TAP'/>}
       <model type='virtio'/>
     </interface>
     <serial type='pty'/>

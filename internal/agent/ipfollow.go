@@ -1,0 +1,451 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// ReasonIP is the announce.Request.Reason of the IP-layer frames: the
+// follower ignores its own frames when it watches for first RARPs.
+const ReasonIP = "ip-follow"
+
+// IPOptions configure an IPFollower.
+type IPOptions struct {
+	// Resolver finds each NIC's addresses (Nova, static, learned, carried)
+	// and grants them through its Claims.
+	Resolver *ipsource.Resolver
+	// Gateways get a directed ARP request / NS from each address of
+	// their family, so routers with arp_accept=0 learn the VM.
+	Gateways  []netip.Addr
+	GARPReply bool
+	Schedule  ipannounce.Schedule
+	// Cap spaces the IP-layer frames per segment (the bridge, uplink or
+	// OVS bridge the RARPs go to), apart from the RARPs' pacer.
+	Cap     *ipannounce.UplinkCap
+	Metrics *IPMetrics
+	Logger  *zap.Logger
+	// Guest, if set, asks QEMU (QMP announce-self restricted to the
+	// NIC's alias) once per landing, at the NIC's first RARP: a virtio
+	// guest then sends its own GARPs and NAs, covering addresses and
+	// VLANs inside the guest no source knows. The host-side frames
+	// cover the rest (emulated NICs, guests without GUEST_ANNOUNCE).
+	Guest GuestAnnouncer
+	// Learn, if set, opens a learner on a landed NIC's port (its tap) that
+	// records the addresses the guest shows it owns (ARP, ND, DHCP acks)
+	// in the Resolver's Learned store; it runs until the domain leaves.
+	// One per port; only for domains that landed here.
+	Learn LearnerOpener
+}
+
+// LearnerOpener opens a learner for mac's frames on dev, the VM's tap
+// (ipsource.Listen in the host's network namespace).
+type LearnerOpener func(dev string, mac rarp.MAC) (Learner, error)
+
+// Learner is an ipsource.Learner.
+type Learner interface {
+	Run(ctx context.Context) error
+	Close() error
+}
+
+type learnRun struct {
+	domain, dev string
+	cancel      context.CancelFunc
+}
+
+// GuestAnnouncer is QMP announce-self through libvirt (qmp.Announcer).
+type GuestAnnouncer interface {
+	AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error
+}
+
+// guestSchedule is one announce-self round: QEMU raises the guest's
+// announce interrupt once (and sends one RARP itself).
+var guestSchedule = announce.Schedule{Rounds: 1, Bursts: 1, Initial: 50 * time.Millisecond, Step: 100 * time.Millisecond, Max: 550 * time.Millisecond}
+
+// guestTimeout bounds one announce-self call: libvirt holds monitor
+// commands while a migration job still runs.
+const guestTimeout = 10 * time.Second
+
+// Sender starts one announce on the announcer that owns a kind of port.
+type Sender func(announce.Request) (*announce.Handle, error)
+
+// IPFollower sends a NIC's IP-layer frames (GARP, unsolicited NA, directed
+// ARP/NS to gateways) after its RARPs, on the port and VLAN the RARPs took.
+//
+// Its trigger is the first RARP frame an announcer sends for a MAC on a
+// port (Observe, wired as the announcers' OnFrame): whatever chose the
+// port (the host strategy's bridge or uplinks, a macvtap, the OVS
+// adapter's packet-out port), the IP frames follow it there, paced by the
+// same link but spaced by their own Schedule and Cap. Only NICs of domains
+// that landed here (Landed) and have not left (Release) have addresses, so
+// nothing is sent for a MAC that is not a running local domain's.
+type IPFollower struct {
+	o   IPOptions
+	log *zap.Logger
+
+	// wg counts the runs (frames and guest asks) in progress: Wait.
+	wg sync.WaitGroup
+
+	mu      sync.Mutex
+	nics    map[rarp.MAC]ipNIC
+	runs    map[runKey]*ipRun
+	senders map[announce.Kind]Sender
+	learns  map[rarp.MAC]*learnRun
+}
+
+type ipNIC struct {
+	domain, name, alias string
+	addrs               []ipsource.Candidate
+	guest               *sync.Once // asks QEMU once per landing
+}
+
+// ipRun is one port's IP frames in progress; compared by pointer.
+type ipRun struct{ cancel context.CancelFunc }
+
+type runKey struct {
+	mac  rarp.MAC
+	port announce.Port
+	vlan uint16
+}
+
+// NewIPFollower returns a follower; give it senders with SetSender.
+func NewIPFollower(o IPOptions) *IPFollower {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Resolver == nil {
+		o.Resolver = &ipsource.Resolver{}
+	}
+	return &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
+		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}}
+}
+
+// Running is how many NIC ports still have IP frames (or a guest
+// announce) due; one-shot commands wait for it to reach 0.
+func (f *IPFollower) Running() int {
+	if f == nil {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.runs)
+}
+
+// SetSender makes frames for ports of kind go through s.
+func (f *IPFollower) SetSender(kind announce.Kind, s Sender) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.senders[kind] = s
+}
+
+// Landed resolves and claims the addresses of the domain's announced NICs.
+// It runs before the strategies send, so the first RARP finds them.
+func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.Logger) {
+	if f == nil {
+		return
+	}
+	for _, t := range targets {
+		if t.Strategy == plan.Skip {
+			continue
+		}
+		nlog := log.With(zap.Stringer("mac", t.NIC.MAC))
+		f.learn(dom.UUID, t, nlog)
+		granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
+		if err != nil {
+			f.o.Metrics.skip("source_error")
+			nlog.Warn("some IP source entries are unusable", zap.Error(err))
+		}
+		for _, r := range refused {
+			f.o.Metrics.skip(string(r.Reason))
+			fields := []zap.Field{zap.Stringer("ip", r.IP), zap.String("source", string(r.Source)), zap.String("reason", string(r.Reason))}
+			if r.Reason == ipsource.ReasonClaimed {
+				fields = append(fields, zap.String("holder_domain", r.Holder.Domain), zap.Stringer("holder_mac", r.Holder.MAC))
+			}
+			nlog.Warn("IP not announced", fields...)
+		}
+		var valid []ipsource.Candidate
+		for _, c := range granted {
+			if err := ipannounce.ValidateIP(c.IP); err != nil {
+				f.o.Metrics.skip("invalid")
+				nlog.Warn("IP not announced", zap.Stringer("ip", c.IP), zap.String("source", string(c.Source)), zap.Error(err))
+				continue
+			}
+			f.o.Metrics.address(string(c.Source))
+			valid = append(valid, c)
+		}
+		f.mu.Lock()
+		if len(valid) == 0 && f.o.Guest == nil {
+			delete(f.nics, t.NIC.MAC)
+		} else {
+			f.nics[t.NIC.MAC] = ipNIC{domain: dom.UUID, name: dom.Name, alias: t.NIC.Alias, addrs: valid, guest: &sync.Once{}}
+		}
+		f.mu.Unlock()
+		if len(valid) > 0 {
+			ips := make([]string, len(valid))
+			for i, c := range valid {
+				ips[i] = c.IP.String() + " (" + string(c.Source) + ")"
+			}
+			nlog.Info("IP addresses follow the MAC", zap.Strings("ips", ips))
+		}
+	}
+}
+
+// learn starts a learner on t's port unless one runs there already.
+func (f *IPFollower) learn(domain string, t plan.Target, log *zap.Logger) {
+	if f.o.Learn == nil || t.Port == "" {
+		return
+	}
+	f.mu.Lock()
+	if l := f.learns[t.NIC.MAC]; l != nil && l.dev == t.Port {
+		l.domain = domain
+		f.mu.Unlock()
+		return
+	}
+	if l := f.learns[t.NIC.MAC]; l != nil {
+		l.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lr := &learnRun{domain: domain, dev: t.Port, cancel: cancel}
+	f.learns[t.NIC.MAC] = lr
+	f.mu.Unlock()
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			if f.learns[t.NIC.MAC] == lr {
+				delete(f.learns, t.NIC.MAC)
+			}
+			f.mu.Unlock()
+		}()
+		l, err := f.o.Learn(t.Port, t.NIC.MAC)
+		if err != nil {
+			log.Warn("cannot learn the guest's addresses on its port", zap.String("port", t.Port), zap.Error(err))
+			return
+		}
+		defer l.Close()
+		log.Debug("learning the guest's addresses", zap.String("port", t.Port))
+		if err := l.Run(ctx); err != nil {
+			log.Warn("learning the guest's addresses stopped", zap.String("port", t.Port), zap.Error(err))
+		}
+	}()
+}
+
+// Release forgets the NICs of a domain that stopped or left this host,
+// stops their IP-layer frames and frees their claims.
+func (f *IPFollower) Release(domainUUID string) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	for mac, l := range f.learns {
+		if l.domain == domainUUID {
+			l.cancel()
+			delete(f.learns, mac)
+		}
+	}
+	for mac, n := range f.nics {
+		if n.domain != domainUUID {
+			continue
+		}
+		delete(f.nics, mac)
+		for k, r := range f.runs {
+			if k.mac == mac {
+				r.cancel()
+				delete(f.runs, k)
+			}
+		}
+	}
+	f.mu.Unlock()
+	if c := f.o.Resolver.Claims; c != nil {
+		c.ReleaseDomain(domainUUID)
+	}
+}
+
+// Observe is an announcer's OnFrame: the first RARP of an announce starts
+// the MAC's IP-layer frames on the same port and VLAN. It does not block.
+func (f *IPFollower) Observe(s announce.Sent) {
+	if f == nil || s.Err != nil || s.Refresh || s.Reason == ReasonIP || s.Slot.Burst != 1 || s.Slot.Round != 1 {
+		return
+	}
+	f.mu.Lock()
+	n, ok := f.nics[s.MAC]
+	send := f.senders[s.Port.Kind]
+	f.mu.Unlock()
+	if !ok {
+		return
+	}
+	if f.o.Guest != nil && n.alias != "" {
+		n.guest.Do(func() {
+			f.wg.Add(1)
+			go func() { defer f.wg.Done(); f.askGuest(s.MAC, n) }()
+		})
+	}
+	if send == nil || len(n.addrs) == 0 {
+		return
+	}
+	ips := make([]netip.Addr, len(n.addrs))
+	for i, c := range n.addrs {
+		ips[i] = c.IP
+	}
+	frames, err := ipannounce.Plan(s.MAC, s.VLAN, ips, f.o.Gateways, f.o.GARPReply)
+	if err != nil {
+		f.log.Warn("IP frames not built", zap.Stringer("mac", s.MAC), zap.Error(err))
+	}
+	seg := s.Port.Segment()
+	slots, err := f.o.Schedule.Slots(time.Now(), frames, f.o.Cap, seg.Kind.String()+":"+seg.Name)
+	if err != nil || len(slots) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k := runKey{mac: s.MAC, port: s.Port, vlan: s.VLAN.ID}
+	f.mu.Lock()
+	if _, still := f.nics[s.MAC]; !still {
+		f.mu.Unlock()
+		cancel()
+		return
+	}
+	if old := f.runs[k]; old != nil {
+		old.cancel() // a newer RARP announce on the same port restarts the IP frames
+	}
+	r := &ipRun{cancel: cancel}
+	f.runs[k] = r
+	f.mu.Unlock()
+	log := f.log.With(zap.String("domain", n.name), zap.Stringer("mac", s.MAC), zap.Stringer("port", portName(s.Port)), zap.Uint16("vlan", s.VLAN.ID))
+	f.wg.Add(1)
+	go f.run(ctx, r, k, s, slots, send, log)
+}
+
+// Wait returns once no IP frames or guest announce started so far are in
+// progress: a one-shot command (announce) lets them finish. They start
+// with a NIC's first RARP, so wait after the RARP announces ended.
+func (f *IPFollower) Wait() {
+	if f != nil {
+		f.wg.Wait()
+	}
+}
+
+// askGuest runs announce-self for one NIC, cancelled if the domain leaves.
+func (f *IPFollower) askGuest(mac rarp.MAC, n ipNIC) {
+	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
+	defer cancel()
+	k := runKey{mac: mac, port: announce.Port{Device: "qmp"}}
+	r := &ipRun{cancel: cancel}
+	f.mu.Lock()
+	if cur, ok := f.nics[mac]; !ok || cur.guest != n.guest {
+		f.mu.Unlock()
+		return
+	}
+	f.runs[k] = r
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		if f.runs[k] == r {
+			delete(f.runs, k)
+		}
+		f.mu.Unlock()
+	}()
+	log := f.log.With(zap.String("domain", n.name), zap.Stringer("mac", mac), zap.String("alias", n.alias))
+	if err := f.o.Guest.AnnounceSelf(ctx, n.domain, []string{n.alias}, guestSchedule); err != nil {
+		f.o.Metrics.guest("failed")
+		log.Warn("guest announce (QMP announce-self) failed; the host-side frames still go out", zap.Error(err))
+		return
+	}
+	f.o.Metrics.guest("ok")
+	log.Info("guest asked to announce its addresses (QMP announce-self)")
+}
+
+type portName announce.Port
+
+func (p portName) String() string { return announce.Port(p).String() }
+
+// run sends the slots in time order, each as a one-frame announce on the
+// port (so the link's socket and the segment's pacer are shared with the
+// RARPs, and CancelMAC stops it too).
+func (f *IPFollower) run(ctx context.Context, r *ipRun, k runKey, s announce.Sent, slots []ipannounce.Slot, send Sender, log *zap.Logger) {
+	defer f.wg.Done()
+	defer func() {
+		r.cancel()
+		f.mu.Lock()
+		// Only drop our own entry: a newer run may have replaced it.
+		if f.runs[k] == r {
+			delete(f.runs, k)
+		}
+		f.mu.Unlock()
+	}()
+	sent := 0
+	// Each repeat waits a full interval after its previous frame actually
+	// went out (not after its planned slot), so a delayed frame never
+	// brings the next one within the receivers' locktime.
+	last := map[announce.FrameKind]time.Time{}
+	for _, sl := range slots {
+		kind := frameKind(sl.Frame)
+		at := sl.At
+		if l, ok := last[kind]; ok && at.Before(l.Add(f.o.Schedule.Interval)) {
+			at = l.Add(f.o.Schedule.Interval)
+		}
+		if d := time.Until(at); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		b, err := sl.Frame.Build()
+		if err != nil {
+			log.Warn("IP frame not built", zap.Stringer("kind", sl.Frame.Kind), zap.Stringer("ip", sl.Frame.IP), zap.Error(err))
+			f.o.Metrics.frame(sl.Frame.Kind, "failed")
+			continue
+		}
+		h, err := send(announce.Request{
+			MAC: s.MAC, Port: s.Port, VLAN: s.VLAN, Schedule: announce.Schedule{Rounds: 1, Bursts: 1},
+			Reason: ReasonIP, Kind: kind, Frame: b,
+		})
+		if err != nil {
+			log.Warn("IP frame refused", zap.Stringer("kind", sl.Frame.Kind), zap.Error(err))
+			f.o.Metrics.frame(sl.Frame.Kind, "failed")
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			h.Cancel()
+			return
+		case <-h.First():
+		}
+		if err := h.FirstErr(); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			log.Warn("IP frame not sent", zap.Stringer("kind", sl.Frame.Kind), zap.Stringer("ip", sl.Frame.IP), zap.Error(err))
+			f.o.Metrics.frame(sl.Frame.Kind, "failed")
+			continue
+		}
+		last[kind] = time.Now()
+		f.o.Metrics.frame(sl.Frame.Kind, "sent")
+		sent++
+	}
+	log.Info("IP frames sent", zap.Int("frames", sent), zap.Int("planned", len(slots)))
+}
+
+// frameKind keys one IP frame's announce apart from the RARPs and from
+// the MAC's other addresses' frames.
+func frameKind(fr ipannounce.Frame) announce.FrameKind {
+	k := fr.Kind.String() + ":" + fr.IP.String()
+	if fr.Gateway.IsValid() {
+		k += ">" + fr.Gateway.String()
+	}
+	return announce.FrameKind(k)
+}

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/ndp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// wire records what an announcer writes, decoded by ipannounce.Decode.
+type wire struct {
+	mu     sync.Mutex
+	frames [][]byte
+}
+
+func (w *wire) Send(b []byte) error {
+	w.mu.Lock()
+	w.frames = append(w.frames, append([]byte(nil), b...))
+	w.mu.Unlock()
+	return nil
+}
+func (w *wire) Close() error { return nil }
+
+// kinds returns the IP-layer frames' kinds in send order (RARPs left out).
+func (w *wire) kinds(t *testing.T) []ipannounce.Kind {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []ipannounce.Kind
+	for _, b := range w.frames {
+		if isRARP(b) {
+			continue
+		}
+		d, err := ipannounce.Decode(b)
+		if err != nil {
+			t.Fatalf("undecodable frame %x: %v", b, err)
+		}
+		out = append(out, kindOf(d))
+	}
+	return out
+}
+
+// isRARP reports a RARP frame, untagged or 802.1Q-tagged.
+func isRARP(b []byte) bool {
+	et := 12
+	if len(b) > 17 && b[12] == 0x81 && b[13] == 0x00 {
+		et = 16
+	}
+	return len(b) > et+1 && b[et] == 0x80 && b[et+1] == 0x35
+}
+
+func kindOf(d ipannounce.Decoded) ipannounce.Kind {
+	switch {
+	case d.Proto == ipannounce.ProtoARP && d.ARP.Operation == rarp.OpReply:
+		return ipannounce.GARPReply
+	case d.Proto == ipannounce.ProtoARP && d.ARP.TargetIP == d.ARP.SenderIP:
+		return ipannounce.GARPRequest
+	case d.Proto == ipannounce.ProtoARP:
+		return ipannounce.GatewayARP
+	}
+	if _, ok := d.NDP.(*ndp.NeighborAdvertisement); ok {
+		return ipannounce.UnsolicitedNA
+	}
+	return ipannounce.GatewayNS
+}
+
+// TestIPFollowerTriggers: only a landed NIC's first RARP starts its IP
+// frames (on the RARP's port), not refreshes, repeats or the frames of a
+// MAC that did not land here; a release stops the repeats still due; a
+// second NIC claiming the same address gets nothing for it.
+func TestIPFollowerTriggers(t *testing.T) {
+	w := &wire{}
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{
+			Static: ipsource.Static{
+				rarp.MAC{2, 0, 0, 0, 0, 1}: {netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
+				rarp.MAC{2, 0, 0, 0, 0, 3}: {netip.MustParseAddr("192.0.2.10")},
+			},
+			Claims: ipsource.NewClaims(4),
+		},
+		Gateways: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
+		Schedule: ipannounce.Schedule{Count: 2, Interval: ipannounce.MinInterval},
+		Metrics:  NewIPMetrics(nil),
+	})
+	a := announce.New(announce.Options{Open: func(string) (announce.Sender, error) { return w, nil }, OnFrame: f.Observe})
+	defer a.Close()
+	f.SetSender(announce.KindHost, a.Announce)
+
+	mac, other, dup := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}, rarp.MAC{2, 0, 0, 0, 0, 3}
+	dom := &domxml.Domain{Name: "vm", UUID: "u1"}
+	f.Landed(dom, []plan.Target{{NIC: domxml.Interface{MAC: mac}, Strategy: plan.Host}}, zap.NewNop())
+	f.Landed(&domxml.Domain{Name: "vm2", UUID: "u2"}, []plan.Target{{NIC: domxml.Interface{MAC: dup}, Strategy: plan.Host}}, zap.NewNop())
+	if n := testutil.ToFloat64(f.o.Metrics.skipped.WithLabelValues(string(ipsource.ReasonClaimed))); n != 1 {
+		t.Fatalf("skipped{claimed_by_other_nic} = %v, want 1", n)
+	}
+
+	s := announce.Schedule{Rounds: 2, Initial: 10 * time.Millisecond, Max: time.Second, Bursts: 1}
+	for _, m := range []rarp.MAC{mac, other, dup} {
+		if _, err := a.Announce(announce.Request{MAC: m, Interface: "br0", Schedule: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	// First round: GARP request and gateway ARP for 192.0.2.10, NA for
+	// 2001:db8::10; nothing for other (not landed) or dup (refused).
+	got := w.kinds(t)
+	count := map[ipannounce.Kind]int{}
+	for _, k := range got {
+		count[k]++
+	}
+	if len(got) != 3 || count[ipannounce.GARPRequest] != 1 || count[ipannounce.GatewayARP] != 1 || count[ipannounce.UnsolicitedNA] != 1 {
+		t.Fatalf("first round: %v, want one GARP request, gateway ARP and NA", got)
+	}
+	// The domain leaves before the second round (due 1.1 s later).
+	f.Release("u1")
+	time.Sleep(ipannounce.MinInterval + 200*time.Millisecond)
+	if n := len(w.kinds(t)); n != 3 {
+		t.Fatalf("%d IP frames after the release, want the 3 of the first round", n)
+	}
+	// After the release the address is free for the other NIC.
+	if h, ok := f.o.Resolver.Claims.Holder(netip.MustParseAddr("192.0.2.10")); ok {
+		t.Fatalf("192.0.2.10 still held by %v after the release", h)
+	}
+}
+
+type guestCalls struct {
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (g *guestCalls) AnnounceSelf(_ context.Context, uuid string, aliases []string, s announce.Schedule) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls = append(g.calls, append([]string{uuid}, aliases...))
+	return s.Validate()
+}
+
+// TestIPFollowerAsksGuestOnce: with guest announce on, a landed NIC's first
+// RARP asks QEMU once for that NIC's alias, however many ports and VLANs
+// its RARPs take; a NIC without addresses is asked too (the guest knows
+// its own), a MAC that did not land is not.
+func TestIPFollowerAsksGuestOnce(t *testing.T) {
+	g := &guestCalls{}
+	f := NewIPFollower(IPOptions{Schedule: ipannounce.DefaultSchedule, Guest: g, Metrics: NewIPMetrics(nil)})
+	mac := rarp.MAC{2, 0, 0, 0, 0, 1}
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, []plan.Target{{NIC: domxml.Interface{MAC: mac, Alias: "net3"}, Strategy: plan.Host}}, zap.NewNop())
+	first := announce.Slot{Burst: 1, Round: 1}
+	f.Observe(announce.Sent{MAC: mac, Port: announce.HostPort("up1"), Slot: first})
+	f.Observe(announce.Sent{MAC: mac, Port: announce.HostPort("up2"), VLAN: rarp.VLAN{ID: 7}, Slot: first})
+	f.Observe(announce.Sent{MAC: rarp.MAC{2, 0, 0, 0, 0, 9}, Port: announce.HostPort("up1"), Slot: first})
+	deadline := time.Now().Add(2 * time.Second)
+	for testutil.ToFloat64(f.o.Metrics.guests.WithLabelValues("ok")) < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.calls) != 1 || len(g.calls[0]) != 2 || g.calls[0][0] != "u1" || g.calls[0][1] != "net3" {
+		t.Fatalf("announce-self calls %v, want one for u1 net3", g.calls)
+	}
+}
+
+// TestIPFollowerKeepsTheRARPsVLAN: a NIC announced tagged (a VLAN of its
+// port) gets its IP frames with the same 802.1Q tag, priority included.
+func TestIPFollowerKeepsTheRARPsVLAN(t *testing.T) {
+	w := &wire{}
+	mac := rarp.MAC{2, 0, 0, 0, 0, 1}
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Static: ipsource.Static{mac: {netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")}}},
+		Schedule: ipannounce.Schedule{Count: 1},
+	})
+	a := announce.New(announce.Options{Open: func(string) (announce.Sender, error) { return w, nil }, OnFrame: f.Observe})
+	defer a.Close()
+	f.SetSender(announce.KindHost, a.Announce)
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, []plan.Target{{NIC: domxml.Interface{MAC: mac}, Strategy: plan.Host}}, zap.NewNop())
+	vlan := rarp.VLAN{ID: 7, Priority: 5}
+	if _, err := a.Announce(announce.Request{MAC: mac, Interface: "br0", VLAN: vlan, Schedule: announce.Schedule{Rounds: 1, Bursts: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(w.kinds(t)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, b := range w.frames {
+		d, err := ipannounce.Decode(b)
+		if err != nil {
+			continue // the RARP
+		}
+		n++
+		if d.VLAN != vlan {
+			t.Errorf("%v frame tagged %+v, want %+v", kindOf(d), d.VLAN, vlan)
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d IP frames, want a GARP and an NA", n)
+	}
+}

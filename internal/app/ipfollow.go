@@ -1,0 +1,104 @@
+package app
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// ipFollower builds the ip_announce section's follower, or nil when it is
+// off. Its Observe joins o.OnFrame, so every announcer built after it
+// reports its first RARPs to it.
+func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger) (*agent.IPFollower, error) {
+	c := cfg.IPAnnounce
+	if !c.Enabled {
+		return nil, nil
+	}
+	r := &ipsource.Resolver{Nova: c.Sources.Nova, Carried: c.Sources.Carried, Claims: ipsource.NewClaims(c.MaxPerNIC)}
+	if c.Sources.Static && c.StaticMap != "" {
+		st, err := ipsource.LoadStatic(c.StaticMap)
+		if err != nil {
+			return nil, fmt.Errorf("ip_announce.static_map: %w", err)
+		}
+		r.Static = st
+	}
+	var learn agent.LearnerOpener
+	if c.Sources.Learned {
+		// Bounded: max_ips_per_nic per MAC, learnedMACs MACs.
+		r.Learned = ipsource.NewLearned(c.MaxPerNIC, learnedMACs)
+		learn = func(dev string, mac rarp.MAC) (agent.Learner, error) {
+			var l *ipsource.Learner
+			err := inNetns(o.Netns, func() error {
+				ifi, err := net.InterfaceByName(dev)
+				if err != nil {
+					return err
+				}
+				l, err = ipsource.Listen(ifi, mac, r.Learned)
+				return err
+			})
+			return l, err
+		}
+	}
+	capper, err := ipannounce.NewUplinkCap(c.FramesPerSecondPerUplink)
+	if err != nil {
+		return nil, fmt.Errorf("ip_announce.frames_per_second_per_uplink: %w", err)
+	}
+	io := agent.IPOptions{
+		Resolver: r, Gateways: c.GatewayAddrs(), GARPReply: c.GARPReply, Schedule: c.Schedule(), Cap: capper,
+		Metrics: agent.NewIPMetrics(o.Registerer), Logger: log.Named("ip"), Learn: learn,
+	}
+	if c.GuestAnnounce {
+		if o.Monitor == nil {
+			log.Warn("ip_announce.guest_announce is on but this command has no QMP connection: the guests are not asked")
+		} else {
+			io.Guest = &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}
+		}
+	}
+	f := agent.NewIPFollower(io)
+	if prev := o.OnFrame; prev != nil {
+		o.OnFrame = func(s announce.Sent) { prev(s); f.Observe(s) }
+	} else {
+		o.OnFrame = f.Observe
+	}
+	return f, nil
+}
+
+// learnedMACs bounds the learned store: more MACs than a hypervisor runs.
+const learnedMACs = 4096
+
+// inNetns runs fn on a thread in ns (nil: the caller's namespace); a socket
+// opened there stays in ns.
+func inNetns(ns *netns.NsHandle, fn func() error) error {
+	if ns == nil {
+		return fn()
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	// A thread that cannot go back stays locked and ends with its goroutine.
+	defer func() {
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	if err := netns.Set(*ns); err != nil {
+		return err
+	}
+	return fn()
+}
