@@ -260,7 +260,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 	h.watcher = libvirtwatch.New(libvirtwatch.Config{
 		Socket: h.fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
-		AnnounceOnResync: true, Logger: log.Named("libvirt"), Metrics: lvm,
+		AnnounceOnResync: true, ReportConnection: true, Logger: log.Named("libvirt"), Metrics: lvm,
 	})
 	deps := parts.Deps(h.watcher, log.Named("agent"))
 	deps.FDB = h.fdb

@@ -47,3 +47,26 @@ func TestResyncOneCallForManyDomains(t *testing.T) {
 		t.Errorf("landing relayed after %v", d)
 	}
 }
+
+// With ReportConnection, a lost connection is reported (Disconnected)
+// before the reconnect, and Resynced follows the resync's decisions: the
+// agent resumes refreshes only after the cancels of domains gone.
+func TestReportConnection(t *testing.T) {
+	s := startFake(t)
+	addDomain(t, s, 1, StateRunning, ReasonRunningMigrated, 1)
+	cfg := testConfig(t, s.Path())
+	cfg.ReportConnection = true
+	r := startWatcher(t, cfg, 16)
+	r.expect(t, Landed, "vm1", "resync")
+	r.expect(t, Resynced, "", "resynced")
+	r.waitReady(t, 5*time.Second)
+
+	if err := s.SetState("vm1", stateShutoff, 1); err != nil {
+		t.Fatal(err)
+	}
+	s.DropConnections()
+	r.expect(t, Disconnected, "", "disconnected")
+	r.expect(t, Cancel, "vm1", "resync")
+	r.expect(t, Resynced, "", "resynced")
+	r.expectNone(t, 50*time.Millisecond)
+}
