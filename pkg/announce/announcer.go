@@ -152,6 +152,7 @@ type Announcer struct {
 	firsts atomic.Int64
 	// refreshOff suspends refresh frames (PauseRefresh).
 	refreshOff atomic.Bool
+	sendErrs   sendErrors
 }
 
 // PauseRefresh suspends (true) or resumes (false) the refresh frames of
@@ -474,6 +475,9 @@ func (a *Announcer) finish(it item, at time.Time, err error) {
 		h.failed.Add(1)
 		h.errOnce.Do(func() { h.err = err })
 		a.m.failure(err)
+		if h.req.port().Kind == KindHost { // the ovs announcer logs its own
+			a.sendErrs.note(a.log, h.req, err, at)
+		}
 	} else {
 		h.sent.Add(1)
 		a.m.sent()
