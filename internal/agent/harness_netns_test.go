@@ -203,6 +203,10 @@ type hostOptions struct {
 	before func(h *host)
 	// ovs is the ovs strategy's announcer; nil: not available.
 	ovs strategy.OVSAnnouncer
+	// warnLogsOnly keeps only warnings and errors, and no record of the
+	// frames (the soak test: a memory check must not count the test's own
+	// record of every line and frame).
+	warnLogsOnly bool
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -226,9 +230,13 @@ func newHost(t *testing.T, o hostOptions) *host {
 		o.before(h)
 	}
 
-	core, logs := observer.New(zapcore.DebugLevel)
+	minLevel, testLevel := zapcore.DebugLevel, zapcore.InfoLevel
+	if o.warnLogsOnly {
+		minLevel, testLevel = zapcore.WarnLevel, zapcore.WarnLevel
+	}
+	core, logs := observer.New(minLevel)
 	h.logs = logs
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel)).Core(), core))
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(testLevel)).Core(), core))
 
 	nsh, err := netns.GetFromName(h.ns.Name)
 	if err != nil {
@@ -249,8 +257,12 @@ func newHost(t *testing.T, o hostOptions) *host {
 	if o.ovs == nil {
 		cfg.Strategies.OpenVSwitch = config.StrategySkip // no OVS on this agent
 	}
+	onFrame := h.frames.add
+	if o.warnLogsOnly {
+		onFrame = nil
+	}
 	parts, err := app.Build(ctx, cfg, app.Options{
-		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: h.frames.add, OVS: o.ovs,
+		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: onFrame, OVS: o.ovs,
 	})
 	if err != nil {
 		t.Fatal(err)
