@@ -128,7 +128,7 @@ func TestSoak(t *testing.T) {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
 	t.Logf("seed %d (RARP_SOAK_SEED reruns it)", seed)
-	rng := rand.New(rand.NewPCG(seed, 11))       // the rounds (test goroutine)
+	rng := rand.New(rand.NewPCG(seed, 11))      // the rounds (test goroutine)
 	faultRng := rand.New(rand.NewPCG(seed, 12)) // the restarts (their goroutine)
 
 	h := newHost(t, hostOptions{warnLogsOnly: true})
