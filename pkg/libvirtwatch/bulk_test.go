@@ -70,3 +70,30 @@ func TestReportConnection(t *testing.T) {
 	r.expect(t, Resynced, "", "resynced")
 	r.expectNone(t, 50*time.Millisecond)
 }
+
+// A resync lands a domain whose STARTED/MIGRATED and RESUMED/MIGRATED
+// were still queued behind the listing (the subscription comes first, so
+// events of the migration that finished meanwhile arrive after the
+// resync): the stale STARTED of the very process that landed must not
+// forget the landing, or the queued RESUMED lands the migration twice.
+func TestTrackerStaleStartedAfterResync(t *testing.T) {
+	tr := NewTracker()
+	d := DomainRef{Name: "vm1", UUID: uuidOf(1)}
+	dec := tr.Resync([]DomainStatus{{Domain: d, ID: 7, State: StateRunning, Reason: ReasonRunningMigrated}}, true)
+	if len(dec) != 1 || dec[0].Kind != Landed {
+		t.Fatalf("resync decided %v", dec)
+	}
+	if k := tr.Observe(d, 7, EventStarted, DetailStartedMigrated); k != Other || !tr.HasLanded(d.UUID) {
+		t.Fatalf("stale STARTED of the landed process: %v, landed %v", k, tr.HasLanded(d.UUID))
+	}
+	if k := tr.Observe(d, 7, EventResumed, DetailResumedMigrated); k != Other {
+		t.Fatalf("queued RESUMED after the resync landed it: %v, want other (once per migration)", k)
+	}
+	// A new process (the next migration) still forgets and lands.
+	if k := tr.Observe(d, 8, EventStarted, DetailStartedMigrated); k != Other || tr.HasLanded(d.UUID) {
+		t.Fatalf("STARTED of a new process: %v, landed %v", k, tr.HasLanded(d.UUID))
+	}
+	if k := tr.Observe(d, 8, EventResumed, DetailResumedMigrated); k != Landed {
+		t.Fatalf("next migration: %v, want landed", k)
+	}
+}

@@ -132,7 +132,8 @@ func TestTrackerProperty(t *testing.T) {
 			kind := tr.Observe(d, id[d.UUID], ev, detail)
 			trace = append(trace, fmt.Sprintf("%s %s/%s -> %s", d.Name, EventName(ev), DetailName(ev, detail), kind))
 			landing := ev == EventResumed && (detail == DetailResumedMigrated || detail == DetailResumedPostcopy || detail == DetailResumedPostcopyFailed)
-			ends := ev == EventStarted || ev == EventUndefined || ev == EventSuspended || ev == EventStopped || ev == EventCrashed || ev == EventPMSuspended
+			staleStart := ev == EventStarted && landed[d.UUID] && landedID[d.UUID] == id[d.UUID]
+			ends := (ev == EventStarted && !staleStart) || ev == EventUndefined || ev == EventSuspended || ev == EventStopped || ev == EventCrashed || ev == EventPMSuspended
 			switch {
 			case landing && !landed[d.UUID]:
 				if kind != Landed {
