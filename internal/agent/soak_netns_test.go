@@ -110,7 +110,8 @@ func rssKB(t testing.TB) int {
 }
 
 // TestSoak (issue 11): 200 landings (40 domains migrating in and out 5
-// times each, after a warm-up round) through the fake libvirtd while it is killed and restarted
+// times each, after a warm-up round in which one port is also re-plugged)
+// through the fake libvirtd while it is killed and restarted
 // 5 times at random moments (connections dropped, socket gone, then a new
 // server on the same path with the same domains). Every landing is
 // announced exactly once, counted at the switch with a packet socket (one
@@ -131,7 +132,9 @@ func TestSoak(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 11))      // the rounds (test goroutine)
 	faultRng := rand.New(rand.NewPCG(seed, 12)) // the restarts (their goroutine)
 
-	h := newHost(t, hostOptions{warnLogsOnly: true})
+	settings := defaultSettings()
+	settings.WatchWindow = 10 * time.Second // a re-plug after landing re-announces
+	h := newHost(t, hostOptions{settings: settings, warnLogsOnly: true})
 	sw := countAtSwitch(t, h.rig.Switch, netnstest.RigSwitchToHost)
 	doms := make([]domain, domains)
 	for i := range doms {
@@ -180,13 +183,21 @@ func TestSoak(t *testing.T) {
 	// One round: every domain lands (STARTED/MIGRATED, RESUMED/MIGRATED),
 	// its burst is awaited at the switch, then it migrates away
 	// (STOPPED/MIGRATED). Domains run side by side.
-	landings := map[rarp.MAC]int{}
+	// In the warm-up round one domain's port is re-plugged after its
+	// landing (os-vif re-plugging it): one more burst, then no more. It
+	// happens while libvirt is up: the re-announce asks libvirt whether
+	// the domain still runs here.
+	bursts := map[rarp.MAC]int{}
+	replugged := rng.IntN(domains)
 	round := func(r int) {
 		var wg sync.WaitGroup
 		delays := make([]time.Duration, len(doms))
 		for i := range doms {
 			delays[i] = time.Duration(rng.IntN(400)) * time.Millisecond
-			landings[doms[i].macs[0]]++
+			bursts[doms[i].macs[0]]++
+		}
+		if r == 0 {
+			bursts[doms[replugged].macs[0]]++
 		}
 		for i, d := range doms {
 			wg.Add(1)
@@ -196,8 +207,19 @@ func TestSoak(t *testing.T) {
 				emit(d, startedMigrated)
 				emit(d, resumedMigrated)
 				want := framesPerBurst * (r + 1)
+				if r > 0 && i == replugged {
+					want += framesPerBurst
+				}
 				if !sw.wait(t, d.macs[0], want, 15*time.Second) {
 					t.Errorf("round %d: %s has %d frames at the switch, want %d", r, d.name, sw.count(d.macs[0]), want)
+				}
+				if r == 0 && i == replugged {
+					tap := "vs" + strconv.Itoa(i)
+					h.ns.Exec(t, "ip", "link", "set", "dev", tap, "nomaster")
+					h.ns.Attach(t, tap, netnstest.RigHostBridge)
+					if !sw.wait(t, d.macs[0], want+framesPerBurst, 10*time.Second) {
+						t.Errorf("%s re-plugged: %d frames at the switch, want %d", d.name, sw.count(d.macs[0]), want+framesPerBurst)
+					}
 				}
 				// Let the burst's last frame go before it leaves.
 				time.Sleep(fastSchedule().Duration() + 20*time.Millisecond)
@@ -249,8 +271,8 @@ func TestSoak(t *testing.T) {
 		g0, g1, fd0, fd1, rss0, rss1, heap0>>10, heap1>>10)
 
 	for _, d := range doms {
-		if got, want := sw.count(d.macs[0]), framesPerBurst*landings[d.macs[0]]; got != want {
-			t.Errorf("%s: %d frames at the switch for %d landings, want %d (one burst each)", d.name, got, landings[d.macs[0]], want)
+		if got, want := sw.count(d.macs[0]), framesPerBurst*bursts[d.macs[0]]; got != want {
+			t.Errorf("%s: %d frames at the switch for %d landings and re-plugs, want %d (one burst each)", d.name, got, bursts[d.macs[0]], want)
 		}
 	}
 	if g1 > g0+3 {
