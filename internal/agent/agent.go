@@ -162,6 +162,21 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 			defer a.wg.Done()
 			a.land(lctx, l, a.current(), "")
 		}()
+	case libvirtwatch.Disconnected:
+		// Whether a landed VM still runs here is unknown until the
+		// resync: no refresh frame meanwhile (MAC flapping against the
+		// host an HA controller rebuilt it on).
+		if a.d.Announcer != nil {
+			a.d.Announcer.PauseRefresh(true)
+		}
+		a.log.Warn("libvirt unreachable: refresh announces suspended until the resync")
+	case libvirtwatch.Resynced:
+		// The resync's cancels came first (the watcher's output is in
+		// order): the refreshes left belong to domains running here.
+		if a.d.Announcer != nil {
+			a.d.Announcer.PauseRefresh(false)
+		}
+		a.log.Info("libvirt resynced: refresh announces resumed for the domains still running here")
 	case libvirtwatch.Cancel:
 		// SUSPENDED/MIGRATED on the source is a Cancel too (the VM is
 		// leaving), and the start of a migration that may be cancelled.

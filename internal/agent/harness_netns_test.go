@@ -205,6 +205,10 @@ type hostOptions struct {
 	ovs strategy.OVSAnnouncer
 	// config, if set, changes the config the parts are built from.
 	config func(*config.Config)
+	// warnLogsOnly keeps only warnings and errors, and no record of the
+	// frames (the soak test: a memory check must not count the test's own
+	// record of every line and frame).
+	warnLogsOnly bool
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -228,9 +232,13 @@ func newHost(t *testing.T, o hostOptions) *host {
 		o.before(h)
 	}
 
-	core, logs := observer.New(zapcore.DebugLevel)
+	minLevel, testLevel := zapcore.DebugLevel, zapcore.InfoLevel
+	if o.warnLogsOnly {
+		minLevel, testLevel = zapcore.WarnLevel, zapcore.WarnLevel
+	}
+	core, logs := observer.New(minLevel)
 	h.logs = logs
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel)).Core(), core))
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(testLevel)).Core(), core))
 
 	nsh, err := netns.GetFromName(h.ns.Name)
 	if err != nil {
@@ -254,8 +262,12 @@ func newHost(t *testing.T, o hostOptions) *host {
 	if o.config != nil {
 		o.config(cfg)
 	}
+	onFrame := h.frames.add
+	if o.warnLogsOnly {
+		onFrame = nil
+	}
 	parts, err := app.Build(ctx, cfg, app.Options{
-		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: h.frames.add, OVS: o.ovs,
+		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: onFrame, OVS: o.ovs,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +277,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 	h.watcher = libvirtwatch.New(libvirtwatch.Config{
 		Socket: h.fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
-		AnnounceOnResync: true, Logger: log.Named("libvirt"), Metrics: lvm,
+		AnnounceOnResync: true, ReportConnection: true, Logger: log.Named("libvirt"), Metrics: lvm,
 	})
 	deps := parts.Deps(h.watcher, log.Named("agent"))
 	deps.FDB = h.fdb

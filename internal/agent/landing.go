@@ -60,7 +60,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	}()
 	ev := l.ev
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
-	dom, prefetched := a.domain(ctx, ev, log)
+	dom, prefetched := a.domain(ctx, ev, s.ReadyTimeout, log)
 	if dom == nil {
 		return nil
 	}
@@ -128,13 +128,13 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 // domain returns the landed domain's parsed live XML (prefetched when the
 // migration started, or read now), or nil if there is nothing to announce
 // (cancelled meanwhile, unreadable, unparsable: logged and counted here).
-func (a *Agent) domain(ctx context.Context, ev libvirtwatch.Event, log *zap.Logger) (dom *domxml.Domain, prefetched bool) {
+func (a *Agent) domain(ctx context.Context, ev libvirtwatch.Event, budget time.Duration, log *zap.Logger) (dom *domxml.Domain, prefetched bool) {
 	var err error
 	p := a.prefetched(ctx, ev)
 	if p != nil {
 		dom, err = p.dom, p.err
 	} else {
-		xml, xerr := a.d.Libvirt.DomainXML(ctx, ev.Domain)
+		xml, xerr := a.readXML(ctx, ev, budget, log)
 		if xerr != nil && ctx.Err() != nil {
 			// The domain stopped or left while its XML was being read:
 			// nothing to announce, and nothing failed.
@@ -163,6 +163,59 @@ func (a *Agent) domain(ctx context.Context, ev libvirtwatch.Event, log *zap.Logg
 		log.Error("some NICs of the live XML are invalid and not announced", zap.Error(err))
 	}
 	return dom, p != nil
+}
+
+// xmlRetryMin and xmlRetryMax bound the pause between two reads of a
+// landed domain's live XML while libvirt is unreachable.
+const (
+	xmlRetryMin = 50 * time.Millisecond
+	xmlRetryMax = time.Second
+)
+
+// readXML reads the landed domain's live XML, retrying while the failure is
+// the connection's (an RPC timeout closes it, libvirtd restarts, the
+// watcher is between connections) until budget has passed since the
+// landing was seen. The watcher marked the domain landed when it relayed
+// the event, so the resync after the reconnect will not land it again: a
+// read given up here was a VM never announced. A cancel (the resync found
+// the domain gone or replaced) ends the retries through ctx.
+func (a *Agent) readXML(ctx context.Context, ev libvirtwatch.Event, budget time.Duration, log *zap.Logger) ([]byte, error) {
+	deadline := ev.Received.Add(budget)
+	if ev.Received.IsZero() {
+		deadline = time.Now().Add(budget)
+	}
+	pause := xmlRetryMin
+	for attempt := 1; ; attempt++ {
+		xml, err := a.d.Libvirt.DomainXML(ctx, ev.Domain)
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			if err == nil && attempt > 1 {
+				log.Info("read the live XML after libvirt came back", zap.Int("attempts", attempt))
+			}
+			return xml, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fmt.Errorf("%w (gave up after %d attempts within readiness.timeout %v)", err, attempt, budget)
+		}
+		if attempt == 1 {
+			log.Warn("cannot read the domain's live XML yet; retrying while libvirt reconnects", zap.Error(err))
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, xmlRetryMax)
+	}
+}
+
+// transient reports a libvirt failure that a reconnect may cure.
+func transient(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, libvirtwatch.ErrNotConnected) || errors.Is(err, libvirtwatch.ErrConnectionLost) ||
+		errors.Is(err, libvirtwatch.ErrTimeout) || (errors.As(err, &te) && te.Timeout())
 }
 
 // hostStrategy announces from the host: wait for the port, repair the

@@ -98,6 +98,7 @@ func LibvirtConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) l
 		BackoffMin:       c.Libvirt.BackoffMin.D(),
 		BackoffMax:       c.Libvirt.BackoffMax.D(),
 		AnnounceOnResync: c.Libvirt.AnnounceOnResync,
+		ReportConnection: true, // the agent suspends refreshes while disconnected
 		Logger:           log,
 		Metrics:          m,
 	}

@@ -47,6 +47,7 @@ const (
 	ProcConnectGetLibVersion                    = 157
 	ProcDomainGetState                          = 212
 	ProcConnectListAllDomains                   = 273
+	ProcConnectGetAllDomainStats                = 344
 	ProcConnectDomainEventCallbackRegisterAny   = 316
 	ProcConnectDomainEventCallbackDeregisterAny = 317
 	ProcDomainEventCallbackLifecycle            = 318
@@ -120,6 +121,7 @@ type Server struct {
 	nextID   int32
 	conns    map[*conn]struct{}
 	hang     map[Call]bool
+	drop     map[Call]int
 	delay    time.Duration
 	readOnly bool
 	calls    map[Call]int
@@ -146,6 +148,7 @@ func Listen(path string) (*Server, error) {
 		nextID: 1,
 		conns:  make(map[*conn]struct{}),
 		hang:   make(map[Call]bool),
+		drop:   make(map[Call]int),
 		calls:  make(map[Call]int),
 	}
 	s.subsCond = sync.NewCond(&s.mu)
@@ -259,6 +262,16 @@ func (s *Server) Hang(program, procedure uint32, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hang[Call{program, procedure}] = on
+}
+
+// DropNext makes the next n calls of this procedure close the connection
+// that carried them instead of answering (libvirtd dying mid-call, or the
+// connection lost while a reconnect races the call). The server keeps
+// listening.
+func (s *Server) DropNext(program, procedure uint32, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop[Call{program, procedure}] = n
 }
 
 // SetDelay delays every answer by d (a slow libvirtd).
@@ -518,7 +531,14 @@ func (c *conn) serve() {
 		key := Call{prog, proc}
 		c.s.calls[key]++
 		hang, delay := c.s.hang[key], c.s.delay
+		drop := c.s.drop[key] > 0
+		if drop {
+			c.s.drop[key]--
+		}
 		c.s.mu.Unlock()
+		if drop {
+			return
+		}
 		if hang {
 			continue
 		}
@@ -715,6 +735,8 @@ func (c *conn) dispatch(prog, proc uint32, payload []byte) ([]byte, error) {
 		s.mu.Unlock()
 		ret.Ret = uint32(len(ret.Domains))
 		return encode(ret)
+	case ProcConnectGetAllDomainStats:
+		return s.allDomainStats(payload)
 	case ProcDomainLookupByName:
 		var a libvirt.DomainLookupByNameArgs
 		if err := decode(payload, &a); err != nil {
@@ -771,6 +793,48 @@ func (c *conn) dispatch(prog, proc uint32, payload []byte) ([]byte, error) {
 		return encode(libvirt.DomainGetXMLDescRet{XML: dom.XML})
 	}
 	return nil, &rpcError{errNoSupport, fromRemote, fmt.Sprintf("unknown procedure: %d", proc)}
+}
+
+// allDomainStats answers virConnectGetAllDomainStats for the "state" group
+// only (VIR_DOMAIN_STATS_STATE): state.state and state.reason as ints. The
+// list flags ACTIVE/INACTIVE filter as in ConnectListAllDomains; an
+// explicit domain list is not supported (the watcher never sends one).
+func (s *Server) allDomainStats(payload []byte) ([]byte, error) {
+	var a libvirt.ConnectGetAllDomainStatsArgs
+	if err := decode(payload, &a); err != nil {
+		return nil, err
+	}
+	if len(a.Doms) > 0 {
+		return nil, &rpcError{errNoSupport, fromRemote, "libvirtfake: GetAllDomainStats with a domain list"}
+	}
+	active := a.Flags&uint32(libvirt.ConnectGetAllDomainsStatsActive) != 0
+	inactive := a.Flags&uint32(libvirt.ConnectGetAllDomainsStatsInactive) != 0
+	if !active && !inactive {
+		active, inactive = true, true
+	}
+	// TypedParamValue is a discriminated union go-xdr cannot encode from
+	// go-libvirt's type: spell out the int arm (discriminant 1).
+	type intParam struct {
+		Field string
+		Type  uint32
+		Value int32
+	}
+	type record struct {
+		Dom    libvirt.Domain
+		Params []intParam
+	}
+	var ret struct{ Stats []record }
+	s.mu.Lock()
+	for _, u := range s.order {
+		d := s.doms[u]
+		if (d.Active() && active) || (!d.Active() && inactive) {
+			ret.Stats = append(ret.Stats, record{Dom: d.wire(), Params: []intParam{
+				{"state.state", 1, d.State}, {"state.reason", 1, d.Reason},
+			}})
+		}
+	}
+	s.mu.Unlock()
+	return encode(ret)
 }
 
 // Domains lists the known domains sorted by name (for debugging).

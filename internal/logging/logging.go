@@ -23,19 +23,24 @@ func New(level, format string) (*zap.Logger, zap.AtomicLevel, error) {
 	return build(level, format, zapcore.Lock(os.Stderr))
 }
 
-// NewBuffered is New with the writes to stderr batched by a background
-// flusher (every 100 ms, or 256 KiB). A landing storm logs thousands of
-// lines a second; written synchronously, each one holds a lock across a
-// write to a pipe that journald may drain late, on the path between a
-// libvirt event and its first frame. The cost: a crash can lose the last
-// 100 ms of lines. Call the returned stop function at exit to flush.
+// NewBuffered is New with the writes to stderr queued and written by a
+// background goroutine, batched (DroppingWriter, 1 MiB). A landing storm
+// logs thousands of lines a second; written synchronously, each one holds
+// a lock across a write to a pipe that journald may drain late, on the
+// path between a libvirt event and its first frame; and when journald
+// stops reading, lines are dropped and counted (logged as "log lines
+// dropped" once there is room) rather than blocking the event loop. The
+// cost: a crash can lose the lines still queued. Call the returned stop
+// function at exit to write them.
 func NewBuffered(level, format string) (*zap.Logger, zap.AtomicLevel, func(), error) {
-	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(os.Stderr), Size: 256 << 10, FlushInterval: 100 * time.Millisecond}
+	ws := NewDroppingWriter(os.Stderr, 1<<20)
 	l, lvl, err := build(level, format, ws)
 	if err != nil {
+		ws.Stop(0)
 		return nil, lvl, nil, err
 	}
-	return l, lvl, func() { _ = ws.Stop() }, nil
+	ws.SetOnDrop(func(n uint64) { l.Warn("log lines dropped: stderr was not read fast enough", zap.Uint64("dropped", n)) })
+	return l, lvl, func() { ws.Stop(2 * time.Second) }, nil
 }
 
 func build(level, format string, ws zapcore.WriteSyncer) (*zap.Logger, zap.AtomicLevel, error) {

@@ -135,6 +135,12 @@ func (o *OVS) StopSwitch(t testing.TB) {
 	}
 }
 
+// StartSwitch starts ovs-vswitchd again after StopSwitch.
+func (o *OVS) StartSwitch(t testing.TB) {
+	t.Helper()
+	o.start(t, "ovs-vswitchd", o.DB)
+}
+
 // Pid returns the pid of "ovsdb-server" or "ovs-vswitchd".
 func (o *OVS) Pid(t testing.TB, name string) int {
 	t.Helper()

@@ -129,6 +129,7 @@ func (o OVS) start(ctx context.Context, l agent.Landing, t plan.Target, log *zap
 	// it: that is exactly the window in which QEMU's own RARPs are lost
 	// (Nova bug 1815989). Keep trying until the port is wired.
 	deadline := time.Now().Add(s.ReadyTimeout)
+	attempts := 0
 	for {
 		hs, err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, l.Since)
 		if ctx.Err() != nil {
@@ -143,17 +144,27 @@ func (o OVS) start(ctx context.Context, l agent.Landing, t plan.Target, log *zap
 			}
 			return agent.NICResult{Target: t, Result: agent.ResultCancelled, Err: ctx.Err()}
 		}
+		// An Open vSwitch restarting (ovsdb-server or ovs-vswitchd not
+		// running yet, or not answering) comes back within seconds, as
+		// a port gets wired: retry within the same readiness budget.
+		unavailable := errors.Is(err, ovs.ErrNotRunning) || errors.Is(err, ovs.ErrTimeout)
 		switch {
 		case err == nil:
-			log.Info("OVS announce started", zap.Duration("lag", time.Since(l.Since)))
+			log.Info("OVS announce started", zap.Duration("lag", time.Since(l.Since)), zap.Int("retries", attempts))
 			return agent.NICResult{Target: t, Result: agent.ResultStarted, Handles: hs}
-		case !errors.Is(err, ovs.ErrPortNotWired):
+		case !errors.Is(err, ovs.ErrPortNotWired) && !unavailable:
 			log.Error("OVS announce failed", zap.Error(err))
+			return agent.NICResult{Target: t, Result: agent.ResultFailed, Err: err}
+		case !time.Now().Before(deadline) && unavailable:
+			log.Error("Open vSwitch unavailable for the whole readiness timeout; not announced", zap.Error(err))
 			return agent.NICResult{Target: t, Result: agent.ResultFailed, Err: err}
 		case !time.Now().Before(deadline):
 			log.Warn("OVS port still not wired (VLAN 4095); not announced")
 			return agent.NICResult{Target: t, Result: agent.ResultNotReady, Err: err}
+		case unavailable && attempts == 0:
+			log.Warn("Open vSwitch unavailable (restarting?); retrying within the readiness timeout", zap.Error(err))
 		}
+		attempts++
 		select {
 		case <-ctx.Done():
 			return agent.NICResult{Target: t, Result: agent.ResultCancelled, Err: ctx.Err()}

@@ -150,7 +150,18 @@ type Announcer struct {
 	// firsts counts first frames queued on any link: while some wait,
 	// links hold their repeats back (see link.pop).
 	firsts atomic.Int64
+	// refreshOff suspends refresh frames (PauseRefresh).
+	refreshOff atomic.Bool
+	sendErrs   sendErrors
 }
+
+// PauseRefresh suspends (true) or resumes (false) the refresh frames of
+// every announce: the ticks that come meanwhile send nothing, the finite
+// bursts go on. The agent suspends them while libvirt is unreachable, when
+// it cannot tell whether a VM still runs here (an HA controller may have
+// rebuilt it elsewhere), and resumes them once the resync cancelled the
+// announces of the domains that are gone.
+func (a *Announcer) PauseRefresh(paused bool) { a.refreshOff.Store(paused) }
 
 // New returns an Announcer; Close stops it.
 func New(opts Options) *Announcer {
@@ -432,6 +443,9 @@ func (a *Announcer) run(h *Handle) {
 		case <-h.ctx.Done():
 			return
 		case <-t.C:
+			if a.refreshOff.Load() {
+				continue
+			}
 			a.enqueue(h, item{h: h, refresh: true})
 		}
 	}
@@ -461,6 +475,9 @@ func (a *Announcer) finish(it item, at time.Time, err error) {
 		h.failed.Add(1)
 		h.errOnce.Do(func() { h.err = err })
 		a.m.failure(err)
+		if h.req.port().Kind == KindHost { // the ovs announcer logs its own
+			a.sendErrs.note(a.log, h.req, err, at)
+		}
 	} else {
 		h.sent.Add(1)
 		a.m.sent()

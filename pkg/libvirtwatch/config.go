@@ -60,6 +60,12 @@ type Config struct {
 	// (they may have landed while nobody watched), once per QEMU process:
 	// see Tracker.Resync. The agent wants this on.
 	AnnounceOnResync bool
+	// ReportConnection makes Run also send Disconnected when a working
+	// connection is lost and Resynced after every resync's decisions: the
+	// agent suspends refresh announces in between (a long libvirtd outage
+	// must not keep broadcasting MACs of VMs an HA controller rebuilt
+	// elsewhere). Off, the output carries only Landed, Cancel and Other.
+	ReportConnection bool
 	// Logger; nil = no logging.
 	Logger *zap.Logger
 	// Metrics; nil = not counted.

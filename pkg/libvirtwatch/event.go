@@ -18,6 +18,12 @@ const (
 	// Cancel: the domain stopped, paused, crashed or left: cancel its
 	// pending announces.
 	Cancel
+	// Disconnected: the connection to libvirt was lost; until Resynced,
+	// nothing is known of the domains (Config.ReportConnection). No domain.
+	Disconnected
+	// Resynced: connected again, and the resync's Landed and Cancel
+	// decisions were sent before it (Config.ReportConnection). No domain.
+	Resynced
 )
 
 func (k EventKind) String() string {
@@ -26,6 +32,10 @@ func (k EventKind) String() string {
 		return "landed"
 	case Cancel:
 		return "cancel"
+	case Disconnected:
+		return "disconnected"
+	case Resynced:
+		return "resynced"
 	}
 	return "other"
 }
@@ -54,6 +64,9 @@ type Event struct {
 // Name is the event's "event/detail" in lower case, e.g. "resumed/migrated",
 // or "resync".
 func (e Event) Name() string {
+	if e.Kind == Disconnected || e.Kind == Resynced {
+		return e.Kind.String()
+	}
 	if e.Resync {
 		return "resync"
 	}

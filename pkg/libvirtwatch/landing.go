@@ -13,7 +13,9 @@ import "sort"
 //	RESUMED/POSTCOPY_FAILED             -> Landed, unless already landed
 //	STARTED/any                         -> Other; forget (a new QEMU process:
 //	                                       STARTED/MIGRATED begins an incoming
-//	                                       migration and is never a trigger)
+//	                                       migration and is never a trigger),
+//	                                       unless it is the process that landed
+//	                                       (a stale event queued behind a resync)
 //	SUSPENDED/any, STOPPED/any,
 //	CRASHED/any, PMSUSPENDED/any        -> Cancel; forget
 //	UNDEFINED/any                       -> Other; forget
@@ -61,7 +63,18 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 			return Landed
 		}
 		return Other
-	case EventStarted, EventUndefined:
+	case EventStarted:
+		// A STARTED of the very QEMU process that already landed is
+		// older than the landing: a resync listed the domain running
+		// (and landed it) while the event still waited in the queue.
+		// Forgetting would land the same migration twice when the
+		// queued RESUMED follows.
+		if l, ok := t.landed[d.UUID]; ok && l.id == id && id >= 0 {
+			return Other
+		}
+		delete(t.landed, d.UUID)
+		return Other
+	case EventUndefined:
 		delete(t.landed, d.UUID)
 		return Other
 	case EventSuspended, EventStopped, EventCrashed, EventPMSuspended:

@@ -106,8 +106,12 @@ func TestTrackerObserve(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := NewTracker()
+			ids := map[string]int32{"a": 5, "b": 5}
 			for i, st := range tt.steps {
-				got := tr.Observe(ref(st.dom), 5, st.event, st.detail)
+				if st.event == EventStarted {
+					ids[st.dom]++ // every STARTED is a new QEMU process, with a new id
+				}
+				got := tr.Observe(ref(st.dom), ids[st.dom], st.event, st.detail)
 				if got != st.want {
 					t.Fatalf("step %d %s %s/%s: got %s, want %s", i, st.dom, EventName(st.event), DetailName(st.event, st.detail), got, st.want)
 				}

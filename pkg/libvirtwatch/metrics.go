@@ -11,7 +11,7 @@ import (
 // Procedures named in the RPC metrics' procedure label (libvirt's names,
 // without the REMOTE_PROC_ prefix).
 var procedures = []string{
-	procConnectOpen, procConnectClose, procRegisterLifecycle, procListAllDomains,
+	procConnectOpen, procConnectClose, procRegisterLifecycle, procListAllDomains, procGetAllDomainStats,
 	procGetState, procLookupByName, procLookupByUUID, procGetXMLDesc, procMonitorCommand, procGetLibVersion,
 }
 
@@ -21,6 +21,7 @@ const (
 	procRegisterLifecycle = "connect_domain_event_callback_register_any"
 	procListAllDomains    = "connect_list_all_domains"
 	procGetState          = "domain_get_state"
+	procGetAllDomainStats = "connect_get_all_domain_stats"
 	procLookupByName      = "domain_lookup_by_name"
 	procLookupByUUID      = "domain_lookup_by_uuid"
 	procGetXMLDesc        = "domain_get_xml_desc"

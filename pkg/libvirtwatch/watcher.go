@@ -134,6 +134,9 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 		}
 		if established {
 			w.log.Warn("lost the connection to libvirt; reconnecting", zap.Error(err))
+			if w.cfg.ReportConnection && !send(ctx, out, Event{Kind: Disconnected, DomainID: -1, Event: -1, Detail: -1, Received: time.Now()}) {
+				return nil
+			}
 			lostAt = time.Now()
 			backoff, failures = w.cfg.BackoffMin, 0
 			continue
@@ -260,6 +263,9 @@ func (w *Watcher) resync(ctx context.Context, c *Conn, out chan<- Event) error {
 	}
 	w.log.Info("resynced with libvirt", zap.Int("active_domains", len(active)),
 		zap.Int("landed", landed), zap.Int("cancelled", len(decisions)-landed))
+	if w.cfg.ReportConnection && !send(ctx, out, Event{Kind: Resynced, DomainID: -1, Event: -1, Detail: -1, Received: now, Resync: true}) {
+		return ctx.Err()
+	}
 	return nil
 }
 
