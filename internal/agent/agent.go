@@ -65,6 +65,9 @@ type Deps struct {
 	Announcer  *announce.Announcer
 	Logger     *zap.Logger
 	Metrics    *Metrics
+	// Reconv watches the network around migrations (converge.go); nil:
+	// no watch, no migration record.
+	Reconv *Reconv
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
@@ -165,8 +168,10 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		if ev.MigrationStarts() {
 			a.prefetch(ctx, ev)
 		} else {
+			a.depart(ctx, ev) // before the prefetched XML is dropped
 			a.dropPrefetch(ev.Domain.UUID)
 		}
+		a.d.Reconv.endPremature(ev.Domain.UUID, time.Time{}, a.log)
 		a.mu.Lock()
 		l := a.landings[ev.Domain.UUID]
 		delete(a.landings, ev.Domain.UUID)
