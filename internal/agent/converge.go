@@ -79,12 +79,12 @@ type Reconv struct {
 
 // ReconvMetrics are the network-following metrics; nil counts nothing.
 type ReconvMetrics struct {
-	reconv      *prometheus.HistogramVec
-	silent      *prometheus.CounterVec
-	stale       prometheus.Counter
-	overLimit   prometheus.Counter
-	premature   prometheus.Counter
-	records     *prometheus.CounterVec
+	reconv    *prometheus.HistogramVec
+	silent    *prometheus.CounterVec
+	stale     prometheus.Counter
+	overLimit prometheus.Counter
+	premature prometheus.Counter
+	records   *prometheus.CounterVec
 	metricset.Set
 }
 
@@ -252,17 +252,14 @@ func (r *Reconv) byUplink(targets []plan.Target) map[string][]rarp.MAC {
 
 // convergence is one landing's watch, from planning to its record.
 type convergence struct {
-	r        *Reconv
-	ev       libvirtwatch.Event
-	trigger  announce.Trigger
-	log      *zap.Logger
-	watch    *watchGroup
-	moves    int
-	timeline map[rarp.MAC]*nicTimes
+	ctx     context.Context // the landing's
+	r       *Reconv
+	ev      libvirtwatch.Event
+	trigger announce.Trigger
+	log     *zap.Logger
+	watch   *watchGroup
+	moves   int
 }
-
-// nicTimes are the instants of one NIC's landing the strategies report.
-type nicTimes struct{ ready, repaired time.Time }
 
 // converge starts a landing's watch: it closes the domain's premature
 // watch (counting frames sent from its MAC before it resumed), records
@@ -276,7 +273,7 @@ func (a *Agent) converge(ctx context.Context, l *landing, targets []plan.Target,
 	}
 	ev := l.ev
 	r.endPremature(ev.Domain.UUID, ev.Received, log)
-	c := &convergence{r: r, ev: ev, trigger: l.trigger, log: log, timeline: map[rarp.MAC]*nicTimes{}}
+	c := &convergence{ctx: ctx, r: r, ev: ev, trigger: l.trigger, log: log}
 	// A resync (the agent (re)connected and found the domain landed) is
 	// no new move; the ledger counts moves, not announces.
 	if r.Ledger != nil && !ev.Resync {
@@ -327,7 +324,7 @@ func (c *convergence) finish(a *Agent, results []NICResult) {
 					if h.FirstErr() == nil && (first[i].IsZero()) {
 						first[i] = time.Now()
 					}
-				case <-time.After(c.r.Window + 5*time.Second):
+				case <-c.ctx.Done():
 				}
 			}
 		}

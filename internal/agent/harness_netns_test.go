@@ -203,6 +203,8 @@ type hostOptions struct {
 	before func(h *host)
 	// ovs is the ovs strategy's announcer; nil: not available.
 	ovs strategy.OVSAnnouncer
+	// config, if set, changes the default config the parts are built from.
+	config func(*config.Config)
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -248,6 +250,9 @@ func newHost(t *testing.T, o hostOptions) *host {
 	cfg.Pacing.FramesPerSecond = 0 // unpaced: the tests time frames
 	if o.ovs == nil {
 		cfg.Strategies.OpenVSwitch = config.StrategySkip // no OVS on this agent
+	}
+	if o.config != nil {
+		o.config(cfg)
 	}
 	parts, err := app.Build(ctx, cfg, app.Options{
 		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: h.frames.add, OVS: o.ovs,

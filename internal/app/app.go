@@ -60,6 +60,7 @@ type App struct {
 	FDB       agent.FDB // nil: fdb_repair off or not permitted
 	OVS       strategy.OVSAnnouncer
 	Metrics   *agent.Metrics
+	Reconv    *agent.Reconv // reconv.go
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
@@ -82,6 +83,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	pwm := metricset.Register(o.Registerer, portwatch.NewMetrics())
 	a.Metrics = agm
 
+	if err := a.buildReconv(ctx, cfg, o, o.Registerer); err != nil {
+		return nil, fmt.Errorf("watching the network around migrations (netlink): %w", err)
+	}
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
 	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
 
@@ -154,7 +158,7 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
-		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics,
+		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, Reconv: a.Reconv,
 	}
 }
 
