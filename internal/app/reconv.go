@@ -14,6 +14,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/record"
 	"github.com/rarp-announce/rarp-announce/pkg/moves"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
 )
@@ -108,4 +109,15 @@ func inNetns(ns *netns.NsHandle, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Uplinks returns where the fabric delivers a NIC's traffic to this host
+// (agent.UplinksIn over the caller's namespace) and a function releasing
+// its netlink socket: 'verify' probes there.
+func Uplinks() (func(plan.Target) []string, func(), error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, nil, err
+	}
+	return agent.UplinksIn(func() ([]agent.LinkInfo, error) { return links(h) }), h.Close, nil
 }
