@@ -315,22 +315,36 @@ func (c *convergence) finish(a *Agent, results []NICResult) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		// When each NIC's first frame left (host strategy: its handles).
+		// When each NIC's first frame left (host strategy: its handles),
+		// and how many it sent: the schedule's end is awaited, within a
+		// bound (a refresh schedule never ends).
 		first := make([]time.Time, len(results))
+		bctx, cancel := context.WithDeadline(c.ctx, c.ev.Received.Add(max(c.r.Window, 3*time.Second)))
+		defer cancel()
 		for i, res := range results {
 			for _, h := range res.Handles {
 				select {
 				case <-h.First():
-					if h.FirstErr() == nil && (first[i].IsZero()) {
+					if h.FirstErr() == nil && first[i].IsZero() {
 						first[i] = time.Now()
 					}
-				case <-c.ctx.Done():
+				case <-bctx.Done():
 				}
 			}
 		}
 		var seen map[rarp.MAC]reconverge.Sighting
 		if c.watch != nil {
 			seen = c.watch.wait()
+		}
+	done:
+		for _, res := range results {
+			for _, h := range res.Handles {
+				select {
+				case <-h.Done():
+				case <-bctx.Done():
+					break done
+				}
+			}
 		}
 		rec := record.Record{
 			Kind: record.Landing, Domain: c.ev.Domain.Name, UUID: c.ev.Domain.UUID, Host: c.r.Host,
