@@ -273,10 +273,14 @@ func (a *Agent) converge(ctx context.Context, l *landing, targets []plan.Target,
 	}
 	ev := l.ev
 	r.endPremature(ev.Domain.UUID, ev.Received, log)
+	if ev.Resync {
+		// The agent (re)connected and found the domain landed: no
+		// migration to measure (the event time is the resync's), no
+		// new move for the ledger.
+		return nil
+	}
 	c := &convergence{ctx: ctx, r: r, ev: ev, trigger: l.trigger, log: log}
-	// A resync (the agent (re)connected and found the domain landed) is
-	// no new move; the ledger counts moves, not announces.
-	if r.Ledger != nil && !ev.Resync {
+	if r.Ledger != nil {
 		seen := map[rarp.MAC]bool{}
 		for _, t := range targets {
 			if t.Strategy == plan.Skip || seen[t.NIC.MAC] {
@@ -348,7 +352,7 @@ func (c *convergence) finish(a *Agent, results []NICResult) {
 		}
 		rec := record.Record{
 			Kind: record.Landing, Domain: c.ev.Domain.Name, UUID: c.ev.Domain.UUID, Host: c.r.Host,
-			Event: c.ev.Name(), Trigger: triggerName(c.ev, c.trigger), Received: c.ev.Received.UTC(), Moves: c.moves,
+			Event: c.ev.Name(), Trigger: c.trigger.String(), Received: c.ev.Received.UTC(), Moves: c.moves,
 		}
 		m := c.r.metrics()
 		for i, res := range results {
@@ -376,15 +380,6 @@ func (c *convergence) finish(a *Agent, results []NICResult) {
 		}
 		c.r.write(rec, c.log)
 	}()
-}
-
-// triggerName is the record's trigger: resync for a landing found on
-// (re)connect, otherwise the announce's trigger.
-func triggerName(ev libvirtwatch.Event, t announce.Trigger) string {
-	if ev.Resync {
-		return "resync"
-	}
-	return t.String()
 }
 
 // write logs a record as one JSON line and posts it to the webhook.

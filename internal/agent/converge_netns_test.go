@@ -7,6 +7,8 @@ package agent_test
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -144,7 +146,19 @@ func TestPrematureMoveCountedBeforeResumed(t *testing.T) {
 }
 
 func TestStaleDeliveriesAfterDeparture(t *testing.T) {
-	h := newHost(t, hostOptions{config: func(c *config.Config) { c.Reconvergence.StaleWindow = config.Duration(time.Second) }})
+	posted := make(chan record.Record, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rec record.Record
+		if err := json.NewDecoder(r.Body).Decode(&rec); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		posted <- rec
+	}))
+	t.Cleanup(srv.Close)
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.Reconvergence.StaleWindow = config.Duration(time.Second)
+		c.Reconvergence.Webhook = srv.URL
+	}})
 	h.tap(t, "vnet0", wired)
 	d := h.newDomain(t, stateRunning, reasonBooted, "vnet0")
 	h.emit(t, d, suspendedMigrated)
@@ -164,6 +178,14 @@ func TestStaleDeliveriesAfterDeparture(t *testing.T) {
 		t.Errorf("stale deliveries %v, want 4", got)
 	}
 	h.waitLogged(t, "stale deliveries after the domain left: the fabric did not follow it; re-announce requested from the destination", d.name, time.Second)
+	select {
+	case p := <-posted:
+		if p.Kind != record.Departure || p.UUID != d.uuid || p.NICs[0].StaleDeliveries != 4 {
+			t.Errorf("webhook got %+v", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the webhook got no record")
+	}
 }
 
 func TestMoveLedgerWarnsOnTheSecondLocalLanding(t *testing.T) {
