@@ -67,6 +67,9 @@ type Reconv struct {
 	Open func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (*reconverge.Watch, error)
 	// Ledger counts the landings per MAC; nil: no ledger.
 	Ledger *moves.Ledger
+	// MoveCap spreads an evacuation's first frames per bridge
+	// (movecap.go); nil: no cap.
+	MoveCap *MoveCap
 	// Webhook, if set, receives every record.
 	Webhook *record.Webhook
 	// Host names this hypervisor in the records.
@@ -122,6 +125,13 @@ func (r *Reconv) metrics() *ReconvMetrics {
 		return nil
 	}
 	return r.Metrics
+}
+
+func (r *Reconv) moveCap() *MoveCap {
+	if r == nil {
+		return nil
+	}
+	return r.MoveCap
 }
 
 func (r *Reconv) open(ifname string, dir reconverge.Direction, macs []rarp.MAC) (*reconverge.Watch, error) {

@@ -211,3 +211,20 @@ func TestMoveLedgerWarnsOnTheSecondLocalLanding(t *testing.T) {
 		t.Errorf("moves %v, want 2", e.ContextMap()["moves"])
 	}
 }
+
+// move_ledger.max_macs_per_minute: the second distinct MAC landing on the
+// same bridge within the minute waits for its slot (held, not dropped).
+func TestMoveCapHoldsTheNextMACOnTheBridge(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) { c.MoveLedger.MaxMACsPerMinute = 1 }})
+	h.tap(t, "vnet0", wired)
+	h.tap(t, "vnet1", wired)
+	first := h.newDomain(t, stateOff, 0, "vnet0")
+	second := h.newDomain(t, stateOff, 0, "vnet1")
+	h.land(t, first)
+	h.frames.wait(t, first.macs[0], framesPerBurst, 5*time.Second)
+	h.land(t, second)
+	h.quiet(t, second.macs[0], time.Second, "over the cap of one MAC a minute on br0")
+	if got := h.nics(t, "host", "failed") + h.nics(t, "host", "cancelled"); got != 0 {
+		t.Errorf("held NIC counted as failed or cancelled: %v", got)
+	}
+}

@@ -191,6 +191,9 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 		return r
 	}
 	ready := time.Now()
+	if err := a.d.Reconv.moveCap().Wait(ctx, t); err != nil {
+		return Failed(ctx, t, ResultCancelled, err)
+	}
 	hs, err := a.sendHost(ctx, t, s, l.Since, l.Trigger, log)
 	if err != nil {
 		return Failed(ctx, t, ResultFailed, err)

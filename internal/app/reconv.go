@@ -38,6 +38,7 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 		Uplinks: agent.UplinksIn(func() ([]agent.LinkInfo, error) { return links(h) }),
 		Open:    watchIn(o.Netns),
 		Ledger:  moves.New(cfg.MoveLedger.Window.D(), cfg.MoveLedger.Limit),
+		MoveCap: &agent.MoveCap{PerPeriod: cfg.MoveLedger.MaxMACsPerMinute},
 		Metrics: agent.NewReconvMetrics(reg),
 	}
 	r.Host, _ = os.Hostname()

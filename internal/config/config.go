@@ -114,6 +114,10 @@ type Reconvergence struct {
 type MoveLedger struct {
 	Window Duration `yaml:"window"`
 	Limit  int      `yaml:"limit"`
+	// MaxMACsPerMinute caps the distinct MACs whose announce starts on
+	// one bridge within a minute (a host evacuation): the others wait
+	// their turn, none is dropped. 0: no cap.
+	MaxMACsPerMinute int `yaml:"max_macs_per_minute"`
 }
 
 // MaxReconvergenceWindow bounds the watch windows: a watch holds a socket
@@ -382,6 +386,9 @@ func (c *Config) validate() []*Error {
 	}
 	if c.MoveLedger.Window <= 0 {
 		bad("move_ledger.window", "must be > 0")
+	}
+	if c.MoveLedger.MaxMACsPerMinute < 0 {
+		bad("move_ledger.max_macs_per_minute", "must be >= 0 (0: no cap)")
 	}
 	if c.MoveLedger.Limit < 2 {
 		bad("move_ledger.limit", "must be >= 2 (every landing is one move)")
