@@ -228,3 +228,24 @@ func TestMoveCapHoldsTheNextMACOnTheBridge(t *testing.T) {
 		t.Errorf("held NIC counted as failed or cancelled: %v", got)
 	}
 }
+
+// A domain found landed when the agent connects (resync) is announced, but
+// it is no migration to measure: no watch, no record, no ledger move.
+func TestResyncLandingWritesNoRecord(t *testing.T) {
+	var d domain
+	h := newHost(t, hostOptions{
+		// No watch: a landing's record would follow its schedule at once.
+		config: func(c *config.Config) { c.Reconvergence.Window = 0 },
+		before: func(h *host) {
+			h.tap(t, "vnet0", wired)
+			d = h.newDomain(t, stateRunning, 2 /* VIR_DOMAIN_RUNNING_MIGRATED */, "vnet0")
+		}})
+	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
+	time.Sleep(fastSchedule().Duration() + 200*time.Millisecond)
+	if es := h.logged("migration record", d.name); len(es) != 0 {
+		t.Errorf("resync wrote a record: %v", es[0].ContextMap())
+	}
+	if c, _ := h.histogram(t, "rarp_announce_reconvergence_seconds", "strategy=host"); c != 0 {
+		t.Errorf("resync observed %d reconvergence samples", c)
+	}
+}
