@@ -68,6 +68,9 @@ type Deps struct {
 	// IP, if set, sends the NICs' IP-layer frames after their RARPs
 	// (ipfollow.go); nil: off.
 	IP *IPFollower
+	// Reconv watches the network around migrations (converge.go); nil:
+	// no watch, no migration record.
+	Reconv *Reconv
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
@@ -183,9 +186,11 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		if ev.MigrationStarts() {
 			a.prefetch(ctx, ev)
 		} else {
+			a.depart(ctx, ev) // before the prefetched XML is dropped
 			a.dropPrefetch(ev.Domain.UUID)
 		}
 		a.d.IP.Release(ev.Domain.UUID)
+		a.d.Reconv.endPremature(ev.Domain.UUID, time.Time{}, a.log)
 		a.mu.Lock()
 		l := a.landings[ev.Domain.UUID]
 		delete(a.landings, ev.Domain.UUID)

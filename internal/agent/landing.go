@@ -44,6 +44,9 @@ type NICResult struct {
 	Result  string
 	Err     error
 	Handles []*announce.Handle // host and ovs strategies: one per VLAN
+	// When the port was ready and the bridge repaired (host strategy;
+	// zero: not reported), for the migration record.
+	Ready, Repaired time.Time
 }
 
 // land announces every NIC of a landed domain. force overrides the
@@ -78,6 +81,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
 		zap.Int("nics", len(targets)), zap.Bool("prefetched", prefetched), zap.Duration("plan_lag", time.Since(ev.Received)))
 
+	conv := a.converge(ctx, l, targets, force, log)
 	lnd := Landing{Domain: ev.Domain, Event: ev.Name(), Since: ev.Received, Trigger: l.trigger, Settings: s, Log: log,
 		Running: func(ctx context.Context) (bool, error) { return a.d.Libvirt.DomainRunning(ctx, ev.Domain) }}
 	results := make([]NICResult, len(targets))
@@ -122,6 +126,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	for _, r := range results {
 		a.m.nic(string(r.Target.Strategy), r.Result)
 	}
+	conv.finish(a, results)
 	return results
 }
 
@@ -240,9 +245,19 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 		}
 		return r
 	}
+	ready := time.Now()
+	if err := a.d.Reconv.moveCap().Wait(ctx, t); err != nil {
+		return Failed(ctx, t, ResultCancelled, err)
+	}
 	hs, err := a.sendHost(ctx, t, s, l.Since, l.Trigger, log)
 	if err != nil {
 		return Failed(ctx, t, ResultFailed, err)
+	}
+	var repaired time.Time
+	if t.RepairFDB && len(hs) > 0 {
+		// sendHost repairs the bridge before it starts the announces:
+		// the repair was done by now (an upper bound within microseconds).
+		repaired = time.Now()
 	}
 	if s.WatchWindow > 0 && t.Port != "" && a.d.Ports != nil {
 		// Announce again if the port is re-wired soon after landing
@@ -256,7 +271,7 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 			}
 		}()
 	}
-	return NICResult{Target: t, Result: ResultStarted, Handles: hs}
+	return NICResult{Target: t, Result: ResultStarted, Handles: hs, Ready: ready, Repaired: repaired}
 }
 
 // Ready waits until t's port exists, is attached to its master (if any)

@@ -56,6 +56,9 @@ func (a *Agent) prefetch(ctx context.Context, ev libvirtwatch.Event) {
 			return
 		}
 		p.dom, p.err = domxml.Parse(xml)
+		if ev.Kind == libvirtwatch.Other { // STARTED/MIGRATED: incoming
+			a.startPremature(ctx, ev, p.dom)
+		}
 	}()
 }
 

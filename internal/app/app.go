@@ -61,6 +61,7 @@ type App struct {
 	OVS       strategy.OVSAnnouncer
 	Metrics   *agent.Metrics
 	IP        *agent.IPFollower // nil: ip_announce off
+	Reconv    *agent.Reconv     // reconv.go
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
@@ -90,6 +91,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		return nil, err
 	}
 
+	if err := a.buildReconv(ctx, cfg, o, o.Registerer); err != nil {
+		return nil, fmt.Errorf("watching the network around migrations (netlink): %w", err)
+	}
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
 	if a.IP != nil {
 		a.IP.SetSender(announce.KindHost, a.Announcer.Announce)
@@ -178,7 +182,7 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
-		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP,
+		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP, Reconv: a.Reconv,
 	}
 }
 

@@ -3,9 +3,6 @@ package app
 import (
 	"fmt"
 	"net"
-	"runtime"
-
-	"github.com/vishvananda/netns"
 
 	"go.uber.org/zap"
 
@@ -77,28 +74,3 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 
 // learnedMACs bounds the learned store: more MACs than a hypervisor runs.
 const learnedMACs = 4096
-
-// inNetns runs fn on a thread in ns (nil: the caller's namespace); a socket
-// opened there stays in ns.
-func inNetns(ns *netns.NsHandle, fn func() error) error {
-	if ns == nil {
-		return fn()
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	// A thread that cannot go back stays locked and ends with its goroutine.
-	defer func() {
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	if err := netns.Set(*ns); err != nil {
-		return err
-	}
-	return fn()
-}

@@ -44,6 +44,7 @@ func commandList() []*Command {
 		{Name: "run", Summary: "run the agent: announce every VM that lands on this host", Run: runRun},
 		{Name: "send", Summary: "announce MACs on an interface now (by hand)", Run: runSend},
 		{Name: "serve", Summary: "answer RARP requests from /etc/ethers or a mapping file (like rarpd)", Run: runServe},
+		{Name: "verify", Summary: "check now that the network delivers a running domain's traffic to this host", Run: runVerify},
 		{Name: "version", Summary: "print the version", Run: runVersion},
 	}
 }

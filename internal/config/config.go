@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"sort"
@@ -30,17 +31,21 @@ const DefaultMetricsAddress = "127.0.0.1:9798"
 // Config is the whole file. Every key is documented in
 // deploy/rarp-announce.yaml, which doubles as the example config.
 type Config struct {
-	Libvirt    Libvirt    `yaml:"libvirt"`
-	Schedule   Schedule   `yaml:"schedule"`
-	Pacing     Pacing     `yaml:"pacing"`
-	Readiness  Readiness  `yaml:"readiness"`
-	FDBRepair  bool       `yaml:"fdb_repair"`
-	Strategies Strategies `yaml:"strategies"`
-	OVS        OVS        `yaml:"ovs"`
-	Responder  Responder  `yaml:"responder"`
-	IPAnnounce IPAnnounce `yaml:"ip_announce"`
-	Metrics    Metrics    `yaml:"metrics"`
-	Log        Log        `yaml:"log"`
+	Libvirt   Libvirt   `yaml:"libvirt"`
+	Schedule  Schedule  `yaml:"schedule"`
+	Pacing    Pacing    `yaml:"pacing"`
+	Readiness Readiness `yaml:"readiness"`
+	FDBRepair bool      `yaml:"fdb_repair"`
+	// Reconvergence and MoveLedger: did the network follow each
+	// migration, and does a MAC move too often (reconverge.go).
+	Reconvergence Reconvergence `yaml:"reconvergence"`
+	MoveLedger    MoveLedger    `yaml:"move_ledger"`
+	Strategies    Strategies    `yaml:"strategies"`
+	OVS           OVS           `yaml:"ovs"`
+	Responder     Responder     `yaml:"responder"`
+	IPAnnounce    IPAnnounce    `yaml:"ip_announce"`
+	Metrics       Metrics       `yaml:"metrics"`
+	Log           Log           `yaml:"log"`
 }
 
 // Libvirt is how the agent reaches libvirtd.
@@ -88,6 +93,37 @@ type Readiness struct {
 	Timeout     Duration `yaml:"timeout"`
 	WatchWindow Duration `yaml:"watch_window"`
 }
+
+// Reconvergence says how long the network is watched around a migration
+// and where the migration records go.
+type Reconvergence struct {
+	// Window: after a landing, the uplinks are watched this long for the
+	// first unicast frame to each VM MAC (0: not watched).
+	Window Duration `yaml:"window"`
+	// StaleWindow: after a departure, the source's uplinks are watched
+	// this long for frames still addressed to the VM (0: not watched).
+	StaleWindow Duration `yaml:"stale_window"`
+	// PrematureMargin: a frame sent from the VM's MAC on its tap earlier
+	// than this before RESUMED is a premature move (0: not watched).
+	PrematureMargin Duration `yaml:"premature_margin"`
+	// Webhook receives each migration record as a JSON POST (empty: none).
+	Webhook        string   `yaml:"webhook"`
+	WebhookTimeout Duration `yaml:"webhook_timeout"`
+}
+
+// MoveLedger warns when a MAC lands here Limit times within Window.
+type MoveLedger struct {
+	Window Duration `yaml:"window"`
+	Limit  int      `yaml:"limit"`
+	// MaxMACsPerMinute caps the distinct MACs whose announce starts on
+	// one bridge within a minute (a host evacuation): the others wait
+	// their turn, none is dropped. 0: no cap.
+	MaxMACsPerMinute int `yaml:"max_macs_per_minute"`
+}
+
+// MaxReconvergenceWindow bounds the watch windows: a watch holds a socket
+// per uplink and landing.
+const MaxReconvergenceWindow = 10 * time.Minute
 
 // Strategy is how a NIC kind is announced.
 type Strategy string
@@ -171,6 +207,9 @@ func Default() *Config {
 		Pacing:    Pacing{FramesPerSecond: p.PerSecond, Burst: p.Burst},
 		Readiness: Readiness{Timeout: Duration(30 * time.Second), WatchWindow: Duration(2 * time.Minute)},
 		FDBRepair: true,
+		Reconvergence: Reconvergence{Window: Duration(30 * time.Second), StaleWindow: Duration(10 * time.Second),
+			PrematureMargin: Duration(2 * time.Second), WebhookTimeout: Duration(5 * time.Second)},
+		MoveLedger: MoveLedger{Window: Duration(180 * time.Second), Limit: 5},
 		Strategies: Strategies{
 			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
 			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,
@@ -335,6 +374,29 @@ func (c *Config) validate() []*Error {
 	}
 	if c.Readiness.WatchWindow < 0 {
 		bad("readiness.watch_window", "must be >= 0")
+	}
+	rc := c.Reconvergence
+	for key, d := range map[string]Duration{"window": rc.Window, "stale_window": rc.StaleWindow, "premature_margin": rc.PrematureMargin} {
+		if d < 0 || d.D() > MaxReconvergenceWindow {
+			bad("reconvergence."+key, "%v is outside 0 to %v", d.D(), MaxReconvergenceWindow)
+		}
+	}
+	if rc.Webhook != "" {
+		if u, err := url.Parse(rc.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("reconvergence.webhook", "%q is not an http:// or https:// URL", rc.Webhook)
+		}
+	}
+	if rc.WebhookTimeout <= 0 {
+		bad("reconvergence.webhook_timeout", "must be > 0")
+	}
+	if c.MoveLedger.Window <= 0 {
+		bad("move_ledger.window", "must be > 0")
+	}
+	if c.MoveLedger.MaxMACsPerMinute < 0 {
+		bad("move_ledger.max_macs_per_minute", "must be >= 0 (0: no cap)")
+	}
+	if c.MoveLedger.Limit < 2 {
+		bad("move_ledger.limit", "must be >= 2 (every landing is one move)")
 	}
 	st := c.Strategies
 	for key, v := range map[string]Strategy{"bridge": st.Bridge, "network": st.Network, "direct": st.Direct, "ethernet": st.Ethernet} {

@@ -83,6 +83,10 @@ func (l *Ledger) Record(mac rarp.MAC, t time.Time) Verdict {
 	return Verdict{Moves: len(ts), OverLimit: len(ts) >= l.limit}
 }
 
+// Window and Limit are the ledger's settings.
+func (l *Ledger) Window() time.Duration { return l.window }
+func (l *Ledger) Limit() int            { return l.limit }
+
 // Len is the number of MACs with a landing inside the window (as of the
 // last sweep).
 func (l *Ledger) Len() int {

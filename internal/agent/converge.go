@@ -1,0 +1,482 @@
+package agent
+
+// Did the network follow? Around each migration the agent watches what the
+// fabric delivers (issue 16):
+//
+//   - on the destination, from the landing on: the first unicast frame
+//     addressed to each VM MAC that arrives on the bridge's uplink; the
+//     time from RESUMED to it is the network's reconvergence
+//     (rarp_announce_reconvergence_seconds), a NIC nobody talks to within
+//     the window is silent, not failed;
+//   - before the landing, from STARTED/MIGRATED on: a frame sent from the
+//     VM's MAC into its pre-created tap well before RESUMED moved the MAC
+//     before the VM ran here (a premature move: the fabric sees the MAC
+//     flap);
+//   - each landing is a move of its MACs: the move ledger warns before a
+//     fabric's duplicate-MAC detection freezes one;
+//   - on the source (departure.go): frames still delivered after the
+//     domain left.
+//
+// Each migration ends in one record (internal/record): a JSON log line and,
+// if configured, a webhook post. The watches are passive (pkg/reconverge:
+// an AF_PACKET socket behind a BPF filter on the VM's MACs): they send
+// nothing and never delay an announce.
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/internal/record"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/moves"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
+)
+
+// Reconv configures the watches around migrations; a nil *Reconv (the
+// Deps field unset) watches nothing and writes no record.
+type Reconv struct {
+	// Window is how long after a landing the uplinks are watched for the
+	// first unicast frame to each VM MAC; 0: no watch (the record is
+	// still written).
+	Window time.Duration
+	// StaleWindow is how long after a departure (STOPPED/MIGRATED) the
+	// source's uplinks are watched for frames still addressed to the
+	// VM's MACs; 0: no watch.
+	StaleWindow time.Duration
+	// PrematureMargin: a frame from the VM's MAC on its tap earlier than
+	// this before RESUMED is a premature move (QEMU's own announce,
+	// sent while the VM is still paused, comes within about a second
+	// before RESUMED); 0: no premature watch.
+	PrematureMargin time.Duration
+	// Uplinks names the devices where the fabric delivers a NIC's
+	// traffic to this host (UplinksIn); nil: nothing is watched.
+	Uplinks func(t plan.Target) []string
+	// Open opens a watch on a device (reconverge.Open by name in the
+	// agent's namespace when nil).
+	Open func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (*reconverge.Watch, error)
+	// Ledger counts the landings per MAC; nil: no ledger.
+	Ledger *moves.Ledger
+	// MoveCap spreads an evacuation's first frames per bridge
+	// (movecap.go); nil: no cap.
+	MoveCap *MoveCap
+	// Webhook, if set, receives every record.
+	Webhook *record.Webhook
+	// Host names this hypervisor in the records.
+	Host    string
+	Metrics *ReconvMetrics
+
+	mu        sync.Mutex
+	premature map[string]*prematureWatch // by domain UUID
+}
+
+// ReconvMetrics are the network-following metrics; nil counts nothing.
+type ReconvMetrics struct {
+	reconv    *prometheus.HistogramVec
+	silent    *prometheus.CounterVec
+	stale     prometheus.Counter
+	overLimit prometheus.Counter
+	premature prometheus.Counter
+	records   *prometheus.CounterVec
+	metricset.Set
+}
+
+// NewReconvMetrics creates the metrics, registered with reg (nil: not
+// registered).
+func NewReconvMetrics(reg prometheus.Registerer) *ReconvMetrics {
+	m := &ReconvMetrics{
+		reconv: metricset.HistogramVec("reconvergence_seconds",
+			"Time from a landing's RESUMED event to the first unicast frame for the VM's MAC arriving on this host's uplink, per NIC, by strategy.",
+			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "strategy"),
+		silent: metricset.CounterVec("reconvergence_silent_total",
+			"Landed NICs for which no unicast frame arrived on the uplink within reconvergence.window (a VM nobody talks to, or a fabric that did not follow), by strategy.", "strategy"),
+		stale: metricset.Counter("stale_deliveries_total",
+			"Unicast frames for a departed VM's MAC still arriving on this host's uplink within reconvergence.stale_window after the domain left: the fabric did not follow the VM."),
+		overLimit: metricset.Counter("mac_moves_over_limit_total",
+			"Landings of a MAC that reached move_ledger.limit moves within move_ledger.window: a fabric's duplicate-MAC detection (RFC 7432: 5 moves in 180 s) may freeze it."),
+		premature: metricset.Counter("premature_moves_total",
+			"NICs whose MAC sent a frame from its tap on this host more than reconvergence.premature_margin before the domain resumed here."),
+		records: metricset.CounterVec("migration_records_total",
+			"Migration records written (landing, departure).", "kind"),
+	}
+	for _, s := range metricStrategies {
+		m.reconv.WithLabelValues(s)
+		m.silent.WithLabelValues(s)
+	}
+	for _, k := range []record.Kind{record.Landing, record.Departure} {
+		m.records.WithLabelValues(string(k))
+	}
+	m.Set = metricset.Set{m.reconv, m.silent, m.stale, m.overLimit, m.premature, m.records}
+	return metricset.Register(reg, m)
+}
+
+func (r *Reconv) metrics() *ReconvMetrics {
+	if r == nil {
+		return nil
+	}
+	return r.Metrics
+}
+
+func (r *Reconv) moveCap() *MoveCap {
+	if r == nil {
+		return nil
+	}
+	return r.MoveCap
+}
+
+func (r *Reconv) open(ifname string, dir reconverge.Direction, macs []rarp.MAC) (*reconverge.Watch, error) {
+	if r.Open != nil {
+		return r.Open(ifname, dir, macs)
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, err
+	}
+	return reconverge.Open(ifi, dir, macs)
+}
+
+// UplinksIn returns the Uplinks function for a namespace's links: for a
+// NIC on a Linux bridge, the bridge's ports that are not VM ports (taps,
+// macvtaps), as pkg/uplink.DefaultIsVMPort tells them; for a macvtap, its
+// lower device. links lists the namespace's links as (name, kind, master
+// name) triples.
+func UplinksIn(links func() ([]LinkInfo, error)) func(t plan.Target) []string {
+	return func(t plan.Target) []string {
+		switch {
+		case t.Kind == plan.KindDirect:
+			if t.NIC.SourceDev != "" {
+				return []string{t.NIC.SourceDev}
+			}
+			return nil
+		case t.Master == "":
+			return nil
+		}
+		ls, err := links()
+		if err != nil {
+			return nil
+		}
+		var out []string
+		for _, l := range ls {
+			if l.Master != t.Master || l.Name == t.Port {
+				continue
+			}
+			switch l.Kind {
+			case "tuntap", "tun", "tap", "macvtap":
+				continue
+			}
+			out = append(out, l.Name)
+		}
+		return out
+	}
+}
+
+// LinkInfo is what UplinksIn needs of a link.
+type LinkInfo struct{ Name, Kind, Master string }
+
+// watchGroup is the watches of one question (one per device).
+type watchGroup struct {
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	seen map[rarp.MAC]reconverge.Sighting // merged over devices: earliest first, frames summed
+}
+
+// watch opens one Watch per device over the MACs each needs and runs them
+// until deadline (or, with untilAllSeen, until each MAC was seen on that
+// device). A device that cannot be watched is logged and skipped.
+func (r *Reconv) watch(ctx context.Context, byDev map[string][]rarp.MAC, dir reconverge.Direction, deadline time.Time, untilAllSeen bool, log *zap.Logger) *watchGroup {
+	g := &watchGroup{seen: map[rarp.MAC]reconverge.Sighting{}}
+	for dev, macs := range byDev {
+		w, err := r.open(dev, dir, macs)
+		if err != nil {
+			log.Warn("cannot watch the network around the migration", zap.String("device", dev), zap.Stringer("direction", dir), zap.Error(err))
+			continue
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			defer w.Close()
+			ss, err := w.Run(ctx, deadline, untilAllSeen)
+			if err != nil {
+				log.Warn("watch ended early", zap.String("device", dev), zap.Error(err))
+			}
+			g.merge(ss)
+		}()
+	}
+	return g
+}
+
+func (g *watchGroup) merge(ss []reconverge.Sighting) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, s := range ss {
+		old, ok := g.seen[s.MAC]
+		if !ok {
+			g.seen[s.MAC] = s
+			continue
+		}
+		if s.Seen() && (!old.Seen() || s.First.Before(old.First)) {
+			old.First = s.First
+		}
+		old.Frames += s.Frames
+		g.seen[s.MAC] = old
+	}
+}
+
+// wait returns the sightings once every watch ended.
+func (g *watchGroup) wait() map[rarp.MAC]reconverge.Sighting {
+	g.wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.seen
+}
+
+// byUplink groups the announced targets' MACs by the devices that carry
+// their traffic to this host.
+func (r *Reconv) byUplink(targets []plan.Target) map[string][]rarp.MAC {
+	out := map[string][]rarp.MAC{}
+	if r.Uplinks == nil {
+		return out
+	}
+	for _, t := range targets {
+		if t.Strategy == plan.Skip {
+			continue
+		}
+		for _, dev := range r.Uplinks(t) {
+			if !slices.Contains(out[dev], t.NIC.MAC) && len(out[dev]) < reconverge.MaxMACs {
+				out[dev] = append(out[dev], t.NIC.MAC)
+			}
+		}
+	}
+	return out
+}
+
+// convergence is one landing's watch, from planning to its record.
+type convergence struct {
+	ctx     context.Context // the landing's
+	r       *Reconv
+	ev      libvirtwatch.Event
+	trigger announce.Trigger
+	log     *zap.Logger
+	watch   *watchGroup
+	moves   int
+}
+
+// converge starts a landing's watch: it closes the domain's premature
+// watch (counting frames sent from its MAC before it resumed), records
+// the move of each MAC in the ledger, and opens the uplink watch before
+// any announce leaves, so no frame of the fabric's answer is missed. nil
+// when there is nothing to do (no Reconv, a manual announce).
+func (a *Agent) converge(ctx context.Context, l *landing, targets []plan.Target, force plan.Strategy, log *zap.Logger) *convergence {
+	r := a.d.Reconv
+	if r == nil || force != "" {
+		return nil
+	}
+	ev := l.ev
+	r.endPremature(ev.Domain.UUID, ev.Received, log)
+	if ev.Resync {
+		// The agent (re)connected and found the domain landed: no
+		// migration to measure (the event time is the resync's), no
+		// new move for the ledger.
+		return nil
+	}
+	c := &convergence{ctx: ctx, r: r, ev: ev, trigger: l.trigger, log: log}
+	if r.Ledger != nil {
+		seen := map[rarp.MAC]bool{}
+		for _, t := range targets {
+			if t.Strategy == plan.Skip || seen[t.NIC.MAC] {
+				continue
+			}
+			seen[t.NIC.MAC] = true
+			v := r.Ledger.Record(t.NIC.MAC, ev.Received)
+			c.moves = max(c.moves, v.Moves)
+			if v.OverLimit {
+				if m := r.metrics(); m != nil {
+					m.overLimit.Inc()
+				}
+				// Still announced: the VM is here now, and the fabric
+				// must point at it; the operator must stop the bouncing.
+				log.Warn("MAC moved too often: the fabric may freeze it (duplicate-MAC detection)",
+					zap.Stringer("mac", t.NIC.MAC), zap.Int("moves", v.Moves), zap.Duration("window", r.Ledger.Window()))
+			}
+		}
+	}
+	if r.Window > 0 {
+		if byDev := r.byUplink(targets); len(byDev) > 0 {
+			// Bounded by the window, not by the landing: a domain that
+			// leaves meanwhile ends it through ctx.
+			c.watch = r.watch(ctx, byDev, reconverge.To, ev.Received.Add(r.Window), true, log)
+		}
+	}
+	return c
+}
+
+// finish writes the landing's record once the watch ended, in the
+// background: the landing returns at once.
+func (c *convergence) finish(a *Agent, results []NICResult) {
+	if c == nil {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		// When each NIC's first frame left (host strategy: its handles),
+		// and how many it sent: the schedule's end is awaited, within a
+		// bound (a refresh schedule never ends).
+		first := make([]time.Time, len(results))
+		bctx, cancel := context.WithDeadline(c.ctx, c.ev.Received.Add(max(c.r.Window, 3*time.Second)))
+		defer cancel()
+		for i, res := range results {
+			for _, h := range res.Handles {
+				select {
+				case <-h.First():
+					if h.FirstErr() == nil && first[i].IsZero() {
+						first[i] = time.Now()
+					}
+				case <-bctx.Done():
+				}
+			}
+		}
+		var seen map[rarp.MAC]reconverge.Sighting
+		if c.watch != nil {
+			seen = c.watch.wait()
+		}
+	done:
+		for _, res := range results {
+			for _, h := range res.Handles {
+				select {
+				case <-h.Done():
+				case <-bctx.Done():
+					break done
+				}
+			}
+		}
+		rec := record.Record{
+			Kind: record.Landing, Domain: c.ev.Domain.Name, UUID: c.ev.Domain.UUID, Host: c.r.Host,
+			Event: c.ev.Name(), Trigger: c.trigger.String(), Received: c.ev.Received.UTC(), Moves: c.moves,
+		}
+		m := c.r.metrics()
+		for i, res := range results {
+			t := res.Target
+			n := record.NIC{MAC: t.NIC.MAC.String(), Strategy: string(t.Strategy), Result: res.Result,
+				PortReady: record.Since(c.ev.Received, res.Ready), FDBRepaired: record.Since(c.ev.Received, res.Repaired),
+				FirstFrame: record.Since(c.ev.Received, first[i])}
+			for _, h := range res.Handles {
+				n.Frames += h.Sent()
+			}
+			if s, ok := seen[t.NIC.MAC]; ok && t.Strategy != plan.Skip {
+				if s.Seen() {
+					n.Reconverged = record.Since(c.ev.Received, s.First)
+					if m != nil {
+						m.reconv.WithLabelValues(string(t.Strategy)).Observe(max(0, s.First.Sub(c.ev.Received).Seconds()))
+					}
+				} else {
+					n.Silent = true
+					if m != nil {
+						m.silent.WithLabelValues(string(t.Strategy)).Inc()
+					}
+				}
+			}
+			rec.NICs = append(rec.NICs, n)
+		}
+		c.r.write(rec, c.log)
+	}()
+}
+
+// write logs a record as one JSON line and posts it to the webhook.
+func (r *Reconv) write(rec record.Record, log *zap.Logger) {
+	if m := r.metrics(); m != nil {
+		m.records.WithLabelValues(string(rec.Kind)).Inc()
+	}
+	log.Info("migration record", zap.Any("record", rec))
+	if r.Webhook != nil && !r.Webhook.Post(rec) {
+		log.Warn("migration record not posted: the webhook's queue is full", zap.Uint64("dropped", r.Webhook.Dropped()))
+	}
+}
+
+// prematureWatch watches a migrating domain's taps on the destination
+// from STARTED/MIGRATED to its landing.
+type prematureWatch struct {
+	cancel context.CancelFunc
+	group  *watchGroup
+	name   string
+}
+
+// startPremature opens a Watch(From) on each bridge tap of an incoming
+// domain (its XML was prefetched at STARTED/MIGRATED).
+func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, dom *domxml.Domain) {
+	r := a.d.Reconv
+	if r == nil || r.PrematureMargin <= 0 || dom == nil {
+		return
+	}
+	byDev := map[string][]rarp.MAC{}
+	for _, t := range plan.Plan(dom, a.current().Plan) {
+		// A bridge's tap: what QEMU writes there comes in on the tap.
+		// (A macvtap's frames leave on the lower device as outgoing
+		// ones, which the watch drops.)
+		if t.Master != "" && t.Port != "" && !slices.Contains(byDev[t.Port], t.NIC.MAC) {
+			byDev[t.Port] = append(byDev[t.Port], t.NIC.MAC)
+		}
+	}
+	if len(byDev) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, prefetchTTL)
+	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
+	p := &prematureWatch{cancel: cancel, name: ev.Domain.Name,
+		group: r.watch(wctx, byDev, reconverge.From, time.Now().Add(prefetchTTL), false, log)}
+	r.mu.Lock()
+	if r.premature == nil {
+		r.premature = map[string]*prematureWatch{}
+	}
+	old := r.premature[ev.Domain.UUID]
+	r.premature[ev.Domain.UUID] = p
+	r.mu.Unlock()
+	if old != nil {
+		old.cancel()
+	}
+}
+
+// endPremature closes a domain's premature watch; with a landing (resumed
+// not zero) it counts and logs the MACs that spoke more than the margin
+// before it.
+func (r *Reconv) endPremature(uuid string, resumed time.Time, log *zap.Logger) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	p := r.premature[uuid]
+	delete(r.premature, uuid)
+	r.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.cancel()
+	if resumed.IsZero() {
+		return
+	}
+	// Counted in the background: the landing's announces go first.
+	go r.countPremature(p, resumed, log)
+}
+
+func (r *Reconv) countPremature(p *prematureWatch, resumed time.Time, log *zap.Logger) {
+	for mac, s := range p.group.wait() {
+		if !s.Seen() || !s.First.Before(resumed.Add(-r.PrematureMargin)) {
+			continue
+		}
+		if m := r.metrics(); m != nil {
+			m.premature.Inc()
+		}
+		log.Warn("premature move: the VM's MAC sent from its port here before the domain resumed here; the fabric saw the MAC move early",
+			zap.Stringer("mac", mac), zap.Duration("before_resumed", resumed.Sub(s.First)), zap.Int("frames", s.Frames))
+	}
+}

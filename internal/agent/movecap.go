@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+)
+
+// MoveCap spreads the moves of a host evacuation: at most PerPeriod
+// distinct MACs start their announce on one segment (a bridge and its
+// uplinks) within any Period. A landing over the cap waits for its slot:
+// its first frame is delayed, never dropped (the VM runs here and must be
+// announced). Fabrics that count MAC moves per port (HPE/H3C shut a port
+// after a number of moves a minute, SONiC's MAC Move Guard) then see the
+// evacuation arrive spread instead of all at once. The pacer (frames per
+// second) still applies to the frames themselves.
+type MoveCap struct {
+	PerPeriod int           // 0: no cap
+	Period    time.Duration // default one minute
+
+	mu    sync.Mutex
+	slots map[string][]time.Time // per segment: admissions, ascending (future ones reserved)
+}
+
+// Wait returns when t's announce may start, or with ctx's error. Targets
+// without a bridge or device are not capped.
+func (c *MoveCap) Wait(ctx context.Context, t plan.Target) error {
+	if c == nil || c.PerPeriod <= 0 {
+		return nil
+	}
+	seg := t.Master
+	if seg == "" {
+		seg = t.Device
+	}
+	if seg == "" {
+		return nil
+	}
+	at := c.reserve(seg, time.Now())
+	if d := time.Until(at); d > 0 {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// reserve books the earliest slot at or after now that keeps at most
+// PerPeriod admissions within any Period on seg.
+func (c *MoveCap) reserve(seg string, now time.Time) time.Time {
+	period := c.Period
+	if period <= 0 {
+		period = time.Minute
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.slots == nil {
+		c.slots = map[string][]time.Time{}
+	}
+	ts := c.slots[seg]
+	i := 0
+	for i < len(ts) && !ts[i].After(now.Add(-period)) {
+		i++
+	}
+	ts = append(ts[:0], ts[i:]...)
+	at := now
+	if len(ts) >= c.PerPeriod {
+		if s := ts[len(ts)-c.PerPeriod].Add(period); s.After(at) {
+			at = s
+		}
+	}
+	c.slots[seg] = append(ts, at)
+	return at
+}

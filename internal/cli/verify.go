@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/app"
+	"github.com/rarp-announce/rarp-announce/internal/daemon"
+	"github.com/rarp-announce/rarp-announce/internal/logging"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
+)
+
+const verifyExamples = `  # Does the fabric deliver vm1's traffic to this host now? An ARP request
+  # from vm1's MAC and IP for its gateway, out of the bridge's uplink; the
+  # reply comes back here only if the switches point vm1's MAC at this host.
+  rarp-announce verify --domain vm1 --ip 192.0.2.10 --gateway 192.0.2.1
+
+  # One NIC of several, with a longer wait.
+  rarp-announce verify --domain vm1 --mac 52:54:00:12:34:56 --ip 192.0.2.10 --gateway 192.0.2.1 --timeout 3s
+`
+
+// runVerify is 'rarp-announce verify': an active check, now, that the
+// network follows a domain running here. Exit 0: answered through this
+// host; 1: not answered (or the domain does not run here); 2: usage.
+func runVerify(ctx context.Context, env *Env, args []string) int {
+	fs := flagSet(env, "verify", "--domain NAME|UUID --ip IPv4 --gateway IPv4 [--mac MAC] [flags]", verifyExamples)
+	var path, domain, ipS, gwS, macS, socket string
+	var timeout time.Duration
+	fs.StringVar(&domain, "domain", "", "domain name or UUID, running on this host (required)")
+	fs.StringVar(&ipS, "ip", "", "the VM's IPv4 address the request is sent from (required)")
+	fs.StringVar(&gwS, "gateway", "", "an IPv4 address on the VM's subnet that answers ARP, such as its router (required)")
+	fs.StringVar(&macS, "mac", "", "the NIC to check (default: the first NIC on a bridge or macvtap)")
+	fs.DurationVar(&timeout, "timeout", time.Second, "how long to wait for the reply")
+	fs.StringVar(&path, "config", "", "agent config to take the libvirt socket and strategies from")
+	fs.StringVar(&socket, "libvirt-socket", "", "libvirt unix socket (overrides libvirt.socket)")
+	if code, ok := parse(env, fs, args); !ok {
+		return code
+	}
+	if domain == "" || ipS == "" || gwS == "" {
+		return usageErr(env, "verify", "--domain, --ip and --gateway are required")
+	}
+	ip, err1 := netip.ParseAddr(ipS)
+	gw, err2 := netip.ParseAddr(gwS)
+	if err1 != nil || err2 != nil || !ip.Is4() || !gw.Is4() {
+		return usageErr(env, "verify", "--ip and --gateway must be IPv4 addresses")
+	}
+	var want rarp.MAC
+	if macS != "" {
+		m, err := rarp.ParseMAC(macS)
+		if err != nil {
+			return usageErr(env, "verify", "--mac: "+err.Error())
+		}
+		want = m
+	}
+	if timeout <= 0 {
+		return usageErr(env, "verify", "--timeout must be > 0")
+	}
+	cfg, err := daemon.Load(configPath(path), daemon.Overrides{LibvirtSocket: socket, LogLevel: "warn"})
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "rarp-announce verify: invalid configuration:\n%v\n", err)
+		return ExitUsage
+	}
+	log, _, err := logging.New("warn", "console")
+	if err != nil {
+		return failure(env, "verify", err)
+	}
+	defer log.Sync()
+
+	conn, err := libvirtwatch.Dial(ctx, daemon.LibvirtConfig(cfg, log, nil))
+	if err != nil {
+		return failure(env, "verify", fmt.Errorf("libvirt: %w", err))
+	}
+	defer conn.Close()
+	ref, err := conn.LookupDomain(ctx, domain)
+	if err != nil {
+		return failure(env, "verify", err)
+	}
+	// The request moves the VM's MAC to this host, like any frame from
+	// it: never for a domain that does not run here.
+	running, err := conn.DomainRunning(ctx, ref)
+	if err != nil {
+		return failure(env, "verify", err)
+	}
+	if !running {
+		return failure(env, "verify", fmt.Errorf("domain %s is not running here: not probed (a probe would move its MAC to this host)", ref.Name))
+	}
+	xml, err := conn.DomainXML(ctx, ref)
+	if err != nil {
+		return failure(env, "verify", err)
+	}
+	dom, err := domxml.Parse(xml)
+	if dom == nil {
+		return failure(env, "verify", fmt.Errorf("domain %s: live XML: %w", ref.Name, err))
+	}
+	uplinks, closeUplinks, err := app.Uplinks()
+	if err != nil {
+		return failure(env, "verify", err)
+	}
+	defer closeUplinks()
+	t, devs, err := verifyTarget(plan.Plan(dom, daemon.Settings(cfg).Plan), want, uplinks)
+	if err != nil {
+		return failure(env, "verify", fmt.Errorf("domain %s: %w", ref.Name, err))
+	}
+	for _, dev := range devs {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return failure(env, "verify", err)
+		}
+		p := reconverge.Probe{Interface: ifi, VLAN: t.VLANs[0], MAC: t.NIC.MAC, IP: ip, Gateway: gw}
+		res, err := p.Run(ctx, timeout)
+		if err != nil {
+			return failure(env, "verify", err)
+		}
+		if res.Answered {
+			fmt.Fprintf(env.Stdout, "%s %s: %s answered by %s through %s in %v\n", ref.Name, t.NIC.MAC, gw, res.GatewayMAC, dev, res.RTT.Round(time.Microsecond))
+			return ExitOK
+		}
+		fmt.Fprintf(env.Stdout, "%s %s: no answer from %s through %s within %v\n", ref.Name, t.NIC.MAC, gw, dev, timeout)
+	}
+	return ExitFailure
+}
+
+// verifyTarget picks the NIC to probe (want, or the first with an uplink)
+// and the uplinks to probe it on.
+func verifyTarget(targets []plan.Target, want rarp.MAC, uplinks func(plan.Target) []string) (plan.Target, []string, error) {
+	for _, t := range targets {
+		if want != (rarp.MAC{}) && t.NIC.MAC != want {
+			continue
+		}
+		devs := uplinks(t)
+		if len(devs) == 0 {
+			if want != (rarp.MAC{}) {
+				return t, nil, fmt.Errorf("NIC %s: no uplink found (only NICs on a Linux bridge or a macvtap can be probed)", want)
+			}
+			continue
+		}
+		if len(t.VLANs) == 0 {
+			t.VLANs = []rarp.VLAN{{}}
+		}
+		return t, devs, nil
+	}
+	if want != (rarp.MAC{}) {
+		return plan.Target{}, nil, fmt.Errorf("no NIC with MAC %s", want)
+	}
+	return plan.Target{}, nil, errors.New("no NIC on a Linux bridge with an uplink, or on a macvtap")
+}
