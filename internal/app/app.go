@@ -58,6 +58,9 @@ type App struct {
 	Announcer *announce.Announcer
 	Ports     *portwatch.Watcher
 	FDB       agent.FDB // nil: fdb_repair off or not permitted
+	// Uplinks follows the bridges' uplinks (host.send_on: uplinks); nil:
+	// bridge NICs are announced on the bridge device.
+	Uplinks agent.Uplinks
 	OVS       strategy.OVSAnnouncer
 	Metrics   *agent.Metrics
 
@@ -107,6 +110,13 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		}
 	}
 
+	if cfg.Host.SendOn == config.SendOnUplinks {
+		a.Uplinks = openUplinks(o.Netns, log.Named("uplink"))
+		if c, ok := a.Uplinks.(interface{ Close() error }); ok {
+			a.closers = append(a.closers, func() { _ = c.Close() })
+		}
+	}
+
 	a.OVS = o.OVS
 	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
 		om := ovs.NewMetrics(o.Registerer)
@@ -153,7 +163,7 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 // Deps are the agent's parts, with lv as its libvirt.
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
-		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
+		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Uplinks: a.Uplinks, Strategies: a.strategies,
 		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics,
 	}
 }

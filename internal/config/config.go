@@ -35,6 +35,7 @@ type Config struct {
 	Pacing     Pacing     `yaml:"pacing"`
 	Readiness  Readiness  `yaml:"readiness"`
 	FDBRepair  bool       `yaml:"fdb_repair"`
+	Host       Host       `yaml:"host"`
 	Strategies Strategies `yaml:"strategies"`
 	OVS        OVS        `yaml:"ovs"`
 	Responder  Responder  `yaml:"responder"`
@@ -87,6 +88,21 @@ type Readiness struct {
 	Timeout     Duration `yaml:"timeout"`
 	WatchWindow Duration `yaml:"watch_window"`
 }
+
+// Host configures the host strategy.
+type Host struct {
+	// SendOn is where a bridge NIC's frames are written: uplinks (each
+	// uplink port of the bridge, tagged as that uplink carries the VM
+	// port's VLAN) or bridge (the bridge device, which floods them to
+	// every port and tags them with the bridge's own PVID).
+	SendOn string `yaml:"send_on"`
+}
+
+// Where the host strategy writes a bridge NIC's frames (host.send_on).
+const (
+	SendOnUplinks = "uplinks"
+	SendOnBridge  = "bridge"
+)
 
 // Strategy is how a NIC kind is announced.
 type Strategy string
@@ -170,6 +186,7 @@ func Default() *Config {
 		Pacing:    Pacing{FramesPerSecond: p.PerSecond, Burst: p.Burst},
 		Readiness: Readiness{Timeout: Duration(30 * time.Second), WatchWindow: Duration(2 * time.Minute)},
 		FDBRepair: true,
+		Host:      Host{SendOn: SendOnUplinks},
 		Strategies: Strategies{
 			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
 			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,
@@ -342,6 +359,9 @@ func (c *Config) validate() []*Error {
 	}
 	if st.Ethernet == StrategyHost {
 		bad("strategies.ethernet", "a type='ethernet' tap has no bridge to send on: use qemu or skip")
+	}
+	if c.Host.SendOn != SendOnUplinks && c.Host.SendOn != SendOnBridge {
+		bad("host.send_on", "%q is not uplinks or bridge", c.Host.SendOn)
 	}
 	if c.OVS.Lookup != "ovsdb" && c.OVS.Lookup != "vsctl" {
 		bad("ovs.lookup", "%q is not ovsdb or vsctl", c.OVS.Lookup)
