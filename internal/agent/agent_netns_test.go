@@ -54,8 +54,8 @@ func TestLandingAnnouncesBridgeAndMacvtapNICs(t *testing.T) {
 
 	bf := h.frames.wait(t, bridgeMAC, framesPerBurst, 5*time.Second)
 	df := h.frames.wait(t, directMAC, framesPerBurst, 5*time.Second)
-	if got := interfacesOf(bf); len(got) != 1 || got[0] != netnstest.RigHostBridge {
-		t.Errorf("bridge NIC announced on %v, want [br0]", got)
+	if got := interfacesOf(bf); len(got) != 1 || got[0] != netnstest.RigHostUplink {
+		t.Errorf("bridge NIC announced on %v, want [%s], the bridge's uplink", got, netnstest.RigHostUplink)
 	}
 	if got := interfacesOf(df); len(got) != 1 || got[0] != macvtapDev {
 		t.Errorf("macvtap NIC announced on %v, want [%s]", got, macvtapDev)

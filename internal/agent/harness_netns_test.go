@@ -203,6 +203,8 @@ type hostOptions struct {
 	before func(h *host)
 	// ovs is the ovs strategy's announcer; nil: not available.
 	ovs strategy.OVSAnnouncer
+	// sendOn is host.send_on; empty: the default (uplinks).
+	sendOn string
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -246,6 +248,9 @@ func newHost(t *testing.T, o hostOptions) *host {
 	cfg := config.Default()
 	cfg.FDBRepair = true
 	cfg.Pacing.FramesPerSecond = 0 // unpaced: the tests time frames
+	if o.sendOn != "" {
+		cfg.Host.SendOn = o.sendOn
+	}
 	if o.ovs == nil {
 		cfg.Strategies.OpenVSwitch = config.StrategySkip // no OVS on this agent
 	}
