@@ -293,10 +293,11 @@ func TestCancelStopsTheSchedule(t *testing.T) {
 	}
 }
 
-// A cancel that arrives while a NIC is between "port ready" and "announce
-// started" (here: held in the FDB repair) must still stop that NIC's
-// announce: the announce would otherwise start after the domain stopped,
-// never to be cancelled (with a refresh schedule: forever).
+// A cancel that arrives while a NIC's landing is still in progress (here:
+// held in the FDB repair, which runs beside the first frames) must still
+// stop that NIC's announce and count it cancelled: the announce would
+// otherwise run after the domain stopped (with a refresh schedule:
+// forever).
 func TestCancelBetweenReadinessAndSend(t *testing.T) {
 	s := defaultSettings()
 	s.Schedule.Refresh = time.Second

@@ -260,11 +260,20 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 		go func() { a.repair(t, log); repaired <- time.Now() }()
 	}
 	hs, err := a.startHost(ctx, t, s, since, trigger, log)
-	if repaired != nil {
-		done := <-repaired
-		if len(hs) > 0 {
-			go a.observeRepairLag(hs[0], done)
+	if repaired == nil {
+		return hs, err
+	}
+	done := <-repaired
+	if len(hs) > 0 {
+		go a.observeRepairLag(hs[0], done)
+	}
+	if err == nil && ctx.Err() != nil {
+		// The domain stopped or left during the repair: CancelMAC
+		// stopped these already; the NIC counts as cancelled.
+		for _, h := range hs {
+			h.Cancel()
 		}
+		return nil, ctx.Err()
 	}
 	return hs, err
 }

@@ -77,7 +77,13 @@ func (a *Agent) hostSends(t plan.Target, log *zap.Logger) ([]send, error) {
 		return onDevice(), nil
 	}
 	if len(t.Uplinks) > 0 {
-		ts = slices.DeleteFunc(ts, func(u uplink.Target) bool { return !slices.Contains(t.Uplinks, u.Uplink.Name) })
+		var only []uplink.Target
+		for _, u := range ts {
+			if slices.Contains(t.Uplinks, u.Uplink.Name) {
+				only = append(only, u)
+			}
+		}
+		ts = only
 		if len(ts) == 0 {
 			a.m.unsent(unsentRestricted)
 			log.Warn("bridge NIC not announced: none of the uplinks it was restricted to carries it now",
