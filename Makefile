@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/intern
 BIN      := bin/rarp-announce
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-fast bench clean image image-full packages release
+.PHONY: build test test-fast test-kernel bench clean image image-full packages release
 
 build: $(BIN)
 
@@ -21,6 +21,11 @@ test:
 
 test-fast:
 	FAST=1 ./scripts/test.sh
+
+# The tests that need kernel features the host may lack (files tagged
+# "kernelrig"), on Debian's kernel under QEMU: test/kernel/README.md.
+test-kernel:
+	./test/kernel/run.sh
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./...

@@ -236,15 +236,3 @@ func Learn(t testing.TB, fromNS *NS, from string, mac string) {
 		t.Fatalf("learn %s via %s: %v", mac, from, err)
 	}
 }
-
-// KernelLacksMarker starts the line KernelLacks logs; scripts/test.sh
-// lists every such line in its summary.
-const KernelLacksMarker = "KERNEL LACKS:"
-
-// KernelLacks records that this kernel lacks a feature, so part of a test
-// could not run: not a skip (what can run ran and passed), but never
-// silent either: the test script's summary lists it in every CI run.
-func KernelLacks(t testing.TB, feature, notChecked string) {
-	t.Helper()
-	t.Logf("%s %s; not checked: %s", KernelLacksMarker, feature, notChecked)
-}

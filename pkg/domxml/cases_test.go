@@ -3,6 +3,7 @@ package domxml
 import (
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -13,7 +14,9 @@ type realCase struct {
 	name    string
 	driver  string // "qemu" (real QEMU, TCG) or "test" (libvirt's test driver, for NICs QEMU cannot start here)
 	devices string // the <interface> elements of the definition
-	want    Domain // as in testdata; TestLiveXML compares it with Target, portid, interfaceid and id masked
+	// metadata, if set, is the content of the definition's <metadata>.
+	metadata string
+	want     Domain // as in testdata; TestLiveXML compares it with Target, portid, interfaceid and id masked
 }
 
 func mac(s string) rarp.MAC {
@@ -51,6 +54,15 @@ func (c realCase) definition() string {
   </devices>
 </domain>
 `, dtype, c.want.Name, c.want.UUID, os, emulator, c.devices)
+}
+
+// definitionXML is definition with the case's <metadata>, if any.
+func (c realCase) definitionXML() string {
+	d := c.definition()
+	if c.metadata == "" {
+		return d
+	}
+	return strings.Replace(d, "</uuid>", "</uuid>\n  <metadata>"+c.metadata+"</metadata>", 1)
 }
 
 var realCases = []realCase{
@@ -124,6 +136,56 @@ var realCases = []realCase{
 			{Index: 1, Type: "hostdev", MAC: mac("52:54:00:00:06:02"), Target: "testnet1", VLANs: []VLANTag{{ID: 42}}},
 		}},
 	},
+	{
+		// Nova's metadata: libvirt keeps <metadata> as given. NICs as
+		// Nova plugs them: OVS with the port id as interfaceid, a Linux
+		// bridge tap named tap + 11 characters of the port id, and one
+		// without a port. QEMU driver: a real tap, with Nova's name.
+		name:     "nova",
+		driver:   "qemu",
+		metadata: novaMetadata,
+		devices: `<interface type='bridge'><source bridge='ovsbr0'/><mac address='fa:16:3e:66:00:10'/><virtualport type='openvswitch'><parameters interfaceid='a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d'/></virtualport><target dev='tapa1b2c3d4-e5'/><model type='virtio'/></interface>
+    <interface type='bridge'><source bridge='br0'/><mac address='fa:16:3e:66:00:20'/><target dev='tap0d9c8b7a-6f'/><model type='virtio'/></interface>
+    <interface type='bridge'><source bridge='br0'/><mac address='fa:16:3e:66:00:30'/><model type='virtio'/></interface>`,
+		want: Domain{Name: "xml-nova", UUID: uuidPrefix + "07", NovaPorts: novaPorts, Interfaces: []Interface{
+			{Index: 0, Type: "bridge", MAC: mac("fa:16:3e:66:00:10"), Target: "tapa1b2c3d4-e5", Alias: "net0", SourceBridge: "ovsbr0", Model: "virtio",
+				VirtualPort: "openvswitch", InterfaceID: "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"},
+			{Index: 1, Type: "bridge", MAC: mac("fa:16:3e:66:00:20"), Target: "tap0d9c8b7a-6f", Alias: "net1", SourceBridge: "br0", Model: "virtio"},
+			{Index: 2, Type: "bridge", MAC: mac("fa:16:3e:66:00:30"), Target: "vnet0", Alias: "net2", SourceBridge: "br0", Model: "virtio"},
+		}},
+	},
+}
+
+// novaMetadata is what Nova's LibvirtConfigGuestMetaNova* classes write,
+// with a floating IP and two bad entries (an ipVersion that contradicts the
+// address, a non-IP) that NovaFixedIPs must report and skip.
+const novaMetadata = `
+    <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+      <nova:package version="27.1.0"/>
+      <nova:name>web-1</nova:name>
+      <nova:flavor name="m1.small"><nova:memory>64</nova:memory><nova:vcpus>1</nova:vcpus></nova:flavor>
+      <nova:ports>
+        <nova:port uuid="a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d">
+          <nova:ip type="fixed" address="10.66.0.10" ipVersion="4"/>
+          <nova:ip type="fixed" address="fd66::10" ipVersion="6"/>
+          <nova:ip type="floating" address="203.0.113.7" ipVersion="4"/>
+        </nova:port>
+        <nova:port uuid="0d9c8b7a-6f5e-4d3c-b2a1-9f8e7d6c5b4a">
+          <nova:ip type="fixed" address="192.0.2.20" ipVersion="4"/>
+          <nova:ip type="fixed" address="192.0.2.21" ipVersion="6"/>
+          <nova:ip type="fixed" address="not-an-ip" ipVersion="4"/>
+        </nova:port>
+        <nova:port uuid="77777777-0000-4000-8000-000000000000">
+          <nova:ip type="fixed" address="198.51.100.5" ipVersion="4"/>
+        </nova:port>
+      </nova:ports>
+    </nova:instance>
+  `
+
+var novaPorts = []NovaPort{
+	{UUID: "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", IPs: []NovaIP{{"fixed", "10.66.0.10", "4"}, {"fixed", "fd66::10", "6"}, {"floating", "203.0.113.7", "4"}}},
+	{UUID: "0d9c8b7a-6f5e-4d3c-b2a1-9f8e7d6c5b4a", IPs: []NovaIP{{"fixed", "192.0.2.20", "4"}, {"fixed", "192.0.2.21", "6"}, {"fixed", "not-an-ip", "4"}}},
+	{UUID: "77777777-0000-4000-8000-000000000000", IPs: []NovaIP{{"fixed", "198.51.100.5", "4"}}},
 }
 
 var digits = regexp.MustCompile(`[0-9]+$`)

@@ -34,6 +34,11 @@ type Domain struct {
 	UUID       string // canonical lower-case 8-4-4-4-12
 	ID         int    // <domain id=...>: -1 when absent (inactive XML)
 	Interfaces []Interface
+	// NovaPorts is Nova's <nova:instance><nova:ports> metadata as written
+	// (nil without it); see NovaFixedIPs.
+	NovaPorts []NovaPort
+
+	carried *xmlAddresses // our own <metadata>, see CarriedAddresses
 }
 
 // Interface is one <interface> of a domain.
@@ -136,6 +141,12 @@ func Parse(data []byte) (*Domain, error) {
 		return nil, fmt.Errorf("domxml: domain %s: <uuid>: %w", name, err)
 	}
 	d := &Domain{Name: name, UUID: uuid, ID: -1}
+	if x.Metadata != nil && x.Metadata.Nova != nil {
+		d.NovaPorts = x.Metadata.Nova.ports()
+	}
+	if x.Metadata != nil {
+		d.carried = x.Metadata.Addresses
+	}
 	if x.ID != "" {
 		id, err := strconv.Atoi(x.ID)
 		if err != nil {
@@ -200,6 +211,10 @@ type xmlDomain struct {
 	Name       string         `xml:"name"`
 	UUID       string         `xml:"uuid"`
 	Interfaces []xmlInterface `xml:"devices>interface"`
+	Metadata   *struct {
+		Nova      *xmlNovaInstance `xml:"http://openstack.org/xmlns/libvirt/nova/1.1 instance"`
+		Addresses *xmlAddresses    `xml:"https://github.com/rarp-announce/rarp-announce/xmlns/addresses/1 addresses"`
+	} `xml:"metadata"`
 }
 
 type xmlAttrName struct {

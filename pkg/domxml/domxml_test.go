@@ -14,7 +14,7 @@ import (
 // TestParseTestdata parses the live XML that TestLiveXML captured from a
 // real libvirtd (testdata/*.xml) and checks every field.
 func TestParseTestdata(t *testing.T) {
-	ids := map[string]int{"bridge": 1, "network": 2, "direct": 3, "ethernet": 4, "ovs": 5, "vhostuser-hostdev": 2}
+	ids := map[string]int{"bridge": 1, "network": 2, "direct": 3, "ethernet": 4, "ovs": 5, "vhostuser-hostdev": 2, "nova": 1}
 	for _, c := range realCases {
 		t.Run(c.name, func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join("testdata", c.name+".xml"))
@@ -225,6 +225,12 @@ func FuzzParse(f *testing.F) {
 			}
 			if len(ifc.VLANs) > 1 && !ifc.VLANTrunk {
 				t.Fatal("several VLANs but not a trunk")
+			}
+			ips, _, _ := d.NovaFixedIPs(ifc)
+			for _, ip := range ips {
+				if !ip.IsValid() || ip.Zone() != "" || ip.Is4In6() {
+					t.Fatalf("nova IP %s", ip)
+				}
 			}
 		}
 	})

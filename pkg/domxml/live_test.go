@@ -2,6 +2,7 @@ package domxml
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 var update = flag.Bool("update", false, "TestLiveXML: rewrite testdata/*.xml with the live XML it reads")
@@ -40,7 +42,7 @@ func TestLiveXML(t *testing.T) {
 	for _, c := range realCases {
 		t.Run(c.name, func(t *testing.T) {
 			def := filepath.Join(t.TempDir(), c.name+".xml")
-			if err := os.WriteFile(def, []byte(c.definition()), 0o644); err != nil {
+			if err := os.WriteFile(def, []byte(c.definitionXML()), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			// create + dumpxml in one connection: the test driver's state
@@ -62,6 +64,9 @@ func TestLiveXML(t *testing.T) {
 			if g, w := maskBoot(*got), maskBoot(c.want); !reflect.DeepEqual(g, w) {
 				t.Errorf("Parse(live XML of %s):\n got %+v\nwant %+v\n%s", c.name, g, w, live)
 			}
+			if c.name == "nova" {
+				checkCarriedAddresses(t, d, c, got)
+			}
 			if *update {
 				note := "<!-- " + c.name + ": live XML (virsh dumpxml) of a domain created by TestLiveXML under libvirt 9.0 (" + c.driver + " driver); regenerate with: go test ./pkg/domxml -run TestLiveXML -update -->\n"
 				if err := os.WriteFile(filepath.Join("testdata", c.name+".xml"), []byte(note+live), 0o644); err != nil {
@@ -70,4 +75,28 @@ func TestLiveXML(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkCarriedAddresses sets our <metadata> element on the running domain
+// the way the agent would (virDomainSetMetadata, live) and reads it back
+// from the live XML: libvirt keeps it in our namespace, next to Nova's.
+func checkCarriedAddresses(t *testing.T, d *libvirtdtest.Daemon, c realCase, before *Domain) {
+	t.Helper()
+	want := map[rarp.MAC][]netip.Addr{before.Interfaces[2].MAC: {netip.MustParseAddr("10.66.0.30"), netip.MustParseAddr("fd66::30")}}
+	out := d.Virsh(t, d.URI(c.driver),
+		"metadata "+c.want.Name+" "+AddressesNamespace+" --key "+AddressesKey+" --set '"+string(MarshalAddresses(want))+"' --live",
+		"dumpxml "+c.want.Name)
+	live := out[strings.Index(out, "<domain"):]
+	after, err := Parse([]byte(live))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := after.CarriedAddresses()
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("carried addresses after virsh metadata --set: %v, %v\n%s", got, err, live)
+	}
+	if !reflect.DeepEqual(after.NovaPorts, before.NovaPorts) {
+		t.Fatalf("Nova's metadata changed: %+v", after.NovaPorts)
+	}
+	t.Logf("our metadata in the live XML: %s", live[strings.Index(live, "<"+AddressesKey+":addresses"):strings.Index(live, "</"+AddressesKey+":addresses>")])
 }

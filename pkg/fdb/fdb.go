@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -99,9 +100,12 @@ func (r *Repairer) Close() {
 // returns what it removed. It touches only dynamic entries the bridge itself
 // learned: permanent, static, sticky, externally learned (a control plane
 // such as EVPN owns those) and locked-port entries stay, as do entries on the
-// bridge device itself and the ports' own addresses (NTF_SELF). An entry is
-// deleted with the VLAN it has, so on a VLAN-filtering bridge only the
-// entries that exist go.
+// bridge device itself and the ports' own addresses (NTF_SELF). On a
+// VLAN-filtering bridge only entries in the VLANs of ownPort go: the same MAC
+// in another VLAN is another broadcast domain's (the VM's own MAC on another
+// tenant's network, or a clash), and removing it would only flood that
+// VLAN's traffic. Without ownPort there are no such VLANs, so nothing is
+// removed there. Each entry is deleted with the VLAN it has.
 //
 // Finding nothing to remove is not an error. An error wrapping ErrPermission
 // means CAP_NET_ADMIN is missing. When some deletions fail, Repair still
@@ -138,9 +142,17 @@ func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 	if err != nil {
 		return nil, fmt.Errorf("fdb: look up %s in %s: %w", mac, bridge, err)
 	}
+	stale := Stale(neighs, br.Attrs().Index, own, mac)
+	if len(stale) > 0 && vlanFiltering(br) {
+		vlans, err := r.portVLANs(own)
+		if err != nil {
+			return nil, fmt.Errorf("fdb: VLANs of %s on %s: %w", ownPort, bridge, err)
+		}
+		stale = InVLANs(stale, vlans)
+	}
 	var removed []Entry
 	var errs []error
-	for _, n := range Stale(neighs, br.Attrs().Index, own, mac) {
+	for _, n := range stale {
 		err := r.nl.NeighDel(&netlink.Neigh{
 			LinkIndex:    n.LinkIndex,
 			Family:       unix.AF_BRIDGE,
@@ -165,6 +177,49 @@ func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// vlanFiltering reports whether br is a VLAN-filtering bridge.
+func vlanFiltering(br netlink.Link) bool {
+	b, ok := br.(*netlink.Bridge)
+	return ok && b.VlanFiltering != nil && *b.VlanFiltering
+}
+
+// portVLANs returns the VLAN IDs bridge port index (0: none) is a member
+// of. The kernel answers a bridge's port VLANs only in a dump of every
+// port's (RTM_GETLINK, AF_BRIDGE); it is read only when there is an entry
+// to remove.
+func (r *Repairer) portVLANs(index int) ([]uint16, error) {
+	if index == 0 {
+		return nil, nil
+	}
+	var all map[int32][]*nl.BridgeVlanInfo
+	var err error
+	for range 3 {
+		if all, err = r.nl.BridgeVlanList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, err
+	}
+	var vids []uint16
+	for _, v := range all[int32(index)] {
+		vids = append(vids, v.Vid)
+	}
+	return vids, nil
+}
+
+// InVLANs keeps the entries whose VLAN is one of vlans: on a VLAN-filtering
+// bridge, Repair removes only entries in the VM port's VLANs.
+func InVLANs(neighs []netlink.Neigh, vlans []uint16) []netlink.Neigh {
+	var out []netlink.Neigh
+	for _, n := range neighs {
+		if slices.Contains(vlans, uint16(n.Vlan)) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // lookup returns the bridge's entries for mac. Without VLAN filtering a

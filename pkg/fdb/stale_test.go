@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -95,5 +96,36 @@ func TestFailureReason(t *testing.T) {
 		if got := FailureReason(tc.err); got != tc.want {
 			t.Errorf("FailureReason(%v) = %q, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+// On a VLAN-filtering bridge Repair keeps only the entries in the VM port's
+// VLANs; the real bridge is in the kernel rig (vlan_kernelrig_test.go).
+func TestInVLANs(t *testing.T) {
+	var neighs []netlink.Neigh
+	for _, vid := range []int{0, 100, 200, 300} {
+		neighs = append(neighs, netlink.Neigh{Family: unix.AF_BRIDGE, LinkIndex: 3, Vlan: vid})
+	}
+	vids := func(ns []netlink.Neigh) (out []int) {
+		for _, n := range ns {
+			out = append(out, n.Vlan)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		vlans []uint16
+		want  []int
+	}{
+		{"the port's one VLAN", []uint16{100}, []int{100}},
+		{"a trunk port's VLANs", []uint16{300, 100}, []int{100, 300}},
+		{"a VLAN no entry has", []uint16{400}, nil},
+		{"no port VLANs (no own port)", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := vids(InVLANs(neighs, tc.vlans)); !slices.Equal(got, tc.want) {
+				t.Fatalf("kept VLANs %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

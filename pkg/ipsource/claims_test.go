@@ -1,0 +1,143 @@
+package ipsource
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+func cands(src Source, ips ...string) []Candidate {
+	var out []Candidate
+	for _, s := range ips {
+		out = append(out, Candidate{IP: netip.MustParseAddr(s), Source: src})
+	}
+	return out
+}
+
+func TestClaims(t *testing.T) {
+	c := NewClaims(2)
+	a := NIC{Domain: "a", MAC: rarp.MAC{2, 0, 0, 0, 0, 1}}
+	b := NIC{Domain: "b", MAC: rarp.MAC{2, 0, 0, 0, 0, 2}}
+
+	g, r := c.Claim(a, cands(SourceNova, "10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.3"))
+	if !reflect.DeepEqual(g, cands(SourceNova, "10.0.0.1", "10.0.0.2")) {
+		t.Fatalf("a granted %v", g)
+	}
+	if len(r) != 1 || r[0].Reason != ReasonLimit || r[0].IP.String() != "10.0.0.3" {
+		t.Fatalf("a refused %+v, want 10.0.0.3 per_nic_limit", r)
+	}
+	// b asks for a's address: refused, naming a.
+	g, r = c.Claim(b, cands(SourceLearned, "10.0.0.2", "10.0.0.9"))
+	if !reflect.DeepEqual(g, cands(SourceLearned, "10.0.0.9")) || len(r) != 1 || r[0].Reason != ReasonClaimed || r[0].Holder != a {
+		t.Fatalf("b: granted %v refused %+v", g, r)
+	}
+	// Re-claiming replaces: a drops 10.0.0.2, which b can then have.
+	c.Claim(a, cands(SourceNova, "10.0.0.1"))
+	if g, _ := c.Claim(b, cands(SourceLearned, "10.0.0.2", "10.0.0.9")); len(g) != 2 {
+		t.Fatalf("b after a dropped 10.0.0.2: %v", g)
+	}
+	c.ReleaseDomain("a")
+	if _, ok := c.Holder(netip.MustParseAddr("10.0.0.1")); ok {
+		t.Fatal("released address still held")
+	}
+	if h, ok := c.Holder(netip.MustParseAddr("10.0.0.9")); !ok || h != b {
+		t.Fatalf("b's address holder %v %v", h, ok)
+	}
+	c.Release(b)
+	if _, ok := c.Holder(netip.MustParseAddr("10.0.0.9")); ok {
+		t.Fatal("b's address still held after Release")
+	}
+}
+
+func TestLearnedBounds(t *testing.T) {
+	l := NewLearned(2, 1)
+	m1, m2 := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}
+	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	steps := []struct {
+		mac  rarp.MAC
+		ip   string
+		want LearnResult
+	}{
+		{m1, "10.0.0.1", Learnt},
+		{m1, "10.0.0.1", AlreadyKnow},
+		{m1, "fd00::1", Learnt},
+		{m1, "10.0.0.3", FullMAC},
+		{m2, "10.0.0.4", FullStore},
+	}
+	for _, s := range steps {
+		if got := l.Add(s.mac, ip(s.ip)); got != s.want {
+			t.Errorf("Add(%s, %s) = %s, want %s", s.mac, s.ip, got, s.want)
+		}
+	}
+	if got := l.Get(m1); !reflect.DeepEqual(got, []netip.Addr{ip("10.0.0.1"), ip("fd00::1")}) {
+		t.Fatalf("Get = %v (first come must be kept)", got)
+	}
+	l.Forget(m1)
+	if l.Add(m2, ip("10.0.0.4")) != Learnt {
+		t.Fatal("store still full after Forget")
+	}
+}
+
+func TestResolve(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "domxml", "testdata", "nova.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := domxml.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ovs := d.Interfaces[0] // Nova: 10.66.0.10, fd66::10
+	learned := NewLearned(4, 16)
+	learned.Add(ovs.MAC, netip.MustParseAddr("10.66.0.10")) // also from Nova: listed once, as nova
+	learned.Add(ovs.MAC, netip.MustParseAddr("10.66.0.99"))
+	claims := NewClaims(3)
+	r := Resolver{
+		Nova:    true,
+		Static:  Static{ovs.MAC: {netip.MustParseAddr("192.0.2.50")}},
+		Learned: learned,
+		Claims:  claims,
+	}
+	g, ref, err := r.Resolve(d, ovs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(cands(SourceNova, "10.66.0.10", "fd66::10"), cands(SourceStatic, "192.0.2.50")...)
+	if !reflect.DeepEqual(g, want) {
+		t.Fatalf("granted %v, want %v", g, want)
+	}
+	if len(ref) != 1 || ref[0].IP.String() != "10.66.0.99" || ref[0].Reason != ReasonLimit {
+		t.Fatalf("refused %+v", ref)
+	}
+	// Switched off: Nova off leaves static then learned.
+	r2 := Resolver{Static: r.Static, Learned: learned}
+	g, _, _ = r2.Resolve(d, ovs)
+	want = append(cands(SourceStatic, "192.0.2.50"), cands(SourceLearned, "10.66.0.10", "10.66.0.99")...)
+	if !reflect.DeepEqual(g, want) {
+		t.Fatalf("without nova: %v, want %v", g, want)
+	}
+	// Carried addresses (learned on the previous host) come last.
+	x := strings.Replace(string(data), "</metadata>", `<rarp:addresses xmlns:rarp="`+domxml.AddressesNamespace+
+		`"><rarp:nic mac="`+ovs.MAC.String()+`"><rarp:ip address="10.66.0.77"/><rarp:ip address="10.66.0.10"/></rarp:nic></rarp:addresses></metadata>`, 1)
+	dc, err := domxml.Parse([]byte(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3 := Resolver{Nova: true, Carried: true}
+	g, _, err = r3.Resolve(dc, dc.Interfaces[0])
+	want = append(cands(SourceNova, "10.66.0.10", "fd66::10"), cands(SourceCarried, "10.66.0.77")...)
+	if err != nil || !reflect.DeepEqual(g, want) {
+		t.Fatalf("with carried: %v %v, want %v", g, err, want)
+	}
+	// The Linux-bridge NIC's bad Nova entries are reported, its good one used.
+	g, _, err = r.Resolve(d, d.Interfaces[1])
+	if err == nil || len(g) != 1 || g[0].IP.String() != "192.0.2.20" {
+		t.Fatalf("lb NIC: %v, %v", g, err)
+	}
+}

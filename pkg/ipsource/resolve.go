@@ -1,0 +1,74 @@
+package ipsource
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+)
+
+// Resolver gathers a NIC's addresses from the enabled sources, in order
+// (Nova's metadata, the static map, what was learned here, what was learned
+// on the previous host and carried in the domain's metadata), and has
+// Claims grant them. A nil or false source is switched off.
+type Resolver struct {
+	// Nova reads Nova's metadata from the domain XML.
+	Nova bool
+	// Static is the operator's per-MAC map.
+	Static Static
+	// Learned holds what Learners saw the guests use.
+	Learned *Learned
+	// Carried reads our own <metadata> element from the domain XML.
+	Carried bool
+	// Claims, if set, grants addresses (see Claims.Claim); without it
+	// every candidate is returned as granted.
+	Claims *Claims
+}
+
+// Resolve returns the addresses to announce for ifc of d, those refused and
+// why, and errors about bad source entries (the good ones are still used).
+// An address found in several sources is listed once, under the first.
+func (r *Resolver) Resolve(d *domxml.Domain, ifc domxml.Interface) (granted []Candidate, refused []Refusal, err error) {
+	var (
+		cands []Candidate
+		errs  []error
+	)
+	if r.Nova {
+		ips, _, nerr := d.NovaFixedIPs(ifc)
+		if nerr != nil {
+			errs = append(errs, nerr)
+		}
+		for _, ip := range ips {
+			cands = append(cands, Candidate{IP: ip, Source: SourceNova})
+		}
+	}
+	for _, ip := range r.Static[ifc.MAC] {
+		cands = append(cands, Candidate{IP: ip, Source: SourceStatic})
+	}
+	if r.Learned != nil {
+		for _, ip := range r.Learned.Get(ifc.MAC) {
+			cands = append(cands, Candidate{IP: ip, Source: SourceLearned})
+		}
+	}
+	if r.Carried {
+		m, cerr := d.CarriedAddresses()
+		if cerr != nil {
+			errs = append(errs, fmt.Errorf("domain %s: %w", d.Name, cerr))
+		}
+		for _, ip := range m[ifc.MAC] {
+			cands = append(cands, Candidate{IP: ip, Source: SourceCarried})
+		}
+	}
+	if r.Claims == nil {
+		seen := map[any]bool{}
+		for _, c := range cands {
+			if !seen[c.IP] {
+				seen[c.IP] = true
+				granted = append(granted, c)
+			}
+		}
+		return granted, nil, errors.Join(errs...)
+	}
+	granted, refused = r.Claims.Claim(NIC{Domain: d.UUID, MAC: ifc.MAC}, cands)
+	return granted, refused, errors.Join(errs...)
+}
