@@ -284,7 +284,12 @@ func (a *Agent) observeRepairLag(h *announce.Handle, repaired time.Time) {
 	select {
 	case <-h.First():
 	case <-h.Done():
-		return
+		// Done without First only when cancelled before it.
+		select {
+		case <-h.First():
+		default:
+			return
+		}
 	}
 	if h.FirstErr() != nil {
 		return
