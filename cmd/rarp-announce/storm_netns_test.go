@@ -25,7 +25,9 @@ package main
 // Variants: prefetch (STARTED/MIGRATED for every domain first, as in a real
 // migration, so the XML is read before RESUMED), bridge-device (prefetch
 // with host.send_on: bridge, the way before the uplinks: compare them with
-// -bench 'Storm/(prefetch|bridge-device)$'), xml-at-landing (only
+// -bench 'Storm/(prefetch|bridge-device)$'), prefetch-50-taps and
+// bridge-device-50-taps (100 domains, 50 taps per bridge: the system time
+// per frame against the bridge's size), xml-at-landing (only
 // RESUMED/MIGRATED: the XML is read on the critical path), all-at-once (the
 // 1,000 RESUMED events in one write), prefetch-no-fdb-repair (what the FDB
 // repair adds), prefetch-log-warn (what logging each landing adds),
@@ -66,7 +68,7 @@ import (
 )
 
 const (
-	stormDomains = 1000
+	defaultStormDomains = 1000 // 500 taps per bridge
 	stormNICs    = 2 // per domain
 	stormBridges = 4 // a bridge holds at most 1,024 ports
 	stormSpread  = time.Second
@@ -101,6 +103,11 @@ func BenchmarkStorm(b *testing.B) {
 		// The frames written on the bridge device, which clones each to
 		// its 500 taps inside sendto.
 		{name: "bridge-device", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n"},
+		// 50 taps per bridge instead of 500: the system time per frame
+		// out of the uplinks should not depend on the bridge's size; on
+		// the bridge device it grows with it.
+		{name: "prefetch-50-taps", prefetch: true, spread: stormSpread, domains: 100},
+		{name: "bridge-device-50-taps", prefetch: true, spread: stormSpread, domains: 100, config: "host:\n  send_on: bridge\n"},
 		{name: "xml-at-landing", spread: stormSpread},
 		{name: "all-at-once", prefetch: true},
 		// What the FDB repair adds on the critical path.
@@ -145,10 +152,15 @@ type stormVariant struct {
 	config   string        // appended to the agent's config
 	env      []string      // added to the agent's environment
 	rounds   int           // frames per NIC if the config changes it; 0: the default 5
+	domains  int           // 0: defaultStormDomains (2 NICs each, over 4 bridges)
 }
 
 func storm(b *testing.B, v stormVariant) {
 	prefetch, spread, config := v.prefetch, v.spread, v.config
+	stormDomains := defaultStormDomains
+	if v.domains > 0 {
+		stormDomains = v.domains
+	}
 	netnstest.Require(b)
 	bin := buildPlain(b)
 	b.StopTimer()
@@ -297,7 +309,7 @@ func storm(b *testing.B, v stormVariant) {
 		}
 	} else {
 		for i := range stormDomains {
-			time.Sleep(time.Until(start.Add(time.Duration(i) * spread / stormDomains)))
+			time.Sleep(time.Until(start.Add(time.Duration(i) * spread / time.Duration(stormDomains))))
 			at, err := fake.Emit(fmt.Sprintf("vm%d", i), libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated)
 			if err != nil {
 				b.Fatal(err)
@@ -443,8 +455,8 @@ func storm(b *testing.B, v stormVariant) {
 	b.Logf("FDB repair vs first frame (the agent's histogram): %v NICs, the repair ended first for %v, within 5 ms after it for %v, mean lag %.2f ms; uplink fallbacks (unreadable) %v",
 		lagN, lagFirst, lag5, 1000*lagSum/max(lagN, 1), fallbacks)
 	b.Logf("NICs started %v, FDB entries removed %v, XML reads during the storm %d; agent config: %q", started, removed, xmlCalls, config)
-	b.Logf("agent: CPU %v during the storm (user %v, system %v), peak RSS %.1f MiB (RSS now %.1f MiB)",
-		cpu, user, system, float64(hwm)/(1<<20), float64(rss)/(1<<20))
+	b.Logf("agent: CPU %v during the storm (user %v, system %v: %.1f µs per frame), peak RSS %.1f MiB (RSS now %.1f MiB)",
+		cpu, user, system, float64(system.Microseconds())/float64(max(total, 1)), float64(hwm)/(1<<20), float64(rss)/(1<<20))
 	b.Logf("machine: %d CPUs, %v of %v CPU time busy during the storm (the agent's share %v; the rest is this test's fake libvirtd and captures, and whatever else runs); load average before: %s",
 		runtime.NumCPU(), busy1-busy0, all1-all0, cpu, load)
 	if missing > 0 {
