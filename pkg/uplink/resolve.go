@@ -178,7 +178,7 @@ func (t table) uplinks(br *Link, isVM IsVMPort) []*Link {
 // from the domain XML (xmlVLANs) replace the VM port's own from the bridge's
 // VLAN table.
 func (t table) resolve(bridge, vmPort string, xmlVLANs []rarp.VLAN, isVM IsVMPort) ([]Target, error) {
-	return t.index().resolve(bridge, vmPort, xmlVLANs, isVM)
+	return t.index(isVM).resolve(bridge, vmPort, xmlVLANs)
 }
 
 // index is a table looked up by name and by master: a storm of announces
@@ -187,18 +187,18 @@ func (t table) resolve(bridge, vmPort string, xmlVLANs []rarp.VLAN, isVM IsVMPor
 // agent's CPU in the storm benchmark. It is rebuilt after each change.
 type index struct {
 	names map[string]*Link
-	ports map[int][]*Link // by master ifindex, sorted by ifindex
+	ups   map[int][]*Link // the ports that are not VM ports, by master ifindex, sorted by ifindex
 }
 
-func (t table) index() *index {
-	ix := &index{names: make(map[string]*Link, len(t)), ports: map[int][]*Link{}}
+func (t table) index(isVM IsVMPort) *index {
+	ix := &index{names: make(map[string]*Link, len(t)), ups: map[int][]*Link{}}
 	for _, l := range t {
 		ix.names[l.Name] = l
-		if l.Master != 0 && l.Master != l.Index {
-			ix.ports[l.Master] = append(ix.ports[l.Master], l)
+		if l.Master != 0 && l.Master != l.Index && !isVM(l) {
+			ix.ups[l.Master] = append(ix.ups[l.Master], l)
 		}
 	}
-	for _, ps := range ix.ports {
+	for _, ps := range ix.ups {
 		slices.SortFunc(ps, func(a, b *Link) int { return a.Index - b.Index })
 	}
 	return ix
@@ -206,18 +206,11 @@ func (t table) index() *index {
 
 func (ix *index) byName(name string) *Link { return ix.names[name] }
 
-// uplinks returns the ports of br that are not VM ports, by index.
-func (ix *index) uplinks(br *Link, isVM IsVMPort) []*Link {
-	var out []*Link
-	for _, l := range ix.ports[br.Index] {
-		if !isVM(l) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+// uplinks returns the ports of br that are not VM ports, by index, in a
+// slice of the caller's.
+func (ix *index) uplinks(br *Link) []*Link { return slices.Clone(ix.ups[br.Index]) }
 
-func (t *index) resolve(bridge, vmPort string, xmlVLANs []rarp.VLAN, isVM IsVMPort) ([]Target, error) {
+func (t *index) resolve(bridge, vmPort string, xmlVLANs []rarp.VLAN) ([]Target, error) {
 	fallback := func(r FallbackReason, err error) error {
 		return &FallbackError{Bridge: bridge, Port: vmPort, Reason: r, Err: err}
 	}
@@ -229,7 +222,7 @@ func (t *index) resolve(bridge, vmPort string, xmlVLANs []rarp.VLAN, isVM IsVMPo
 	if vm == nil || vm.Master != br.Index {
 		return nil, fallback(NotAPort, nil)
 	}
-	ups := t.uplinks(br, isVM)
+	ups := t.uplinks(br)
 	noUplink := func(r NoUplinkReason, vlans []uint16) error {
 		return &NoUplinkError{Bridge: bridge, Port: vmPort, Reason: r, VLANs: vlans}
 	}

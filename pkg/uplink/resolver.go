@@ -267,10 +267,10 @@ func (r *Resolver) Targets(bridge, vmPort string, xmlVLANs []rarp.VLAN) ([]Targe
 	// holds the write lock, drops it after each change.
 	ix := r.ix.Load()
 	if ix == nil {
-		ix = r.t.index()
+		ix = r.t.index(r.opts.IsVMPort)
 		r.ix.Store(ix)
 	}
-	return ix.resolve(bridge, vmPort, xmlVLANs, r.opts.IsVMPort)
+	return ix.resolve(bridge, vmPort, xmlVLANs)
 }
 
 // Uplinks returns bridge's uplink ports, up or not, by index.
