@@ -69,10 +69,10 @@ import (
 
 const (
 	defaultStormDomains = 1000 // 500 taps per bridge
-	stormNICs    = 2 // per domain
-	stormBridges = 4 // a bridge holds at most 1,024 ports
-	stormSpread  = time.Second
-	stormGoal    = 50 * time.Millisecond
+	stormNICs           = 2    // per domain
+	stormBridges        = 4    // a bridge holds at most 1,024 ports
+	stormSpread         = time.Second
+	stormGoal           = 50 * time.Millisecond
 )
 
 var (

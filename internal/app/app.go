@@ -61,8 +61,8 @@ type App struct {
 	// Uplinks follows the bridges' uplinks (host.send_on: uplinks); nil:
 	// bridge NICs are announced on the bridge device.
 	Uplinks agent.Uplinks
-	OVS       strategy.OVSAnnouncer
-	Metrics   *agent.Metrics
+	OVS     strategy.OVSAnnouncer
+	Metrics *agent.Metrics
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()

@@ -47,7 +47,7 @@ type Resolver struct {
 	mu       sync.RWMutex
 	t        table
 	ix       atomic.Pointer[index] // r.t indexed; nil after a change
-	err      error // set when the reader stopped for good
+	err      error                 // set when the reader stopped for good
 	watchers map[int]func([]change)
 	nextW    int
 }
