@@ -58,11 +58,12 @@ type App struct {
 	Announcer *announce.Announcer
 	Ports     *portwatch.Watcher
 	FDB       agent.FDB // nil: fdb_repair off or not permitted
+	OVS       strategy.OVSAnnouncer
+	Metrics   *agent.Metrics
+
 	// Uplinks follows the bridges' uplinks (host.send_on: uplinks); nil:
 	// bridge NICs are announced on the bridge device.
 	Uplinks agent.Uplinks
-	OVS     strategy.OVSAnnouncer
-	Metrics *agent.Metrics
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
