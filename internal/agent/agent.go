@@ -58,16 +58,17 @@ type Settings struct {
 // (ovs, qemu: see internal/strategy) and may replace it. NICs whose
 // strategy is missing are reported as not handled.
 type Deps struct {
-	Libvirt Libvirt
-	Ports   Ports
-	FDB     FDB
-	// Uplinks, if set, sends bridge NICs' frames out of the bridge's
-	// uplinks (host.send_on: uplinks); nil: on the bridge device.
-	Uplinks    Uplinks
+	Libvirt    Libvirt
+	Ports      Ports
+	FDB        FDB
 	Strategies map[plan.Strategy]Strategy
 	Announcer  *announce.Announcer
 	Logger     *zap.Logger
 	Metrics    *Metrics
+
+	// Uplinks, if set, sends bridge NICs' frames out of the bridge's
+	// uplinks (host.send_on: uplinks); nil: on the bridge device.
+	Uplinks Uplinks
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
