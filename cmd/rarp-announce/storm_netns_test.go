@@ -9,19 +9,25 @@ package main
 // repairs before announcing).
 //
 // For each NIC it measures the time from the fake's write of the RESUMED
-// event to the first frame of that MAC leaving the bridge device: a packet
-// socket per bridge sees the bridge's outgoing frames with a kernel
-// timestamp (SO_TIMESTAMPNS, taken when the frame is handed to the device,
-// before the bridge floods it). It also reports the frames sent, the
-// agent's CPU time (utime+stime of /proc/PID/stat over the storm) and its
-// peak RSS (VmHWM).
+// event to the first frame of that MAC leaving the bridge's uplink, where
+// the switch sees it: a packet socket per uplink sees its outgoing frames
+// with a kernel timestamp (SO_TIMESTAMPNS, taken when the frame is handed
+// to the device), whether the agent wrote them there (host.send_on:
+// uplinks, the default) or on the bridge device, which floods them to the
+// uplink and every tap (bridge-device). It also reports the frames sent,
+// the agent's CPU time (utime+stime of /proc/PID/stat over the storm) and
+// its peak RSS (VmHWM).
 //
 // Run it (root; about 15 s per variant):
 //
 //	go test -run '^$' -bench Storm -benchtime 1x -v ./cmd/rarp-announce
 //
 // Variants: prefetch (STARTED/MIGRATED for every domain first, as in a real
-// migration, so the XML is read before RESUMED), xml-at-landing (only
+// migration, so the XML is read before RESUMED), bridge-device (prefetch
+// with host.send_on: bridge, the way before the uplinks: compare them with
+// -bench 'Storm/(prefetch|bridge-device)$'), prefetch-50-taps and
+// bridge-device-50-taps (100 domains, 50 taps per bridge: the system time
+// per frame against the bridge's size), xml-at-landing (only
 // RESUMED/MIGRATED: the XML is read on the critical path), all-at-once (the
 // 1,000 RESUMED events in one write), prefetch-no-fdb-repair (what the FDB
 // repair adds), prefetch-log-warn (what logging each landing adds),
@@ -62,11 +68,11 @@ import (
 )
 
 const (
-	stormDomains = 1000
-	stormNICs    = 2 // per domain
-	stormBridges = 4 // a bridge holds at most 1,024 ports
-	stormSpread  = time.Second
-	stormGoal    = 50 * time.Millisecond
+	defaultStormDomains = 1000 // 500 taps per bridge
+	stormNICs           = 2    // per domain
+	stormBridges        = 4    // a bridge holds at most 1,024 ports
+	stormSpread         = time.Second
+	stormGoal           = 50 * time.Millisecond
 )
 
 var (
@@ -94,6 +100,14 @@ func buildPlain(b *testing.B) string {
 func BenchmarkStorm(b *testing.B) {
 	for _, v := range []stormVariant{
 		{name: "prefetch", prefetch: true, spread: stormSpread},
+		// The frames written on the bridge device, which clones each to
+		// its 500 taps inside sendto.
+		{name: "bridge-device", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n"},
+		// 50 taps per bridge instead of 500: the system time per frame
+		// out of the uplinks should not depend on the bridge's size; on
+		// the bridge device it grows with it.
+		{name: "prefetch-50-taps", prefetch: true, spread: stormSpread, domains: 100},
+		{name: "bridge-device-50-taps", prefetch: true, spread: stormSpread, domains: 100, config: "host:\n  send_on: bridge\n"},
 		{name: "xml-at-landing", spread: stormSpread},
 		{name: "all-at-once", prefetch: true},
 		// What the FDB repair adds on the critical path.
@@ -138,10 +152,15 @@ type stormVariant struct {
 	config   string        // appended to the agent's config
 	env      []string      // added to the agent's environment
 	rounds   int           // frames per NIC if the config changes it; 0: the default 5
+	domains  int           // 0: defaultStormDomains (2 NICs each, over 4 bridges)
 }
 
 func storm(b *testing.B, v stormVariant) {
 	prefetch, spread, config := v.prefetch, v.spread, v.config
+	stormDomains := defaultStormDomains
+	if v.domains > 0 {
+		stormDomains = v.domains
+	}
 	netnstest.Require(b)
 	bin := buildPlain(b)
 	b.StopTimer()
@@ -213,7 +232,7 @@ func storm(b *testing.B, v stormVariant) {
 
 	caps := make([]*capture, stormBridges)
 	for k := range stormBridges {
-		caps[k] = startCapture(b, host, fmt.Sprintf("br%d", k))
+		caps[k] = startCapture(b, host, fmt.Sprintf("up%d", k))
 	}
 	defer func() {
 		for _, c := range caps {
@@ -290,7 +309,7 @@ func storm(b *testing.B, v stormVariant) {
 		}
 	} else {
 		for i := range stormDomains {
-			time.Sleep(time.Until(start.Add(time.Duration(i) * spread / stormDomains)))
+			time.Sleep(time.Until(start.Add(time.Duration(i) * spread / time.Duration(stormDomains))))
 			at, err := fake.Emit(fmt.Sprintf("vm%d", i), libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated)
 			if err != nil {
 				b.Fatal(err)
@@ -319,6 +338,9 @@ func storm(b *testing.B, v stormVariant) {
 	pacingWaits := d.metric("rarp_announce_pacing_waits_total")
 	started := d.metric(`rarp_announce_nic_announces_total{result="started",strategy="host"}`)
 	removed := d.metric("rarp_announce_fdb_entries_removed_total")
+	const lagH = "rarp_announce_fdb_repair_after_first_frame_seconds"
+	lagN, lagFirst, lag5, lagSum := d.metric(lagH+"_count"), d.metric(lagH+`_bucket{le="0"}`), d.metric(lagH+`_bucket{le="0.005"}`), d.metric(lagH+"_sum")
+	fallbacks := d.metric(`rarp_announce_uplink_fallbacks_total{reason="unreadable"}`)
 	if code, _ := d.stop(); code != 0 {
 		b.Errorf("agent exit %d after SIGTERM", code)
 	}
@@ -341,8 +363,8 @@ func storm(b *testing.B, v stormVariant) {
 		}
 	}
 
-	// When the agent logged each NIC's FDB repair (done, before its
-	// announce starts).
+	// When the agent logged each NIC's FDB repair (done; it runs beside
+	// the first frame).
 	repaired := map[string]time.Time{}
 	for _, e := range d.logs("removed stale bridge entries") {
 		if ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(e["ts"])); err == nil {
@@ -351,7 +373,7 @@ func storm(b *testing.B, v stormVariant) {
 	}
 
 	// Lags per NIC.
-	var lags, toAgent, inAgent, toRepaired, repairedToWire []time.Duration
+	var lags, toAgent, inAgent, toRepaired, repairedToWire, repairAfter []time.Duration
 	missing, over := 0, 0
 	total, drops := 0, 0
 	for _, c := range caps {
@@ -379,6 +401,9 @@ func storm(b *testing.B, v stormVariant) {
 			if rp, ok := repaired[stormMAC(n)]; ok {
 				toRepaired = append(toRepaired, rp.Sub(r))
 				repairedToWire = append(repairedToWire, first.Sub(rp))
+				if rp.After(first) {
+					repairAfter = append(repairAfter, rp.Sub(first))
+				}
 			}
 		}
 		if lag > stormGoal {
@@ -390,6 +415,7 @@ func storm(b *testing.B, v stormVariant) {
 	slices.Sort(inAgent)
 	slices.Sort(toRepaired)
 	slices.Sort(repairedToWire)
+	slices.Sort(repairAfter)
 	pctOf := func(l []time.Duration, p float64) time.Duration {
 		if len(l) == 0 {
 			return 0
@@ -417,23 +443,27 @@ func storm(b *testing.B, v stormVariant) {
 		b.Logf("  and read -> FDB repaired (its log): p50 %.2f ms, p99 %.2f ms, max %.2f ms; repaired -> first frame: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
 			ms(pctOf(toRepaired, .5)), ms(pctOf(toRepaired, .99)), ms(pctOf(toRepaired, 1)),
 			ms(pctOf(repairedToWire, .5)), ms(pctOf(repairedToWire, .99)), ms(pctOf(repairedToWire, 1)))
+		b.Logf("  FDB repair ended after the first frame (log times, ms resolution of zap's ts) for %d of %d repaired NICs: p50 %.2f ms, p99 %.2f ms, max %.2f ms behind it",
+			len(repairAfter), len(toRepaired), ms(pctOf(repairAfter, .5)), ms(pctOf(repairAfter, .99)), ms(pctOf(repairAfter, 1)))
 	}
 	perNIC := 5
 	if v.rounds > 0 {
 		perNIC = v.rounds
 	}
-	b.Logf("frames on the bridges: %d (agent's frames_sent_total %v, want %d); capture drops %d; pacing waits %v",
+	b.Logf("frames on the uplinks: %d (agent's frames_sent_total %v, want %d); capture drops %d; pacing waits %v",
 		total, sentMetric, nics*perNIC, drops, pacingWaits)
+	b.Logf("FDB repair vs first frame (the agent's histogram): %v NICs, the repair ended first for %v, within 5 ms after it for %v, mean lag %.2f ms; uplink fallbacks (unreadable) %v",
+		lagN, lagFirst, lag5, 1000*lagSum/max(lagN, 1), fallbacks)
 	b.Logf("NICs started %v, FDB entries removed %v, XML reads during the storm %d; agent config: %q", started, removed, xmlCalls, config)
-	b.Logf("agent: CPU %v during the storm (user %v, system %v), peak RSS %.1f MiB (RSS now %.1f MiB)",
-		cpu, user, system, float64(hwm)/(1<<20), float64(rss)/(1<<20))
+	b.Logf("agent: CPU %v during the storm (user %v, system %v: %.1f µs per frame), peak RSS %.1f MiB (RSS now %.1f MiB)",
+		cpu, user, system, float64(system.Microseconds())/float64(max(total, 1)), float64(hwm)/(1<<20), float64(rss)/(1<<20))
 	b.Logf("machine: %d CPUs, %v of %v CPU time busy during the storm (the agent's share %v; the rest is this test's fake libvirtd and captures, and whatever else runs); load average before: %s",
 		runtime.NumCPU(), busy1-busy0, all1-all0, cpu, load)
 	if missing > 0 {
 		b.Errorf("%d NICs got no frame", missing)
 	}
 	if total != nics*perNIC {
-		b.Errorf("%d frames on the bridges, want %d", total, nics*perNIC)
+		b.Errorf("%d frames on the uplinks, want %d", total, nics*perNIC)
 	}
 }
 
@@ -521,8 +551,8 @@ func learnAll(b *testing.B, ns *netnstest.NS, dev string, k, n int) {
 	})
 }
 
-// capture reads the RARP frames a bridge device sends (not those it
-// receives), with kernel timestamps.
+// capture reads the RARP frames a device (a bridge's uplink) sends (not
+// those it receives), with kernel timestamps.
 type capture struct {
 	fd    int
 	done  chan struct{}
@@ -530,7 +560,7 @@ type capture struct {
 	once  sync.Once
 	first map[[6]byte]time.Time // by source MAC
 	total int
-	// incoming counts frames the bridge received (none expected: each
+	// incoming counts frames the uplink received (none expected: each
 	// bridge is alone on its network).
 	incoming int
 	seen     atomic.Int64 // distinct MACs

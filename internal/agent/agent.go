@@ -71,6 +71,10 @@ type Deps struct {
 	// Reconv watches the network around migrations (converge.go); nil:
 	// no watch, no migration record.
 	Reconv *Reconv
+
+	// Uplinks, if set, sends bridge NICs' frames out of the bridge's
+	// uplinks (host.send_on: uplinks); nil: on the bridge device.
+	Uplinks Uplinks
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.

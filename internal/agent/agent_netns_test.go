@@ -54,8 +54,8 @@ func TestLandingAnnouncesBridgeAndMacvtapNICs(t *testing.T) {
 
 	bf := h.frames.wait(t, bridgeMAC, framesPerBurst, 5*time.Second)
 	df := h.frames.wait(t, directMAC, framesPerBurst, 5*time.Second)
-	if got := interfacesOf(bf); len(got) != 1 || got[0] != netnstest.RigHostBridge {
-		t.Errorf("bridge NIC announced on %v, want [br0]", got)
+	if got := interfacesOf(bf); len(got) != 1 || got[0] != netnstest.RigHostUplink {
+		t.Errorf("bridge NIC announced on %v, want [%s], the bridge's uplink", got, netnstest.RigHostUplink)
 	}
 	if got := interfacesOf(df); len(got) != 1 || got[0] != macvtapDev {
 		t.Errorf("macvtap NIC announced on %v, want [%s]", got, macvtapDev)
@@ -293,10 +293,11 @@ func TestCancelStopsTheSchedule(t *testing.T) {
 	}
 }
 
-// A cancel that arrives while a NIC is between "port ready" and "announce
-// started" (here: held in the FDB repair) must still stop that NIC's
-// announce: the announce would otherwise start after the domain stopped,
-// never to be cancelled (with a refresh schedule: forever).
+// A cancel that arrives while a NIC's landing is still in progress (here:
+// held in the FDB repair, which runs beside the first frames) must still
+// stop that NIC's announce and count it cancelled: the announce would
+// otherwise run after the domain stopped (with a refresh schedule:
+// forever).
 func TestCancelBetweenReadinessAndSend(t *testing.T) {
 	s := defaultSettings()
 	s.Schedule.Refresh = time.Second

@@ -209,6 +209,8 @@ type hostOptions struct {
 	// frames (the soak test: a memory check must not count the test's own
 	// record of every line and frame).
 	warnLogsOnly bool
+	// sendOn is host.send_on; empty: the default (uplinks).
+	sendOn string
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -256,6 +258,9 @@ func newHost(t *testing.T, o hostOptions) *host {
 	cfg := config.Default()
 	cfg.FDBRepair = true
 	cfg.Pacing.FramesPerSecond = 0 // unpaced: the tests time frames
+	if o.sendOn != "" {
+		cfg.Host.SendOn = o.sendOn
+	}
 	if o.ovs == nil {
 		cfg.Strategies.OpenVSwitch = config.StrategySkip // no OVS on this agent
 	}

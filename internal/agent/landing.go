@@ -250,6 +250,11 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 		return Failed(ctx, t, ResultCancelled, err)
 	}
 	hs, err := a.sendHost(ctx, t, s, l.Since, l.Trigger, log)
+	if errors.Is(err, errNoUplink) && ctx.Err() == nil {
+		// An isolated bridge has no switch to tell (logged and counted
+		// by reason in hostSends).
+		return NICResult{Target: t, Result: ResultSkipped, Err: err}
+	}
 	if err != nil {
 		return Failed(ctx, t, ResultFailed, err)
 	}
@@ -309,19 +314,71 @@ func (a *Agent) portChanged(ctx context.Context, l Landing, t plan.Target, log *
 	}
 }
 
-// sendHost repairs the FDB (if planned) and starts one announce per VLAN,
-// unless the landing (ctx) ended first.
+// sendHost starts one announce per place the NIC's frames go (hostSends:
+// the bridge's uplinks with their tags, or the device), unless the landing
+// (ctx) ended first. The FDB repair (if planned) runs beside the first
+// frames instead of before them: under load a repair takes tens of
+// milliseconds, and a frame out of the uplink does not depend on the
+// local bridge's table. sendHost returns once the repair is done too, so
+// the bridge forwards the VM's returning traffic to its tap by the time
+// the landing counts as started; the repair's lag behind the first frame
+// is observed (rarp_announce_fdb_repair_after_first_frame_seconds).
 func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) ([]*announce.Handle, error) {
+	var repaired chan time.Time
 	if t.RepairFDB {
-		a.repair(t, log)
+		repaired = make(chan time.Time, 1)
+		go func() { a.repair(t, log); repaired <- time.Now() }()
 	}
+	hs, err := a.startHost(ctx, t, s, since, trigger, log)
+	if repaired == nil {
+		return hs, err
+	}
+	done := <-repaired
+	if len(hs) > 0 {
+		go a.observeRepairLag(hs[0], done)
+	}
+	if err == nil && ctx.Err() != nil {
+		// The domain stopped or left during the repair: CancelMAC
+		// stopped these already; the NIC counts as cancelled.
+		for _, h := range hs {
+			h.Cancel()
+		}
+		return nil, ctx.Err()
+	}
+	return hs, err
+}
+
+// observeRepairLag records how long after h's first frame the repair
+// ended at repaired (zero when the repair ended first).
+func (a *Agent) observeRepairLag(h *announce.Handle, repaired time.Time) {
+	select {
+	case <-h.First():
+	case <-h.Done():
+		// Done without First only when cancelled before it.
+		select {
+		case <-h.First():
+		default:
+			return
+		}
+	}
+	if h.FirstErr() != nil {
+		return
+	}
+	a.m.repairLag(repaired.Sub(h.FirstSent()))
+}
+
+func (a *Agent) startHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) ([]*announce.Handle, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	sends, err := a.hostSends(t, log)
+	if err != nil {
+		return nil, err
+	}
 	var hs []*announce.Handle
-	for _, v := range t.VLANs {
+	for _, sd := range sends {
 		h, err := a.d.Announcer.Announce(announce.Request{
-			MAC: t.NIC.MAC, Interface: t.Device, VLAN: v, Schedule: s.Schedule, Since: since, Reason: trigger.String(),
+			MAC: t.NIC.MAC, Port: sd.port, VLAN: sd.vlan, Schedule: s.Schedule, Since: since, Reason: trigger.String(),
 		})
 		if err != nil {
 			log.Error("announce refused", zap.Error(err))
@@ -330,19 +387,19 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 		hs = append(hs, h)
 	}
 	// A cancel (the domain stopped or left) that came while the port was
-	// awaited or the bridge repaired found nothing of this NIC's to stop.
-	// Handle cancels the landing's context before it cancels the MAC's
-	// running announces, so an announce registered before this check is
-	// reached by that, and one the check finds cancelled is stopped here;
-	// otherwise it would run after the domain stopped (with a refresh
-	// schedule: forever).
+	// awaited found nothing of this NIC's to stop. Handle cancels the
+	// landing's context before it cancels the MAC's running announces,
+	// so an announce registered before this check is reached by that,
+	// and one the check finds cancelled is stopped here; otherwise it
+	// would run after the domain stopped (with a refresh schedule:
+	// forever).
 	if ctx.Err() != nil {
 		for _, h := range hs {
 			h.Cancel()
 		}
 		return nil, ctx.Err()
 	}
-	log.Debug("announce started", zap.Stringer("trigger", trigger), zap.Int("vlans", len(t.VLANs)))
+	log.Debug("announce started", zap.Stringer("trigger", trigger), zap.Int("sends", len(sends)))
 	return hs, nil
 }
 

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
@@ -11,6 +13,9 @@ type Metrics struct {
 	nics          *prometheus.CounterVec
 	landingErrors *prometheus.CounterVec
 	reannounces   prometheus.Counter
+	unsents       *prometheus.CounterVec
+	fallbacks     *prometheus.CounterVec
+	repairLags    prometheus.Histogram
 	// Set holds every collector above: Metrics is one prometheus.Collector.
 	metricset.Set
 }
@@ -28,6 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		nics:          metricset.CounterVec("nic_announces_total", "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).", "strategy", "result"),
 		landingErrors: metricset.CounterVec("landing_errors_total", "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).", "reason"),
 		reannounces:   metricset.Counter("port_change_reannounces_total", "Announces repeated because a VM's port was re-attached or went down and up within the watch window."),
+		unsents:       metricset.CounterVec("uplink_unsent_total", "Bridge NICs not announced because no uplink of the bridge should carry their frames, by reason (isolated, uplinks_down, vlan_not_carried, port_without_vlan, restricted_uplinks_gone).", "reason"),
+		fallbacks:     metricset.CounterVec("uplink_fallbacks_total", "Bridge NICs announced on the bridge device because the bridge's uplinks could not be read, by reason (unreadable, not_a_bridge, not_a_port, vlans_unknown).", "reason"),
+		repairLags: metricset.Histogram("fdb_repair_after_first_frame_seconds", "How long after a bridge NIC's first frame its FDB repair ended (0: the repair ended first); the two run side by side.",
+			[]float64{0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25}),
 	}
 	for _, s := range metricStrategies {
 		for _, r := range metricResults {
@@ -37,7 +46,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"xml", "parse"} {
 		m.landingErrors.WithLabelValues(r)
 	}
-	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces}
+	for _, r := range []string{"isolated", "uplinks_down", "vlan_not_carried", "port_without_vlan", unsentRestricted} {
+		m.unsents.WithLabelValues(r)
+	}
+	for _, r := range []string{"unreadable", "not_a_bridge", "not_a_port", "vlans_unknown"} {
+		m.fallbacks.WithLabelValues(r)
+	}
+	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces, m.unsents, m.fallbacks, m.repairLags}
 	return metricset.Register(reg, m)
 }
 
@@ -56,5 +71,23 @@ func (m *Metrics) landingError(reason string) {
 func (m *Metrics) reannounce() {
 	if m != nil {
 		m.reannounces.Inc()
+	}
+}
+
+func (m *Metrics) unsent(reason string) {
+	if m != nil {
+		m.unsents.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) fallback(reason string) {
+	if m != nil {
+		m.fallbacks.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) repairLag(d time.Duration) {
+	if m != nil {
+		m.repairLags.Observe(max(d, 0).Seconds())
 	}
 }

@@ -63,6 +63,10 @@ type App struct {
 	IP        *agent.IPFollower // nil: ip_announce off
 	Reconv    *agent.Reconv     // reconv.go
 
+	// Uplinks follows the bridges' uplinks (host.send_on: uplinks); nil:
+	// bridge NICs are announced on the bridge device.
+	Uplinks agent.Uplinks
+
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
 }
@@ -119,6 +123,13 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 			log.Warn("FDB repair off: cannot open netlink", zap.Error(err))
 		default:
 			return nil, err
+		}
+	}
+
+	if cfg.Host.SendOn == config.SendOnUplinks {
+		a.Uplinks = openUplinks(o.Netns, log.Named("uplink"))
+		if c, ok := a.Uplinks.(interface{ Close() error }); ok {
+			a.closers = append(a.closers, func() { _ = c.Close() })
 		}
 	}
 
@@ -181,7 +192,7 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 // Deps are the agent's parts, with lv as its libvirt.
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	return agent.Deps{
-		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Strategies: a.strategies,
+		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Uplinks: a.Uplinks, Strategies: a.strategies,
 		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP, Reconv: a.Reconv,
 	}
 }

@@ -36,6 +36,7 @@ type Config struct {
 	Pacing    Pacing    `yaml:"pacing"`
 	Readiness Readiness `yaml:"readiness"`
 	FDBRepair bool      `yaml:"fdb_repair"`
+	Host      Host      `yaml:"host"`
 	// Reconvergence and MoveLedger: did the network follow each
 	// migration, and does a MAC move too often (reconverge.go).
 	Reconvergence Reconvergence `yaml:"reconvergence"`
@@ -125,6 +126,21 @@ type MoveLedger struct {
 // per uplink and landing.
 const MaxReconvergenceWindow = 10 * time.Minute
 
+// Host configures the host strategy.
+type Host struct {
+	// SendOn is where a bridge NIC's frames are written: uplinks (each
+	// uplink port of the bridge, tagged as that uplink carries the VM
+	// port's VLAN) or bridge (the bridge device, which floods them to
+	// every port and tags them with the bridge's own PVID).
+	SendOn string `yaml:"send_on"`
+}
+
+// Where the host strategy writes a bridge NIC's frames (host.send_on).
+const (
+	SendOnUplinks = "uplinks"
+	SendOnBridge  = "bridge"
+)
+
 // Strategy is how a NIC kind is announced.
 type Strategy string
 
@@ -210,6 +226,8 @@ func Default() *Config {
 		Reconvergence: Reconvergence{Window: Duration(30 * time.Second), StaleWindow: Duration(10 * time.Second),
 			PrematureMargin: Duration(2 * time.Second), WebhookTimeout: Duration(5 * time.Second)},
 		MoveLedger: MoveLedger{Window: Duration(180 * time.Second), Limit: 5},
+
+		Host: Host{SendOn: SendOnUplinks},
 		Strategies: Strategies{
 			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
 			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,
@@ -409,6 +427,9 @@ func (c *Config) validate() []*Error {
 	}
 	if st.Ethernet == StrategyHost {
 		bad("strategies.ethernet", "a type='ethernet' tap has no bridge to send on: use qemu or skip")
+	}
+	if c.Host.SendOn != SendOnUplinks && c.Host.SendOn != SendOnBridge {
+		bad("host.send_on", "%q is not uplinks or bridge", c.Host.SendOn)
 	}
 	if c.OVS.Lookup != "ovsdb" && c.OVS.Lookup != "vsctl" {
 		bad("ovs.lookup", "%q is not ovsdb or vsctl", c.OVS.Lookup)

@@ -296,6 +296,9 @@ func restartOnly(a, b *config.Config) []string {
 	if a.OVS != b.OVS {
 		out = append(out, "ovs")
 	}
+	if a.Host != b.Host {
+		out = append(out, "host")
+	}
 	if a.FDBRepair != b.FDBRepair && !a.FDBRepair {
 		out = append(out, "fdb_repair")
 	}

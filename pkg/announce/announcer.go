@@ -219,6 +219,7 @@ type Handle struct {
 	firstOnce    sync.Once
 	firstDone    chan struct{} // closed when the first frame was sent, failed or skipped
 	firstErr     error
+	firstAt      time.Time // when firstDone closed
 	errOnce      sync.Once
 	err          error
 	superseded   atomic.Bool
@@ -270,8 +271,20 @@ var ErrCancelled = errors.New("announce ended before its first frame")
 func (h *Handle) firstOutcome(err error) {
 	h.firstOnce.Do(func() {
 		h.firstErr = err
+		h.firstAt = time.Now()
 		close(h.firstDone)
 	})
+}
+
+// FirstSent is, once First is closed, when the first frame went out (or
+// failed, or was skipped); the zero time before.
+func (h *Handle) FirstSent() time.Time {
+	select {
+	case <-h.firstDone:
+		return h.firstAt
+	default:
+		return time.Time{}
+	}
 }
 
 // Superseded reports whether a newer request for the same key replaced it.

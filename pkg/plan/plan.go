@@ -64,6 +64,10 @@ type Target struct {
 	Port      string
 	Master    string
 	RepairFDB bool
+	// Uplinks, when set, restricts a bridge NIC's frames to these uplink
+	// ports of Master (a re-announce after an uplink failover goes out
+	// of that uplink only); empty: every uplink the topology gives.
+	Uplinks []string
 
 	// QEMU strategy: the NIC's alias for announce-self's "interfaces".
 	Alias string

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -45,7 +46,8 @@ type Resolver struct {
 
 	mu       sync.RWMutex
 	t        table
-	err      error // set when the reader stopped for good
+	ix       atomic.Pointer[index] // r.t indexed; nil after a change
+	err      error                 // set when the reader stopped for good
 	watchers map[int]func([]change)
 	nextW    int
 }
@@ -180,6 +182,7 @@ func (r *Resolver) handle(msgs []syscall.NetlinkMessage) {
 			changes = append(changes, change{old: old, cur: cur, event: ev})
 		}
 	}
+	r.ix.Store(nil)
 	ws := r.watcherList()
 	r.mu.Unlock()
 	if len(changes) > 0 {
@@ -198,6 +201,7 @@ func (r *Resolver) resync() {
 	r.mu.Lock()
 	old := r.t
 	r.t = t
+	r.ix.Store(nil)
 	ws := r.watcherList()
 	r.mu.Unlock()
 	var changes []change
@@ -259,7 +263,14 @@ func (r *Resolver) Targets(bridge, vmPort string, xmlVLANs []rarp.VLAN) ([]Targe
 	if r.err != nil {
 		return nil, &FallbackError{Bridge: bridge, Port: vmPort, Reason: Unreadable, Err: r.err}
 	}
-	return r.t.resolve(bridge, vmPort, xmlVLANs, r.opts.IsVMPort)
+	// Readers build the index under the read lock; a writer, which
+	// holds the write lock, drops it after each change.
+	ix := r.ix.Load()
+	if ix == nil {
+		ix = r.t.index(r.opts.IsVMPort)
+		r.ix.Store(ix)
+	}
+	return ix.resolve(bridge, vmPort, xmlVLANs)
 }
 
 // Uplinks returns bridge's uplink ports, up or not, by index.
