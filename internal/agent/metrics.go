@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 // Metrics counts the agent's decisions; a nil *Metrics counts nothing.
@@ -11,6 +12,8 @@ type Metrics struct {
 	nics          *prometheus.CounterVec
 	landingErrors *prometheus.CounterVec
 	reannounces   prometheus.Counter
+	uplinkEvents  *prometheus.CounterVec
+	uplinkNICs    *prometheus.CounterVec
 	// Set holds every collector above: Metrics is one prometheus.Collector.
 	metricset.Set
 }
@@ -28,6 +31,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		nics:          metricset.CounterVec("nic_announces_total", "NICs of landed domains by strategy (host, qemu, ovs, skip) and result (started, failed, not_ready, skipped, not_handled, cancelled, invalid: its live XML entry is unusable).", "strategy", "result"),
 		landingErrors: metricset.CounterVec("landing_errors_total", "Landed domains not announced at all because their live XML could not be read (xml) or parsed (parse).", "reason"),
 		reannounces:   metricset.Counter("port_change_reannounces_total", "Announces repeated because a VM's port was re-attached or went down and up within the watch window."),
+		uplinkEvents:  metricset.CounterVec("uplink_reannounces_total", "Uplink events acted on, by reason (bond_failover, carrier_up, port_added) and result (ok: the running domains behind the uplink were re-announced, possibly none; error: libvirt could not list them).", "reason", "result"),
+		uplinkNICs:    metricset.CounterVec("uplink_reannounce_nics_total", "NICs of running local domains re-announced after an uplink event, by reason.", "reason"),
 	}
 	for _, s := range metricStrategies {
 		for _, r := range metricResults {
@@ -37,7 +42,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"xml", "parse"} {
 		m.landingErrors.WithLabelValues(r)
 	}
-	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces}
+	for _, r := range uplink.Reasons {
+		m.uplinkEvents.WithLabelValues(r.String(), "ok")
+		m.uplinkEvents.WithLabelValues(r.String(), "error")
+		m.uplinkNICs.WithLabelValues(r.String())
+	}
+	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces, m.uplinkEvents, m.uplinkNICs}
 	return metricset.Register(reg, m)
 }
 
@@ -57,4 +67,16 @@ func (m *Metrics) reannounce() {
 	if m != nil {
 		m.reannounces.Inc()
 	}
+}
+
+func (m *Metrics) uplinkReannounce(reason string, nics int, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.uplinkEvents.WithLabelValues(reason, "error").Inc()
+		return
+	}
+	m.uplinkEvents.WithLabelValues(reason, "ok").Inc()
+	m.uplinkNICs.WithLabelValues(reason).Add(float64(nics))
 }

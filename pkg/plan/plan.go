@@ -64,6 +64,10 @@ type Target struct {
 	Port      string
 	Master    string
 	RepairFDB bool
+	// Uplinks, when not empty, restricts the host strategy to these
+	// uplink ports (a re-announce after an uplink failover goes out of
+	// that uplink only); empty: every uplink the resolver gives.
+	Uplinks []string
 
 	// QEMU strategy: the NIC's alias for announce-self's "interfaces".
 	Alias string
