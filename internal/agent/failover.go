@@ -200,11 +200,15 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]*known, 0, len(running))
+	nics := 0
 	for _, d := range running {
 		if k := r.doms[d.Domain.UUID]; k != nil && k.id == d.ID {
 			out = append(out, k)
+			nics += len(k.targets)
 		}
 	}
+	a.log.Debug("registry of running domains refreshed", zap.Int("running", len(running)), zap.Int("read", len(read)),
+		zap.Int("known", len(out)), zap.Int("nics", nics))
 	return out, nil
 }
 
@@ -295,6 +299,9 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 		log.Error("uplink event: cannot list the running domains; not re-announced", zap.Error(err))
 		return 0
 	}
+	if e.Reason != uplink.BondFailover {
+		s.Schedule = afterCarrier(s.Schedule)
+	}
 	keys := a.eventKeys(e)
 	nics, domains := 0, 0
 	for _, k := range doms {
@@ -319,6 +326,23 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	log.Info("uplink event: re-announced the running domains behind it",
 		zap.Int("domains", domains), zap.Int("nics", nics), zap.Duration("lag", time.Since(e.At)))
 	return nics
+}
+
+// carrierSettle is how long after a link's carrier comes back its far end
+// may still drop frames: a Linux bridge enables a port only when the
+// kernel's link watcher handles the carrier, up to a second later (seen in
+// the netns rig: the whole 0.8 s landing burst lost); a switch port with
+// portfast is in the same range.
+const carrierSettle = time.Second
+
+// afterCarrier repeats a one-burst schedule once, carrierSettle later, for
+// a link that just came back; a bond failover moves to a leg that was up
+// already and keeps the landing schedule.
+func afterCarrier(s announce.Schedule) announce.Schedule {
+	if s.Bursts < 2 {
+		s.Bursts, s.BurstInterval = 2, carrierSettle
+	}
+	return s
 }
 
 // runUplinks handles uplink events until ctx ends or the channel closes;

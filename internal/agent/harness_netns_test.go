@@ -203,6 +203,9 @@ type hostOptions struct {
 	before func(h *host)
 	// ovs is the ovs strategy's announcer; nil: not available.
 	ovs strategy.OVSAnnouncer
+	// holdDown, if set, makes the agent follow the uplinks (as the
+	// daemon does) with this hold-down.
+	holdDown time.Duration
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -249,8 +252,12 @@ func newHost(t *testing.T, o hostOptions) *host {
 	if o.ovs == nil {
 		cfg.Strategies.OpenVSwitch = config.StrategySkip // no OVS on this agent
 	}
+	if o.holdDown > 0 {
+		cfg.Failover.HoldDown = config.Duration(o.holdDown)
+	}
 	parts, err := app.Build(ctx, cfg, app.Options{
 		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: h.frames.add, OVS: o.ovs,
+		WatchUplinks: o.holdDown > 0,
 	})
 	if err != nil {
 		t.Fatal(err)
