@@ -8,6 +8,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -157,4 +158,30 @@ func TestMacvtapLowerFlapReannouncesItsNIC(t *testing.T) {
 	}
 	h.quiet(t, bridged.macs[0], 300*time.Millisecond, "the bridge NIC is not behind the macvtap's lower device")
 	h.waitMetric(t, 1, 2*time.Second, "rarp_announce_uplink_reannounce_nics_total", "reason=carrier_up")
+}
+
+// A domain restored here (STARTED/RESTORED) is announced, the frames
+// saying why; a snapshot revert is not when its trigger is off.
+func TestRestoreAnnouncedSnapshotTriggerOff(t *testing.T) {
+	s := defaultSettings()
+	s.Disabled = map[string]bool{agent.TriggerSnapshot: true}
+	h := newHost(t, hostOptions{settings: s})
+	h.tap(t, "vnet1", wired)
+	h.tap(t, "vnet2", wired)
+	restored := h.newDomain(t, stateOff, 0, "vnet1")
+	reverted := h.newDomain(t, stateOff, 0, "vnet2")
+	h.learnOnOld(t, restored.macs[0])
+
+	h.emit(t, restored, ev{libvirtwatch.EventStarted, libvirtwatch.DetailStartedRestored})
+	fs := h.frames.wait(t, restored.macs[0], framesPerBurst, 5*time.Second)
+	if fs[0].Reason != announce.TriggerRestore.String() {
+		t.Errorf("restore announced with reason %q, want %q", fs[0].Reason, announce.TriggerRestore)
+	}
+	if got := h.rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, restored.macs[0].String(), netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
+		t.Errorf("switch has the restored domain's MAC on %q, want %s", got, netnstest.RigSwitchToHost)
+	}
+
+	h.emit(t, reverted, ev{libvirtwatch.EventStarted, libvirtwatch.DetailStartedFromSnapshot})
+	h.waitLogged(t, "landed; trigger disabled, not announced", reverted.name, 2*time.Second)
+	h.quiet(t, reverted.macs[0], 200*time.Millisecond, "the snapshot trigger is off")
 }
