@@ -51,6 +51,11 @@ type Settings struct {
 	Schedule     announce.Schedule
 	ReadyTimeout time.Duration
 	WatchWindow  time.Duration
+	// Disabled names the triggers that announce nothing (the config's
+	// triggers: set to false): migration, restore, snapshot, and the
+	// uplink reasons bond_failover, carrier_up, port_added. Empty: all
+	// announce.
+	Disabled map[string]bool
 }
 
 // Deps are the agent's parts. FDB may be nil (no repair). The host
@@ -75,6 +80,12 @@ type Deps struct {
 	// Uplinks, if set, sends bridge NICs' frames out of the bridge's
 	// uplinks (host.send_on: uplinks); nil: on the bridge device.
 	Uplinks Uplinks
+	// UplinkEvents reports uplink failovers, carrier returns and re-added
+	// uplink ports (uplink.Watcher), Topology says which bridge or lower
+	// device they belong to (uplink.Resolver); nil: no re-announces on
+	// uplink events (failover.go).
+	UplinkEvents UplinkEvents
+	Topology     Topology
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
@@ -90,6 +101,7 @@ type Agent struct {
 	wg       sync.WaitGroup
 	fdbOff   bool // set once the kernel refused a repair for lack of privilege
 	pre      prefetcher
+	reg      *registry // running local domains' NICs, for uplink events
 }
 
 // landing is one domain's announce in progress.
@@ -106,7 +118,7 @@ func New(d Deps, s Settings) *Agent {
 	if d.Logger == nil {
 		d.Logger = zap.NewNop()
 	}
-	a := &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}}
+	a := &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}, reg: newRegistry()}
 	a.strategies = map[plan.Strategy]Strategy{plan.Host: hostStrategy{a}}
 	for name, st := range d.Strategies {
 		a.strategies[name] = st
@@ -131,6 +143,9 @@ func (a *Agent) current() Settings {
 // landings in progress to stop.
 func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 	defer a.wg.Wait()
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); a.refreshLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.runUplinks(ctx) }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -149,14 +164,26 @@ func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 // Handle acts on one event: a landing starts (superseding one in progress
 // for the same domain), a cancel stops the domain's landing and announces.
 func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
+	if gone := a.reg.observe(ev); gone != nil {
+		// Re-announces after an uplink event are no landing's: stop them
+		// here (a no-op when none runs).
+		for _, t := range gone.targets {
+			a.d.Announcer.CancelMAC(t.NIC.MAC)
+		}
+	}
 	switch ev.Kind {
 	case libvirtwatch.Other:
 		if ev.MigrationStarts() {
 			a.prefetch(ctx, ev)
 		}
 	case libvirtwatch.Landed:
+		trigger, name := landingTrigger(ev)
+		if !a.current().enabled(name) {
+			a.log.Info("landed; trigger disabled, not announced", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.String("trigger", name))
+			return
+		}
 		lctx, cancel := context.WithCancelCause(ctx)
-		l := &landing{ev: ev, cancel: cancel}
+		l := &landing{ev: ev, trigger: trigger, cancel: cancel}
 		a.mu.Lock()
 		old := a.landings[ev.Domain.UUID]
 		a.landings[ev.Domain.UUID] = l

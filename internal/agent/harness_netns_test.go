@@ -211,6 +211,9 @@ type hostOptions struct {
 	warnLogsOnly bool
 	// sendOn is host.send_on; empty: the default (uplinks).
 	sendOn string
+	// holdDown, if set, makes the agent follow the uplinks (as the
+	// daemon does) with this hold-down.
+	holdDown time.Duration
 }
 
 // newHost builds the rig, the fake libvirtd and the agent, and waits until
@@ -267,12 +270,16 @@ func newHost(t *testing.T, o hostOptions) *host {
 	if o.config != nil {
 		o.config(cfg)
 	}
+	if o.holdDown > 0 {
+		cfg.Failover.HoldDown = config.Duration(o.holdDown)
+	}
 	onFrame := h.frames.add
 	if o.warnLogsOnly {
 		onFrame = nil
 	}
 	parts, err := app.Build(ctx, cfg, app.Options{
 		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: onFrame, OVS: o.ovs,
+		WatchUplinks: o.holdDown > 0,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 // Metrics counts the agent's decisions; a nil *Metrics counts nothing.
@@ -16,6 +17,8 @@ type Metrics struct {
 	unsents       *prometheus.CounterVec
 	fallbacks     *prometheus.CounterVec
 	repairLags    prometheus.Histogram
+	uplinkEvents  *prometheus.CounterVec
+	uplinkNICs    *prometheus.CounterVec
 	// Set holds every collector above: Metrics is one prometheus.Collector.
 	metricset.Set
 }
@@ -37,6 +40,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		fallbacks:     metricset.CounterVec("uplink_fallbacks_total", "Bridge NICs announced on the bridge device because the bridge's uplinks could not be read, by reason (unreadable, not_a_bridge, not_a_port, vlans_unknown).", "reason"),
 		repairLags: metricset.Histogram("fdb_repair_after_first_frame_seconds", "How long after a bridge NIC's first frame its FDB repair ended (0: the repair ended first); the two run side by side.",
 			[]float64{0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25}),
+		uplinkEvents: metricset.CounterVec("uplink_reannounces_total", "Uplink events acted on, by reason (bond_failover, carrier_up, port_added) and result (ok: the running domains behind the uplink were re-announced, possibly none; error: libvirt could not list them).", "reason", "result"),
+		uplinkNICs:   metricset.CounterVec("uplink_reannounce_nics_total", "NICs of running local domains re-announced after an uplink event, by reason.", "reason"),
 	}
 	for _, s := range metricStrategies {
 		for _, r := range metricResults {
@@ -52,7 +57,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"unreadable", "not_a_bridge", "not_a_port", "vlans_unknown"} {
 		m.fallbacks.WithLabelValues(r)
 	}
-	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces, m.unsents, m.fallbacks, m.repairLags}
+	for _, r := range uplink.Reasons {
+		m.uplinkEvents.WithLabelValues(r.String(), "ok")
+		m.uplinkEvents.WithLabelValues(r.String(), "error")
+		m.uplinkNICs.WithLabelValues(r.String())
+	}
+	m.Set = metricset.Set{m.nics, m.landingErrors, m.reannounces, m.unsents, m.fallbacks, m.repairLags, m.uplinkEvents, m.uplinkNICs}
 	return metricset.Register(reg, m)
 }
 
@@ -90,4 +100,16 @@ func (m *Metrics) repairLag(d time.Duration) {
 	if m != nil {
 		m.repairLags.Observe(max(d, 0).Seconds())
 	}
+}
+
+func (m *Metrics) uplinkReannounce(reason string, nics int, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.uplinkEvents.WithLabelValues(reason, "error").Inc()
+		return
+	}
+	m.uplinkEvents.WithLabelValues(reason, "ok").Inc()
+	m.uplinkNICs.WithLabelValues(reason).Add(float64(nics))
 }

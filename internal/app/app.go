@@ -10,6 +10,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -25,6 +27,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/qmp"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 // Options are what differs between the commands and the tests; the rest
@@ -51,6 +54,11 @@ type Options struct {
 	// FDBOptional goes on without FDB repair when its netlink sockets
 	// cannot be opened (one-shot commands) instead of failing.
 	FDBOptional bool
+	// WatchUplinks follows the uplinks that carry the running domains'
+	// NICs (bond failover, carrier back, port re-added) for the agent's
+	// re-announces, when a trigger of cfg wants them (the daemon; not
+	// one-shot commands).
+	WatchUplinks bool
 }
 
 // App holds the built parts; Close releases them.
@@ -66,6 +74,10 @@ type App struct {
 	// Uplinks follows the bridges' uplinks (host.send_on: uplinks); nil:
 	// bridge NICs are announced on the bridge device.
 	Uplinks agent.Uplinks
+	// Topology and UplinkWatch follow the namespace's uplinks for the
+	// failover re-announces (Options.WatchUplinks); nil otherwise.
+	Topology    *uplink.Resolver
+	UplinkWatch *uplink.Watcher
 
 	strategies map[plan.Strategy]agent.Strategy
 	closers    []func()
@@ -132,6 +144,18 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 			a.closers = append(a.closers, func() { _ = c.Close() })
 		}
 	}
+	if o.WatchUplinks && cfg.Triggers.Uplinks() {
+		r, err := openResolver(o.Netns, uplink.Options{
+			OnError: func(err error) { log.Warn("uplink topology", zap.Error(err)) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("watching uplinks (netlink): %w", err)
+		}
+		a.closers = append(a.closers, func() { _ = r.Close() })
+		a.Topology = r
+		a.UplinkWatch = r.Watch(uplink.WatchConfig{HoldDown: cfg.Failover.HoldDown.D()})
+		a.closers = append(a.closers, a.UplinkWatch.Close)
+	}
 
 	a.OVS = o.OVS
 	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
@@ -191,9 +215,63 @@ func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, 
 
 // Deps are the agent's parts, with lv as its libvirt.
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
-	return agent.Deps{
+	d := agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Uplinks: a.Uplinks, Strategies: a.strategies,
 		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP, Reconv: a.Reconv,
+	}
+	// Typed nils would look set to the agent.
+	if a.UplinkWatch != nil {
+		d.UplinkEvents, d.Topology = a.UplinkWatch, a.Topology
+	}
+	return d
+}
+
+// openResolver opens the uplink topology of ns (nil: the caller's): the
+// resolver's netlink sockets belong to the namespace of the thread that
+// opens them, and keep it.
+func openResolver(ns *netns.NsHandle, o uplink.Options) (*uplink.Resolver, error) {
+	if ns == nil {
+		return uplink.Open(o)
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	if err := netns.Set(*ns); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	r, err := uplink.Open(o)
+	if netns.Set(orig) == nil {
+		// Only a thread back in its own namespace may serve other
+		// goroutines; otherwise it ends with this one.
+		runtime.UnlockOSThread()
+	}
+	return r, err
+}
+
+// Wait returns once no announce of the host or ovs strategy runs (their
+// schedules ended), or ctx ends: one-shot commands let the schedule finish.
+func (a *App) Wait(ctx context.Context) {
+	type running interface{ Running() int }
+	busy := func() bool {
+		if a.Announcer.Running() > 0 {
+			return true
+		}
+		r, ok := a.OVS.(running)
+		return ok && r.Running() > 0
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for busy() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -42,6 +42,8 @@ type Config struct {
 	Reconvergence Reconvergence `yaml:"reconvergence"`
 	MoveLedger    MoveLedger    `yaml:"move_ledger"`
 	Strategies    Strategies    `yaml:"strategies"`
+	Triggers      Triggers      `yaml:"triggers"`
+	Failover      Failover      `yaml:"failover"`
 	OVS           OVS           `yaml:"ovs"`
 	Responder     Responder     `yaml:"responder"`
 	IPAnnounce    IPAnnounce    `yaml:"ip_announce"`
@@ -162,6 +164,54 @@ type Strategies struct {
 	Ethernet    Strategy `yaml:"ethernet"` // a tap nobody attached for libvirt
 }
 
+// Triggers says which events announce: a domain landing after a
+// migration, restored (virsh restore) or reverted to a snapshot onto this
+// host, and, for the running local domains behind an uplink, a bond
+// failing over, an uplink's carrier coming back, an uplink re-added to a
+// bridge. All on by default.
+type Triggers struct {
+	Migration    bool `yaml:"migration"`
+	Restore      bool `yaml:"restore"`
+	Snapshot     bool `yaml:"snapshot"`
+	BondFailover bool `yaml:"bond_failover"`
+	CarrierUp    bool `yaml:"carrier_up"`
+	PortAdded    bool `yaml:"port_added"`
+}
+
+// Disabled names the triggers set to false, as the agent's
+// Settings.Disabled takes them.
+func (t Triggers) Disabled() map[string]bool {
+	off := map[string]bool{}
+	for name, on := range map[string]bool{
+		"migration": t.Migration, "restore": t.Restore, "snapshot": t.Snapshot,
+		"bond_failover": t.BondFailover, "carrier_up": t.CarrierUp, "port_added": t.PortAdded,
+	} {
+		if !on {
+			off[name] = true
+		}
+	}
+	return off
+}
+
+// Uplinks reports whether any uplink trigger is on (the uplink watcher
+// is needed).
+func (t Triggers) Uplinks() bool { return t.BondFailover || t.CarrierUp || t.PortAdded }
+
+// Failover tunes the re-announces after uplink events.
+type Failover struct {
+	// HoldDown is the shortest time between two re-announces for one
+	// uplink: a flapping link re-announces at once, then at most once
+	// per hold_down, the last event winning.
+	HoldDown Duration `yaml:"hold_down"`
+}
+
+// Bounds of failover.hold_down: below 100 ms a flapping link would send a
+// storm; above 10 minutes switches age the MACs out first.
+const (
+	MinHoldDown = 100 * time.Millisecond
+	MaxHoldDown = 10 * time.Minute
+)
+
 // OVS reaches Open vSwitch for the ovs strategy.
 type OVS struct {
 	// DB is the OVSDB socket, as ovs-vsctl --db takes it; empty:
@@ -232,6 +282,8 @@ func Default() *Config {
 			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
 			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,
 		},
+		Triggers: Triggers{Migration: true, Restore: true, Snapshot: true, BondFailover: true, CarrierUp: true, PortAdded: true},
+		Failover: Failover{HoldDown: Duration(time.Second)},
 		OVS: OVS{Lookup: "ovsdb", Injection: "openflow", LookupTimeout: Duration(5 * time.Second),
 			FrameTimeout: Duration(time.Second), Vsctl: "ovs-vsctl", Ofctl: "ovs-ofctl"},
 		Responder:  Responder{Ethers: "/etc/ethers"},
@@ -430,6 +482,9 @@ func (c *Config) validate() []*Error {
 	}
 	if c.Host.SendOn != SendOnUplinks && c.Host.SendOn != SendOnBridge {
 		bad("host.send_on", "%q is not uplinks or bridge", c.Host.SendOn)
+	}
+	if h := c.Failover.HoldDown.D(); h < MinHoldDown || h > MaxHoldDown {
+		bad("failover.hold_down", "%v is outside %v to %v", h, MinHoldDown, MaxHoldDown)
 	}
 	if c.OVS.Lookup != "ovsdb" && c.OVS.Lookup != "vsctl" {
 		bad("ovs.lookup", "%q is not ovsdb or vsctl", c.OVS.Lookup)

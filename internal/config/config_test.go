@@ -105,6 +105,12 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]want{{2, "strategies.vhostuser", ClassValue, "c.yaml:2: strategies.vhostuser: vhost-user ports have no kernel device: use qemu or skip"}}},
 		{"responder without interfaces", "responder:\n  enabled: true\n",
 			[]want{{1, "responder.interfaces", ClassValue, "c.yaml:1: responder.interfaces: at least one interface is needed when the responder is enabled"}}},
+		{"hold-down too short", "failover:\n  hold_down: 10ms\n",
+			[]want{{2, "failover.hold_down", ClassValue, "c.yaml:2: failover.hold_down: 10ms is outside 100ms to 10m0s"}}},
+		{"trigger not a bool", "triggers:\n  restore: sometimes\n",
+			[]want{{2, "triggers.restore", ClassType, `c.yaml:2: triggers.restore: expected true or false, found "sometimes"`}}},
+		{"unknown trigger", "triggers:\n  reboot: true\n",
+			[]want{{2, "triggers.reboot", ClassUnknownKey, "c.yaml:2: triggers.reboot: unknown key"}}},
 		{"bad address", "metrics:\n  address: localhost\n",
 			[]want{{2, "metrics.address", ClassValue, `c.yaml:2: metrics.address: "localhost" is not host:port`}}},
 		{"backoff order", "libvirt:\n  backoff_min: 5s\n  backoff_max: 1s\n",
@@ -248,4 +254,21 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error without the file name: %v", err)
 		}
 	})
+}
+
+func TestTriggersDisabled(t *testing.T) {
+	if off := Default().Triggers.Disabled(); len(off) != 0 {
+		t.Fatalf("defaults disable %v", off)
+	}
+	c, err := Parse("c.yaml", []byte("triggers:\n  snapshot: false\n  carrier_up: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := c.Triggers.Disabled()
+	if !off["snapshot"] || !off["carrier_up"] || len(off) != 2 {
+		t.Fatalf("disabled %v, want snapshot and carrier_up", off)
+	}
+	if !c.Triggers.Uplinks() {
+		t.Fatal("bond_failover and port_added still need the uplink watcher")
+	}
 }

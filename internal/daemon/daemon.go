@@ -83,6 +83,7 @@ func Settings(c *config.Config) agent.Settings {
 		Schedule:     c.Schedule.Announce(),
 		ReadyTimeout: c.Readiness.Timeout.D(),
 		WatchWindow:  c.Readiness.WatchWindow.D(),
+		Disabled:     c.Triggers.Disabled(),
 	}
 }
 
@@ -161,7 +162,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	// strategy lands, so a reload can switch a NIC kind to qemu.
 	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
-	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor})
+	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor, WatchUplinks: true})
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,11 @@ import "sort"
 //
 //	RESUMED/MIGRATED, RESUMED/POSTCOPY  -> Landed, unless already landed
 //	RESUMED/POSTCOPY_FAILED             -> Landed, unless already landed
-//	STARTED/any                         -> Other; forget (a new QEMU process:
+//	RESUMED/FROM_SNAPSHOT               -> Landed, unless already landed
+//	STARTED/RESTORED, STARTED/FROM_SNAPSHOT -> Landed (a new QEMU process
+//	                                       whose state was loaded: the MACs
+//	                                       were last seen elsewhere or long ago)
+//	STARTED/any other                   -> Other; forget (a new QEMU process:
 //	                                       STARTED/MIGRATED begins an incoming
 //	                                       migration and is never a trigger),
 //	                                       unless it is the process that landed
@@ -55,7 +59,7 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 	switch event {
 	case EventResumed:
 		switch detail {
-		case DetailResumedMigrated, DetailResumedPostcopy, DetailResumedPostcopyFailed:
+		case DetailResumedMigrated, DetailResumedPostcopy, DetailResumedPostcopyFailed, DetailResumedFromSnapshot:
 			if _, ok := t.landed[d.UUID]; ok {
 				return Other
 			}
@@ -73,6 +77,10 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 			return Other
 		}
 		delete(t.landed, d.UUID)
+		if detail == DetailStartedRestored || detail == DetailStartedFromSnapshot {
+			t.landed[d.UUID] = landing{name: d.Name, id: id}
+			return Landed
+		}
 		return Other
 	case EventUndefined:
 		delete(t.landed, d.UUID)

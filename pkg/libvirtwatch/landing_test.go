@@ -42,6 +42,8 @@ var (
 	crashedPanicked         = [2]int32{EventCrashed, 0}
 	pmsuspendedMemory       = [2]int32{EventPMSuspended, 0}
 	definedAdded            = [2]int32{EventDefined, 0}
+	startedRestored         = [2]int32{EventStarted, DetailStartedRestored}
+	startedFromSnapshot     = [2]int32{EventStarted, DetailStartedFromSnapshot}
 	undefinedRemoved        = [2]int32{EventUndefined, 0}
 	shutdownFinished        = [2]int32{EventShutdown, 0}
 )
@@ -80,7 +82,7 @@ func TestTrackerObserve(t *testing.T) {
 			s("a", suspendedPostcopy, Cancel), s("a", suspendedPostcopyFailed, Cancel)}},
 		{"boot, pause, unpause: nothing lands", []step{
 			s("a", startedBooted, Other), s("a", resumedUnpaused, Other), s("a", suspendedPaused, Cancel),
-			s("a", resumedUnpaused, Other), s("a", resumedFromSnapshot, Other), s("a", shutdownFinished, Other),
+			s("a", resumedUnpaused, Other), s("a", shutdownFinished, Other),
 			s("a", stoppedDestroyed, Cancel)}},
 		{"migrated here, away, and back: lands twice", []step{
 			s("a", startedMigrated, Other), s("a", resumedMigrated, Landed),
@@ -99,6 +101,18 @@ func TestTrackerObserve(t *testing.T) {
 		{"domains are independent", []step{
 			s("a", resumedMigrated, Landed), s("b", resumedMigrated, Landed), s("a", resumedMigrated, Other),
 			s("b", suspendedPaused, Cancel), s("a", resumedMigrated, Other), s("b", resumedMigrated, Landed)}},
+		{"restore lands at STARTED/RESTORED, once", []step{
+			s("a", startedRestored, Landed), s("a", resumedUnpaused, Other), s("a", resumedMigrated, Other)}},
+		{"restore paused: lands, the pause cancels, the unpause does not land again", []step{
+			s("a", startedRestored, Landed), s("a", suspendedPaused, Cancel), s("a", resumedUnpaused, Other)}},
+		{"snapshot revert to a new QEMU lands once (STARTED then RESUMED/FROM_SNAPSHOT)", []step{
+			s("a", startedFromSnapshot, Landed), s("a", resumedFromSnapshot, Other)}},
+		{"snapshot revert of a running domain lands at RESUMED/FROM_SNAPSHOT", []step{
+			s("a", startedBooted, Other), s("a", resumedFromSnapshot, Landed), s("a", resumedFromSnapshot, Other)}},
+		{"snapshot revert to a paused state, then run: the RESUMED/FROM_SNAPSHOT lands", []step{
+			s("a", startedFromSnapshot, Landed), s("a", suspendedPaused, Cancel), s("a", resumedFromSnapshot, Landed)}},
+		{"a restore after a landing lands again (new QEMU process)", []step{
+			s("a", resumedMigrated, Landed), s("a", stoppedDestroyed, Cancel), s("a", startedRestored, Landed)}},
 		{"define/undefine/unknown events are Other; UNDEFINED forgets", []step{
 			s("a", definedAdded, Other), s("a", resumedMigrated, Landed), s("a", undefinedRemoved, Other),
 			s("a", resumedMigrated, Landed), s("a", [2]int32{99, 0}, Other), s("a", [2]int32{EventResumed, 99}, Other)}},
@@ -284,6 +298,24 @@ func TestMigrationStarts(t *testing.T) {
 	} {
 		if got := c.ev.MigrationStarts(); got != c.want {
 			t.Errorf("%s: MigrationStarts() = %v, want %v", c.ev.Name(), got, c.want)
+		}
+	}
+}
+
+func TestEventCause(t *testing.T) {
+	for _, c := range []struct {
+		ev   Event
+		want Cause
+	}{
+		{Event{Event: EventResumed, Detail: DetailResumedMigrated}, CauseMigration},
+		{Event{Event: EventResumed, Detail: DetailResumedPostcopy}, CauseMigration},
+		{Event{Event: EventStarted, Detail: DetailStartedRestored}, CauseRestore},
+		{Event{Event: EventStarted, Detail: DetailStartedFromSnapshot}, CauseSnapshot},
+		{Event{Event: EventResumed, Detail: DetailResumedFromSnapshot}, CauseSnapshot},
+		{Event{Event: -1, Detail: -1, Resync: true}, CauseMigration},
+	} {
+		if got := c.ev.Cause(); got != c.want {
+			t.Errorf("%s: cause %d, want %d", c.ev.Name(), got, c.want)
 		}
 	}
 }

@@ -131,10 +131,20 @@ func TestTrackerProperty(t *testing.T) {
 			}
 			kind := tr.Observe(d, id[d.UUID], ev, detail)
 			trace = append(trace, fmt.Sprintf("%s %s/%s -> %s", d.Name, EventName(ev), DetailName(ev, detail), kind))
-			landing := ev == EventResumed && (detail == DetailResumedMigrated || detail == DetailResumedPostcopy || detail == DetailResumedPostcopyFailed)
+			landing := ev == EventResumed && (detail == DetailResumedMigrated || detail == DetailResumedPostcopy ||
+				detail == DetailResumedPostcopyFailed || detail == DetailResumedFromSnapshot)
 			staleStart := ev == EventStarted && landed[d.UUID] && landedID[d.UUID] == id[d.UUID]
+			// A restore or snapshot revert starts a new QEMU process whose
+			// state was loaded: it lands at once (issue 14).
+			restoreStart := ev == EventStarted && !staleStart && (detail == DetailStartedRestored || detail == DetailStartedFromSnapshot)
 			ends := (ev == EventStarted && !staleStart) || ev == EventUndefined || ev == EventSuspended || ev == EventStopped || ev == EventCrashed || ev == EventPMSuspended
 			switch {
+			case restoreStart:
+				if kind != Landed {
+					fail("restore start of %s not landed: %s", d, kind)
+				}
+				landed[d.UUID] = true
+				landedID[d.UUID] = id[d.UUID]
 			case landing && !landed[d.UUID]:
 				if kind != Landed {
 					fail("landing event of %s not landed: %s", d, kind)

@@ -302,6 +302,18 @@ func (r *Resolver) Link(name string) (Link, bool) {
 	return *l, true
 }
 
+// LinkByIndex returns what the topology knows about the device with
+// ifindex i (a bridge port's master, a macvtap's lower device).
+func (r *Resolver) LinkByIndex(i int) (Link, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	l := r.t[i]
+	if l == nil {
+		return Link{}, false
+	}
+	return *l, true
+}
+
 // Describe lists targets for a log line: "eth0 vlan 100, eth1 untagged".
 func Describe(ts []Target) string { return describe(ts) }
 

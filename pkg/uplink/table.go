@@ -120,7 +120,7 @@ func linkFrom(nl netlink.Link) *Link {
 		Kind:     nl.Type(),
 		Master:   a.MasterIndex,
 		AdminUp:  a.RawFlags&unix.IFF_UP != 0,
-		Carrier:  a.RawFlags&unix.IFF_LOWER_UP != 0,
+		Carrier:  carrier(a),
 		BondMode: BondNone,
 	}
 	switch v := nl.(type) {
@@ -136,6 +136,20 @@ func linkFrom(nl netlink.Link) *Link {
 		l.Parent = a.ParentIndex
 	}
 	return l
+}
+
+// carrier reports IFF_LOWER_UP confirmed by the operational state. The
+// flag is set the moment the driver sees carrier, and any notification
+// (a bridge port's, a counter's) may show it; the operational state
+// follows when the kernel's link watcher handles the change, up to a
+// second later, and only then does a bridge enable the port: a frame sent
+// before that does not leave. UNKNOWN is what devices without an
+// operational state report.
+func carrier(a *netlink.LinkAttrs) bool {
+	if a.RawFlags&unix.IFF_LOWER_UP == 0 {
+		return false
+	}
+	return a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown
 }
 
 // vlansFrom expands the IFLA_BRIDGE_VLAN_INFO entries of an IFLA_AF_SPEC

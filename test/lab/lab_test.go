@@ -68,6 +68,13 @@ func TestLabEndToEndQEMU(t *testing.T) {
 	runLab(t, "lab-e2e-qemu.sh")
 }
 
+// TestLabRestore runs lab-e2e-restore.sh: virsh save on A, virsh restore
+// on B, QEMU's own announce suppressed: the agent on B announces at
+// STARTED/RESTORED, the switch follows and the client pings the VM.
+func TestLabRestore(t *testing.T) {
+	runLab(t, "lab-e2e-restore.sh")
+}
+
 // TestLabPrivileges runs lab-privileges.sh: the real binary under setpriv
 // as a non-root user outside the libvirt group, with exactly the
 // capability sets of the unit and its drop-ins: CAP_NET_RAW only moves the

@@ -1,0 +1,374 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
+)
+
+// Re-announces after an uplink event (issue 14): a bond failing over, an
+// uplink's carrier coming back, an uplink re-added to a bridge. The switch
+// then has the VMs' MACs on the old leg's port, or forgot them; neither the
+// kernel bond (its gratuitous ARPs cover the bond's own addresses only) nor
+// the bridge tells it. The agent knows every running local domain's NICs
+// (the registry below) and announces those behind the uplink, out of it.
+
+// UplinkEvents is pkg/uplink's Watcher as the agent uses it: the agent says what
+// to watch as it learns where the running domains' NICs are.
+type UplinkEvents interface {
+	WatchBridge(name string)
+	WatchDevice(name string)
+	Events() <-chan uplink.Event
+}
+
+// Topology says what a device is (uplink.Resolver): the bridge an uplink
+// port belongs to, a macvtap's lower device.
+type Topology interface {
+	Link(name string) (uplink.Link, bool)
+	LinkByIndex(index int) (uplink.Link, bool)
+}
+
+// RunningLister lists the domains running here in one call
+// (libvirtwatch.Watcher). The agent's Libvirt implements it in production;
+// without it nothing is re-announced after an uplink event.
+type RunningLister interface {
+	RunningDomains(ctx context.Context) ([]libvirtwatch.RunningDomain, error)
+}
+
+// Trigger names for Settings.Disabled (the config's triggers: keys): the
+// uplink reasons are uplink.Reason's strings.
+const (
+	TriggerMigration = "migration"
+	TriggerRestore   = "restore"
+	TriggerSnapshot  = "snapshot"
+)
+
+// enabled reports whether the trigger named name announces.
+func (s Settings) enabled(name string) bool { return !s.Disabled[name] }
+
+// landingTrigger is the trigger of a Landed event and its config name.
+func landingTrigger(ev libvirtwatch.Event) (announce.Trigger, string) {
+	switch ev.Cause() {
+	case libvirtwatch.CauseRestore:
+		return announce.TriggerRestore, TriggerRestore
+	case libvirtwatch.CauseSnapshot:
+		return announce.TriggerRestore, TriggerSnapshot
+	}
+	return announce.TriggerLanding, TriggerMigration
+}
+
+// registryReaders bounds the live XML reads of one refresh: 1,000 domains
+// found at start must not open 1,000 RPCs at once.
+const registryReaders = 8
+
+// registry is what the agent knows of the running local domains' NICs
+// that can be re-announced from the host: their plan, keyed by where their
+// frames leave (the bridge, or a macvtap's lower device). It is filled from
+// the live XML of the domains libvirt lists as running, read once per QEMU
+// process (domain id) and again after any start or resume; it never holds a
+// MAC from the FDB.
+type registry struct {
+	mu   sync.Mutex
+	doms map[string]*known // by UUID
+
+	refreshMu sync.Mutex // one refresh at a time
+	kick      chan struct{}
+}
+
+type known struct {
+	ref     libvirtwatch.DomainRef
+	id      int32
+	stale   bool          // a start or resume since the XML was read
+	targets []plan.Target // host-strategy NICs
+	via     []string      // per target: watchKey of where its frames leave
+}
+
+func newRegistry() *registry {
+	return &registry{doms: map[string]*known{}, kick: make(chan struct{}, 1)}
+}
+
+// watchKey names where a NIC's frames leave: "bridge/<name>" for a NIC on
+// a Linux bridge, "dev/<name>" for a macvtap's lower device.
+func bridgeKey(name string) string { return "bridge/" + name }
+func deviceKey(name string) string { return "dev/" + name }
+
+// observe keeps the registry current with a libvirt event: a domain that
+// starts, resumes or lands is read again; one that stops, pauses or leaves
+// is dropped and returned (the caller stops its re-announces).
+func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case ev.Gone():
+		gone = r.doms[ev.Domain.UUID]
+		delete(r.doms, ev.Domain.UUID)
+		return gone
+	case ev.Kind == libvirtwatch.Landed || ev.Starts():
+		if k := r.doms[ev.Domain.UUID]; k != nil {
+			k.stale = true
+		}
+	default:
+		return nil
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// refreshLoop keeps the registry warm in the background: at start (retrying
+// until libvirt answers) and after every event that made it stale, so an
+// uplink event finds the XML already read.
+func (a *Agent) refreshLoop(ctx context.Context) {
+	lister, ok := a.d.Libvirt.(RunningLister)
+	if !ok || a.d.UplinkEvents == nil {
+		return
+	}
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-retry.C:
+		case <-a.reg.kick:
+		}
+		if _, err := a.refresh(ctx, lister); err != nil && ctx.Err() == nil {
+			a.log.Debug("registry of running domains not filled yet", zap.Error(err))
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+// refresh lists the running domains and reads the live XML of those not
+// known yet (or stale), at most registryReaders at once. It returns the
+// running domains' entries: the list is taken now, so a domain stopped
+// since is not among them.
+func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, error) {
+	r := a.reg
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	running, err := lister.RunningDomains(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := a.current()
+	r.mu.Lock()
+	var read []libvirtwatch.RunningDomain
+	live := make(map[string]bool, len(running))
+	for _, d := range running {
+		live[d.Domain.UUID] = true
+		if k := r.doms[d.Domain.UUID]; k == nil || k.stale || k.id != d.ID {
+			read = append(read, d)
+		}
+	}
+	for u := range r.doms {
+		if !live[u] {
+			delete(r.doms, u)
+		}
+	}
+	r.mu.Unlock()
+
+	sem := make(chan struct{}, registryReaders)
+	var wg sync.WaitGroup
+	for _, d := range read {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			k := a.readKnown(ctx, d, s)
+			if k == nil {
+				return
+			}
+			r.mu.Lock()
+			r.doms[d.Domain.UUID] = k
+			r.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*known, 0, len(running))
+	nics := 0
+	for _, d := range running {
+		if k := r.doms[d.Domain.UUID]; k != nil && k.id == d.ID {
+			out = append(out, k)
+			nics += len(k.targets)
+		}
+	}
+	a.log.Debug("registry of running domains refreshed", zap.Int("running", len(running)), zap.Int("read", len(read)),
+		zap.Int("known", len(out)), zap.Int("nics", nics))
+	return out, nil
+}
+
+// readKnown reads and plans one running domain's NICs and starts watching
+// where they leave; nil if its XML cannot be read (it stopped meanwhile,
+// or libvirt failed: logged, tried again at the next refresh).
+func (a *Agent) readKnown(ctx context.Context, d libvirtwatch.RunningDomain, s Settings) *known {
+	xml, err := a.d.Libvirt.DomainXML(ctx, d.Domain)
+	if err != nil {
+		a.log.Debug("registry: cannot read live XML", zap.String("domain", d.Domain.Name), zap.Error(err))
+		return nil
+	}
+	dom, _ := domxml.Parse(xml) // invalid NICs are left out, as at landing
+	if dom == nil {
+		return nil
+	}
+	k := &known{ref: d.Domain, id: d.ID}
+	for _, t := range plan.Plan(dom, s.Plan) {
+		if t.Strategy != plan.Host {
+			continue // ovs and qemu NICs: not re-announced after uplink events yet
+		}
+		key := a.whereLeaves(t)
+		if key == "" {
+			continue
+		}
+		k.targets = append(k.targets, t)
+		k.via = append(k.via, key)
+	}
+	return k
+}
+
+// whereLeaves returns t's watch key and starts watching it.
+func (a *Agent) whereLeaves(t plan.Target) string {
+	if t.Master != "" {
+		a.d.UplinkEvents.WatchBridge(t.Master)
+		return bridgeKey(t.Master)
+	}
+	if a.d.Topology == nil {
+		return ""
+	}
+	mv, ok := a.d.Topology.Link(t.Device)
+	if !ok || mv.Parent == 0 {
+		return ""
+	}
+	lower, ok := a.d.Topology.LinkByIndex(mv.Parent)
+	if !ok {
+		return ""
+	}
+	a.d.UplinkEvents.WatchDevice(lower.Name)
+	return deviceKey(lower.Name)
+}
+
+// eventKeys are the watch keys an uplink event concerns: the uplink as a
+// device, and the bridge it is a port of.
+func (a *Agent) eventKeys(e uplink.Event) map[string]bool {
+	keys := map[string]bool{deviceKey(e.Uplink.Name): true}
+	if a.d.Topology != nil {
+		if l, ok := a.d.Topology.LinkByIndex(e.Uplink.Index); ok && l.Master != 0 {
+			if br, ok := a.d.Topology.LinkByIndex(l.Master); ok && br.Kind == "bridge" {
+				keys[bridgeKey(br.Name)] = true
+			}
+		}
+	}
+	return keys
+}
+
+// uplinkEvent re-announces every NIC of the domains running here whose
+// frames leave through e.Uplink, out of that uplink, with the landing
+// schedule. It returns the number of NICs announced.
+func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
+	s := a.current()
+	reason := e.Reason.String()
+	log := a.log.With(zap.String("uplink", e.Uplink.Name), zap.String("device", e.Device.Name),
+		zap.String("reason", reason), zap.Int("coalesced", e.Coalesced))
+	if !s.enabled(reason) {
+		log.Info("uplink event: trigger disabled; not re-announced")
+		return 0
+	}
+	lister, ok := a.d.Libvirt.(RunningLister)
+	if !ok {
+		return 0
+	}
+	// The listing is the check that each domain runs here now: a domain
+	// stopped, paused or gone is not in it, and never announced.
+	listStart := time.Now()
+	doms, err := a.refresh(ctx, lister)
+	listed := time.Since(listStart)
+	if err != nil {
+		a.m.uplinkReannounce(reason, 0, err)
+		log.Error("uplink event: cannot list the running domains; not re-announced", zap.Error(err))
+		return 0
+	}
+	if e.Reason != uplink.BondFailover {
+		s.Schedule = afterCarrier(s.Schedule)
+	}
+	keys := a.eventKeys(e)
+	nics, domains := 0, 0
+	for _, k := range doms {
+		n := 0
+		for i, t := range k.targets {
+			if !keys[k.via[i]] {
+				continue
+			}
+			t.Uplinks = []string{e.Uplink.Name}
+			t.RepairFDB = false // the VM did not move: the local bridge is right
+			tlog := log.With(zap.String("domain", k.ref.Name), zap.Stringer("mac", t.NIC.MAC))
+			if _, err := a.sendHost(ctx, t, s, e.At, announce.TriggerUplinkFailover, tlog); err == nil {
+				n++
+			}
+		}
+		if n > 0 {
+			domains++
+			nics += n
+		}
+	}
+	a.m.uplinkReannounce(reason, nics, nil)
+	log.Info("uplink event: re-announced the running domains behind it",
+		zap.Int("domains", domains), zap.Int("nics", nics), zap.Time("event_at", e.At),
+		zap.Duration("listed", listed), zap.Duration("lag", time.Since(e.At)))
+	return nics
+}
+
+// carrierSettle is how long after a link's carrier comes back its far end
+// may still drop frames: a Linux bridge enables a port only when the
+// kernel's link watcher handles the carrier, up to a second later (seen in
+// the netns rig: the whole 0.8 s landing burst lost); a switch port with
+// portfast is in the same range.
+const carrierSettle = time.Second
+
+// afterCarrier repeats a one-burst schedule once, carrierSettle later, for
+// a link that just came back; a bond failover moves to a leg that was up
+// already and keeps the landing schedule.
+func afterCarrier(s announce.Schedule) announce.Schedule {
+	if s.Bursts < 2 {
+		s.Bursts, s.BurstInterval = 2, carrierSettle
+	}
+	return s
+}
+
+// runUplinks handles uplink events until ctx ends or the channel closes;
+// each event in its own goroutine, so a slow libvirt delays no other
+// uplink.
+func (a *Agent) runUplinks(ctx context.Context) {
+	if a.d.UplinkEvents == nil {
+		return
+	}
+	evs := a.d.UplinkEvents.Events()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-evs:
+			if !ok {
+				return
+			}
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				a.uplinkEvent(ctx, e)
+			}()
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package agent_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// waitRegistry waits until the agent's registry of running domains knows
+// known domains (its refresh logs the count).
+func (h *host) waitRegistry(t testing.TB, known int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range h.logs.FilterMessage("registry of running domains refreshed").All() {
+			if n, ok := e.ContextMap()["known"].(int64); ok && int(n) == known {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("the registry never knew %d running domains", known)
+}
+
+// flap takes the switch side of a veth down and up: the host side loses
+// its carrier and gets it back. It returns when the switch side is up.
+func (h *host) flap(t testing.TB, switchPort string) time.Time {
+	t.Helper()
+	h.rig.Switch.Exec(t, "ip", "link", "set", "dev", switchPort, "down")
+	time.Sleep(50 * time.Millisecond)
+	h.rig.Switch.Exec(t, "ip", "link", "set", "dev", switchPort, "up")
+	return time.Now()
+}
+
+// uplinkSettings announce with the default (QEMU-like) schedule, 5 frames
+// over 0.8 s: the switch's side of a link that just came back may take a
+// few tens of milliseconds to forward (its own carrier, seen here), which
+// the fast test schedule (30 ms) would miss, and so would a real switch.
+func uplinkSettings() agent.Settings {
+	s := defaultSettings()
+	s.Schedule = announce.DefaultSchedule()
+	return s
+}
+
+// uplinkFrames: after a carrier came back, the burst is sent twice, 1 s
+// apart (the far end may not forward yet).
+const uplinkFrames = 10
+
+// reannounced waits for n frames of mac sent because of an uplink event and
+// returns them.
+func (h *host) reannounced(t testing.TB, mac rarp.MAC, n int, timeout time.Duration) []announce.Sent {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var out []announce.Sent
+		for _, s := range h.frames.sent(mac, "") {
+			if s.Reason == announce.TriggerUplinkFailover.String() {
+				out = append(out, s)
+			}
+		}
+		if len(out) >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d re-announce frames after %v, want %d", mac, len(out), timeout, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The uplink of br0 (a veth to the switch) loses its carrier and gets it
+// back: the switch forgot the MACs behind it. Every NIC of the domains
+// running here on br0 is announced again, out of br0, and the switch
+// learns each MAC on this host's port; a domain that stopped here is not
+// announced (its MAC stays where the switch had it), and neither is a
+// domain that never ran here.
+func TestUplinkCarrierBackReannouncesRunningDomains(t *testing.T) {
+	var a, b, stopped, off domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		for _, tap := range []string{"vnet1", "vnet2", "vnet3", "vnet4"} {
+			h.tap(t, tap, wired)
+		}
+		a = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+		b = h.newDomain(t, stateRunning, reasonBooted, "vnet2")
+		stopped = h.newDomain(t, stateRunning, reasonBooted, "vnet3")
+		off = h.newDomain(t, stateOff, 0, "vnet4")
+	}})
+	h.waitRegistry(t, 3)
+	for _, d := range []domain{a, b, stopped, off} {
+		h.rig.LearnOnOld(t, d.macs[0].String())
+	}
+	h.emit(t, stopped, stoppedDestroyed)
+
+	up := h.flap(t, netnstest.RigSwitchToHost)
+	for _, d := range []domain{a, b} {
+		fs := h.reannounced(t, d.macs[0], uplinkFrames, 5*time.Second)
+		// Out of the uplink that came back (plan.Target.Uplinks), not
+		// flooded from the bridge device.
+		if got := interfacesOf(fs); len(got) != 1 || got[0] != netnstest.RigHostUplink {
+			t.Errorf("%s re-announced on %v, want [%s]", d.name, got, netnstest.RigHostUplink)
+		}
+		t.Logf("%s: first re-announce frame %v after the carrier came back (the kernel's link watcher may delay it)", d.name, fs[0].Time.Sub(up))
+		if got := h.rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, d.macs[0].String(), netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
+			t.Errorf("switch has %s's MAC on %q, want %s", d.name, got, netnstest.RigSwitchToHost)
+			for _, f := range fs {
+				t.Logf("frame %v %s %v", f.Time.Sub(up), f.Interface, f.Err)
+			}
+			t.Log(h.rig.Switch.Exec(t, "bridge", "-s", "fdb", "show", "br", "sw0"))
+		}
+	}
+	h.waitMetric(t, 2, 2*time.Second, "rarp_announce_uplink_reannounce_nics_total", "reason=carrier_up")
+	for _, d := range []domain{stopped, off} {
+		if n := h.frames.count(d.macs[0]); n != 0 {
+			t.Errorf("%s does not run here but got %d frames", d.name, n)
+		}
+		if got := h.switchFDB(t, d.macs[0]); got != netnstest.RigSwitchToOld {
+			t.Errorf("switch moved %s's MAC to %q; it must stay on %s", d.name, got, netnstest.RigSwitchToOld)
+		}
+	}
+	if len(h.logged("uplink event: re-announced the running domains behind it", "")) == 0 {
+		t.Error("no log line for the uplink event")
+	}
+}
+
+// A macvtap's lower device flaps: the direct NIC on it is announced again
+// on its macvtap and the switch learns it on the lower device's port; the
+// bridge NIC of another domain, not behind that device, is not.
+func TestMacvtapLowerFlapReannouncesItsNIC(t *testing.T) {
+	directMAC := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x14, 0x01}
+	var bridged domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		h.macvtap(t)
+		bridged = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+		h.rawDomain(t, stateRunning, reasonBooted, fmt.Sprintf(`    <interface type='direct'>
+      <mac address='%s'/>
+      <source dev='%s' mode='bridge'/>
+      <target dev='%s'/>
+      <model type='virtio'/>
+      <alias name='net0'/>
+    </interface>
+`, directMAC, lowerDev, macvtapDev))
+	}})
+	h.waitRegistry(t, 2)
+	h.rig.LearnOnOld(t, directMAC.String())
+
+	h.flap(t, switchToMV)
+	fs := h.reannounced(t, directMAC, uplinkFrames, 5*time.Second)
+	if got := interfacesOf(fs); len(got) != 1 || got[0] != macvtapDev {
+		t.Errorf("direct NIC re-announced on %v, want [%s]", got, macvtapDev)
+	}
+	if got := h.rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, directMAC.String(), switchToMV, 2*time.Second); got != switchToMV {
+		t.Errorf("switch has the direct NIC's MAC on %q, want %s", got, switchToMV)
+	}
+	h.quiet(t, bridged.macs[0], 300*time.Millisecond, "the bridge NIC is not behind the macvtap's lower device")
+	h.waitMetric(t, 1, 2*time.Second, "rarp_announce_uplink_reannounce_nics_total", "reason=carrier_up")
+}
+
+// A domain restored here (STARTED/RESTORED) is announced, the frames
+// saying why; a snapshot revert is not when its trigger is off.
+func TestRestoreAnnouncedSnapshotTriggerOff(t *testing.T) {
+	s := defaultSettings()
+	s.Disabled = map[string]bool{agent.TriggerSnapshot: true}
+	h := newHost(t, hostOptions{settings: s})
+	h.tap(t, "vnet1", wired)
+	h.tap(t, "vnet2", wired)
+	restored := h.newDomain(t, stateOff, 0, "vnet1")
+	reverted := h.newDomain(t, stateOff, 0, "vnet2")
+	h.learnOnOld(t, restored.macs[0])
+
+	h.emit(t, restored, ev{libvirtwatch.EventStarted, libvirtwatch.DetailStartedRestored})
+	fs := h.frames.wait(t, restored.macs[0], framesPerBurst, 5*time.Second)
+	if fs[0].Reason != announce.TriggerRestore.String() {
+		t.Errorf("restore announced with reason %q, want %q", fs[0].Reason, announce.TriggerRestore)
+	}
+	if got := h.rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, restored.macs[0].String(), netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
+		t.Errorf("switch has the restored domain's MAC on %q, want %s", got, netnstest.RigSwitchToHost)
+	}
+
+	h.emit(t, reverted, ev{libvirtwatch.EventStarted, libvirtwatch.DetailStartedFromSnapshot})
+	h.waitLogged(t, "landed; trigger disabled, not announced", reverted.name, 2*time.Second)
+	h.quiet(t, reverted.macs[0], 200*time.Millisecond, "the snapshot trigger is off")
+}

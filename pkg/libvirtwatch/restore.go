@@ -1,0 +1,95 @@
+package libvirtwatch
+
+import (
+	"context"
+
+	"github.com/digitalocean/go-libvirt"
+)
+
+// The lifecycle details of a restore or a snapshot revert (libvirt-domain.h):
+// the domain's state was loaded from a file, as an incoming migration, and
+// its MACs were last seen elsewhere or long ago.
+const (
+	DetailStartedRestored     int32 = 2 // VIR_DOMAIN_EVENT_STARTED_RESTORED: virsh restore
+	DetailStartedFromSnapshot int32 = 3 // VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT: snapshot revert started a new QEMU
+	DetailResumedFromSnapshot int32 = 2 // VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT: runs after a snapshot revert
+)
+
+// Cause is why a Landed event landed, for the per-trigger configuration.
+type Cause uint8
+
+const (
+	CauseMigration Cause = iota // RESUMED/MIGRATED, RESUMED/POSTCOPY(_FAILED), or a resync
+	CauseRestore                // STARTED/RESTORED
+	CauseSnapshot               // STARTED/FROM_SNAPSHOT, RESUMED/FROM_SNAPSHOT
+)
+
+// Cause tells a migration landing from a restore or a snapshot revert.
+func (e Event) Cause() Cause {
+	if e.Resync {
+		return CauseMigration
+	}
+	switch {
+	case e.Event == EventStarted && e.Detail == DetailStartedRestored:
+		return CauseRestore
+	case e.Event == EventStarted && e.Detail == DetailStartedFromSnapshot,
+		e.Event == EventResumed && e.Detail == DetailResumedFromSnapshot:
+		return CauseSnapshot
+	}
+	return CauseMigration
+}
+
+// Starts reports an event after which the domain may run here with a new
+// QEMU process (STARTED/any, RESUMED/any): what the agent knows of its
+// NICs must be read again.
+func (e Event) Starts() bool {
+	return !e.Resync && (e.Event == EventStarted || e.Event == EventResumed)
+}
+
+// Gone reports an event after which the domain no longer runs here
+// (stopped, undefined, crashed, paused, suspended): none of its MACs may be
+// announced from this host until it runs again.
+func (e Event) Gone() bool {
+	if e.Resync {
+		return e.Kind == Cancel
+	}
+	switch e.Event {
+	case EventStopped, EventUndefined, EventCrashed, EventSuspended, EventPMSuspended:
+		return true
+	}
+	return false
+}
+
+// RunningDomain is a domain libvirt listed as running, with its id (a new
+// one for every QEMU process).
+type RunningDomain struct {
+	Domain DomainRef
+	ID     int32
+}
+
+// RunningDomains lists the running domains in one call (active and
+// running: a paused domain is left out), for the agent's registry of local
+// NICs: cheap enough to make at every uplink event.
+func (c *Conn) RunningDomains(ctx context.Context) ([]RunningDomain, error) {
+	doms, err := rpc(c, ctx, procListAllDomains, func() ([]libvirt.Domain, error) {
+		doms, _, err := c.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive|libvirt.ConnectListDomainsRunning)
+		return doms, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RunningDomain, 0, len(doms))
+	for _, d := range doms {
+		out = append(out, RunningDomain{Domain: refOf(d), ID: d.ID})
+	}
+	return out, nil
+}
+
+// RunningDomains lists the running domains through the current connection.
+func (w *Watcher) RunningDomains(ctx context.Context) ([]RunningDomain, error) {
+	c, err := w.Conn()
+	if err != nil {
+		return nil, err
+	}
+	return c.RunningDomains(ctx)
+}
