@@ -41,6 +41,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 // Reconv configures the watches around migrations; a nil *Reconv (the
@@ -60,7 +61,7 @@ type Reconv struct {
 	// before RESUMED); 0: no premature watch.
 	PrematureMargin time.Duration
 	// Uplinks names the devices where the fabric delivers a NIC's
-	// traffic to this host (UplinksIn); nil: nothing is watched.
+	// traffic to this host (UplinksOf); nil: nothing is watched.
 	Uplinks func(t plan.Target) []string
 	// Open opens a watch on a device (reconverge.Open by name in the
 	// agent's namespace when nil).
@@ -145,12 +146,17 @@ func (r *Reconv) open(ifname string, dir reconverge.Direction, macs []rarp.MAC) 
 	return reconverge.Open(ifi, dir, macs)
 }
 
-// UplinksIn returns the Uplinks function for a namespace's links: for a
-// NIC on a Linux bridge, the bridge's ports that are not VM ports (taps,
-// macvtaps), as pkg/uplink.DefaultIsVMPort tells them; for a macvtap, its
-// lower device. links lists the namespace's links as (name, kind, master
-// name) triples.
-func UplinksIn(links func() ([]LinkInfo, error)) func(t plan.Target) []string {
+// UplinkPorts is what UplinksOf needs of the topology: a bridge's uplink
+// ports, the ports that are not VM ports (uplink.Resolver, from memory).
+type UplinkPorts interface {
+	Uplinks(bridge string) ([]uplink.Port, error)
+}
+
+// UplinksOf returns the Uplinks function over topo: for a NIC on a Linux
+// bridge, the bridge's uplink ports (the NIC's own port left out); for a
+// macvtap, its lower device. The resolver answers from its table, so a
+// landing costs no netlink dump.
+func UplinksOf(topo UplinkPorts) func(t plan.Target) []string {
 	return func(t plan.Target) []string {
 		switch {
 		case t.Kind == plan.KindDirect:
@@ -161,27 +167,19 @@ func UplinksIn(links func() ([]LinkInfo, error)) func(t plan.Target) []string {
 		case t.Master == "":
 			return nil
 		}
-		ls, err := links()
+		ps, err := topo.Uplinks(t.Master)
 		if err != nil {
 			return nil
 		}
 		var out []string
-		for _, l := range ls {
-			if l.Master != t.Master || l.Name == t.Port {
-				continue
+		for _, p := range ps {
+			if p.Name != t.Port {
+				out = append(out, p.Name)
 			}
-			switch l.Kind {
-			case "tuntap", "tun", "tap", "macvtap":
-				continue
-			}
-			out = append(out, l.Name)
 		}
 		return out
 	}
 }
-
-// LinkInfo is what UplinksIn needs of a link.
-type LinkInfo struct{ Name, Kind, Master string }
 
 // watchGroup is the watches of one question (one per device).
 type watchGroup struct {

@@ -10,8 +10,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -107,6 +105,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		return nil, err
 	}
 
+	if err := a.openTopology(cfg, o, log); err != nil {
+		return nil, err
+	}
 	if err := a.buildReconv(ctx, cfg, o, o.Registerer); err != nil {
 		return nil, fmt.Errorf("watching the network around migrations (netlink): %w", err)
 	}
@@ -136,25 +137,6 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		default:
 			return nil, err
 		}
-	}
-
-	if cfg.Host.SendOn == config.SendOnUplinks {
-		a.Uplinks = openUplinks(o.Netns, log.Named("uplink"))
-		if c, ok := a.Uplinks.(interface{ Close() error }); ok {
-			a.closers = append(a.closers, func() { _ = c.Close() })
-		}
-	}
-	if o.WatchUplinks && cfg.Triggers.Uplinks() {
-		r, err := openResolver(o.Netns, uplink.Options{
-			OnError: func(err error) { log.Warn("uplink topology", zap.Error(err)) },
-		})
-		if err != nil {
-			return nil, fmt.Errorf("watching uplinks (netlink): %w", err)
-		}
-		a.closers = append(a.closers, func() { _ = r.Close() })
-		a.Topology = r
-		a.UplinkWatch = r.Watch(uplink.WatchConfig{HoldDown: cfg.Failover.HoldDown.D()})
-		a.closers = append(a.closers, a.UplinkWatch.Close)
 	}
 
 	a.OVS = o.OVS
@@ -224,55 +206,6 @@ func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 		d.UplinkEvents, d.Topology = a.UplinkWatch, a.Topology
 	}
 	return d
-}
-
-// openResolver opens the uplink topology of ns (nil: the caller's): the
-// resolver's netlink sockets belong to the namespace of the thread that
-// opens them, and keep it.
-func openResolver(ns *netns.NsHandle, o uplink.Options) (*uplink.Resolver, error) {
-	if ns == nil {
-		return uplink.Open(o)
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	if err := netns.Set(*ns); err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	r, err := uplink.Open(o)
-	if netns.Set(orig) == nil {
-		// Only a thread back in its own namespace may serve other
-		// goroutines; otherwise it ends with this one.
-		runtime.UnlockOSThread()
-	}
-	return r, err
-}
-
-// Wait returns once no announce of the host or ovs strategy runs (their
-// schedules ended), or ctx ends: one-shot commands let the schedule finish.
-func (a *App) Wait(ctx context.Context) {
-	type running interface{ Running() int }
-	busy := func() bool {
-		if a.Announcer.Running() > 0 {
-			return true
-		}
-		r, ok := a.OVS.(running)
-		return ok && r.Running() > 0
-	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for busy() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // Close stops the announces and releases the parts, last built first.

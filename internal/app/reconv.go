@@ -4,10 +4,8 @@ import (
 	"context"
 	"net"
 	"os"
-	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
@@ -17,6 +15,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 // webhookDepth is how many records wait for a slow webhook before new ones
@@ -27,19 +26,16 @@ const webhookDepth = 256
 // uplinks and the watch sockets in the agent's namespace, the move ledger,
 // the webhook (run until ctx ends).
 func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, reg prometheus.Registerer) error {
-	h, err := netlinkIn(o.Netns)
-	if err != nil {
-		return err
-	}
-	a.closers = append(a.closers, h.Close)
 	rc := cfg.Reconvergence
 	r := &agent.Reconv{
 		Window: rc.Window.D(), StaleWindow: rc.StaleWindow.D(), PrematureMargin: rc.PrematureMargin.D(),
-		Uplinks: agent.UplinksIn(func() ([]agent.LinkInfo, error) { return links(h) }),
-		Open:    watchIn(o.Netns),
+		Open:    watchIn(o.Netns, a.Topology),
 		Ledger:  moves.New(cfg.MoveLedger.Window.D(), cfg.MoveLedger.Limit),
 		MoveCap: &agent.MoveCap{PerPeriod: cfg.MoveLedger.MaxMACsPerMinute},
 		Metrics: agent.NewReconvMetrics(reg),
+	}
+	if a.Topology != nil {
+		r.Uplinks = agent.UplinksOf(a.Topology)
 	}
 	r.Host, _ = os.Hostname()
 	if rc.Webhook != "" {
@@ -53,37 +49,15 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 	return nil
 }
 
-func netlinkIn(ns *netns.NsHandle) (*netlink.Handle, error) {
-	if ns == nil {
-		return netlink.NewHandle()
-	}
-	return netlink.NewHandleAt(*ns)
-}
-
-// links lists the namespace's links with their kind and master's name.
-func links(h *netlink.Handle) ([]agent.LinkInfo, error) {
-	ls, err := h.LinkList()
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[int]string, len(ls))
-	for _, l := range ls {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
-	out := make([]agent.LinkInfo, 0, len(ls))
-	for _, l := range ls {
-		out = append(out, agent.LinkInfo{Name: l.Attrs().Name, Kind: l.Type(), Master: names[l.Attrs().MasterIndex]})
-	}
-	return out, nil
-}
-
 // watchIn opens reconverge watches in ns (nil: the caller's): the socket
-// stays in the namespace it was opened in.
-func watchIn(ns *netns.NsHandle) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {
-	return func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (*reconverge.Watch, error) {
-		var w *reconverge.Watch
-		err := inNetns(ns, func() error {
-			ifi, err := net.InterfaceByName(ifname)
+// stays in the namespace it was opened in. The device's index comes from
+// the topology's table when it knows the device (no syscall);
+// net.InterfaceByName, which dumps every interface of the host, only for
+// one it does not know yet (a tap created an instant ago).
+func watchIn(ns *netns.NsHandle, topo *uplink.Resolver) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {
+	return func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (w *reconverge.Watch, err error) {
+		err = inNetns(ns, func() error {
+			ifi, err := interfaceOf(topo, ifname)
 			if err != nil {
 				return err
 			}
@@ -94,31 +68,24 @@ func watchIn(ns *netns.NsHandle) func(string, reconverge.Direction, []rarp.MAC) 
 	}
 }
 
-// inNetns runs fn on a thread switched into ns; the thread is discarded
-// afterwards (never unlocked), so no goroutine runs in the wrong namespace.
-func inNetns(ns *netns.NsHandle, fn func() error) error {
-	if ns == nil {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(*ns); err != nil {
-			errc <- err
-			return
+// interfaceOf names ifname's index from the topology when it is there,
+// else asks the kernel (the caller's namespace).
+func interfaceOf(topo *uplink.Resolver, ifname string) (*net.Interface, error) {
+	if topo != nil {
+		if l, ok := topo.Link(ifname); ok {
+			return &net.Interface{Index: l.Index, Name: l.Name}, nil
 		}
-		errc <- fn()
-	}()
-	return <-errc
+	}
+	return net.InterfaceByName(ifname)
 }
 
 // Uplinks returns where the fabric delivers a NIC's traffic to this host
-// (agent.UplinksIn over the caller's namespace) and a function releasing
-// its netlink socket: 'verify' probes there.
+// (agent.UplinksOf over the caller's namespace's topology) and a function
+// releasing the topology's sockets: 'verify' probes there.
 func Uplinks() (func(plan.Target) []string, func(), error) {
-	h, err := netlink.NewHandle()
+	r, err := uplink.Open(uplink.Options{})
 	if err != nil {
 		return nil, nil, err
 	}
-	return agent.UplinksIn(func() ([]agent.LinkInfo, error) { return links(h) }), h.Close, nil
+	return agent.UplinksOf(r), func() { _ = r.Close() }, nil
 }

@@ -2,54 +2,61 @@ package app
 
 import (
 	"fmt"
-	"runtime"
 
-	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 
-	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
-// openUplinks follows the bridges' uplinks in ns (nil: the caller's
-// namespace). If the topology cannot be read, bridge NICs still go out on
-// their bridge device: the agent logs and counts each such fallback
-// (reason unreadable), so the failure never silences an announce.
-func openUplinks(ns *netns.NsHandle, log *zap.Logger) agent.Uplinks {
-	onErr := func(err error) { log.Warn("following the bridges' uplinks", zap.Error(err)) }
-	r, err := openResolverIn(ns, uplink.Options{OnError: onErr})
+// openTopology opens the one uplink resolver of the agent's namespace when
+// something needs it: the host strategy sending on uplinks (host.send_on:
+// uplinks), the failover re-announces (Options.WatchUplinks) and the
+// reconvergence watches (where a landing's traffic arrives) share it, so
+// the bridges are dumped once and followed from memory: no dump per
+// landing.
+//
+// If it cannot be opened, bridge NICs still go out on their bridge device:
+// the agent logs and counts each such fallback (reason unreadable), so the
+// failure never silences an announce. The failover and reconvergence
+// watches have no such fallback: asked for and impossible, they fail the
+// start.
+func (a *App) openTopology(cfg *config.Config, o Options, log *zap.Logger) error {
+	send := cfg.Host.SendOn == config.SendOnUplinks
+	watch := o.WatchUplinks && cfg.Triggers.Uplinks()
+	rc := cfg.Reconvergence
+	converge := rc.Window > 0 || rc.StaleWindow > 0 || rc.PrematureMargin > 0
+	if !send && !watch && !converge {
+		return nil
+	}
+	ulog := log.Named("uplink")
+	var r *uplink.Resolver
+	err := inNetns(o.Netns, func() (err error) {
+		r, err = uplink.Open(uplink.Options{OnError: func(err error) { ulog.Warn("following the bridges' uplinks", zap.Error(err)) }})
+		return err
+	})
 	if err != nil {
-		log.Error("cannot read the bridges' uplinks: bridge NICs are announced on the bridge device", zap.Error(err))
-		return unreadable{err}
-	}
-	return r
-}
-
-// openResolverIn opens the resolver in ns: its netlink sockets belong to
-// the namespace of the thread that creates them, and keep it.
-func openResolverIn(ns *netns.NsHandle, o uplink.Options) (*uplink.Resolver, error) {
-	if ns == nil {
-		return uplink.Open(o)
-	}
-	type result struct {
-		r   *uplink.Resolver
-		err error
-	}
-	c := make(chan result, 1)
-	go func() {
-		// The thread is left in ns: it ends with the goroutine (no
-		// UnlockOSThread), so no other goroutine runs there.
-		runtime.LockOSThread()
-		if err := netns.Set(*ns); err != nil {
-			c <- result{nil, fmt.Errorf("enter network namespace: %w", err)}
-			return
+		if watch {
+			return fmt.Errorf("watching uplinks (netlink): %w", err)
 		}
-		r, err := uplink.Open(o)
-		c <- result{r, err}
-	}()
-	res := <-c
-	return res.r, res.err
+		if converge {
+			return fmt.Errorf("watching the network around migrations (netlink): %w", err)
+		}
+		ulog.Error("cannot read the bridges' uplinks: bridge NICs are announced on the bridge device", zap.Error(err))
+		a.Uplinks = unreadable{err}
+		return nil
+	}
+	a.closers = append(a.closers, func() { _ = r.Close() })
+	a.Topology = r
+	if send {
+		a.Uplinks = r
+	}
+	if watch {
+		a.UplinkWatch = r.Watch(uplink.WatchConfig{HoldDown: cfg.Failover.HoldDown.D()})
+		a.closers = append(a.closers, a.UplinkWatch.Close)
+	}
+	return nil
 }
 
 // unreadable answers every bridge with a fallback to the bridge device.
