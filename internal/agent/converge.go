@@ -34,7 +34,6 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/record"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
-	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"github.com/rarp-announce/rarp-announce/pkg/moves"
@@ -410,9 +409,9 @@ type prematureWatch struct {
 }
 
 // startPremature opens a Watch(From) on each bridge tap of an incoming
-// domain (its XML was prefetched at STARTED/MIGRATED).
-func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, dom *domxml.Domain) {
-	r := a.d.Reconv
+// domain (its XML was prefetched at STARTED/MIGRATED, by p).
+func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, p *prefetch) {
+	r, dom := a.d.Reconv, p.dom
 	if r == nil || r.PrematureMargin <= 0 || dom == nil {
 		return
 	}
@@ -430,15 +429,30 @@ func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, dom *
 	}
 	wctx, cancel := context.WithTimeout(ctx, prefetchTTL)
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
-	p := &prematureWatch{cancel: cancel, name: ev.Domain.Name,
+	w := &prematureWatch{cancel: cancel, name: ev.Domain.Name,
 		group: r.watch(wctx, byDev, reconverge.From, time.Now().Add(prefetchTTL), false, log)}
-	r.mu.Lock()
-	if r.premature == nil {
-		r.premature = map[string]*prematureWatch{}
+	// The XML was read in the background: the domain may have landed or
+	// left meanwhile, and its endPremature found nothing to close. The
+	// landing and the cancel drop the prefetch (under pre.mu) before they
+	// end the watch, so registering only while p is still the domain's
+	// prefetch, under the same lock, leaves no watch behind them.
+	a.pre.mu.Lock()
+	current := a.pre.m[ev.Domain.UUID] == p
+	var old *prematureWatch
+	if current {
+		r.mu.Lock()
+		if r.premature == nil {
+			r.premature = map[string]*prematureWatch{}
+		}
+		old = r.premature[ev.Domain.UUID]
+		r.premature[ev.Domain.UUID] = w
+		r.mu.Unlock()
 	}
-	old := r.premature[ev.Domain.UUID]
-	r.premature[ev.Domain.UUID] = p
-	r.mu.Unlock()
+	a.pre.mu.Unlock()
+	if !current {
+		cancel()
+		return
+	}
 	if old != nil {
 		old.cancel()
 	}

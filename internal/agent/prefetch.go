@@ -57,7 +57,7 @@ func (a *Agent) prefetch(ctx context.Context, ev libvirtwatch.Event) {
 		}
 		p.dom, p.err = domxml.Parse(xml)
 		if ev.Kind == libvirtwatch.Other { // STARTED/MIGRATED: incoming
-			a.startPremature(ctx, ev, p.dom)
+			a.startPremature(ctx, ev, p)
 		}
 	}()
 }

@@ -138,11 +138,8 @@ func TestSoak(t *testing.T) {
 	// The soak migrates each VM six times in seconds: far over the move
 	// ledger's limit by design. Its warnings (kept by the test's logger)
 	// would count as growth, so the ledger's limit is out of reach here;
-	// the ledger has tests of its own (pkg/moves, TestMoveLedger*). The
-	// premature-move watch is off too: with libvirtd restarted mid-way, one
-	// watch opened at STARTED/MIGRATED can outlive the soak (it is bounded
-	// by prefetchTTL, 10 min); TestPrematureMove* cover it.
-	h := newHost(t, hostOptions{settings: settings, warnLogsOnly: true, config: func(c *config.Config) { c.MoveLedger.Limit = 1000; c.Reconvergence.PrematureMargin = 0 }})
+	// the ledger has tests of its own (pkg/moves, TestMoveLedger*).
+	h := newHost(t, hostOptions{settings: settings, warnLogsOnly: true, config: func(c *config.Config) { c.MoveLedger.Limit = 1000 }})
 	sw := countAtSwitch(t, h.rig.Switch, netnstest.RigSwitchToHost)
 	doms := make([]domain, domains)
 	for i := range doms {
