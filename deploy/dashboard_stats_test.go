@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,7 @@ import (
 // sum(rarp_announce_libvirt_connected) said 2 and 1 and stayed green. With
 // every agent up and connected both say 0, a sample (not "No data").
 func TestDashboardStatsTurnRed(t *testing.T) {
-	requireTool(t, "promtool")
+	netnstest.RequireTools(t, "promtool")
 	d := loadDashboard(t)
 	exprs := map[string]string{}
 	for _, p := range d.allPanels() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"os"
 	"os/exec"
 	"regexp"
@@ -32,7 +33,7 @@ func promtoolCheckMetrics(t *testing.T, what string, scrape []byte) {
 // TestMetricsPromtool passes the scrapes of "rarp-announce run" and
 // "rarp-announce serve" through promtool's linter.
 func TestMetricsPromtool(t *testing.T) {
-	requireTool(t, "promtool")
+	netnstest.RequireTools(t, "promtool")
 	s := exposed(t)
 	promtoolCheckMetrics(t, "rarp-announce run", s.run)
 	promtoolCheckMetrics(t, "rarp-announce serve", s.serve)

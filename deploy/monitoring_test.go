@@ -3,6 +3,7 @@ package deploy
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -245,7 +246,7 @@ func TestDashboardStructure(t *testing.T) {
 // rules", which parses and type-checks rule expressions.
 func promtoolParses(t *testing.T, exprs []promQL) {
 	t.Helper()
-	requireTool(t, "promtool")
+	netnstest.RequireTools(t, "promtool")
 	dir := t.TempDir()
 	check := func(name string, exprs []promQL) ([]byte, error) {
 		type rule struct {
@@ -395,7 +396,7 @@ func alertExprs(t *testing.T) []promQL {
 // description naming the instance and a runbook link, and a unit test
 // case where each alert fires and one where it does not.
 func TestAlertRules(t *testing.T) {
-	requireTool(t, "promtool")
+	netnstest.RequireTools(t, "promtool")
 	out, err := exec.Command("promtool", "check", "rules", filepath.Join(rulesDir, rulesFile)).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "SUCCESS") {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
@@ -501,7 +502,7 @@ func TestAlertRulesMetricsExposed(t *testing.T) {
 // (a label value that does not exist, such as a misspelt result, returns
 // none).
 func TestDashboardQueriesReturnData(t *testing.T) {
-	requireTool(t, "prometheus")
+	netnstest.RequireTools(t, "prometheus")
 	s := exposed(t)
 	if s.prom == nil {
 		t.Fatal("Prometheus did not run")
@@ -522,7 +523,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 // rule, evaluates each without error, and that none fires for the healthy
 // agent and responder of the scrape.
 func TestAlertRulesEvaluate(t *testing.T) {
-	requireTool(t, "prometheus")
+	netnstest.RequireTools(t, "prometheus")
 	s := exposed(t)
 	if s.prom == nil {
 		t.Fatal("Prometheus did not run")

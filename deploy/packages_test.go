@@ -65,7 +65,7 @@ func makeIn(target string, vars ...string) ([]byte, error) {
 // .rpm it wrote.
 func packages(t *testing.T) (deb, rpm string) {
 	t.Helper()
-	requireTool(t, "make", "gzip")
+	netnstest.RequireTools(t, "make", "gzip")
 	useBuildDir(t)
 	packagesOnce.Do(func() {
 		packagesLog, packagesErr = makeIn("packages", "DIST="+filepath.Join(buildDir, "dist"))
@@ -140,7 +140,7 @@ func checkManPage(t *testing.T, gz []byte) {
 // TestManPageRenders checks the hand-written man page with groff's
 // warnings on (what lintian's manpage checks run).
 func TestManPageRenders(t *testing.T) {
-	requireTool(t, "groff")
+	netnstest.RequireTools(t, "groff")
 	out, err := exec.Command("groff", "-man", "-ww", "-z", "-Tutf8", "man/rarp-announce.8").CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Fatalf("groff: %v\n%s", err, out)

@@ -25,21 +25,6 @@ const (
 	maxExposure = 2.0 // the goal of issue 6
 )
 
-// requireTool skips a test that needs an external tool, except where CI
-// forbids skipping (RARP_REQUIRE_PRIVILEGED=1): there it fails.
-func requireTool(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			msg := "test needs " + tool
-			if os.Getenv(netnstest.EnvRequire) == "1" {
-				t.Fatal(msg + " (" + netnstest.EnvRequire + "=1 forbids skipping)")
-			}
-			t.Skip(msg)
-		}
-	}
-}
-
 // unitFile is a parsed systemd unit: section -> key -> values in order,
 // with systemd's rule that an empty assignment resets the list.
 type unitFile map[string]map[string][]string
@@ -192,7 +177,7 @@ func verifyUnit(t *testing.T, text string) {
 }
 
 func TestSystemdUnitVerifies(t *testing.T) {
-	requireTool(t, "systemd-analyze")
+	netnstest.RequireTools(t, "systemd-analyze")
 	verifyUnit(t, readFile(t, unitPath))
 	// The drop-in has the same meaning as the [Service] section appended.
 	verifyUnit(t, readFile(t, unitPath)+"\n"+readFile(t, dropInPath))
@@ -239,7 +224,7 @@ func exposure(t *testing.T, text string) (float64, map[string]bool) {
 }
 
 func TestSystemdUnitExposure(t *testing.T) {
-	requireTool(t, "systemd-analyze")
+	netnstest.RequireTools(t, "systemd-analyze")
 	score, set := exposure(t, readFile(t, unitPath))
 	t.Logf("systemd-analyze security --offline=true %s: overall exposure %.1f", unitPath, score)
 	if score > maxExposure {
@@ -290,7 +275,7 @@ func withDropIns(t *testing.T, files []string) []string {
 // Each drop-in combination keeps the exposure at most 2.0, verifies, and
 // grants exactly the capabilities and user documented for it.
 func TestSystemdDropIns(t *testing.T) {
-	requireTool(t, "systemd-analyze")
+	netnstest.RequireTools(t, "systemd-analyze")
 	for _, ds := range dropInSets {
 		name := strings.Join(ds.files, "+")
 		if name == "" {

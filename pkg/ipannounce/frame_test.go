@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -248,12 +249,7 @@ func writePcap(t testing.TB, path string, frames [][]byte) {
 // implementation) read every frame and checks the fields that make a
 // receiver accept it, including tshark's own checksum verdict.
 func TestTsharkDecodes(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		if os.Getenv("RARP_REQUIRE_PRIVILEGED") == "1" {
-			t.Fatal("tshark missing")
-		}
-		t.Skip("tshark missing")
-	}
+	netnstest.RequireTools(t, "tshark")
 	var frames [][]byte
 	for _, vlan := range []rarp.VLAN{{}, {ID: 100, Priority: 3}} {
 		for _, f := range allKinds(vlan) {

@@ -218,11 +218,7 @@ func requireFiles(t *testing.T) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := "lab needs " + strings.Join(missing, ", ")
-	if os.Getenv(netnstest.EnvRequire) == "1" {
-		t.Fatal(msg + " (" + netnstest.EnvRequire + "=1 forbids skipping)")
-	}
-	t.Skip(msg)
+	netnstest.Unavailable(t, "lab needs "+strings.Join(missing, ", "))
 }
 
 // goTool is the go command that runs this test (PATH may lack it under sudo).
