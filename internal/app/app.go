@@ -20,7 +20,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
-	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
@@ -168,7 +167,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 			// OVN-managed ports (external_ids:iface-id) are announced once
 			// ovn-controller has installed them here, from the same local
 			// OVSDB; other ports pass at once.
-			st.OVN = &ovs.OVNReadiness{Socket: ovnDB(cfg.OVS.DB, cfg.OVS.RunDir), Metrics: metricset.Register(o.Registerer, ovs.NewOVNMetrics())}
+			st.OVN = &ovs.OVNReadiness{Socket: ovnDB(cfg.OVS.DB, cfg.OVS.RunDir), Metrics: ovs.NewOVNMetrics(o.Registerer)}
 		}
 		a.strategies[plan.OVS] = st
 	}

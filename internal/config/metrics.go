@@ -13,6 +13,7 @@ import (
 // only logs, which nobody reads at 3 a.m. The names follow Prometheus's
 // own prometheus_config_last_reload_successful, so the same alert works.
 type ReloadMetrics struct {
+	metricset.Set
 	successful prometheus.Gauge
 	timestamp  prometheus.Gauge
 	reloads    *prometheus.CounterVec
@@ -32,6 +33,7 @@ func NewReloadMetrics() *ReloadMetrics {
 			"Configuration reloads (SIGHUP) by result: ok, error (refused: the previous configuration stays).", "result", "ok", "error"),
 		now: time.Now,
 	}
+	m.Set = metricset.Set{m.successful, m.timestamp, m.reloads}
 	m.successful.Set(1)
 	m.timestamp.Set(float64(m.now().UnixNano()) / 1e9)
 	return m
@@ -51,18 +53,4 @@ func (m *ReloadMetrics) Observe(err error) {
 	m.successful.Set(1)
 	m.timestamp.Set(float64(m.now().UnixNano()) / 1e9)
 	m.reloads.WithLabelValues("ok").Inc()
-}
-
-// Describe implements prometheus.Collector.
-func (m *ReloadMetrics) Describe(ch chan<- *prometheus.Desc) {
-	m.successful.Describe(ch)
-	m.timestamp.Describe(ch)
-	m.reloads.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (m *ReloadMetrics) Collect(ch chan<- prometheus.Metric) {
-	m.successful.Collect(ch)
-	m.timestamp.Collect(ch)
-	m.reloads.Collect(ch)
 }

@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
 // External-ids keys ovn-controller reads and writes on OVS Interfaces.
@@ -347,13 +349,15 @@ var OVNResults = []string{"installed", "not_ovn", "not_installed", "no_ofport", 
 // installed when announced. The caller registers it (a
 // prometheus.Collector); a nil *OVNMetrics counts nothing.
 type OVNMetrics struct {
+	metricset.Set
 	results  *prometheus.CounterVec
 	wait     prometheus.Histogram
 	reinstal prometheus.Counter
 }
 
-// NewOVNMetrics creates the metrics with every result at zero.
-func NewOVNMetrics() *OVNMetrics {
+// NewOVNMetrics creates the metrics with every result at zero, registered
+// with reg (nil: not registered).
+func NewOVNMetrics(reg prometheus.Registerer) *OVNMetrics {
 	m := &OVNMetrics{
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rarp_announce_ovn_readiness_total",
@@ -374,21 +378,8 @@ func NewOVNMetrics() *OVNMetrics {
 	for _, r := range OVNResults {
 		m.results.WithLabelValues(r)
 	}
-	return m
-}
-
-// Describe implements prometheus.Collector.
-func (m *OVNMetrics) Describe(ch chan<- *prometheus.Desc) {
-	m.results.Describe(ch)
-	m.wait.Describe(ch)
-	m.reinstal.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (m *OVNMetrics) Collect(ch chan<- prometheus.Metric) {
-	m.results.Collect(ch)
-	m.wait.Collect(ch)
-	m.reinstal.Collect(ch)
+	m.Set = metricset.Set{m.results, m.wait, m.reinstal}
+	return metricset.Register(reg, m)
 }
 
 func (m *OVNMetrics) waited(p OVNPort, start time.Time) {

@@ -27,7 +27,7 @@ func TestOVNReadiness(t *testing.T) {
 	o.Vsctl(t, "add-port", "br-int", "vnet0", "--", "set", "Interface", "vnet0", "external_ids:iface-id=lsp-1",
 		"external_ids:attached-mac=52:54:00:aa:bb:cc")
 	o.Vsctl(t, "add-port", "br-int", "plain0")
-	m := NewOVNMetrics()
+	m := NewOVNMetrics(nil)
 	r := &OVNReadiness{Socket: o.DB, Poll: 2 * time.Millisecond, WatchPoll: 10 * time.Millisecond, Metrics: m}
 	t.Cleanup(func() { r.Close() })
 	ctx := context.Background()
