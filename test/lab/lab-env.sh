@@ -132,3 +132,44 @@ lab_agent_stop() {
     for h in "${!LAB_AGENT_PID[@]}"; do wait "${LAB_AGENT_PID[$h]}" 2>/dev/null; unset "LAB_AGENT_PID[$h]"; done
     return 0
 }
+
+# lab_vm_start IFACE_XML: define the lab VM on A with IFACE_XML as its NIC and start it.
+# iPXE (Debian package ipxe) booted as a kernel runs its command line as a script: static IP,
+# then sleep. While sleeping it answers ARP and ping but sends nothing unprompted, so after a
+# migration the switch can learn where it went only from an announce. LAB_QEMU_ANNOUNCE=0
+# (default 1) turns QEMU's own announce off; LAB_VM_METADATA goes into <metadata>.
+lab_vm_start() {
+    local iface=$1 qemu_ns="" qemu_args=""
+    if [ "${LAB_QEMU_ANNOUNCE:-1}" = 0 ]; then
+        # Migration parameters are not migrated: the destination QEMU's own value counts, and
+        # libvirt starts it from the same XML, so both ends run with rounds=0.
+        qemu_ns=" xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+        qemu_args="<qemu:commandline><qemu:arg value='-global'/><qemu:arg value='migration.announce-rounds=0'/></qemu:commandline>"
+    fi
+    cat > "$LAB_STATE/$LAB_VM.xml" <<XML
+<domain type='$LAB_VIRT'$qemu_ns>
+  <name>$LAB_VM</name>
+  <uuid>72616c61-766d-4000-8000-000000000001</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>/boot/ipxe.lkrn</kernel>
+    <cmdline>ifopen net0 &amp;&amp; set net0/ip $LAB_VM_IP &amp;&amp; set net0/netmask 255.255.255.0 &amp;&amp; sleep 2000000000</cmdline>
+  </os>
+  ${LAB_VM_METADATA:+<metadata>$LAB_VM_METADATA</metadata>}
+  <on_poweroff>destroy</on_poweroff>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    $iface
+    <serial type='pty'/>
+    <memballoon model='none'/>
+  </devices>
+  $qemu_args
+</domain>
+XML
+    lab_virsh a define "$LAB_STATE/$LAB_VM.xml" >/dev/null
+    lab_virsh a start "$LAB_VM" >/dev/null
+    log "VM $LAB_VM started on A ($(since "$T0")s)"
+}

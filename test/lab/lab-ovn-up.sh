@@ -79,43 +79,14 @@ for _ in $(seq 1 100); do [ "$(lab_sbctl --bare --columns=name list Chassis | gr
 [ "${LAB_NO_VM:-0}" = 1 ] && { log "OVN lab up without VM in $(since "$T0")s"; exit 0; }
 
 # ---------------------------------------------------------------- the VM
-QEMU_NS="" QEMU_ARGS=""
-if [ "${LAB_QEMU_ANNOUNCE:-0}" = 0 ]; then
-    QEMU_NS=" xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
-    QEMU_ARGS="<qemu:commandline><qemu:arg value='-global'/><qemu:arg value='migration.announce-rounds=0'/></qemu:commandline>"
-fi
-cat > "$LAB_STATE/$LAB_VM.xml" <<XML
-<domain type='$LAB_VIRT'$QEMU_NS>
-  <name>$LAB_VM</name>
-  <uuid>72616c61-766d-4000-8000-000000000001</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>/boot/ipxe.lkrn</kernel>
-    <cmdline>ifopen net0 &amp;&amp; set net0/ip $LAB_VM_IP &amp;&amp; set net0/netmask 255.255.255.0 &amp;&amp; sleep 2000000000</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='bridge'>
+LAB_QEMU_ANNOUNCE=${LAB_QEMU_ANNOUNCE:-0} lab_vm_start "<interface type='bridge'>
       <source bridge='br-int'/>
       <virtualport type='openvswitch'>
         <parameters interfaceid='$LAB_LSP'/>
       </virtualport>
       <mac address='$LAB_MAC'/>
       <model type='virtio'/>
-    </interface>
-    <serial type='pty'/>
-    <memballoon model='none'/>
-  </devices>
-  $QEMU_ARGS
-</domain>
-XML
-lab_virsh a define "$LAB_STATE/$LAB_VM.xml" >/dev/null
-lab_virsh a start "$LAB_VM" >/dev/null
-log "VM $LAB_VM started on A ($(since "$T0")s)"
+    </interface>"
 for _ in $(seq 1 100); do
     [ "$(lab_installed a)" = true ] && break
     sleep 0.1

@@ -165,47 +165,12 @@ fi
 [ "${LAB_NO_VM:-0}" = 1 ] && { log "lab up without VM in $(since "$T0")s"; exit 0; }
 
 # ---------------------------------------------------------------- the VM
-# iPXE (Debian package ipxe) booted as a kernel runs its command line as a script: static IP,
-# then sleep. While sleeping it answers ARP and ping but sends nothing unprompted, so after a
-# migration the switch can learn where it went only from an announce.
-QEMU_NS="" QEMU_ARGS=""
-if [ "${LAB_QEMU_ANNOUNCE:-1}" = 0 ]; then
-    # Migration parameters are not migrated: the destination QEMU's own value counts, and
-    # libvirt starts it from the same XML, so both ends run with rounds=0.
-    QEMU_NS=" xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
-    QEMU_ARGS="<qemu:commandline><qemu:arg value='-global'/><qemu:arg value='migration.announce-rounds=0'/></qemu:commandline>"
-fi
-cat > "$LAB_STATE/$LAB_VM.xml" <<XML
-<domain type='$LAB_VIRT'$QEMU_NS>
-  <name>$LAB_VM</name>
-  <uuid>72616c61-766d-4000-8000-000000000001</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>/boot/ipxe.lkrn</kernel>
-    <cmdline>ifopen net0 &amp;&amp; set net0/ip $LAB_VM_IP &amp;&amp; set net0/netmask 255.255.255.0 &amp;&amp; sleep 2000000000</cmdline>
-  </os>
-  ${LAB_VM_METADATA:+<metadata>$LAB_VM_METADATA</metadata>}
-  <on_poweroff>destroy</on_poweroff>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='bridge'>
+lab_vm_start "<interface type='bridge'>
       <source bridge='br0'/>
       <mac address='$LAB_MAC'/>
       ${LAB_VM_TAP:+<target dev='$LAB_VM_TAP'/>}
       <model type='virtio'/>
-    </interface>
-    <serial type='pty'/>
-    <memballoon model='none'/>
-  </devices>
-  $QEMU_ARGS
-</domain>
-XML
-lab_virsh a define "$LAB_STATE/$LAB_VM.xml" >/dev/null
-lab_virsh a start "$LAB_VM" >/dev/null
-log "VM $LAB_VM started on A ($(since "$T0")s)"
+    </interface>"
 # answering ping = booted; the ARP request it sends to answer the first one teaches the switch
 for _ in $(seq 1 60); do
     lab_ns c ping -c1 -W1 "$LAB_VM_IP" >/dev/null 2>&1 && break
