@@ -51,11 +51,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"xml", "parse"} {
 		m.landingErrors.WithLabelValues(r)
 	}
-	for _, r := range []string{"isolated", "uplinks_down", "vlan_not_carried", "port_without_vlan", unsentRestricted} {
-		m.unsents.WithLabelValues(r)
+	for _, r := range uplink.NoUplinkReasons {
+		m.unsents.WithLabelValues(r.String())
 	}
-	for _, r := range []string{"unreadable", "not_a_bridge", "not_a_port", "vlans_unknown"} {
-		m.fallbacks.WithLabelValues(r)
+	m.unsents.WithLabelValues(unsentRestricted)
+	for _, r := range uplink.FallbackReasons {
+		m.fallbacks.WithLabelValues(r.String())
 	}
 	for _, r := range uplink.Reasons {
 		m.uplinkEvents.WithLabelValues(r.String(), "ok")

@@ -65,6 +65,10 @@ const (
 	PortWithoutVLAN
 )
 
+// NoUplinkReasons lists every NoUplinkReason, for pre-declaring metric
+// label values.
+var NoUplinkReasons = []NoUplinkReason{Isolated, UplinksDown, VLANNotCarried, PortWithoutVLAN}
+
 func (r NoUplinkReason) String() string {
 	switch r {
 	case Isolated:
@@ -113,6 +117,10 @@ const (
 	// port has not been read.
 	VLANsUnknown
 )
+
+// FallbackReasons lists every FallbackReason, for pre-declaring metric
+// label values.
+var FallbackReasons = []FallbackReason{Unreadable, NotABridge, NotAPort, VLANsUnknown}
 
 func (r FallbackReason) String() string {
 	switch r {
