@@ -101,8 +101,10 @@ func bridgeKey(name string) string { return "bridge/" + name }
 func deviceKey(name string) string { return "dev/" + name }
 
 // observe keeps the registry current with a libvirt event: a domain that
-// starts, resumes or lands is read again; one that stops, pauses or leaves
-// is dropped and returned (the caller stops its re-announces).
+// starts or resumes is read again; one that lands is marked stale until its
+// landing hands over the XML it reads anyway (landed), so it is not read
+// twice; one that stops, pauses or leaves is dropped and returned (the
+// caller stops its re-announces).
 func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -111,18 +113,46 @@ func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 		gone = r.doms[ev.Domain.UUID]
 		delete(r.doms, ev.Domain.UUID)
 		return gone
-	case ev.Kind == libvirtwatch.Landed || ev.Starts():
+	case ev.Kind == libvirtwatch.Landed:
+		if k := r.doms[ev.Domain.UUID]; k != nil {
+			k.stale = true
+		}
+		return nil
+	case ev.Starts():
 		if k := r.doms[ev.Domain.UUID]; k != nil {
 			k.stale = true
 		}
 	default:
 		return nil
 	}
+	r.refreshSoon()
+	return nil
+}
+
+// refreshSoon asks refreshLoop for a refresh (one pending is enough).
+func (r *registry) refreshSoon() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	return nil
+}
+
+// landed takes the live XML a landing read and parsed: the domain's
+// registry entry is fresh without another DomainXML call. Without it (the
+// XML could not be read, a manual announce with no domain id) the
+// registry reads the domain itself at its next refresh.
+func (a *Agent) landed(ev libvirtwatch.Event, dom *domxml.Domain, s Settings) {
+	if a.d.UplinkEvents == nil {
+		return
+	}
+	if dom == nil || ev.DomainID < 0 {
+		a.reg.refreshSoon()
+		return
+	}
+	k := a.knownFrom(ev.Domain, ev.DomainID, dom, s)
+	a.reg.mu.Lock()
+	a.reg.doms[ev.Domain.UUID] = k
+	a.reg.mu.Unlock()
 }
 
 // refreshLoop keeps the registry warm in the background: at start (retrying
@@ -225,7 +255,13 @@ func (a *Agent) readKnown(ctx context.Context, d libvirtwatch.RunningDomain, s S
 	if dom == nil {
 		return nil
 	}
-	k := &known{ref: d.Domain, id: d.ID}
+	return a.knownFrom(d.Domain, d.ID, dom, s)
+}
+
+// knownFrom plans a running domain's NICs (the QEMU process id) and starts
+// watching where its host-strategy NICs' frames leave.
+func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Domain, s Settings) *known {
+	k := &known{ref: ref, id: id}
 	for _, t := range plan.Plan(dom, s.Plan) {
 		if t.Strategy != plan.Host {
 			continue // ovs and qemu NICs: not re-announced after uplink events yet

@@ -187,3 +187,25 @@ func TestRestoreAnnouncedSnapshotTriggerOff(t *testing.T) {
 	h.waitLogged(t, "landed; trigger disabled, not announced", reverted.name, 2*time.Second)
 	h.quiet(t, reverted.macs[0], 200*time.Millisecond, "the snapshot trigger is off")
 }
+
+// With the failover registry on (as the daemon runs), a landing still
+// reads the domain's XML once: the registry takes the XML the landing read
+// instead of reading it again on the landing's event.
+func TestLandingFeedsTheRegistryWithoutASecondXMLRead(t *testing.T) {
+	var d domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+	}})
+	h.waitRegistry(t, 1)
+	time.Sleep(100 * time.Millisecond) // the start-up refresh is over
+	calls := xmlCalls(h)
+	// A migration of it was cancelled after the source paused it: it
+	// lands here again, without a prefetch (no SUSPENDED/MIGRATED seen).
+	h.emit(t, d, resumedMigrated)
+	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
+	time.Sleep(500 * time.Millisecond) // a refresh the event started would have read it by now
+	if got := xmlCalls(h) - calls; got != 1 {
+		t.Errorf("%d DomainGetXMLDesc calls for the landing, want exactly 1", got)
+	}
+}

@@ -64,6 +64,9 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	ev := l.ev
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
 	dom, prefetched := a.domain(ctx, ev, s.ReadyTimeout, log)
+	if force == "" {
+		a.landed(ev, dom, s) // the failover registry takes the XML read here
+	}
 	if dom == nil {
 		return nil
 	}
