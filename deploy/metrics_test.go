@@ -220,7 +220,7 @@ func reference(fams []family) string {
 var conditional = []string{
 	"rarp_announce_fdb_entries_removed_total", "rarp_announce_fdb_repair_failures_total", "rarp_announce_fdb_repairs_total",
 	"rarp_announce_ip_addresses_skipped_total", "rarp_announce_ip_addresses_total", "rarp_announce_ip_frames_total",
-	"rarp_announce_ip_guest_announces_total",
+	"rarp_announce_ip_guest_announces_total", "rarp_announce_ip_metadata_writes_total",
 	"rarp_announce_ovn_readiness_total", "rarp_announce_ovn_readiness_wait_seconds", "rarp_announce_ovn_reinstalls_total",
 	"rarp_announce_ovs_failures_total",
 	"rarp_announce_responder_malformed_frames_total", "rarp_announce_responder_offlink_refusals_total",

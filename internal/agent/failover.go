@@ -262,7 +262,9 @@ func (a *Agent) readKnown(ctx context.Context, d libvirtwatch.RunningDomain, s S
 // watching where its host-strategy NICs' frames leave.
 func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Domain, s Settings) *known {
 	k := &known{ref: ref, id: id}
-	for _, t := range plan.Plan(dom, s.Plan) {
+	targets := plan.Plan(dom, s.Plan)
+	a.d.IP.RunningDomain(dom, targets, a.log) // the learners (ip_announce.sources.learned)
+	for _, t := range targets {
 		if t.Strategy != plan.Host {
 			continue // ovs and qemu NICs: not re-announced after uplink events yet
 		}

@@ -45,13 +45,19 @@ type IPOptions struct {
 	// Learn, if set, opens a learner on a landed NIC's port (its tap) that
 	// records the addresses the guest shows it owns (ARP, ND, DHCP acks)
 	// in the Resolver's Learned store; it runs until the domain leaves.
-	// One per port; only for domains that landed here.
+	// One per port, for every running local domain (Landed and
+	// RunningDomain).
 	Learn LearnerOpener
+	// Carry, with Carry.Write set and a Learn, writes what the learners
+	// learn into the domain's live XML (carry.go), so a migration's
+	// destination announces it at landing.
+	Carry CarryOptions
 }
 
 // LearnerOpener opens a learner for mac's frames on dev, the VM's tap
-// (ipsource.Listen in the host's network namespace).
-type LearnerOpener func(dev string, mac rarp.MAC) (Learner, error)
+// (ipsource.Listen in the host's network namespace); seen is called for
+// every address the learner sees (ipsource.Learner.OnEvent).
+type LearnerOpener func(dev string, mac rarp.MAC, seen func(ipsource.Event)) (Learner, error)
 
 // Learner is an ipsource.Learner.
 type Learner interface {
@@ -102,6 +108,7 @@ type IPFollower struct {
 	runs    map[runKey]*ipRun
 	senders map[announce.Kind]Sender
 	learns  map[rarp.MAC]*learnRun
+	carry   *carrier // nil: learned addresses stay on this host
 }
 
 type ipNIC struct {
@@ -127,8 +134,28 @@ func NewIPFollower(o IPOptions) *IPFollower {
 	if o.Resolver == nil {
 		o.Resolver = &ipsource.Resolver{}
 	}
-	return &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
+	f := &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
 		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}}
+	if o.Learn != nil {
+		f.carry = newCarrier(o.Carry, o.Resolver.Learned, o.Metrics, o.Logger)
+	}
+	return f
+}
+
+// RunningDomain starts the learners on the NICs of a domain running here that
+// did not land (it started here, or ran before the agent started): the
+// failover registry hands over every running domain's XML it reads. Its
+// addresses are neither resolved nor claimed: nothing is announced until
+// it lands somewhere.
+func (f *IPFollower) RunningDomain(dom *domxml.Domain, targets []plan.Target, log *zap.Logger) {
+	if f == nil || f.o.Learn == nil {
+		return
+	}
+	for _, t := range targets {
+		if t.Strategy != plan.Skip {
+			f.learn(dom, t, log.With(zap.String("domain", dom.Name), zap.Stringer("mac", t.NIC.MAC)))
+		}
+	}
 }
 
 // Running is how many NIC ports still have IP frames (or a guest
@@ -160,7 +187,7 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 			continue
 		}
 		nlog := log.With(zap.Stringer("mac", t.NIC.MAC))
-		f.learn(dom.UUID, t, nlog)
+		f.learn(dom, t, nlog)
 		granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
 		if err != nil {
 			f.o.Metrics.skip("source_error")
@@ -202,32 +229,47 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 }
 
 // learn starts a learner on t's port unless one runs there already.
-func (f *IPFollower) learn(domain string, t plan.Target, log *zap.Logger) {
+func (f *IPFollower) learn(dom *domxml.Domain, t plan.Target, log *zap.Logger) {
 	if f.o.Learn == nil || t.Port == "" {
 		return
 	}
+	domain, mac := dom.UUID, t.NIC.MAC
+	f.carry.track(dom, mac)
+	if f.o.Resolver.Learned != nil && len(f.o.Resolver.Learned.Get(mac)) > 0 {
+		f.carry.changed(domain) // learned before (it ran here earlier): written if not carried yet
+	}
 	f.mu.Lock()
-	if l := f.learns[t.NIC.MAC]; l != nil && l.dev == t.Port {
+	if l := f.learns[mac]; l != nil && l.dev == t.Port {
 		l.domain = domain
 		f.mu.Unlock()
 		return
 	}
-	if l := f.learns[t.NIC.MAC]; l != nil {
+	if l := f.learns[mac]; l != nil {
 		l.cancel()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	lr := &learnRun{domain: domain, dev: t.Port, cancel: cancel}
-	f.learns[t.NIC.MAC] = lr
+	f.learns[mac] = lr
 	f.mu.Unlock()
+	seen := func(e ipsource.Event) {
+		if e.Result != ipsource.Learnt {
+			return
+		}
+		f.mu.Lock()
+		d := lr.domain
+		f.mu.Unlock()
+		log.Info("learned an address of the guest", zap.Stringer("ip", e.IP), zap.Stringer("proto", e.Proto))
+		f.carry.changed(d)
+	}
 	go func() {
 		defer func() {
 			f.mu.Lock()
-			if f.learns[t.NIC.MAC] == lr {
-				delete(f.learns, t.NIC.MAC)
+			if f.learns[mac] == lr {
+				delete(f.learns, mac)
 			}
 			f.mu.Unlock()
 		}()
-		l, err := f.o.Learn(t.Port, t.NIC.MAC)
+		l, err := f.o.Learn(t.Port, mac, seen)
 		if err != nil {
 			log.Warn("cannot learn the guest's addresses on its port", zap.String("port", t.Port), zap.Error(err))
 			return
@@ -266,6 +308,7 @@ func (f *IPFollower) Release(domainUUID string) {
 		}
 	}
 	f.mu.Unlock()
+	f.carry.drop(domainUUID)
 	if c := f.o.Resolver.Claims; c != nil {
 		c.ReleaseDomain(domainUUID)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
@@ -51,6 +52,13 @@ type Options struct {
 	// FDBOptional goes on without FDB repair when its netlink sockets
 	// cannot be opened (one-shot commands) instead of failing.
 	FDBOptional bool
+	// Metadata writes learned addresses into a domain's live XML
+	// (ip_announce.carry_learned) on a read-write libvirt connection; nil:
+	// they stay on this host.
+	Metadata agent.MetadataWriter
+	// Leases looks up libvirt's DHCP leases (ip_announce.sources.leases);
+	// nil: that source is off.
+	Leases ipsource.LeaseSource
 	// WatchUplinks follows the uplinks that carry the running domains'
 	// NICs (bond failover, carrier back, port re-added) for the agent's
 	// re-announces, when a trigger of cfg wants them (the daemon; not

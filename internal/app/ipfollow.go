@@ -35,7 +35,7 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 	if c.Sources.Learned {
 		// Bounded: max_ips_per_nic per MAC, learnedMACs MACs.
 		r.Learned = ipsource.NewLearned(c.MaxPerNIC, learnedMACs)
-		learn = func(dev string, mac rarp.MAC) (agent.Learner, error) {
+		learn = func(dev string, mac rarp.MAC, seen func(ipsource.Event)) (agent.Learner, error) {
 			var l *ipsource.Learner
 			err := inNetns(o.Netns, func() error {
 				ifi, err := net.InterfaceByName(dev)
@@ -45,8 +45,27 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 				l, err = ipsource.Listen(ifi, mac, r.Learned)
 				return err
 			})
+			if l != nil {
+				l.OnEvent = seen
+			}
 			return l, err
 		}
+	}
+	if c.Sources.Leases {
+		if o.Leases == nil {
+			log.Warn("ip_announce.sources.leases is on but this command has no libvirt connection for leases: not used")
+		}
+		r.Leases = o.Leases
+	}
+	var carry agent.CarryOptions
+	switch {
+	case !c.Sources.Learned:
+	case !c.CarryLearned:
+		log.Info("learned addresses stay on this host (ip_announce.carry_learned is off): a migration's destination will not know them")
+	case o.Metadata == nil:
+		log.Warn("ip_announce.carry_learned is on but this command has no read-write libvirt connection: learned addresses stay on this host")
+	default:
+		carry = agent.CarryOptions{Write: o.Metadata, Every: c.CarryEvery.D(), PerNIC: c.MaxPerNIC}
 	}
 	capper, err := ipannounce.NewUplinkCap(c.FramesPerSecondPerUplink)
 	if err != nil {
@@ -55,6 +74,7 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 	io := agent.IPOptions{
 		Resolver: r, Gateways: c.GatewayAddrs(), GARPReply: c.GARPReply, Schedule: c.Schedule(), Cap: capper,
 		Metrics: agent.NewIPMetrics(o.Registerer), Logger: log.Named("ip"), Learn: learn,
+		Carry: carry,
 	}
 	if c.GuestAnnounce {
 		if o.Monitor == nil {

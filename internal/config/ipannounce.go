@@ -25,7 +25,13 @@ type IPAnnounce struct {
 	// the NIC's first RARP, so a virtio guest sends its own GARPs/NAs.
 	// Needs the read-write libvirt socket.
 	GuestAnnounce bool `yaml:"guest_announce"`
-	MaxPerNIC     int  `yaml:"max_ips_per_nic"`
+	// CarryLearned writes the learned addresses into the domain's live XML
+	// (our <metadata>) so they travel with it; needs the read-write
+	// libvirt socket (the QMP connection's).
+	CarryLearned bool `yaml:"carry_learned"`
+	// CarryEvery is the shortest time between two such writes per domain.
+	CarryEvery Duration `yaml:"carry_every"`
+	MaxPerNIC  int      `yaml:"max_ips_per_nic"`
 	// FramesPerSecondPerUplink caps the IP-layer frames on one segment
 	// (switches police ARP/ND in their control plane).
 	FramesPerSecondPerUplink float64 `yaml:"frames_per_second_per_uplink"`
@@ -37,6 +43,7 @@ type IPSources struct {
 	Static  bool `yaml:"static"`
 	Learned bool `yaml:"learned"`
 	Carried bool `yaml:"carried"`
+	Leases  bool `yaml:"leases"`
 }
 
 func defaultIPAnnounce() IPAnnounce {
@@ -45,6 +52,9 @@ func defaultIPAnnounce() IPAnnounce {
 		Sources:  IPSources{Nova: true, Static: true, Carried: true},
 		Count:    s.Count,
 		Interval: Duration(s.Interval),
+		// A guest's addresses rarely change; a burst of learning (DHCP,
+		// then ARP) costs one write, then one more at most 10 s later.
+		CarryEvery: Duration(10 * time.Second),
 		// Eight addresses: a dual-stack NIC with a few secondaries.
 		MaxPerNIC:                8,
 		FramesPerSecondPerUplink: 100,
@@ -85,6 +95,12 @@ func (c IPAnnounce) validate(bad func(key, format string, args ...any)) {
 	}
 	if c.Count > 1 && (c.Interval.D() < ipannounce.MinInterval || c.Interval.D() > time.Minute) {
 		bad("ip_announce.interval", "%v is outside %v (Linux's neighbour locktime is 1 s) to 1m", c.Interval.D(), ipannounce.MinInterval)
+	}
+	if c.CarryLearned && (c.CarryEvery.D() < time.Second || c.CarryEvery.D() > time.Hour) {
+		bad("ip_announce.carry_every", "%v is outside 1s to 1h", c.CarryEvery.D())
+	}
+	if c.CarryLearned && !c.Sources.Learned {
+		bad("ip_announce.carry_learned", "needs ip_announce.sources.learned: true (nothing is learned to carry)")
 	}
 	if c.MaxPerNIC < 1 {
 		bad("ip_announce.max_ips_per_nic", "must be >= 1")

@@ -7,7 +7,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -22,8 +24,10 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/sdnotify"
 	"github.com/rarp-announce/rarp-announce/internal/version"
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // Overrides are command-line flags that win over the file.
@@ -162,7 +166,8 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	// strategy lands, so a reload can switch a NIC kind to qemu.
 	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
-	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor, WatchUplinks: true})
+	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor,
+		Metadata: d.setMetadata, Leases: d.leases, WatchUplinks: true})
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +190,22 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 // monitor runs a QMP command on the QMP connection.
 func (d *Daemon) monitor(ctx context.Context, uuid, cmd string) (string, error) {
 	return d.qmpConn.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
+}
+
+// setMetadata writes our <metadata> element into a domain's live XML on
+// the QMP connection (read-write; dialed at the first write).
+func (d *Daemon) setMetadata(ctx context.Context, uuid string, elem []byte) error {
+	err := d.qmpConn.SetMetadata(ctx, libvirtwatch.DomainRef{UUID: uuid}, string(elem), domxml.AddressesKey, domxml.AddressesNamespace)
+	if errors.Is(err, libvirtwatch.ErrDenied) {
+		return fmt.Errorf("%w: %w", agent.ErrMetadataDenied, err)
+	}
+	return err
+}
+
+// leases asks the watcher's (read-only) connection for a libvirt
+// network's DHCP leases of mac.
+func (d *Daemon) leases(ctx context.Context, network string, mac rarp.MAC) ([]netip.Addr, error) {
+	return d.watcher.DHCPLeases(ctx, network, mac.String())
 }
 
 func (d *Daemon) ready() (bool, string) {

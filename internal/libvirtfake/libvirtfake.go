@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sort"
 	"strings"
@@ -51,6 +52,9 @@ const (
 	ProcConnectDomainEventCallbackRegisterAny   = 316
 	ProcConnectDomainEventCallbackDeregisterAny = 317
 	ProcDomainEventCallbackLifecycle            = 318
+	ProcNetworkLookupByName                     = 46
+	ProcDomainSetMetadata                       = 264
+	ProcNetworkGetDhcpLeases                    = 341
 	ProcQEMUDomainMonitorCommand                = 1 // in ProgramQEMU
 )
 
@@ -69,6 +73,7 @@ const (
 const (
 	errOperationDenied  = 29 // VIR_ERR_OPERATION_DENIED
 	errNoDomain         = 42 // VIR_ERR_NO_DOMAIN
+	errNoNetwork        = 43 // VIR_ERR_NO_NETWORK
 	errOperationInvalid = 55 // VIR_ERR_OPERATION_INVALID
 	errNoSupport        = 3  // VIR_ERR_NO_SUPPORT
 	fromRemote          = 13 // VIR_FROM_REMOTE
@@ -84,6 +89,15 @@ type Domain struct {
 	State  int32  // virDomainState
 	Reason int32
 	XML    string // returned by GetXMLDesc whatever the flags
+	// Metadata holds what virDomainSetMetadata (type ELEMENT) wrote, by
+	// namespace URI; the XML is not changed.
+	Metadata map[string]string
+}
+
+// Lease is one DHCP lease of a libvirt network (virNetworkGetDHCPLeases).
+type Lease struct {
+	MAC, IP string
+	IPv6    bool
 }
 
 // Active reports a domain libvirt would list as active.
@@ -126,6 +140,7 @@ type Server struct {
 	readOnly bool
 	calls    map[Call]int
 	uris     []string
+	networks map[string][]Lease
 	closed   bool
 	subsCond *sync.Cond
 
@@ -155,6 +170,16 @@ func Listen(path string) (*Server, error) {
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
+}
+
+// SetNetwork defines (or replaces) a libvirt network and its DHCP leases.
+func (s *Server) SetNetwork(name string, leases []Lease) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.networks == nil {
+		s.networks = map[string][]Lease{}
+	}
+	s.networks[name] = append([]Lease(nil), leases...)
 }
 
 // Path is the socket's path.
@@ -232,7 +257,9 @@ func (s *Server) Domain(name string) (Domain, bool) {
 	if d == nil {
 		return Domain{}, false
 	}
-	return *d, true
+	c := *d
+	c.Metadata = maps.Clone(d.Metadata)
+	return c, true
 }
 
 // SetState sets a domain's state and reason without any event.
@@ -769,6 +796,65 @@ func (c *conn) dispatch(prog, proc uint32, payload []byte) ([]byte, error) {
 			return nil, noDomain(fmt.Sprintf("no domain with matching uuid '%s'", domxml.FormatUUID(a.UUID)))
 		}
 		return encode(libvirt.DomainLookupByUUIDRet{Dom: w})
+	case ProcDomainSetMetadata:
+		var a libvirt.DomainSetMetadataArgs
+		if err := decode(payload, &a); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.readOnly {
+			return nil, &rpcError{errOperationDenied, fromRemote, "operation forbidden: read only access prevents virDomainSetMetadata"}
+		}
+		d := s.doms[a.Dom.UUID]
+		if d == nil {
+			return nil, noDomain(fmt.Sprintf("no domain with matching uuid '%s'", domxml.FormatUUID(a.Dom.UUID)))
+		}
+		if a.Type != int32(libvirt.DomainMetadataElement) || len(a.Uri) != 1 || len(a.Key) != 1 {
+			return nil, &rpcError{1, fromRemote, "invalid argument: the fake takes type ELEMENT with a key and a URI"}
+		}
+		if d.Metadata == nil {
+			d.Metadata = map[string]string{}
+		}
+		d.Metadata[a.Uri[0]] = strings.Join(a.Metadata, "")
+		return nil, nil
+	case ProcNetworkLookupByName:
+		var a libvirt.NetworkLookupByNameArgs
+		if err := decode(payload, &a); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		_, ok := s.networks[a.Name]
+		s.mu.Unlock()
+		if !ok {
+			return nil, &rpcError{errNoNetwork, 19, "Network not found: no network with matching name '" + a.Name + "'"}
+		}
+		return encode(libvirt.NetworkLookupByNameRet{Net: libvirt.Network{Name: a.Name}})
+	case ProcNetworkGetDhcpLeases:
+		var a libvirt.NetworkGetDhcpLeasesArgs
+		if err := decode(payload, &a); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		ls, ok := s.networks[a.Net.Name]
+		s.mu.Unlock()
+		if !ok {
+			return nil, &rpcError{errNoNetwork, 19, "Network not found: no network with matching name '" + a.Net.Name + "'"}
+		}
+		var ret libvirt.NetworkGetDhcpLeasesRet
+		for _, l := range ls {
+			if len(a.Mac) == 1 && !strings.EqualFold(a.Mac[0], l.MAC) {
+				continue
+			}
+			typ, prefix := int32(0), uint32(24) // VIR_IP_ADDR_TYPE_IPV4
+			if l.IPv6 {
+				typ, prefix = 1, 64
+			}
+			ret.Leases = append(ret.Leases, libvirt.NetworkDhcpLease{Iface: "virbr0", Expirytime: time.Now().Add(time.Hour).Unix(),
+				Type: typ, Mac: libvirt.OptString{l.MAC}, Ipaddr: l.IP, Prefix: prefix})
+		}
+		ret.Ret = uint32(len(ret.Leases))
+		return encode(ret)
 	case ProcDomainGetXMLDesc, ProcDomainGetState:
 		var a libvirt.DomainGetStateArgs // same layout as DomainGetXMLDescArgs: Dom, Flags
 		if err := decode(payload, &a); err != nil {

@@ -24,6 +24,19 @@ const (
 	ProtoDHCP                  // DHCPv4 server reply (BOOTREPLY) on UDP 67 -> 68
 )
 
+// String names the protocol for logs: arp, ndp, dhcp.
+func (p Proto) String() string {
+	switch p {
+	case ProtoARP:
+		return "arp"
+	case ProtoNDP:
+		return "ndp"
+	case ProtoDHCP:
+		return "dhcp"
+	}
+	return "unknown"
+}
+
 // Decoded is one frame as Decode read it. Only the part its Proto names is
 // set.
 type Decoded struct {

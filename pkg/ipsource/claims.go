@@ -18,6 +18,8 @@ const (
 	// SourceCarried: learned on the host the domain came from, carried in
 	// our own <metadata> (domxml.Domain.CarriedAddresses).
 	SourceCarried Source = "carried"
+	// SourceLeases: libvirt's DHCP leases on the NIC's libvirt network.
+	SourceLeases Source = "leases"
 )
 
 // Candidate is an address for a NIC and where it came from.

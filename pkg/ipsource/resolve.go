@@ -1,15 +1,27 @@
 package ipsource
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
+
+// LeaseSource returns the addresses libvirt's DHCP server of the libvirt
+// network named network leased to mac (libvirtwatch's DHCPLeases).
+type LeaseSource func(ctx context.Context, network string, mac rarp.MAC) ([]netip.Addr, error)
+
+// LeaseTimeout bounds one lease lookup at landing.
+const LeaseTimeout = 2 * time.Second
 
 // Resolver gathers a NIC's addresses from the enabled sources, in order
 // (Nova's metadata, the static map, what was learned here, what was learned
-// on the previous host and carried in the domain's metadata), and has
+// on the previous host and carried in the domain's metadata, libvirt's DHCP
+// leases for NICs on a libvirt network), and has
 // Claims grant them. A nil or false source is switched off.
 type Resolver struct {
 	// Nova reads Nova's metadata from the domain XML.
@@ -20,6 +32,9 @@ type Resolver struct {
 	Learned *Learned
 	// Carried reads our own <metadata> element from the domain XML.
 	Carried bool
+	// Leases, if set, asks libvirt for the DHCP leases of NICs of
+	// type='network' (their <source network>), one call per such NIC.
+	Leases LeaseSource
 	// Claims, if set, grants addresses (see Claims.Claim); without it
 	// every candidate is returned as granted.
 	Claims *Claims
@@ -57,6 +72,17 @@ func (r *Resolver) Resolve(d *domxml.Domain, ifc domxml.Interface) (granted []Ca
 		}
 		for _, ip := range m[ifc.MAC] {
 			cands = append(cands, Candidate{IP: ip, Source: SourceCarried})
+		}
+	}
+	if r.Leases != nil && ifc.SourceNetwork != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), LeaseTimeout)
+		ips, lerr := r.Leases(ctx, ifc.SourceNetwork, ifc.MAC)
+		cancel()
+		if lerr != nil {
+			errs = append(errs, fmt.Errorf("leases of network %s: %w", ifc.SourceNetwork, lerr))
+		}
+		for _, ip := range ips {
+			cands = append(cands, Candidate{IP: ip, Source: SourceLeases})
 		}
 	}
 	if r.Claims == nil {

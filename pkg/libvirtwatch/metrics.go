@@ -13,20 +13,24 @@ import (
 var procedures = []string{
 	procConnectOpen, procConnectClose, procRegisterLifecycle, procListAllDomains, procGetAllDomainStats,
 	procGetState, procLookupByName, procLookupByUUID, procGetXMLDesc, procMonitorCommand, procGetLibVersion,
+	procSetMetadata, procNetworkLookupByName, procNetworkGetDHCPLeases,
 }
 
 const (
-	procConnectOpen       = "connect_open"
-	procConnectClose      = "connect_close"
-	procRegisterLifecycle = "connect_domain_event_callback_register_any"
-	procListAllDomains    = "connect_list_all_domains"
-	procGetState          = "domain_get_state"
-	procGetAllDomainStats = "connect_get_all_domain_stats"
-	procLookupByName      = "domain_lookup_by_name"
-	procLookupByUUID      = "domain_lookup_by_uuid"
-	procGetXMLDesc        = "domain_get_xml_desc"
-	procMonitorCommand    = "domain_qemu_monitor_command"
-	procGetLibVersion     = "connect_get_lib_version"
+	procConnectOpen          = "connect_open"
+	procConnectClose         = "connect_close"
+	procRegisterLifecycle    = "connect_domain_event_callback_register_any"
+	procListAllDomains       = "connect_list_all_domains"
+	procGetState             = "domain_get_state"
+	procGetAllDomainStats    = "connect_get_all_domain_stats"
+	procLookupByName         = "domain_lookup_by_name"
+	procLookupByUUID         = "domain_lookup_by_uuid"
+	procGetXMLDesc           = "domain_get_xml_desc"
+	procMonitorCommand       = "domain_qemu_monitor_command"
+	procGetLibVersion        = "connect_get_lib_version"
+	procSetMetadata          = "domain_set_metadata"
+	procNetworkLookupByName  = "network_lookup_by_name"
+	procNetworkGetDHCPLeases = "network_get_dhcp_leases"
 )
 
 // Metrics counts what a Watcher (and every Conn made with the same Config)

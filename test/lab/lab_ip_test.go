@@ -17,3 +17,16 @@ func TestLabIPFollow(t *testing.T) {
 	netnstest.Require(t, "tshark")
 	runLab(t, "lab-e2e-ip.sh")
 }
+
+// TestLabCarryLearned runs lab-e2e-carry.sh: no Nova metadata, no static
+// map; the client's pings make the iPXE guest answer ARP on A, A's agent
+// learns 10.66.0.10 on the VM's tap and writes it into the domain's live
+// XML (our <metadata> namespace, read-write socket); after the migration
+// to B the switch sees B's GARPs for it, entering from B's port after the
+// RARPs, and virsh dumpxml on B shows the metadata. With the source's
+// agent on the read-only socket (negative control) it logs once that it
+// cannot carry, and the destination sends no GARP.
+func TestLabCarryLearned(t *testing.T) {
+	netnstest.Require(t, "tshark")
+	runLab(t, "lab-e2e-carry.sh")
+}

@@ -1,0 +1,199 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// MetadataWriter writes elem, our <metadata> element
+// (domxml.MarshalAddresses), into a running domain's live XML
+// (virDomainSetMetadata, AFFECT_LIVE, namespace domxml.AddressesNamespace),
+// which travels with the domain when it migrates. It needs libvirt's
+// read-write socket; on a read-only one its error wraps ErrMetadataDenied.
+type MetadataWriter func(ctx context.Context, domainUUID string, elem []byte) error
+
+// ErrMetadataDenied is what a MetadataWriter's error wraps when libvirt
+// refuses to write at all (a read-only connection): carrying is then off
+// for good, the learned addresses stay on this host.
+var ErrMetadataDenied = errors.New("metadata write denied")
+
+// carryTimeout bounds one metadata write.
+const carryTimeout = 5 * time.Second
+
+// CarryOptions configure carrying learned addresses with the domain.
+type CarryOptions struct {
+	Write MetadataWriter
+	// Every is the shortest time between two writes for one domain: a
+	// change within it is written when it ends (the latest state, once).
+	Every time.Duration
+	// PerNIC bounds the addresses written per NIC (max_ips_per_nic).
+	PerNIC int
+}
+
+// carrier writes what the learners learned on a domain's NICs into the
+// domain's live XML, only on change and at most once per Every per domain,
+// so the destination of a migration knows the addresses at landing (the
+// carried source). What the domain carried in when it landed here is kept
+// in the element unless the NIC's own learned addresses fill it.
+type carrier struct {
+	o       CarryOptions
+	learned *ipsource.Learned
+	m       *IPMetrics
+	log     *zap.Logger
+
+	mu   sync.Mutex
+	off  bool // denied: local only from now on (logged once)
+	doms map[string]*carryDom
+}
+
+type carryDom struct {
+	name string
+	macs []rarp.MAC
+	in   map[rarp.MAC][]netip.Addr // carried in at landing
+	last []byte                    // what the XML holds, as far as we know
+	at   time.Time                 // last write
+	t    *time.Timer               // a write due
+	// fails counts failed writes in a row: retried Every later, up to
+	// carryRetries, then at the next change.
+	fails int
+}
+
+// carryRetries bounds the retries of a failed write.
+const carryRetries = 3
+
+func newCarrier(o CarryOptions, learned *ipsource.Learned, m *IPMetrics, log *zap.Logger) *carrier {
+	if o.Write == nil || learned == nil {
+		return nil
+	}
+	return &carrier{o: o, learned: learned, m: m, log: log, doms: map[string]*carryDom{}}
+}
+
+// track notes mac as one of the domain's learning NICs; dom's XML says
+// what it carries already.
+func (c *carrier) track(dom *domxml.Domain, mac rarp.MAC) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.doms[dom.UUID]
+	if d == nil {
+		in, _ := dom.CarriedAddresses() // bad entries were reported by Resolve
+		d = &carryDom{name: dom.Name, in: in}
+		if in != nil {
+			d.last = domxml.MarshalAddresses(in)
+		}
+		c.doms[dom.UUID] = d
+	}
+	if !slices.Contains(d.macs, mac) {
+		d.macs = append(d.macs, mac)
+	}
+}
+
+// changed schedules a write of the domain's addresses: now if none was
+// written within Every, else when Every has passed since the last.
+func (c *carrier) changed(uuid string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.doms[uuid]
+	if d == nil || d.t != nil || c.off {
+		return
+	}
+	wait := time.Until(d.at.Add(c.o.Every))
+	d.t = time.AfterFunc(max(wait, 0), func() { c.flush(uuid, d) })
+}
+
+// drop forgets a domain that left or stopped; a write due is not made.
+func (c *carrier) drop(uuid string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.doms[uuid]; d != nil && d.t != nil {
+		d.t.Stop()
+	}
+	delete(c.doms, uuid)
+}
+
+// state is the element for d now: per NIC, what was learned here first,
+// then what it carried in, at most PerNIC addresses.
+func (c *carrier) state(d *carryDom) []byte {
+	m := map[rarp.MAC][]netip.Addr{}
+	for _, mac := range d.macs {
+		var ips []netip.Addr
+		for _, ip := range append(c.learned.Get(mac), d.in[mac]...) {
+			if len(ips) < c.o.PerNIC && !slices.Contains(ips, ip) {
+				ips = append(ips, ip)
+			}
+		}
+		if len(ips) > 0 {
+			m[mac] = ips
+		}
+	}
+	for mac, ips := range d.in { // a NIC not learning here keeps its entry
+		if _, ok := m[mac]; !ok && !slices.Contains(d.macs, mac) {
+			m[mac] = ips
+		}
+	}
+	return domxml.MarshalAddresses(m)
+}
+
+func (c *carrier) flush(uuid string, d *carryDom) {
+	c.mu.Lock()
+	if c.doms[uuid] != d || c.off {
+		c.mu.Unlock()
+		return
+	}
+	d.t = nil
+	elem := c.state(d)
+	if bytes.Equal(elem, d.last) {
+		c.mu.Unlock()
+		return
+	}
+	d.at = time.Now()
+	name := d.name
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), carryTimeout)
+	err := c.o.Write(ctx, uuid, elem)
+	cancel()
+	log := c.log.With(zap.String("domain", name), zap.String("uuid", uuid))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err == nil:
+		c.m.carry("ok")
+		d.last, d.fails = elem, 0
+		log.Info("learned addresses written into the domain's live XML; they travel with it", zap.ByteString("metadata", elem))
+	case errors.Is(err, ErrMetadataDenied):
+		c.m.carry("denied")
+		if !c.off {
+			c.off = true
+			c.log.Warn("libvirt refuses to write the domain's metadata (read-only socket?): learned addresses stay on this host, a migration's destination will not know them", zap.Error(err))
+		}
+	default:
+		c.m.carry("error")
+		d.fails++
+		if d.fails <= carryRetries && c.doms[uuid] == d && d.t == nil {
+			d.t = time.AfterFunc(c.o.Every, func() { c.flush(uuid, d) })
+			log.Warn("learned addresses not written into the domain's live XML; trying again", zap.Duration("in", c.o.Every), zap.Error(err))
+			return
+		}
+		log.Warn("learned addresses not written into the domain's live XML; tried again at the next change", zap.Error(err))
+	}
+}

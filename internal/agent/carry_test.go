@@ -1,0 +1,187 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// stillLearner stands in for an ipsource.Learner: it runs until closed.
+type stillLearner struct{ done chan struct{} }
+
+func (l *stillLearner) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-l.done:
+	}
+	return nil
+}
+func (l *stillLearner) Close() error { return nil }
+
+// metaWrites records MetadataWriter calls; err, if set, is returned.
+type metaWrites struct {
+	mu    sync.Mutex
+	elems []string
+	err   error
+}
+
+func (w *metaWrites) write(_ context.Context, uuid string, elem []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	w.elems = append(w.elems, uuid+" "+string(elem))
+	return nil
+}
+
+func (w *metaWrites) got() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.elems...)
+}
+
+// waitWrites waits until w holds n writes, then a little more to catch
+// an extra one.
+func waitWrites(t *testing.T, w *metaWrites, n int, within time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for len(w.got()) < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	return w.got()
+}
+
+const carryDomXML = `<domain type='kvm' id='3'><name>vm</name><uuid>72616c61-766d-4000-8000-000000000001</uuid>
+<metadata><rarp:addresses xmlns:rarp='` + domxml.AddressesNamespace + `'>
+<rarp:nic mac='52:54:00:aa:bb:cc'><rarp:ip address='10.66.0.99'/></rarp:nic>
+<rarp:nic mac='52:54:00:aa:bb:dd'><rarp:ip address='10.66.1.5'/></rarp:nic>
+</rarp:addresses></metadata>
+<devices><interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br0'/><target dev='vnet0'/><alias name='net0'/></interface></devices></domain>`
+
+// TestCarryLearnedAddresses: what a learner learns on a running domain's
+// NIC is written into the domain's live XML at once, merged with what the
+// domain carried in (the learned address first; a NIC not learning here
+// keeps its entry); a second change within carry_every is written once
+// when it ends, with the latest state; a change to the same state is not
+// written; a release cancels a write due; libvirt's refusal (read-only
+// socket) stops carrying for good, counted once per attempt.
+func TestCarryLearnedAddresses(t *testing.T) {
+	dom, err := domxml.Parse([]byte(carryDomXML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := dom.Interfaces[0].MAC
+	store := ipsource.NewLearned(4, 16)
+	var (
+		mu   sync.Mutex
+		seen func(ipsource.Event)
+	)
+	open := func(dev string, m rarp.MAC, s func(ipsource.Event)) (Learner, error) {
+		if dev != "vnet0" || m != mac {
+			return nil, fmt.Errorf("learner on %s for %s", dev, m)
+		}
+		mu.Lock()
+		seen = s
+		mu.Unlock()
+		return &stillLearner{done: make(chan struct{})}, nil
+	}
+	learn := func(ip string) {
+		t.Helper()
+		a := netip.MustParseAddr(ip)
+		r := store.Add(mac, a)
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			mu.Lock()
+			s := seen
+			mu.Unlock()
+			if s != nil {
+				s(ipsource.Event{MAC: mac, IP: a, Proto: 1, Result: r})
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no learner opened")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	w := &metaWrites{}
+	m := NewIPMetrics(nil)
+	const every = 300 * time.Millisecond
+	f := NewIPFollower(IPOptions{Resolver: &ipsource.Resolver{Learned: store}, Learn: open, Metrics: m,
+		Logger: zaptest.NewLogger(t), Carry: CarryOptions{Write: w.write, Every: every, PerNIC: 8}})
+	defer f.Release(dom.UUID)
+	targets := []plan.Target{{NIC: dom.Interfaces[0], Strategy: plan.Host, Port: "vnet0", Master: "br0"}}
+	f.RunningDomain(dom, targets, zaptest.NewLogger(t))
+
+	learn("10.66.0.10")
+	want1 := dom.UUID + ` <addresses><nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.10"/><ip address="10.66.0.99"/></nic>` +
+		`<nic mac="52:54:00:aa:bb:dd"><ip address="10.66.1.5"/></nic></addresses>`
+	if got := waitWrites(t, w, 1, time.Second); len(got) != 1 || got[0] != want1 {
+		t.Fatalf("first write: %q\nwant %q", got, want1)
+	}
+	start := time.Now()
+	learn("fd66::10")
+	learn("10.66.0.11")
+	got := waitWrites(t, w, 2, 2*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("writes after two changes within carry_every: %q, want 2 in all", got)
+	}
+	if el := time.Since(start); el < every-50*time.Millisecond {
+		t.Fatalf("second write %v after the change, want >= carry_every %v", el, every)
+	}
+	want2 := dom.UUID + ` <addresses><nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.10"/><ip address="fd66::10"/><ip address="10.66.0.11"/><ip address="10.66.0.99"/></nic>` +
+		`<nic mac="52:54:00:aa:bb:dd"><ip address="10.66.1.5"/></nic></addresses>`
+	if got[1] != want2 {
+		t.Fatalf("second write %q\nwant %q", got[1], want2)
+	}
+	// a change event that leaves the state as written: nothing written
+	time.Sleep(every)
+	f.carry.changed(dom.UUID)
+	if got := waitWrites(t, w, 3, 200*time.Millisecond); len(got) != 2 {
+		t.Fatalf("unchanged state written again: %q", got)
+	}
+	// a release cancels what is due
+	learn("10.66.0.12")
+	if got := waitWrites(t, w, 3, time.Second); len(got) != 3 {
+		t.Fatalf("a change after carry_every: %d writes, want 3", len(got))
+	}
+	learn("10.66.0.13") // due carry_every after the last write
+	f.Release(dom.UUID)
+	if got := waitWrites(t, w, 4, every+200*time.Millisecond); len(got) != 3 {
+		t.Fatalf("after the release: %d writes, want 3 (the one due was cancelled)", len(got))
+	}
+	if v := testutil.ToFloat64(m.carries.WithLabelValues("ok")); v != 3 {
+		t.Fatalf("ip_metadata_writes_total{result=ok} = %v, want 3", v)
+	}
+
+	// read-only: denied once, then carrying is off
+	w.mu.Lock()
+	w.err = fmt.Errorf("%w: read only access prevents virDomainSetMetadata", ErrMetadataDenied)
+	w.mu.Unlock()
+	mu.Lock()
+	seen = nil
+	mu.Unlock()
+	store.Forget(mac)
+	f.RunningDomain(dom, targets, zaptest.NewLogger(t))
+	learn("10.66.0.20")
+	time.Sleep(100 * time.Millisecond)
+	time.Sleep(every)
+	learn("10.66.0.21")
+	time.Sleep(every + 100*time.Millisecond)
+	if v := testutil.ToFloat64(m.carries.WithLabelValues("denied")); v != 1 {
+		t.Fatalf("ip_metadata_writes_total{result=denied} = %v, want 1 (then no more tries)", v)
+	}
+}
