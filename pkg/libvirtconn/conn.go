@@ -12,11 +12,9 @@ package libvirtconn
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -263,13 +261,8 @@ func (c *Conn) lookup(ctx context.Context, nameOrUUID string) (libvirt.Domain, e
 }
 
 func parseUUID(s string) (libvirt.UUID, error) {
-	var u libvirt.UUID
-	canon, err := domxml.CanonicalUUID(s)
-	if err != nil {
-		return u, err
-	}
-	_, err = hex.Decode(u[:], []byte(strings.ReplaceAll(canon, "-", "")))
-	return u, err
+	u, err := domxml.ParseUUID(s)
+	return libvirt.UUID(u), err
 }
 
 // DomainRefOf names a go-libvirt domain (a lifecycle event's).
