@@ -64,6 +64,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 )
 
@@ -223,7 +224,7 @@ func storm(b *testing.B, v stormVariant) {
 		}
 		d := libvirtfake.Domain{Name: name, UUID: uuid, State: 5, XML: libvirtfake.LiveXML(name, uuid, 1, ns...)}
 		if !prefetch {
-			d.State, d.Reason = libvirtwatch.StatePaused, 2 // incoming migration, before RESUMED
+			d.State, d.Reason = libvirtconn.StatePaused, 2 // incoming migration, before RESUMED
 		}
 		if err := fake.AddDomain(d); err != nil {
 			b.Fatal(err)

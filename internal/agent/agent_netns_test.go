@@ -10,6 +10,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -92,7 +93,7 @@ func TestLandingAnnouncesBridgeAndMacvtapNICs(t *testing.T) {
 func TestLandingWithoutPrefetchReadsTheXMLOnce(t *testing.T) {
 	h := newHost(t, hostOptions{})
 	h.tap(t, "vnet0", wired)
-	d := h.newDomain(t, libvirtwatch.StatePaused, 2, "vnet0")
+	d := h.newDomain(t, libvirtconn.StatePaused, 2, "vnet0")
 	calls := xmlCalls(h)
 	h.emit(t, d, resumedMigrated)
 	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
@@ -238,7 +239,7 @@ func TestPortChangeOfADomainNotRunningIsNotAnnounced(t *testing.T) {
 	paused := h.newDomain(t, stateOff, 0, "vnet2")
 	h.land(t, paused)
 	h.frames.wait(t, paused.macs[0], framesPerBurst, 5*time.Second)
-	if err := h.fake.SetState(paused.name, libvirtwatch.StatePaused, 1); err != nil {
+	if err := h.fake.SetState(paused.name, libvirtconn.StatePaused, 1); err != nil {
 		t.Fatal(err)
 	}
 	h.ns.Exec(t, "ip", "link", "set", "dev", "vnet2", "nomaster")
@@ -462,7 +463,7 @@ func TestNICsThatCannotBeAnnounced(t *testing.T) {
 func TestLibvirtdRestartResync(t *testing.T) {
 	var before domain
 	h := newHost(t, hostOptions{before: func(h *host) {
-		before = h.newDomain(t, stateRunning, libvirtwatch.ReasonRunningMigrated, "vnet0")
+		before = h.newDomain(t, stateRunning, libvirtconn.ReasonRunningMigrated, "vnet0")
 	}})
 	h.tap(t, "vnet0", wired) // after the resync: the landing waits for its port
 	h.frames.wait(t, before.macs[0], framesPerBurst, 5*time.Second)
@@ -471,7 +472,7 @@ func TestLibvirtdRestartResync(t *testing.T) {
 	}
 
 	// A domain lands while libvirtd is restarting: its events are lost.
-	missed := h.newDomain(t, stateRunning, libvirtwatch.ReasonRunningPostcopy, "vnet0")
+	missed := h.newDomain(t, stateRunning, libvirtconn.ReasonRunningPostcopy, "vnet0")
 	booted := h.newDomain(t, stateRunning, reasonBooted, "vnet0")
 	for i := 1; i <= 2; i++ {
 		h.fake.DropConnections()
@@ -495,7 +496,7 @@ func TestLibvirtdRestartResync(t *testing.T) {
 func TestAnnounceDomainOnlyForRunningDomains(t *testing.T) {
 	h := newHost(t, hostOptions{})
 	h.tap(t, "vnet0", wired)
-	paused := h.newDomain(t, libvirtwatch.StatePaused, 1, "vnet0")
+	paused := h.newDomain(t, libvirtconn.StatePaused, 1, "vnet0")
 	running := h.newDomain(t, stateRunning, reasonBooted, "vnet0")
 	ctx := context.Background()
 	if _, err := h.agent.AnnounceDomain(ctx, libvirtwatch.DomainRef{Name: paused.name, UUID: paused.uuid}, ""); err == nil || !strings.Contains(err.Error(), "not running") {
@@ -522,7 +523,7 @@ func TestAnnounceDomainOnlyForRunningDomains(t *testing.T) {
 func TestCancelWhileReadingTheXML(t *testing.T) {
 	h := newHost(t, hostOptions{})
 	h.tap(t, "vnet0", wired)
-	d := h.newDomain(t, libvirtwatch.StatePaused, 2, "vnet0") // no STARTED/MIGRATED: read at landing
+	d := h.newDomain(t, libvirtconn.StatePaused, 2, "vnet0") // no STARTED/MIGRATED: read at landing
 	h.fake.SetDelay(500 * time.Millisecond)
 	h.emit(t, d, resumedMigrated, stoppedDestroyed)
 	h.waitLogged(t, "announces cancelled", d.name, 5*time.Second)

@@ -39,6 +39,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -287,7 +288,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 	h.fdb = &gatedFDB{FDB: parts.FDB}
 	h.announcer = parts.Announcer
 	h.watcher = libvirtwatch.New(libvirtwatch.Config{
-		Socket: h.fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second,
+		Conn:       libvirtconn.Config{Socket: h.fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second},
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
 		AnnounceOnResync: true, ReportConnection: true, Logger: log.Named("libvirt"), Metrics: lvm,
 	})
@@ -444,7 +445,7 @@ var (
 	stoppedDestroyed       = ev{libvirtwatch.EventStopped, 1}
 	stoppedMigrated        = ev{libvirtwatch.EventStopped, libvirtwatch.DetailStoppedMigrated}
 	stoppedFailed          = ev{libvirtwatch.EventStopped, libvirtwatch.DetailStoppedFailed}
-	stateRunning, stateOff = libvirtwatch.StateRunning, int32(5)
+	stateRunning, stateOff = libvirtconn.StateRunning, int32(5)
 	reasonBooted           = int32(1)
 )
 

@@ -12,6 +12,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/fdb"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -222,8 +223,8 @@ func (a *Agent) readXML(ctx context.Context, ev libvirtwatch.Event, budget time.
 // transient reports a libvirt failure that a reconnect may cure.
 func transient(err error) bool {
 	var te interface{ Timeout() bool }
-	return errors.Is(err, libvirtwatch.ErrNotConnected) || errors.Is(err, libvirtwatch.ErrConnectionLost) ||
-		errors.Is(err, libvirtwatch.ErrTimeout) || (errors.As(err, &te) && te.Timeout())
+	return errors.Is(err, libvirtwatch.ErrNotConnected) || errors.Is(err, libvirtconn.ErrConnectionLost) ||
+		errors.Is(err, libvirtconn.ErrTimeout) || (errors.As(err, &te) && te.Timeout())
 }
 
 // hostStrategy announces from the host: wait for the port, repair the

@@ -20,19 +20,20 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 )
 
 // qemuRig is the daemon's event path with the qemu strategy for bridge
 // NICs: a fake libvirtd -> libvirtwatch.Watcher -> Agent -> qmp.Announcer
-// -> a libvirtwatch.Redialer (QMP's own connection, as in the daemon) ->
+// -> a libvirtconn.Redialer (QMP's own connection, as in the daemon) ->
 // the fake's monitor. Only libvirtd and QEMU are fake, so failures can be
 // made to order.
 type qemuRig struct {
 	s    *libvirtfake.Server
 	w    *libvirtwatch.Watcher
-	qc   *libvirtwatch.Redialer
+	qc   *libvirtconn.Redialer
 	a    *agent.Agent
 	reg  *prometheus.Registry
 	logs *observer.ObservedLogs
@@ -70,13 +71,13 @@ func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
 	lvm := libvirtwatch.NewMetrics(nil)
 	r.reg.MustRegister(lvm)
-	cfg := libvirtwatch.Config{
-		Socket: s.Path(), URI: "test:///default", RPCTimeout: rpcTimeout,
+	conn := libvirtconn.Config{Socket: s.Path(), URI: "test:///default", RPCTimeout: rpcTimeout,
+		Logger: log.Named("libvirt"), Metrics: lvm.RPC}
+	r.w = libvirtwatch.New(libvirtwatch.Config{Conn: conn,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 		AnnounceOnResync: true, Logger: log.Named("libvirt"), Metrics: lvm,
-	}
-	r.w = libvirtwatch.New(cfg)
-	r.qc = libvirtwatch.NewRedialer(cfg)
+	})
+	r.qc = libvirtconn.NewRedialer(conn)
 	t.Cleanup(func() { _ = r.qc.Close() })
 	// The parts from the daemon's composition root, QMP through the rig.
 	acfg := config.Default()

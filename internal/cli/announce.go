@@ -13,7 +13,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
-	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 )
 
@@ -58,7 +58,7 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	// Read-only for the domain's state and XML; the read-write socket is
 	// dialed only when a NIC of this domain is planned on the qemu
 	// strategy (issue 10), at its first QMP command.
-	conn, err := libvirtwatch.Dial(ctx, daemon.LibvirtConfig(cfg, log, nil))
+	conn, err := libvirtconn.Dial(ctx, daemon.ConnConfig(cfg, log, nil))
 	if err != nil {
 		return failure(env, "announce", fmt.Errorf("libvirt: %w", err))
 	}
@@ -153,15 +153,15 @@ func burstLength(s announce.Schedule) time.Duration {
 // first monitor command: a domain with no NIC on the qemu strategy never
 // opens the read-write socket.
 type lazyConn struct {
-	cfg  libvirtwatch.Config
+	cfg  libvirtconn.Config
 	mu   sync.Mutex
-	conn *libvirtwatch.Conn
+	conn *libvirtconn.Conn
 }
 
 func (l *lazyConn) monitor(ctx context.Context, uuid, cmd string) (string, error) {
 	l.mu.Lock()
 	if l.conn == nil {
-		c, err := libvirtwatch.Dial(ctx, l.cfg)
+		c, err := libvirtconn.Dial(ctx, l.cfg)
 		if err != nil {
 			l.mu.Unlock()
 			return "", fmt.Errorf("libvirt (read-write, for QMP): %w", err)
@@ -170,7 +170,7 @@ func (l *lazyConn) monitor(ctx context.Context, uuid, cmd string) (string, error
 	}
 	c := l.conn
 	l.mu.Unlock()
-	return c.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
+	return c.QEMUMonitorCommand(ctx, libvirtconn.DomainRef{UUID: uuid}, cmd)
 }
 
 func (l *lazyConn) Close() {

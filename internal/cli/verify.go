@@ -12,7 +12,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
-	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
@@ -74,7 +74,7 @@ func runVerify(ctx context.Context, env *Env, args []string) int {
 	}
 	defer log.Sync()
 
-	conn, err := libvirtwatch.Dial(ctx, daemon.LibvirtConfig(cfg, log, nil))
+	conn, err := libvirtconn.Dial(ctx, daemon.ConnConfig(cfg, log, nil))
 	if err != nil {
 		return failure(env, "verify", fmt.Errorf("libvirt: %w", err))
 	}

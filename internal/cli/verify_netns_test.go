@@ -10,7 +10,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
-	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // verify --domain on the agent's rig: the host's bridge br0 with its
@@ -38,7 +38,7 @@ func TestVerifyProbesThroughTheUplink(t *testing.T) {
 	t.Cleanup(func() { fake.Close() })
 	const mac = "52:54:00:76:66:01"
 	for _, d := range []libvirtfake.Domain{
-		{Name: "here", UUID: "76657269-6679-4000-8000-000000000001", State: libvirtwatch.StateRunning, Reason: 1,
+		{Name: "here", UUID: "76657269-6679-4000-8000-000000000001", State: libvirtconn.StateRunning, Reason: 1,
 			XML: libvirtfake.LiveXML("here", "76657269-6679-4000-8000-000000000001", 1, libvirtfake.NIC{MAC: mac, Target: "vnet0"})},
 		{Name: "off", UUID: "76657269-6679-4000-8000-000000000002", State: 5,
 			XML: libvirtfake.LiveXML("off", "76657269-6679-4000-8000-000000000002", -1, libvirtfake.NIC{MAC: "52:54:00:76:66:02"})},

@@ -25,6 +25,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/sdnotify"
 	"github.com/rarp-announce/rarp-announce/internal/version"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -91,15 +92,25 @@ func Settings(c *config.Config) agent.Settings {
 	}
 }
 
-// LibvirtConfig derives the watcher's configuration: events, states and
+// ConnConfig derives how the agent reaches libvirt: events, states and
 // live XML need only the read-only socket. QMP gets a connection of its own
 // (QMPConfig).
+func ConnConfig(c *config.Config, log *zap.Logger, m *libvirtconn.Metrics) libvirtconn.Config {
+	return libvirtconn.Config{
+		Socket:     c.Libvirt.Socket,
+		ReadOnly:   true,
+		URI:        c.Libvirt.URI,
+		RPCTimeout: c.Libvirt.RPCTimeout.D(),
+		Logger:     log,
+		Metrics:    m,
+	}
+}
+
+// LibvirtConfig derives the watcher's configuration: its connection is
+// ConnConfig's, counted in m.RPC.
 func LibvirtConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) libvirtwatch.Config {
 	return libvirtwatch.Config{
-		Socket:           c.Libvirt.Socket,
-		ReadOnly:         true,
-		URI:              c.Libvirt.URI,
-		RPCTimeout:       c.Libvirt.RPCTimeout.D(),
+		Conn:             ConnConfig(c, log, m.RPC),
 		BackoffMin:       c.Libvirt.BackoffMin.D(),
 		BackoffMax:       c.Libvirt.BackoffMax.D(),
 		AnnounceOnResync: c.Libvirt.AnnounceOnResync,
@@ -111,10 +122,10 @@ func LibvirtConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) l
 
 // QMPConfig derives the configuration of the QMP connection: the same
 // libvirt, on the read-write socket (when libvirt.socket is empty), dialed
-// only when a NIC on the qemu strategy lands (libvirtwatch.Redialer says
+// only when a NIC on the qemu strategy lands (libvirtconn.Redialer says
 // why it is not the watcher's).
-func QMPConfig(c *config.Config, log *zap.Logger, m *libvirtwatch.Metrics) libvirtwatch.Config {
-	lc := LibvirtConfig(c, log, m)
+func QMPConfig(c *config.Config, log *zap.Logger, m *libvirtconn.Metrics) libvirtconn.Config {
+	lc := ConnConfig(c, log, m)
 	lc.ReadOnly = false
 	return lc
 }
@@ -132,7 +143,7 @@ type Daemon struct {
 	reg     *prometheus.Registry
 	http    *app.HTTP
 	watcher *libvirtwatch.Watcher
-	qmpConn *libvirtwatch.Redialer
+	qmpConn *libvirtconn.Redialer
 	parts   *app.App
 	agent   *agent.Agent
 	resp    *app.Responder
@@ -164,7 +175,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	d.reg.MustRegister(d.cfgm)
 	// Always there: the connection is dialed only when a NIC on the qemu
 	// strategy lands, so a reload can switch a NIC kind to qemu.
-	d.qmpConn = libvirtwatch.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm))
+	d.qmpConn = libvirtconn.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm.RPC))
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
 	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor,
 		Metadata: d.setMetadata, Leases: d.leases, WatchUplinks: true})
@@ -196,7 +207,7 @@ func (d *Daemon) monitor(ctx context.Context, uuid, cmd string) (string, error) 
 // the QMP connection (read-write; dialed at the first write).
 func (d *Daemon) setMetadata(ctx context.Context, uuid string, elem []byte) error {
 	err := d.qmpConn.SetMetadata(ctx, libvirtwatch.DomainRef{UUID: uuid}, string(elem), domxml.AddressesKey, domxml.AddressesNamespace)
-	if errors.Is(err, libvirtwatch.ErrDenied) {
+	if errors.Is(err, libvirtconn.ErrDenied) {
 		return fmt.Errorf("%w: %w", agent.ErrMetadataDenied, err)
 	}
 	return err

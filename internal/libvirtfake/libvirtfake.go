@@ -18,7 +18,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
@@ -109,13 +108,8 @@ func (d Domain) wire() libvirt.Domain {
 }
 
 func uuidBytes(s string) (libvirt.UUID, error) {
-	var u libvirt.UUID
-	canon, err := domxml.CanonicalUUID(s)
-	if err != nil {
-		return u, err
-	}
-	_, err = hex.Decode(u[:], []byte(strings.ReplaceAll(canon, "-", "")))
-	return u, err
+	u, err := domxml.ParseUUID(s)
+	return libvirt.UUID(u), err
 }
 
 // Call is one call the fake received (for assertions).

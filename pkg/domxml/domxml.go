@@ -169,6 +169,16 @@ func Parse(data []byte) (*Domain, error) {
 // CanonicalUUID accepts a UUID as libvirt does (32 hex digits, dashes
 // anywhere) and returns it as lower-case 8-4-4-4-12.
 func CanonicalUUID(s string) (string, error) {
+	raw, err := ParseUUID(s)
+	if err != nil {
+		return "", err
+	}
+	return FormatUUID(raw), nil
+}
+
+// ParseUUID accepts a UUID as libvirt does (32 hex digits, dashes
+// anywhere) and returns its 16 bytes.
+func ParseUUID(s string) ([16]byte, error) {
 	var raw [16]byte
 	hexDigits := make([]byte, 0, 32)
 	for i := 0; i < len(s); i++ {
@@ -177,17 +187,17 @@ func CanonicalUUID(s string) (string, error) {
 			continue
 		}
 		if len(hexDigits) == 32 {
-			return "", fmt.Errorf("%q is not a UUID (too long)", s)
+			return raw, fmt.Errorf("%q is not a UUID (too long)", s)
 		}
 		hexDigits = append(hexDigits, c)
 	}
 	if len(hexDigits) != 32 {
-		return "", fmt.Errorf("%q is not a UUID (want 32 hex digits)", s)
+		return raw, fmt.Errorf("%q is not a UUID (want 32 hex digits)", s)
 	}
 	if _, err := hex.Decode(raw[:], hexDigits); err != nil {
-		return "", fmt.Errorf("%q is not a UUID (not hex)", s)
+		return [16]byte{}, fmt.Errorf("%q is not a UUID (not hex)", s)
 	}
-	return FormatUUID(raw), nil
+	return raw, nil
 }
 
 // FormatUUID formats 16 bytes as a lower-case 8-4-4-4-12 UUID.

@@ -183,6 +183,9 @@ func TestCanonicalUUID(t *testing.T) {
 			t.Errorf("CanonicalUUID(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
+	if u, err := ParseUUID("6C61622D766D40008000000000000001"); err != nil || u[0] != 0x6c || u[15] != 1 {
+		t.Errorf("ParseUUID = %x, %v", u, err)
+	}
 }
 
 // FuzzParse: Parse never panics; whatever it accepts satisfies the

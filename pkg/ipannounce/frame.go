@@ -32,6 +32,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
 
+	"github.com/rarp-announce/rarp-announce/pkg/enumname"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -62,21 +63,15 @@ const (
 	GatewayNS
 )
 
-func (k Kind) String() string {
-	switch k {
-	case GARPRequest:
-		return "garp_request"
-	case GARPReply:
-		return "garp_reply"
-	case GatewayARP:
-		return "gateway_arp"
-	case UnsolicitedNA:
-		return "unsolicited_na"
-	case GatewayNS:
-		return "gateway_ns"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
+var kindNames = enumname.Table[Kind]{
+	GARPRequest:   "garp_request",
+	GARPReply:     "garp_reply",
+	GatewayARP:    "gateway_arp",
+	UnsolicitedNA: "unsolicited_na",
+	GatewayNS:     "gateway_ns",
 }
+
+func (k Kind) String() string { return kindNames.Name(k, "kind(%d)") }
 
 // IPv6 reports whether k is an NDP frame.
 func (k Kind) IPv6() bool { return k == UnsolicitedNA || k == GatewayNS }

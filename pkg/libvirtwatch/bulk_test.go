@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // Issue 11 #9: a resync lists the domains' states in one call. With 1,000
@@ -16,9 +17,9 @@ func TestResyncOneCallForManyDomains(t *testing.T) {
 	const n = 1000
 	s := startFake(t)
 	for i := 1; i <= n; i++ {
-		addDomain(t, s, i, StateRunning, 1, 1) // booted here: nothing to land
+		addDomain(t, s, i, libvirtconn.StateRunning, 1, 1) // booted here: nothing to land
 	}
-	addDomain(t, s, n+1, StateRunning, ReasonRunningMigrated, 1) // landed while nobody watched
+	addDomain(t, s, n+1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1) // landed while nobody watched
 	s.SetDelay(5 * time.Millisecond)
 
 	start := time.Now()
@@ -53,7 +54,7 @@ func TestResyncOneCallForManyDomains(t *testing.T) {
 // agent resumes refreshes only after the cancels of domains gone.
 func TestReportConnection(t *testing.T) {
 	s := startFake(t)
-	addDomain(t, s, 1, StateRunning, ReasonRunningMigrated, 1)
+	addDomain(t, s, 1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1)
 	cfg := testConfig(t, s.Path())
 	cfg.ReportConnection = true
 	r := startWatcher(t, cfg, 16)
@@ -79,7 +80,7 @@ func TestReportConnection(t *testing.T) {
 func TestTrackerStaleStartedAfterResync(t *testing.T) {
 	tr := NewTracker()
 	d := DomainRef{Name: "vm1", UUID: uuidOf(1)}
-	dec := tr.Resync([]DomainStatus{{Domain: d, ID: 7, State: StateRunning, Reason: ReasonRunningMigrated}}, true)
+	dec := tr.Resync([]DomainStatus{{Domain: d, ID: 7, State: libvirtconn.StateRunning, Reason: libvirtconn.ReasonRunningMigrated}}, true)
 	if len(dec) != 1 || dec[0].Kind != Landed {
 		t.Fatalf("resync decided %v", dec)
 	}

@@ -1,56 +1,33 @@
 package libvirtwatch
 
 import (
-	"errors"
-	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
-
-// DefaultSockets are tried in order when Config.Socket is empty: the split
-// QEMU daemon's socket, then the monolithic libvirtd's. Their read-only
-// siblings (virtqemud-sock-ro, libvirt-sock-ro) are enough for events, state
-// and XML, but not for QEMUMonitorCommand.
-var DefaultSockets = []string{"/run/libvirt/virtqemud-sock", "/run/libvirt/libvirt-sock"}
-
-// ReadOnlySockets are tried instead when Config.ReadOnly is set: the
-// read-only sockets suffice for events, states and live XML, and give the
-// agent no power over the domains (least privilege). QMP needs the others.
-var ReadOnlySockets = []string{"/run/libvirt/virtqemud-sock-ro", "/run/libvirt/libvirt-sock-ro"}
 
 // Defaults for the zero values of Config.
 const (
-	DefaultURI        = "qemu:///system"
-	DefaultRPCTimeout = 5 * time.Second
 	DefaultBackoffMin = 200 * time.Millisecond
 	DefaultBackoffMax = 10 * time.Second
 	DefaultPingEvery  = 30 * time.Second
 )
 
-// Config configures a Watcher, or a Conn made by Dial.
+// Config configures a Watcher.
 type Config struct {
-	// ReadOnly picks the socket from ReadOnlySockets instead of
-	// DefaultSockets when Socket is empty.
-	ReadOnly bool
-	// Socket is libvirt's unix socket; "" = the first of DefaultSockets
-	// that exists, looked up again at every (re)connect.
-	Socket string
-	// URI is the driver URI opened over the socket; "" = qemu:///system.
-	// Tests use test:///default (libvirt's test driver, served by libvirtd).
-	URI string
-	// RPCTimeout bounds every libvirt call (go-libvirt has none); a call
-	// that times out closes the connection, and the Watcher reconnects.
-	// Default 5 s.
-	RPCTimeout time.Duration
+	// Conn is how to reach libvirt (socket, URI, RPC timeout); the socket
+	// is looked up again at every (re)connect. A call that times out
+	// closes the connection, and the Watcher reconnects. Conn.Logger and
+	// Conn.Metrics default to Logger and Metrics.RPC.
+	Conn libvirtconn.Config
 	// BackoffMin and BackoffMax bound the wait between reconnect attempts
 	// (doubling from min to max; back to min after a successful
 	// connection). Defaults 200 ms and 10 s.
 	BackoffMin, BackoffMax time.Duration
 	// PingEvery is how often a connected Watcher asks libvirt for its
-	// version (bounded by RPCTimeout) to notice a libvirtd that still
+	// version (bounded by Conn.RPCTimeout) to notice a libvirtd that still
 	// holds the socket open but no longer answers: go-libvirt has no
 	// keepalive, and without calls a wedged libvirtd would go unnoticed.
 	// Default 30 s; negative disables.
@@ -73,12 +50,6 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.URI == "" {
-		c.URI = DefaultURI
-	}
-	if c.RPCTimeout <= 0 {
-		c.RPCTimeout = DefaultRPCTimeout
-	}
 	if c.BackoffMin <= 0 {
 		c.BackoffMin = DefaultBackoffMin
 	}
@@ -97,26 +68,12 @@ func (c Config) withDefaults() Config {
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil) // counted, not exported
 	}
+	if c.Conn.Logger == nil {
+		c.Conn.Logger = c.Logger
+	}
+	if c.Conn.Metrics == nil {
+		c.Conn.Metrics = c.Metrics.RPC
+	}
+	c.Conn = c.Conn.WithDefaults()
 	return c
-}
-
-// ErrNoSocket reports that none of DefaultSockets exists.
-var ErrNoSocket = errors.New("no libvirt socket found")
-
-// SocketPath is the socket a connection would use now: Config.Socket, or
-// the first of DefaultSockets that exists.
-func (c Config) SocketPath() (string, error) {
-	if c.Socket != "" {
-		return c.Socket, nil
-	}
-	candidates := DefaultSockets
-	if c.ReadOnly {
-		candidates = ReadOnlySockets
-	}
-	for _, p := range candidates {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%w (tried %s)", ErrNoSocket, strings.Join(candidates, ", "))
 }

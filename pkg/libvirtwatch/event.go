@@ -3,6 +3,8 @@ package libvirtwatch
 import (
 	"fmt"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // EventKind is what an event means for the announcer.
@@ -40,13 +42,9 @@ func (k EventKind) String() string {
 	return "other"
 }
 
-// DomainRef names a domain. UUID is canonical lower-case 8-4-4-4-12.
-type DomainRef struct {
-	Name string
-	UUID string
-}
-
-func (d DomainRef) String() string { return d.Name + " (" + d.UUID + ")" }
+// DomainRef names a domain (libvirtconn's; the events' and the Watcher's
+// queries' vocabulary).
+type DomainRef = libvirtconn.DomainRef
 
 // Event is one lifecycle event, classified; or, with Resync set, a decision
 // taken while resynchronizing with libvirt after (re)connecting.

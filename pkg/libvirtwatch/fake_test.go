@@ -3,21 +3,22 @@ package libvirtwatch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // Tests against libvirtfake: event sequences a lab cannot produce, RPC
@@ -27,48 +28,44 @@ const (
 	stateShutoff = 5
 )
 
-// socketPath returns a short socket path (sun_path holds 108 bytes; test
-// temp dirs named after subtests can be longer).
-func socketPath(t testing.TB) string {
+// The fake's test helpers, under this package's short names.
+var (
+	socketPath = libvirtfake.SocketPath
+	startFake  = libvirtfake.Start
+	uuidOf     = libvirtfake.TestUUID
+	addDomain  = libvirtfake.AddTestDomain
+	checkLeaks = libvirtfake.CheckLeaks
+)
+
+func waitFor(t testing.TB, cond func() bool, what string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "lvw")
+	netnstest.WaitFor(t, what, cond)
+}
+
+// rpcTimeouts reads libvirt_rpc_timeouts_total{procedure=proc} from the
+// connections' metrics (pkg/libvirtconn counts them).
+func rpcTimeouts(t testing.TB, m *Metrics, proc string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m.RPC)
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "sock")
-}
-
-func startFake(t testing.TB) *libvirtfake.Server {
-	t.Helper()
-	s, err := libvirtfake.Listen(socketPath(t))
-	if err != nil {
-		t.Fatal(err)
+	for _, mf := range mfs {
+		if mf.GetName() != "rarp_announce_libvirt_rpc_timeouts_total" {
+			continue
+		}
+		for _, metric := range mf.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "procedure" && l.GetValue() == proc {
+					return metric.GetCounter().GetValue()
+				}
+			}
+		}
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-func uuidOf(i int) string { return fmt.Sprintf("6c61622d-766d-4000-8000-%012x", i) }
-
-func macOf(i, nic int) string {
-	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", nic, (i>>16)&0xff, (i>>8)&0xff, i&0xff)
-}
-
-// addDomain adds domain i named vm<i> with nics NICs, in the given state.
-func addDomain(t testing.TB, s *libvirtfake.Server, i int, state, reason int32, nics int) libvirtfake.Domain {
-	t.Helper()
-	var ns []libvirtfake.NIC
-	for n := 0; n < nics; n++ {
-		ns = append(ns, libvirtfake.NIC{MAC: macOf(i, n), Target: fmt.Sprintf("vnet%d", i*nics+n)})
-	}
-	d := libvirtfake.Domain{Name: fmt.Sprintf("vm%d", i), UUID: uuidOf(i), ID: int32(i), State: state, Reason: reason,
-		XML: libvirtfake.LiveXML(fmt.Sprintf("vm%d", i), uuidOf(i), int32(i), ns...)}
-	if err := s.AddDomain(d); err != nil {
-		t.Fatal(err)
-	}
-	d, _ = s.Domain(d.Name)
-	return d
+	t.Fatalf("no rpc_timeouts series for %s", proc)
+	return 0
 }
 
 type running struct {
@@ -81,9 +78,7 @@ type running struct {
 
 func testConfig(t testing.TB, socket string) Config {
 	return Config{
-		Socket:           socket,
-		URI:              "test:///default",
-		RPCTimeout:       2 * time.Second,
+		Conn:             libvirtconn.Config{Socket: socket, URI: "test:///default", RPCTimeout: 2 * time.Second},
 		BackoffMin:       20 * time.Millisecond,
 		BackoffMax:       200 * time.Millisecond,
 		AnnounceOnResync: true,
@@ -172,7 +167,7 @@ func emit(t testing.TB, s *libvirtfake.Server, dom string, ev [2]int32) {
 
 func TestFakeCancelledMigrationOnSource(t *testing.T) {
 	s := startFake(t)
-	addDomain(t, s, 1, StateRunning, 1 /* booted */, 1)
+	addDomain(t, s, 1, libvirtconn.StateRunning, 1 /* booted */, 1)
 	r := startWatcher(t, testConfig(t, s.Path()), 16)
 	r.waitReady(t, 5*time.Second)
 
@@ -200,8 +195,8 @@ func TestFakeCancelledMigrationOnSource(t *testing.T) {
 
 func TestFakePostcopy(t *testing.T) {
 	s := startFake(t)
-	addDomain(t, s, 1, stateShutoff, 0, 2) // the destination: not running yet
-	addDomain(t, s, 2, StateRunning, 1, 1) // the source of another migration
+	addDomain(t, s, 1, stateShutoff, 0, 2)             // the destination: not running yet
+	addDomain(t, s, 2, libvirtconn.StateRunning, 1, 1) // the source of another migration
 	r := startWatcher(t, testConfig(t, s.Path()), 16)
 	r.waitReady(t, 5*time.Second)
 
@@ -228,16 +223,16 @@ func TestFakePostcopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := domxml.Parse(xml)
-	if err != nil || len(d.Interfaces) != 2 || d.Interfaces[1].MAC.String() != macOf(1, 1) {
+	if err != nil || len(d.Interfaces) != 2 || d.Interfaces[1].MAC.String() != libvirtfake.TestMAC(1, 1) {
 		t.Fatalf("Parse(XML of %s) = %+v, %v", landed.Domain, d, err)
 	}
 }
 
 func TestFakePostcopyFailure(t *testing.T) {
 	s := startFake(t)
-	addDomain(t, s, 1, stateShutoff, 0, 1) // destination, keeps running after the failure
-	addDomain(t, s, 2, stateShutoff, 0, 1) // destination, paused by the failure, then recovered
-	addDomain(t, s, 3, StateRunning, 1, 1) // source
+	addDomain(t, s, 1, stateShutoff, 0, 1)             // destination, keeps running after the failure
+	addDomain(t, s, 2, stateShutoff, 0, 1)             // destination, paused by the failure, then recovered
+	addDomain(t, s, 3, libvirtconn.StateRunning, 1, 1) // source
 	r := startWatcher(t, testConfig(t, s.Path()), 16)
 	r.waitReady(t, 5*time.Second)
 
@@ -286,9 +281,9 @@ func TestFakeStartedMigratedNeverTriggers(t *testing.T) {
 func TestFakeResyncOnReconnect(t *testing.T) {
 	checkLeaks(t)
 	s := startFake(t)
-	addDomain(t, s, 1, StateRunning, ReasonRunningMigrated, 1) // landed while nobody watched
-	addDomain(t, s, 2, StateRunning, 1, 1)                     // booted here
-	addDomain(t, s, 3, StateRunning, ReasonRunningPostcopy, 1) // landed by post-copy, still copying
+	addDomain(t, s, 1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1) // landed while nobody watched
+	addDomain(t, s, 2, libvirtconn.StateRunning, 1, 1)                                 // booted here
+	addDomain(t, s, 3, libvirtconn.StateRunning, libvirtconn.ReasonRunningPostcopy, 1) // landed by post-copy, still copying
 	r := startWatcher(t, testConfig(t, s.Path()), 16)
 
 	ev := r.expect(t, Landed, "vm1", "resync")
@@ -303,7 +298,7 @@ func TestFakeResyncOnReconnect(t *testing.T) {
 	if err := s.SetState("vm3", stateShutoff, 1); err != nil {
 		t.Fatal(err)
 	}
-	addDomain(t, s, 4, StateRunning, ReasonRunningMigrated, 1)
+	addDomain(t, s, 4, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1)
 	s.DropConnections()
 	r.expect(t, Cancel, "vm3", "resync")
 	r.expect(t, Landed, "vm4", "resync") // vm1 (same QEMU process) is not announced again
@@ -336,9 +331,9 @@ func TestFakeResyncOnReconnect(t *testing.T) {
 func TestFakeRPCTimeout(t *testing.T) {
 	checkLeaks(t)
 	s := startFake(t)
-	vm := addDomain(t, s, 1, StateRunning, 1, 1)
+	vm := addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	cfg := testConfig(t, s.Path())
-	cfg.RPCTimeout = 300 * time.Millisecond
+	cfg.Conn.RPCTimeout = 300 * time.Millisecond
 	r := startWatcher(t, cfg, 16)
 	r.waitReady(t, 5*time.Second)
 	ref := DomainRef{Name: vm.Name, UUID: vm.UUID}
@@ -347,8 +342,8 @@ func TestFakeRPCTimeout(t *testing.T) {
 	t0 := time.Now()
 	_, err := r.w.DomainXML(context.Background(), ref)
 	took := time.Since(t0)
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("DomainXML on a server that never answers: %v, want ErrTimeout", err)
+	if !errors.Is(err, libvirtconn.ErrTimeout) {
+		t.Fatalf("DomainXML on a server that never answers: %v, want libvirtconn.ErrTimeout", err)
 	}
 	var te interface{ Timeout() bool }
 	if !errors.As(err, &te) || !te.Timeout() {
@@ -361,7 +356,7 @@ func TestFakeRPCTimeout(t *testing.T) {
 	// the timeout closed the connection: the watcher reconnects
 	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) == 1 }, "the reconnect")
 	r.waitReady(t, 5*time.Second)
-	if got := testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procGetXMLDesc)); got != 1 {
+	if got := rpcTimeouts(t, r.m, "domain_get_xml_desc"); got != 1 {
 		t.Errorf("rpc_timeouts{domain_get_xml_desc} = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(r.m.reconnects); got != 1 {
@@ -394,7 +389,7 @@ func TestFakeServerNeverAnswers(t *testing.T) {
 	s := startFake(t)
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcAuthList, true)
 	cfg := testConfig(t, s.Path())
-	cfg.RPCTimeout = 100 * time.Millisecond
+	cfg.Conn.RPCTimeout = 100 * time.Millisecond
 	r := startWatcher(t, cfg, 16)
 	deadline := time.Now().Add(5 * time.Second)
 	for testutil.ToFloat64(r.m.connectFailures) < 3 {
@@ -409,7 +404,7 @@ func TestFakeServerNeverAnswers(t *testing.T) {
 	if _, err := r.w.DomainXML(context.Background(), DomainRef{Name: "x", UUID: uuidOf(1)}); !errors.Is(err, ErrNotConnected) {
 		t.Errorf("DomainXML while not connected: %v, want ErrNotConnected", err)
 	}
-	if got := testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procConnectOpen)); got < 3 {
+	if got := rpcTimeouts(t, r.m, "connect_open"); got < 3 {
 		t.Errorf("rpc_timeouts{connect_open} = %v, want >= 3", got)
 	}
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcAuthList, false)
@@ -427,7 +422,7 @@ func TestFakeSocketGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addDomain(t, s, 1, StateRunning, 1, 1)
+	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	cfg := testConfig(t, path)
 	r := startWatcher(t, cfg, 16)
 	r.waitReady(t, 5*time.Second)
@@ -442,7 +437,7 @@ func TestFakeSocketGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	addDomain(t, s, 1, StateRunning, 1, 1)
+	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	r.waitReady(t, 5*time.Second)
 	emit(t, s, "vm1", resumedMigrated)
 	r.expect(t, Landed, "vm1", "resumed/migrated")
@@ -454,8 +449,8 @@ func TestFakeSocketGone(t *testing.T) {
 func TestFakeQueries(t *testing.T) {
 	checkLeaks(t)
 	s := startFake(t)
-	vm1 := addDomain(t, s, 1, StateRunning, 1, 1)
-	vm2 := addDomain(t, s, 2, StatePaused, 1, 1)
+	vm1 := addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
+	vm2 := addDomain(t, s, 2, libvirtconn.StatePaused, 1, 1)
 	s.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {
 		if strings.Contains(cmd, "announce-self") {
 			return `{"return":{},"id":"libvirt-23"}`, nil
@@ -473,8 +468,8 @@ func TestFakeQueries(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"nope", uuidOf(9)} {
-		if _, err := r.w.LookupDomain(ctx, key); !errors.Is(err, ErrDomainNotFound) {
-			t.Errorf("LookupDomain(%q): %v, want ErrDomainNotFound", key, err)
+		if _, err := r.w.LookupDomain(ctx, key); !errors.Is(err, libvirtconn.ErrDomainNotFound) {
+			t.Errorf("LookupDomain(%q): %v, want libvirtconn.ErrDomainNotFound", key, err)
 		}
 	}
 	for _, c := range []struct {
@@ -492,7 +487,7 @@ func TestFakeQueries(t *testing.T) {
 			t.Errorf("DomainRunning(%+v) = %v, %v; want %v", c.d, got, err, c.want)
 		}
 	}
-	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "gone", UUID: uuidOf(9)}); !errors.Is(err, ErrDomainNotFound) {
+	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "gone", UUID: uuidOf(9)}); !errors.Is(err, libvirtconn.ErrDomainNotFound) {
 		t.Errorf("DomainXML(gone): %v", err)
 	}
 	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "x", UUID: "not-a-uuid"}); err == nil {
@@ -517,88 +512,10 @@ func TestFakeQueries(t *testing.T) {
 	}
 }
 
-// Dial is the one-shot client (the CLI's announce --domain): connect,
-// look up, read the XML, close.
-func TestFakeDialOneShot(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
-	addDomain(t, s, 7, StateRunning, ReasonRunningMigrated, 2)
-	ctx := context.Background()
-	c, err := Dial(ctx, Config{Socket: s.Path(), URI: "test:///default", RPCTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := c.LookupDomain(ctx, "vm7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	xml, err := c.DomainXML(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dom, err := domxml.Parse(xml); err != nil || len(dom.Interfaces) != 2 {
-		t.Fatalf("Parse: %+v %v", dom, err)
-	}
-	active, err := c.ActiveDomains(ctx)
-	if err != nil || len(active) != 1 || active[0].Reason != ReasonRunningMigrated || active[0].ID != 7 {
-		t.Fatalf("ActiveDomains = %+v, %v", active, err)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-c.Done():
-	default:
-		t.Error("Done not closed after Close")
-	}
-	if _, err := c.DomainXML(ctx, d); !errors.Is(err, ErrConnectionLost) {
-		t.Errorf("DomainXML after Close: %v, want ErrConnectionLost", err)
-	}
-	if s.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectClose) != 1 {
-		t.Error("Close did not send CONNECT_CLOSE")
-	}
-	waitFor(t, func() bool { return s.Connections() == 0 }, "the server to see the connection closed")
-}
-
-func TestDialNoSocket(t *testing.T) {
-	_, err := Dial(context.Background(), Config{Socket: filepath.Join(t.TempDir(), "none")})
-	if err == nil || !strings.Contains(err.Error(), "none") {
-		t.Errorf("Dial to a missing socket: %v", err)
-	}
-	old := DefaultSockets
-	DefaultSockets = []string{filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")}
-	defer func() { DefaultSockets = old }()
-	if _, err := Dial(context.Background(), Config{}); !errors.Is(err, ErrNoSocket) {
-		t.Errorf("Dial without any default socket: %v, want ErrNoSocket", err)
-	}
-}
-
-func TestConfigSocketPath(t *testing.T) {
-	dir := t.TempDir()
-	old := DefaultSockets
-	defer func() { DefaultSockets = old }()
-	DefaultSockets = []string{filepath.Join(dir, "virtqemud-sock"), filepath.Join(dir, "libvirt-sock")}
-	if err := os.WriteFile(DefaultSockets[1], nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := (Config{}).SocketPath(); err != nil || p != DefaultSockets[1] {
-		t.Errorf("SocketPath = %q, %v; want the monolithic socket", p, err)
-	}
-	if err := os.WriteFile(DefaultSockets[0], nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if p, _ := (Config{}).SocketPath(); p != DefaultSockets[0] {
-		t.Errorf("SocketPath = %q; want virtqemud's first", p)
-	}
-	if p, _ := (Config{Socket: "/x"}).SocketPath(); p != "/x" {
-		t.Errorf("explicit Socket ignored: %q", p)
-	}
-}
-
 // Twenty connection losses leak neither goroutines nor file descriptors.
 func TestFakeReconnectNoLeak(t *testing.T) {
 	s := startFake(t)
-	addDomain(t, s, 1, StateRunning, 1, 1)
+	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	ignore := goleak.IgnoreCurrent()
 	fdsBefore := openFDs(t)
 	func() {
@@ -657,17 +574,6 @@ func TestFakeReconnectNoLeak(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // openFDs counts this process's open file descriptors.
 func openFDs(t testing.TB) int {
 	t.Helper()
@@ -680,15 +586,6 @@ func openFDs(t testing.TB) int {
 
 // checkLeaks fails t if goroutines started during the test outlive it
 // (checked after every cleanup registered later, the fake server's too).
-func checkLeaks(t *testing.T) {
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		if err := goleak.Find(ignore); err != nil {
-			t.Errorf("goroutines leaked: %v", err)
-		}
-	})
-}
-
 func TestRunMisuse(t *testing.T) {
 	s := startFake(t)
 	r := startWatcher(t, testConfig(t, s.Path()), 1)
@@ -707,7 +604,7 @@ func TestFakeWedgedLibvirtdNoticedByPing(t *testing.T) {
 	checkLeaks(t)
 	s := startFake(t)
 	cfg := testConfig(t, s.Path())
-	cfg.RPCTimeout = 100 * time.Millisecond
+	cfg.Conn.RPCTimeout = 100 * time.Millisecond
 	cfg.PingEvery = 50 * time.Millisecond
 	r := startWatcher(t, cfg, 16)
 	r.waitReady(t, 5*time.Second)
@@ -716,7 +613,7 @@ func TestFakeWedgedLibvirtdNoticedByPing(t *testing.T) {
 		t.Fatal("reconnected although libvirt answered")
 	}
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, true)
-	waitFor(t, func() bool { return testutil.ToFloat64(r.m.rpcTimeouts.WithLabelValues(procGetLibVersion)) >= 1 }, "a ping to time out")
+	waitFor(t, func() bool { return rpcTimeouts(t, r.m, "connect_get_lib_version") >= 1 }, "a ping to time out")
 	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) >= 1 }, "the reconnect")
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, false)
 	r.waitReady(t, 5*time.Second)

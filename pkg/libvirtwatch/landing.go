@@ -1,6 +1,10 @@
 package libvirtwatch
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
+)
 
 // Tracker is the "landed once per migration" state machine. It is pure:
 // events in, decisions out, no I/O and no clock; not safe for concurrent use
@@ -101,12 +105,9 @@ func (t *Tracker) HasLanded(uuid string) bool {
 // Len is the number of domains remembered as landed.
 func (t *Tracker) Len() int { return len(t.landed) }
 
-// DomainStatus is one active domain as listed by libvirt.
-type DomainStatus struct {
-	Domain        DomainRef
-	ID            int32
-	State, Reason int32 // virDomainState and its reason
-}
+// DomainStatus is one active domain as libvirt lists it
+// (libvirtconn.Conn.ActiveDomains).
+type DomainStatus = libvirtconn.DomainStatus
 
 // Decision is something Resync decided: Landed or Cancel for a domain.
 type Decision struct {
@@ -118,8 +119,8 @@ type Decision struct {
 // LandedReason reports a running domain whose state reason says it got here
 // by migration: MIGRATED, POSTCOPY or POSTCOPY_FAILED (see Tracker).
 func LandedReason(state, reason int32) bool {
-	return state == StateRunning &&
-		(reason == ReasonRunningMigrated || reason == ReasonRunningPostcopy || reason == ReasonRunningPostcopyFailed)
+	return state == libvirtconn.StateRunning &&
+		(reason == libvirtconn.ReasonRunningMigrated || reason == libvirtconn.ReasonRunningPostcopy || reason == libvirtconn.ReasonRunningPostcopyFailed)
 }
 
 // Resync reconciles the tracker with the active domains listed after
@@ -150,7 +151,7 @@ func (t *Tracker) Resync(active []DomainStatus, announce bool) []Decision {
 	for _, u := range uuids {
 		l := t.landed[u]
 		s, ok := byUUID[u]
-		if ok && s.State == StateRunning && s.ID == l.id {
+		if ok && s.State == libvirtconn.StateRunning && s.ID == l.id {
 			continue
 		}
 		delete(t.landed, u)

@@ -3,6 +3,8 @@ package libvirtwatch
 import (
 	"reflect"
 	"testing"
+
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 type step struct {
@@ -148,7 +150,7 @@ func TestTrackerForgetsStoppedDomains(t *testing.T) {
 
 func TestTrackerResync(t *testing.T) {
 	running := func(d DomainRef, id, reason int32) DomainStatus {
-		return DomainStatus{Domain: d, ID: id, State: StateRunning, Reason: reason}
+		return DomainStatus{Domain: d, ID: id, State: libvirtconn.StateRunning, Reason: reason}
 	}
 	c := DomainRef{Name: "c", UUID: "00000000-0000-4000-8000-00000000000c"}
 	d := DomainRef{Name: "d", UUID: "00000000-0000-4000-8000-00000000000d"}
@@ -164,9 +166,9 @@ func TestTrackerResync(t *testing.T) {
 		{
 			name: "start: running with reason migrated, postcopy, postcopy_failed land; others do not",
 			active: []DomainStatus{
-				running(domA, 5, ReasonRunningMigrated), running(domB, 6, 1 /* booted */),
-				{Domain: c, ID: 7, State: StatePaused, Reason: 2 /* incoming migration */},
-				running(d, 8, ReasonRunningPostcopy), running(e, 9, ReasonRunningPostcopyFailed),
+				running(domA, 5, libvirtconn.ReasonRunningMigrated), running(domB, 6, 1 /* booted */),
+				{Domain: c, ID: 7, State: libvirtconn.StatePaused, Reason: 2 /* incoming migration */},
+				running(d, 8, libvirtconn.ReasonRunningPostcopy), running(e, 9, libvirtconn.ReasonRunningPostcopyFailed),
 			},
 			announce: true,
 			want:     []Decision{{Landed, domA, 5}, {Landed, d, 8}, {Landed, e, 9}},
@@ -174,20 +176,20 @@ func TestTrackerResync(t *testing.T) {
 		},
 		{
 			name:     "AnnounceOnResync off: nothing lands, nothing is remembered",
-			active:   []DomainStatus{running(domA, 5, ReasonRunningMigrated)},
+			active:   []DomainStatus{running(domA, 5, libvirtconn.ReasonRunningMigrated)},
 			announce: false,
 		},
 		{
 			name:     "same QEMU process (same id) already landed: not again",
 			landed:   []DomainStatus{running(domA, 5, 0)},
-			active:   []DomainStatus{running(domA, 5, ReasonRunningMigrated)},
+			active:   []DomainStatus{running(domA, 5, libvirtconn.ReasonRunningMigrated)},
 			announce: true,
 			after:    []string{domA.UUID},
 		},
 		{
 			name:     "new QEMU process (other id) since the landing: cancel the old, land the new",
 			landed:   []DomainStatus{running(domA, 5, 0)},
-			active:   []DomainStatus{running(domA, 7, ReasonRunningMigrated)},
+			active:   []DomainStatus{running(domA, 7, libvirtconn.ReasonRunningMigrated)},
 			announce: true,
 			want:     []Decision{{Cancel, domA, 5}, {Landed, domA, 7}},
 			after:    []string{domA.UUID},
@@ -195,7 +197,7 @@ func TestTrackerResync(t *testing.T) {
 		{
 			name:     "landed domain gone or paused meanwhile: cancelled (also without announce)",
 			landed:   []DomainStatus{running(domA, 5, 0), running(domB, 6, 0)},
-			active:   []DomainStatus{{Domain: domB, ID: 6, State: StatePaused, Reason: 1}},
+			active:   []DomainStatus{{Domain: domB, ID: 6, State: libvirtconn.StatePaused, Reason: 1}},
 			announce: false,
 			want:     []Decision{{Cancel, domA, 5}, {Cancel, domB, 6}},
 		},
@@ -243,12 +245,12 @@ func TestTrackerResync(t *testing.T) {
 // when it did not.
 func TestTrackerResyncThenQueuedEvent(t *testing.T) {
 	tr := NewTracker()
-	tr.Resync([]DomainStatus{{Domain: domA, ID: 5, State: StateRunning, Reason: ReasonRunningMigrated}}, true)
+	tr.Resync([]DomainStatus{{Domain: domA, ID: 5, State: libvirtconn.StateRunning, Reason: libvirtconn.ReasonRunningMigrated}}, true)
 	if k := tr.Observe(domA, 5, EventResumed, DetailResumedMigrated); k != Other {
 		t.Errorf("queued RESUMED/MIGRATED after a resync landing: %s, want other", k)
 	}
 	tr = NewTracker()
-	tr.Resync([]DomainStatus{{Domain: domA, ID: 5, State: StateRunning, Reason: ReasonRunningMigrated}}, false)
+	tr.Resync([]DomainStatus{{Domain: domA, ID: 5, State: libvirtconn.StateRunning, Reason: libvirtconn.ReasonRunningMigrated}}, false)
 	if k := tr.Observe(domA, 5, EventResumed, DetailResumedMigrated); k != Landed {
 		t.Errorf("queued RESUMED/MIGRATED without resync announce: %s, want landed", k)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // Tests against a real libvirtd (Debian's), through its test driver
@@ -37,8 +38,7 @@ const testDomainXML = `<domain type='test'>
 
 func realConfig(t testing.TB, socket string) Config {
 	return Config{
-		Socket:           socket,
-		URI:              "test:///default",
+		Conn:             libvirtconn.Config{Socket: socket, URI: "test:///default"},
 		AnnounceOnResync: true,
 		Logger:           zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
 		Metrics:          NewMetrics(nil),
@@ -200,7 +200,7 @@ func TestLibvirtdQEMU(t *testing.T) {
 	ns.Bridge(t, "br0")
 	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: ns.Name})
 	cfg := realConfig(t, d.Socket)
-	cfg.URI = "qemu:///system"
+	cfg.Conn.URI = "qemu:///system"
 	r := startWatcher(t, cfg, 64)
 	r.waitReady(t, 10*time.Second)
 

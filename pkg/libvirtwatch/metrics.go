@@ -1,40 +1,14 @@
 package libvirtwatch
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
-// Procedures named in the RPC metrics' procedure label (libvirt's names,
-// without the REMOTE_PROC_ prefix).
-var procedures = []string{
-	procConnectOpen, procConnectClose, procRegisterLifecycle, procListAllDomains, procGetAllDomainStats,
-	procGetState, procLookupByName, procLookupByUUID, procGetXMLDesc, procMonitorCommand, procGetLibVersion,
-	procSetMetadata, procNetworkLookupByName, procNetworkGetDHCPLeases,
-}
-
-const (
-	procConnectOpen          = "connect_open"
-	procConnectClose         = "connect_close"
-	procRegisterLifecycle    = "connect_domain_event_callback_register_any"
-	procListAllDomains       = "connect_list_all_domains"
-	procGetState             = "domain_get_state"
-	procGetAllDomainStats    = "connect_get_all_domain_stats"
-	procLookupByName         = "domain_lookup_by_name"
-	procLookupByUUID         = "domain_lookup_by_uuid"
-	procGetXMLDesc           = "domain_get_xml_desc"
-	procMonitorCommand       = "domain_qemu_monitor_command"
-	procGetLibVersion        = "connect_get_lib_version"
-	procSetMetadata          = "domain_set_metadata"
-	procNetworkLookupByName  = "network_lookup_by_name"
-	procNetworkGetDHCPLeases = "network_get_dhcp_leases"
-)
-
-// Metrics counts what a Watcher (and every Conn made with the same Config)
-// sees of libvirt. The caller registers it (it is a prometheus.Collector); a
+// Metrics counts what a Watcher sees of libvirt, its connections' RPCs
+// included (RPC). The caller registers it (it is a prometheus.Collector); a
 // nil *Metrics counts nothing.
 type Metrics struct {
 	events          *prometheus.CounterVec
@@ -44,9 +18,9 @@ type Metrics struct {
 	reconnects      prometheus.Counter
 	connectFailures prometheus.Counter
 	resyncs         prometheus.Counter
-	rpcErrors       *prometheus.CounterVec
-	rpcTimeouts     *prometheus.CounterVec
-	rpcSeconds      *prometheus.HistogramVec
+	// RPC counts the calls of the Watcher's connections; give it to the
+	// Config of other connections to the same libvirt to count theirs.
+	RPC *libvirtconn.Metrics
 	// Set holds every collector above: Metrics is one prometheus.Collector.
 	metricset.Set
 }
@@ -62,13 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reconnects:      metricset.Counter("libvirt_reconnects_total", "Connections to libvirt re-established (and re-subscribed) after the previous one was lost."),
 		connectFailures: metricset.Counter("libvirt_connect_failures_total", "Attempts to connect to libvirt and subscribe to its events that failed."),
 		resyncs:         metricset.Counter("libvirt_resyncs_total", "Resynchronizations with libvirt's list of running domains (one per connection)."),
-		rpcErrors:       metricset.CounterVec("libvirt_rpc_errors_total", "libvirt RPCs that failed (error reply or connection lost, timeouts excluded), by procedure. 'Domain not found' answers are not counted.", "procedure"),
-		rpcTimeouts:     metricset.CounterVec("libvirt_rpc_timeouts_total", "libvirt RPCs not answered within the RPC timeout, by procedure; each closes the connection.", "procedure"),
-		rpcSeconds:      metricset.HistogramVec("libvirt_rpc_duration_seconds", "Time libvirt took to answer an RPC, by procedure.", []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "procedure"),
-	}
-	for _, p := range procedures {
-		m.rpcErrors.WithLabelValues(p)
-		m.rpcTimeouts.WithLabelValues(p)
+		RPC:             libvirtconn.NewMetrics(nil),
 	}
 	// Every known event and detail from the start: a dashboard or alert on
 	// resumed/migrated must see 0, not nothing, before the first landing.
@@ -82,12 +50,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.cancels.WithLabelValues(s)
 	}
 	m.Set = metricset.Set{m.events, m.landings, m.cancels, m.connected, m.reconnects,
-		m.connectFailures, m.resyncs, m.rpcErrors, m.rpcTimeouts, m.rpcSeconds}
+		m.connectFailures, m.resyncs, m.RPC}
 	return metricset.Register(reg, m)
 }
 
 // The counting methods need a *Metrics: the config's defaults give a
-// private, unregistered set to a Watcher or Conn without one.
+// private, unregistered set to a Watcher without one.
 
 func (m *Metrics) event(ev, detail int32) {
 	m.events.WithLabelValues(EventName(ev), DetailName(ev, detail)).Inc()
@@ -114,14 +82,6 @@ func (m *Metrics) setConnected(up bool) {
 	m.connected.Set(v)
 }
 
-func (m *Metrics) reconnected()            { m.reconnects.Inc() }
-func (m *Metrics) connectFailed()          { m.connectFailures.Inc() }
-func (m *Metrics) resynced()               { m.resyncs.Inc() }
-func (m *Metrics) rpcTimedOut(proc string) { m.rpcTimeouts.WithLabelValues(proc).Inc() }
-
-func (m *Metrics) rpcDone(proc string, d time.Duration, failed bool) {
-	m.rpcSeconds.WithLabelValues(proc).Observe(d.Seconds())
-	if failed {
-		m.rpcErrors.WithLabelValues(proc).Inc()
-	}
-}
+func (m *Metrics) reconnected()   { m.reconnects.Inc() }
+func (m *Metrics) connectFailed() { m.connectFailures.Inc() }
+func (m *Metrics) resynced()      { m.resyncs.Inc() }

@@ -81,7 +81,7 @@ func TestLibvirtdMigration(t *testing.T) {
 			QEMUConf: "migration_address = \"" + ip + "\"\nmigration_host = \"" + ip + "\"",
 		})
 		cfg := realConfig(t, h.d.Socket)
-		cfg.URI = "qemu:///system"
+		cfg.Conn.URI = "qemu:///system"
 		h.r = startWatcher(t, cfg, 256)
 		h.r.waitReady(t, 10*time.Second)
 	}

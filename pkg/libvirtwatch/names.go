@@ -1,7 +1,5 @@
 package libvirtwatch
 
-import "strconv"
-
 // Lifecycle event types (virDomainEventType), as libvirt sends them.
 const (
 	EventDefined     int32 = 0
@@ -30,16 +28,6 @@ const (
 	DetailStoppedFailed           int32 = 5 // VIR_DOMAIN_EVENT_STOPPED_FAILED
 )
 
-// Domain states (virDomainState) and the running reasons a resync looks at.
-const (
-	StateRunning int32 = 1
-	StatePaused  int32 = 3
-
-	ReasonRunningMigrated       int32 = 2  // VIR_DOMAIN_RUNNING_MIGRATED
-	ReasonRunningPostcopy       int32 = 10 // VIR_DOMAIN_RUNNING_POSTCOPY
-	ReasonRunningPostcopyFailed int32 = 11 // VIR_DOMAIN_RUNNING_POSTCOPY_FAILED
-)
-
 var eventNames = []string{"defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended", "crashed"}
 
 var detailNames = [][]string{
@@ -53,8 +41,6 @@ var detailNames = [][]string{
 	{"memory", "disk"},
 	{"panicked", "crashloaded"},
 }
-
-var stateNames = []string{"nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"}
 
 // EventName names a lifecycle event type in lower case ("resumed"), or
 // "unknown" for a value this libvirt binding does not know (a bounded set,
@@ -73,12 +59,4 @@ func DetailName(event, detail int32) string {
 		return detailNames[event][detail]
 	}
 	return "unknown"
-}
-
-// StateName names a domain state ("running"), or the number.
-func StateName(state int32) string {
-	if state >= 0 && int(state) < len(stateNames) {
-		return stateNames[state]
-	}
-	return strconv.Itoa(int(state))
 }

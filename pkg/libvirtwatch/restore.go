@@ -3,7 +3,7 @@ package libvirtwatch
 import (
 	"context"
 
-	"github.com/digitalocean/go-libvirt"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // The lifecycle details of a restore or a snapshot revert (libvirt-domain.h):
@@ -60,30 +60,8 @@ func (e Event) Gone() bool {
 	return false
 }
 
-// RunningDomain is a domain libvirt listed as running, with its id (a new
-// one for every QEMU process).
-type RunningDomain struct {
-	Domain DomainRef
-	ID     int32
-}
-
-// RunningDomains lists the running domains in one call (active and
-// running: a paused domain is left out), for the agent's registry of local
-// NICs: cheap enough to make at every uplink event.
-func (c *Conn) RunningDomains(ctx context.Context) ([]RunningDomain, error) {
-	doms, err := rpc(c, ctx, procListAllDomains, func() ([]libvirt.Domain, error) {
-		doms, _, err := c.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive|libvirt.ConnectListDomainsRunning)
-		return doms, err
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]RunningDomain, 0, len(doms))
-	for _, d := range doms {
-		out = append(out, RunningDomain{Domain: refOf(d), ID: d.ID})
-	}
-	return out, nil
-}
+// RunningDomain is a domain libvirt listed as running (libvirtconn's).
+type RunningDomain = libvirtconn.RunningDomain
 
 // RunningDomains lists the running domains through the current connection.
 func (w *Watcher) RunningDomains(ctx context.Context) ([]RunningDomain, error) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // The storm: 1,000 domains x 2 NICs land within 1 s (RESUMED/MIGRATED from
@@ -42,7 +43,7 @@ type stormResult struct {
 func setupStorm(tb testing.TB) (*libvirtfake.Server, *running) {
 	s := startFake(tb)
 	for i := 1; i <= stormDomains; i++ {
-		addDomain(tb, s, i, StatePaused, 2 /* incoming migration */, stormNICs)
+		addDomain(tb, s, i, libvirtconn.StatePaused, 2 /* incoming migration */, stormNICs)
 	}
 	cfg := testConfig(tb, s.Path())
 	cfg.Logger = zap.NewNop()

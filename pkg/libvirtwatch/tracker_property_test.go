@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // A property test of the Tracker (issue 11): whatever the order of events
@@ -51,9 +53,9 @@ func TestTrackerProperty(t *testing.T) {
 						continue // not active
 					}
 					r := dom(i)
-					st := DomainStatus{Domain: r, ID: id[r.UUID], State: StateRunning, Reason: int32(rng.IntN(12))}
+					st := DomainStatus{Domain: r, ID: id[r.UUID], State: libvirtconn.StateRunning, Reason: int32(rng.IntN(12))}
 					if rng.IntN(4) == 0 {
-						st.State = StatePaused
+						st.State = libvirtconn.StatePaused
 					}
 					if rng.IntN(6) == 0 {
 						st.ID++ // another QEMU process than the one remembered
@@ -72,7 +74,7 @@ func TestTrackerProperty(t *testing.T) {
 				for i := range domains {
 					u := dom(i).UUID
 					s, ok := byUUID[u]
-					mustCancel[u] = landed[u] && (!ok || s.State != StateRunning || s.ID != landedID[u])
+					mustCancel[u] = landed[u] && (!ok || s.State != libvirtconn.StateRunning || s.ID != landedID[u])
 				}
 				cancelled := map[string]bool{}
 				seen := map[string]int{}

@@ -1,23 +1,26 @@
 // Package libvirtwatch watches libvirt for domains that land on this host
 // after a live migration, and answers the questions the agent then asks
-// libvirt (the domain's live XML, whether it runs, QMP announce-self).
+// libvirt (the domain's live XML, whether it runs) on its current
+// connection.
 //
-// It speaks libvirt's RPC protocol over the unix socket with
-// github.com/digitalocean/go-libvirt, adding what that library lacks: a
-// timeout on every call, detection of a dead socket, reconnection with
-// backoff, and a resync after every (re)connect. Which events mean "landed"
-// is decided by Tracker, a pure state machine.
+// It keeps one pkg/libvirtconn connection subscribed to lifecycle events,
+// with reconnection with backoff, a ping, and a resync after every
+// (re)connect. Which events mean "landed" is decided by Tracker, a pure
+// state machine.
 package libvirtwatch
 
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	libvirt "github.com/digitalocean/go-libvirt"
 	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
 // Watcher keeps a connection to libvirt, subscribed to lifecycle events,
@@ -31,7 +34,7 @@ type Watcher struct {
 	ready   atomic.Bool
 
 	mu   sync.RWMutex
-	conn *Conn
+	conn *libvirtconn.Conn
 
 	tracker *Tracker // Run's goroutine only
 }
@@ -46,8 +49,11 @@ func New(cfg Config) *Watcher {
 // events and has finished its resync (for /readyz).
 func (w *Watcher) Ready() bool { return w.ready.Load() }
 
+// ErrNotConnected: the Watcher has no connection at the moment.
+var ErrNotConnected = errors.New("not connected to libvirt")
+
 // Conn is the current connection, or ErrNotConnected.
-func (w *Watcher) Conn() (*Conn, error) {
+func (w *Watcher) Conn() (*libvirtconn.Conn, error) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.conn == nil {
@@ -56,7 +62,7 @@ func (w *Watcher) Conn() (*Conn, error) {
 	return w.conn, nil
 }
 
-func (w *Watcher) setConn(c *Conn) {
+func (w *Watcher) setConn(c *libvirtconn.Conn) {
 	w.mu.Lock()
 	w.conn = c
 	w.mu.Unlock()
@@ -100,6 +106,16 @@ func (w *Watcher) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd strin
 	return c.QEMUMonitorCommand(ctx, d, cmd)
 }
 
+// DHCPLeases returns a libvirt network's DHCP leases of mac through the
+// current connection (libvirtconn.Conn.DHCPLeases).
+func (w *Watcher) DHCPLeases(ctx context.Context, network, mac string) ([]netip.Addr, error) {
+	c, err := w.Conn()
+	if err != nil {
+		return nil, err
+	}
+	return c.DHCPLeases(ctx, network, mac)
+}
+
 // Run connects, subscribes to lifecycle events, resyncs, and sends every
 // event, classified, to out, until ctx ends; then it returns nil. Losing
 // libvirt (libvirtd restarted, socket gone, a call timing out) never ends
@@ -122,7 +138,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	for {
 		var established bool
 		var err error
-		c, derr := Dial(ctx, w.cfg)
+		c, derr := libvirtconn.Dial(ctx, w.cfg.Conn)
 		if derr == nil {
 			established, err = w.session(ctx, c, out, lostAt)
 			_ = c.Close()
@@ -162,8 +178,8 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 // session runs one connection: subscribe, resync, relay events. established
 // reports whether it got as far as ready (then a loss is a reconnect, not a
 // failed attempt).
-func (w *Watcher) session(ctx context.Context, c *Conn, out chan<- Event, lostAt time.Time) (established bool, err error) {
-	events, stop, err := c.lifecycleEvents(ctx)
+func (w *Watcher) session(ctx context.Context, c *libvirtconn.Conn, out chan<- Event, lostAt time.Time) (established bool, err error) {
+	events, stop, err := c.LifecycleEvents(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -187,7 +203,7 @@ func (w *Watcher) session(ctx context.Context, c *Conn, out chan<- Event, lostAt
 		defer func() { cancel(); wg.Wait() }()
 	}
 	if lostAt.IsZero() {
-		w.log.Info("connected to libvirt", zap.String("socket", c.Socket()), zap.String("uri", w.cfg.URI))
+		w.log.Info("connected to libvirt", zap.String("socket", c.Socket()), zap.String("uri", w.cfg.Conn.URI))
 	} else {
 		w.m.reconnected()
 		w.log.Info("reconnected to libvirt", zap.String("socket", c.Socket()), zap.Duration("after", time.Since(lostAt)))
@@ -197,10 +213,10 @@ func (w *Watcher) session(ctx context.Context, c *Conn, out chan<- Event, lostAt
 		case <-ctx.Done():
 			return true, ctx.Err()
 		case <-c.Done():
-			return true, ErrConnectionLost
+			return true, libvirtconn.ErrConnectionLost
 		case msg, ok := <-events:
 			if !ok {
-				return true, ErrConnectionLost
+				return true, libvirtconn.ErrConnectionLost
 			}
 			if !w.relay(ctx, msg, out) {
 				return true, ctx.Err()
@@ -210,8 +226,8 @@ func (w *Watcher) session(ctx context.Context, c *Conn, out chan<- Event, lostAt
 }
 
 // ping calls libvirt every PingEvery until ctx ends; a call that times out
-// closes the connection (Conn.call), which ends the session.
-func (w *Watcher) ping(ctx context.Context, c *Conn) {
+// closes the connection (libvirtconn.Conn), which ends the session.
+func (w *Watcher) ping(ctx context.Context, c *libvirtconn.Conn) {
 	t := time.NewTicker(w.cfg.PingEvery)
 	defer t.Stop()
 	for {
@@ -228,7 +244,7 @@ func (w *Watcher) ping(ctx context.Context, c *Conn) {
 
 func (w *Watcher) relay(ctx context.Context, msg libvirt.DomainEventLifecycleMsg, out chan<- Event) bool {
 	now := time.Now()
-	d := refOf(msg.Dom)
+	d := libvirtconn.DomainRefOf(msg.Dom)
 	w.m.event(msg.Event, msg.Detail)
 	kind := w.tracker.Observe(d, msg.Dom.ID, msg.Event, msg.Detail)
 	w.m.decision(kind, false)
@@ -242,7 +258,7 @@ func (w *Watcher) relay(ctx context.Context, msg libvirt.DomainEventLifecycleMsg
 }
 
 // resync lists the active domains and emits what Tracker.Resync decides.
-func (w *Watcher) resync(ctx context.Context, c *Conn, out chan<- Event) error {
+func (w *Watcher) resync(ctx context.Context, c *libvirtconn.Conn, out chan<- Event) error {
 	active, err := c.ActiveDomains(ctx)
 	if err != nil {
 		return err

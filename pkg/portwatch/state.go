@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/rarp-announce/rarp-announce/pkg/enumname"
 )
 
 // PortState is a bridge port's spanning-tree state (BR_STATE_*). Only a
@@ -22,21 +24,15 @@ const (
 	PortBlocking   PortState = 4
 )
 
-func (p PortState) String() string {
-	switch p {
-	case PortDisabled:
-		return "disabled"
-	case PortListening:
-		return "listening"
-	case PortLearning:
-		return "learning"
-	case PortForwarding:
-		return "forwarding"
-	case PortBlocking:
-		return "blocking"
-	}
-	return fmt.Sprintf("state%d", uint8(p))
+var portStateNames = enumname.Table[PortState]{
+	PortDisabled:   "disabled",
+	PortListening:  "listening",
+	PortLearning:   "learning",
+	PortForwarding: "forwarding",
+	PortBlocking:   "blocking",
 }
+
+func (p PortState) String() string { return portStateNames.Name(p, "state%d") }
 
 // State is what the watcher knows about one link.
 type State struct {
@@ -83,21 +79,15 @@ const (
 	Forwarding                  // its bridge port forwards (see State.Forwarding)
 )
 
-func (c Condition) String() string {
-	switch c {
-	case None:
-		return "none"
-	case Exists:
-		return "exists"
-	case Attached:
-		return "attached"
-	case Up:
-		return "up"
-	case Forwarding:
-		return "forwarding"
-	}
-	return fmt.Sprintf("condition%d", uint8(c))
+var conditionNames = enumname.Table[Condition]{
+	None:       "none",
+	Exists:     "exists",
+	Attached:   "attached",
+	Up:         "up",
+	Forwarding: "forwarding",
 }
+
+func (c Condition) String() string { return conditionNames.Name(c, "condition%d") }
 
 // stackedKinds are link kinds that have a lower device instead of a master.
 var stackedKinds = map[string]bool{"macvtap": true, "macvlan": true, "ipvtap": true, "ipvlan": true, "vlan": true}

@@ -16,6 +16,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/qmp"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -59,8 +60,8 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 	t.Logf("versions:\n%s", d.Virsh(t, d.URI("qemu"), "version"))
 
 	ctx := context.Background()
-	dial := func(socket string) *libvirtwatch.Conn {
-		c, err := libvirtwatch.Dial(ctx, libvirtwatch.Config{Socket: socket, URI: "qemu:///system", RPCTimeout: 5 * time.Second})
+	dial := func(socket string) *libvirtconn.Conn {
+		c, err := libvirtconn.Dial(ctx, libvirtconn.Config{Socket: socket, URI: "qemu:///system", RPCTimeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +76,7 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 	if got := d.Virsh(t, d.URI("qemu"), "dominfo qmp2"); strings.Contains(got, "custom monitor") {
 		t.Fatalf("tainted before any monitor command:\n%s", got)
 	}
-	monitor := func(c *libvirtwatch.Conn) qmp.Monitor {
+	monitor := func(c *libvirtconn.Conn) qmp.Monitor {
 		return func(ctx context.Context, uuid, cmd string) (string, error) {
 			return c.QEMUMonitorCommand(ctx, libvirtwatch.DomainRef{UUID: uuid}, cmd)
 		}

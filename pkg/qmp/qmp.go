@@ -25,11 +25,11 @@ import (
 )
 
 // Monitor runs one QMP command on a domain (by UUID) and returns QEMU's raw
-// reply. libvirtwatch provides it over the read-write socket. Whenever
+// reply. libvirtconn provides it over the read-write socket. Whenever
 // libvirt answered, the reply is returned (a monitor that also reports
-// QEMU's error as an error, as libvirtwatch does, is fine: the reply
+// QEMU's error as an error, as libvirtconn does, is fine: the reply
 // decides). A timeout should be an error with a Timeout() method that
-// returns true (context.DeadlineExceeded, libvirtwatch.ErrTimeout).
+// returns true (context.DeadlineExceeded, libvirtconn.ErrTimeout).
 type Monitor func(ctx context.Context, uuid, cmd string) (string, error)
 
 // Errors, distinguishable for metrics and logs.

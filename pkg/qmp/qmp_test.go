@@ -108,7 +108,7 @@ func TestAnnouncerBurstsAndErrors(t *testing.T) {
 	}
 }
 
-// timeoutErr is a timeout as libvirtwatch reports it: its own error value
+// timeoutErr is a timeout as libvirtconn reports it: its own error value
 // with a Timeout method, not context.DeadlineExceeded.
 type timeoutErr struct{}
 

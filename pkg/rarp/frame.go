@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/rarp-announce/rarp-announce/pkg/enumname"
 )
 
 // EtherTypes this package reads and writes.
@@ -49,19 +51,14 @@ const (
 	OpReverseReply   Operation = 4 // RARP reply
 )
 
-func (o Operation) String() string {
-	switch o {
-	case OpRequest:
-		return "request"
-	case OpReply:
-		return "reply"
-	case OpReverseRequest:
-		return "reverse-request"
-	case OpReverseReply:
-		return "reverse-reply"
-	}
-	return fmt.Sprintf("op(%d)", uint16(o))
+var operationNames = enumname.Table[Operation]{
+	OpRequest:        "request",
+	OpReply:          "reply",
+	OpReverseRequest: "reverse-request",
+	OpReverseReply:   "reverse-reply",
 }
+
+func (o Operation) String() string { return operationNames.Name(o, "op(%d)") }
 
 // Errors UnmarshalBinary returns. Each names one field, so a receiver can
 // count malformed frames by reason without parsing error strings.

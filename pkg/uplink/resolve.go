@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rarp-announce/rarp-announce/pkg/enumname"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -69,19 +70,14 @@ const (
 // label values.
 var NoUplinkReasons = []NoUplinkReason{Isolated, UplinksDown, VLANNotCarried, PortWithoutVLAN}
 
-func (r NoUplinkReason) String() string {
-	switch r {
-	case Isolated:
-		return "isolated"
-	case UplinksDown:
-		return "uplinks_down"
-	case VLANNotCarried:
-		return "vlan_not_carried"
-	case PortWithoutVLAN:
-		return "port_without_vlan"
-	}
-	return fmt.Sprintf("no_uplink_reason(%d)", uint8(r))
+var noUplinkReasonNames = enumname.Table[NoUplinkReason]{
+	Isolated:        "isolated",
+	UplinksDown:     "uplinks_down",
+	VLANNotCarried:  "vlan_not_carried",
+	PortWithoutVLAN: "port_without_vlan",
 }
+
+func (r NoUplinkReason) String() string { return noUplinkReasonNames.Name(r, "no_uplink_reason(%d)") }
 
 // NoUplinkError: the bridge has no uplink a frame for this VM should leave
 // on. Announce nothing; log Error().
@@ -122,19 +118,14 @@ const (
 // label values.
 var FallbackReasons = []FallbackReason{Unreadable, NotABridge, NotAPort, VLANsUnknown}
 
-func (r FallbackReason) String() string {
-	switch r {
-	case Unreadable:
-		return "unreadable"
-	case NotABridge:
-		return "not_a_bridge"
-	case NotAPort:
-		return "not_a_port"
-	case VLANsUnknown:
-		return "vlans_unknown"
-	}
-	return fmt.Sprintf("fallback_reason(%d)", uint8(r))
+var fallbackReasonNames = enumname.Table[FallbackReason]{
+	Unreadable:   "unreadable",
+	NotABridge:   "not_a_bridge",
+	NotAPort:     "not_a_port",
+	VLANsUnknown: "vlans_unknown",
 }
+
+func (r FallbackReason) String() string { return fallbackReasonNames.Name(r, "fallback_reason(%d)") }
 
 // FallbackError: the topology cannot say where to send; send on the bridge
 // device as before, and log Error() and count Reason.

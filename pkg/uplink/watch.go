@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rarp-announce/rarp-announce/pkg/enumname"
 )
 
 // Reason is why switches must be told again where VMs are. Its String is a
@@ -28,17 +30,13 @@ const (
 // Reasons lists every Reason, for pre-declaring metric label values.
 var Reasons = []Reason{BondFailover, CarrierUp, PortAdded}
 
-func (r Reason) String() string {
-	switch r {
-	case BondFailover:
-		return "bond_failover"
-	case CarrierUp:
-		return "carrier_up"
-	case PortAdded:
-		return "port_added"
-	}
-	return fmt.Sprintf("reason(%d)", uint8(r))
+var reasonNames = enumname.Table[Reason]{
+	BondFailover: "bond_failover",
+	CarrierUp:    "carrier_up",
+	PortAdded:    "port_added",
 }
+
+func (r Reason) String() string { return reasonNames.Name(r, "reason(%d)") }
 
 // Event tells that the VM NICs behind Uplink need announcing again, out of
 // Uplink.

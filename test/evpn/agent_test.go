@@ -19,6 +19,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -96,7 +97,7 @@ func TestEVPNAgentLanding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := libvirtwatch.New(libvirtwatch.Config{Socket: fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second,
+	w := libvirtwatch.New(libvirtwatch.Config{Conn: libvirtconn.Config{Socket: fake.Path(), URI: "test:///default", RPCTimeout: 2 * time.Second},
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Logger: log.Named("libvirt")})
 	ag := agent.New(parts.Deps(w, log.Named("agent")), daemon.Settings(cfg))
 	events := make(chan libvirtwatch.Event, 64)

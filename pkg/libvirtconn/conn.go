@@ -1,12 +1,20 @@
-package libvirtwatch
+// Package libvirtconn is the agent's libvirt client: one connection to
+// libvirtd's unix socket (github.com/digitalocean/go-libvirt) with what that
+// library lacks (a timeout on every call, detection of a dead socket), and
+// the calls the agent makes: look a domain up, its live XML and state, the
+// active and running domains, QMP monitor commands, the domain's metadata,
+// a libvirt network's DHCP leases, and the lifecycle event subscription.
+// Redialer is a connection that dials again after a loss.
+//
+// pkg/libvirtwatch builds the event watcher on it (reconnect, resync, the
+// Tracker).
+package libvirtconn
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,13 +30,11 @@ var (
 	// ErrTimeout: libvirt did not answer within Config.RPCTimeout; the
 	// connection has been closed. It has a Timeout method that returns
 	// true, like net.Error and context.DeadlineExceeded, so callers that
-	// know nothing of libvirtwatch can tell a timeout from other failures.
+	// know nothing of libvirtconn can tell a timeout from other failures.
 	ErrTimeout error = timeoutError{}
 	// ErrConnectionLost: the connection to libvirt is gone (closed, libvirtd
 	// died, or an earlier call timed out).
 	ErrConnectionLost = errors.New("connection to libvirt lost")
-	// ErrNotConnected: the Watcher has no connection at the moment.
-	ErrNotConnected = errors.New("not connected to libvirt")
 	// ErrDomainNotFound: libvirt knows no such domain (VIR_ERR_NO_DOMAIN).
 	ErrDomainNotFound = errors.New("domain not found")
 )
@@ -38,13 +44,36 @@ type timeoutError struct{}
 func (timeoutError) Error() string { return "libvirt did not answer in time" }
 func (timeoutError) Timeout() bool { return true }
 
+// DomainRef names a domain. UUID is canonical lower-case 8-4-4-4-12.
+type DomainRef struct {
+	Name string
+	UUID string
+}
+
+func (d DomainRef) String() string { return d.Name + " (" + d.UUID + ")" }
+
+// DomainStatus is one active domain as listed by libvirt.
+type DomainStatus struct {
+	Domain        DomainRef
+	ID            int32
+	State, Reason int32 // virDomainState and its reason
+}
+
+// RunningDomain is a domain libvirt listed as running, with its id (a new
+// one for every QEMU process).
+type RunningDomain struct {
+	Domain DomainRef
+	ID     int32
+}
+
 // Conn is one connection to libvirt. Every call returns by the earlier of
 // its context and Config.RPCTimeout; a call that times out closes the
 // connection (go-libvirt cannot abandon one call), so a wedged libvirtd
 // cannot wedge the caller.
 //
 // Dial gives a Conn for one-shot use (the CLI: lookup, XML, close). A
-// Watcher makes its own and exposes the current one through its methods.
+// libvirtwatch.Watcher dials its own and exposes the current one through
+// its methods.
 // Conn is safe for concurrent use.
 type Conn struct {
 	cfg    Config
@@ -63,7 +92,7 @@ type Conn struct {
 // DefaultSockets) and opens Config.URI. The whole handshake is bounded by
 // Config.RPCTimeout and ctx.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	path, err := cfg.SocketPath()
 	if err != nil {
 		return nil, err
@@ -232,16 +261,12 @@ func (c *Conn) lookup(ctx context.Context, nameOrUUID string) (libvirt.Domain, e
 }
 
 func parseUUID(s string) (libvirt.UUID, error) {
-	var u libvirt.UUID
-	canon, err := domxml.CanonicalUUID(s)
-	if err != nil {
-		return u, err
-	}
-	_, err = hex.Decode(u[:], []byte(strings.ReplaceAll(canon, "-", "")))
-	return u, err
+	u, err := domxml.ParseUUID(s)
+	return libvirt.UUID(u), err
 }
 
-func refOf(d libvirt.Domain) DomainRef {
+// DomainRefOf names a go-libvirt domain (a lifecycle event's).
+func DomainRefOf(d libvirt.Domain) DomainRef {
 	return DomainRef{Name: d.Name, UUID: domxml.FormatUUID(d.UUID)}
 }
 
@@ -251,7 +276,7 @@ func (c *Conn) LookupDomain(ctx context.Context, nameOrUUID string) (DomainRef, 
 	if err != nil {
 		return DomainRef{}, err
 	}
-	return refOf(d), nil
+	return DomainRefOf(d), nil
 }
 
 // DomainXML returns the domain's live XML (virDomainGetXMLDesc, flags 0):
@@ -297,7 +322,7 @@ func (c *Conn) DomainRunning(ctx context.Context, d DomainRef) (bool, error) {
 }
 
 // LibVersion returns libvirtd's version (major*1,000,000 + minor*1,000 +
-// micro); the Watcher's ping.
+// micro); the watcher's ping.
 func (c *Conn) LibVersion(ctx context.Context) (uint64, error) {
 	return rpc(c, ctx, procGetLibVersion, c.l.ConnectGetLibVersion)
 }
@@ -322,7 +347,7 @@ func (c *Conn) ActiveDomains(ctx context.Context) ([]DomainStatus, error) {
 			// a record without it is a domain gone since the listing.
 			continue
 		}
-		out = append(out, DomainStatus{Domain: refOf(r.Dom), ID: r.Dom.ID, State: st.state, Reason: st.reason})
+		out = append(out, DomainStatus{Domain: DomainRefOf(r.Dom), ID: r.Dom.ID, State: st.state, Reason: st.reason})
 	}
 	return out, nil
 }
@@ -346,6 +371,24 @@ func stateOf(params []libvirt.TypedParam) (domainState, bool) {
 	return st, haveState
 }
 
+// RunningDomains lists the running domains in one call (active and
+// running: a paused domain is left out), for the agent's registry of local
+// NICs: cheap enough to make at every uplink event.
+func (c *Conn) RunningDomains(ctx context.Context) ([]RunningDomain, error) {
+	doms, err := rpc(c, ctx, procListAllDomains, func() ([]libvirt.Domain, error) {
+		doms, _, err := c.l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive|libvirt.ConnectListDomainsRunning)
+		return doms, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RunningDomain, 0, len(doms))
+	for _, d := range doms {
+		out = append(out, RunningDomain{Domain: DomainRefOf(d), ID: d.ID})
+	}
+	return out, nil
+}
+
 // QEMUMonitorCommand sends a QMP command (JSON) to the domain's QEMU through
 // libvirt (virDomainQemuMonitorCommand, flags 0) and returns QEMU's reply
 // unparsed: a QMP error comes back inside a successful call, and pkg/qmp
@@ -360,12 +403,12 @@ func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) 
 	return rpc(c, ctx, procMonitorCommand, func() (string, error) { return c.l.QEMUDomainMonitorCommand(dom, cmd, 0) })
 }
 
-// lifecycleEvents subscribes to lifecycle events. stop unsubscribes: it
+// LifecycleEvents subscribes to lifecycle events. stop unsubscribes: it
 // cancels go-libvirt's relay and drains its channel until it closes (the
 // relay blocks on an unread channel otherwise), then returns; call it before
 // Close. A subscription that completes after its call timed out or was
 // abandoned is stopped the same way.
-func (c *Conn) lifecycleEvents(ctx context.Context) (<-chan libvirt.DomainEventLifecycleMsg, func(), error) {
+func (c *Conn) LifecycleEvents(ctx context.Context) (<-chan libvirt.DomainEventLifecycleMsg, func(), error) {
 	subCtx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	var ch <-chan libvirt.DomainEventLifecycleMsg

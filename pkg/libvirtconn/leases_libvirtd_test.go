@@ -1,4 +1,4 @@
-package libvirtwatch
+package libvirtconn
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zaptest"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
@@ -49,9 +51,10 @@ func TestLibvirtdNetworkDHCPLeases(t *testing.T) {
 	out := client.Exec(t, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "10", "-T", "1", "-s", "/bin/true")
 	t.Logf("udhcpc: %s", strings.TrimSpace(out))
 
-	cfg := realConfig(t, d.ROSocket)
-	cfg.URI = "qemu:///system"
-	c, err := Dial(context.Background(), cfg)
+	c, err := Dial(context.Background(), Config{
+		Socket: d.ROSocket, URI: "qemu:///system",
+		Logger: zaptest.NewLogger(t), Metrics: NewMetrics(nil),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package libvirtwatch
+package libvirtconn
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 // key and namespace, through the Redialer (the read-write connection); on
 // a read-only connection libvirt's refusal is ErrDenied.
 func TestSetMetadataWritesOurElementLive(t *testing.T) {
-	s := startFake(t)
-	d := addDomain(t, s, 1, StateRunning, 1, 1)
+	s := libvirtfake.Start(t)
+	d := libvirtfake.AddTestDomain(t, s, 1, StateRunning, 1, 1)
 	r := NewRedialer(Config{Socket: s.Path(), RPCTimeout: 2 * time.Second})
 	defer r.Close()
 	ctx := context.Background()
@@ -34,7 +34,7 @@ func TestSetMetadataWritesOurElementLive(t *testing.T) {
 	if !errors.Is(err, ErrDenied) {
 		t.Fatalf("read-only: err = %v, want ErrDenied", err)
 	}
-	if err := r.SetMetadata(ctx, DomainRef{UUID: uuidOf(99)}, elem, domxml.AddressesKey, domxml.AddressesNamespace); err == nil || errors.Is(err, ErrDenied) {
+	if err := r.SetMetadata(ctx, DomainRef{UUID: libvirtfake.TestUUID(99)}, elem, domxml.AddressesKey, domxml.AddressesNamespace); err == nil || errors.Is(err, ErrDenied) {
 		t.Fatalf("unknown domain: err = %v, want a lookup error", err)
 	}
 }
@@ -43,7 +43,7 @@ func TestSetMetadataWritesOurElementLive(t *testing.T) {
 // only (IPv4 and IPv6), on a read-only connection; an unknown network is
 // an error.
 func TestDHCPLeasesOfOneMAC(t *testing.T) {
-	s := startFake(t)
+	s := libvirtfake.Start(t)
 	s.SetReadOnly(true)
 	s.SetNetwork("default", []libvirtfake.Lease{
 		{MAC: "52:54:00:00:00:01", IP: "192.168.122.10"},

@@ -1,4 +1,4 @@
-package libvirtwatch
+package libvirtconn
 
 import (
 	"context"
@@ -79,13 +79,4 @@ func (c *Conn) DHCPLeases(ctx context.Context, network, mac string) ([]netip.Add
 		out = append(out, a)
 	}
 	return out, nil
-}
-
-// DHCPLeases is Conn.DHCPLeases on the current connection.
-func (w *Watcher) DHCPLeases(ctx context.Context, network, mac string) ([]netip.Addr, error) {
-	c, err := w.Conn()
-	if err != nil {
-		return nil, err
-	}
-	return c.DHCPLeases(ctx, network, mac)
 }

@@ -1,4 +1,4 @@
-package libvirtwatch
+package libvirtconn
 
 import (
 	"context"
@@ -14,17 +14,20 @@ import (
 
 // The Redialer dials on first use, once for concurrent callers; a call that
 // times out costs only its own connection, and the next call dials again;
-// after Close every call fails with ErrClosed. A watcher on the same
-// libvirtd is not disturbed.
+// after Close every call fails with ErrClosed. Another connection to the
+// same libvirtd (the watcher's, in the daemon) is not disturbed.
 func TestFakeRedialer(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
-	vm := addDomain(t, s, 1, StateRunning, 1, 1)
+	libvirtfake.CheckLeaks(t)
+	s := libvirtfake.Start(t)
+	vm := libvirtfake.AddTestDomain(t, s, 1, StateRunning, 1, 1)
 	ref := DomainRef{Name: vm.Name, UUID: vm.UUID}
-	cfg := testConfig(t, s.Path())
-	cfg.RPCTimeout = 300 * time.Millisecond
-	w := startWatcher(t, cfg, 16)
-	w.waitReady(t, 5*time.Second)
+	m := NewMetrics(nil)
+	cfg := Config{Socket: s.Path(), URI: "test:///default", RPCTimeout: 300 * time.Millisecond, Metrics: m}
+	other, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
 	opens := func() int { return len(s.URIs()) }
 	base := opens()
 
@@ -65,8 +68,16 @@ func TestFakeRedialer(t *testing.T) {
 	if got := opens() - base; got != 2 {
 		t.Errorf("after a timeout: %d connections opened in all, want 2", got)
 	}
-	if got := testutil.ToFloat64(w.m.reconnects); got != 0 || !w.w.Ready() {
-		t.Errorf("the watcher was disturbed by the Redialer's timeout: %v reconnects, ready %v", got, w.w.Ready())
+	select {
+	case <-other.Done():
+		t.Error("the other connection was closed by the Redialer's timeout")
+	default:
+	}
+	if _, err := other.DomainXML(ctx, ref); err != nil {
+		t.Errorf("the other connection after the Redialer's timeout: %v", err)
+	}
+	if got := testutil.ToFloat64(m.rpcTimeouts.WithLabelValues(procMonitorCommand)); got != 1 {
+		t.Errorf("rpc_timeouts{domain_qemu_monitor_command} = %v, want 1", got)
 	}
 
 	if err := r.Close(); err != nil {

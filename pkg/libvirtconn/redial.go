@@ -1,4 +1,4 @@
-package libvirtwatch
+package libvirtconn
 
 import (
 	"context"
@@ -10,21 +10,22 @@ import (
 
 // Redialer is a Conn of its own, dialed on first use and again whenever the
 // last one was lost (libvirtd restarted, a call timed out). It is for QMP
-// monitor commands, which must not share the Watcher's connection:
+// monitor commands, which must not share the event watcher's connection
+// (libvirtwatch.Watcher):
 //
 //   - libvirtd holds a monitor command while the domain has a migration job
 //     (on the destination: until the incoming migration ends, the whole
 //     post-copy phase after RESUMED/POSTCOPY), and a call that outlasts the
-//     RPC timeout closes its connection. On the Watcher's connection that
+//     RPC timeout closes its connection. On the watcher's connection that
 //     would drop the event subscription and fail every call in flight
 //     (other domains' XML, the ping) and force a reconnect and resync.
 //   - libvirtd serves at most max_client_requests (default 5) calls of one
-//     connection at a time; blocked monitor commands on the Watcher's
+//     connection at a time; blocked monitor commands on the watcher's
 //     connection would stall its other calls. On one connection of their
 //     own they also never occupy more than that many of libvirtd's workers,
 //     which the host's other clients (nova-compute) share.
 //
-// The Watcher can then stay on the read-only socket; only the Redialer,
+// The watcher can then stay on the read-only socket; only the Redialer,
 // when a NIC on the qemu strategy lands, opens the read-write one.
 // Redialer is safe for concurrent use.
 type Redialer struct {
@@ -43,7 +44,7 @@ var ErrClosed = errors.New("libvirt connection closed")
 // used. cfg.ReadOnly picks the socket when cfg.Socket is empty: QMP needs
 // the read-write one.
 func NewRedialer(cfg Config) *Redialer {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	return &Redialer{cfg: cfg, log: cfg.Logger}
 }
 
