@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/record"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -66,7 +67,7 @@ func (h *host) histogram(t testing.TB, name string, labels ...string) (count uin
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if matches(m, labels) && m.Histogram != nil {
+			if metrictest.Matches(m, labels) && m.Histogram != nil {
 				return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
 			}
 		}
