@@ -15,27 +15,36 @@ import (
 // false when there is none.
 func Gathered(t testing.TB, g prometheus.Gatherer, name string, labels ...string) (v float64, found bool) {
 	t.Helper()
+	for _, m := range Series(t, g, name, labels...) {
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// Series returns the gathered series of metric name whose labels include
+// every "label=value" of labels.
+func Series(t testing.TB, g prometheus.Gatherer, name string, labels ...string) []*dto.Metric {
+	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []*dto.Metric
 	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if !Matches(m, labels) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			case m.Gauge != nil:
-				return m.Gauge.GetValue(), true
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				if Matches(m, labels) {
+					out = append(out, m)
+				}
 			}
 		}
 	}
-	return 0, false
+	return out
 }
 
 // Value is Gathered's value from c's own series (c registered alone), and
