@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/record"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -57,18 +58,9 @@ func (h *host) recordOf(t *testing.T, kind record.Kind, domainName string, timeo
 // histogramCount reads the sample count and sum of a histogram series.
 func (h *host) histogram(t testing.TB, name string, labels ...string) (count uint64, sum float64) {
 	t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if matches(m, labels) && m.Histogram != nil {
-				return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
-			}
+	for _, m := range metrictest.Series(t, h.reg, name, labels...) {
+		if m.Histogram != nil {
+			return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
 		}
 	}
 	return 0, 0

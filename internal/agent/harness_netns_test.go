@@ -18,13 +18,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -35,6 +33,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/strategy"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
@@ -519,40 +518,7 @@ func (h *host) metric(t testing.TB, name string, labels ...string) float64 {
 // values ("k=v" pairs); found is false if no such series exists.
 func gathered(t testing.TB, reg prometheus.Gatherer, name string, labels ...string) (v float64, found bool) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if matches(m, labels) {
-				switch {
-				case m.Counter != nil:
-					return m.Counter.GetValue(), true
-				case m.Gauge != nil:
-					return m.Gauge.GetValue(), true
-				}
-			}
-		}
-	}
-	return 0, false
-}
-
-func matches(m *dto.Metric, labels []string) bool {
-	have := map[string]string{}
-	for _, lp := range m.GetLabel() {
-		have[lp.GetName()] = lp.GetValue()
-	}
-	for _, kv := range labels {
-		k, v, _ := strings.Cut(kv, "=")
-		if have[k] != v {
-			return false
-		}
-	}
-	return true
+	return metrictest.Gathered(t, reg, name, labels...)
 }
 
 // nics reads rarp_announce_nic_announces_total{strategy,result}.

@@ -58,15 +58,11 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	// Read-only for the domain's state and XML; the read-write socket is
 	// dialed only when a NIC of this domain is planned on the qemu
 	// strategy (issue 10), at its first QMP command.
-	conn, err := libvirtconn.Dial(ctx, daemon.ConnConfig(cfg, log, nil))
-	if err != nil {
-		return failure(env, "announce", fmt.Errorf("libvirt: %w", err))
-	}
-	defer conn.Close()
-	ref, err := conn.LookupDomain(ctx, domain)
+	conn, ref, err := openDomain(ctx, cfg, log, domain)
 	if err != nil {
 		return failure(env, "announce", err)
 	}
+	defer conn.Close()
 
 	rw := &lazyConn{cfg: daemon.QMPConfig(cfg, log, nil)}
 	defer rw.Close()
@@ -147,6 +143,22 @@ func burstLength(s announce.Schedule) time.Duration {
 		return 0
 	}
 	return b[len(b)-1]
+}
+
+// openDomain dials libvirt's read-only socket, as the agent does, and looks
+// the domain up by name or UUID; on success the caller closes the
+// connection.
+func openDomain(ctx context.Context, cfg *config.Config, log *zap.Logger, domain string) (*libvirtconn.Conn, libvirtconn.DomainRef, error) {
+	conn, err := libvirtconn.Dial(ctx, daemon.ConnConfig(cfg, log, nil))
+	if err != nil {
+		return nil, libvirtconn.DomainRef{}, fmt.Errorf("libvirt: %w", err)
+	}
+	ref, err := conn.LookupDomain(ctx, domain)
+	if err != nil {
+		conn.Close()
+		return nil, libvirtconn.DomainRef{}, err
+	}
+	return conn, ref, nil
 }
 
 // lazyConn is the read-write libvirt connection QMP needs, dialed at the

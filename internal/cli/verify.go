@@ -12,7 +12,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
 	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
-	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
@@ -74,15 +73,11 @@ func runVerify(ctx context.Context, env *Env, args []string) int {
 	}
 	defer log.Sync()
 
-	conn, err := libvirtconn.Dial(ctx, daemon.ConnConfig(cfg, log, nil))
-	if err != nil {
-		return failure(env, "verify", fmt.Errorf("libvirt: %w", err))
-	}
-	defer conn.Close()
-	ref, err := conn.LookupDomain(ctx, domain)
+	conn, ref, err := openDomain(ctx, cfg, log, domain)
 	if err != nil {
 		return failure(env, "verify", err)
 	}
+	defer conn.Close()
 	// The request moves the VM's MAC to this host, like any frame from
 	// it: never for a domain that does not run here.
 	running, err := conn.DomainRunning(ctx, ref)

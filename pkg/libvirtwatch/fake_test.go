@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
@@ -46,26 +46,7 @@ func waitFor(t testing.TB, cond func() bool, what string) {
 // connections' metrics (pkg/libvirtconn counts them).
 func rpcTimeouts(t testing.TB, m *Metrics, proc string) float64 {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(m.RPC)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "rarp_announce_libvirt_rpc_timeouts_total" {
-			continue
-		}
-		for _, metric := range mf.GetMetric() {
-			for _, l := range metric.GetLabel() {
-				if l.GetName() == "procedure" && l.GetValue() == proc {
-					return metric.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no rpc_timeouts series for %s", proc)
-	return 0
+	return metrictest.Value(t, m.RPC, "rarp_announce_libvirt_rpc_timeouts_total", "procedure="+proc)
 }
 
 type running struct {

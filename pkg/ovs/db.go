@@ -233,20 +233,11 @@ func portFromRows(bridge string, port, iface row) (Port, error) {
 	} else if ifname != p.Name {
 		return Port{}, fmt.Errorf("%w: Interface %q does not match Port %q", ErrCommand, ifname, p.Name)
 	}
-	tags, err := ints(port, "tag")
+	tag, err := optInt(port, "tag", "Port tag", 0, 4095)
 	if err != nil {
 		return Port{}, err
 	}
-	switch len(tags) {
-	case 0:
-	case 1:
-		if tags[0] < 0 || tags[0] > 4095 {
-			return Port{}, fmt.Errorf("%w: Port tag %d out of range", ErrCommand, tags[0])
-		}
-		p.Tag = uint16(tags[0])
-	default:
-		return Port{}, fmt.Errorf("%w: Port tag has %d values", ErrCommand, len(tags))
-	}
+	p.Tag = uint16(tag)
 	trunks, err := ints(port, "trunks")
 	if err != nil {
 		return Port{}, err
@@ -265,24 +256,38 @@ func portFromRows(bridge string, port, iface row) (Port, error) {
 	default:
 		return Port{}, fmt.Errorf("%w: unknown vlan_mode %q", ErrCommand, p.VLANMode)
 	}
-	ofports, err := ints(iface, "ofport")
-	if err != nil {
+	if p.OFPort, err = ofport(iface); err != nil {
 		return Port{}, err
-	}
-	switch len(ofports) {
-	case 0: // not assigned yet
-	case 1:
-		if ofports[0] > 0xfeff || ofports[0] < -1 {
-			return Port{}, fmt.Errorf("%w: ofport %d out of range", ErrCommand, ofports[0])
-		}
-		p.OFPort = ofports[0]
-	default:
-		return Port{}, fmt.Errorf("%w: Interface ofport has %d values", ErrCommand, len(ofports))
 	}
 	if p.Error, err = str(iface, "error", true); err != nil {
 		return Port{}, err
 	}
 	return p, nil
+}
+
+// ofport reads an Interface's ofport: 0 while none is assigned, -1 when
+// ovs-vswitchd could not open the device.
+func ofport(iface row) (int, error) {
+	return optInt(iface, "ofport", "Interface ofport", -1, 0xfeff)
+}
+
+// optInt reads an optional integer column (the empty set: 0) within
+// [lo, hi]; what names the column in errors.
+func optInt(r row, col, what string, lo, hi int) (int, error) {
+	ns, err := ints(r, col)
+	if err != nil {
+		return 0, err
+	}
+	switch len(ns) {
+	case 0:
+		return 0, nil
+	case 1:
+		if ns[0] < lo || ns[0] > hi {
+			return 0, fmt.Errorf("%w: %s %d out of range", ErrCommand, what, ns[0])
+		}
+		return ns[0], nil
+	}
+	return 0, fmt.Errorf("%w: %s has %d values", ErrCommand, what, len(ns))
 }
 
 // row is one table row: column name -> raw OVSDB JSON value.

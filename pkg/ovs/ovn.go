@@ -295,19 +295,8 @@ func ovnPortFromRow(r row) (OVNPort, error) {
 	if p.Interface, err = str(r, "name", false); err != nil {
 		return OVNPort{}, err
 	}
-	ofports, err := ints(r, "ofport")
-	if err != nil {
+	if p.OFPort, err = ofport(r); err != nil {
 		return OVNPort{}, err
-	}
-	switch len(ofports) {
-	case 0:
-	case 1:
-		if ofports[0] > 0xfeff || ofports[0] < -1 {
-			return OVNPort{}, fmt.Errorf("%w: ofport %d out of range", ErrCommand, ofports[0])
-		}
-		p.OFPort = ofports[0]
-	default:
-		return OVNPort{}, fmt.Errorf("%w: Interface ofport has %d values", ErrCommand, len(ofports))
 	}
 	ids, err := strMap(r, "external_ids")
 	if err != nil {

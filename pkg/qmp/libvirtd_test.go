@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
+	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
@@ -175,29 +175,9 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 
 func counter(t *testing.T, reg *prometheus.Registry, result string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := metrictest.Gathered(t, reg, "rarp_announce_qmp_announce_self_total", "result="+result)
+	if !ok {
+		t.Fatalf("no result %q", result)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "rarp_announce_qmp_announce_self_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label(m, "result") == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no result %q", result)
-	return 0
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
+	return v
 }

@@ -8,8 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"sort"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Files names the table's sources. Either may be empty, not both.
@@ -168,14 +169,10 @@ func (l *Loader) resolve(ctx context.Context, mapRecs, ethRecs []record, p *prob
 		err error
 	}
 	answers := make([]answer, len(hosts))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, parallel)
+	var g errgroup.Group
+	g.SetLimit(parallel)
 	for i, h := range hosts {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			addrs, err := resolver.LookupNetIP(ctx, "ip4", h)
 			var ips [][4]byte
 			for _, a := range addrs {
@@ -187,9 +184,10 @@ func (l *Loader) resolve(ctx context.Context, mapRecs, ethRecs []record, p *prob
 				err = errors.New("no IPv4 address")
 			}
 			answers[i] = answer{ips, err}
-		}()
+			return nil // failures are per host, in answers
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 
 	names := make(map[string][][4]byte, len(hosts))
 	failed := map[string]error{}
