@@ -138,6 +138,11 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		switch {
 		case err == nil:
 			a.closers = append(a.closers, p.Close)
+			if a.Topology != nil {
+				// The bridge, the VM's port and the entries' ports
+				// from the topology's view: no RTM_GETLINK per repair.
+				p.SetLinks(a.Topology)
+			}
 			a.FDB = p
 		case o.FDBOptional:
 			log.Warn("FDB repair off: cannot open netlink", zap.Error(err))

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 var (
@@ -60,9 +62,30 @@ type Repairer struct {
 	nl      *netlink.Handle
 	get     map[int]*nl.SocketHandle // for single-entry lookups, which the netlink package lacks
 	metrics *Metrics
+	links   Links // nil: every link is looked up by netlink
 
-	forceDump bool // tests: take the VLAN-filtering path on this kernel, which has none
+	forceDump bool         // tests: take the VLAN-filtering path on this kernel, which has none
+	getLinks  atomic.Int64 // tests: RTM_GETLINK requests made
 }
+
+// Links is a view of the namespace's links that netlink notifications keep
+// current: *uplink.Resolver, the agent's topology. With it, a repair names the
+// bridge, the VM's port and the removed entries' ports from memory instead
+// of one RTM_GETLINK each: in a landing storm those lookups were most of
+// the repair's cost (BenchmarkRepair, BenchmarkStorm). A device the view
+// does not know (yet), or that it does not know as a bridge where one is
+// asked for, is looked up by netlink as without a view, so the view can
+// lag behind the kernel only by the notifications in flight: a tap deleted
+// and re-created under the same name within that instant is spared under
+// its old ifindex.
+type Links interface {
+	Link(name string) (uplink.Link, bool)
+	LinkByIndex(index int) (uplink.Link, bool)
+}
+
+// SetLinks makes r look links up in l first. Call it before the first
+// Repair.
+func (r *Repairer) SetLinks(l Links) { r.links = l }
 
 // New returns a Repairer for the network namespace ns (nil: the caller's),
 // counting into m (nil: no metrics). Tests pass a test namespace. Close
@@ -121,29 +144,20 @@ func (r *Repairer) Repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 }
 
 func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry, error) {
-	br, err := r.nl.LinkByName(bridge)
+	br, err := r.bridge(bridge)
 	if err != nil {
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
-			return nil, fmt.Errorf("fdb: %s: %w", bridge, ErrNoBridge)
-		}
-		return nil, fmt.Errorf("fdb: look up bridge %s: %w", bridge, err)
-	}
-	if br.Type() != "bridge" {
-		return nil, fmt.Errorf("fdb: %s is a %s device: %w", bridge, br.Type(), ErrNotBridge)
+		return nil, err
 	}
 	own := 0
 	if ownPort != "" {
-		if l, err := r.nl.LinkByName(ownPort); err == nil {
-			own = l.Attrs().Index
-		}
+		own = r.index(ownPort)
 	}
 	neighs, err := r.lookup(br, mac)
 	if err != nil {
 		return nil, fmt.Errorf("fdb: look up %s in %s: %w", mac, bridge, err)
 	}
-	stale := Stale(neighs, br.Attrs().Index, own, mac)
-	if len(stale) > 0 && vlanFiltering(br) {
+	stale := Stale(neighs, br.index, own, mac)
+	if len(stale) > 0 && br.filtering {
 		vlans, err := r.portVLANs(own)
 		if err != nil {
 			return nil, fmt.Errorf("fdb: VLANs of %s on %s: %w", ownPort, bridge, err)
@@ -179,10 +193,56 @@ func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 	return removed, errors.Join(errs...)
 }
 
-// vlanFiltering reports whether br is a VLAN-filtering bridge.
-func vlanFiltering(br netlink.Link) bool {
+// bridgeLink is the bridge a repair works on.
+type bridgeLink struct {
+	index int
+	// filtering: a VLAN-filtering bridge, whose entries are removed only
+	// in the VM port's VLANs; getOne: known not to filter VLANs, so it
+	// holds at most one entry per MAC, found without a dump.
+	filtering, getOne bool
+}
+
+// bridge finds the bridge called name: in the view if it knows it as a
+// bridge, else by netlink, which tells a missing device (ErrNoBridge) from
+// another kind (ErrNotBridge).
+func (r *Repairer) bridge(name string) (bridgeLink, error) {
+	if r.links != nil {
+		if l, ok := r.links.Link(name); ok && l.Kind == "bridge" {
+			return bridgeLink{index: l.Index, filtering: l.VLANFiltering, getOne: !l.VLANFiltering}, nil
+		}
+	}
+	br, err := r.linkByName(name)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return bridgeLink{}, fmt.Errorf("fdb: %s: %w", name, ErrNoBridge)
+		}
+		return bridgeLink{}, fmt.Errorf("fdb: look up bridge %s: %w", name, err)
+	}
 	b, ok := br.(*netlink.Bridge)
-	return ok && b.VlanFiltering != nil && *b.VlanFiltering
+	if !ok || br.Type() != "bridge" {
+		return bridgeLink{}, fmt.Errorf("fdb: %s is a %s device: %w", name, br.Type(), ErrNotBridge)
+	}
+	known := b.VlanFiltering != nil
+	return bridgeLink{index: br.Attrs().Index, filtering: known && *b.VlanFiltering, getOne: known && !*b.VlanFiltering}, nil
+}
+
+// index returns the ifindex of the device called name, 0 if there is none.
+func (r *Repairer) index(name string) int {
+	if r.links != nil {
+		if l, ok := r.links.Link(name); ok {
+			return l.Index
+		}
+	}
+	if l, err := r.linkByName(name); err == nil {
+		return l.Attrs().Index
+	}
+	return 0
+}
+
+func (r *Repairer) linkByName(name string) (netlink.Link, error) {
+	r.getLinks.Add(1)
+	return r.nl.LinkByName(name)
 }
 
 // portVLANs returns the VLAN IDs bridge port index (0: none) is a member
@@ -227,9 +287,9 @@ func InVLANs(neighs []netlink.Neigh, vlans []uint16) []netlink.Neigh {
 // in its hash table (RTM_GETNEIGH for one entry, Linux 4.20+). With VLAN
 // filtering there may be one per VLAN, so every table is dumped and
 // filtered: its cost grows with the tables (see BenchmarkRepair).
-func (r *Repairer) lookup(br netlink.Link, mac rarp.MAC) ([]netlink.Neigh, error) {
-	if b, ok := br.(*netlink.Bridge); ok && b.VlanFiltering != nil && !*b.VlanFiltering && !r.forceDump {
-		return r.getOne(br.Attrs().Index, mac)
+func (r *Repairer) lookup(br bridgeLink, mac rarp.MAC) ([]netlink.Neigh, error) {
+	if br.getOne && !r.forceDump {
+		return r.getOne(br.index, mac)
 	}
 	return r.dump()
 }
@@ -275,7 +335,14 @@ func (r *Repairer) dump() ([]netlink.Neigh, error) {
 	return neighs, nil
 }
 
+// portName names the port with ifindex index, for the log.
 func (r *Repairer) portName(index int) string {
+	if r.links != nil {
+		if l, ok := r.links.LinkByIndex(index); ok {
+			return l.Name
+		}
+	}
+	r.getLinks.Add(1)
 	if l, err := r.nl.LinkByIndex(index); err == nil {
 		return l.Attrs().Name
 	}

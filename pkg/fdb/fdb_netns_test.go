@@ -15,6 +15,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
 const (
@@ -61,22 +62,30 @@ func forwarding(t *testing.T, ns *netnstest.NS, port string) {
 	}
 }
 
-// lookups are the two ways Repair finds entries: a single-entry get (no
-// VLAN filtering) and a dump of all tables (VLAN filtering).
-var lookups = []struct {
-	name string
-	dump bool
-}{{"get", false}, {"dump", true}}
+// lookup is one way Repair finds entries and links: a single-entry get (no
+// VLAN filtering) or a dump of all tables (VLAN filtering); the links by
+// netlink, or from a view (an uplink.Resolver, as the agent's).
+type lookup struct {
+	name       string
+	dump, view bool
+}
+
+// lookups are every combination.
+var lookups = []lookup{{"get", false, false}, {"dump", true, false}, {"get-view", false, true}, {"dump-view", true, true}}
+
+// netlinkGet is the way without VLAN filtering and without a view.
+var netlinkGet = lookups[0]
 
 // eachLookup runs a test once per lookup.
-func eachLookup(t *testing.T, test func(t *testing.T, dump bool)) {
+func eachLookup(t *testing.T, test func(t *testing.T, l lookup)) {
 	for _, l := range lookups {
-		t.Run(l.name, func(t *testing.T) { test(t, l.dump) })
+		t.Run(l.name, func(t *testing.T) { test(t, l) })
 	}
 }
 
-// repairer makes a Repairer working in ns.
-func repairer(t testing.TB, ns *netnstest.NS, m *Metrics, dump bool) *Repairer {
+// repairer makes a Repairer working in ns, with a view of ns's links if l
+// says so.
+func repairer(t testing.TB, ns *netnstest.NS, m *Metrics, l lookup) *Repairer {
 	t.Helper()
 	h, err := netns.GetFromName(ns.Name)
 	if err != nil {
@@ -87,9 +96,23 @@ func repairer(t testing.TB, ns *netnstest.NS, m *Metrics, dump bool) *Repairer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.forceDump = dump
+	r.forceDump = l.dump
 	t.Cleanup(r.Close)
+	if l.view {
+		r.SetLinks(view(t, ns))
+	}
 	return r
+}
+
+// view opens an uplink.Resolver in ns, closed at the test's end.
+func view(t testing.TB, ns *netnstest.NS) *uplink.Resolver {
+	t.Helper()
+	var v *uplink.Resolver
+	if err := ns.Do(func() (err error) { v, err = uplink.Open(uplink.Options{}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	return v
 }
 
 // learnOnUplink reproduces the stale entry: the VM, still running on the old
@@ -131,7 +154,7 @@ func toVMFromUplink(t *testing.T, rig *netnstest.Rig, tap *netnstest.Tap, marker
 }
 
 func TestRepairRemovesStaleUplinkEntry(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) {
+	eachLookup(t, func(t *testing.T, l lookup) {
 		rig, tap := landed(t)
 		learnOnUplink(t, rig)
 
@@ -142,7 +165,7 @@ func TestRepairRemovesStaleUplinkEntry(t *testing.T) {
 		}
 
 		m := NewMetrics(nil)
-		r := repairer(t, rig.Host, m, dump)
+		r := repairer(t, rig.Host, m, l)
 		removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort)
 		if err != nil {
 			t.Fatal(err)
@@ -178,10 +201,10 @@ func TestRepairRemovesStaleUplinkEntry(t *testing.T) {
 }
 
 func TestRepairWithNothingLearned(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) {
+	eachLookup(t, func(t *testing.T, l lookup) {
 		rig, _ := landed(t)
 		m := NewMetrics(nil)
-		removed, err := repairer(t, rig.Host, m, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
+		removed, err := repairer(t, rig.Host, m, l).Repair(netnstest.RigHostBridge, vm, vmPort)
 		if err != nil || len(removed) != 0 {
 			t.Fatalf("removed %+v, err %v; want nothing, no error", removed, err)
 		}
@@ -192,7 +215,7 @@ func TestRepairWithNothingLearned(t *testing.T) {
 }
 
 func TestRepairLeavesTheVMsOwnPort(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) {
+	eachLookup(t, func(t *testing.T, l lookup) {
 		rig, tap := landed(t)
 		// The VM already sent from here (QEMU's own RARPs, or guest traffic).
 		if err := tap.Write(frame("ff:ff:ff:ff:ff:ff", vmMAC, 1)); err != nil {
@@ -201,7 +224,7 @@ func TestRepairLeavesTheVMsOwnPort(t *testing.T) {
 		if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, vmMAC, vmPort, 2*time.Second); got != vmPort {
 			t.Fatalf("br0 did not learn %s on %s (has %q)", vmMAC, vmPort, got)
 		}
-		removed, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
+		removed, err := repairer(t, rig.Host, nil, l).Repair(netnstest.RigHostBridge, vm, vmPort)
 		if err != nil || len(removed) != 0 {
 			t.Fatalf("removed %+v, err %v; want nothing", removed, err)
 		}
@@ -213,7 +236,7 @@ func TestRepairLeavesTheVMsOwnPort(t *testing.T) {
 
 // Other VMs' and hosts' entries are left alone: only the landed MAC goes.
 func TestRepairLeavesOtherMACs(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) {
+	eachLookup(t, func(t *testing.T, l lookup) {
 		rig, _ := landed(t)
 		learnOnUplink(t, rig)
 		const other = "52:54:00:99:99:99"
@@ -221,7 +244,7 @@ func TestRepairLeavesOtherMACs(t *testing.T) {
 		if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, other, netnstest.RigHostUplink, 2*time.Second); got != netnstest.RigHostUplink {
 			t.Fatalf("br0 did not learn %s", other)
 		}
-		if _, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, vmPort); err != nil {
+		if _, err := repairer(t, rig.Host, nil, l).Repair(netnstest.RigHostBridge, vm, vmPort); err != nil {
 			t.Fatal(err)
 		}
 		fdb := rig.Host.FDB(t, netnstest.RigHostBridge)
@@ -237,10 +260,10 @@ func TestRepairLeavesOtherMACs(t *testing.T) {
 // Configured entries (what `bridge fdb add` makes) are the operator's, not
 // the bridge's learning, and stay.
 func TestRepairLeavesConfiguredEntries(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) { configuredEntries(t, dump) })
+	eachLookup(t, func(t *testing.T, l lookup) { configuredEntries(t, l) })
 }
 
-func configuredEntries(t *testing.T, dump bool) {
+func configuredEntries(t *testing.T, l lookup) {
 	for _, kind := range [][]string{{"static"}, {"permanent"}, {"static", "sticky"}, {"extern_learn"}} {
 		t.Run(kind[0]+map[bool]string{true: "_" + kind[len(kind)-1]}[len(kind) > 1], func(t *testing.T) {
 			rig, _ := landed(t)
@@ -249,7 +272,7 @@ func configuredEntries(t *testing.T, dump bool) {
 			if len(before) != 1 {
 				t.Fatalf("bridge fdb add made %d entries", len(before))
 			}
-			removed, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, vmPort)
+			removed, err := repairer(t, rig.Host, nil, l).Repair(netnstest.RigHostBridge, vm, vmPort)
 			if err != nil || len(removed) != 0 {
 				t.Fatalf("removed %+v, err %v; want nothing", removed, err)
 			}
@@ -277,13 +300,13 @@ func entries(t *testing.T, h *netlink.Handle, mac string) []netlink.Neigh {
 }
 
 func TestRepairWithoutCapNetAdmin(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) {
+	eachLookup(t, func(t *testing.T, l lookup) {
 		rig, _ := landed(t)
 		learnOnUplink(t, rig)
 		m := NewMetrics(nil)
 		var removed []Entry
 		var err error
-		r := repairer(t, rig.Host, m, dump)
+		r := repairer(t, rig.Host, m, l)
 		withoutNetAdmin(t, rig.Host, func() {
 			removed, err = r.Repair(netnstest.RigHostBridge, vm, vmPort)
 		})
@@ -331,7 +354,7 @@ func withoutNetAdmin(t *testing.T, ns *netnstest.NS, fn func()) {
 func TestRepairNoSuchBridge(t *testing.T) {
 	rig, _ := landed(t)
 	m := NewMetrics(nil)
-	r := repairer(t, rig.Host, m, false)
+	r := repairer(t, rig.Host, m, netlinkGet)
 	if _, err := r.Repair("nosuchbr", vm, vmPort); !errors.Is(err, ErrNoBridge) {
 		t.Fatalf("missing bridge: err = %v, want ErrNoBridge", err)
 	}
@@ -346,12 +369,85 @@ func TestRepairNoSuchBridge(t *testing.T) {
 // A VM whose tap is not known (or gone) still gets its stale entries
 // removed: no port is spared.
 func TestRepairWithoutOwnPort(t *testing.T) {
-	eachLookup(t, func(t *testing.T, dump bool) {
+	eachLookup(t, func(t *testing.T, l lookup) {
 		rig, _ := landed(t)
 		learnOnUplink(t, rig)
-		removed, err := repairer(t, rig.Host, nil, dump).Repair(netnstest.RigHostBridge, vm, "")
+		removed, err := repairer(t, rig.Host, nil, l).Repair(netnstest.RigHostBridge, vm, "")
 		if err != nil || len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink {
 			t.Fatalf("removed %+v, err %v; want the uplink entry", removed, err)
 		}
 	})
+}
+
+// With a view of the links (the agent's topology), a repair makes no
+// RTM_GETLINK: the bridge, the VM's port and the removed entry's port come
+// from the view. Without one it makes three.
+func TestRepairLooksLinksUpInTheView(t *testing.T) {
+	for _, tt := range []struct {
+		l    lookup
+		want int64
+	}{{netlinkGet, 3}, {lookups[2], 0}} {
+		t.Run(tt.l.name, func(t *testing.T) {
+			rig, _ := landed(t)
+			learnOnUplink(t, rig)
+			r := repairer(t, rig.Host, nil, tt.l)
+			removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort)
+			if err != nil || len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink {
+				t.Fatalf("removed %+v, err %v; want the uplink entry", removed, err)
+			}
+			if got := r.getLinks.Load(); got != tt.want {
+				t.Errorf("%d RTM_GETLINK requests, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// staleView knows only what it is given: a view that has not seen a device
+// yet, or knows a name as another kind of device.
+type staleView map[string]uplink.Link
+
+func (v staleView) Link(name string) (uplink.Link, bool) { l, ok := v[name]; return l, ok }
+
+func (v staleView) LinkByIndex(i int) (uplink.Link, bool) {
+	for _, l := range v {
+		if l.Index == i {
+			return l, true
+		}
+	}
+	return uplink.Link{}, false
+}
+
+// Where the view does not know a device, or does not know it as a bridge,
+// netlink answers, as without a view: the repair still removes the stale
+// entry, still spares the VM's port, and still tells a missing bridge.
+func TestRepairLooksUpWhatTheViewLacks(t *testing.T) {
+	rig, tap := landed(t)
+	uplinkIdx := rig.Host.Interface(t, netnstest.RigHostUplink).Index
+	r := repairer(t, rig.Host, nil, netlinkGet)
+	// br0 known as something else, the tap unknown, the uplink known.
+	r.SetLinks(staleView{
+		netnstest.RigHostBridge: {Port: uplink.Port{Index: 9999, Name: netnstest.RigHostBridge}, Kind: "veth"},
+		netnstest.RigHostUplink: {Port: uplink.Port{Index: uplinkIdx, Name: netnstest.RigHostUplink}, Kind: "veth"},
+	})
+	learnOnUplink(t, rig)
+	removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort)
+	if err != nil || len(removed) != 1 || removed[0].Port != netnstest.RigHostUplink {
+		t.Fatalf("removed %+v, err %v; want the uplink entry", removed, err)
+	}
+	if got := r.getLinks.Load(); got != 2 {
+		t.Errorf("%d RTM_GETLINK requests, want 2 (the bridge, the tap; the uplink's name from the view)", got)
+	}
+	// The VM's own entry, found through netlink's answer for the tap.
+	if err := tap.Write(frame("ff:ff:ff:ff:ff:ff", vmMAC, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := rig.Host.WaitFDB(t, netnstest.RigHostBridge, vmMAC, vmPort, 2*time.Second); got != vmPort {
+		t.Fatalf("br0 did not learn %s on %s (has %q)", vmMAC, vmPort, got)
+	}
+	if removed, err := r.Repair(netnstest.RigHostBridge, vm, vmPort); err != nil || len(removed) != 0 {
+		t.Fatalf("removed %+v, err %v; want the VM's own entry spared", removed, err)
+	}
+	if _, err := r.Repair("nosuchbr", vm, vmPort); !errors.Is(err, ErrNoBridge) {
+		t.Fatalf("missing bridge: err = %v, want ErrNoBridge", err)
+	}
 }

@@ -40,6 +40,14 @@ func NewPool(ns *netns.NsHandle, m *Metrics, n int) (*Pool, error) {
 	return p, nil
 }
 
+// SetLinks makes every Repairer look links up in l first
+// (Repairer.SetLinks). Call it before the first Repair.
+func (p *Pool) SetLinks(l Links) {
+	for _, r := range p.all {
+		r.SetLinks(l)
+	}
+}
+
 // Repair is Repairer.Repair on a free Repairer, waiting for one if all are
 // busy.
 func (p *Pool) Repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry, error) {

@@ -69,8 +69,16 @@ func vmEntries(t *testing.T, ns *netnstest.NS, port string) []int {
 // TestRepairOnlyInTheVMPortsVLANs (issue 11 #7): the VM's MAC was learned
 // on the uplink in VLAN 100 (the VM's, while it ran elsewhere) and in
 // VLAN 200 (another broadcast domain); Repair removes only the VLAN 100
-// entry, and traffic for the VM on VLAN 100 then reaches its tap.
+// entry, and traffic for the VM on VLAN 100 then reaches its tap. Both with
+// the links by netlink and from a view (the agent's uplink.Resolver, which
+// tells the bridge filters VLANs).
 func TestRepairOnlyInTheVMPortsVLANs(t *testing.T) {
+	for _, l := range []lookup{netlinkGet, {"view", false, true}} {
+		t.Run(l.name, func(t *testing.T) { repairOnlyInTheVMPortsVLANs(t, l) })
+	}
+}
+
+func repairOnlyInTheVMPortsVLANs(t *testing.T, l lookup) {
 	host, sw, tap := vlanLanded(t)
 	for _, vid := range []uint16{100, 200} {
 		netnstest.Send(t, sw, "swh", tagged("ff:ff:ff:ff:ff:ff", vmMAC, vid, 0))
@@ -97,7 +105,7 @@ func TestRepairOnlyInTheVMPortsVLANs(t *testing.T) {
 		t.Fatal("a frame for the VM on VLAN 100 reached its tap: no stale entry reproduced")
 	}
 
-	r := repairer(t, host, nil, false)
+	r := repairer(t, host, nil, l)
 	// Without the VM's port there are no VLANs to repair in.
 	if removed, err := r.Repair("br0", vm, ""); err != nil || len(removed) != 0 {
 		t.Fatalf("without an own port: removed %+v, err %v; want nothing", removed, err)

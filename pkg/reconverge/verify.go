@@ -67,6 +67,7 @@ func (p Probe) Run(ctx context.Context, timeout time.Duration) (ProbeResult, err
 		return ProbeResult{}, fmt.Errorf("reconverge: probe on %s: %w", p.Interface.Name, err)
 	}
 	defer c.Close()
+	ignoreOutgoing(c)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	sent := time.Now()

@@ -32,6 +32,7 @@ import (
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -98,6 +99,7 @@ func Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
 	}
+	ignoreOutgoing(c)
 	w := &Watch{c: c, dir: dir, seen: make(map[rarp.MAC]*Sighting, len(macs)), now: time.Now}
 	for _, m := range macs {
 		if _, dup := w.seen[m]; dup {
@@ -110,6 +112,24 @@ func Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
 }
 
 const ethPAll = 0x0003
+
+// ignoreOutgoing asks the kernel not to hand c the frames the host sends
+// (PACKET_IGNORE_OUTGOING, Linux 4.20+), which the filter drops anyway.
+// Without it every frame leaving the interface runs through packet_rcv and
+// the filter of every watch on it, in the sender's system call: in a
+// landing storm, hundreds of watches open on each uplink turned each of
+// the agent's own announces into hundreds of such runs (BenchmarkStorm:
+// about a fifth of the agent's CPU). An older kernel refuses the option;
+// the filter's PACKET_OUTGOING test still drops those frames there.
+func ignoreOutgoing(c *packet.Conn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	})
+}
 
 // Run reads until ctx ends, until deadline, or (with untilAllSeen) until
 // every MAC was seen at least once, then returns what it saw, one Sighting

@@ -161,18 +161,6 @@ func DefaultIsVMPort(l *Link) bool {
 	return false
 }
 
-// uplinks returns the ports of br that are not VM ports, by index.
-func (t table) uplinks(br *Link, isVM IsVMPort) []*Link {
-	var out []*Link
-	for _, l := range t {
-		if l.Master == br.Index && l.Index != br.Index && !isVM(l) {
-			out = append(out, l)
-		}
-	}
-	slices.SortFunc(out, func(a, b *Link) int { return a.Index - b.Index })
-	return out
-}
-
 // resolve computes the targets for the VM on port vmPort of bridge. VLANs
 // from the domain XML (xmlVLANs) replace the VM port's own from the bridge's
 // VLAN table.

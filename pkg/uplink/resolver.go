@@ -263,14 +263,20 @@ func (r *Resolver) Targets(bridge, vmPort string, xmlVLANs []rarp.VLAN) ([]Targe
 	if r.err != nil {
 		return nil, &FallbackError{Bridge: bridge, Port: vmPort, Reason: Unreadable, Err: r.err}
 	}
-	// Readers build the index under the read lock; a writer, which
-	// holds the write lock, drops it after each change.
+	return r.indexed().resolve(bridge, vmPort, xmlVLANs)
+}
+
+// indexed returns the table's index, building it if a change dropped it.
+// Called with r.mu held for reading: readers build it under the read lock
+// (two may build it at once; either result is right), a writer, which
+// holds the write lock, drops it after each change.
+func (r *Resolver) indexed() *index {
 	ix := r.ix.Load()
 	if ix == nil {
 		ix = r.t.index(r.opts.IsVMPort)
 		r.ix.Store(ix)
 	}
-	return ix.resolve(bridge, vmPort, xmlVLANs)
+	return ix
 }
 
 // Uplinks returns bridge's uplink ports, up or not, by index.
@@ -280,12 +286,14 @@ func (r *Resolver) Uplinks(bridge string) ([]Port, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	br := r.t.byName(bridge)
+	ix := r.indexed()
+	br := ix.byName(bridge)
 	if br == nil || br.Kind != "bridge" {
 		return nil, fmt.Errorf("uplink: %s: not a bridge", bridge)
 	}
-	var out []Port
-	for _, l := range r.t.uplinks(br, r.opts.IsVMPort) {
+	ups := ix.ups[br.Index]
+	out := make([]Port, 0, len(ups))
+	for _, l := range ups {
 		out = append(out, l.Port)
 	}
 	return out, nil
@@ -295,7 +303,7 @@ func (r *Resolver) Uplinks(bridge string) ([]Port, error) {
 func (r *Resolver) Link(name string) (Link, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	l := r.t.byName(name)
+	l := r.indexed().byName(name)
 	if l == nil {
 		return Link{}, false
 	}

@@ -103,15 +103,6 @@ func (l *Link) PVID() (uint16, bool) {
 // table is the topology: every link of the namespace by index.
 type table map[int]*Link
 
-func (t table) byName(name string) *Link {
-	for _, l := range t {
-		if l.Name == name {
-			return l
-		}
-	}
-	return nil
-}
-
 // linkFrom converts a deserialized netlink link.
 func linkFrom(nl netlink.Link) *Link {
 	a := nl.Attrs()
