@@ -86,6 +86,10 @@ type Deps struct {
 	// uplink events (failover.go).
 	UplinkEvents UplinkEvents
 	Topology     Topology
+	// OVSUplinks, if set with UplinkEvents, finds the uplinks of the OVS
+	// bridges the running domains' ovs-strategy NICs are on, so they are
+	// re-announced after those uplinks' events too.
+	OVSUplinks OVSUplinks
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
@@ -143,8 +147,9 @@ func (a *Agent) current() Settings {
 // landings in progress to stop.
 func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 	defer a.wg.Wait()
-	a.wg.Add(2)
+	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.refreshLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.ovsLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.runUplinks(ctx) }()
 	for {
 		select {
@@ -168,6 +173,10 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		// Re-announces after an uplink event are no landing's: stop them
 		// here (a no-op when none runs).
 		for _, t := range gone.targets {
+			if st := a.strategies[t.Strategy]; t.Strategy != plan.Host && st != nil {
+				st.CancelMAC(t.NIC.MAC)
+				continue
+			}
 			a.d.Announcer.CancelMAC(t.NIC.MAC)
 		}
 	}

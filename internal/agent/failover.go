@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,6 +35,15 @@ type UplinkEvents interface {
 type Topology interface {
 	Link(name string) (uplink.Link, bool)
 	LinkByIndex(index int) (uplink.Link, bool)
+}
+
+// OVSUplinks says through which kernel devices an Open vSwitch bridge's
+// traffic leaves the host (ovs.Switch.Uplinks, from OVSDB: its physical
+// ports, through patch ports). The agent watches them as it watches a
+// Linux bridge's uplinks; nil: OVS NICs are not re-announced after uplink
+// events.
+type OVSUplinks interface {
+	Uplinks(ctx context.Context, bridge string) ([]string, error)
 }
 
 // RunningLister lists the domains running here in one call
@@ -81,24 +91,33 @@ type registry struct {
 
 	refreshMu sync.Mutex // one refresh at a time
 	kick      chan struct{}
+
+	// Open vSwitch bridges of the known OVS NICs and their uplinks (the
+	// kernel devices OVSDB names), read in the background (ovsLoop).
+	ovsWant map[string]bool
+	ovsUp   map[string][]string
+	ovsKick chan struct{}
 }
 
 type known struct {
 	ref     libvirtwatch.DomainRef
 	id      int32
 	stale   bool          // a start or resume since the XML was read
-	targets []plan.Target // host-strategy NICs
+	targets []plan.Target // host- and ovs-strategy NICs
 	via     []string      // per target: watchKey of where its frames leave
 }
 
 func newRegistry() *registry {
-	return &registry{doms: map[string]*known{}, kick: make(chan struct{}, 1)}
+	return &registry{doms: map[string]*known{}, kick: make(chan struct{}, 1),
+		ovsWant: map[string]bool{}, ovsUp: map[string][]string{}, ovsKick: make(chan struct{}, 1)}
 }
 
 // watchKey names where a NIC's frames leave: "bridge/<name>" for a NIC on
-// a Linux bridge, "dev/<name>" for a macvtap's lower device.
+// a Linux bridge, "dev/<name>" for a macvtap's lower device, "ovs/<name>"
+// for a NIC on an Open vSwitch bridge.
 func bridgeKey(name string) string { return "bridge/" + name }
 func deviceKey(name string) string { return "dev/" + name }
+func ovsKey(name string) string    { return "ovs/" + name }
 
 // observe keeps the registry current with a libvirt event: a domain that
 // starts or resumes is read again; one that lands is marked stale until its
@@ -265,10 +284,15 @@ func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Doma
 	targets := plan.Plan(dom, s.Plan)
 	a.d.IP.RunningDomain(dom, targets, a.log) // the learners (ip_announce.sources.learned)
 	for _, t := range targets {
-		if t.Strategy != plan.Host {
-			continue // ovs and qemu NICs: not re-announced after uplink events yet
+		var key string
+		switch t.Strategy {
+		case plan.Host:
+			key = a.whereLeaves(t)
+		case plan.OVS:
+			key = a.ovsLeaves(t)
+		default:
+			continue // qemu NICs: no kernel device of ours to watch (failover.go, ovsLeaves)
 		}
-		key := a.whereLeaves(t)
 		if key == "" {
 			continue
 		}
@@ -299,10 +323,103 @@ func (a *Agent) whereLeaves(t plan.Target) string {
 	return deviceKey(lower.Name)
 }
 
+// ovsLeaves returns the watch key of an OVS NIC: its Open vSwitch bridge,
+// from the live XML's <source bridge>, whose uplinks ovsLoop reads from
+// OVSDB and watches. A landing calls this: it asks for the bridge's
+// uplinks in the background, never reads OVSDB itself.
+//
+// vhost-user NICs (the qemu strategy) sit on an OVS bridge too, but on a
+// DPDK datapath: their uplinks are DPDK ports, not kernel devices, and no
+// netlink event tells their carrier; their XML names no bridge either.
+func (a *Agent) ovsLeaves(t plan.Target) string {
+	br := t.NIC.SourceBridge
+	if a.d.OVSUplinks == nil || br == "" {
+		return ""
+	}
+	r := a.reg
+	r.mu.Lock()
+	_, known := r.ovsUp[br]
+	r.ovsWant[br] = true
+	r.mu.Unlock()
+	if !known {
+		select {
+		case r.ovsKick <- struct{}{}:
+		default:
+		}
+	}
+	return ovsKey(br)
+}
+
+// ovsRecheck is how often the known OVS bridges' uplinks are read again
+// (one OVSDB transaction per bridge): a physical port added to a bridge
+// is watched within it.
+const ovsRecheck = 30 * time.Second
+
+// ovsLoop reads the uplinks of the OVS bridges the registry's NICs are on
+// and watches them: at once for a bridge not read yet, every ovsRecheck
+// for all.
+func (a *Agent) ovsLoop(ctx context.Context) {
+	if a.d.OVSUplinks == nil || a.d.UplinkEvents == nil {
+		return
+	}
+	r := a.reg
+	tick := time.NewTicker(ovsRecheck)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		all := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.ovsKick:
+		case <-retry.C:
+		case <-tick.C:
+			all = true
+		}
+		r.mu.Lock()
+		var bridges []string
+		for br := range r.ovsWant {
+			if _, ok := r.ovsUp[br]; all || !ok {
+				bridges = append(bridges, br)
+			}
+		}
+		r.mu.Unlock()
+		failed := false
+		for _, br := range bridges {
+			ups, err := a.d.OVSUplinks.Uplinks(ctx, br)
+			if err != nil {
+				if ctx.Err() == nil {
+					a.log.Warn("cannot read an Open vSwitch bridge's uplinks; its NICs are not re-announced on uplink events yet", zap.String("bridge", br), zap.Error(err))
+				}
+				failed = true
+				continue
+			}
+			for _, u := range ups {
+				a.d.UplinkEvents.WatchDevice(u)
+			}
+			r.mu.Lock()
+			r.ovsUp[br] = ups
+			r.mu.Unlock()
+			a.log.Debug("Open vSwitch bridge's uplinks watched", zap.String("bridge", br), zap.Strings("uplinks", ups))
+		}
+		if failed {
+			retry.Reset(time.Second)
+		}
+	}
+}
+
 // eventKeys are the watch keys an uplink event concerns: the uplink as a
-// device, and the bridge it is a port of.
+// device, the bridge it is a port of, the OVS bridges it is an uplink of.
 func (a *Agent) eventKeys(e uplink.Event) map[string]bool {
 	keys := map[string]bool{deviceKey(e.Uplink.Name): true}
+	a.reg.mu.Lock()
+	for br, ups := range a.reg.ovsUp {
+		if slices.Contains(ups, e.Uplink.Name) {
+			keys[ovsKey(br)] = true
+		}
+	}
+	a.reg.mu.Unlock()
 	if a.d.Topology != nil {
 		if l, ok := a.d.Topology.LinkByIndex(e.Uplink.Index); ok && l.Master != 0 {
 			if br, ok := a.d.Topology.LinkByIndex(l.Master); ok && br.Kind == "bridge" {
@@ -344,10 +461,17 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	}
 	keys := a.eventKeys(e)
 	nics, domains := 0, 0
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, k := range doms {
 		n := 0
+		var viaOVS []plan.Target
 		for i, t := range k.targets {
 			if !keys[k.via[i]] {
+				continue
+			}
+			if t.Strategy == plan.OVS {
+				viaOVS = append(viaOVS, t)
 				continue
 			}
 			t.Uplinks = []string{e.Uplink.Name}
@@ -357,16 +481,55 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 				n++
 			}
 		}
+		if len(viaOVS) > 0 {
+			// The ovs strategy's own path, as a landing takes it: a
+			// packet-out from each VM's port, which OVS floods out of its
+			// uplinks with the port's VLAN. Each domain on its own
+			// goroutine: the strategy waits for each NIC's first frame.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got := a.ovsReannounce(ctx, k, viaOVS, s, e, log)
+				mu.Lock()
+				defer mu.Unlock()
+				if n == 0 && got > 0 {
+					domains++
+				}
+				nics += got
+			}()
+		}
 		if n > 0 {
+			mu.Lock()
 			domains++
 			nics += n
+			mu.Unlock()
 		}
 	}
+	wg.Wait()
 	a.m.uplinkReannounce(reason, nics, nil)
 	log.Info("uplink event: re-announced the running domains behind it",
 		zap.Int("domains", domains), zap.Int("nics", nics), zap.Time("event_at", e.At),
 		zap.Duration("listed", listed), zap.Duration("lag", time.Since(e.At)))
 	return nics
+}
+
+// ovsReannounce announces a domain's OVS NICs behind an uplink through the
+// ovs strategy and returns how many started.
+func (a *Agent) ovsReannounce(ctx context.Context, k *known, targets []plan.Target, s Settings, e uplink.Event, log *zap.Logger) int {
+	st := a.strategies[plan.OVS]
+	if st == nil {
+		return 0
+	}
+	s.WatchWindow = 0 // no landing: nothing re-plugged to watch for
+	l := Landing{Domain: k.ref, Event: "uplink " + e.Reason.String(), Since: e.At, Trigger: announce.TriggerUplinkFailover,
+		Settings: s, Log: log.With(zap.String("domain", k.ref.Name))}
+	n := 0
+	for _, r := range st.Announce(ctx, l, targets) {
+		if r.Result == ResultStarted {
+			n++
+		}
+	}
+	return n
 }
 
 // carrierSettle is how long after a link's carrier comes back its far end
