@@ -133,8 +133,12 @@ func New(d Deps, s Settings) *Agent {
 // Update replaces the settings; landings already in progress keep theirs.
 func (a *Agent) Update(s Settings) {
 	a.mu.Lock()
+	was := a.settings.uplinksOn()
 	a.settings = s
 	a.mu.Unlock()
+	if !was && s.uplinksOn() {
+		a.reg.refreshSoon() // an uplink trigger came on: fill the registry
+	}
 }
 
 func (a *Agent) current() Settings {

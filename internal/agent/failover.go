@@ -64,6 +64,17 @@ const (
 // enabled reports whether the trigger named name announces.
 func (s Settings) enabled(name string) bool { return !s.Disabled[name] }
 
+// uplinksOn reports whether any uplink trigger is on: only then does the
+// agent keep its registry of running domains and watch their uplinks.
+func (s Settings) uplinksOn() bool {
+	for _, r := range uplink.Reasons {
+		if s.enabled(r.String()) {
+			return true
+		}
+	}
+	return false
+}
+
 // landingTrigger is the trigger of a Landed event and its config name.
 func landingTrigger(ev libvirtwatch.Event) (announce.Trigger, string) {
 	switch ev.Cause() {
@@ -161,7 +172,7 @@ func (r *registry) refreshSoon() {
 // XML could not be read, a manual announce with no domain id) the
 // registry reads the domain itself at its next refresh.
 func (a *Agent) landed(ev libvirtwatch.Event, dom *domxml.Domain, s Settings) {
-	if a.d.UplinkEvents == nil {
+	if a.d.UplinkEvents == nil || !s.uplinksOn() {
 		return
 	}
 	if dom == nil || ev.DomainID < 0 {
@@ -190,6 +201,9 @@ func (a *Agent) refreshLoop(ctx context.Context) {
 			return
 		case <-retry.C:
 		case <-a.reg.kick:
+		}
+		if !a.current().uplinksOn() {
+			continue // every uplink trigger is off: Update kicks when one comes on
 		}
 		if _, err := a.refresh(ctx, lister); err != nil && ctx.Err() == nil {
 			a.log.Debug("registry of running domains not filled yet", zap.Error(err))
