@@ -131,7 +131,8 @@ func deviceKey(name string) string { return "dev/" + name }
 func ovsKey(name string) string    { return "ovs/" + name }
 
 // observe keeps the registry current with a libvirt event: a domain that
-// starts or resumes is read again; one that lands is marked stale until its
+// starts or resumes, or whose devices changed (a NIC hot-plugged or
+// unplugged), is read again; one that lands is marked stale until its
 // landing hands over the XML it reads anyway (landed), so it is not read
 // twice; one that stops, pauses or leaves is dropped and returned (the
 // caller stops its re-announces).
@@ -148,7 +149,10 @@ func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 			k.stale = true
 		}
 		return nil
-	case ev.Starts():
+	case ev.Starts(), ev.Kind == libvirtwatch.DeviceChanged:
+		// Started or resumed (a new QEMU process, or a domain not read
+		// yet), or a device hot-plugged or unplugged (a NIC more or
+		// less): read its live XML again.
 		if k := r.doms[ev.Domain.UUID]; k != nil {
 			k.stale = true
 		}
