@@ -151,8 +151,9 @@ func (a *Agent) current() Settings {
 // landings in progress to stop.
 func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 	defer a.wg.Wait()
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go func() { defer a.wg.Done(); a.refreshLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.warmLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.ovsLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.runUplinks(ctx) }()
 	for {

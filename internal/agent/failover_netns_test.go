@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -277,5 +278,38 @@ func waitXMLCalls(t testing.TB, h *host, n int) {
 			t.Fatalf("%d DomainGetXMLDesc calls after 5 s, want %d", xmlCalls(h), n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The uplink a running domain's bridge NIC would be re-announced on has a
+// packet socket open before any event (announce.Announcer.Warm, from the
+// registry): a failover's first frame does not wait for one to open.
+func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
+	var d domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+	}})
+	h.waitRegistry(t, 1)
+	idx := fmt.Sprint(h.ns.Interface(t, netnstest.RigHostUplink).Index)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// /proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode
+		open := false
+		for _, l := range strings.Split(h.ns.Exec(t, "cat", "/proc/net/packet"), "\n")[1:] {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == idx {
+				open = true
+			}
+		}
+		if open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no packet socket on %s (ifindex %s) 5 s after the registry knew %s", netnstest.RigHostUplink, idx, d.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := h.frames.count(d.macs[0]); n != 0 {
+		t.Errorf("%d frames sent: warming must send nothing", n)
 	}
 }

@@ -229,6 +229,16 @@ func TestRigBondFailoverReannounces(t *testing.T) {
 	e := h.waitLogged(t, "uplink event: re-announced the running domains behind it", "", 2*time.Second)
 	eventAt, _ := e.ContextMap()["event_at"].(time.Time)
 	t.Logf("failover notified %v after the leg failed; libvirt listing %v", eventAt.Sub(failed), e.ContextMap()["listed"])
+	logAt := func(msg string) time.Duration {
+		for _, e := range h.logs.FilterMessage(msg).All() {
+			if e.Time.After(failed) {
+				return e.Time.Sub(eventAt)
+			}
+		}
+		return -1
+	}
+	t.Logf("after the notification: the agent handles it %v, the registry refreshed (libvirt listing) %v",
+		logAt("uplink event: checking which domains run here"), logAt("registry of running domains refreshed"))
 	for _, d := range vms {
 		at := firsts[d.name]
 		t.Logf("%s: first frame on %s %v after the leg failed, %v after the notification", d.name, legB, at.Sub(failed), at.Sub(eventAt))
