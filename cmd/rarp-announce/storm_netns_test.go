@@ -190,37 +190,9 @@ func storm(b *testing.B, v stormVariant) {
 	bin := buildPlain(b)
 	b.StopTimer()
 
-	// The network: host bridges br0-3 with 500 taps each and an uplink
-	// to a switch; each bridge is its own network (its own switch bridge
-	// swbK), as separate provider networks or VLANs would be, so that a
-	// broadcast of one is not flooded into the others.
-	host := netnstest.New(b, "storm")
-	sw := netnstest.New(b, "stormsw")
-	var batch strings.Builder
-	for k := range bridges {
-		host.Bridge(b, fmt.Sprintf("br%d", k))
-		sw.Bridge(b, fmt.Sprintf("swb%d", k))
-		netnstest.Veth(b, host, fmt.Sprintf("up%d", k), sw, fmt.Sprintf("swp%d", k))
-		host.Attach(b, fmt.Sprintf("up%d", k), fmt.Sprintf("br%d", k))
-		sw.Attach(b, fmt.Sprintf("swp%d", k), fmt.Sprintf("swb%d", k))
-	}
-	nics := stormDomains * stormNICs
-	for n := range nics {
-		// A small queue: nobody reads these taps, and each broadcast
-		// flooded to them would otherwise sit in a 1,000-frame ring.
-		fmt.Fprintf(&batch, "tuntap add dev vnet%d mode tap\nlink set dev vnet%d txqueuelen 16 master br%d up\n", n, n, n%bridges)
-	}
-	batchFile := filepath.Join(b.TempDir(), "taps.batch")
-	if err := os.WriteFile(batchFile, []byte(batch.String()), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	t0 := time.Now()
-	netnstest.Run(b, "ip", "-n", host.Name, "-batch", batchFile)
-
-	closeTaps := openTaps(b, host, nics)
+	host, sw, closeTaps := stormNetwork(b, stormDomains*stormNICs, bridges)
 	defer closeTaps()
-	waitForwarding(b, host, nics)
-	b.Logf("network: %d taps on %d bridges created, held and forwarding in %v", nics, bridges, time.Since(t0).Round(time.Millisecond))
+	nics := stormDomains * stormNICs
 
 	// Every bridge learns its VMs' MACs on its uplink, as while the VMs
 	// ran elsewhere: a frame from each MAC sent on its network's switch
@@ -491,6 +463,41 @@ func storm(b *testing.B, v stormVariant) {
 	if total != nics*perNIC {
 		b.Errorf("%d frames on the uplinks, want %d", total, nics*perNIC)
 	}
+}
+
+// stormNetwork builds the storm's network: host bridges br0-3 with n taps
+// among them (vnet0..n-1, vnetK on br(K%4)), held open and forwarding,
+// each bridge with an uplink upK to its own switch bridge swbK (port swpK)
+// in sw; each bridge is its own network, as separate provider networks or
+// VLANs would be, so that a broadcast of one is not flooded into the
+// others. closeTaps releases the taps.
+func stormNetwork(b *testing.B, n, bridges int) (host, sw *netnstest.NS, closeTaps func()) {
+	b.Helper()
+	host = netnstest.New(b, "storm")
+	sw = netnstest.New(b, "stormsw")
+	var batch strings.Builder
+	for k := range bridges {
+		host.Bridge(b, fmt.Sprintf("br%d", k))
+		sw.Bridge(b, fmt.Sprintf("swb%d", k))
+		netnstest.Veth(b, host, fmt.Sprintf("up%d", k), sw, fmt.Sprintf("swp%d", k))
+		host.Attach(b, fmt.Sprintf("up%d", k), fmt.Sprintf("br%d", k))
+		sw.Attach(b, fmt.Sprintf("swp%d", k), fmt.Sprintf("swb%d", k))
+	}
+	for i := range n {
+		// A small queue: nobody reads these taps, and each broadcast
+		// flooded to them would otherwise sit in a 1,000-frame ring.
+		fmt.Fprintf(&batch, "tuntap add dev vnet%d mode tap\nlink set dev vnet%d txqueuelen 16 master br%d up\n", i, i, i%bridges)
+	}
+	batchFile := filepath.Join(b.TempDir(), "taps.batch")
+	if err := os.WriteFile(batchFile, []byte(batch.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	netnstest.Run(b, "ip", "-n", host.Name, "-batch", batchFile)
+	closeTaps = openTaps(b, host, n)
+	waitForwarding(b, host, n)
+	b.Logf("network: %d taps on %d bridges created, held and forwarding in %v", n, bridges, time.Since(t0).Round(time.Millisecond))
+	return host, sw, closeTaps
 }
 
 // freePort returns a loopback address with a port free in ns (the agent

@@ -86,6 +86,10 @@ type Deps struct {
 	// uplink events (failover.go).
 	UplinkEvents UplinkEvents
 	Topology     Topology
+	// OVSUplinks, if set with UplinkEvents, finds the uplinks of the OVS
+	// bridges the running domains' ovs-strategy NICs are on, so they are
+	// re-announced after those uplinks' events too.
+	OVSUplinks OVSUplinks
 }
 
 // Agent acts on events. Run it with Run; it is safe for concurrent use.
@@ -129,8 +133,12 @@ func New(d Deps, s Settings) *Agent {
 // Update replaces the settings; landings already in progress keep theirs.
 func (a *Agent) Update(s Settings) {
 	a.mu.Lock()
+	was := a.settings.uplinksOn()
 	a.settings = s
 	a.mu.Unlock()
+	if !was && s.uplinksOn() {
+		a.reg.refreshSoon() // an uplink trigger came on: fill the registry
+	}
 }
 
 func (a *Agent) current() Settings {
@@ -143,8 +151,10 @@ func (a *Agent) current() Settings {
 // landings in progress to stop.
 func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 	defer a.wg.Wait()
-	a.wg.Add(2)
+	a.wg.Add(4)
 	go func() { defer a.wg.Done(); a.refreshLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.warmLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.ovsLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.runUplinks(ctx) }()
 	for {
 		select {
@@ -168,6 +178,10 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		// Re-announces after an uplink event are no landing's: stop them
 		// here (a no-op when none runs).
 		for _, t := range gone.targets {
+			if st := a.strategies[t.Strategy]; t.Strategy != plan.Host && st != nil {
+				st.CancelMAC(t.NIC.MAC)
+				continue
+			}
 			a.d.Announcer.CancelMAC(t.NIC.MAC)
 		}
 	}

@@ -2,10 +2,12 @@ package agent_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
@@ -207,5 +209,107 @@ func TestLandingFeedsTheRegistryWithoutASecondXMLRead(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // a refresh the event started would have read it by now
 	if got := xmlCalls(h) - calls; got != 1 {
 		t.Errorf("%d DomainGetXMLDesc calls for the landing, want exactly 1", got)
+	}
+}
+
+// A NIC hot-plugged into a running domain (libvirt's DEVICE_ADDED) is in
+// the registry at the next uplink event, without waiting for a restart;
+// one unplugged (DEVICE_REMOVED) is no longer announced. Each device event
+// costs one live-XML read of that domain.
+func TestHotplugRefreshesTheRegistry(t *testing.T) {
+	var d domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		h.tap(t, "vnet2", wired)
+		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+	}})
+	h.waitRegistry(t, 1)
+	time.Sleep(100 * time.Millisecond) // the start-up refresh is over
+	plugged := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x14, 0x02}
+	one := libvirtfake.NIC{MAC: d.macs[0].String(), Target: "vnet1"}
+	two := libvirtfake.NIC{MAC: plugged.String(), Target: "vnet2"}
+	for _, m := range []rarp.MAC{d.macs[0], plugged} {
+		h.rig.LearnOnOld(t, m.String())
+	}
+
+	calls := xmlCalls(h)
+	if err := h.fake.SetXML(d.name, libvirtfake.LiveXML(d.name, d.uuid, 1, one, two)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.fake.EmitDevice(d.name, "net1", true); err != nil {
+		t.Fatal(err)
+	}
+	waitXMLCalls(t, h, calls+1)
+	time.Sleep(100 * time.Millisecond) // parsed and stored
+	h.flap(t, netnstest.RigSwitchToHost)
+	h.reannounced(t, d.macs[0], uplinkFrames, 5*time.Second)
+	h.reannounced(t, plugged, uplinkFrames, 5*time.Second)
+	if got := h.rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, plugged.String(), netnstest.RigSwitchToHost, 2*time.Second); got != netnstest.RigSwitchToHost {
+		t.Errorf("switch has the hot-plugged NIC's MAC on %q, want %s", got, netnstest.RigSwitchToHost)
+	}
+
+	calls = xmlCalls(h)
+	if err := h.fake.SetXML(d.name, libvirtfake.LiveXML(d.name, d.uuid, 1, one)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.fake.EmitDevice(d.name, "net1", false); err != nil {
+		t.Fatal(err)
+	}
+	waitXMLCalls(t, h, calls+1)
+	time.Sleep(100 * time.Millisecond)
+	before := h.frames.count(plugged)
+	h.flap(t, netnstest.RigSwitchToHost)
+	h.reannounced(t, d.macs[0], 2*uplinkFrames, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := h.frames.count(plugged) - before; n != 0 {
+		t.Errorf("the unplugged NIC got %d frames after the second flap, want none", n)
+	}
+	if got := xmlCalls(h) - calls; got != 1 {
+		t.Errorf("%d XML reads for the unplug and the flap, want 1 (the device event's)", got)
+	}
+}
+
+// waitXMLCalls waits until the fake served n DomainGetXMLDesc calls.
+func waitXMLCalls(t testing.TB, h *host, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for xmlCalls(h) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d DomainGetXMLDesc calls after 5 s, want %d", xmlCalls(h), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The uplink a running domain's bridge NIC would be re-announced on has a
+// packet socket open before any event (announce.Announcer.Warm, from the
+// registry): a failover's first frame does not wait for one to open.
+func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
+	var d domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+	}})
+	h.waitRegistry(t, 1)
+	idx := fmt.Sprint(h.ns.Interface(t, netnstest.RigHostUplink).Index)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// /proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode
+		open := false
+		for _, l := range strings.Split(h.ns.Exec(t, "cat", "/proc/net/packet"), "\n")[1:] {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == idx {
+				open = true
+			}
+		}
+		if open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no packet socket on %s (ifindex %s) 5 s after the registry knew %s", netnstest.RigHostUplink, idx, d.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := h.frames.count(d.macs[0]); n != 0 {
+		t.Errorf("%d frames sent: warming must send nothing", n)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -228,9 +229,37 @@ func TestRigBondFailoverReannounces(t *testing.T) {
 	e := h.waitLogged(t, "uplink event: re-announced the running domains behind it", "", 2*time.Second)
 	eventAt, _ := e.ContextMap()["event_at"].(time.Time)
 	t.Logf("failover notified %v after the leg failed; libvirt listing %v", eventAt.Sub(failed), e.ContextMap()["listed"])
+	logAt := func(msg string) time.Duration {
+		for _, e := range h.logs.FilterMessage(msg).All() {
+			if e.Time.After(failed) {
+				return e.Time.Sub(eventAt)
+			}
+		}
+		return -1
+	}
+	t.Logf("after the notification: the agent handles it %v, the registry refreshed (libvirt listing) %v",
+		logAt("uplink event: checking which domains run here"), logAt("registry of running domains refreshed"))
 	for _, d := range vms {
 		at := firsts[d.name]
 		t.Logf("%s: first frame on %s %v after the leg failed, %v after the notification", d.name, legB, at.Sub(failed), at.Sub(eventAt))
+		// Where the agent's share goes: the event -> its announce
+		// started (the "announce started" line) -> the frame written
+		// (the announcer's report) -> seen on the new leg.
+		var started, written time.Time
+		for _, e := range h.logs.FilterMessage("announce started").All() {
+			if e.ContextMap()["mac"] == d.macs[0].String() && e.Time.After(failed) {
+				started = e.Time
+				break
+			}
+		}
+		for _, f := range h.frames.sent(d.macs[0], "") {
+			if f.Reason == announce.TriggerUplinkFailover.String() {
+				written = f.Time
+				break
+			}
+		}
+		t.Logf("%s: announce started %v after the notification, frame written %v after it, seen on %s %v after it", d.name,
+			started.Sub(eventAt), written.Sub(eventAt), legB, at.Sub(eventAt))
 		if total := at.Sub(failed); total > 5*failoverWant {
 			t.Errorf("%s: first frame on the new leg %v after the leg failed", d.name, total)
 		}

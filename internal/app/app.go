@@ -216,6 +216,9 @@ func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	// Typed nils would look set to the agent.
 	if a.UplinkWatch != nil {
 		d.UplinkEvents, d.Topology = a.UplinkWatch, a.Topology
+		if u, ok := a.OVS.(agent.OVSUplinks); ok {
+			d.OVSUplinks = u
+		}
 	}
 	return d
 }

@@ -24,7 +24,11 @@ import (
 // start.
 func (a *App) openTopology(cfg *config.Config, o Options, log *zap.Logger) error {
 	send := cfg.Host.SendOn == config.SendOnUplinks
-	watch := o.WatchUplinks && cfg.Triggers.Uplinks()
+	// The daemon follows the uplinks even with every uplink trigger off,
+	// so a reload can turn one on (the agent fills its registry only
+	// while one is on); only then is a failure to follow them fatal.
+	watch := o.WatchUplinks
+	needed := watch && cfg.Triggers.Uplinks()
 	rc := cfg.Reconvergence
 	converge := rc.Window > 0 || rc.StaleWindow > 0 || rc.PrematureMargin > 0
 	if !send && !watch && !converge {
@@ -37,7 +41,7 @@ func (a *App) openTopology(cfg *config.Config, o Options, log *zap.Logger) error
 		return err
 	})
 	if err != nil {
-		if watch {
+		if needed {
 			return fmt.Errorf("watching uplinks (netlink): %w", err)
 		}
 		if converge {

@@ -288,7 +288,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // reload re-reads the config on SIGHUP. What can change live: schedule,
 // readiness, strategies (qemu included), FDB repair switch (if it was on at start), log
-// level, the responder's tables. The rest needs a restart and is logged.
+// level, the responder's tables, the triggers (uplink ones included) and
+// failover.hold_down. The rest needs a restart and is logged.
 func (d *Daemon) reload() {
 	cfg, err := Load(d.cfgPath, d.over)
 	d.cfgm.Observe(err)
@@ -307,6 +308,9 @@ func (d *Daemon) reload() {
 		d.logs.Level.SetLevel(lvl)
 	}
 	d.agent.Update(Settings(cfg))
+	if d.parts.UplinkWatch != nil {
+		d.parts.UplinkWatch.SetHoldDown(cfg.Failover.HoldDown.D())
+	}
 	d.reloadResponder(cfg)
 	d.log.Info("configuration reloaded", zap.String("config", d.cfgPath))
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -66,6 +67,12 @@ const (
 	headerSize       = 28 // length + header
 	maxPacket        = 32 << 20
 	eventIDLifecycle = 0
+	// DEVICE_REMOVED and DEVICE_ADDED (virDomainEventID), and the
+	// procedures of their callback messages.
+	eventIDDeviceRemoved                 = 15
+	eventIDDeviceAdded                   = 19
+	ProcDomainEventCallbackDeviceRemoved = 333
+	ProcDomainEventCallbackDeviceAdded   = 354
 )
 
 // libvirt error numbers and domains used in error replies.
@@ -446,6 +453,70 @@ func (s *Server) EmitBatch(evs []Lifecycle) ([]time.Time, error) {
 	return times, nil
 }
 
+// EmitDevice tells every subscriber to device events that the device
+// alias was hot-plugged into (added) or unplugged from the named domain,
+// as libvirt's DEVICE_ADDED and DEVICE_REMOVED events do. Change the
+// domain's XML first (SetXML), as libvirt has when it sends them.
+func (s *Server) EmitDevice(domain, alias string, added bool) error {
+	eventID, proc := int32(eventIDDeviceRemoved), uint32(ProcDomainEventCallbackDeviceRemoved)
+	if added {
+		eventID, proc = eventIDDeviceAdded, ProcDomainEventCallbackDeviceAdded
+	}
+	s.mu.Lock()
+	d := s.byName(domain)
+	if d == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("libvirtfake: no domain %q", domain)
+	}
+	dom := d.wire()
+	type target struct {
+		c   *conn
+		ids []int32
+	}
+	var targets []target
+	for c := range s.conns {
+		if ids := c.devices[eventID]; len(ids) > 0 {
+			targets = append(targets, target{c, slices.Clone(ids)})
+		}
+	}
+	s.mu.Unlock()
+	for _, t := range targets {
+		t.c.wmu.Lock()
+		var err error
+		for _, id := range t.ids {
+			// Both messages are (callback id, domain, alias) on the wire.
+			body, eerr := encode(libvirt.DomainEventCallbackDeviceAddedMsg{CallbackID: id, Dom: dom, DevAlias: alias})
+			if eerr != nil {
+				t.c.wmu.Unlock()
+				return eerr
+			}
+			if err == nil {
+				err = t.c.writeLocked(ProgramRemote, proc, typeMessage, 0, statusOK, body)
+			}
+		}
+		if err == nil {
+			err = t.c.w.Flush()
+		}
+		t.c.wmu.Unlock()
+		if err != nil {
+			t.c.nc.Close()
+		}
+	}
+	return nil
+}
+
+// SetXML replaces the named domain's live XML (a device hot-plugged).
+func (s *Server) SetXML(name, xml string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.byName(name)
+	if d == nil {
+		return fmt.Errorf("libvirtfake: no domain %q", name)
+	}
+	d.XML = xml
+	return nil
+}
+
 // applyEvent moves a domain to the state libvirt would put it in after
 // event/detail (virDomainState and reason numbers from libvirt-domain.h).
 // STARTED gives the domain a new id, STOPPED takes it away.
@@ -515,7 +586,9 @@ type conn struct {
 
 	// lifecycle callback ids registered on this connection (under s.mu).
 	lifecycle []int32
-	nextCB    int32
+	// device callback ids by event id (DEVICE_ADDED, DEVICE_REMOVED).
+	devices map[int32][]int32
+	nextCB  int32
 }
 
 func (c *conn) serve() {
@@ -715,9 +788,15 @@ func (c *conn) dispatch(prog, proc uint32, payload []byte) ([]byte, error) {
 		s.mu.Lock()
 		c.nextCB++
 		id := c.nextCB
-		if a.EventID == eventIDLifecycle {
+		switch a.EventID {
+		case eventIDLifecycle:
 			c.lifecycle = append(c.lifecycle, id)
 			s.subsCond.Broadcast()
+		case eventIDDeviceAdded, eventIDDeviceRemoved:
+			if c.devices == nil {
+				c.devices = map[int32][]int32{}
+			}
+			c.devices[a.EventID] = append(c.devices[a.EventID], id)
 		}
 		s.mu.Unlock()
 		return encode(libvirt.ConnectDomainEventCallbackRegisterAnyRet{CallbackID: id})
@@ -727,11 +806,9 @@ func (c *conn) dispatch(prog, proc uint32, payload []byte) ([]byte, error) {
 			return nil, err
 		}
 		s.mu.Lock()
-		for i, id := range c.lifecycle {
-			if id == a.CallbackID {
-				c.lifecycle = append(c.lifecycle[:i], c.lifecycle[i+1:]...)
-				break
-			}
+		c.lifecycle = slices.DeleteFunc(c.lifecycle, func(id int32) bool { return id == a.CallbackID })
+		for ev, ids := range c.devices {
+			c.devices[ev] = slices.DeleteFunc(ids, func(id int32) bool { return id == a.CallbackID })
 		}
 		s.mu.Unlock()
 		return nil, nil

@@ -208,6 +208,12 @@ func (a *OVSPorts) onFrame(s announce.Sent) {
 	}
 }
 
+// Uplinks lists the kernel devices bridge's traffic leaves the host
+// through (ovs.Switch.Uplinks): the agent watches them for failovers.
+func (a *OVSPorts) Uplinks(ctx context.Context, bridge string) ([]string, error) {
+	return a.sw.Uplinks(ctx, bridge)
+}
+
 // AnnounceFrame starts r (an OVS port's request, such as an IP-layer
 // frame after the RARPs) on the announcer the RARPs use, so it shares
 // their OpenFlow injection and pacing.

@@ -468,16 +468,44 @@ func (a *Announcer) enqueue(h *Handle, it item) {
 	h.items.Add(1)
 	it.queued = time.Now()
 	a.mu.Lock()
-	l := a.links[h.req.Port]
+	a.linkFor(h.req.Port).push(it)
+	a.mu.Unlock()
+	a.m.queuedAdd(1)
+}
+
+// linkFor returns port's link, starting it if there is none; the caller
+// holds a.mu.
+func (a *Announcer) linkFor(port Port) *link {
+	l := a.links[port]
 	if l == nil {
-		l = newLink(a, h.req.Port)
-		a.links[h.req.Port] = l
+		l = newLink(a, port)
+		a.links[port] = l
 		a.workers.Add(1)
 		go l.work()
 	}
-	l.push(it)
-	a.mu.Unlock()
-	a.m.queuedAdd(1)
+	return l
+}
+
+// Warm opens port's socket now, ahead of a first frame expected within
+// milliseconds (an uplink that just failed over, while the agent checks
+// with libvirt which domains still run), instead of at that frame. The
+// link then lives as any other: closed after LinkIdle unused.
+func (a *Announcer) Warm(port Port) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.closing:
+		return
+	default:
+	}
+	l := a.linkFor(port)
+	l.mu.Lock()
+	l.warm = true
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // finish records the outcome of one frame.

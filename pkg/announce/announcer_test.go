@@ -341,3 +341,45 @@ func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 		t.Fatalf("a repeat went %v before the last pending first frame elsewhere", lastSlowFirst.Sub(firstFastRepeat))
 	}
 }
+
+// Warm opens a port's socket before its first frame: the opener runs once,
+// at Warm, not at the frame; warming an open link opens nothing more.
+func TestWarmOpensTheSocketAhead(t *testing.T) {
+	rec := &recorder{}
+	var mu sync.Mutex
+	var opened []time.Time
+	open := func(ifname string) (Sender, error) {
+		mu.Lock()
+		opened = append(opened, time.Now())
+		mu.Unlock()
+		return rec.open(ifname)
+	}
+	a := New(Options{Open: open})
+	defer a.Close()
+	a.Warm(HostPort("bond0"))
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		mu.Lock()
+		n := len(opened)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Warm opened %d sockets, want 1", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	warmed := time.Now()
+	a.Warm(HostPort("bond0"))
+	h, err := a.Announce(Request{MAC: mac(1), Port: HostPort("bond0"), Schedule: Schedule{Initial: ms, Max: ms, Rounds: 1, Bursts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h, 2*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(opened) != 1 || !opened[0].Before(warmed) || h.Sent() != 1 {
+		t.Fatalf("%d opens (%v), %d frames sent; want the one open at Warm and the frame on it", len(opened), opened, h.Sent())
+	}
+}

@@ -31,6 +31,7 @@ type link struct {
 
 	sender Sender
 	pacer  *Pacer // its segment's, shared with the other links on it
+	warm   bool   // Warm asked for the socket before a frame (under mu)
 }
 
 // segmentPacer is a segment's pacer and how many links use it.
@@ -126,6 +127,11 @@ func (l *link) work() {
 			continue
 		}
 		if !ok {
+			if l.takeWarm() && l.sender == nil {
+				if s, err := l.a.opts.OpenPort(l.port); err == nil {
+					l.sender = s
+				} // else the first frame tries again and reports it
+			}
 			if !idle.Stop() {
 				select {
 				case <-idle.C:
@@ -162,6 +168,15 @@ func (l *link) work() {
 		err := l.send(it.h.frame)
 		l.a.finish(it, time.Now(), err)
 	}
+}
+
+// takeWarm reports and clears a Warm request.
+func (l *link) takeWarm() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.warm
+	l.warm = false
+	return w
 }
 
 // pace takes a token of the link's pacer, waiting for one if the bucket

@@ -403,43 +403,10 @@ func (c *Conn) QEMUMonitorCommand(ctx context.Context, d DomainRef, cmd string) 
 	return rpc(c, ctx, procMonitorCommand, func() (string, error) { return c.l.QEMUDomainMonitorCommand(dom, cmd, 0) })
 }
 
-// LifecycleEvents subscribes to lifecycle events. stop unsubscribes: it
-// cancels go-libvirt's relay and drains its channel until it closes (the
-// relay blocks on an unread channel otherwise), then returns; call it before
-// Close. A subscription that completes after its call timed out or was
-// abandoned is stopped the same way.
+// LifecycleEvents subscribes to lifecycle events (subscribe says how stop
+// unsubscribes).
 func (c *Conn) LifecycleEvents(ctx context.Context) (<-chan libvirt.DomainEventLifecycleMsg, func(), error) {
-	subCtx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var ch <-chan libvirt.DomainEventLifecycleMsg
-	abandoned := false
-	drain := func(ch <-chan libvirt.DomainEventLifecycleMsg) {
-		cancel()
-		for range ch {
-		}
-	}
-	err := c.call(ctx, procRegisterLifecycle, func() error {
-		events, err := c.l.LifecycleEvents(subCtx)
-		mu.Lock()
-		defer mu.Unlock()
-		if err == nil && abandoned {
-			go drain(events)
-			return err
-		}
-		ch = events
-		return err
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if err != nil {
-		abandoned = true
-		if ch != nil {
-			go drain(ch)
-		}
-		cancel()
-		return nil, nil, err
-	}
-	return ch, func() { drain(ch) }, nil
+	return subscribe(ctx, c, c.l.LifecycleEvents)
 }
 
 // dialer implements go-libvirt's socket.Dialer: it dials with a timeout and

@@ -26,6 +26,9 @@ const (
 	// Resynced: connected again, and the resync's Landed and Cancel
 	// decisions were sent before it (Config.ReportConnection). No domain.
 	Resynced
+	// DeviceChanged: a device was hot-plugged into or unplugged from the
+	// running domain (device.go): Device, DeviceAdded.
+	DeviceChanged
 )
 
 func (k EventKind) String() string {
@@ -38,6 +41,8 @@ func (k EventKind) String() string {
 		return "disconnected"
 	case Resynced:
 		return "resynced"
+	case DeviceChanged:
+		return "device-changed"
 	}
 	return "other"
 }
@@ -57,6 +62,10 @@ type Event struct {
 	Event, Detail int32
 	Received      time.Time // when the watcher read it (for lag measurements)
 	Resync        bool      // produced by a resync, not by a libvirt event
+	// Device is the alias of the device a DeviceChanged event concerns;
+	// DeviceAdded is true when it was added, false when removed.
+	Device      string
+	DeviceAdded bool
 }
 
 // Name is the event's "event/detail" in lower case, e.g. "resumed/migrated",
@@ -67,6 +76,12 @@ func (e Event) Name() string {
 	}
 	if e.Resync {
 		return "resync"
+	}
+	if e.Kind == DeviceChanged {
+		if e.DeviceAdded {
+			return "device-added/" + e.Device
+		}
+		return "device-removed/" + e.Device
 	}
 	return EventName(e.Event) + "/" + DetailName(e.Event, e.Detail)
 }

@@ -184,6 +184,18 @@ func (w *Watcher) session(ctx context.Context, c *libvirtconn.Conn, out chan<- E
 		return false, err
 	}
 	defer stop()
+	// Hot-plugged and unplugged devices (a NIC added to a running
+	// domain): without them the agent learns of a new NIC only at the
+	// domain's next start. A libvirt that refuses them costs nothing else.
+	devices, stopDevices, err := c.DeviceEvents(ctx)
+	if err != nil {
+		if errors.Is(err, libvirtconn.ErrConnectionLost) || ctx.Err() != nil {
+			return false, err
+		}
+		w.log.Warn("libvirt refused device events: hot-plugged NICs are known at the domain's next start only", zap.Error(err))
+	} else {
+		defer stopDevices()
+	}
 	w.setConn(c)
 	defer w.setConn(nil)
 	if err := w.resync(ctx, c, out); err != nil {
@@ -219,6 +231,16 @@ func (w *Watcher) session(ctx context.Context, c *libvirtconn.Conn, out chan<- E
 				return true, libvirtconn.ErrConnectionLost
 			}
 			if !w.relay(ctx, msg, out) {
+				return true, ctx.Err()
+			}
+		case d, ok := <-devices:
+			if !ok {
+				return true, libvirtconn.ErrConnectionLost
+			}
+			ev := deviceChanged(d)
+			ev.Received = time.Now()
+			w.log.Debug("device event", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()))
+			if !send(ctx, out, ev) {
 				return true, ctx.Err()
 			}
 		}

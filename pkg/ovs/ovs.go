@@ -56,6 +56,8 @@ type Switch struct {
 	Lookuper
 	Injector     Injector
 	frameTimeout time.Duration
+	topo         *OVSDB // Uplinks; nil: the socket is not unix: or tcp:
+	db           string
 }
 
 // Open returns the Switch cfg describes; nothing is dialed until the first
@@ -71,14 +73,21 @@ func Open(cfg Config) (*Switch, error) {
 		cfg.DB = "unix:" + filepath.Join(cfg.RunDir, "db.sock")
 	}
 	var db Lookuper
+	var topo *OVSDB
 	switch cfg.Lookup {
 	case "", LookupOVSDB:
 		if _, _, err := splitSocket(cfg.DB); err != nil {
 			return nil, err
 		}
-		db = &OVSDB{Socket: cfg.DB, Timeout: cfg.LookupTimeout}
+		topo = &OVSDB{Socket: cfg.DB, Timeout: cfg.LookupTimeout}
+		db = topo
 	case LookupVsctl:
 		db = DB{Vsctl: cfg.Vsctl, DB: cfg.DB, Timeout: cfg.LookupTimeout}
+		if _, _, err := splitSocket(cfg.DB); err == nil {
+			// The uplinks of a bridge are read in the background, but on
+			// a connection of their own all the same: no ovs-vsctl.
+			topo = &OVSDB{Socket: cfg.DB, Timeout: cfg.LookupTimeout}
+		}
 	default:
 		return nil, fmt.Errorf("ovs lookup %q: want %q or %q", cfg.Lookup, LookupOVSDB, LookupVsctl)
 	}
@@ -93,7 +102,7 @@ func Open(cfg Config) (*Switch, error) {
 			return nil, fmt.Errorf("ovs injection %q: want %q or %q", cfg.Injection, InjectOpenFlow, InjectOfctl)
 		}
 	}
-	return &Switch{Lookuper: db, Injector: inj, frameTimeout: cfg.FrameTimeout}, nil
+	return &Switch{Lookuper: db, Injector: inj, frameTimeout: cfg.FrameTimeout, topo: topo, db: cfg.DB}, nil
 }
 
 // Opener is the announce.PortOpener of this switch's ports.
@@ -101,11 +110,14 @@ func (s *Switch) Opener() announce.PortOpener { return Opener(s.Injector, s.fram
 
 // Close closes the OVSDB and OpenFlow connections.
 func (s *Switch) Close() error {
-	var err error
+	var err, terr error
 	if c, ok := s.Lookuper.(io.Closer); ok {
 		err = c.Close()
 	}
-	return errors.Join(err, s.Injector.Close())
+	if s.topo != nil && Lookuper(s.topo) != s.Lookuper {
+		terr = s.topo.Close()
+	}
+	return errors.Join(err, terr, s.Injector.Close())
 }
 
 // Opener returns the announce.PortOpener of OVS ports: each frame is

@@ -44,22 +44,32 @@ func (d *OVSDB) Lookup(ctx context.Context, port string) (Port, error) {
 	})
 }
 
-func (d *OVSDB) lookup(ctx context.Context, port string) (Port, error) {
+func (d *OVSDB) lookup(ctx context.Context, port string) (p Port, err error) {
+	err = d.with(ctx, func() error {
+		p, err = d.query(ctx, port)
+		return err
+	})
+	return p, err
+}
+
+// with runs f on the connection, dialing it first if needed, one request
+// at a time.
+func (d *OVSDB) with(ctx context.Context, f func() error) error {
 	d.once.Do(func() { d.sem = make(chan struct{}, 1) })
 	select {
 	case d.sem <- struct{}{}:
 	case <-ctx.Done():
-		return Port{}, ctx.Err()
+		return ctx.Err()
 	}
 	defer func() { <-d.sem }()
 	if d.conn == nil {
 		c, err := dialOVSDB(ctx, d.Socket)
 		if err != nil {
-			return Port{}, err
+			return err
 		}
 		d.conn = c
 	}
-	p, err := d.query(ctx, port)
+	err := f()
 	var opErr *ovsdbError
 	if err != nil && !errors.As(err, &opErr) && !errors.Is(err, ErrPortNotFound) {
 		// The connection is in an unknown state (timeout, server gone):
@@ -67,7 +77,7 @@ func (d *OVSDB) lookup(ctx context.Context, port string) (Port, error) {
 		d.conn.Close()
 		d.conn = nil
 	}
-	return p, err
+	return err
 }
 
 func (d *OVSDB) query(ctx context.Context, port string) (Port, error) {

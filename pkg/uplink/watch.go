@@ -98,6 +98,7 @@ type Watcher struct {
 
 	heldDown, lagQuiet, downAtEnd atomic.Uint64
 	sent                          [PortAdded + 1]atomic.Uint64
+	holdDown                      atomic.Int64 // cfg.HoldDown, changed by SetHoldDown
 }
 
 // Watch starts a Watcher over r's topology. Add what to watch with
@@ -114,6 +115,7 @@ func (r *Resolver) Watch(cfg WatchConfig) *Watcher {
 		out: make(chan Event, cfg.Buffer), in: make(chan Event, 256), done: make(chan struct{}),
 		bridges: map[string]bool{}, devices: map[string]bool{},
 	}
+	w.holdDown.Store(int64(cfg.HoldDown))
 	w.stop = r.subscribe(w.changes)
 	w.wg.Add(1)
 	go w.run()
@@ -142,6 +144,16 @@ func (w *Watcher) set(m map[string]bool, name string, on bool) {
 	} else {
 		delete(m, name)
 	}
+}
+
+// SetHoldDown changes the hold-down (a config reload); d <= 0 means the
+// default, 1 s. A hold-down already running keeps its end; the next one
+// takes d.
+func (w *Watcher) SetHoldDown(d time.Duration) {
+	if d <= 0 {
+		d = time.Second
+	}
+	w.holdDown.Store(int64(d))
 }
 
 // Events delivers the events, at most one per uplink per hold-down.
@@ -296,7 +308,7 @@ func (w *Watcher) run() {
 			h := holds[e.Uplink.Index]
 			now := time.Now()
 			if h == nil || !now.Before(h.until) {
-				holds[e.Uplink.Index] = &hold{until: now.Add(w.cfg.HoldDown)}
+				holds[e.Uplink.Index] = &hold{until: now.Add(time.Duration(w.holdDown.Load()))}
 				if !w.emit(e) {
 					return
 				}
@@ -326,7 +338,7 @@ func (w *Watcher) run() {
 					delete(holds, idx)
 					continue
 				}
-				h.until = now.Add(w.cfg.HoldDown)
+				h.until = now.Add(time.Duration(w.holdDown.Load()))
 				if !w.emit(e) {
 					return
 				}

@@ -192,3 +192,34 @@ func TestNetnsWatchHoldDown(t *testing.T) {
 		t.Fatalf("stats %+v, %d events folding %d", s, len(evs), folded)
 	}
 }
+
+// SetHoldDown (a config reload) applies to the next hold-down: with 100 ms
+// a second flap 300 ms after the first is delivered at once; after
+// SetHoldDown(1.5 s) a second flap 300 ms after the third is held until
+// the hold-down ends.
+func TestNetnsWatchSetHoldDown(t *testing.T) {
+	h := newHV(t, 1, "uplink0")
+	r := h.open(t)
+	w := r.Watch(WatchConfig{HoldDown: 100 * time.Millisecond})
+	defer w.Close()
+	w.WatchBridge("br0")
+	pair := func() (first, second time.Time) {
+		flap(t, h.ns, "uplink0", 20*time.Millisecond)
+		next(t, w, 3*time.Second)
+		first = time.Now()
+		time.Sleep(300 * time.Millisecond)
+		flap(t, h.ns, "uplink0", 20*time.Millisecond)
+		next(t, w, 5*time.Second)
+		return first, time.Now()
+	}
+	a, b := pair()
+	if gap := b.Sub(a); gap > time.Second {
+		t.Fatalf("with a 100 ms hold-down the second event came %v after the first", gap)
+	}
+	time.Sleep(200 * time.Millisecond) // the 100 ms hold-down is over
+	w.SetHoldDown(1500 * time.Millisecond)
+	a, b = pair()
+	if gap := b.Sub(a); gap < 1400*time.Millisecond {
+		t.Fatalf("after SetHoldDown(1.5s) the second event came %v after the first, want >= 1.4s", gap)
+	}
+}
