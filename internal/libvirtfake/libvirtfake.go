@@ -1008,10 +1008,11 @@ func (s *Server) Domains() []Domain {
 
 // NIC is one interface for LiveXML.
 type NIC struct {
-	Type   string // "bridge" if empty
-	MAC    string
-	Bridge string // <source bridge>, "br0" if empty (type bridge)
-	Target string // <target dev>
+	Type    string // "bridge" if empty
+	MAC     string
+	Bridge  string // <source bridge>, "br0" if empty (types bridge and network)
+	Network string // <source network> (type network)
+	Target  string // <target dev>
 }
 
 // LiveXML renders a domain's live XML the way libvirt 9.0 does for the
@@ -1029,8 +1030,13 @@ func LiveXML(name, uuid string, id int32, nics ...NIC) string {
 			br = "br0"
 		}
 		fmt.Fprintf(&b, "    <interface type='%s'>\n      <mac address='%s'/>\n", typ, n.MAC)
-		if typ == "bridge" {
+		switch typ {
+		case "bridge":
 			fmt.Fprintf(&b, "      <source bridge='%s'/>\n", br)
+		case "network":
+			// The live XML of a NIC on a libvirt network names the
+			// network and the bridge libvirt put it on.
+			fmt.Fprintf(&b, "      <source network='%s' bridge='%s'/>\n", n.Network, br)
 		}
 		if n.Target != "" {
 			fmt.Fprintf(&b, "      <target dev='%s'/>\n", n.Target)
