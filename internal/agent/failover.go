@@ -116,7 +116,7 @@ type known struct {
 	ref     libvirtwatch.DomainRef
 	id      int32
 	stale   bool          // a start or resume since the XML was read
-	targets []plan.Target // host- and ovs-strategy NICs
+	targets []plan.Target // host-, ovs- and qemu-strategy NICs with something to watch
 	via     []string      // per target: watchKey of where its frames leave
 }
 
@@ -366,7 +366,7 @@ func (a *Agent) readKnown(ctx context.Context, d libvirtwatch.RunningDomain, s S
 }
 
 // knownFrom plans a running domain's NICs (the QEMU process id) and starts
-// watching where its host-strategy NICs' frames leave.
+// watching where its NICs' frames leave.
 func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Domain, s Settings) *known {
 	k := &known{ref: ref, id: id}
 	targets := plan.Plan(dom, s.Plan)
@@ -378,8 +378,10 @@ func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Doma
 			key = a.whereLeaves(t)
 		case plan.OVS:
 			key = a.ovsLeaves(t)
+		case plan.QEMU:
+			key = a.qemuLeaves(t)
 		default:
-			continue // qemu NICs: no kernel device of ours to watch (failover.go, ovsLeaves)
+			continue
 		}
 		if key == "" {
 			continue
@@ -409,6 +411,31 @@ func (a *Agent) whereLeaves(t plan.Target) string {
 	}
 	a.d.UplinkEvents.WatchDevice(lower.Name)
 	return deviceKey(lower.Name)
+}
+
+// qemuLeaves returns the watch key of a NIC announced through QEMU
+// (announce-self): QEMU's frames leave where the NIC's own traffic does,
+// so the key is the one the NIC would have under the host or ovs strategy:
+// its Linux bridge, its macvtap's lower device, its OVS bridge. A
+// vhost-user NIC has none of these (ovsLeaves says why): nothing to watch.
+func (a *Agent) qemuLeaves(t plan.Target) string {
+	switch t.Kind {
+	case plan.KindOpenVSwitch:
+		return a.ovsLeaves(t)
+	case plan.KindBridge, plan.KindNetwork:
+		if t.NIC.SourceBridge == "" {
+			return ""
+		}
+		t.Master = t.NIC.SourceBridge
+		return a.whereLeaves(t)
+	case plan.KindDirect:
+		if t.NIC.Target == "" {
+			return ""
+		}
+		t.Master, t.Device = "", t.NIC.Target
+		return a.whereLeaves(t)
+	}
+	return ""
 }
 
 // ovsLeaves returns the watch key of an OVS NIC: its Open vSwitch bridge,
@@ -560,13 +587,17 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	var wg sync.WaitGroup
 	for _, k := range doms {
 		n := 0
-		var viaOVS []plan.Target
+		var viaOVS, viaQEMU []plan.Target
 		for i, t := range k.targets {
 			if !keys[k.via[i]] {
 				continue
 			}
-			if t.Strategy == plan.OVS {
+			switch t.Strategy {
+			case plan.OVS:
 				viaOVS = append(viaOVS, t)
+				continue
+			case plan.QEMU:
+				viaQEMU = append(viaQEMU, t)
 				continue
 			}
 			t.Uplinks = []string{e.Uplink.Name}
@@ -576,15 +607,24 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 				n++
 			}
 		}
-		if len(viaOVS) > 0 {
-			// The ovs strategy's own path, as a landing takes it: a
-			// packet-out from each VM's port, which OVS floods out of its
-			// uplinks with the port's VLAN. Each domain on its own
-			// goroutine: the strategy waits for each NIC's first frame.
+		if n > 0 {
+			mu.Lock()
+			domains++
+			nics += n
+			mu.Unlock()
+		}
+		if len(viaOVS)+len(viaQEMU) > 0 {
+			// The ovs and qemu strategies' own paths, as a landing takes
+			// them: a packet-out from each VM's port, which OVS floods
+			// out of its uplinks with the port's VLAN; QEMU's
+			// announce-self on each NIC's alias, which leaves where the
+			// NIC's traffic does. Each domain on its own goroutine: a
+			// strategy waits for each NIC's first frame.
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got := a.ovsReannounce(ctx, k, viaOVS, s, e, log)
+				got := a.strategyReannounce(ctx, plan.OVS, k, viaOVS, s, e, log) +
+					a.strategyReannounce(ctx, plan.QEMU, k, viaQEMU, s, e, log)
 				mu.Lock()
 				defer mu.Unlock()
 				if n == 0 && got > 0 {
@@ -592,12 +632,6 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 				}
 				nics += got
 			}()
-		}
-		if n > 0 {
-			mu.Lock()
-			domains++
-			nics += n
-			mu.Unlock()
 		}
 	}
 	wg.Wait()
@@ -623,11 +657,11 @@ func (a *Agent) hostBehind(keys map[string]bool) bool {
 	return false
 }
 
-// ovsReannounce announces a domain's OVS NICs behind an uplink through the
-// ovs strategy and returns how many started.
-func (a *Agent) ovsReannounce(ctx context.Context, k *known, targets []plan.Target, s Settings, e uplink.Event, log *zap.Logger) int {
-	st := a.strategies[plan.OVS]
-	if st == nil {
+// strategyReannounce announces a domain's NICs behind an uplink through
+// the strategy named (ovs, qemu) and returns how many started.
+func (a *Agent) strategyReannounce(ctx context.Context, name plan.Strategy, k *known, targets []plan.Target, s Settings, e uplink.Event, log *zap.Logger) int {
+	st := a.strategies[name]
+	if st == nil || len(targets) == 0 {
 		return 0
 	}
 	s.WatchWindow = 0 // no landing: nothing re-plugged to watch for

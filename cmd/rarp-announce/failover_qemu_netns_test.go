@@ -1,0 +1,80 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
+)
+
+// A bridge NIC announced through QEMU (strategies: bridge: qemu) sits
+// behind its bridge's uplink like any other: when the uplink's carrier
+// comes back, the agent asks QEMU again (announce-self on that NIC's
+// alias) for the running domain, and for nothing else; a domain that is
+// not running gets no command.
+func TestRunQEMUNICReannouncedOnUplinkEvent(t *testing.T) {
+	netnstest.Require(t)
+	rig := netnstest.NewRig(t)
+	for _, tap := range []string{"vnet0", "vnet1"} {
+		rig.Host.Exec(t, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
+		rig.Host.Attach(t, tap, netnstest.RigHostBridge)
+		rig.Host.Exec(t, "ip", "link", "set", "dev", tap, "up")
+		netnstest.OpenTap(t, rig.Host, tap)
+	}
+
+	fake, err := libvirtfake.Listen(shortSocket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	var mu sync.Mutex
+	var cmds []string // "domain: command"
+	fake.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		cmds = append(cmds, d.Name+": "+cmd)
+		return `{"return":{},"id":"libvirt-1"}`, nil
+	}
+	asked := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), cmds...)
+	}
+	const uuid1, uuid2 = "72756e00-0000-4000-8000-0000000000c1", "72756e00-0000-4000-8000-0000000000c2"
+	if err := fake.AddDomain(libvirtfake.Domain{Name: "vm1", UUID: uuid1, State: libvirtconn.StateRunning, Reason: 1,
+		XML: libvirtfake.LiveXML("vm1", uuid1, 1,
+			libvirtfake.NIC{MAC: "52:54:00:72:00:c0", Target: "vnet9", Bridge: "nosuchbr"},
+			libvirtfake.NIC{MAC: "52:54:00:72:00:c1", Target: "vnet0"})}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.AddDomain(libvirtfake.Domain{Name: "vm2", UUID: uuid2, State: 5,
+		XML: libvirtfake.LiveXML("vm2", uuid2, 2, libvirtfake.NIC{MAC: "52:54:00:72:00:c2", Target: "vnet1"})}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
+	writeConfig(t, cfg, strings.Replace(testConfig(3), "level: info", "level: debug", 1)+"strategies:\n  bridge: qemu\nfailover:\n  hold_down: 100ms\n")
+	d := startDaemon(t, rig.Host, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
+	d.waitStatus("/readyz", 200, 10*time.Second)
+	d.waitLog("registry of running domains refreshed", 5*time.Second)
+	if got := asked(); len(got) != 0 {
+		t.Fatalf("QEMU asked %q before any event", got)
+	}
+
+	rig.Switch.Exec(t, "ip", "link", "set", "dev", netnstest.RigSwitchToHost, "down")
+	time.Sleep(30 * time.Millisecond)
+	rig.Switch.Exec(t, "ip", "link", "set", "dev", netnstest.RigSwitchToHost, "up")
+	const reannounces = `rarp_announce_uplink_reannounces_total{reason="carrier_up",result="ok"}`
+	d.waitMetric(reannounces, 1, 5*time.Second)
+	d.waitMetric(`rarp_announce_uplink_reannounce_nics_total{reason="carrier_up"}`, 1, 2*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	got := asked()
+	if len(got) != 1 || !strings.HasPrefix(got[0], "vm1: ") || !strings.Contains(got[0], `"announce-self"`) ||
+		!strings.Contains(got[0], `"net1"`) || strings.Contains(got[0], `"net0"`) {
+		t.Fatalf("QEMU was asked %q after br0's uplink came back; want one announce-self for vm1's net1 (on br0) only", got)
+	}
+}
