@@ -12,17 +12,7 @@ import (
 )
 
 // openIn returns an Opener whose sockets live in ns.
-func openIn(ns *netnstest.NS) Opener {
-	return func(ifname string) (Sender, error) {
-		var s Sender
-		err := ns.Do(func() error {
-			var err error
-			s, err = OpenPacket(ifname)
-			return err
-		})
-		return s, err
-	}
-}
+func openIn(ns *netnstest.NS) Opener { return netnstest.OpenIn(ns, OpenPacket) }
 
 const vmMAC = "52:54:00:aa:bb:cc"
 
