@@ -19,18 +19,8 @@ import (
 // right after is held until the new hold-down ends (the old one, 100 ms,
 // would have let it through at once).
 func TestRunReloadsFailover(t *testing.T) {
-	netnstest.Require(t)
-	rig := netnstest.NewRig(t)
-	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")
-	rig.Host.Attach(t, "vnet0", netnstest.RigHostBridge)
-	rig.Host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
-	netnstest.OpenTap(t, rig.Host, "vnet0")
-
-	fake, err := libvirtfake.Listen(shortSocket(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	rig := rigWithTap(t)
+	fake := listenFake(t)
 	const name, uuid, mac = "vm1", "72756e00-0000-4000-8000-0000000000f1", "52:54:00:72:00:f1"
 	if err := fake.AddDomain(libvirtfake.Domain{Name: name, UUID: uuid, State: libvirtconn.StateRunning, Reason: 1,
 		XML: libvirtfake.LiveXML(name, uuid, 1, libvirtfake.NIC{MAC: mac, Target: "vnet0"})}); err != nil {

@@ -67,6 +67,31 @@ func shortSocket(t testing.TB) string {
 	return filepath.Join(dir, "libvirt-sock")
 }
 
+// rigWithTap is a rig whose host has tap vnet0 on its bridge, up and held
+// open as QEMU holds it.
+func rigWithTap(t *testing.T) *netnstest.Rig {
+	t.Helper()
+	netnstest.Require(t)
+	rig := netnstest.NewRig(t)
+	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")
+	rig.Host.Attach(t, "vnet0", netnstest.RigHostBridge)
+	rig.Host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
+	netnstest.OpenTap(t, rig.Host, "vnet0")
+	return rig
+}
+
+// listenFake is a fake libvirtd on a short socket path, closed when the
+// test ends.
+func listenFake(t *testing.T) *libvirtfake.Server {
+	t.Helper()
+	fake, err := libvirtfake.Listen(shortSocket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fake.Close() })
+	return fake
+}
+
 // daemonProc is a running 'rarp-announce run'.
 type daemonProc struct {
 	t     testing.TB
@@ -366,18 +391,8 @@ func TestRunEndpointsFollowLibvirt(t *testing.T) {
 // running one and logs file:line; SIGHUP with a changed schedule applies it
 // to the next landing; SIGTERM exits 0.
 func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
-	netnstest.Require(t)
-	rig := netnstest.NewRig(t)
-	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")
-	rig.Host.Attach(t, "vnet0", netnstest.RigHostBridge)
-	rig.Host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
-	netnstest.OpenTap(t, rig.Host, "vnet0")
-
-	fake, err := libvirtfake.Listen(shortSocket(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	rig := rigWithTap(t)
+	fake := listenFake(t)
 	const mac1, mac2 = "52:54:00:72:00:01", "52:54:00:72:00:02"
 	for i, mac := range []string{mac1, mac2} {
 		name, uuid := fmt.Sprintf("vm%d", i+1), fmt.Sprintf("72756e00-0000-4000-8000-%012x", i+1)

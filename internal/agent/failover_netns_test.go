@@ -190,16 +190,31 @@ func TestRestoreAnnouncedSnapshotTriggerOff(t *testing.T) {
 	h.quiet(t, reverted.macs[0], 200*time.Millisecond, "the snapshot trigger is off")
 }
 
+// hostWithDomain starts a host with the uplink settings and holdDown
+// where, before the agent starts, setup (if not nil) runs, the taps are
+// made (wired), and one domain runs, booted, with a NIC on the first tap.
+// It returns once that domain is in the failover registry.
+func hostWithDomain(t *testing.T, holdDown time.Duration, setup func(*host), taps ...string) (*host, domain) {
+	t.Helper()
+	var d domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: holdDown, before: func(h *host) {
+		if setup != nil {
+			setup(h)
+		}
+		for _, tap := range taps {
+			h.tap(t, tap, wired)
+		}
+		d = h.newDomain(t, stateRunning, reasonBooted, taps[0])
+	}})
+	h.waitRegistry(t, 1)
+	return h, d
+}
+
 // With the failover registry on (as the daemon runs), a landing still
 // reads the domain's XML once: the registry takes the XML the landing read
 // instead of reading it again on the landing's event.
 func TestLandingFeedsTheRegistryWithoutASecondXMLRead(t *testing.T) {
-	var d domain
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
-		h.tap(t, "vnet1", wired)
-		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-	}})
-	h.waitRegistry(t, 1)
+	h, d := hostWithDomain(t, 200*time.Millisecond, nil, "vnet1")
 	time.Sleep(100 * time.Millisecond) // the start-up refresh is over
 	calls := xmlCalls(h)
 	// A migration of it was cancelled after the source paused it: it
@@ -217,13 +232,7 @@ func TestLandingFeedsTheRegistryWithoutASecondXMLRead(t *testing.T) {
 // one unplugged (DEVICE_REMOVED) is no longer announced. Each device event
 // costs one live-XML read of that domain.
 func TestHotplugRefreshesTheRegistry(t *testing.T) {
-	var d domain
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
-		h.tap(t, "vnet1", wired)
-		h.tap(t, "vnet2", wired)
-		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-	}})
-	h.waitRegistry(t, 1)
+	h, d := hostWithDomain(t, 200*time.Millisecond, nil, "vnet1", "vnet2")
 	time.Sleep(100 * time.Millisecond) // the start-up refresh is over
 	plugged := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x14, 0x02}
 	one := libvirtfake.NIC{MAC: d.macs[0].String(), Target: "vnet1"}
@@ -285,12 +294,7 @@ func waitXMLCalls(t testing.TB, h *host, n int) {
 // packet socket open before any event (announce.Announcer.Warm, from the
 // registry): a failover's first frame does not wait for one to open.
 func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
-	var d domain
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
-		h.tap(t, "vnet1", wired)
-		d = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-	}})
-	h.waitRegistry(t, 1)
+	h, d := hostWithDomain(t, 200*time.Millisecond, nil, "vnet1")
 	idx := fmt.Sprint(h.ns.Interface(t, netnstest.RigHostUplink).Index)
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -288,13 +288,7 @@ func TestRigBondFailoverReannounces(t *testing.T) {
 // An 802.3ad bond losing a leg moves nothing on the switch (one LAG): no
 // re-announce.
 func TestRigBond8023adIsQuiet(t *testing.T) {
-	var vm domain
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: rigHoldDown, before: func(h *host) {
-		bondTopology(t, h, "802.3ad")
-		h.tap(t, "vnet1", wired)
-		vm = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-	}})
-	h.waitRegistry(t, 1)
+	h, vm := hostWithDomain(t, rigHoldDown, func(h *host) { bondTopology(t, h, "802.3ad") }, "vnet1")
 	setLink(t, h, swALeg, false)
 	h.quiet(t, vm.macs[0], time.Second, "an 802.3ad leg failing is no reason to re-announce")
 	for _, r := range []string{"bond_failover", "carrier_up", "port_added"} {
@@ -308,13 +302,7 @@ func TestRigBond8023adIsQuiet(t *testing.T) {
 // default, 1 s, here).
 func TestRigBondFlapsHeldDown(t *testing.T) {
 	const rigHoldDown = time.Second
-	var vm domain
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: rigHoldDown, before: func(h *host) {
-		bondTopology(t, h, "active-backup")
-		h.tap(t, "vnet1", wired)
-		vm = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-	}})
-	h.waitRegistry(t, 1)
+	h, vm := hostWithDomain(t, rigHoldDown, func(h *host) { bondTopology(t, h, "active-backup") }, "vnet1")
 	start := time.Now()
 	for i := range 10 {
 		leg := swALeg

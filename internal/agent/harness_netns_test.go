@@ -278,7 +278,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 		onFrame = nil
 	}
 	parts, err := app.Build(ctx, cfg, app.Options{
-		Netns: &nsh, Open: openIn(h.ns), Registerer: h.reg, Logger: log, OnFrame: onFrame, OVS: o.ovs,
+		Netns: &nsh, Open: netnstest.OpenIn(h.ns, announce.OpenPacket), Registerer: h.reg, Logger: log, OnFrame: onFrame, OVS: o.ovs,
 		WatchUplinks: o.holdDown > 0,
 	})
 	if err != nil {
@@ -334,19 +334,6 @@ func socketPath(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return filepath.Join(dir, "sock")
-}
-
-// openIn returns an Opener whose sockets live in ns.
-func openIn(ns *netnstest.NS) announce.Opener {
-	return func(ifname string) (announce.Sender, error) {
-		var s announce.Sender
-		err := ns.Do(func() error {
-			var err error
-			s, err = announce.OpenPacket(ifname)
-			return err
-		})
-		return s, err
-	}
 }
 
 // tapSpec says how far a VM's tap is wired.

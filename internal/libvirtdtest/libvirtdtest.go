@@ -89,6 +89,17 @@ func RequireQEMU(t testing.TB) {
 	}
 }
 
+// StartQEMU is Start for QEMU domains (RequireQEMU) in a new network
+// namespace (netnstest.New(t, name)) with bridge br0, where the NICs of
+// QEMUDomainXML go.
+func StartQEMU(t testing.TB, name string) (*netnstest.NS, *Daemon) {
+	t.Helper()
+	RequireQEMU(t)
+	ns := netnstest.New(t, name)
+	ns.Bridge(t, "br0")
+	return ns, Start(t, Options{NetNS: ns.Name})
+}
+
 // Start starts a libvirtd and waits until it answers; it is stopped, and
 // every QEMU it started killed, when the test ends.
 func Start(t testing.TB, opts Options) *Daemon {
@@ -131,6 +142,37 @@ stdio_handler = "file"
 	t.Cleanup(func() { d.cleanup(t) })
 	d.Start(t)
 	return d
+}
+
+// XMLFile writes xml to a file name in a directory of the test's, for
+// virsh define, create or net-define, and returns its path.
+func XMLFile(t testing.TB, name, xml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	write(t, path, xml)
+	return path
+}
+
+// QEMUDomainXML is a qemu:///system domain that boots IPXEKernel and
+// idles, with a virtio NIC on bridge br0 for each MAC, in order (libvirt
+// names them net0, net1, ...).
+func QEMUDomainXML(name, uuid string, macs ...string) string {
+	var nics strings.Builder
+	for _, mac := range macs {
+		fmt.Fprintf(&nics, "    <interface type='bridge'><source bridge='br0'/><mac address='%s'/><model type='virtio'/></interface>\n", mac)
+	}
+	return `<domain type='qemu'>
+  <name>` + name + `</name>
+  <uuid>` + uuid + `</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>` + IPXEKernel + `</kernel><cmdline>sleep 2000000000</cmdline></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+` + nics.String() + `    <memballoon model='none'/>
+  </devices>
+</domain>
+`
 }
 
 func hostUUID(u string) string {

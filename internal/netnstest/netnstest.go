@@ -144,6 +144,20 @@ func (ns *NS) Do(fn func() error) error {
 	return <-errc
 }
 
+// OpenIn wraps an open function (announce.OpenPacket) so that what it
+// opens lives in ns: an announce.Opener for ns.
+func OpenIn[S any](ns *NS, open func(ifname string) (S, error)) func(ifname string) (S, error) {
+	return func(ifname string) (S, error) {
+		var s S
+		err := ns.Do(func() error {
+			var err error
+			s, err = open(ifname)
+			return err
+		})
+		return s, err
+	}
+}
+
 // Bridge creates a Linux bridge with STP off, no forwarding delay and the
 // default 300 s ageing, and brings it up.
 func (ns *NS) Bridge(t testing.TB, name string) {

@@ -159,6 +159,18 @@ func Tshark(t testing.TB, path string, fields ...string) []string {
 	return lines
 }
 
+// RARPFrom counts the RARP frames (EtherType 0x8035) among frames whose
+// Ethernet source is mac.
+func RARPFrom(frames [][]byte, mac []byte) int {
+	n := 0
+	for _, f := range frames {
+		if len(f) >= 14 && bytes.Equal(f[6:12], mac) && f[12] == 0x80 && f[13] == 0x35 {
+			n++
+		}
+	}
+	return n
+}
+
 // ReadPcap returns the frames of a classic pcap file (what tcpdump -w
 // writes), so a test can compare captured bytes exactly.
 func ReadPcap(t testing.TB, path string) [][]byte {

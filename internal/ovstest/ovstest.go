@@ -76,6 +76,18 @@ func Start(t testing.TB, ns *netnstest.NS) *OVS {
 	return o
 }
 
+// StartIn is Start in a new namespace (netnstest.New(t, name), its NS)
+// with the given bridges added, after requiring Tools.
+func StartIn(t testing.TB, name string, bridges ...string) *OVS {
+	t.Helper()
+	netnstest.Require(t, Tools...)
+	o := Start(t, netnstest.New(t, name))
+	for _, b := range bridges {
+		o.AddBridge(t, b)
+	}
+	return o
+}
+
 // start runs name in the foreground as a child of the test process, not
 // --detach: a detached daemon is orphaned to PID 1, and where PID 1 does
 // not reap (as in this project's VMs) every stopped daemon stays a zombie.

@@ -26,10 +26,8 @@ import (
 // uplinked to a Linux bridge standing for the switch; before the fix the
 // strategy returned "failed" (not_running) and nothing was sent.
 func TestOVSAnnounceRetriedAcrossARestart(t *testing.T) {
-	netnstest.Require(t, ovstest.Tools...)
-	hyp, vmNS, sw := netnstest.New(t, "hv"), netnstest.New(t, "vm"), netnstest.New(t, "sw")
-	o := ovstest.Start(t, hyp)
-	o.AddBridge(t, "ovsbr")
+	o := ovstest.StartIn(t, "hv", "ovsbr")
+	hyp, vmNS, sw := o.NS, netnstest.New(t, "vm"), netnstest.New(t, "sw")
 	netnstest.Veth(t, hyp, "vm0", vmNS, "eth0")
 	netnstest.Veth(t, hyp, "up0", sw, "swh")
 	sw.Bridge(t, "sw0")

@@ -12,35 +12,36 @@ import (
 )
 
 // openIn returns an Opener whose sockets live in ns.
-func openIn(ns *netnstest.NS) Opener {
-	return func(ifname string) (Sender, error) {
-		var s Sender
-		err := ns.Do(func() error {
-			var err error
-			s, err = OpenPacket(ifname)
-			return err
-		})
-		return s, err
-	}
-}
+func openIn(ns *netnstest.NS) Opener { return netnstest.OpenIn(ns, OpenPacket) }
 
 const vmMAC = "52:54:00:aa:bb:cc"
 
-func TestPacketAnnounceMovesTheSwitch(t *testing.T) {
+// announceOnRig announces vmMAC on the host bridge of a rig whose switch
+// learned it on the old host first, capturing (pcap filter) what enters
+// the switch from the host, and returns once the announce is done. req
+// gives the VLAN and schedule.
+func announceOnRig(t *testing.T, filter string, req Request) (*netnstest.Rig, *netnstest.Capture, *Handle) {
+	t.Helper()
 	netnstest.Require(t, "tcpdump", "tshark")
 	rig := netnstest.NewRig(t)
 	rig.LearnOnOld(t, vmMAC)
-	capture := netnstest.StartCapture(t, rig.Switch, netnstest.RigSwitchToHost, "ether proto 0x8035")
+	capture := netnstest.StartCapture(t, rig.Switch, netnstest.RigSwitchToHost, filter)
 
 	a := New(Options{Open: openIn(rig.Host)})
-	defer a.Close()
-	s := DefaultSchedule()
-	s.Rounds = 2
-	h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, Interface: netnstest.RigHostBridge, Schedule: s})
+	t.Cleanup(func() { a.Close() })
+	req.MAC, req.Interface = rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, netnstest.RigHostBridge
+	h, err := a.Announce(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-h.Done()
+	return rig, capture, h
+}
+
+func TestPacketAnnounceMovesTheSwitch(t *testing.T) {
+	s := DefaultSchedule()
+	s.Rounds = 2
+	rig, capture, h := announceOnRig(t, "ether proto 0x8035", Request{Schedule: s})
 	if h.Err() != nil || h.Sent() != 2 {
 		t.Fatalf("sent %d, err %v", h.Sent(), h.Err())
 	}
@@ -73,19 +74,7 @@ func TestPacketAnnounceMovesTheSwitch(t *testing.T) {
 }
 
 func TestTaggedAnnounceLeavesTheUplinkTagged(t *testing.T) {
-	netnstest.Require(t, "tcpdump", "tshark")
-	rig := netnstest.NewRig(t)
-	rig.LearnOnOld(t, vmMAC)
-	capture := netnstest.StartCapture(t, rig.Switch, netnstest.RigSwitchToHost, "")
-
-	a := New(Options{Open: openIn(rig.Host)})
-	defer a.Close()
-	h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, Interface: netnstest.RigHostBridge,
-		VLAN: rarp.VLAN{ID: 100, Priority: 5}, Schedule: Schedule{Rounds: 1, Bursts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-h.Done()
+	rig, capture, h := announceOnRig(t, "", Request{VLAN: rarp.VLAN{ID: 100, Priority: 5}, Schedule: Schedule{Rounds: 1, Bursts: 1}})
 	if h.Err() != nil {
 		t.Fatal(h.Err())
 	}

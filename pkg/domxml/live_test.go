@@ -33,18 +33,12 @@ func TestLiveXML(t *testing.T) {
 	ovs.AddBridge(t, "ovsbr0")
 	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: ns.Name, OVSRunDir: ovs.RunDir})
 
-	netXML := filepath.Join(t.TempDir(), "lan.xml")
-	if err := os.WriteFile(netXML, []byte("<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	netXML := libvirtdtest.XMLFile(t, "lan.xml", "<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>\n")
 	d.Virsh(t, d.URI("qemu"), "net-create "+netXML)
 
 	for _, c := range realCases {
 		t.Run(c.name, func(t *testing.T) {
-			def := filepath.Join(t.TempDir(), c.name+".xml")
-			if err := os.WriteFile(def, []byte(c.definitionXML()), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			def := libvirtdtest.XMLFile(t, c.name+".xml", c.definitionXML())
 			// create + dumpxml in one connection: the test driver's state
 			// lives only as long as a connection to it.
 			out := d.Virsh(t, d.URI(c.driver), "create "+def, "dumpxml "+c.want.Name)

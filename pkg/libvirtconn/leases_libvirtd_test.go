@@ -3,8 +3,6 @@ package libvirtconn
 import (
 	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,10 +34,7 @@ func TestLibvirtdNetworkDHCPLeases(t *testing.T) {
 	client := netnstest.New(t, "lvwleasec")
 	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: host.Name})
 
-	def := filepath.Join(t.TempDir(), "net.xml")
-	if err := os.WriteFile(def, []byte(leaseNetworkXML), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	def := libvirtdtest.XMLFile(t, "net.xml", leaseNetworkXML)
 	d.Virsh(t, d.URI("qemu"), "net-define "+def, "net-start rarpleases")
 
 	netnstest.Veth(t, host, "vnet-rl", client, "eth0")

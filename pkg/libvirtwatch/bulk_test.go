@@ -39,11 +39,9 @@ func TestResyncOneCallForManyDomains(t *testing.T) {
 	}
 
 	// A landing right after the resync is relayed at once.
-	emit(t, s, "vm1", suspendedMigrated)
-	r.expect(t, Cancel, "vm1", "suspended/migrated")
+	r.emitExpect(t, s, "vm1", suspendedMigrated, Cancel, "suspended/migrated")
 	at := time.Now()
-	emit(t, s, "vm1", resumedMigrated)
-	r.expect(t, Landed, "vm1", "resumed/migrated")
+	r.emitExpect(t, s, "vm1", resumedMigrated, Landed, "resumed/migrated")
 	if d := time.Since(at); d > 500*time.Millisecond {
 		t.Errorf("landing relayed after %v", d)
 	}

@@ -79,6 +79,15 @@ func startWatcher(t testing.TB, cfg Config, buffer int) *running {
 	return r
 }
 
+// startReady starts a watcher of the fake s, with a 16-event buffer, and
+// waits until it is ready.
+func startReady(t testing.TB, s *libvirtfake.Server) *running {
+	t.Helper()
+	r := startWatcher(t, testConfig(t, s.Path()), 16)
+	r.waitReady(t, 5*time.Second)
+	return r
+}
+
 func (r *running) stop() {
 	r.cancel()
 	<-r.done
@@ -139,6 +148,13 @@ func (r *running) expectNone(t testing.TB, d time.Duration) {
 	}
 }
 
+// emitExpect emits ev on dom and expects the watcher's event for it.
+func (r *running) emitExpect(t testing.TB, s *libvirtfake.Server, dom string, ev [2]int32, kind EventKind, name string) Event {
+	t.Helper()
+	emit(t, s, dom, ev)
+	return r.expect(t, kind, dom, name)
+}
+
 func emit(t testing.TB, s *libvirtfake.Server, dom string, ev [2]int32) {
 	t.Helper()
 	if _, err := s.Emit(dom, ev[0], ev[1]); err != nil {
@@ -149,21 +165,16 @@ func emit(t testing.TB, s *libvirtfake.Server, dom string, ev [2]int32) {
 func TestFakeCancelledMigrationOnSource(t *testing.T) {
 	s := startFake(t)
 	addDomain(t, s, 1, libvirtconn.StateRunning, 1 /* booted */, 1)
-	r := startWatcher(t, testConfig(t, s.Path()), 16)
-	r.waitReady(t, 5*time.Second)
+	r := startReady(t, s)
 
-	emit(t, s, "vm1", suspendedMigrated) // source paused for the switch-over
-	r.expect(t, Cancel, "vm1", "suspended/migrated")
-	emit(t, s, "vm1", resumedMigrated) // migration cancelled: runs here again
-	ev := r.expect(t, Landed, "vm1", "resumed/migrated")
+	r.emitExpect(t, s, "vm1", suspendedMigrated, Cancel, "suspended/migrated")   // source paused for the switch-over
+	ev := r.emitExpect(t, s, "vm1", resumedMigrated, Landed, "resumed/migrated") // migration cancelled: runs here again
 	if ev.Domain.UUID != uuidOf(1) || ev.DomainID != 1 || ev.Resync || ev.Received.IsZero() {
 		t.Errorf("landed event %+v", ev)
 	}
 	// and a successful one afterwards only cancels
-	emit(t, s, "vm1", suspendedMigrated)
-	r.expect(t, Cancel, "vm1", "suspended/migrated")
-	emit(t, s, "vm1", stoppedMigrated)
-	r.expect(t, Cancel, "vm1", "stopped/migrated")
+	r.emitExpect(t, s, "vm1", suspendedMigrated, Cancel, "suspended/migrated")
+	r.emitExpect(t, s, "vm1", stoppedMigrated, Cancel, "stopped/migrated")
 	r.expectNone(t, 50*time.Millisecond)
 
 	if got := testutil.ToFloat64(r.m.landings.WithLabelValues("event")); got != 1 {
@@ -178,21 +189,15 @@ func TestFakePostcopy(t *testing.T) {
 	s := startFake(t)
 	addDomain(t, s, 1, stateShutoff, 0, 2)             // the destination: not running yet
 	addDomain(t, s, 2, libvirtconn.StateRunning, 1, 1) // the source of another migration
-	r := startWatcher(t, testConfig(t, s.Path()), 16)
-	r.waitReady(t, 5*time.Second)
+	r := startReady(t, s)
 
 	// destination: one announce for the whole post-copy migration
-	emit(t, s, "vm1", startedMigrated)
-	r.expect(t, Other, "vm1", "started/migrated")
-	emit(t, s, "vm1", resumedPostcopy)
-	landed := r.expect(t, Landed, "vm1", "resumed/postcopy")
-	emit(t, s, "vm1", resumedMigrated)
-	r.expect(t, Other, "vm1", "resumed/migrated")
+	r.emitExpect(t, s, "vm1", startedMigrated, Other, "started/migrated")
+	landed := r.emitExpect(t, s, "vm1", resumedPostcopy, Landed, "resumed/postcopy")
+	r.emitExpect(t, s, "vm1", resumedMigrated, Other, "resumed/migrated")
 	// source side
-	emit(t, s, "vm2", suspendedPostcopy)
-	r.expect(t, Cancel, "vm2", "suspended/postcopy")
-	emit(t, s, "vm2", stoppedMigrated)
-	r.expect(t, Cancel, "vm2", "stopped/migrated")
+	r.emitExpect(t, s, "vm2", suspendedPostcopy, Cancel, "suspended/postcopy")
+	r.emitExpect(t, s, "vm2", stoppedMigrated, Cancel, "stopped/migrated")
 
 	// the landed domain is running here and its XML has both NICs
 	running, err := r.w.DomainRunning(context.Background(), landed.Domain)
@@ -214,44 +219,30 @@ func TestFakePostcopyFailure(t *testing.T) {
 	addDomain(t, s, 1, stateShutoff, 0, 1)             // destination, keeps running after the failure
 	addDomain(t, s, 2, stateShutoff, 0, 1)             // destination, paused by the failure, then recovered
 	addDomain(t, s, 3, libvirtconn.StateRunning, 1, 1) // source
-	r := startWatcher(t, testConfig(t, s.Path()), 16)
-	r.waitReady(t, 5*time.Second)
+	r := startReady(t, s)
 
-	emit(t, s, "vm1", startedMigrated)
-	r.expect(t, Other, "vm1", "started/migrated")
-	emit(t, s, "vm1", resumedPostcopy)
-	r.expect(t, Landed, "vm1", "resumed/postcopy")
-	emit(t, s, "vm1", resumedPostcopyFailed)
-	r.expect(t, Other, "vm1", "resumed/postcopy_failed") // already landed: no second announce
+	r.emitExpect(t, s, "vm1", startedMigrated, Other, "started/migrated")
+	r.emitExpect(t, s, "vm1", resumedPostcopy, Landed, "resumed/postcopy")
+	r.emitExpect(t, s, "vm1", resumedPostcopyFailed, Other, "resumed/postcopy_failed") // already landed: no second announce
 
-	emit(t, s, "vm2", startedMigrated)
-	r.expect(t, Other, "vm2", "started/migrated")
-	emit(t, s, "vm2", resumedPostcopy)
-	r.expect(t, Landed, "vm2", "resumed/postcopy")
-	emit(t, s, "vm2", suspendedPostcopyFailed)
-	r.expect(t, Cancel, "vm2", "suspended/postcopy_failed")
-	emit(t, s, "vm2", resumedPostcopy) // post-copy recovery resumed it
-	r.expect(t, Landed, "vm2", "resumed/postcopy")
-	emit(t, s, "vm2", resumedMigrated)
-	r.expect(t, Other, "vm2", "resumed/migrated")
+	r.emitExpect(t, s, "vm2", startedMigrated, Other, "started/migrated")
+	r.emitExpect(t, s, "vm2", resumedPostcopy, Landed, "resumed/postcopy")
+	r.emitExpect(t, s, "vm2", suspendedPostcopyFailed, Cancel, "suspended/postcopy_failed")
+	r.emitExpect(t, s, "vm2", resumedPostcopy, Landed, "resumed/postcopy") // post-copy recovery resumed it
+	r.emitExpect(t, s, "vm2", resumedMigrated, Other, "resumed/migrated")
 
-	emit(t, s, "vm3", suspendedPostcopy)
-	r.expect(t, Cancel, "vm3", "suspended/postcopy")
-	emit(t, s, "vm3", suspendedPostcopyFailed)
-	r.expect(t, Cancel, "vm3", "suspended/postcopy_failed")
+	r.emitExpect(t, s, "vm3", suspendedPostcopy, Cancel, "suspended/postcopy")
+	r.emitExpect(t, s, "vm3", suspendedPostcopyFailed, Cancel, "suspended/postcopy_failed")
 	r.expectNone(t, 50*time.Millisecond)
 }
 
 func TestFakeStartedMigratedNeverTriggers(t *testing.T) {
 	s := startFake(t)
 	addDomain(t, s, 1, stateShutoff, 0, 1)
-	r := startWatcher(t, testConfig(t, s.Path()), 16)
-	r.waitReady(t, 5*time.Second)
+	r := startReady(t, s)
 	for i := 0; i < 3; i++ { // three failed incoming migrations
-		emit(t, s, "vm1", startedMigrated)
-		r.expect(t, Other, "vm1", "started/migrated")
-		emit(t, s, "vm1", stoppedFailed)
-		r.expect(t, Cancel, "vm1", "stopped/failed")
+		r.emitExpect(t, s, "vm1", startedMigrated, Other, "started/migrated")
+		r.emitExpect(t, s, "vm1", stoppedFailed, Cancel, "stopped/failed")
 	}
 	r.expectNone(t, 50*time.Millisecond)
 	if got := testutil.ToFloat64(r.m.landings.WithLabelValues("event")); got != 0 {
@@ -287,10 +278,8 @@ func TestFakeResyncOnReconnect(t *testing.T) {
 	r.expectNone(t, 50*time.Millisecond)
 
 	// events flow on the new connection
-	emit(t, s, "vm2", suspendedMigrated)
-	r.expect(t, Cancel, "vm2", "suspended/migrated")
-	emit(t, s, "vm2", resumedMigrated)
-	r.expect(t, Landed, "vm2", "resumed/migrated")
+	r.emitExpect(t, s, "vm2", suspendedMigrated, Cancel, "suspended/migrated")
+	r.emitExpect(t, s, "vm2", resumedMigrated, Landed, "resumed/migrated")
 
 	if got := testutil.ToFloat64(r.m.reconnects); got != 1 {
 		t.Errorf("reconnects = %v, want 1", got)
@@ -420,8 +409,7 @@ func TestFakeSocketGone(t *testing.T) {
 	defer s.Close()
 	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	r.waitReady(t, 5*time.Second)
-	emit(t, s, "vm1", resumedMigrated)
-	r.expect(t, Landed, "vm1", "resumed/migrated")
+	r.emitExpect(t, s, "vm1", resumedMigrated, Landed, "resumed/migrated")
 	if got := testutil.ToFloat64(r.m.connectFailures); got < 1 {
 		t.Errorf("connect_failures = %v, want >= 1", got)
 	}
@@ -438,8 +426,7 @@ func TestFakeQueries(t *testing.T) {
 		}
 		return `{"id":"libvirt-24","error":{"class":"CommandNotFound","desc":"The command nope has not been found"}}`, nil
 	}
-	r := startWatcher(t, testConfig(t, s.Path()), 16)
-	r.waitReady(t, 5*time.Second)
+	r := startReady(t, s)
 	ctx := context.Background()
 
 	for _, key := range []string{"vm1", uuidOf(1), strings.ToUpper(strings.ReplaceAll(uuidOf(1), "-", ""))} {

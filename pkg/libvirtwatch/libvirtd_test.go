@@ -1,10 +1,7 @@
 package libvirtwatch
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -51,10 +48,7 @@ func TestLibvirtdEvents(t *testing.T) {
 	r.waitReady(t, 10*time.Second)
 	r.expectNone(t, 50*time.Millisecond) // the driver's "test" domain runs, booted: nothing lands
 
-	def := filepath.Join(t.TempDir(), "guest1.xml")
-	if err := os.WriteFile(def, []byte(testDomainXML), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	def := libvirtdtest.XMLFile(t, "guest1.xml", testDomainXML)
 	d.Virsh(t, d.URI("test"), "define "+def, "start guest1", "suspend guest1", "resume guest1")
 	r.expect(t, Other, "guest1", "defined/added")
 	started := r.expect(t, Other, "guest1", "started/booted")
@@ -176,38 +170,20 @@ func summary(ds []time.Duration) string {
 	return "min " + r(s[0]).String() + " median " + r(s[len(s)/2]).String() + " max " + r(s[len(s)-1]).String()
 }
 
-const qemuDomainXML = `<domain type='qemu'>
-  <name>qmp1</name>
-  <uuid>6c61622d-766d-4000-8000-00000000f101</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>/boot/ipxe.lkrn</kernel><cmdline>sleep 2000000000</cmdline></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='bridge'><source bridge='br0'/><mac address='52:54:00:f1:00:01'/><model type='virtio'/></interface>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-`
+var qemuDomainXML = libvirtdtest.QEMUDomainXML("qmp1", "6c61622d-766d-4000-8000-00000000f101", "52:54:00:f1:00:01")
 
 // A real QEMU domain: its lifecycle events, its live XML, and QMP
 // announce-self through QEMUMonitorCommand, whose RARPs are captured on the
 // bridge; a QMP error comes back as QEMU's reply.
 func TestLibvirtdQEMU(t *testing.T) {
-	libvirtdtest.RequireQEMU(t)
 	netnstest.Require(t, "tcpdump")
-	ns := netnstest.New(t, "lvwqemu")
-	ns.Bridge(t, "br0")
-	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: ns.Name})
+	ns, d := libvirtdtest.StartQEMU(t, "lvwqemu")
 	cfg := realConfig(t, d.Socket)
 	cfg.Conn.URI = "qemu:///system"
 	r := startWatcher(t, cfg, 64)
 	r.waitReady(t, 10*time.Second)
 
-	def := filepath.Join(t.TempDir(), "qmp1.xml")
-	if err := os.WriteFile(def, []byte(qemuDomainXML), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	def := libvirtdtest.XMLFile(t, "qmp1.xml", qemuDomainXML)
 	d.Virsh(t, d.URI("qemu"), "create "+def)
 	// libvirt 9.0 sends RESUMED/UNPAUSED before STARTED/BOOTED for a boot
 	var seq []string
@@ -238,15 +214,8 @@ func TestLibvirtdQEMU(t *testing.T) {
 		t.Fatalf("announce-self: %v (reply %q)", err, reply)
 	}
 	time.Sleep(1200 * time.Millisecond) // QEMU's schedule ends at +800 ms
-	frames := netnstest.ReadPcap(t, capture.Stop())
-	n := 0
 	mac := dom.Interfaces[0].MAC
-	for _, f := range frames {
-		if len(f) >= 14 && bytes.Equal(f[6:12], mac[:]) && f[12] == 0x80 && f[13] == 0x35 {
-			n++
-		}
-	}
-	if n != 5 {
+	if n := netnstest.RARPFrom(netnstest.ReadPcap(t, capture.Stop()), mac[:]); n != 5 {
 		t.Errorf("announce-self: %d RARP frames from %s on br0, want 5", n, mac)
 	}
 

@@ -1,9 +1,7 @@
 package libvirtwatch
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,10 +85,7 @@ func TestLibvirtdMigration(t *testing.T) {
 	}
 	a, b := hosts[0], hosts[1]
 
-	def := filepath.Join(t.TempDir(), "qmp1.xml")
-	if err := os.WriteFile(def, []byte(qemuDomainXML), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	def := libvirtdtest.XMLFile(t, "qmp1.xml", qemuDomainXML)
 	a.d.Virsh(t, a.uri(), "create "+def)
 	a.events(t, "qmp1", "started/booted")
 

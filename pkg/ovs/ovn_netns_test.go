@@ -18,10 +18,8 @@ import (
 // ovs-vsctl playing ovn-controller's part on the Interface's external_ids
 // (the OVN lab, test/lab/lab-e2e-ovn.sh, has the real ovn-controller).
 func TestOVNReadiness(t *testing.T) {
-	netnstest.Require(t, ovstest.Tools...)
-	hv, vm := netnstest.New(t, "hv"), netnstest.New(t, "vm")
-	o := ovstest.Start(t, hv)
-	o.AddBridge(t, "br-int")
+	o := ovstest.StartIn(t, "hv", "br-int")
+	hv, vm := o.NS, netnstest.New(t, "vm")
 	netnstest.Veth(t, hv, "vnet0", vm, "eth0")
 	netnstest.Veth(t, hv, "plain0", vm, "eth1")
 	o.Vsctl(t, "add-port", "br-int", "vnet0", "--", "set", "Interface", "vnet0", "external_ids:iface-id=lsp-1",

@@ -19,11 +19,8 @@ import (
 // bond (OVS announces on its own bond's failover). A bridge that does not
 // exist is an error.
 func TestUplinksFollowPatchPorts(t *testing.T) {
-	netnstest.Require(t, ovstest.Tools...)
-	hv, peer := netnstest.New(t, "hv"), netnstest.New(t, "peer")
-	o := ovstest.Start(t, hv)
-	o.AddBridge(t, "br-int")
-	o.AddBridge(t, "br-ex")
+	o := ovstest.StartIn(t, "hv", "br-int", "br-ex")
+	hv, peer := o.NS, netnstest.New(t, "peer")
 	for _, p := range [][2]string{{"tapvm1", "p1"}, {"tapvm2", "p2"}, {"intup", "p3"}, {"exup", "p4"}, {"leg1", "p5"}, {"leg2", "p6"}} {
 		netnstest.Veth(t, hv, p[0], peer, p[1])
 	}

@@ -62,6 +62,14 @@ func tap(t *testing.T, ns *netnstest.NS, name, master string, up bool) {
 	}
 }
 
+// heldTap is tap with a reader, as QEMU holds a VM's tap: it has carrier
+// (if up). The reader is closed when the test ends, or by closing it.
+func heldTap(t *testing.T, ns *netnstest.NS, name, master string, up bool) *netnstest.Tap {
+	t.Helper()
+	tap(t, ns, name, master, up)
+	return netnstest.OpenTap(t, ns, name)
+}
+
 type result struct {
 	s   State
 	err error
@@ -74,6 +82,15 @@ func waitAsync(w *Watcher, port, master string, timeout time.Duration) <-chan re
 		ch <- result{s, err}
 	}()
 	return ch
+}
+
+// waitPending starts a WaitReady on port (20 s timeout) and asserts it has
+// not returned, because of what.
+func waitPending(t *testing.T, w *Watcher, port, master, what string) <-chan result {
+	t.Helper()
+	res := waitAsync(w, port, master, 20*time.Second)
+	pending(t, res, what)
+	return res
 }
 
 // pending asserts that a wait has not returned: the port is not ready, so
@@ -106,8 +123,7 @@ func ready(t *testing.T, ch <-chan result) State {
 
 func TestWaitReadyTapCreatedLater(t *testing.T) {
 	ns, w := host(t, Options{})
-	res := waitAsync(w, "vnet0", "br0", 20*time.Second)
-	pending(t, res, "the tap does not exist")
+	res := waitPending(t, w, "vnet0", "br0", "the tap does not exist")
 	tap(t, ns, "vnet0", "br0", true)
 	pending(t, res, "the tap has no reader (no carrier)")
 	opened := time.Now()
@@ -128,8 +144,7 @@ func TestWaitReadyTapCreatedLater(t *testing.T) {
 func TestWaitReadyLibvirtStyleTap(t *testing.T) {
 	ns, w := host(t, Options{})
 	netnstest.OpenTap(t, ns, "vnet1")
-	res := waitAsync(w, "vnet1", "br0", 20*time.Second)
-	pending(t, res, "the tap is not attached")
+	res := waitPending(t, w, "vnet1", "br0", "the tap is not attached")
 	ns.Attach(t, "vnet1", "br0")
 	ns.Exec(t, "ip", "link", "set", "dev", "vnet1", "up")
 	s := ready(t, res)
@@ -140,10 +155,8 @@ func TestWaitReadyLibvirtStyleTap(t *testing.T) {
 
 func TestWaitReadyAttachedLater(t *testing.T) {
 	ns, w := host(t, Options{})
-	tap(t, ns, "vnet0", "", true)
-	netnstest.OpenTap(t, ns, "vnet0")
-	res := waitAsync(w, "vnet0", "br0", 20*time.Second)
-	pending(t, res, "the tap has no master")
+	heldTap(t, ns, "vnet0", "", true)
+	res := waitPending(t, w, "vnet0", "br0", "the tap has no master")
 	ns.Attach(t, "vnet0", "br0")
 	if s := ready(t, res); s.Master != "br0" {
 		t.Fatalf("master %q", s.Master)
@@ -152,10 +165,8 @@ func TestWaitReadyAttachedLater(t *testing.T) {
 
 func TestWaitReadyUpLater(t *testing.T) {
 	ns, w := host(t, Options{})
-	tap(t, ns, "vnet0", "br0", false)
-	netnstest.OpenTap(t, ns, "vnet0")
-	res := waitAsync(w, "vnet0", "br0", 20*time.Second)
-	pending(t, res, "the tap is down")
+	heldTap(t, ns, "vnet0", "br0", false)
+	res := waitPending(t, w, "vnet0", "br0", "the tap is down")
 	ns.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
 	if s := ready(t, res); !s.AdminUp {
 		t.Fatalf("%+v", s)
@@ -166,8 +177,7 @@ func TestWaitReadyUpLater(t *testing.T) {
 // event, so even a 1 ns timeout succeeds.
 func TestWaitReadyAlreadyReady(t *testing.T) {
 	ns, _ := host(t, Options{})
-	tap(t, ns, "vnet0", "br0", true)
-	netnstest.OpenTap(t, ns, "vnet0")
+	heldTap(t, ns, "vnet0", "br0", true)
 	// The kernel derives operstate and the port's STP state from the
 	// carrier asynchronously (linkwatch): wait until it says forwarding,
 	// so the port really is ready before the watcher starts.
@@ -239,8 +249,7 @@ func TestWaitReadyWaitsForSTPForwarding(t *testing.T) {
 	ns.Exec(t, "ip", "link", "add", "brs", "type", "bridge", "stp_state", "1", "forward_delay", "200")
 	ns.Exec(t, "ip", "link", "set", "dev", "brs", "up")
 	w := watcherIn(t, ns, Options{})
-	tap(t, ns, "vnet0", "brs", true)
-	netnstest.OpenTap(t, ns, "vnet0")
+	heldTap(t, ns, "vnet0", "brs", true)
 	start := time.Now()
 	_, err := w.WaitReady(context.Background(), "vnet0", "brs", 500*time.Millisecond)
 	var nr *NotReadyError
@@ -297,8 +306,7 @@ func TestCloseEndsWaitsAndWatches(t *testing.T) {
 // tap looks like to the watcher.
 func TestTapCarrierFollowsItsReader(t *testing.T) {
 	ns, w := host(t, Options{})
-	tap(t, ns, "vnet0", "br0", true)
-	fd := netnstest.OpenTap(t, ns, "vnet0")
+	fd := heldTap(t, ns, "vnet0", "br0", true)
 	if _, err := w.WaitReady(context.Background(), "vnet0", "br0", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -323,8 +331,7 @@ func TestWaitReadyMacvtap(t *testing.T) {
 	ns.Exec(t, "ip", "link", "add", "link", "low0", "name", "mvt0", "type", "macvtap", "mode", "bridge")
 	ns.Exec(t, "ip", "link", "set", "dev", "mvt0", "up")
 	w := watcherIn(t, ns, Options{})
-	res := waitAsync(w, "mvt0", "low0", 20*time.Second)
-	pending(t, res, "the lower device is down")
+	res := waitPending(t, w, "mvt0", "low0", "the lower device is down")
 	s, _ := w.State("mvt0")
 	if s.Kind != "macvtap" || s.Lower != "low0" || s.OperState != netlink.OperLowerLayerDown || s.Carrier {
 		t.Fatalf("macvtap on a down lower device: %+v", s)
@@ -350,10 +357,8 @@ func TestWaitReadyMacvtap(t *testing.T) {
 
 func TestWaitReadyRenamedIntoPlace(t *testing.T) {
 	ns, w := host(t, Options{})
-	tap(t, ns, "tmp0", "br0", false)
-	netnstest.OpenTap(t, ns, "tmp0")
-	res := waitAsync(w, "vnet0", "br0", 20*time.Second)
-	pending(t, res, "no link has the name yet")
+	heldTap(t, ns, "tmp0", "br0", false)
+	res := waitPending(t, w, "vnet0", "br0", "no link has the name yet")
 	ns.Exec(t, "ip", "link", "set", "dev", "tmp0", "name", "vnet0")
 	pending(t, res, "the renamed tap is down")
 	ns.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
@@ -369,10 +374,8 @@ func TestWaitReadyRenamedIntoPlace(t *testing.T) {
 // that name.
 func TestMasterRenamed(t *testing.T) {
 	ns, w := host(t, Options{})
-	tap(t, ns, "vnet0", "br0", true)
-	netnstest.OpenTap(t, ns, "vnet0")
-	res := waitAsync(w, "vnet0", "brx", 20*time.Second)
-	pending(t, res, "the master is br0, not brx")
+	heldTap(t, ns, "vnet0", "br0", true)
+	res := waitPending(t, w, "vnet0", "brx", "the master is br0, not brx")
 	ns.Exec(t, "ip", "link", "set", "dev", "br0", "down")
 	ns.Exec(t, "ip", "link", "set", "dev", "br0", "name", "brx")
 	ns.Exec(t, "ip", "link", "set", "dev", "brx", "up")
@@ -423,8 +426,7 @@ func quiet(t *testing.T, ch <-chan Change, d time.Duration, what string) {
 
 func readyTap(t *testing.T, ns *netnstest.NS, w *Watcher, name string) *netnstest.Tap {
 	t.Helper()
-	tap(t, ns, name, "br0", true)
-	fd := netnstest.OpenTap(t, ns, name)
+	fd := heldTap(t, ns, name, "br0", true)
 	if _, err := w.WaitReady(context.Background(), name, "br0", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

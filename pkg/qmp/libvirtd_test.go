@@ -1,7 +1,6 @@
 package qmp_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -24,20 +23,7 @@ import (
 
 // Two NICs on br0: libvirt names them net0 and net1 (the <alias> of the
 // live XML, QEMU's device ids).
-const twoNICDomain = `<domain type='qemu'>
-  <name>qmp2</name>
-  <uuid>6c61622d-766d-4000-8000-00000000f102</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>/boot/ipxe.lkrn</kernel><cmdline>sleep 2000000000</cmdline></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <interface type='bridge'><source bridge='br0'/><mac address='52:54:00:f1:02:00'/><model type='virtio'/></interface>
-    <interface type='bridge'><source bridge='br0'/><mac address='52:54:00:f1:02:01'/><model type='virtio'/></interface>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-`
+var twoNICDomain = libvirtdtest.QEMUDomainXML("qmp2", "6c61622d-766d-4000-8000-00000000f102", "52:54:00:f1:02:00", "52:54:00:f1:02:01")
 
 var nicMACs = [2]rarp.MAC{{0x52, 0x54, 0, 0xf1, 2, 0}, {0x52, 0x54, 0, 0xf1, 2, 1}}
 
@@ -47,15 +33,9 @@ var nicMACs = [2]rarp.MAC{{0x52, 0x54, 0, 0xf1, 2, 0}, {0x52, 0x54, 0, 0xf1, 2, 
 // name no NIC; a command it lacks is a qmp_error; the read-only socket is
 // refused; libvirt marks the domain tainted.
 func TestAnnounceSelfRealQEMU(t *testing.T) {
-	libvirtdtest.RequireQEMU(t)
 	netnstest.Require(t, "tcpdump")
-	ns := netnstest.New(t, "qmpreal")
-	ns.Bridge(t, "br0")
-	d := libvirtdtest.Start(t, libvirtdtest.Options{NetNS: ns.Name})
-	def := filepath.Join(t.TempDir(), "qmp2.xml")
-	if err := os.WriteFile(def, []byte(twoNICDomain), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	ns, d := libvirtdtest.StartQEMU(t, "qmpreal")
+	def := libvirtdtest.XMLFile(t, "qmp2.xml", twoNICDomain)
 	d.Virsh(t, d.URI("qemu"), "create "+def)
 	t.Logf("versions:\n%s", d.Virsh(t, d.URI("qemu"), "version"))
 
@@ -92,13 +72,10 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 		capture := netnstest.StartCapture(t, ns, "br0", "rarp")
 		err := a.AnnounceSelf(ctx, ref.UUID, aliases, announce.DefaultSchedule())
 		time.Sleep(1200 * time.Millisecond) // QEMU's schedule ends at +800 ms
+		frames := netnstest.ReadPcap(t, capture.Stop())
 		var n [2]int
-		for _, f := range netnstest.ReadPcap(t, capture.Stop()) {
-			for i, mac := range nicMACs {
-				if len(f) >= 14 && bytes.Equal(f[6:12], mac[:]) && f[12] == 0x80 && f[13] == 0x35 {
-					n[i]++
-				}
-			}
+		for i, mac := range nicMACs {
+			n[i] = netnstest.RARPFrom(frames, mac[:])
 		}
 		return n, err
 	}

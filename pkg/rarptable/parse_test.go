@@ -18,6 +18,31 @@ func mustMAC(t testing.TB, s string) rarp.MAC {
 	return m
 }
 
+// parseClean parses in with parse (parseEthers, parseMap) as file name,
+// failing on any problem.
+func parseClean(t *testing.T, parse func(string, []byte, *problems) []record, name, in string) []record {
+	t.Helper()
+	var p problems
+	recs := parse(name, []byte(in), &p)
+	if err := p.err(); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// sameRecords compares parsed records with the expected ones, in order.
+func sameRecords(t *testing.T, recs, want []record) {
+	t.Helper()
+	if len(recs) != len(want) {
+		t.Fatalf("got %d records %+v, want %d", len(recs), recs, len(want))
+	}
+	for i := range want {
+		if recs[i] != want[i] {
+			t.Errorf("record %d = %+v, want %+v", i, recs[i], want[i])
+		}
+	}
+}
+
 func TestParseEthers(t *testing.T) {
 	in := strings.Join([]string{
 		"# comment line",
@@ -29,11 +54,7 @@ func TestParseEthers(t *testing.T) {
 		"5254.0000.0005 192.0.2.5\r", // dot form, CRLF line end
 		"52:54:00:00:00:06 host_6.example.org",
 	}, "\n")
-	var p problems
-	recs := parseEthers("ethers", []byte(in), &p)
-	if err := p.err(); err != nil {
-		t.Fatal(err)
-	}
+	recs := parseClean(t, parseEthers, "ethers", in)
 	want := []record{
 		{mac: mustMAC(t, "52:54:00:00:00:01"), ip: [4]byte{10, 99, 0, 1}, line: 3},
 		{mac: mustMAC(t, "52:54:00:00:00:02"), ip: [4]byte{10, 99, 0, 2}, line: 4},
@@ -42,14 +63,7 @@ func TestParseEthers(t *testing.T) {
 		{mac: mustMAC(t, "52:54:00:00:00:05"), ip: [4]byte{192, 0, 2, 5}, line: 7},
 		{mac: mustMAC(t, "52:54:00:00:00:06"), host: "host_6.example.org", line: 8},
 	}
-	if len(recs) != len(want) {
-		t.Fatalf("got %d records %+v, want %d", len(recs), recs, len(want))
-	}
-	for i := range want {
-		if recs[i] != want[i] {
-			t.Errorf("record %d = %+v, want %+v", i, recs[i], want[i])
-		}
-	}
+	sameRecords(t, recs, want)
 }
 
 func TestParseEthersProblems(t *testing.T) {
@@ -126,24 +140,13 @@ mappings:
     interface: br0.100
   - {mac: 52-54-00-00-00-03, ip: 192.0.2.3}
 `
-	var p problems
-	recs := parseMap("map.yaml", []byte(in), &p)
-	if err := p.err(); err != nil {
-		t.Fatal(err)
-	}
+	recs := parseClean(t, parseMap, "map.yaml", in)
 	want := []record{
 		{mac: mustMAC(t, "52:54:00:00:00:01"), ip: [4]byte{10, 99, 0, 1}, line: 3},
 		{mac: mustMAC(t, "52:54:00:00:00:02"), host: "pxe-2", iface: "br0.100", line: 5},
 		{mac: mustMAC(t, "52:54:00:00:00:03"), ip: [4]byte{192, 0, 2, 3}, line: 8},
 	}
-	if len(recs) != len(want) {
-		t.Fatalf("got %+v", recs)
-	}
-	for i := range want {
-		if recs[i] != want[i] {
-			t.Errorf("record %d = %+v, want %+v", i, recs[i], want[i])
-		}
-	}
+	sameRecords(t, recs, want)
 	for _, empty := range []string{"", "# nothing\n", "mappings:\n", "mappings: []\n"} {
 		var p problems
 		if recs := parseMap("m", []byte(empty), &p); len(recs) != 0 || p.err() != nil {

@@ -24,6 +24,16 @@ func flap(t testing.TB, ns *netnstest.NS, dev string, down time.Duration) {
 	}
 }
 
+// watcher opens a Resolver in h's namespace and a Watcher of it with the
+// given hold-down; both are closed when the test ends, the Watcher first.
+func (h *hv) watcher(t testing.TB, holdDown time.Duration) (*Resolver, *Watcher) {
+	t.Helper()
+	r := h.open(t)
+	w := r.Watch(WatchConfig{HoldDown: holdDown})
+	t.Cleanup(w.Close)
+	return r, w
+}
+
 // next returns the next event or fails after timeout.
 func next(t testing.TB, w *Watcher, timeout time.Duration) Event {
 	t.Helper()
@@ -48,9 +58,7 @@ func quiet(t testing.TB, w *Watcher, d time.Duration) {
 
 func TestNetnsWatchCarrierUp(t *testing.T) {
 	h := newHV(t, 2, "uplink0")
-	r := h.open(t)
-	w := r.Watch(WatchConfig{HoldDown: 200 * time.Millisecond})
-	defer w.Close()
+	r, w := h.watcher(t, 200*time.Millisecond)
 	w.WatchBridge("br0")
 
 	before, _ := r.Link("uplink0")
@@ -83,9 +91,7 @@ func TestNetnsWatchCarrierUp(t *testing.T) {
 
 func TestNetnsWatchPortReadded(t *testing.T) {
 	h := newHV(t, 1, "uplink0")
-	r := h.open(t)
-	w := r.Watch(WatchConfig{HoldDown: 100 * time.Millisecond})
-	defer w.Close()
+	_, w := h.watcher(t, 100*time.Millisecond)
 	w.WatchBridge("br0")
 	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "nomaster")
 	quiet(t, w, 200*time.Millisecond)
@@ -100,9 +106,7 @@ func TestNetnsWatchPortReadded(t *testing.T) {
 
 func TestNetnsWatchUnwatchedBridge(t *testing.T) {
 	h := newHV(t, 1, "uplink0")
-	r := h.open(t)
-	w := r.Watch(WatchConfig{HoldDown: 100 * time.Millisecond})
-	defer w.Close()
+	_, w := h.watcher(t, 100*time.Millisecond)
 	w.WatchBridge("br9")
 	flap(t, h.switches[0], "down", 10*time.Millisecond)
 	quiet(t, w, 300*time.Millisecond)
@@ -118,9 +122,7 @@ func TestNetnsWatchMacvtapLower(t *testing.T) {
 	hvNS.Exec(t, "ip", "link", "add", "link", "lower0", "name", "macvtap0", "type", "macvtap", "mode", "bridge")
 	hvNS.Exec(t, "ip", "link", "set", "dev", "macvtap0", "up")
 	h := &hv{ns: hvNS}
-	r := h.open(t)
-	w := r.Watch(WatchConfig{HoldDown: 100 * time.Millisecond})
-	defer w.Close()
+	_, w := h.watcher(t, 100*time.Millisecond)
 	w.WatchDevice("lower0")
 	flap(t, sw, "down", 20*time.Millisecond)
 	e := next(t, w, 2*time.Second)
@@ -134,10 +136,8 @@ func TestNetnsWatchMacvtapLower(t *testing.T) {
 
 func TestNetnsWatchHoldDown(t *testing.T) {
 	h := newHV(t, 1, "uplink0")
-	r := h.open(t)
 	const hold = 400 * time.Millisecond
-	w := r.Watch(WatchConfig{HoldDown: hold})
-	defer w.Close()
+	_, w := h.watcher(t, hold)
 	w.WatchBridge("br0")
 	start := time.Now()
 	var evs []Event
@@ -199,9 +199,7 @@ func TestNetnsWatchHoldDown(t *testing.T) {
 // the hold-down ends.
 func TestNetnsWatchSetHoldDown(t *testing.T) {
 	h := newHV(t, 1, "uplink0")
-	r := h.open(t)
-	w := r.Watch(WatchConfig{HoldDown: 100 * time.Millisecond})
-	defer w.Close()
+	_, w := h.watcher(t, 100*time.Millisecond)
 	w.WatchBridge("br0")
 	pair := func() (first, second time.Time) {
 		flap(t, h.ns, "uplink0", 20*time.Millisecond)

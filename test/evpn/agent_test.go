@@ -93,7 +93,7 @@ func TestEVPNAgentLanding(t *testing.T) {
 	cfg.IPAnnounce.Count = 2
 	log := zaptest.NewLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	parts, err := app.Build(ctx, cfg, app.Options{Netns: &nsh, Open: openIn(hv), Logger: log})
+	parts, err := app.Build(ctx, cfg, app.Options{Netns: &nsh, Open: netnstest.OpenIn(hv, announce.OpenPacket), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,18 +133,5 @@ func TestEVPNAgentLanding(t *testing.T) {
 		if _, ok := r.waitMacIP("hva", mac, ip, 2*time.Second); !ok {
 			t.Fatalf("A did not receive the MAC+IP route for %s\nA:\n%s", ip, r.run("macip", "hva"))
 		}
-	}
-}
-
-// openIn returns an Opener whose sockets live in ns.
-func openIn(ns *netnstest.NS) announce.Opener {
-	return func(ifname string) (announce.Sender, error) {
-		var s announce.Sender
-		err := ns.Do(func() error {
-			var err error
-			s, err = announce.OpenPacket(ifname)
-			return err
-		})
-		return s, err
 	}
 }

@@ -13,10 +13,9 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
-command -v tshark >/dev/null || die "tshark is needed (apt-get install tshark)"
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0 LAB_STATE
+e2e_prepare tshark
+export LAB_STATE
 unset LAB_VM_METADATA
 NS=https://github.com/rarp-announce/rarp-announce/xmlns/addresses/1
 lab_find_binary

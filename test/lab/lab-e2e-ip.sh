@@ -22,10 +22,9 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
-command -v tshark >/dev/null || die "tshark is needed (apt-get install tshark)"
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0 LAB_STATE
+e2e_prepare tshark
+export LAB_STATE
 PORT_ID=a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d
 # Nova names a Linux bridge port's tap "tap" + the port id's first 11 characters
 export LAB_VM_TAP=tap${PORT_ID:0:11}

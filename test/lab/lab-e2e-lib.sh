@@ -1,13 +1,28 @@
 # shellcheck shell=bash
 # Helpers shared by the end-to-end tests (lab-e2e.sh, lab-e2e-qemu.sh). Source it after
-# lab-env.sh; it runs nothing. Counts go to $pass and $fail; finish prints the summary line
-# "N passed, M failed" that lab_test.go reads, and exits 1 on any failure.
+# lab-env.sh; it runs nothing (each test calls e2e_prepare itself). Counts go to $pass and
+# $fail; finish prints the summary line "N passed, M failed" that lab_test.go reads, and exits
+# 1 on any failure.
 
 T0=$(date +%s.%N)
 pass=0 fail=0
 # set by each migration (lab-migrate.sh's result.env)
 # shellcheck disable=SC2034
 dst="" wall_s="" fdb_after="" dst_events="" rarp_from_dst=0 rarp_other=0 first_rarp_ts="" resumed_ts=""
+
+# e2e_prepare [TOOL...]: what a test that only the agent may announce in checks and sets first:
+# root, each TOOL on PATH (its Debian package of the same name), and QEMU's own announce
+# suppressed (migration.announce-rounds=0, no nft drop)
+e2e_prepare() {
+    [ "$(id -u)" = 0 ] || die "must run as root"
+    local tool
+    for tool; do command -v "$tool" >/dev/null || die "$tool is needed (apt-get install $tool)"; done
+    export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
+}
+# has TEXT STRING: yes if a line of TEXT contains STRING, else no (a here-string, not `| grep -q`:
+# with pipefail, the writer's SIGPIPE would turn a match into "no")
+has() { grep -qF -- "$2" <<<"$1" && echo yes || echo no; }
+logsize() { stat -c %s "$LAB_STATE/agent-$1.log" 2>/dev/null || echo 0; } # h: bytes of its agent log
 
 check() { # name want got
     if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "PASS $1 ($3)"

@@ -35,10 +35,9 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
+e2e_prepare
 BURST=${LAB_E2E_BURST:-5}
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
 # the agents read their config from the state dir (visible inside the hypervisors)
 export LAB_STATE
 LAB_AGENT=${LAB_QEMU_AGENT:-'exec "$RARP_ANNOUNCE" run --log-level debug --config "$LAB_STATE/agent-qemu-$LAB_HV.yaml"'}
@@ -47,8 +46,6 @@ lab_find_binary
 # yes if the agent log of hypervisor $1 written since byte $2 has a line containing $3
 # (no `| grep -q` anywhere: with pipefail, the writer's SIGPIPE would turn a match into "no")
 logged() { has "$(tail -c +$(($2 + 1)) "$LAB_STATE/agent-$1.log")" "$3"; }
-has() { grep -qF -- "$2" <<<"$1" && echo yes || echo no; } # text string
-logsize() { stat -c %s "$LAB_STATE/agent-$1.log" 2>/dev/null || echo 0; }
 # rarp_during PORT CMD...: run CMD, count the RARPs entering the switch from PORT meanwhile
 # and for 1.2 s after (a burst lasts 0.8 s); sets out, rc, frames
 rarp_during() {

@@ -20,10 +20,9 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
+e2e_prepare
 BURST=${LAB_E2E_BURST:-5}
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
 export LAB_STATE
 LAB_AGENT='exec "$RARP_ANNOUNCE" run --config "$LAB_STATE/agent-reconv.yaml"'
 lab_find_binary
@@ -31,7 +30,6 @@ PING_PID=""
 stop_ping() { [ -n "$PING_PID" ] && kill "$PING_PID" 2>/dev/null; wait "$PING_PID" 2>/dev/null; PING_PID=""; }
 trap stop_ping EXIT
 
-logsize() { stat -c %s "$LAB_STATE/agent-$1.log" 2>/dev/null || echo 0; }
 # the newest migration record of kind $2 in hypervisor $1's log after byte $3, as JSON
 record() {
     tail -c +$(($3 + 1)) "$LAB_STATE/agent-$1.log" | python3 -c '
@@ -81,6 +79,24 @@ for line in open(sys.argv[2]):
             print("%d %d" % (round(abs(sent - conv) * 1000), round((reply - conv) * 1000))); sys.exit()
 print("none none")' "$1" "$LAB_STATE/ping.log"
 }
+# alert_test NAME METRIC VALUES ALERT: writes $LAB_STATE/promtool-NAME.yaml, a promtool rule
+# test of the project's rules feeding METRIC{job="rarp-announce", instance="b"} with VALUES
+# (one a minute) and expecting ALERT firing on b at 3 m
+alert_test() {
+    cat >"$LAB_STATE/promtool-$1.yaml" <<EOF
+rule_files: [$HERE/../../deploy/prometheus/rarp-announce-rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: '$2{job="rarp-announce", instance="b"}'
+        values: '$3'
+    promql_expr_test:
+      - expr: count(ALERTS{alertname="$4", alertstate="firing", instance="b"})
+        eval_time: 3m
+        exp_samples: [{labels: '{}', value: 1}]
+EOF
+}
 
 "$HERE/lab-up.sh" || abort "lab-up.sh"
 check "lab up: client pings the VM on A" ok "$(lab_ping)"
@@ -126,19 +142,8 @@ check "three migrations within 60 s" yes "$( [ $(($(date +%s) - T1)) -le 60 ] &&
 check "ledger: B warned on its second landing" 1 "$(lab_metric b rarp_announce_mac_moves_over_limit_total)"
 check "ledger: A did not warn (one landing)" 0 "$(lab_metric a rarp_announce_mac_moves_over_limit_total)"
 check "ledger: warning logged on B" 1 "$(grep -c '"msg":"MAC moved too often' "$LAB_STATE/agent-b.log")"
-cat >"$LAB_STATE/promtool-moves.yaml" <<EOF
-rule_files: [$HERE/../../deploy/prometheus/rarp-announce-rules.yaml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'rarp_announce_mac_moves_over_limit_total{job="rarp-announce", instance="b"}'
-        values: '0 0 $(lab_metric b rarp_announce_mac_moves_over_limit_total)x5'
-    promql_expr_test:
-      - expr: count(ALERTS{alertname="RarpAnnounceMACMovesOverLimit", alertstate="firing", instance="b"})
-        eval_time: 3m
-        exp_samples: [{labels: '{}', value: 1}]
-EOF
+alert_test moves rarp_announce_mac_moves_over_limit_total \
+    "0 0 $(lab_metric b rarp_announce_mac_moves_over_limit_total)x5" RarpAnnounceMACMovesOverLimit
 
 # ---- 2. nobody announces B->A: the source sees the fabric's stale deliveries. The pings to
 # the VM stop first: a VM answering them moves the switch itself the moment it resumes on A
@@ -185,19 +190,8 @@ check "b's stale deliveries rose" yes "$(python3 -c 'import sys; print("yes" if 
 check "b's departure record counts them" yes "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1] or "{}"); print("yes" if r.get("nics") and r["nics"][0].get("stale_deliveries",0) > 0 else "no")' "$dep")"
 check "b logged the stale deliveries" 1 "$(grep -c '"msg":"stale deliveries after the domain left' "$LAB_STATE/agent-b.log")"
 echo "     (stale deliveries on b: ${stale:-none} within the 4 s window)"
-cat >"$LAB_STATE/promtool-stale.yaml" <<EOF
-rule_files: [$HERE/../../deploy/prometheus/rarp-announce-rules.yaml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'rarp_announce_stale_deliveries_total{job="rarp-announce", instance="b"}'
-        values: '${stale_before:-0} ${stale_before:-0} ${stale:-0}x5'
-    promql_expr_test:
-      - expr: count(ALERTS{alertname="RarpAnnounceStaleDeliveries", alertstate="firing", instance="b"})
-        eval_time: 3m
-        exp_samples: [{labels: '{}', value: 1}]
-EOF
+alert_test stale rarp_announce_stale_deliveries_total \
+    "${stale_before:-0} ${stale_before:-0} ${stale:-0}x5" RarpAnnounceStaleDeliveries
 # the alert is firing (ALERTS), whatever its annotations say
 for f in moves stale; do
     out=$(promtool test rules "$LAB_STATE/promtool-$f.yaml" 2>&1)

@@ -17,9 +17,8 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
+e2e_prepare
 lab_find_binary
 LAB_AGENT=${LAB_AGENT:-'exec "$RARP_ANNOUNCE" run --log-level debug'}
 echo "agent: $LAB_AGENT (RARP_ANNOUNCE=$RARP_ANNOUNCE)"

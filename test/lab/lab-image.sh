@@ -23,11 +23,9 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
+e2e_prepare
 
-has() { grep -qF -- "$2" <<<"$1" && echo yes || echo no; } # text string
 NAME=$LAB_NS_PREFIX-agent
 export CONTAINERS_CONF=$LAB_DIR/containers.conf
 mkdir -p "$LAB_DIR"

@@ -21,13 +21,11 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
-[ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"
-export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
+e2e_prepare
 export LAB_STATE
 lab_find_binary
 
-has() { grep -qF -- "$2" <<<"$1" && echo yes || echo no; } # text string
 # the agent's user: not root, in no supplementary group (so not in libvirt)
 USR=nobody GRP=nogroup
 
