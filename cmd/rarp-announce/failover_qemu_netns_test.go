@@ -18,20 +18,8 @@ import (
 // alias) for the running domain, and for nothing else; a domain that is
 // not running gets no command.
 func TestRunQEMUNICReannouncedOnUplinkEvent(t *testing.T) {
-	netnstest.Require(t)
-	rig := netnstest.NewRig(t)
-	for _, tap := range []string{"vnet0", "vnet1"} {
-		rig.Host.Exec(t, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
-		rig.Host.Attach(t, tap, netnstest.RigHostBridge)
-		rig.Host.Exec(t, "ip", "link", "set", "dev", tap, "up")
-		netnstest.OpenTap(t, rig.Host, tap)
-	}
-
-	fake, err := libvirtfake.Listen(shortSocket(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	rig := rigWithTap(t, "vnet0", "vnet1")
+	fake := listenFake(t)
 	var mu sync.Mutex
 	var cmds []string // "domain: command"
 	fake.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {

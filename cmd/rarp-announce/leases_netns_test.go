@@ -20,18 +20,8 @@ import (
 // for that address, after the RARPs, out of the uplink; another MAC's
 // lease on the same network is not announced.
 func TestRunAnnouncesLeasedAddresses(t *testing.T) {
-	netnstest.Require(t)
-	rig := netnstest.NewRig(t)
-	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")
-	rig.Host.Attach(t, "vnet0", netnstest.RigHostBridge)
-	rig.Host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
-	netnstest.OpenTap(t, rig.Host, "vnet0")
-
-	fake, err := libvirtfake.Listen(shortSocket(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	rig := rigWithTap(t)
+	fake := listenFake(t)
 	fake.SetReadOnly(true)
 	const name, uuid, mac, other = "vm1", "72756e00-0000-4000-8000-0000000000a1", "52:54:00:72:00:a1", "52:54:00:72:00:a2"
 	leased, otherLeased := netip.MustParseAddr("10.77.0.59"), netip.MustParseAddr("10.77.0.60")

@@ -67,16 +67,21 @@ func shortSocket(t testing.TB) string {
 	return filepath.Join(dir, "libvirt-sock")
 }
 
-// rigWithTap is a rig whose host has tap vnet0 on its bridge, up and held
-// open as QEMU holds it.
-func rigWithTap(t *testing.T) *netnstest.Rig {
+// rigWithTap is a rig whose host has the taps (vnet0 if none named) on
+// its bridge, up and held open as QEMU holds them.
+func rigWithTap(t *testing.T, taps ...string) *netnstest.Rig {
 	t.Helper()
 	netnstest.Require(t)
 	rig := netnstest.NewRig(t)
-	rig.Host.Exec(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")
-	rig.Host.Attach(t, "vnet0", netnstest.RigHostBridge)
-	rig.Host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
-	netnstest.OpenTap(t, rig.Host, "vnet0")
+	if len(taps) == 0 {
+		taps = []string{"vnet0"}
+	}
+	for _, tap := range taps {
+		rig.Host.Exec(t, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
+		rig.Host.Attach(t, tap, netnstest.RigHostBridge)
+		rig.Host.Exec(t, "ip", "link", "set", "dev", tap, "up")
+		netnstest.OpenTap(t, rig.Host, tap)
+	}
 	return rig
 }
 
