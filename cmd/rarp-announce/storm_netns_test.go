@@ -139,6 +139,9 @@ func BenchmarkStorm(b *testing.B) {
 		// goroutine reading libvirt's socket waits for one.
 		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
 		{name: "all-at-once-gomaxprocs-8", prefetch: true, env: []string{"GOMAXPROCS=8"}},
+		// Fewer Ps out of the uplinks, where a send is short.
+		{name: "prefetch-gomaxprocs-2", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=2"}},
+		{name: "prefetch-gomaxprocs-4", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=4"}},
 		// Stricter pacing: repeats spread out, leaving CPU to first
 		// frames (1,000 frames/s per bridge is still twice the first
 		// frames' rate here).
