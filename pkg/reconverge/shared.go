@@ -112,7 +112,10 @@ func (s *Shared) Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watc
 	if err := h.join(w); err != nil {
 		if h.watches == 0 {
 			delete(s.hubs, key)
-			_ = h.c.Close()
+			h.mu.Lock()
+			h.dead = true
+			h.mu.Unlock()
+			go h.c.Close() // not under s.mu (leave)
 		}
 		return nil, err
 	}
@@ -203,9 +206,12 @@ func (h *hub) join(w *Watch) error {
 	return nil
 }
 
-// leave removes w from the hub; the last watch closes the socket (s.mu
-// held).
-func (h *hub) leave(w *Watch) {
+// leave removes w from the hub (s.mu held). After the last watch it
+// returns the socket for the caller to close once s.mu is released:
+// closing a packet socket waits for an RCU grace period (synchronize_net),
+// milliseconds that must not hold up the other devices' watches (in a
+// landing storm, 2,000 taps' watches end within a second).
+func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, m := range w.order {
@@ -229,16 +235,16 @@ func (h *hub) leave(w *Watch) {
 		if h.s.hubs[h.key] == h {
 			delete(h.s.hubs, h.key)
 		}
-		_ = h.c.Close()
-		return
+		return h.c
 	}
 	if h.dead {
-		return
+		return nil
 	}
 	// Narrow the filter: a bucket emptied, or back to the exact list.
 	if prog, err := h.program(nil); err == nil {
 		_ = h.attach(prog)
 	}
+	return nil
 }
 
 // attach sets the socket's filter to prog unless it is that already.
@@ -308,8 +314,8 @@ func (h *hub) fail(err error) {
 	}
 	h.s.mu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.dead {
+		h.mu.Unlock()
 		return
 	}
 	h.dead = true
@@ -319,6 +325,7 @@ func (h *hub) fail(err error) {
 			w.end(err)
 		}
 	}
+	h.mu.Unlock()
 	_ = h.c.Close()
 }
 

@@ -274,9 +274,12 @@ func (w *Watch) Close() error {
 	w.closeOnce.Do(func() {
 		s := w.hub.s
 		s.mu.Lock()
-		w.hub.leave(w)
+		c := w.hub.leave(w)
 		s.mu.Unlock()
 		w.end(nil)
+		if c != nil {
+			_ = c.Close()
+		}
 	})
 	return nil
 }
