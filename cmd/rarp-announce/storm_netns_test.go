@@ -142,6 +142,8 @@ func BenchmarkStorm(b *testing.B) {
 		// Fewer Ps out of the uplinks, where a send is short.
 		{name: "prefetch-gomaxprocs-2", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=2"}},
 		{name: "prefetch-gomaxprocs-4", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=4"}},
+		// Less GC: the storm allocates tens of MB per second.
+		{name: "prefetch-gogc-400", prefetch: true, spread: stormSpread, env: []string{"GOGC=400"}},
 		// Stricter pacing: repeats spread out, leaving CPU to first
 		// frames (1,000 frames/s per bridge is still twice the first
 		// frames' rate here).

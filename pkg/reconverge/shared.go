@@ -182,6 +182,21 @@ func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, error) {
 	return bucketFilter(h.key.dir, words)
 }
 
+// covers reports whether the attached filter is the bucket filter and
+// already passes macs (their buckets hold a watched MAC): the common case
+// in a storm, where a join then costs no filter.
+func (h *hub) covers(macs []rarp.MAC) bool {
+	if len(h.macs) <= exactMACs {
+		return false
+	}
+	for _, m := range macs {
+		if h.bucket[bucketOf(m)] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // join adds w's MACs to the hub and its filter (s.mu held).
 func (h *hub) join(w *Watch) error {
 	h.mu.Lock()
@@ -189,12 +204,14 @@ func (h *hub) join(w *Watch) error {
 	if h.dead {
 		return fmt.Errorf("reconverge: watch %s: %w", h.key.name, net.ErrClosed)
 	}
-	prog, err := h.program(w.order)
-	if err != nil {
-		return err
-	}
-	if err := h.attach(prog); err != nil {
-		return err
+	if !h.covers(w.order) {
+		prog, err := h.program(w.order)
+		if err != nil {
+			return err
+		}
+		if err := h.attach(prog); err != nil {
+			return err
+		}
 	}
 	for _, m := range w.order {
 		if len(h.macs[m]) == 0 {
@@ -214,6 +231,7 @@ func (h *hub) join(w *Watch) error {
 func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	emptied := false
 	for _, m := range w.order {
 		ws := h.macs[m]
 		for i, x := range ws {
@@ -224,7 +242,9 @@ func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
 		}
 		if len(ws) == 0 {
 			delete(h.macs, m)
-			h.bucket[bucketOf(m)]--
+			b := bucketOf(m)
+			h.bucket[b]--
+			emptied = emptied || h.bucket[b] == 0
 		} else {
 			h.macs[m] = ws
 		}
@@ -241,8 +261,10 @@ func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
 		return nil
 	}
 	// Narrow the filter: a bucket emptied, or back to the exact list.
-	if prog, err := h.program(nil); err == nil {
-		_ = h.attach(prog)
+	if emptied || len(h.macs) <= exactMACs {
+		if prog, err := h.program(nil); err == nil {
+			_ = h.attach(prog)
+		}
 	}
 	return nil
 }
