@@ -330,6 +330,12 @@ func (h *hub) read() {
 // closed the socket) and forgets the hub, so the next Open opens a new
 // socket.
 func (h *hub) fail(err error) {
+	h.mu.Lock()
+	dead := h.dead
+	h.mu.Unlock()
+	if dead { // the last watch closed the socket
+		return
+	}
 	h.s.mu.Lock()
 	if h.s.hubs[h.key] == h {
 		delete(h.s.hubs, h.key)
