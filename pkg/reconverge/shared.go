@@ -74,7 +74,7 @@ type hub struct {
 	key hubKey
 	c   *packet.Conn
 
-	mu      sync.Mutex // guards what follows; taken under s.mu when both
+	mu      sync.Mutex // guards what follows; never held with s.mu
 	macs    map[rarp.MAC][]*Watch
 	bucket  [buckets]uint16 // MACs per bucket
 	watches int
@@ -95,32 +95,63 @@ func (s *Shared) Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watc
 	w.done = make(chan struct{})
 	w.wake = make(chan struct{}, 1)
 	key := hubKey{index: ifi.Index, name: ifi.Name, dir: dir}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.hubs == nil {
-		s.hubs = map[hubKey]*hub{}
-	}
-	h := s.hubs[key]
-	if h == nil {
-		var err error
-		if h, err = s.openHub(ifi, key, w.order); err != nil {
+	for {
+		// s.mu guards the map only: a landing's join waits for the
+		// other joins on its device, not for every device's.
+		s.mu.Lock()
+		if s.hubs == nil {
+			s.hubs = map[hubKey]*hub{}
+		}
+		h := s.hubs[key]
+		if h == nil {
+			var err error
+			if h, err = s.openHub(ifi, key, w.order); err != nil {
+				s.mu.Unlock()
+				return nil, err
+			}
+			s.hubs[key] = h
+			go h.read()
+		}
+		s.mu.Unlock()
+		switch err := h.join(w); {
+		case errors.Is(err, errHubGone):
+			h.forget() // its last watch closed it meanwhile, or it failed
+			continue
+		case err != nil:
+			if c := h.abandon(); c != nil {
+				_ = c.Close()
+			}
 			return nil, err
 		}
-		s.hubs[key] = h
-		go h.read()
+		w.hub = h
+		return w, nil
 	}
-	if err := h.join(w); err != nil {
-		if h.watches == 0 {
-			delete(s.hubs, key)
-			h.mu.Lock()
-			h.dead = true
-			h.mu.Unlock()
-			go h.c.Close() // not under s.mu (leave)
-		}
-		return nil, err
+}
+
+// errHubGone: the hub closed between the lookup and the join.
+var errHubGone = errors.New("reconverge: shared socket closed")
+
+// abandon closes a hub a failed join left without watches: it returns
+// the socket to close (nil if other watches use it).
+func (h *hub) abandon() *packet.Conn {
+	h.mu.Lock()
+	if h.watches > 0 || h.dead {
+		h.mu.Unlock()
+		return nil
 	}
-	w.hub = h
-	return w, nil
+	h.dead = true
+	h.mu.Unlock()
+	h.forget()
+	return h.c
+}
+
+// forget removes the hub from s's map, if it is still there.
+func (h *hub) forget() {
+	h.s.mu.Lock()
+	if h.s.hubs[h.key] == h {
+		delete(h.s.hubs, h.key)
+	}
+	h.s.mu.Unlock()
 }
 
 // Sockets reports how many sockets s has opened so far.
@@ -151,8 +182,8 @@ func (s *Shared) openHub(ifi *net.Interface, key hubKey, macs []rarp.MAC) (*hub,
 	return h, nil
 }
 
-// program returns the filter for the hub's MACs plus extra (s.mu and h.mu
-// held, or h not shared yet).
+// program returns the filter for the hub's MACs plus extra (h.mu held, or
+// h not shared yet).
 func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, error) {
 	n := len(h.macs)
 	var add []rarp.MAC
@@ -197,12 +228,13 @@ func (h *hub) covers(macs []rarp.MAC) bool {
 	return true
 }
 
-// join adds w's MACs to the hub and its filter (s.mu held).
+// join adds w's MACs to the hub and its filter; errHubGone if the hub
+// closed.
 func (h *hub) join(w *Watch) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.dead {
-		return fmt.Errorf("reconverge: watch %s: %w", h.key.name, net.ErrClosed)
+		return errHubGone
 	}
 	if !h.covers(w.order) {
 		prog, err := h.program(w.order)
@@ -223,14 +255,19 @@ func (h *hub) join(w *Watch) error {
 	return nil
 }
 
-// leave removes w from the hub (s.mu held). After the last watch it
-// returns the socket for the caller to close once s.mu is released:
+// leave removes w from the hub. After the last watch it forgets the hub
+// and returns the socket for the caller to close, holding no lock:
 // closing a packet socket waits for an RCU grace period (synchronize_net),
-// milliseconds that must not hold up the other devices' watches (in a
-// landing storm, 2,000 taps' watches end within a second).
+// milliseconds that must not hold up other watches.
 func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	last := false
+	defer func() {
+		h.mu.Unlock()
+		if last {
+			h.forget()
+		}
+	}()
 	emptied := false
 	for _, m := range w.order {
 		ws := h.macs[m]
@@ -252,9 +289,7 @@ func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
 	h.watches--
 	if h.watches == 0 {
 		h.dead = true
-		if h.s.hubs[h.key] == h {
-			delete(h.s.hubs, h.key)
-		}
+		last = true
 		return h.c
 	}
 	if h.dead {
@@ -336,11 +371,7 @@ func (h *hub) fail(err error) {
 	if dead { // the last watch closed the socket
 		return
 	}
-	h.s.mu.Lock()
-	if h.s.hubs[h.key] == h {
-		delete(h.s.hubs, h.key)
-	}
-	h.s.mu.Unlock()
+	h.forget()
 	h.mu.Lock()
 	if h.dead {
 		h.mu.Unlock()

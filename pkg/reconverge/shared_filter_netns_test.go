@@ -1,6 +1,8 @@
 package reconverge
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,4 +91,47 @@ func ethFrame(dst, src rarp.MAC) []byte {
 	copy(f[6:12], src[:])
 	f[12], f[13] = 0x08, 0x00
 	return f
+}
+
+// Watches opening and closing at once on one device, as in a landing
+// storm: none fails or hangs, and after the last close the device has no
+// socket left.
+func TestSharedConcurrentOpenClose(t *testing.T) {
+	netnstest.Require(t)
+	host, sw := netnstest.New(t, "host"), netnstest.New(t, "sw")
+	netnstest.Veth(t, host, "upl", sw, "sw")
+	ifi := host.Interface(t, "upl")
+	var s Shared
+	errs := make(chan error, 16*25)
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				m := rarp.MAC{0x52, 0x54, 0, 0x40, byte(g), byte(i)}
+				var w *Watch
+				if err := host.Do(func() (err error) { w, err = s.Open(ifi, To, []rarp.MAC{m}); return err }); err != nil {
+					errs <- err
+					return
+				}
+				if i%5 == 0 {
+					_, _ = w.Run(context.Background(), time.Now().Add(time.Millisecond), false)
+				}
+				w.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	s.mu.Lock()
+	n := len(s.hubs)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d shared sockets left after every watch closed", n)
+	}
+	t.Logf("%d sockets opened for 400 watches", s.Sockets())
 }

@@ -272,10 +272,7 @@ func (w *Watch) Close() error {
 		return w.c.Close()
 	}
 	w.closeOnce.Do(func() {
-		s := w.hub.s
-		s.mu.Lock()
 		c := w.hub.leave(w)
-		s.mu.Unlock()
 		w.end(nil)
 		if c != nil {
 			_ = c.Close()
