@@ -23,10 +23,12 @@ package reconverge
 // empties. The reader drops the other MACs of a bucket in user space.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,7 +200,11 @@ func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, error) {
 		for m := range h.macs {
 			all = append(all, m)
 		}
-		return Filter(h.key.dir, append(all, add...))
+		all = append(all, add...)
+		// In a stable order: the same MACs make the same program,
+		// which attach then skips.
+		slices.SortFunc(all, func(a, b rarp.MAC) int { return bytes.Compare(a[:], b[:]) })
+		return Filter(h.key.dir, all)
 	}
 	var words [buckets / 32]uint32
 	for b, k := range h.bucket {
