@@ -118,11 +118,12 @@ func BenchmarkStorm(b *testing.B) {
 		{name: "prefetch-40x50-taps", prefetch: true, spread: stormSpread, bridges: 40},
 		{name: "bridge-device-40x50-taps", prefetch: true, spread: stormSpread, bridges: 40, config: "host:\n  send_on: bridge\n"},
 		// Without the reconvergence watches (on by default): each
-		// landing opens a packet socket per uplink (and, at the
-		// migration's start, one per tap), 2,000 of each in the storm;
-		// creating, closing and skipping them in every frame's
-		// dev_queue_xmit_nit is a third of the uplink variant's CPU.
-		// The host strategy's own cost, both ways.
+		// landing watches its uplinks (one shared socket per uplink,
+		// reconverge.Shared) and, from the migration's start, its taps
+		// (a socket per tap, 2,000 in the storm). A socket per watch
+		// was a third of the uplink variant's CPU; shared, the watches
+		// add user time only (their goroutines). The host strategy's
+		// own cost, both ways.
 		{name: "prefetch-no-reconvergence", prefetch: true, spread: stormSpread, config: noReconvergence},
 		{name: "bridge-device-no-reconvergence", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n" + noReconvergence},
 		{name: "xml-at-landing", spread: stormSpread},
@@ -139,6 +140,11 @@ func BenchmarkStorm(b *testing.B) {
 		// goroutine reading libvirt's socket waits for one.
 		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
 		{name: "all-at-once-gomaxprocs-8", prefetch: true, env: []string{"GOMAXPROCS=8"}},
+		// Fewer Ps out of the uplinks, where a send is short.
+		{name: "prefetch-gomaxprocs-2", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=2"}},
+		{name: "prefetch-gomaxprocs-4", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=4"}},
+		// Less GC: the storm allocates tens of MB per second.
+		{name: "prefetch-gogc-400", prefetch: true, spread: stormSpread, env: []string{"GOGC=400"}},
 		// Stricter pacing: repeats spread out, leaving CPU to first
 		// frames (1,000 frames/s per bridge is still twice the first
 		// frames' rate here).

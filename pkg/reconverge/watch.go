@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -73,15 +74,43 @@ type Sighting struct {
 // Seen reports whether at least one frame arrived.
 func (s Sighting) Seen() bool { return s.Frames > 0 }
 
-// Watch reads one interface for frames of its MACs. Not safe for
-// concurrent use; Close may be called from any goroutine to end a Run.
+// Watch reads one interface for frames of its MACs, through a socket of
+// its own (Open) or one it shares with the other watches on the device
+// (Shared.Open). Run is not safe for concurrent use; Close may be called
+// from any goroutine to end a Run.
 type Watch struct {
-	c     *packet.Conn
+	c     *packet.Conn // its own socket (Open); nil when shared
 	dir   Direction
 	order []rarp.MAC
-	seen  map[rarp.MAC]*Sighting
 	// now is the clock; tests of the bookkeeping replace it.
 	now func() time.Time
+
+	mu      sync.Mutex // guards seen and missing (the shared reader writes them)
+	seen    map[rarp.MAC]*Sighting
+	missing int // MACs not seen yet
+
+	// Shared (Shared.Open): the hub delivers frames; wake tells Run a
+	// MAC was first seen, done closes with the watch (err set if its
+	// socket failed).
+	hub       *hub
+	wake      chan struct{}
+	done      chan struct{}
+	endOnce   sync.Once
+	err       error
+	closeOnce sync.Once
+}
+
+func newWatch(dir Direction, macs []rarp.MAC) *Watch {
+	w := &Watch{dir: dir, seen: make(map[rarp.MAC]*Sighting, len(macs)), now: time.Now}
+	for _, m := range macs {
+		if _, dup := w.seen[m]; dup {
+			continue
+		}
+		w.order = append(w.order, m)
+		w.seen[m] = &Sighting{MAC: m}
+	}
+	w.missing = len(w.order)
+	return w
 }
 
 // Open starts watching ifi. Frames are queued by the kernel from this call
@@ -100,14 +129,8 @@ func Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
 		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
 	}
 	ignoreOutgoing(c)
-	w := &Watch{c: c, dir: dir, seen: make(map[rarp.MAC]*Sighting, len(macs)), now: time.Now}
-	for _, m := range macs {
-		if _, dup := w.seen[m]; dup {
-			continue
-		}
-		w.order = append(w.order, m)
-		w.seen[m] = &Sighting{MAC: m}
-	}
+	w := newWatch(dir, macs)
+	w.c = c
 	return w, nil
 }
 
@@ -136,14 +159,19 @@ func ignoreOutgoing(c *packet.Conn) {
 // per MAC in the order Open got them. It returns an error only for a read
 // failure other than the end of the watch.
 func (w *Watch) Run(ctx context.Context, deadline time.Time, untilAllSeen bool) ([]Sighting, error) {
+	if w.hub != nil {
+		return w.runShared(ctx, deadline, untilAllSeen)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = w.c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := w.c.SetReadDeadline(deadline); err != nil {
 		return w.Sightings(), err
 	}
 	buf := make([]byte, 64) // the filter keeps only the Ethernet header
-	missing := len(w.order)
 	for {
+		w.mu.Lock()
+		missing := w.missing
+		w.mu.Unlock()
 		if untilAllSeen && missing == 0 {
 			return w.Sightings(), nil
 		}
@@ -157,34 +185,79 @@ func (w *Watch) Run(ctx context.Context, deadline time.Time, untilAllSeen bool) 
 		if n < 12 {
 			continue
 		}
-		if w.observe(buf[:n]) {
-			missing--
+		w.observe(buf[:n])
+	}
+}
+
+// runShared is Run for a watch on a shared socket: the hub's reader
+// counts the frames, Run waits for the end.
+func (w *Watch) runShared(ctx context.Context, deadline time.Time, untilAllSeen bool) ([]Sighting, error) {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		missing := w.missing
+		w.mu.Unlock()
+		if untilAllSeen && missing == 0 {
+			return w.Sightings(), nil
+		}
+		select {
+		case <-w.wake:
+		case <-timer.C:
+			return w.Sightings(), nil
+		case <-ctx.Done():
+			return w.Sightings(), nil
+		case <-w.done:
+			return w.Sightings(), w.err
 		}
 	}
 }
 
-// observe counts one frame; it reports whether its MAC was seen first now.
-func (w *Watch) observe(frame []byte) bool {
+// observe counts one frame read from the watch's own socket.
+func (w *Watch) observe(frame []byte) {
 	var m rarp.MAC
 	if w.dir == From {
 		copy(m[:], frame[6:12])
 	} else {
 		copy(m[:], frame[0:6])
 	}
+	w.deliver(m, w.now())
+}
+
+// deliver counts a frame of m read at now; a MAC not asked for (a filter
+// race at Open, another MAC of a shared socket's bucket) is ignored.
+func (w *Watch) deliver(m rarp.MAC, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	s := w.seen[m]
 	if s == nil {
-		return false // a filter race at Open, or a MAC not asked for
+		return
 	}
 	s.Frames++
 	if s.Frames == 1 {
-		s.First = w.now()
-		return true
+		s.First = now
+		w.missing--
+		if w.wake != nil {
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
 	}
-	return false
+}
+
+// end ends a shared watch's Run with err (its socket failed; nil: closed).
+func (w *Watch) end(err error) {
+	w.endOnce.Do(func() {
+		w.err = err
+		close(w.done)
+	})
 }
 
 // Sightings returns what was seen so far, one per MAC.
 func (w *Watch) Sightings() []Sighting {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	out := make([]Sighting, len(w.order))
 	for i, m := range w.order {
 		out[i] = *w.seen[m]
@@ -192,8 +265,21 @@ func (w *Watch) Sightings() []Sighting {
 	return out
 }
 
-// Close releases the socket; a Run in progress returns.
-func (w *Watch) Close() error { return w.c.Close() }
+// Close releases the socket, or its share of a shared one (the last
+// watch on it closes it); a Run in progress returns.
+func (w *Watch) Close() error {
+	if w.hub == nil {
+		return w.c.Close()
+	}
+	w.closeOnce.Do(func() {
+		c := w.hub.leave(w)
+		w.end(nil)
+		if c != nil {
+			_ = c.Close()
+		}
+	})
+	return nil
+}
 
 // Filter assembles the classic BPF program Open attaches: drop what the
 // host sends (PACKET_OUTGOING), keep a frame whose destination (To) or

@@ -1,0 +1,451 @@
+package reconverge
+
+// Shared watches: one packet socket per device and direction for all the
+// watches open on it at once.
+//
+// A socket per watch cost the agent a third of its CPU in a landing storm
+// (cmd/rarp-announce BenchmarkStorm, docs/agent-tests.md): creating one
+// walks the namespace's list of packet sockets, closing one waits for RCU,
+// and every frame sent on an uplink walks the device's list of packet
+// sockets, hundreds long while a storm's watches are open. With Shared, a
+// landing's watch on an uplink that already has one joins its socket: the
+// MACs are added to a table the socket's reader demultiplexes with, and
+// to the socket's kernel filter only when it must change.
+//
+// The kernel filter cannot hold the union of hundreds of MACs: classic
+// BPF is compiled at every attach, about half a microsecond per
+// instruction (a 60-MAC program took 150 µs to attach here, 250 MACs 590
+// µs), and the socket's option memory caps its size. Up to exactMACs MACs
+// the filter lists them (as a single Watch's does); beyond, it keeps a
+// frame whose MAC falls in a bucket (9 bits of its last two bytes, 512
+// buckets) that holds a watched MAC: a program of at most 65 instructions
+// whatever the number of MACs, re-attached only when a bucket fills or
+// empties. The reader drops the other MACs of a bucket in user space.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+)
+
+// exactMACs is the most MACs a shared socket's filter lists one by one;
+// beyond, it filters on buckets.
+const exactMACs = 8
+
+// buckets is the number of buckets of the bucket filter: 9 bits of the
+// MAC's last two bytes, 16 words of 32 bits.
+const buckets = 512
+
+// sharedReadBuffer is the receive buffer asked for a shared socket: it
+// holds the frames of every watch on the device (each a 14-byte header,
+// but a kernel buffer of about 1 KiB counts against it).
+const sharedReadBuffer = 1 << 20
+
+// Shared opens watches that share one socket per device and direction.
+// Its sockets live in the network namespace the first watch of each was
+// opened in: use one Shared per namespace. Safe for concurrent use; the
+// zero value is ready.
+type Shared struct {
+	mu   sync.Mutex
+	hubs map[hubKey]*hub
+	// sockets counts the sockets opened, for tests.
+	sockets int
+}
+
+type hubKey struct {
+	index int
+	name  string
+	dir   Direction
+}
+
+// hub is one shared socket and the watches reading through it.
+type hub struct {
+	s   *Shared
+	key hubKey
+	c   *packet.Conn
+
+	mu      sync.Mutex // guards what follows; never held with s.mu
+	macs    map[rarp.MAC][]*Watch
+	bucket  [buckets]uint16 // MACs per bucket
+	watches int
+	filter  []bpf.RawInstruction // attached now
+	dead    bool                 // the reader failed or the socket closed
+
+	frames atomic.Uint64 // read from the socket, for tests of the filter
+}
+
+// Open starts watching ifi for frames of macs, as Open does, through the
+// device's shared socket (opened now if the device has none). Frames are
+// kept from this call on.
+func (s *Shared) Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
+	if len(macs) == 0 {
+		return nil, errors.New("reconverge: no MAC to watch")
+	}
+	w := newWatch(dir, macs)
+	w.done = make(chan struct{})
+	w.wake = make(chan struct{}, 1)
+	key := hubKey{index: ifi.Index, name: ifi.Name, dir: dir}
+	for {
+		// s.mu guards the map only: a landing's join waits for the
+		// other joins on its device, not for every device's.
+		s.mu.Lock()
+		if s.hubs == nil {
+			s.hubs = map[hubKey]*hub{}
+		}
+		h := s.hubs[key]
+		if h == nil {
+			var err error
+			if h, err = s.openHub(ifi, key, w.order); err != nil {
+				s.mu.Unlock()
+				return nil, err
+			}
+			s.hubs[key] = h
+			go h.read()
+		}
+		s.mu.Unlock()
+		switch err := h.join(w); {
+		case errors.Is(err, errHubGone):
+			h.forget() // its last watch closed it meanwhile, or it failed
+			continue
+		case err != nil:
+			if c := h.abandon(); c != nil {
+				_ = c.Close()
+			}
+			return nil, err
+		}
+		w.hub = h
+		return w, nil
+	}
+}
+
+// errHubGone: the hub closed between the lookup and the join.
+var errHubGone = errors.New("reconverge: shared socket closed")
+
+// abandon closes a hub a failed join left without watches: it returns
+// the socket to close (nil if other watches use it).
+func (h *hub) abandon() *packet.Conn {
+	h.mu.Lock()
+	if h.watches > 0 || h.dead {
+		h.mu.Unlock()
+		return nil
+	}
+	h.dead = true
+	h.mu.Unlock()
+	h.forget()
+	return h.c
+}
+
+// forget removes the hub from s's map, if it is still there.
+func (h *hub) forget() {
+	h.s.mu.Lock()
+	if h.s.hubs[h.key] == h {
+		delete(h.s.hubs, h.key)
+	}
+	h.s.mu.Unlock()
+}
+
+// Sockets reports how many sockets s has opened so far.
+func (s *Shared) Sockets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sockets
+}
+
+func (s *Shared) openHub(ifi *net.Interface, key hubKey, macs []rarp.MAC) (*hub, error) {
+	h := &hub{s: s, key: key, macs: map[rarp.MAC][]*Watch{}}
+	prog, err := h.program(macs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
+	if err != nil {
+		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
+	}
+	ignoreOutgoing(c)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, sharedReadBuffer)
+		})
+	}
+	h.c, h.filter = c, prog
+	s.sockets++
+	return h, nil
+}
+
+// program returns the filter for the hub's MACs plus extra (h.mu held, or
+// h not shared yet).
+func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, error) {
+	n := len(h.macs)
+	var add []rarp.MAC
+	for _, m := range extra {
+		if _, ok := h.macs[m]; !ok {
+			n++
+			add = append(add, m)
+		}
+	}
+	if n <= exactMACs {
+		all := make([]rarp.MAC, 0, n)
+		for m := range h.macs {
+			all = append(all, m)
+		}
+		all = append(all, add...)
+		// In a stable order: the same MACs make the same program,
+		// which attach then skips.
+		slices.SortFunc(all, func(a, b rarp.MAC) int { return bytes.Compare(a[:], b[:]) })
+		return Filter(h.key.dir, all)
+	}
+	var words [buckets / 32]uint32
+	for b, k := range h.bucket {
+		if k > 0 {
+			words[b/32] |= 1 << (b % 32)
+		}
+	}
+	for _, m := range add {
+		b := bucketOf(m)
+		words[b/32] |= 1 << (b % 32)
+	}
+	return bucketFilter(h.key.dir, words)
+}
+
+// covers reports whether the attached filter is the bucket filter and
+// already passes macs (their buckets hold a watched MAC): the common case
+// in a storm, where a join then costs no filter.
+func (h *hub) covers(macs []rarp.MAC) bool {
+	if len(h.macs) <= exactMACs {
+		return false
+	}
+	for _, m := range macs {
+		if h.bucket[bucketOf(m)] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// join adds w's MACs to the hub and its filter; errHubGone if the hub
+// closed.
+func (h *hub) join(w *Watch) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dead {
+		return errHubGone
+	}
+	if !h.covers(w.order) {
+		prog, err := h.program(w.order)
+		if err != nil {
+			return err
+		}
+		if err := h.attach(prog); err != nil {
+			return err
+		}
+	}
+	for _, m := range w.order {
+		if len(h.macs[m]) == 0 {
+			h.bucket[bucketOf(m)]++
+		}
+		h.macs[m] = append(h.macs[m], w)
+	}
+	h.watches++
+	return nil
+}
+
+// leave removes w from the hub. After the last watch it forgets the hub
+// and returns the socket for the caller to close, holding no lock:
+// closing a packet socket waits for an RCU grace period (synchronize_net),
+// milliseconds that must not hold up other watches.
+func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
+	h.mu.Lock()
+	last := false
+	defer func() {
+		h.mu.Unlock()
+		if last {
+			h.forget()
+		}
+	}()
+	emptied := false
+	for _, m := range w.order {
+		ws := h.macs[m]
+		for i, x := range ws {
+			if x == w {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(h.macs, m)
+			b := bucketOf(m)
+			h.bucket[b]--
+			emptied = emptied || h.bucket[b] == 0
+		} else {
+			h.macs[m] = ws
+		}
+	}
+	h.watches--
+	if h.watches == 0 {
+		h.dead = true
+		last = true
+		return h.c
+	}
+	if h.dead {
+		return nil
+	}
+	// Narrow the filter: a bucket emptied, or back to the exact list.
+	if emptied || len(h.macs) <= exactMACs {
+		if prog, err := h.program(nil); err == nil {
+			_ = h.attach(prog)
+		}
+	}
+	return nil
+}
+
+// attach sets the socket's filter to prog unless it is that already.
+func (h *hub) attach(prog []bpf.RawInstruction) error {
+	if equalProgs(prog, h.filter) {
+		return nil
+	}
+	if err := h.c.SetBPF(prog); err != nil {
+		return fmt.Errorf("reconverge: watch %s: filter: %w", h.key.name, err)
+	}
+	h.filter = prog
+	return nil
+}
+
+func equalProgs(a, b []bpf.RawInstruction) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// read demultiplexes the socket's frames to the watches of their MAC
+// until the socket closes or fails; a failure ends every watch on it with
+// the error.
+func (h *hub) read() {
+	buf := make([]byte, 64) // the filter keeps only the Ethernet header
+	for {
+		n, _, err := h.c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			h.fail(err)
+			return
+		}
+		h.frames.Add(1)
+		if n < 12 {
+			continue
+		}
+		var m rarp.MAC
+		if h.key.dir == From {
+			copy(m[:], buf[6:12])
+		} else {
+			copy(m[:], buf[0:6])
+		}
+		now := time.Now()
+		h.mu.Lock()
+		for _, w := range h.macs[m] {
+			w.deliver(m, now)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// fail ends every watch of the hub with err (nothing when the last watch
+// closed the socket) and forgets the hub, so the next Open opens a new
+// socket.
+func (h *hub) fail(err error) {
+	h.mu.Lock()
+	dead := h.dead
+	h.mu.Unlock()
+	if dead { // the last watch closed the socket
+		return
+	}
+	h.forget()
+	h.mu.Lock()
+	if h.dead {
+		h.mu.Unlock()
+		return
+	}
+	h.dead = true
+	err = fmt.Errorf("reconverge: read: %w", err)
+	for _, ws := range h.macs {
+		for _, w := range ws {
+			w.end(err)
+		}
+	}
+	h.mu.Unlock()
+	_ = h.c.Close()
+}
+
+// bucketOf is a MAC's bucket in the bucket filter: the low 9 bits of its
+// last two bytes.
+func bucketOf(m rarp.MAC) int { return (int(m[4])<<8 | int(m[5])) % buckets }
+
+// bucketFilter assembles the bucket filter: drop what the host sends
+// (PACKET_OUTGOING), keep a frame (its first 14 bytes) whose destination
+// (To) or source (From) MAC falls in a bucket whose bit is set in words.
+func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstruction, error) {
+	off := uint32(0)
+	if dir == From {
+		off = 6
+	}
+	const packetOutgoing = 4
+	var nonzero []int
+	for i, w := range words {
+		if w != 0 {
+			nonzero = append(nonzero, i)
+		}
+	}
+	// Layout: header (9), 3 per word, drop (1), tail (4).
+	drop := 9 + 3*len(nonzero)
+	tail := drop + 1
+	prog := []bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetOutgoing, SkipTrue: uint8(drop - 2)},
+		bpf.LoadAbsolute{Off: off + 4, Size: 2},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: buckets - 1},
+		bpf.StoreScratch{Src: bpf.RegA, N: 0},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 31},
+		bpf.TAX{},
+		bpf.LoadScratch{Dst: bpf.RegA, N: 0},
+		bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 5}, // the word
+	}
+	for _, i := range nonzero {
+		at := len(prog)
+		prog = append(prog,
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(i), SkipFalse: 2},
+			bpf.LoadConstant{Dst: bpf.RegA, Val: words[i]},
+			bpf.Jump{Skip: uint32(tail - (at + 3))},
+		)
+	}
+	prog = append(prog,
+		bpf.RetConstant{Val: 0}, // drop: no word, or not the bucket's bit
+		bpf.ALUOpX{Op: bpf.ALUOpShiftRight},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipFalse: 1},
+		bpf.RetConstant{Val: 0},
+		bpf.RetConstant{Val: 14},
+	)
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return nil, fmt.Errorf("reconverge: assemble bucket filter: %w", err)
+	}
+	return raw, nil
+}
