@@ -115,6 +115,9 @@ type ipNIC struct {
 	domain, name, alias string
 	addrs               []ipsource.Candidate
 	guest               *sync.Once // asks QEMU once per landing
+	// pending, while open, says addrs are still being resolved in the
+	// background (libvirt's leases); nil once they are known.
+	pending chan struct{}
 }
 
 // ipRun is one port's IP frames in progress; compared by pointer.
@@ -177,7 +180,11 @@ func (f *IPFollower) SetSender(kind announce.Kind, s Sender) {
 }
 
 // Landed resolves and claims the addresses of the domain's announced NICs.
-// It runs before the strategies send, so the first RARP finds them.
+// It runs before the strategies send, so the first RARP finds them. A
+// NIC whose sources include libvirt's DHCP leases (an RPC, up to
+// ipsource.LeaseTimeout) is resolved in the background instead: the
+// first RARP must not wait for libvirt; its IP frames start once the
+// lookup ended (Observe).
 func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.Logger) {
 	if f == nil {
 		return
@@ -188,43 +195,80 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 		}
 		nlog := log.With(zap.Stringer("mac", t.NIC.MAC))
 		f.learn(dom, t, nlog)
-		granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
-		if err != nil {
-			f.o.Metrics.skip("source_error")
-			nlog.Warn("some IP source entries are unusable", zap.Error(err))
+		if !f.o.Resolver.Remote(t.NIC) {
+			f.resolve(dom, t, nil, nlog)
+			continue
 		}
-		for _, r := range refused {
-			f.o.Metrics.skip(string(r.Reason))
-			fields := []zap.Field{zap.Stringer("ip", r.IP), zap.String("source", string(r.Source)), zap.String("reason", string(r.Reason))}
-			if r.Reason == ipsource.ReasonClaimed {
-				fields = append(fields, zap.String("holder_domain", r.Holder.Domain), zap.Stringer("holder_mac", r.Holder.MAC))
-			}
-			nlog.Warn("IP not announced", fields...)
-		}
-		var valid []ipsource.Candidate
-		for _, c := range granted {
-			if err := ipannounce.ValidateIP(c.IP); err != nil {
-				f.o.Metrics.skip("invalid")
-				nlog.Warn("IP not announced", zap.Stringer("ip", c.IP), zap.String("source", string(c.Source)), zap.Error(err))
-				continue
-			}
-			f.o.Metrics.address(string(c.Source))
-			valid = append(valid, c)
-		}
+		pending := make(chan struct{})
 		f.mu.Lock()
-		if len(valid) == 0 && f.o.Guest == nil {
-			delete(f.nics, t.NIC.MAC)
-		} else {
-			f.nics[t.NIC.MAC] = ipNIC{domain: dom.UUID, name: dom.Name, alias: t.NIC.Alias, addrs: valid, guest: &sync.Once{}}
-		}
+		f.nics[t.NIC.MAC] = ipNIC{domain: dom.UUID, name: dom.Name, alias: t.NIC.Alias, guest: &sync.Once{}, pending: pending}
 		f.mu.Unlock()
-		if len(valid) > 0 {
-			ips := make([]string, len(valid))
-			for i, c := range valid {
-				ips[i] = c.IP.String() + " (" + string(c.Source) + ")"
-			}
-			nlog.Info("IP addresses follow the MAC", zap.Strings("ips", ips))
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer close(pending)
+			f.resolve(dom, t, pending, nlog)
+		}()
+	}
+}
+
+// resolve resolves and claims t's addresses and records them for its first
+// RARP. pending is the background lookup's mark (nil: resolved in Landed):
+// if the NIC was released or landed again meanwhile, what was claimed is
+// given back or left to the newer landing.
+func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan struct{}, nlog *zap.Logger) {
+	granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
+	if err != nil {
+		f.o.Metrics.skip("source_error")
+		nlog.Warn("some IP source entries are unusable", zap.Error(err))
+	}
+	for _, r := range refused {
+		f.o.Metrics.skip(string(r.Reason))
+		fields := []zap.Field{zap.Stringer("ip", r.IP), zap.String("source", string(r.Source)), zap.String("reason", string(r.Reason))}
+		if r.Reason == ipsource.ReasonClaimed {
+			fields = append(fields, zap.String("holder_domain", r.Holder.Domain), zap.Stringer("holder_mac", r.Holder.MAC))
 		}
+		nlog.Warn("IP not announced", fields...)
+	}
+	var valid []ipsource.Candidate
+	for _, c := range granted {
+		if err := ipannounce.ValidateIP(c.IP); err != nil {
+			f.o.Metrics.skip("invalid")
+			nlog.Warn("IP not announced", zap.Stringer("ip", c.IP), zap.String("source", string(c.Source)), zap.Error(err))
+			continue
+		}
+		valid = append(valid, c)
+	}
+	mac := t.NIC.MAC
+	guest := &sync.Once{}
+	f.mu.Lock()
+	if pending != nil {
+		cur, ok := f.nics[mac]
+		if !ok || cur.pending != pending {
+			f.mu.Unlock()
+			if c := f.o.Resolver.Claims; c != nil && !ok {
+				c.Release(ipsource.NIC{Domain: dom.UUID, MAC: mac}) // the domain left meanwhile
+			}
+			nlog.Debug("IP addresses resolved after the NIC's landing ended; dropped")
+			return
+		}
+		guest = cur.guest // a guest ask at the first RARP is not repeated
+	}
+	if len(valid) == 0 && f.o.Guest == nil {
+		delete(f.nics, mac)
+	} else {
+		f.nics[mac] = ipNIC{domain: dom.UUID, name: dom.Name, alias: t.NIC.Alias, addrs: valid, guest: guest}
+	}
+	f.mu.Unlock()
+	for _, c := range valid {
+		f.o.Metrics.address(string(c.Source))
+	}
+	if len(valid) > 0 {
+		ips := make([]string, len(valid))
+		for i, c := range valid {
+			ips[i] = c.IP.String() + " (" + string(c.Source) + ")"
+		}
+		nlog.Info("IP addresses follow the MAC", zap.Strings("ips", ips))
 	}
 }
 
@@ -322,7 +366,6 @@ func (f *IPFollower) Observe(s announce.Sent) {
 	}
 	f.mu.Lock()
 	n, ok := f.nics[s.MAC]
-	send := f.senders[s.Port.Kind]
 	f.mu.Unlock()
 	if !ok {
 		return
@@ -333,7 +376,27 @@ func (f *IPFollower) Observe(s announce.Sent) {
 			go func() { defer f.wg.Done(); f.askGuest(s.MAC, n) }()
 		})
 	}
-	if send == nil || len(n.addrs) == 0 {
+	if n.pending != nil {
+		select {
+		case <-n.pending:
+		default:
+			// libvirt's leases are still being asked for: the IP frames
+			// start when they are known, on this RARP's port and VLAN.
+			f.wg.Add(1)
+			go func() { defer f.wg.Done(); <-n.pending; f.startFrames(s) }()
+			return
+		}
+	}
+	f.startFrames(s)
+}
+
+// startFrames starts the IP frames of s's MAC on s's port and VLAN.
+func (f *IPFollower) startFrames(s announce.Sent) {
+	f.mu.Lock()
+	n, ok := f.nics[s.MAC]
+	send := f.senders[s.Port.Kind]
+	f.mu.Unlock()
+	if !ok || send == nil || len(n.addrs) == 0 {
 		return
 	}
 	ips := make([]netip.Addr, len(n.addrs))

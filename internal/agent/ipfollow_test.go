@@ -209,3 +209,78 @@ func TestIPFollowerKeepsTheRARPsVLAN(t *testing.T) {
 		t.Fatalf("%d IP frames, want a GARP and an NA", n)
 	}
 }
+
+// TestIPFollowerLeasesDoNotHoldTheFirstRARP: a NIC whose addresses come
+// from libvirt's leases (an RPC) is resolved in the background: Landed
+// returns while libvirt has not answered, the first RARP goes out, and
+// the IP frames follow on its port once the lease is known. A domain that
+// leaves before the answer gets no frame, and its claim is given back.
+func TestIPFollowerLeasesDoNotHoldTheFirstRARP(t *testing.T) {
+	answer := make(chan struct{})
+	lease := netip.MustParseAddr("192.0.2.20")
+	w := &wire{}
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{
+			Leases: func(ctx context.Context, network string, m rarp.MAC) ([]netip.Addr, error) {
+				select {
+				case <-answer:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				if network != "default" {
+					return nil, nil
+				}
+				return []netip.Addr{lease}, nil
+			},
+			Claims: ipsource.NewClaims(4),
+		},
+		Schedule: ipannounce.Schedule{Count: 1, Interval: ipannounce.MinInterval},
+		Metrics:  NewIPMetrics(nil),
+	})
+	a := announce.New(announce.Options{Open: func(string) (announce.Sender, error) { return w, nil }, OnFrame: f.Observe})
+	defer a.Close()
+	f.SetSender(announce.KindHost, a.Announce)
+
+	mac, gone := rarp.MAC{2, 0, 0, 0, 0, 0x21}, rarp.MAC{2, 0, 0, 0, 0, 0x22}
+	nic := func(m rarp.MAC) []plan.Target {
+		return []plan.Target{{NIC: domxml.Interface{MAC: m, Type: "network", SourceNetwork: "default"}, Strategy: plan.Host}}
+	}
+	start := time.Now()
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, nic(mac), zap.NewNop())
+	f.Landed(&domxml.Domain{Name: "vm2", UUID: "u2"}, nic(gone), zap.NewNop())
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("Landed took %v waiting for libvirt's leases", took)
+	}
+	s := announce.Schedule{Rounds: 1, Initial: 10 * time.Millisecond, Max: time.Second, Bursts: 1}
+	for _, m := range []rarp.MAC{mac, gone} {
+		if _, err := a.Announce(announce.Request{MAC: m, Interface: "br0", Schedule: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	w.mu.Lock()
+	rarps := len(w.frames)
+	w.mu.Unlock()
+	if rarps != 2 || len(w.kinds(t)) != 0 {
+		t.Fatalf("before libvirt answers: %d frames, IP frames %v; want the 2 RARPs alone", rarps, w.kinds(t))
+	}
+	f.Release("u2") // vm2 leaves before libvirt answers
+	close(answer)
+	f.Wait()
+	if got := w.kinds(t); len(got) != 1 || got[0] != ipannounce.GARPRequest {
+		t.Fatalf("after the lease is known: %v, want one GARP request (vm's; vm2 left)", got)
+	}
+	w.mu.Lock()
+	last := w.frames[len(w.frames)-1]
+	w.mu.Unlock()
+	d, err := ipannounce.Decode(last)
+	if err != nil || d.ARP.SenderIP != lease || d.ARP.SenderHardware != mac {
+		t.Fatalf("GARP %+v (%v), want %s from %s", d.ARP, err, lease, mac)
+	}
+	if h, ok := f.o.Resolver.Claims.Holder(lease); !ok || h.MAC != mac {
+		t.Fatalf("%s held by %v (%v), want vm's NIC", lease, h, ok)
+	}
+	if n := testutil.ToFloat64(f.o.Metrics.addresses.WithLabelValues(string(ipsource.SourceLeases))); n != 1 {
+		t.Fatalf("addresses{leases} = %v, want 1 (vm2's dropped)", n)
+	}
+}

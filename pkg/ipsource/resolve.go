@@ -40,6 +40,13 @@ type Resolver struct {
 	Claims *Claims
 }
 
+// Remote reports whether Resolve asks libvirt for ifc (its leases: a NIC
+// on a libvirt network with the leases source on), a call of up to
+// LeaseTimeout; the other sources answer from memory and the XML.
+func (r *Resolver) Remote(ifc domxml.Interface) bool {
+	return r.Leases != nil && ifc.SourceNetwork != ""
+}
+
 // Resolve returns the addresses to announce for ifc of d, those refused and
 // why, and errors about bad source entries (the good ones are still used).
 // An address found in several sources is listed once, under the first.
