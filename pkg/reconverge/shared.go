@@ -169,11 +169,10 @@ func (s *Shared) openHub(ifi *net.Interface, key hubKey, macs []rarp.MAC) (*hub,
 	if err != nil {
 		return nil, err
 	}
-	c, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
+	c, err := listen(ifi, prog)
 	if err != nil {
-		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
+		return nil, err
 	}
-	ignoreOutgoing(c)
 	if rc, err := c.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, sharedReadBuffer)

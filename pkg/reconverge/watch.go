@@ -121,20 +121,29 @@ func Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	// ETH_P_ALL: the filter, not the protocol, decides; the kernel strips
-	// 802.1Q tags before packet sockets see the frame, so MAC offsets hold
-	// on tagged uplinks too.
-	c, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
+	c, err := listen(ifi, prog)
 	if err != nil {
-		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
+		return nil, err
 	}
-	ignoreOutgoing(c)
 	w := newWatch(dir, macs)
 	w.c = c
 	return w, nil
 }
 
 const ethPAll = 0x0003
+
+// listen opens a watch socket on ifi with the filter prog: a watch's own
+// (Open) or a device's shared one (Shared). ETH_P_ALL: the filter, not the
+// protocol, decides; the kernel strips 802.1Q tags before packet sockets
+// see the frame, so MAC offsets hold on tagged uplinks too.
+func listen(ifi *net.Interface, prog []bpf.RawInstruction) (*packet.Conn, error) {
+	c, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
+	if err != nil {
+		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
+	}
+	ignoreOutgoing(c)
+	return c, nil
+}
 
 // ignoreOutgoing asks the kernel not to hand c the frames the host sends
 // (PACKET_IGNORE_OUTGOING, Linux 4.20+), which the filter drops anyway.
@@ -169,10 +178,7 @@ func (w *Watch) Run(ctx context.Context, deadline time.Time, untilAllSeen bool) 
 	}
 	buf := make([]byte, 64) // the filter keeps only the Ethernet header
 	for {
-		w.mu.Lock()
-		missing := w.missing
-		w.mu.Unlock()
-		if untilAllSeen && missing == 0 {
+		if untilAllSeen && w.allSeen() {
 			return w.Sightings(), nil
 		}
 		n, _, err := w.c.ReadFrom(buf)
@@ -195,10 +201,7 @@ func (w *Watch) runShared(ctx context.Context, deadline time.Time, untilAllSeen 
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
-		w.mu.Lock()
-		missing := w.missing
-		w.mu.Unlock()
-		if untilAllSeen && missing == 0 {
+		if untilAllSeen && w.allSeen() {
 			return w.Sightings(), nil
 		}
 		select {
@@ -211,6 +214,13 @@ func (w *Watch) runShared(ctx context.Context, deadline time.Time, untilAllSeen 
 			return w.Sightings(), w.err
 		}
 	}
+}
+
+// allSeen reports whether every MAC was seen at least once.
+func (w *Watch) allSeen() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.missing == 0
 }
 
 // observe counts one frame read from the watch's own socket.
