@@ -5,7 +5,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -16,9 +15,7 @@ import (
 // hundreds of filter runs). That the filter drops them anyway is
 // TestWatchCountsOnlyUnicastDeliveriesToTheMACs.
 func TestWatchIgnoresOutgoingInTheKernel(t *testing.T) {
-	netnstest.Require(t)
-	host, sw := netnstest.New(t, "host"), netnstest.New(t, "sw")
-	netnstest.Veth(t, host, "upl", sw, "sw")
+	host, _ := watchRig(t)
 	ifi := host.Interface(t, "upl")
 	var w *Watch
 	if err := host.Do(func() (err error) {

@@ -14,9 +14,7 @@ import (
 // want: with few MACs, exactly theirs; with more, their buckets; and it
 // narrows again as watches close.
 func TestSharedFilterNarrowsInTheKernel(t *testing.T) {
-	netnstest.Require(t)
-	host, sw := netnstest.New(t, "host"), netnstest.New(t, "sw")
-	netnstest.Veth(t, host, "upl", sw, "sw")
+	host, sw := watchRig(t)
 	ifi := host.Interface(t, "upl")
 	var s Shared
 	open := func(m rarp.MAC) *Watch {
@@ -37,8 +35,8 @@ func TestSharedFilterNarrowsInTheKernel(t *testing.T) {
 	readAfter := func(m rarp.MAC) uint64 {
 		t.Helper()
 		before := h.frames.Load()
-		netnstest.Send(t, sw, "sw", ethFrame(m, peer))
-		netnstest.Send(t, sw, "sw", ethFrame(watched(0), peer))
+		netnstest.Send(t, sw, "sw", frame(m, peer))
+		netnstest.Send(t, sw, "sw", frame(watched(0), peer))
 		deadline := time.Now().Add(2 * time.Second)
 		for {
 			n := h.frames.Load() - before
@@ -85,21 +83,11 @@ func TestSharedFilterNarrowsInTheKernel(t *testing.T) {
 	}
 }
 
-func ethFrame(dst, src rarp.MAC) []byte {
-	f := make([]byte, 60)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	f[12], f[13] = 0x08, 0x00
-	return f
-}
-
 // Watches opening and closing at once on one device, as in a landing
 // storm: none fails or hangs, and after the last close the device has no
 // socket left.
 func TestSharedConcurrentOpenClose(t *testing.T) {
-	netnstest.Require(t)
-	host, sw := netnstest.New(t, "host"), netnstest.New(t, "sw")
-	netnstest.Veth(t, host, "upl", sw, "sw")
+	host, _ := watchRig(t)
 	ifi := host.Interface(t, "upl")
 	var s Shared
 	errs := make(chan error, 16*25)

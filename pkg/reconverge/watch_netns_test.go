@@ -20,24 +20,11 @@ func mac(t *testing.T, s string) rarp.MAC {
 	return m
 }
 
-// frame is an Ethernet frame dst, src, IPv4 EtherType, padded to 60 bytes.
-func frame(dst, src rarp.MAC) []byte {
-	f := make([]byte, 60)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	f[12], f[13] = 0x08, 0x00
-	return f
-}
-
-// watchRig is a host namespace whose uplink "upl" faces a switch namespace
-// (its end "sw"): what the switch sends arrives on up as the fabric's
-// delivery would.
-func watchRig(t *testing.T) (host, sw *netnstest.NS) {
-	netnstest.Require(t)
-	host, sw = netnstest.New(t, "host"), netnstest.New(t, "sw")
-	netnstest.Veth(t, host, "upl", sw, "sw")
-	return host, sw
-}
+// The rig and frames of the package's own tests (rig_netns_test.go).
+var (
+	watchRig = reconverge.WatchRig
+	frame    = reconverge.Frame
+)
 
 func open(t *testing.T, host *netnstest.NS, dev string, dir reconverge.Direction, macs ...rarp.MAC) *reconverge.Watch {
 	t.Helper()
