@@ -94,7 +94,14 @@ migrate b2a precopy
 check "CAP_NET_RAW only, b->a: switch port" "sw$dst" "$(lab_wait_fdb "sw$dst" 3)"
 echo "     (client ping without FDB repair: $(lab_ping); $rarp_from_dst RARP from sw$dst)"
 for h in a b; do
-    check "agent on $h, CAP_NET_RAW only: no EPERM" no "$(has "$(cat "$LAB_STATE/agent-$h.log")" 'operation not permitted')"
+    log=$(cat "$LAB_STATE/agent-$h.log")
+    check "agent on $h, CAP_NET_RAW only: no EPERM" no "$(has "$log" 'operation not permitted')"
+    # The failover registry (running domains' live XML, device events) on
+    # the read-only socket, and the reconvergence watches (the uplinks'
+    # shared sockets), as the unit runs them.
+    check "agent on $h, CAP_NET_RAW only: failover registry filled" yes "$(has "$log" 'registry of running domains refreshed')"
+    check "agent on $h, CAP_NET_RAW only: device events subscribed" no "$(has "$log" 'libvirt refused device events')"
+    check "agent on $h, CAP_NET_RAW only: reconvergence watches open" no "$(has "$log" 'cannot watch the network around the migration')"
 done
 lab_agent_stop
 for h in a b; do cp "$LAB_STATE/agent-$h.log" "$LAB_STATE/agent-$h-netraw.log"; done
