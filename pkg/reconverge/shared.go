@@ -98,8 +98,10 @@ func (s *Shared) Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watc
 	w.wake = make(chan struct{}, 1)
 	key := hubKey{index: ifi.Index, name: ifi.Name, dir: dir}
 	for {
-		// s.mu guards the map only: a landing's join waits for the
-		// other joins on its device, not for every device's.
+		// s.mu guards the map: a join (and its filter attach) runs
+		// under the hub's own lock, so it waits for the other joins on
+		// its device only. A device's first watch opens its socket
+		// under s.mu, once per device while it has watches.
 		s.mu.Lock()
 		if s.hubs == nil {
 			s.hubs = map[hubKey]*hub{}
