@@ -120,7 +120,7 @@ func uplinkFailover(b *testing.B, domains int) {
 	time.Sleep(200 * time.Millisecond)
 	b.StopTimer()
 	user1, sys1 := procCPUSplit(b, pid)
-	hwm, _ := procMem(b, pid)
+	hwm, _, _ := procMem(b, pid)
 	xmlEvent, listEvent := xmlCalls()-xml0, listCalls()-list0
 	reNICs := d.metric(`rarp_announce_uplink_reannounce_nics_total{reason="carrier_up"}`)
 	if code, _ := d.stop(); code != 0 {

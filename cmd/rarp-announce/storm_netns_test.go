@@ -126,6 +126,15 @@ func BenchmarkStorm(b *testing.B) {
 		// own cost, both ways.
 		{name: "prefetch-no-reconvergence", prefetch: true, spread: stormSpread, config: noReconvergence},
 		{name: "bridge-device-no-reconvergence", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n" + noReconvergence},
+		// Without the uplink triggers (bond failover, carrier, port
+		// added): no registry of running domains to keep, no uplink
+		// sockets warmed.
+		{name: "prefetch-no-uplink-triggers", prefetch: true, spread: stormSpread, config: "triggers:\n  bond_failover: false\n  carrier_up: false\n  port_added: false\n"},
+		// The two kinds of watch apart: the uplinks' (shared sockets,
+		// from the landing on) and the taps' (a socket per tap, from
+		// the migration's start to its landing).
+		{name: "prefetch-uplink-watches-only", prefetch: true, spread: stormSpread, config: "reconvergence:\n  premature_margin: 0s\n"},
+		{name: "prefetch-tap-watches-only", prefetch: true, spread: stormSpread, config: "reconvergence:\n  window: 0s\n  stale_window: 0s\n"},
 		{name: "xml-at-landing", spread: stormSpread},
 		{name: "all-at-once", prefetch: true},
 		// What the FDB repair adds on the critical path.
@@ -336,7 +345,7 @@ func storm(b *testing.B, v stormVariant) {
 	b.StopTimer()
 	user1, sys1 := procCPUSplit(b, pid)
 	busy1, all1 := machineCPU(b)
-	hwm, rss := procMem(b, pid)
+	hwm, rss, threads := procMem(b, pid)
 	xmlCalls := fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc) - xmlBefore
 	sentMetric := d.metric("rarp_announce_frames_sent_total")
 	pacingWaits := d.metric("rarp_announce_pacing_waits_total")
@@ -459,8 +468,8 @@ func storm(b *testing.B, v stormVariant) {
 	b.Logf("FDB repair vs first frame (the agent's histogram): %v NICs, the repair ended first for %v, within 5 ms after it for %v, mean lag %.2f ms; uplink fallbacks (unreadable) %v",
 		lagN, lagFirst, lag5, 1000*lagSum/max(lagN, 1), fallbacks)
 	b.Logf("NICs started %v, FDB entries removed %v, XML reads during the storm %d; agent config: %q", started, removed, xmlCalls, config)
-	b.Logf("agent: CPU %v during the storm (user %v, system %v: %.1f µs per frame), peak RSS %.1f MiB (RSS now %.1f MiB)",
-		cpu, user, system, float64(system.Microseconds())/float64(max(total, 1)), float64(hwm)/(1<<20), float64(rss)/(1<<20))
+	b.Logf("agent: CPU %v during the storm (user %v, system %v: %.1f µs per frame), peak RSS %.1f MiB (RSS now %.1f MiB), %d threads",
+		cpu, user, system, float64(system.Microseconds())/float64(max(total, 1)), float64(hwm)/(1<<20), float64(rss)/(1<<20), threads)
 	b.Logf("machine: %d CPUs, %v of %v CPU time busy during the storm (the agent's share %v; the rest is this test's fake libvirtd and captures, and whatever else runs); load average before: %s",
 		runtime.NumCPU(), busy1-busy0, all1-all0, cpu, load)
 	if missing > 0 {
@@ -776,7 +785,7 @@ func loadAvg(b *testing.B) string {
 }
 
 // procMem returns VmHWM and VmRSS in bytes.
-func procMem(b *testing.B, pid int) (hwm, rss int64) {
+func procMem(b *testing.B, pid int) (hwm, rss, threads int64) {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -793,7 +802,9 @@ func procMem(b *testing.B, pid int) (hwm, rss int64) {
 			hwm = v << 10
 		case "VmRSS:":
 			rss = v << 10
+		case "Threads:":
+			threads = v
 		}
 	}
-	return hwm, rss
+	return hwm, rss, threads
 }

@@ -109,6 +109,28 @@ type Lease struct {
 // Active reports a domain libvirt would list as active.
 func (d Domain) Active() bool { return d.State != 5 && d.State != 0 } // not SHUTOFF, not NOSTATE
 
+// inStateGroup applies virConnectListAllDomains' state filters (RUNNING,
+// PAUSED, SHUTOFF, OTHER; none set: every state), as libvirt does: an
+// incoming migration's domain is paused, so a caller asking for running
+// domains does not see it until it resumes.
+func (d Domain) inStateGroup(flags libvirt.ConnectListAllDomainsFlags) bool {
+	const groups = libvirt.ConnectListDomainsRunning | libvirt.ConnectListDomainsPaused |
+		libvirt.ConnectListDomainsShutoff | libvirt.ConnectListDomainsOther
+	if flags&groups == 0 {
+		return true
+	}
+	switch d.State {
+	case 1: // RUNNING
+		return flags&libvirt.ConnectListDomainsRunning != 0
+	case 3: // PAUSED
+		return flags&libvirt.ConnectListDomainsPaused != 0
+	case 5: // SHUTOFF
+		return flags&libvirt.ConnectListDomainsShutoff != 0
+	default:
+		return flags&libvirt.ConnectListDomainsOther != 0
+	}
+}
+
 func (d Domain) wire() libvirt.Domain {
 	u, _ := uuidBytes(d.UUID)
 	return libvirt.Domain{Name: d.Name, UUID: u, ID: d.ID}
@@ -826,7 +848,7 @@ func (c *conn) dispatch(prog, proc uint32, payload []byte) ([]byte, error) {
 		var ret libvirt.ConnectListAllDomainsRet
 		for _, u := range s.order {
 			d := s.doms[u]
-			if (d.Active() && active) || (!d.Active() && inactive) {
+			if ((d.Active() && active) || (!d.Active() && inactive)) && d.inStateGroup(libvirt.ConnectListAllDomainsFlags(a.Flags)) {
 				ret.Domains = append(ret.Domains, d.wire())
 			}
 		}

@@ -100,6 +100,12 @@ func TestGoLibvirtClient(t *testing.T) {
 		if err != nil || (len(doms) == 1) != st.active {
 			t.Errorf("step %d: active list %+v, %v", i, doms, err)
 		}
+		// The agent's registry asks for running domains only: an
+		// incoming migration's paused domain is not one of them.
+		doms, _, err = l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive|libvirt.ConnectListDomainsRunning)
+		if err != nil || (len(doms) == 1) != (st.state == 1) {
+			t.Errorf("step %d: running list %+v, %v", i, doms, err)
+		}
 	}
 	cancel()
 	for range events {
