@@ -21,6 +21,19 @@ package reconverge
 // buckets) that holds a watched MAC: a program of at most 65 instructions
 // whatever the number of MACs, re-attached only when a bucket fills or
 // empties. The reader drops the other MACs of a bucket in user space.
+//
+// Attaching a filter is the costly step (the kernel checks and compiles
+// the program, and on a JIT patches kernel text and flushes TLBs on every
+// CPU), so the hub does it as rarely as it may:
+//   - joins commit in groups: a join registers its MACs, and if the
+//     attached filter does not pass them yet, waits for the next attach,
+//     which one of the waiting joins runs, outside the hub's lock, for
+//     every MAC registered by then: in a storm one attach serves the joins
+//     that queued behind the one before, and a join waits for at most two;
+//   - leaves never wait: a filter passing more than the watched MACs is
+//     only wider than needed (the reader drops the rest), so it narrows
+//     narrowDelay after a leave made it wider, or at the next join's
+//     attach, whichever comes first.
 
 import (
 	"bytes"
@@ -47,6 +60,14 @@ const exactMACs = 8
 // buckets is the number of buckets of the bucket filter: 9 bits of the
 // MAC's last two bytes, 16 words of 32 bits.
 const buckets = 512
+
+// narrowDelay is how long a filter stays wider than the watched MACs after
+// a leave before it is narrowed (a variable for tests).
+var narrowDelay = 500 * time.Millisecond
+
+// beforeAttach, if set (by tests), runs in attach with the hub's lock
+// released, just before the filter goes to the kernel.
+var beforeAttach func()
 
 // sharedReadBuffer is the receive buffer asked for a shared socket: it
 // holds the frames of every watch on the device (each a 14-byte header,
@@ -81,9 +102,38 @@ type hub struct {
 	bucket  [buckets]uint16 // MACs per bucket
 	watches int
 	filter  []bpf.RawInstruction // attached now
+	passes  coverage             // what filter passes
+	pending coverage             // what the attach in flight will pass
 	dead    bool                 // the reader failed or the socket closed
 
-	frames atomic.Uint64 // read from the socket, for tests of the filter
+	// Group commit of the filter (see the package comment above): gen
+	// counts the joins that needed a wider filter, done is the last of
+	// them the attached filter serves, failed the last whose attach
+	// failed (with failErr). One attach runs at a time (attaching),
+	// with mu released; attached wakes the joins waiting for it.
+	gen, done, failed uint64
+	failErr           error
+	attaching         bool
+	attached          *sync.Cond
+	narrowing         bool // a narrowing is due (narrowDelay after a leave)
+
+	frames  atomic.Uint64 // read from the socket, for tests of the filter
+	attachs atomic.Uint64 // filters attached, for tests
+}
+
+// coverage is what an attached filter passes: the listed MACs (exact), or
+// every MAC of the set buckets.
+type coverage struct {
+	exact   []rarp.MAC // nil with the bucket filter
+	buckets [buckets / 32]uint32
+}
+
+func (c coverage) has(m rarp.MAC) bool {
+	if c.exact != nil {
+		return slices.Contains(c.exact, m)
+	}
+	b := bucketOf(m)
+	return c.buckets[b/32]&(1<<(b%32)) != 0
 }
 
 // Open starts watching ifi for frames of macs, as Open does, through the
@@ -167,7 +217,8 @@ func (s *Shared) Sockets() int {
 
 func (s *Shared) openHub(ifi *net.Interface, key hubKey, macs []rarp.MAC) (*hub, error) {
 	h := &hub{s: s, key: key, macs: map[rarp.MAC][]*Watch{}}
-	prog, err := h.program(macs)
+	h.attached = sync.NewCond(&h.mu)
+	prog, cov, err := h.program(macs)
 	if err != nil {
 		return nil, err
 	}
@@ -180,14 +231,15 @@ func (s *Shared) openHub(ifi *net.Interface, key hubKey, macs []rarp.MAC) (*hub,
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, sharedReadBuffer)
 		})
 	}
-	h.c, h.filter = c, prog
+	h.c, h.filter, h.passes = c, prog, cov
+	h.attachs.Add(1)
 	s.sockets++
 	return h, nil
 }
 
-// program returns the filter for the hub's MACs plus extra (h.mu held, or
-// h not shared yet).
-func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, error) {
+// program returns the filter for the hub's MACs plus extra, and what it
+// passes (h.mu held, or h not shared yet).
+func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, coverage, error) {
 	n := len(h.macs)
 	var add []rarp.MAC
 	for _, m := range extra {
@@ -205,53 +257,88 @@ func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, error) {
 		// In a stable order: the same MACs make the same program,
 		// which attach then skips.
 		slices.SortFunc(all, func(a, b rarp.MAC) int { return bytes.Compare(a[:], b[:]) })
-		return Filter(h.key.dir, all)
+		prog, err := Filter(h.key.dir, all)
+		return prog, coverage{exact: all}, err
 	}
-	var words [buckets / 32]uint32
+	var cov coverage
 	for b, k := range h.bucket {
 		if k > 0 {
-			words[b/32] |= 1 << (b % 32)
+			cov.buckets[b/32] |= 1 << (b % 32)
 		}
 	}
 	for _, m := range add {
 		b := bucketOf(m)
-		words[b/32] |= 1 << (b % 32)
+		cov.buckets[b/32] |= 1 << (b % 32)
 	}
-	return bucketFilter(h.key.dir, words)
+	prog, err := bucketFilter(h.key.dir, cov.buckets)
+	return prog, cov, err
 }
 
-// covers reports whether the attached filter is the bucket filter and
-// already passes macs (their buckets hold a watched MAC): the common case
-// in a storm, where a join then costs no filter.
+// covers reports whether the attached filter passes macs, and so will the
+// one an attach in flight computed before they were registered: the
+// common case in a storm once the bucket filter is on, where a join then
+// costs no filter.
 func (h *hub) covers(macs []rarp.MAC) bool {
-	if len(h.macs) <= exactMACs {
-		return false
-	}
 	for _, m := range macs {
-		if h.bucket[bucketOf(m)] == 0 {
+		if !h.passes.has(m) || (h.attaching && !h.pending.has(m)) {
 			return false
 		}
 	}
 	return true
 }
 
-// join adds w's MACs to the hub and its filter; errHubGone if the hub
-// closed.
+// wider reports whether the attached filter passes more than the watched
+// MACs need.
+func (h *hub) wider() bool {
+	if len(h.macs) <= exactMACs {
+		return h.passes.exact == nil || len(h.passes.exact) > len(h.macs)
+	}
+	if h.passes.exact != nil {
+		return false // cannot be: more MACs than it lists are watched
+	}
+	for b, k := range h.bucket {
+		if k == 0 && h.passes.buckets[b/32]&(1<<(b%32)) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// join adds w's MACs to the hub and, if the attached filter does not pass
+// them, waits for an attach that does (group commit); errHubGone if the
+// hub closed.
 func (h *hub) join(w *Watch) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.dead {
 		return errHubGone
 	}
-	if !h.covers(w.order) {
-		prog, err := h.program(w.order)
-		if err != nil {
+	h.add(w)
+	if h.covers(w.order) {
+		return nil
+	}
+	h.gen++
+	mine := h.gen
+	for h.done < mine {
+		switch {
+		case h.failed >= mine:
+			err := h.failErr
+			h.remove(w)
 			return err
-		}
-		if err := h.attach(prog); err != nil {
-			return err
+		case h.dead:
+			h.remove(w)
+			return errHubGone
+		case !h.attaching:
+			h.attach()
+		default:
+			h.attached.Wait()
 		}
 	}
+	return nil
+}
+
+// add registers w's MACs with the reader (h.mu held).
+func (h *hub) add(w *Watch) {
 	for _, m := range w.order {
 		if len(h.macs[m]) == 0 {
 			h.bucket[bucketOf(m)]++
@@ -259,68 +346,83 @@ func (h *hub) join(w *Watch) error {
 		h.macs[m] = append(h.macs[m], w)
 	}
 	h.watches++
-	return nil
 }
 
-// leave removes w from the hub. After the last watch it forgets the hub
-// and returns the socket for the caller to close, holding no lock:
-// closing a packet socket waits for an RCU grace period (synchronize_net),
-// milliseconds that must not hold up other watches.
-func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
-	h.mu.Lock()
-	last := false
-	defer func() {
-		h.mu.Unlock()
-		if last {
-			h.forget()
-		}
-	}()
-	emptied := false
+// remove unregisters w's MACs (h.mu held).
+func (h *hub) remove(w *Watch) {
 	for _, m := range w.order {
-		ws := h.macs[m]
-		for i, x := range ws {
-			if x == w {
-				ws = append(ws[:i], ws[i+1:]...)
-				break
-			}
-		}
+		ws := slices.DeleteFunc(h.macs[m], func(x *Watch) bool { return x == w })
 		if len(ws) == 0 {
 			delete(h.macs, m)
-			b := bucketOf(m)
-			h.bucket[b]--
-			emptied = emptied || h.bucket[b] == 0
+			h.bucket[bucketOf(m)]--
 		} else {
 			h.macs[m] = ws
 		}
 	}
 	h.watches--
+}
+
+// leave removes w from the hub. After the last watch it forgets the hub
+// and returns the socket for the caller to close, holding no lock:
+// closing a packet socket waits for an RCU grace period (synchronize_net),
+// milliseconds that must not hold up other watches. Otherwise a filter
+// left wider than needed narrows narrowDelay later.
+func (h *hub) leave(w *Watch) (closeAfter *packet.Conn) {
+	h.mu.Lock()
+	h.remove(w)
 	if h.watches == 0 {
 		h.dead = true
-		last = true
+		h.attached.Broadcast()
+		h.mu.Unlock()
+		h.forget()
 		return h.c
 	}
-	if h.dead {
-		return nil
+	if !h.dead && !h.narrowing && h.wider() {
+		h.narrowing = true
+		time.AfterFunc(narrowDelay, h.narrow)
 	}
-	// Narrow the filter: a bucket emptied, or back to the exact list.
-	if emptied || len(h.macs) <= exactMACs {
-		if prog, err := h.program(nil); err == nil {
-			_ = h.attach(prog)
-		}
-	}
+	h.mu.Unlock()
 	return nil
 }
 
-// attach sets the socket's filter to prog unless it is that already.
-func (h *hub) attach(prog []bpf.RawInstruction) error {
-	if equalProgs(prog, h.filter) {
-		return nil
+// narrow attaches the filter for the MACs watched now, unless the hub
+// closed or a join's attach narrowed it meanwhile.
+func (h *hub) narrow() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.narrowing = false
+	if h.dead || h.attaching || !h.wider() {
+		return // an attach running now takes the watched MACs
 	}
-	if err := h.c.SetBPF(prog); err != nil {
-		return fmt.Errorf("reconverge: watch %s: filter: %w", h.key.name, err)
+	h.attach()
+}
+
+// attach attaches the filter for every MAC registered now, with h.mu
+// released while the kernel compiles it, and wakes the joins waiting for
+// it (h.mu held on entry and return; one attach at a time).
+func (h *hub) attach() {
+	h.attaching = true
+	upto := h.gen
+	prog, cov, err := h.program(nil)
+	if err == nil && !equalProgs(prog, h.filter) {
+		h.pending = cov
+		h.mu.Unlock()
+		if beforeAttach != nil {
+			beforeAttach()
+		}
+		err = h.c.SetBPF(prog)
+		h.mu.Lock()
+		if err == nil {
+			h.attachs.Add(1)
+		}
 	}
-	h.filter = prog
-	return nil
+	h.attaching = false
+	if err != nil {
+		h.failed, h.failErr = upto, fmt.Errorf("reconverge: watch %s: filter: %w", h.key.name, err)
+	} else {
+		h.filter, h.passes, h.done = prog, cov, upto
+	}
+	h.attached.Broadcast()
 }
 
 func equalProgs(a, b []bpf.RawInstruction) bool {
@@ -385,6 +487,7 @@ func (h *hub) fail(err error) {
 		return
 	}
 	h.dead = true
+	h.attached.Broadcast()
 	err = fmt.Errorf("reconverge: read: %w", err)
 	for _, ws := range h.macs {
 		for _, w := range ws {

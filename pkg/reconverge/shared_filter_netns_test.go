@@ -71,8 +71,18 @@ func TestSharedFilterNarrowsInTheKernel(t *testing.T) {
 	if n := readAfter(emptyBucket); n != 1 {
 		t.Errorf("bucket filter: %d frames read for a MAC in an empty bucket and the marker, want 1", n)
 	}
+	// A leave attaches nothing: the filter stays wider than needed
+	// until narrowDelay has passed, then narrows back to the exact list.
+	attachs := h.attachs.Load()
 	for _, w := range more {
 		w.Close()
+	}
+	if n := h.attachs.Load() - attachs; n != 0 {
+		t.Errorf("%d filters attached by the closes, want 0 (narrowed later)", n)
+	}
+	waitNarrowed(t, h)
+	if n := h.attachs.Load() - attachs; n != 1 {
+		t.Errorf("%d filters attached to narrow, want 1", n)
 	}
 	if n := readAfter(sameBucket); n != 1 {
 		t.Errorf("exact again after closes: %d frames read for an unwatched MAC and the marker, want 1", n)
@@ -80,6 +90,115 @@ func TestSharedFilterNarrowsInTheKernel(t *testing.T) {
 	got := first.Sightings()
 	if got[0].Frames != 4 {
 		t.Errorf("the first watch counted %d frames of its MAC, want the 4 markers", got[0].Frames)
+	}
+}
+
+// waitNarrowed waits for h's filter to pass no more than its watches need.
+func waitNarrowed(t *testing.T, h *hub) {
+	t.Helper()
+	deadline := time.Now().Add(narrowDelay + 2*time.Second)
+	for {
+		h.mu.Lock()
+		wider := h.wider() || h.attaching
+		h.mu.Unlock()
+		if !wider {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("filter still wider than needed %v after the closes", narrowDelay+2*time.Second)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Joins that need a wider filter while one is being attached commit in
+// one group: the next attach passes all their MACs. Here the first join's
+// attach is held in the kernel call while ten more queue behind it: two
+// attaches serve the eleven, and each watch gets its frames.
+func TestSharedJoinsCommitInGroups(t *testing.T) {
+	host, sw := watchRig(t)
+	ifi := host.Interface(t, "upl")
+	var s Shared
+	watched := func(i int) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0x50, byte(i >> 8), byte(i)} }
+	open := func(m rarp.MAC) (*Watch, error) {
+		var w *Watch
+		err := host.Do(func() (err error) { w, err = s.Open(ifi, To, []rarp.MAC{m}); return err })
+		if err == nil {
+			t.Cleanup(func() { w.Close() })
+		}
+		return w, err
+	}
+	// Past the exact list: the bucket filter, buckets 0 to 8 set.
+	for i := range exactMACs + 1 {
+		if _, err := open(watched(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var h *hub
+	s.mu.Lock()
+	for _, x := range s.hubs {
+		h = x
+	}
+	s.mu.Unlock()
+	base := h.attachs.Load()
+
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	beforeAttach = func() {
+		select {
+		case held <- struct{}{}:
+			<-release // the first attach waits; the next passes
+		default:
+		}
+	}
+	t.Cleanup(func() { beforeAttach = nil })
+	type opened struct {
+		w   *Watch
+		err error
+	}
+	results := make(chan opened, 11)
+	go func() { w, err := open(watched(100)); results <- opened{w, err} }() // bucket 100: new
+	<-held
+	h.mu.Lock()
+	gen := h.gen
+	h.mu.Unlock()
+	for i := range 10 {
+		go func() { w, err := open(watched(200 + i)); results <- opened{w, err} }()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		h.mu.Lock()
+		queued := h.gen - gen
+		h.mu.Unlock()
+		if queued == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 10 joins queued behind the attach", queued)
+		}
+	}
+	close(release)
+	var ws []*Watch
+	for range 11 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		ws = append(ws, r.w)
+	}
+	if n := h.attachs.Load() - base; n != 2 {
+		t.Errorf("%d filters attached for 11 joins, 10 of them queued behind the first: want 2", n)
+	}
+	// Every queued MAC passes the kernel filter now.
+	peer := rarp.MAC{0x02, 0, 0, 0, 0, 0x99}
+	for i := range 10 {
+		netnstest.Send(t, sw, "sw", frame(watched(200+i), peer))
+	}
+	netnstest.Send(t, sw, "sw", frame(watched(100), peer))
+	for _, w := range ws {
+		ss, err := w.Run(context.Background(), time.Now().Add(2*time.Second), true)
+		if err != nil || len(ss) != 1 || ss[0].Frames != 1 {
+			t.Errorf("watch %v: %+v, %v; want its one frame", w.order, ss, err)
+		}
 	}
 }
 
