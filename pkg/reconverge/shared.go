@@ -19,8 +19,9 @@ package reconverge
 // the filter lists them (as a single Watch's does); beyond, it keeps a
 // frame whose MAC falls in a bucket (9 bits of its last two bytes, 512
 // buckets) that holds a watched MAC: a program of at most 65 instructions
-// whatever the number of MACs, re-attached only when a bucket fills or
-// empties. The reader drops the other MACs of a bucket in user space.
+// whatever the number of MACs, re-attached only when a bucket fills (and,
+// lazily, after some empty). The reader drops the other MACs of a bucket
+// in user space.
 //
 // Attaching a filter is the costly step (the kernel checks and compiles
 // the program, and on a JIT patches kernel text and flushes TLBs on every
