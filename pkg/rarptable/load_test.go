@@ -421,6 +421,35 @@ func TestReloadKeepsOldTableOnError(t *testing.T) {
 	}
 }
 
+// A file changed after the last load but before Watch added its watches
+// makes no event: Watch looks at the files once when it starts. (serve
+// logs "answering RARP requests" before its watch is in place; a table
+// written then was missed until the next change.)
+func TestWatchSeesAChangeMadeBeforeItStarted(t *testing.T) {
+	dir := t.TempDir()
+	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
+	h := NewHolder(nil)
+	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Debounce: 20 * time.Millisecond}
+	if err := r.Reload(context.Background(), "start"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.22\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Watch(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	mac := mustMAC(t, "52:54:00:00:00:01")
+	netnstest.WaitFor(t, "the change made before Watch", func() bool {
+		got := h.Load().Lookup("x", mac)
+		return len(got) == 1 && got[0] == ip4("10.0.0.22")
+	})
+}
+
 func TestWatchReloadsOnChange(t *testing.T) {
 	dir := t.TempDir()
 	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")

@@ -195,8 +195,10 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	if debounce <= 0 {
 		debounce = 250 * time.Millisecond
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// A change between the last load and the watches added above made
+	// no event (a table edited while the daemon was starting): look at
+	// the files once now, as after an event.
+	timer := time.NewTimer(debounce)
 	defer timer.Stop()
 	for {
 		select {
