@@ -434,20 +434,30 @@ func TestWatchSeesAChangeMadeBeforeItStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.22\n")
+	watchInBackground(t, r)
+	netnstest.WaitFor(t, "the change made before Watch", tableSays(h, mustMAC(t, "52:54:00:00:00:01"), "10.0.0.22"))
+}
+
+// watchInBackground runs r.Watch until the test ends, and fails the test
+// if it returns an error.
+func watchInBackground(t *testing.T, r *Reloader) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Watch(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-	}()
-	mac := mustMAC(t, "52:54:00:00:00:01")
-	netnstest.WaitFor(t, "the change made before Watch", func() bool {
-		got := h.Load().Lookup("x", mac)
-		return len(got) == 1 && got[0] == ip4("10.0.0.22")
 	})
+}
+
+// tableSays reports whether h's table maps mac to the one address ip.
+func tableSays(h *Holder, mac rarp.MAC, ip string) func() bool {
+	return func() bool {
+		got := h.Load().Lookup("x", mac)
+		return len(got) == 1 && got[0] == ip4(ip)
+	}
 }
 
 func TestWatchReloadsOnChange(t *testing.T) {
@@ -459,22 +469,9 @@ func TestWatchReloadsOnChange(t *testing.T) {
 	if err := r.Reload(context.Background(), "start"); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Watch(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	watchInBackground(t, r)
 	mac := mustMAC(t, "52:54:00:00:00:01")
-	ipIs := func(s string) func() bool {
-		return func() bool {
-			got := h.Load().Lookup("x", mac)
-			return len(got) == 1 && got[0] == ip4(s)
-		}
-	}
+	ipIs := func(s string) func() bool { return tableSays(h, mac, s) }
 	time.Sleep(50 * time.Millisecond) // let the watcher start
 
 	// Written in place.

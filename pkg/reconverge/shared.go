@@ -405,7 +405,7 @@ func (h *hub) attach() {
 	h.attaching = true
 	upto := h.gen
 	prog, cov, err := h.program(nil)
-	if err == nil && !equalProgs(prog, h.filter) {
+	if err == nil && !slices.Equal(prog, h.filter) {
 		h.pending = cov
 		h.mu.Unlock()
 		if beforeAttach != nil {
@@ -424,18 +424,6 @@ func (h *hub) attach() {
 		h.filter, h.passes, h.done = prog, cov, upto
 	}
 	h.attached.Broadcast()
-}
-
-func equalProgs(a, b []bpf.RawInstruction) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // read demultiplexes the socket's frames to the watches of their MAC
