@@ -60,12 +60,15 @@ type Entry struct {
 // safe for concurrent use.
 type Repairer struct {
 	nl      *netlink.Handle
-	get     map[int]*nl.SocketHandle // for single-entry lookups, which the netlink package lacks
+	neigh   *neighConn // the lookup of one entry and the deletions
 	metrics *Metrics
 	links   Links // nil: every link is looked up by netlink
 
 	forceDump bool         // tests: take the VLAN-filtering path on this kernel, which has none
 	getLinks  atomic.Int64 // tests: RTM_GETLINK requests made
+	// library, set by tests: look up and delete through the netlink
+	// package, the way before neighConn (BenchmarkRepair compares them).
+	library map[int]*nl.SocketHandle
 }
 
 // Links is a view of the namespace's links that netlink notifications keep
@@ -104,16 +107,19 @@ func New(ns *netns.NsHandle, m *Metrics) (*Repairer, error) {
 		h.Close()
 		return nil, fmt.Errorf("fdb: netlink: %w", err)
 	}
-	tv := nl.SocketTimeoutTv
-	_ = s.SetReceiveTimeout(&tv)
-	_ = s.SetSendTimeout(&tv)
-	return &Repairer{nl: h, get: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}, metrics: m}, nil
+	c, err := newNeighConn(s)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &Repairer{nl: h, neigh: c, metrics: m}, nil
 }
 
 // Close releases the Repairer's sockets.
 func (r *Repairer) Close() {
 	r.nl.Close()
-	for _, sh := range r.get {
+	_ = r.neigh.Close()
+	for _, sh := range r.library {
 		sh.Close()
 	}
 }
@@ -167,13 +173,7 @@ func (r *Repairer) repair(bridge string, mac rarp.MAC, ownPort string) ([]Entry,
 	var removed []Entry
 	var errs []error
 	for _, n := range stale {
-		err := r.nl.NeighDel(&netlink.Neigh{
-			LinkIndex:    n.LinkIndex,
-			Family:       unix.AF_BRIDGE,
-			Flags:        netlink.NTF_MASTER, // the bridge's table, not the port's own
-			HardwareAddr: n.HardwareAddr,
-			Vlan:         n.Vlan,
-		})
+		err := r.del(n)
 		port := r.portName(n.LinkIndex)
 		switch {
 		case err == nil:
@@ -296,8 +296,11 @@ func (r *Repairer) lookup(br bridgeLink, mac rarp.MAC) ([]netlink.Neigh, error) 
 
 // getOne asks the bridge with index bridge for its VLAN 0 entry for mac.
 func (r *Repairer) getOne(bridge int, mac rarp.MAC) ([]netlink.Neigh, error) {
+	if r.library == nil {
+		return r.neigh.get(bridge, mac)
+	}
 	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
-	req.Sockets = r.get
+	req.Sockets = r.library
 	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE})
 	req.AddData(nl.NewRtAttr(netlink.NDA_MASTER, nl.Uint32Attr(uint32(bridge))))
 	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac[:]))
@@ -317,6 +320,20 @@ func (r *Repairer) getOne(bridge int, mac rarp.MAC) ([]netlink.Neigh, error) {
 		out = append(out, *n)
 	}
 	return out, nil
+}
+
+// del deletes the bridge's entry n.
+func (r *Repairer) del(n netlink.Neigh) error {
+	if r.library == nil {
+		return r.neigh.del(n)
+	}
+	return r.nl.NeighDel(&netlink.Neigh{
+		LinkIndex:    n.LinkIndex,
+		Family:       unix.AF_BRIDGE,
+		Flags:        netlink.NTF_MASTER, // the bridge's table, not the port's own
+		HardwareAddr: n.HardwareAddr,
+		Vlan:         n.Vlan,
+	})
 }
 
 // dump lists every bridge MAC table in the namespace. A dump the kernel

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -68,10 +69,15 @@ func forwarding(t *testing.T, ns *netnstest.NS, port string) {
 type lookup struct {
 	name       string
 	dump, view bool
+	// library: the single-entry lookup and the deletions through the
+	// netlink package (a 64 KiB buffer per reply), the way before neighConn.
+	library bool
 }
 
-// lookups are every combination.
-var lookups = []lookup{{"get", false, false}, {"dump", true, false}, {"get-view", false, true}, {"dump-view", true, true}}
+// lookups are every combination, and the agent's way (get-view) through
+// the netlink package.
+var lookups = []lookup{{"get", false, false, false}, {"dump", true, false, false}, {"get-view", false, true, false}, {"dump-view", true, true, false},
+	{"get-view-library", false, true, true}}
 
 // netlinkGet is the way without VLAN filtering and without a view.
 var netlinkGet = lookups[0]
@@ -98,6 +104,13 @@ func repairer(t testing.TB, ns *netnstest.NS, m *Metrics, l lookup) *Repairer {
 	}
 	r.forceDump = l.dump
 	t.Cleanup(r.Close)
+	if l.library {
+		s, err := nl.GetNetlinkSocketAt(h, netns.None(), unix.NETLINK_ROUTE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.library = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	}
 	if l.view {
 		r.SetLinks(view(t, ns))
 	}
