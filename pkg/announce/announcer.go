@@ -145,8 +145,9 @@ type Announcer struct {
 	running map[Key]*Handle
 	links   map[Port]*link
 	pacers  map[Segment]*segmentPacer // one per segment, while a link uses it
-	runs    sync.WaitGroup
-	workers sync.WaitGroup
+	runs    sync.WaitGroup            // announces not yet ended
+	workers sync.WaitGroup            // the links' workers and the timeline's loop
+	tl      timeline
 	// firsts counts first frames queued on any link: while some wait,
 	// links hold their repeats back (see link.pop).
 	firsts atomic.Int64
@@ -186,7 +187,7 @@ func New(opts Options) *Announcer {
 	if opts.LinkIdle <= 0 {
 		opts.LinkIdle = time.Minute
 	}
-	return &Announcer{
+	a := &Announcer{
 		opts:    opts,
 		log:     opts.Logger,
 		m:       opts.Metrics,
@@ -195,6 +196,8 @@ func New(opts Options) *Announcer {
 		links:   map[Port]*link{},
 		pacers:  map[Segment]*segmentPacer{},
 	}
+	a.tl = timeline{a: a, wake: make(chan struct{}, 1)}
+	return a
 }
 
 // Errors from Announce.
@@ -210,9 +213,21 @@ type Handle struct {
 	frame  []byte
 	ctx    context.Context
 	cancel context.CancelFunc
-	items  sync.WaitGroup // frames queued and not yet sent or skipped
 	done   chan struct{}
 	start  time.Time
+
+	// pending is the timeline's hold on the announce (1 until its schedule
+	// ends or it is cancelled) plus its frames queued on the link and not
+	// yet sent or skipped; the announce ends when it falls to 0 (release).
+	pending atomic.Int64
+	// The timeline's state, owned by whoever holds the announce: the
+	// caller of timeline.advance, or the heap (under timeline.mu).
+	slots     []Slot
+	next      int       // index in slots of the next frame; len(slots): refreshing
+	refreshAt time.Time // next refresh tick, once the slots are queued
+	due       time.Time // when it leaves the heap
+	hidx      int       // index in the heap, -1 outside it
+	stopWatch func() bool
 
 	sent, failed atomic.Int64
 	first        atomic.Bool
@@ -347,11 +362,12 @@ func (a *Announcer) Announce(r Request) (*Handle, error) {
 	}
 	a.running[h.key] = h
 	a.runs.Add(1)
+	h.pending.Store(1) // the timeline's hold
 	a.mu.Unlock()
 
 	a.m.started()
 	a.log.Debug("announce started", zap.Stringer("key", h.key), zap.String("reason", r.Reason))
-	go a.run(h)
+	a.tl.start(h)
 	return h, nil
 }
 
@@ -411,61 +427,29 @@ func (a *Announcer) Close() error {
 	return nil
 }
 
-// run walks h's schedule, queueing each frame on the interface's link when
-// its slot comes.
-func (a *Announcer) run(h *Handle) {
-	defer a.runs.Done()
-	defer func() {
-		h.items.Wait()
-		a.mu.Lock()
-		if a.running[h.key] == h {
-			delete(a.running, h.key)
-		}
-		a.mu.Unlock()
-		h.cancel()
-		h.firstOutcome(ErrCancelled)
-		close(h.done)
-		a.m.finished()
-	}()
-	var timer *time.Timer
-	for i, s := range h.req.Schedule.Slots() {
-		if d := time.Until(h.start.Add(s.At)); d > 0 {
-			if timer == nil {
-				timer = time.NewTimer(d)
-				defer timer.Stop()
-			} else {
-				timer.Reset(d)
-			}
-			select {
-			case <-h.ctx.Done():
-				return
-			case <-timer.C:
-			}
-		} else if h.ctx.Err() != nil {
-			return
-		}
-		a.enqueue(h, item{h: h, slot: s, first: i == 0})
-	}
-	if h.req.Schedule.Refresh <= 0 {
+// release drops one hold on h (see Handle.pending); the last one ends the
+// announce.
+func (a *Announcer) release(h *Handle) {
+	if h.pending.Add(-1) != 0 {
 		return
 	}
-	t := time.NewTicker(h.req.Schedule.Refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.ctx.Done():
-			return
-		case <-t.C:
-			if a.refreshOff.Load() {
-				continue
-			}
-			a.enqueue(h, item{h: h, refresh: true})
-		}
+	a.mu.Lock()
+	if a.running[h.key] == h {
+		delete(a.running, h.key)
 	}
+	a.mu.Unlock()
+	h.stopWatch()
+	h.cancel()
+	h.firstOutcome(ErrCancelled)
+	close(h.done)
+	a.m.finished()
+	a.runs.Done()
 }
 
+// enqueue queues one frame of h, which the caller holds (its hold keeps
+// h running until the frame is counted in).
 func (a *Announcer) enqueue(h *Handle, it item) {
-	h.items.Add(1)
+	h.pending.Add(1)
 	it.queued = time.Now()
 	a.mu.Lock()
 	a.linkFor(h.req.Port).push(it)
@@ -538,7 +522,7 @@ func (a *Announcer) finish(it item, at time.Time, err error) {
 	if it.first {
 		h.firstOutcome(err)
 	}
-	h.items.Done()
+	a.release(h)
 }
 
 // skip drops a queued frame of a cancelled announce.
@@ -547,5 +531,5 @@ func (a *Announcer) skip(it item) {
 	if it.first {
 		it.h.firstOutcome(ErrCancelled)
 	}
-	it.h.items.Done()
+	a.release(it.h)
 }
