@@ -73,7 +73,7 @@ func vmEntries(t *testing.T, ns *netnstest.NS, port string) []int {
 // the links by netlink and from a view (the agent's uplink.Resolver, which
 // tells the bridge filters VLANs).
 func TestRepairOnlyInTheVMPortsVLANs(t *testing.T) {
-	for _, l := range []lookup{netlinkGet, {"view", false, true}} {
+	for _, l := range []lookup{netlinkGet, {name: "view", view: true}} {
 		t.Run(l.name, func(t *testing.T) { repairOnlyInTheVMPortsVLANs(t, l) })
 	}
 }
