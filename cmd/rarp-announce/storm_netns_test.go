@@ -278,19 +278,24 @@ func storm(b *testing.B, v stormVariant) {
 		if _, err := fake.EmitBatch(evs); err != nil {
 			b.Fatal(err)
 		}
+		xmlReads := func() int { return fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc) }
 		deadline := time.Now().Add(30 * time.Second)
-		for fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc) < stormDomains {
+		for xmlReads() < stormDomains {
 			if time.Now().After(deadline) {
-				b.Fatalf("only %d XML prefetches after 30s", fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc))
+				b.Fatalf("only %d XML prefetches after 30s", xmlReads())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		// The agent reads some XML at start too, so the count can pass
 		// stormDomains before the last prefetches: wait until it stops
 		// growing, or those would count as reads during the storm.
-		for n := -1; n != fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc); {
-			n = fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc)
+		for n := xmlReads(); ; {
 			time.Sleep(300 * time.Millisecond) // parsed and stored
+			m := xmlReads()
+			if m == n {
+				break
+			}
+			n = m
 		}
 	}
 	xmlBefore := fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc)

@@ -299,11 +299,8 @@ func (r *Repairer) getOne(bridge int, mac rarp.MAC) ([]netlink.Neigh, error) {
 	if r.library == nil {
 		return r.neigh.get(bridge, mac)
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
+	req := getNeighRequest(bridge, mac)
 	req.Sockets = r.library
-	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE})
-	req.AddData(nl.NewRtAttr(netlink.NDA_MASTER, nl.Uint32Attr(uint32(bridge))))
-	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac[:]))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil

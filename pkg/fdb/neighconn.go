@@ -20,13 +20,12 @@ import (
 // neighConn makes the two requests of a repair on a bridge without VLAN
 // filtering, "the entry of this MAC" (RTM_GETNEIGH) and "delete this entry"
 // (RTM_DELNEIGH), on one NETLINK_ROUTE socket with one receive buffer it
-// keeps. The netlink package receives every reply into a fresh 64 KiB
-// buffer: with two replies per landed NIC, a storm of 2,000 NICs made 256 MB
-// of garbage in two seconds, and its page faults, zeroing and collections
-// were a larger share of the agent's CPU than the requests themselves
-// (BenchmarkRepair's -library variants keep that way for comparison).
-// The netlink package still serves everything else (dumps, links, VLANs),
-// which is rare or once per bridge.
+// keeps. The netlink package receives every reply into a 64 KiB array on
+// the caller's stack: each landing's goroutine, started with a small stack,
+// grew it to 128 KiB for its repair (morestack and copystack were 7.6% of
+// the agent's CPU in the storm benchmark). BenchmarkRepair's -library
+// variant keeps that way for comparison. The netlink package still serves
+// everything else (dumps, links, VLANs), which is rare or once per bridge.
 type neighConn struct {
 	mu  sync.Mutex
 	f   *os.File // non-blocking, so reads wait in the poller with a deadline
@@ -63,15 +62,10 @@ func newNeighConn(s *nl.NetlinkSocket) (*neighConn, error) {
 
 func (c *neighConn) Close() error { return c.f.Close() }
 
-// get returns the bridge's VLAN 0 entry for mac (RTM_GETNEIGH for one entry,
-// Linux 4.20+); none is not an error.
+// get returns the bridge's VLAN 0 entry for mac; none is not an error.
 func (c *neighConn) get(bridge int, mac rarp.MAC) ([]netlink.Neigh, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
-	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE})
-	req.AddData(nl.NewRtAttr(netlink.NDA_MASTER, nl.Uint32Attr(uint32(bridge))))
-	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac[:]))
 	var out []netlink.Neigh
-	err := c.do(req, func(m syscall.NetlinkMessage) error {
+	err := c.do(getNeighRequest(bridge, mac), func(m syscall.NetlinkMessage) error {
 		if m.Header.Type != unix.RTM_NEWNEIGH {
 			return nil
 		}
@@ -87,6 +81,16 @@ func (c *neighConn) get(bridge int, mac rarp.MAC) ([]netlink.Neigh, error) {
 		return nil, nil
 	}
 	return out, err
+}
+
+// getNeighRequest asks the bridge with index bridge for its VLAN 0 entry
+// for mac (RTM_GETNEIGH for one entry, Linux 4.20+).
+func getNeighRequest(bridge int, mac rarp.MAC) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
+	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE})
+	req.AddData(nl.NewRtAttr(netlink.NDA_MASTER, nl.Uint32Attr(uint32(bridge))))
+	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac[:]))
+	return req
 }
 
 // del deletes the entry the bridge (NTF_MASTER: its table, not the port's
