@@ -223,11 +223,11 @@ type Handle struct {
 	// The timeline's state, owned by whoever holds the announce: the
 	// caller of timeline.advance, or the heap (under timeline.mu).
 	slots     []Slot
-	next      int       // index in slots of the next frame; len(slots): refreshing
-	refreshAt time.Time // next refresh tick, once the slots are queued
-	due       time.Time // when it leaves the heap
-	hidx      int       // index in the heap, -1 outside it
-	stopWatch func() bool
+	next      int         // index in slots of the next frame; len(slots): refreshing
+	refreshAt time.Time   // next refresh tick, once the slots are queued
+	due       time.Time   // when it leaves the heap
+	hidx      int         // index in the heap, -1 outside it
+	stopWatch func() bool // stops timeline.cancelled from running once the announce ended
 
 	sent, failed atomic.Int64
 	first        atomic.Bool
