@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,19 @@ func openFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// fdTargets is what each open file descriptor points at (socket:[inode],
+// anon_inode:[eventpoll], a path), to name the one a failing fd check found.
+func fdTargets() map[string]string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	out := map[string]string{}
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			out[e.Name()] = target
+		}
+	}
+	return out
 }
 
 // heapInuse is the live heap (after the GC of settle).
@@ -243,6 +257,7 @@ func TestSoak(t *testing.T) {
 	round(0) // warm-up: links opened, pools filled
 	settle()
 	g0, fd0, rss0, heap0 := runtime.NumGoroutine(), openFDs(t), rssKB(t), heapInuse()
+	fds0 := fdTargets()
 
 	// The restarts, at random moments of the next rounds.
 	stop := make(chan struct{})
@@ -285,6 +300,16 @@ func TestSoak(t *testing.T) {
 	}
 	if fd1 > fd0 {
 		t.Errorf("file descriptors grew from %d to %d", fd0, fd1)
+		// Which: the new descriptors, and every goroutine (one holding
+		// the new socket is likely among them).
+		for fd, target := range fdTargets() {
+			if fds0[fd] != target {
+				t.Logf("fd %s -> %s (new since the warm-up)", fd, target)
+			}
+		}
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Logf("goroutines:\n%s", stacks.String())
 	}
 	if raceEnabled {
 		// RSS under -race is the detector's; the Go heap is the agent's.
