@@ -115,6 +115,37 @@ type landing struct {
 	cancel  context.CancelCauseFunc // ErrSuperseded, ErrDomainLeft or nil (agent stops)
 	mu      sync.Mutex
 	macs    []rarp.MAC
+	ended   bool // by end: the landing registers nothing more
+}
+
+// end stops the landing (the domain left, or a newer landing of it took
+// its place) and returns the MACs it planned. From then on the landing
+// registers nothing (register): a landing that was still reading the
+// domain's XML would otherwise put the domain back into the failover
+// registry and start its address learners after the cleanup of its
+// departure, and a later uplink event would announce a MAC that no longer
+// runs here.
+func (l *landing) end(cause error) []rarp.MAC {
+	l.mu.Lock()
+	l.ended = true
+	macs := l.macs
+	l.mu.Unlock()
+	l.cancel(cause)
+	return macs
+}
+
+// register runs fn (the landing's entries in the failover registry and
+// the IP follower) under l.mu unless the landing ended; it reports
+// whether fn ran. Whoever ends a landing cleans up after end returns, so
+// what fn registers is either cleaned up or never registered.
+func (l *landing) register(fn func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return false
+	}
+	fn()
+	return true
 }
 
 // New returns an agent.
@@ -174,6 +205,20 @@ func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
 // Handle acts on one event: a landing starts (superseding one in progress
 // for the same domain), a cancel stops the domain's landing and announces.
 func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
+	var left *landing
+	if ev.Kind == libvirtwatch.Cancel {
+		// First the domain's landing in progress ends, so that nothing
+		// it registers afterwards undoes the cleanups below (the
+		// registry's, the IP follower's).
+		a.mu.Lock()
+		left = a.landings[ev.Domain.UUID]
+		delete(a.landings, ev.Domain.UUID)
+		a.mu.Unlock()
+	}
+	var macs []rarp.MAC
+	if left != nil {
+		macs = left.end(ErrDomainLeft)
+	}
 	if gone := a.reg.observe(ev); gone != nil {
 		// Re-announces after an uplink event are no landing's: stop them
 		// here (a no-op when none runs).
@@ -204,7 +249,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		a.wg.Add(1)
 		a.mu.Unlock()
 		if old != nil {
-			old.cancel(ErrSuperseded)
+			old.end(ErrSuperseded)
 		}
 		go func() {
 			defer a.wg.Done()
@@ -236,17 +281,9 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		}
 		a.d.IP.Release(ev.Domain.UUID)
 		a.d.Reconv.endPremature(ev.Domain.UUID, time.Time{}, a.log)
-		a.mu.Lock()
-		l := a.landings[ev.Domain.UUID]
-		delete(a.landings, ev.Domain.UUID)
-		a.mu.Unlock()
-		if l == nil {
+		if left == nil {
 			return
 		}
-		l.cancel(ErrDomainLeft)
-		l.mu.Lock()
-		macs := l.macs
-		l.mu.Unlock()
 		n := 0
 		for _, m := range macs {
 			for _, st := range a.strategies {
@@ -260,7 +297,7 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 func (a *Agent) cancelAll() {
 	a.mu.Lock()
 	for k, l := range a.landings {
-		l.cancel(nil)
+		l.end(nil)
 		delete(a.landings, k)
 	}
 	a.mu.Unlock()

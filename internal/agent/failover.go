@@ -101,6 +101,9 @@ const registryReaders = 8
 type registry struct {
 	mu   sync.Mutex
 	doms map[string]*known // by UUID
+	// departed: the domains gone (observe) since the refresh in
+	// progress took its list; it does not register them.
+	departed map[string]bool
 
 	refreshMu sync.Mutex // one refresh at a time
 	kick      chan struct{}
@@ -145,6 +148,9 @@ func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 	case ev.Gone():
 		gone = r.doms[ev.Domain.UUID]
 		delete(r.doms, ev.Domain.UUID)
+		if r.departed != nil {
+			r.departed[ev.Domain.UUID] = true
+		}
 		return gone
 	case ev.Kind == libvirtwatch.Landed:
 		if k := r.doms[ev.Domain.UUID]; k != nil {
@@ -185,7 +191,7 @@ func (a *Agent) landed(ev libvirtwatch.Event, dom *domxml.Domain, s Settings) {
 		a.reg.refreshSoon()
 		return
 	}
-	k := a.knownFrom(ev.Domain, ev.DomainID, dom, s)
+	k, _ := a.knownFrom(ev.Domain, ev.DomainID, dom, s) // the landing starts the learners (IP.Landed)
 	a.reg.mu.Lock()
 	a.reg.doms[ev.Domain.UUID] = k
 	a.reg.mu.Unlock()
@@ -294,6 +300,17 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 	r := a.reg
 	r.refreshMu.Lock()
 	defer r.refreshMu.Unlock()
+	// A domain that goes from now on, while its XML is read, is not
+	// registered: observe dropped it already and the caller released
+	// its learners, which registering would undo.
+	r.mu.Lock()
+	r.departed = map[string]bool{}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.departed = nil
+		r.mu.Unlock()
+	}()
 	running, err := lister.RunningDomains(ctx)
 	if err != nil {
 		return nil, err
@@ -323,13 +340,16 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			k := a.readKnown(ctx, d, s)
+			k, learn := a.readKnown(ctx, d, s)
 			if k == nil {
 				return
 			}
 			r.mu.Lock()
-			r.doms[d.Domain.UUID] = k
-			r.mu.Unlock()
+			defer r.mu.Unlock()
+			if !r.departed[d.Domain.UUID] {
+				r.doms[d.Domain.UUID] = k
+				learn() // under r.mu: ordered before a departure's release
+			}
 		}()
 	}
 	wg.Wait()
@@ -352,25 +372,30 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 // readKnown reads and plans one running domain's NICs and starts watching
 // where they leave; nil if its XML cannot be read (it stopped meanwhile,
 // or libvirt failed: logged, tried again at the next refresh).
-func (a *Agent) readKnown(ctx context.Context, d libvirtwatch.RunningDomain, s Settings) *known {
+func (a *Agent) readKnown(ctx context.Context, d libvirtwatch.RunningDomain, s Settings) (*known, func()) {
 	xml, err := a.d.Libvirt.DomainXML(ctx, d.Domain)
+	if testHookXMLRead != nil {
+		testHookXMLRead(xmlReadRegistry, d.Domain)
+	}
 	if err != nil {
 		a.log.Debug("registry: cannot read live XML", zap.String("domain", d.Domain.Name), zap.Error(err))
-		return nil
+		return nil, nil
 	}
 	dom, _ := domxml.Parse(xml) // invalid NICs are left out, as at landing
 	if dom == nil {
-		return nil
+		return nil, nil
 	}
 	return a.knownFrom(d.Domain, d.ID, dom, s)
 }
 
 // knownFrom plans a running domain's NICs (the QEMU process id) and starts
-// watching where its NICs' frames leave.
-func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Domain, s Settings) *known {
-	k := &known{ref: ref, id: id}
+// watching where its NICs' frames leave. learn starts the learners on its
+// ports (ip_announce.sources.learned), for the caller to run when it
+// registers the domain.
+func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Domain, s Settings) (k *known, learn func()) {
+	k = &known{ref: ref, id: id}
 	targets := plan.Plan(dom, s.Plan)
-	a.d.IP.RunningDomain(dom, targets, a.log) // the learners (ip_announce.sources.learned)
+	learn = func() { a.d.IP.RunningDomain(dom, targets, a.log) }
 	for _, t := range targets {
 		var key string
 		switch t.Strategy {
@@ -389,7 +414,7 @@ func (a *Agent) knownFrom(ref libvirtwatch.DomainRef, id int32, dom *domxml.Doma
 		k.targets = append(k.targets, t)
 		k.via = append(k.via, key)
 	}
-	return k
+	return k, learn
 }
 
 // whereLeaves returns t's watch key and starts watching it.

@@ -2,14 +2,18 @@ package agent_test
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -315,5 +319,110 @@ func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
 	}
 	if n := h.frames.count(d.macs[0]); n != 0 {
 		t.Errorf("%d frames sent: warming must send nothing", n)
+	}
+}
+
+// A domain leaves (STOPPED) while its landing, and a refresh of the
+// failover registry, are between reading its XML and registering what they
+// read: neither registers anything after the departure's cleanup. The
+// registry does not keep the departed domain (until its next refresh), no
+// learner watches its port (the IP follower; found as a socket and
+// goroutine left over in TestSoak), and an uplink event announces the
+// domain running beside it but not the departed MAC (the failover path
+// lists the running domains again at the event, so this held before too).
+func TestLeftWhileReadingRegistersNothing(t *testing.T) {
+	var a, d domain
+	var guest *netnstest.Tap
+	entered := map[string]chan struct{}{agent.XMLReadLanding: make(chan struct{}), agent.XMLReadRegistry: make(chan struct{})}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	// Set before the agent starts and reset after it stopped (cleanups
+	// run last-in first-out): the landings and refreshes read the hook.
+	old := agent.SetXMLReadHook(func(where string, ref libvirtwatch.DomainRef) {
+		if ref.Name != d.name {
+			return
+		}
+		mu.Lock()
+		if c := entered[where]; c != nil {
+			close(c)
+			entered[where] = nil
+		}
+		mu.Unlock()
+		<-release
+	})
+	t.Cleanup(func() { agent.SetXMLReadHook(old) })
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // on a failure before the release
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond,
+		config: func(c *config.Config) {
+			c.IPAnnounce.Enabled = true
+			c.IPAnnounce.Sources.Nova = false
+			c.IPAnnounce.Sources.Learned = true
+		},
+		before: func(h *host) {
+			h.tap(t, "vnet1", wired)
+			guest = h.tap(t, "vnet2", wired)
+			a = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+			d = h.newDomain(t, stateOff, 0, "vnet2")
+		}})
+	h.waitRegistry(t, 1)
+	for _, x := range []domain{a, d} {
+		h.rig.LearnOnOld(t, x.macs[0].String())
+	}
+
+	// d lands: its landing and the registry's refresh (the event made
+	// it stale) hold after reading its XML while d stops.
+	mu.Lock()
+	waits := []chan struct{}{entered[agent.XMLReadLanding], entered[agent.XMLReadRegistry]}
+	mu.Unlock()
+	h.emit(t, d, startedMigrated, resumedMigrated)
+	for i, c := range waits {
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never read the XML", []string{"the landing", "the registry's refresh"}[i])
+		}
+	}
+	h.emit(t, d, stoppedMigrated)
+	h.waitLogged(t, "announces cancelled", d.name, 5*time.Second)
+	const refreshed = "registry of running domains refreshed"
+	before := len(h.logs.FilterMessage(refreshed).All())
+	releaseOnce.Do(func() { close(release) })
+	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_nic_announces_total", "result=cancelled", "strategy=host")
+	// The held refresh listed d as running, but registers only a.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.logs.FilterMessage(refreshed).All()) <= before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if es := h.logs.FilterMessage(refreshed).All(); len(es) <= before {
+		t.Error("the held refresh never ended")
+	} else if m := es[before].ContextMap(); m["running"] != int64(2) || m["known"] != int64(1) {
+		t.Errorf("the held refresh: %v, want 2 running (listed before %s left) and 1 known", m, d.name)
+	}
+
+	// The uplink's carrier comes back: a is re-announced, d is not.
+	h.flap(t, netnstest.RigSwitchToHost)
+	h.reannounced(t, a.macs[0], uplinkFrames, 5*time.Second)
+	if n := h.frames.count(d.macs[0]); n != 0 {
+		t.Errorf("%s left before it was registered, but got %d frames", d.name, n)
+	}
+	if got := h.switchFDB(t, d.macs[0]); got != netnstest.RigSwitchToOld {
+		t.Errorf("switch moved %s's MAC to %q; it must stay on %s", d.name, got, netnstest.RigSwitchToOld)
+	}
+
+	// No learner on d's port: the guest's GARP is not learned.
+	garp, err := (&ipannounce.Frame{Kind: ipannounce.GARPRequest, MAC: d.macs[0], IP: netip.MustParseAddr("192.0.2.56")}).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := guest.Write(garp); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if es := h.logged("learned an address of the guest", d.name); len(es) != 0 {
+		t.Errorf("a learner runs on the port of %s, which left: %v", d.name, es[0].ContextMap())
 	}
 }

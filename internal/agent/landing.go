@@ -50,6 +50,17 @@ type NICResult struct {
 	Ready, Repaired time.Time
 }
 
+// testHookXMLRead, set by tests (export_test.go), runs once a landing
+// (xmlReadLanding) or a refresh of the failover registry
+// (xmlReadRegistry) read a domain's XML, before it registers anything.
+var testHookXMLRead func(where string, d libvirtwatch.DomainRef)
+
+// Where testHookXMLRead runs.
+const (
+	xmlReadLanding  = "landing"
+	xmlReadRegistry = "registry"
+)
+
 // land announces every NIC of a landed domain. force overrides the
 // strategy (manual announce). It returns once each NIC's announce has
 // started or failed; port watching goes on in the background until the
@@ -65,10 +76,13 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	ev := l.ev
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
 	dom, prefetched := a.domain(ctx, ev, s.ReadyTimeout, log)
-	if force == "" {
-		a.landed(ev, dom, s) // the failover registry takes the XML read here
+	if testHookXMLRead != nil {
+		testHookXMLRead(xmlReadLanding, ev.Domain)
 	}
 	if dom == nil {
+		if force == "" {
+			a.landed(ev, nil, s) // the registry refreshes from libvirt instead
+		}
 		return nil
 	}
 	opts := s.Plan
@@ -76,12 +90,19 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		opts.Force = force
 	}
 	targets := plan.Plan(dom, opts)
-	l.mu.Lock()
-	for _, t := range targets {
-		l.macs = append(l.macs, t.NIC.MAC)
-	}
-	l.mu.Unlock()
-	a.d.IP.Landed(dom, targets, log)
+	// What the landing registers, unless the domain left (or a newer
+	// landing took over) while its XML was read: the departure's
+	// cleanup ran already and would not undo it. The landing goes on
+	// with its context cancelled: its NICs count as cancelled.
+	l.register(func() {
+		for _, t := range targets {
+			l.macs = append(l.macs, t.NIC.MAC)
+		}
+		if force == "" {
+			a.landed(ev, dom, s) // the failover registry takes the XML read here
+		}
+		a.d.IP.Landed(dom, targets, log)
+	})
 	log.Info("landed", zap.Time("received", ev.Received), zap.String("event", ev.Name()), zap.Bool("resync", ev.Resync),
 		zap.Int("nics", len(targets)), zap.Bool("prefetched", prefetched), zap.Duration("plan_lag", time.Since(ev.Received)))
 

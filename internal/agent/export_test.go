@@ -1,0 +1,16 @@
+package agent
+
+import "github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
+
+// Where the XML-read hook runs.
+const (
+	XMLReadLanding  = xmlReadLanding
+	XMLReadRegistry = xmlReadRegistry
+)
+
+// SetXMLReadHook makes every landing and registry refresh call fn once a
+// domain's XML is read (nil: none); it returns the hook it replaced.
+func SetXMLReadHook(fn func(where string, d libvirtwatch.DomainRef)) (old func(string, libvirtwatch.DomainRef)) {
+	old, testHookXMLRead = testHookXMLRead, fn
+	return old
+}
