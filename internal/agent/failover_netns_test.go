@@ -324,8 +324,9 @@ func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
 
 // A domain leaves (STOPPED) while its landing, and a refresh of the
 // failover registry, are between reading its XML and registering what they
-// read: neither registers anything after the departure's cleanup. The
-// registry does not keep the departed domain (until its next refresh), no
+// read: neither registers anything after the departure's cleanup, and the
+// landing, going on cancelled, does not repair the bridge. The registry
+// does not keep the departed domain (until its next refresh), no
 // learner watches its port (the IP follower; found as a socket and
 // goroutine left over in TestSoak), and an uplink event announces the
 // domain running beside it but not the departed MAC (the failover path
@@ -398,6 +399,12 @@ func TestLeftWhileReadingRegistersNothing(t *testing.T) {
 		t.Error("the held refresh never ended")
 	} else if m := es[before].ContextMap(); m["running"] != int64(2) || m["known"] != int64(1) {
 		t.Errorf("the held refresh: %v, want 2 running (listed before %s left) and 1 known", m, d.name)
+	}
+
+	// The landing went on with its context cancelled: no FDB repair
+	// (d's entry on the uplink is right again).
+	if es := h.logged("removed stale bridge entries", d.name); len(es) != 0 {
+		t.Errorf("the cancelled landing of %s repaired the bridge: %v", d.name, es[0].ContextMap())
 	}
 
 	// The uplink's carrier comes back: a is re-announced, d is not.

@@ -349,6 +349,12 @@ func (a *Agent) portChanged(ctx context.Context, l Landing, t plan.Target, log *
 // the landing counts as started; the repair's lag behind the first frame
 // is observed (rarp_announce_fdb_repair_after_first_frame_seconds).
 func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) ([]*announce.Handle, error) {
+	if ctx.Err() != nil {
+		// The domain left (or a newer landing took over) first: the
+		// bridge's entry for its MAC on the uplink is right again, and
+		// removing it would only make the bridge flood its traffic.
+		return nil, context.Cause(ctx)
+	}
 	var repaired chan time.Time
 	if t.RepairFDB {
 		repaired = make(chan time.Time, 1)
