@@ -179,9 +179,12 @@ func (a *Agent) current() Settings {
 }
 
 // Run handles events until ctx is done or events closes, then waits for the
-// landings in progress to stop.
+// landings in progress to stop and stops the address learners.
 func (a *Agent) Run(ctx context.Context, events <-chan libvirtwatch.Event) {
-	defer a.wg.Wait()
+	defer func() {
+		a.wg.Wait() // no landing or refresh starts a learner after this
+		a.d.IP.stopLearners()
+	}()
 	a.wg.Add(4)
 	go func() { defer a.wg.Done(); a.refreshLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.warmLoop(ctx) }()

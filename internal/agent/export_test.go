@@ -14,3 +14,18 @@ func SetXMLReadHook(fn func(where string, d libvirtwatch.DomainRef)) (old func(s
 	old, testHookXMLRead = testHookXMLRead, fn
 	return old
 }
+
+// Learners lists the IP follower's running learners as "mac dev domain".
+func (a *Agent) Learners() []string {
+	f := a.d.IP
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for mac, l := range f.learns {
+		out = append(out, mac.String()+" "+l.dev+" "+l.domain)
+	}
+	return out
+}

@@ -102,6 +102,8 @@ type IPFollower struct {
 
 	// wg counts the runs (frames and guest asks) in progress: Wait.
 	wg sync.WaitGroup
+	// learning counts the learners' goroutines: stopLearners.
+	learning sync.WaitGroup
 
 	mu      sync.Mutex
 	nics    map[rarp.MAC]ipNIC
@@ -305,7 +307,9 @@ func (f *IPFollower) learn(dom *domxml.Domain, t plan.Target, log *zap.Logger) {
 		log.Info("learned an address of the guest", zap.Stringer("ip", e.IP), zap.Stringer("proto", e.Proto))
 		f.carry.changed(d)
 	}
+	f.learning.Add(1)
 	go func() {
+		defer f.learning.Done()
 		defer func() {
 			f.mu.Lock()
 			if f.learns[mac] == lr {
@@ -324,6 +328,22 @@ func (f *IPFollower) learn(dom *domxml.Domain, t plan.Target, log *zap.Logger) {
 			log.Warn("learning the guest's addresses stopped", zap.String("port", t.Port), zap.Error(err))
 		}
 	}()
+}
+
+// stopLearners stops every learner and waits for them to close their
+// sockets: the agent stops (a learner otherwise lives until its domain's
+// Release, and its socket keeps its network namespace alive).
+func (f *IPFollower) stopLearners() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	for mac, l := range f.learns {
+		l.cancel()
+		delete(f.learns, mac)
+	}
+	f.mu.Unlock()
+	f.learning.Wait()
 }
 
 // Release forgets the NICs of a domain that stopped or left this host,

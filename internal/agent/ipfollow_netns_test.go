@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -354,5 +355,33 @@ func TestIPLearnedFromTheGuest(t *testing.T) {
 	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_request", "result=sent")
 	if n := h.metric(t, "rarp_announce_ip_addresses_total", "source=learned"); n != 1 {
 		t.Errorf("ip_addresses_total{source=learned} = %v, want 1", n)
+	}
+}
+
+// The agent stops while a domain runs here: its learner stops too and
+// closes its socket (which would otherwise keep the port's network
+// namespace alive, and in a test process outlive its test).
+func TestAgentStopStopsTheLearners(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.IPAnnounce.Enabled = true
+		c.IPAnnounce.Sources.Nova = false
+		c.IPAnnounce.Sources.Learned = true
+	}})
+	h.tap(t, "vnetstop", wired)
+	d := h.newDomain(t, stateOff, 0, "vnetstop")
+	h.land(t, d)
+	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
+	if ls := h.agent.Learners(); len(ls) != 1 {
+		t.Fatalf("learners while %s runs: %v, want 1", d.name, ls)
+	}
+	h.cancel()
+	<-h.done
+	if ls := h.agent.Learners(); len(ls) != 0 {
+		t.Errorf("learners after the agent stopped: %v", ls)
+	}
+	var stacks strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+	if strings.Contains(stacks.String(), "ipsource.(*Learner).Run") {
+		t.Errorf("a learner still runs after the agent stopped:\n%s", stacks.String())
 	}
 }

@@ -1,7 +1,7 @@
 package agent_test
 
 import (
-	"github.com/rarp-announce/rarp-announce/internal/config"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/mdlayher/packet"
 
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -98,6 +99,24 @@ func fdTargets() map[string]string {
 		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
 			out[e.Name()] = target
 		}
+	}
+	return out
+}
+
+// goroutineGroups counts the goroutines by stack (pprof's debug=1 text:
+// a group's first line "N @ pcs" and its frames), to name what a failing
+// goroutine or fd check found more of.
+func goroutineGroups() map[string]int {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	out := map[string]int{}
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		head, frames, ok := strings.Cut(g, "\n")
+		var n int
+		if _, err := fmt.Sscanf(head, "%d @", &n); err != nil || !ok {
+			continue
+		}
+		out[frames] += n
 	}
 	return out
 }
@@ -257,7 +276,7 @@ func TestSoak(t *testing.T) {
 	round(0) // warm-up: links opened, pools filled
 	settle()
 	g0, fd0, rss0, heap0 := runtime.NumGoroutine(), openFDs(t), rssKB(t), heapInuse()
-	fds0 := fdTargets()
+	fds0, groups0 := fdTargets(), goroutineGroups()
 
 	// The restarts, at random moments of the next rounds.
 	stop := make(chan struct{})
@@ -295,6 +314,10 @@ func TestSoak(t *testing.T) {
 			t.Errorf("%s: %d frames at the switch for %d landings and re-plugs, want %d (one burst each)", d.name, got, bursts[d.macs[0]], want)
 		}
 	}
+	// Every domain left: no learner may still watch a port.
+	if ls := h.agent.Learners(); len(ls) != 0 {
+		t.Errorf("learners still running after every domain left: %v", ls)
+	}
 	if g1 > g0+3 {
 		t.Errorf("goroutines grew from %d to %d", g0, g1)
 	}
@@ -307,9 +330,15 @@ func TestSoak(t *testing.T) {
 				t.Logf("fd %s -> %s (new since the warm-up)", fd, target)
 			}
 		}
-		var stacks strings.Builder
-		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
-		t.Logf("goroutines:\n%s", stacks.String())
+	}
+	if fd1 > fd0 || g1 > g0 {
+		// Which goroutines are more than after the warm-up (one
+		// holding the new socket is likely among them).
+		for frames, n := range goroutineGroups() {
+			if n > groups0[frames] {
+				t.Logf("%d goroutines (%d after the warm-up):\n%s", n, groups0[frames], frames)
+			}
+		}
 	}
 	if raceEnabled {
 		// RSS under -race is the detector's; the Go heap is the agent's.
