@@ -28,44 +28,16 @@ exit code is 1 when nothing answered.
 `
 
 func runQuery(ctx context.Context, env *Env, args []string) int {
-	fs := flagSet(env, "query", "--interface IF [--mac MAC] [--timeout D] [--count N]", queryExamples)
-	var (
-		ifname  string
-		macStr  string
-		timeout time.Duration
-		count   int
-	)
-	fs.StringVar(&ifname, "interface", "", "interface to ask on (required)")
-	fs.StringVar(&ifname, "i", "", "short for --interface")
-	fs.StringVar(&macStr, "mac", "", "MAC to ask about (default: the interface's own)")
-	fs.DurationVar(&timeout, "timeout", time.Second, "how long to collect answers after each request")
-	fs.IntVar(&count, "count", 1, "requests to send, one after the other")
-	if code, ok := parse(env, fs, args); !ok {
+	q, code, ok := parseQuery(env, args)
+	if !ok {
 		return code
 	}
-	switch {
-	case ifname == "":
-		return usageErr(env, "query", "--interface is required")
-	case timeout <= 0:
-		return usageErr(env, "query", "--timeout must be positive")
-	case count < 1:
-		return usageErr(env, "query", "--count must be at least 1")
-	}
-	var target rarp.MAC
-	if macStr != "" {
-		var err error
-		if target, err = rarp.ParseMAC(macStr); err != nil {
-			return usageErr(env, "query", "--mac: "+err.Error())
-		}
-		if err := target.ValidateUnicast(); err != nil {
-			return usageErr(env, "query", "--mac: "+err.Error())
-		}
-	}
+	ifname, target, timeout, count := q.ifname, q.target, q.timeout, q.count
 	ifi, own, err := ownMAC(ifname)
 	if err != nil {
 		return failure(env, "query", err)
 	}
-	if macStr == "" {
+	if target.IsZero() { // no --mac (a zero --mac is refused)
 		target = own
 	}
 
@@ -97,6 +69,46 @@ func runQuery(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// queryArgs are query's flags, checked.
+type queryArgs struct {
+	ifname  string
+	target  rarp.MAC // zero: the interface's own
+	timeout time.Duration
+	count   int
+}
+
+// parseQuery parses query's flags; !ok: exit with code (usage, help).
+func parseQuery(env *Env, args []string) (q queryArgs, code int, ok bool) {
+	fs := flagSet(env, "query", "--interface IF [--mac MAC] [--timeout D] [--count N]", queryExamples)
+	var macStr string
+	fs.StringVar(&q.ifname, "interface", "", "interface to ask on (required)")
+	fs.StringVar(&q.ifname, "i", "", "short for --interface")
+	fs.StringVar(&macStr, "mac", "", "MAC to ask about (default: the interface's own)")
+	fs.DurationVar(&q.timeout, "timeout", time.Second, "how long to collect answers after each request")
+	fs.IntVar(&q.count, "count", 1, "requests to send, one after the other")
+	if code, ok := parse(env, fs, args); !ok {
+		return q, code, false
+	}
+	switch {
+	case q.ifname == "":
+		return q, usageErr(env, "query", "--interface is required"), false
+	case q.timeout <= 0:
+		return q, usageErr(env, "query", "--timeout must be positive"), false
+	case q.count < 1:
+		return q, usageErr(env, "query", "--count must be at least 1"), false
+	}
+	if macStr != "" {
+		var err error
+		if q.target, err = rarp.ParseMAC(macStr); err != nil {
+			return q, usageErr(env, "query", "--mac: "+err.Error()), false
+		}
+		if err := q.target.ValidateUnicast(); err != nil {
+			return q, usageErr(env, "query", "--mac: "+err.Error()), false
+		}
+	}
+	return q, 0, true
 }
 
 // ownMAC returns the interface, which must exist and be up, and its MAC.
