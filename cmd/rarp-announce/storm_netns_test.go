@@ -135,6 +135,10 @@ func BenchmarkStorm(b *testing.B) {
 		// the migration's start to its landing).
 		{name: "prefetch-uplink-watches-only", prefetch: true, spread: stormSpread, config: "reconvergence:\n  premature_margin: 0s\n"},
 		{name: "prefetch-tap-watches-only", prefetch: true, spread: stormSpread, config: "reconvergence:\n  window: 0s\n  stale_window: 0s\n"},
+		// Without the port watches after landing (readiness.watch_window
+		// 0s; 2 minutes by default): a goroutine per NIC waiting for a
+		// re-plug, 2,000 in the storm.
+		{name: "prefetch-no-port-watch", prefetch: true, spread: stormSpread, config: "readiness:\n  watch_window: 0s\n"},
 		{name: "xml-at-landing", spread: stormSpread},
 		{name: "all-at-once", prefetch: true},
 		// What the FDB repair adds on the critical path.
@@ -369,6 +373,10 @@ func storm(b *testing.B, v stormVariant) {
 	const lagH = "rarp_announce_fdb_repair_after_first_frame_seconds"
 	lagN, lagFirst, lag5, lagSum := d.metric(lagH+"_count"), d.metric(lagH+`_bucket{le="0"}`), d.metric(lagH+`_bucket{le="0.005"}`), d.metric(lagH+"_sum")
 	fallbacks := d.metric(`rarp_announce_uplink_fallbacks_total{reason="unreadable"}`)
+	// The goroutines left once the frames are out: each waits for
+	// something (the watches' windows, a port's re-plug window, the
+	// domain's departure), and each stack is memory the GC scans.
+	goroutines := d.metric("go_goroutines")
 	if code, _ := d.stop(); code != 0 {
 		b.Errorf("agent exit %d after SIGTERM", code)
 	}
@@ -483,8 +491,8 @@ func storm(b *testing.B, v stormVariant) {
 	b.Logf("FDB repair vs first frame (the agent's histogram): %v NICs, the repair ended first for %v, within 5 ms after it for %v, mean lag %.2f ms; uplink fallbacks (unreadable) %v",
 		lagN, lagFirst, lag5, 1000*lagSum/max(lagN, 1), fallbacks)
 	b.Logf("NICs started %v, FDB entries removed %v, XML reads during the storm %d; agent config: %q", started, removed, xmlCalls, config)
-	b.Logf("agent: CPU %v during the storm (user %v, system %v: %.1f µs per frame), peak RSS %.1f MiB (RSS now %.1f MiB), %d threads",
-		cpu, user, system, float64(system.Microseconds())/float64(max(total, 1)), float64(hwm)/(1<<20), float64(rss)/(1<<20), threads)
+	b.Logf("agent: CPU %v during the storm (user %v, system %v: %.1f µs per frame), peak RSS %.1f MiB (RSS now %.1f MiB), %d threads, %v goroutines after the storm",
+		cpu, user, system, float64(system.Microseconds())/float64(max(total, 1)), float64(hwm)/(1<<20), float64(rss)/(1<<20), threads, goroutines)
 	b.Logf("machine: %d CPUs, %v of %v CPU time busy during the storm (the agent's share %v; the rest is this test's fake libvirtd and captures, and whatever else runs); load average before: %s",
 		runtime.NumCPU(), busy1-busy0, all1-all0, cpu, load)
 	if missing > 0 {

@@ -69,8 +69,10 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	defer func() {
 		if force == "" {
 			// A landing stays registered while its ports are watched, so
-			// a cancel can still reach it; forget it afterwards.
-			go func() { <-ctx.Done(); a.forget(l) }()
+			// a cancel can still reach it; forget it afterwards (no
+			// goroutine waits for that: a landing storm would keep one per
+			// domain).
+			context.AfterFunc(ctx, func() { a.forget(l) })
 		}
 	}()
 	ev := l.ev
