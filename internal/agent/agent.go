@@ -36,8 +36,9 @@ type Ports interface {
 	// WaitReady returns once port exists, is attached to master (if not
 	// empty) and is up, or an error naming what is missing.
 	WaitReady(ctx context.Context, port, master string, timeout time.Duration) (portwatch.State, error)
-	// Watch reports re-attachment or down/up of port within window.
-	Watch(ctx context.Context, port, master string, window time.Duration) <-chan portwatch.Change
+	// WatchFunc calls fn for each re-attachment or down/up of port
+	// within window, one at a time, and onEnd after the last.
+	WatchFunc(ctx context.Context, port, master string, window time.Duration, fn func(portwatch.Change), onEnd func())
 }
 
 // FDB removes a bridge's stale entries for a MAC (fdb.Repairer).

@@ -15,6 +15,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -295,13 +296,11 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 		// Announce again if the port is re-wired soon after landing
 		// (os-vif/Neutron re-plug, a bridge rebuilt): frames sent
 		// before that went nowhere.
+		// No goroutine waits for that (two minutes by default, one per
+		// NIC): portChanged runs when a change comes.
 		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			for range a.d.Ports.Watch(ctx, t.Port, t.Master, s.WatchWindow) {
-				a.portChanged(ctx, l, t, log)
-			}
-		}()
+		a.d.Ports.WatchFunc(ctx, t.Port, t.Master, s.WatchWindow,
+			func(portwatch.Change) { a.portChanged(ctx, l, t, log) }, a.wg.Done)
 	}
 	return NICResult{Target: t, Result: ResultStarted, Handles: hs, Ready: ready, Repaired: repaired}
 }

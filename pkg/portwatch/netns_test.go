@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -700,5 +701,82 @@ func TestStartsWithNetRawOnly(t *testing.T) {
 	defer st.w.Close()
 	if s, ok := st.w.State("br0"); !ok || s.Kind != "bridge" {
 		t.Fatalf("br0 from the dump: %+v %v", s, ok)
+	}
+}
+
+// WatchFunc: each change reaches fn, one call at a time (a slow fn does
+// not overlap the next), no goroutine is parked for the watch while
+// nothing changes, and onEnd runs once, after fn's last call, when the
+// context ends.
+func TestWatchFunc(t *testing.T) {
+	ns, w := host(t, Options{})
+	readyTap(t, ns, w, "vnet0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		mu               sync.Mutex
+		got              []Change
+		inFn, overlapped bool
+	)
+	calls := make(chan struct{}, 8)
+	ended := make(chan struct{})
+	var endCount atomic.Int32
+	idle := runtime.NumGoroutine()
+	w.WatchFunc(ctx, "vnet0", "br0", time.Minute, func(c Change) {
+		mu.Lock()
+		if inFn {
+			overlapped = true
+		}
+		inFn = true
+		got = append(got, c)
+		mu.Unlock()
+		time.Sleep(300 * time.Millisecond) // the next change settles meanwhile
+		mu.Lock()
+		inFn = false
+		mu.Unlock()
+		calls <- struct{}{}
+	}, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if inFn {
+			overlapped = true
+		}
+		endCount.Add(1)
+		close(ended)
+	})
+	time.Sleep(100 * time.Millisecond)
+	if n := runtime.NumGoroutine(); n > idle {
+		t.Errorf("%d goroutines while the watch waits, %d before it", n, idle)
+	}
+
+	ns.Exec(t, "ip", "link", "set", "dev", "vnet0", "nomaster")
+	ns.Attach(t, "vnet0", "br0")
+	time.Sleep(150 * time.Millisecond) // fn is handling the re-attach
+	ns.Exec(t, "ip", "link", "set", "dev", "vnet0", "down")
+	ns.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
+	for i := range 2 {
+		select {
+		case <-calls:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("fn called %d times, want 2", i)
+		}
+	}
+	cancel()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("onEnd never ran")
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0].Cause&CauseReattached == 0 || got[1].Cause != CauseRestarted {
+		t.Errorf("changes %+v, want a re-attach then a restart", got)
+	}
+	if overlapped {
+		t.Error("fn (or onEnd) ran while fn was running")
+	}
+	if n := endCount.Load(); n != 1 {
+		t.Errorf("onEnd ran %d times", n)
 	}
 }

@@ -72,6 +72,13 @@ type watch struct {
 	window    *time.Timer
 	stopCtx   func() bool
 	ended     bool
+
+	// WatchFunc: fn handles the Changes queued in ch, in a goroutine
+	// that runs only while there are some (handling); onEnd runs once
+	// the watch ended and fn returned for the last time.
+	fn       func(Change)
+	onEnd    func()
+	handling bool
 }
 
 // Watch reports, for window from now, each time port becomes ready for
@@ -90,17 +97,38 @@ func (w *Watcher) Watch(ctx context.Context, port, master string, window time.Du
 	wa := &watch{port: port, master: master, ch: make(chan Change, changeBuffer)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.isClosed() || window <= 0 || ctx.Err() != nil {
-		close(wa.ch)
-		return wa.ch
+	w.watch(ctx, wa, window)
+	return wa.ch
+}
+
+// WatchFunc is Watch with a function instead of a channel: fn is called
+// with each Change, one at a time, and onEnd (if not nil) once the watch
+// ended and fn returned for the last time. No goroutine waits meanwhile:
+// fn runs in one started for the Changes at hand (a Watch's reader is a
+// goroutine parked for the whole window, thousands after a landing storm).
+func (w *Watcher) WatchFunc(ctx context.Context, port, master string, window time.Duration, fn func(Change), onEnd func()) {
+	if onEnd == nil {
+		onEnd = func() {}
 	}
-	s, ok := w.state(port)
+	wa := &watch{port: port, master: master, ch: make(chan Change, changeBuffer), fn: fn, onEnd: onEnd}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.watch(ctx, wa, window)
+}
+
+// watch starts wa. Called with w.mu held.
+func (w *Watcher) watch(ctx context.Context, wa *watch, window time.Duration) {
+	if w.isClosed() || window <= 0 || ctx.Err() != nil {
+		w.close(wa)
+		return
+	}
+	s, ok := w.state(wa.port)
 	switch {
 	case !ok:
 		wa.causes = CauseRecreated
 	default:
 		wa.index, wa.masterIndex = s.Index, s.MasterIndex
-		switch s.Missing(master) {
+		switch s.Missing(wa.master) {
 		case None:
 			wa.ready = true
 		case Attached:
@@ -109,10 +137,10 @@ func (w *Watcher) Watch(ctx context.Context, port, master string, window time.Du
 			wa.causes = CauseRestarted
 		}
 	}
-	set := w.watches[port]
+	set := w.watches[wa.port]
 	if set == nil {
 		set = map[*watch]struct{}{}
-		w.watches[port] = set
+		w.watches[wa.port] = set
 	}
 	set[wa] = struct{}{}
 	end := func() {
@@ -122,7 +150,42 @@ func (w *Watcher) Watch(ctx context.Context, port, master string, window time.Du
 	}
 	wa.window = time.AfterFunc(window, end)
 	wa.stopCtx = context.AfterFunc(ctx, end)
-	return wa.ch
+}
+
+// close closes wa's channel; a WatchFunc's onEnd runs now unless fn is
+// handling Changes (handle runs it after the last). Called with w.mu held.
+func (w *Watcher) close(wa *watch) {
+	close(wa.ch)
+	if wa.fn != nil && !wa.handling {
+		go wa.onEnd()
+	}
+}
+
+// handle calls a WatchFunc's fn with each queued Change until none is
+// left, then returns; after the watch's end it runs onEnd.
+func (w *Watcher) handle(wa *watch) {
+	for {
+		w.mu.Lock()
+		var c Change
+		ok, closed := false, false
+		select {
+		case c, ok = <-wa.ch:
+			closed = !ok
+		default:
+		}
+		if !ok {
+			wa.handling = false
+		}
+		w.mu.Unlock()
+		switch {
+		case closed:
+			wa.onEnd()
+			return
+		case !ok:
+			return
+		}
+		wa.fn(c)
+	}
 }
 
 // check compares the port's current state with what wa saw last, adding
@@ -192,6 +255,10 @@ func (w *Watcher) settled(wa *watch) {
 	w.m.changed(c.Cause)
 	select {
 	case wa.ch <- c:
+		if wa.fn != nil && !wa.handling {
+			wa.handling = true
+			go w.handle(wa)
+		}
 	default:
 		w.log.Debug("port change not delivered: reader behind", zap.String("port", wa.port), zap.Stringer("cause", c.Cause))
 	}
@@ -211,5 +278,5 @@ func (w *Watcher) endWatch(wa *watch) {
 	if len(set) == 0 {
 		delete(w.watches, wa.port)
 	}
-	close(wa.ch)
+	w.close(wa)
 }
