@@ -180,36 +180,77 @@ func UplinksOf(topo UplinkPorts) func(t plan.Target) []string {
 	}
 }
 
-// watchGroup is the watches of one question (one per device).
+// watchGroup is the watches of one question (one per device). No
+// goroutine waits for it: the last watch to end runs what was asked to
+// follow (then), and wait is for those that can block.
 type watchGroup struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	seen map[rarp.MAC]reconverge.Sighting // merged over devices: earliest first, frames summed
+	mu      sync.Mutex
+	seen    map[rarp.MAC]reconverge.Sighting // merged over devices: earliest first, frames summed
+	pending int                              // watches running, and watch's own hold while it starts them
+	done    chan struct{}                    // closed when pending reached 0
+	next    []func(map[rarp.MAC]reconverge.Sighting)
 }
 
 // watch opens one Watch per device over the MACs each needs and runs them
 // until deadline (or, with untilAllSeen, until each MAC was seen on that
 // device). A device that cannot be watched is logged and skipped.
 func (r *Reconv) watch(ctx context.Context, byDev map[string][]rarp.MAC, dir reconverge.Direction, deadline time.Time, untilAllSeen bool, log *zap.Logger) *watchGroup {
-	g := &watchGroup{seen: map[rarp.MAC]reconverge.Sighting{}}
+	g := &watchGroup{seen: map[rarp.MAC]reconverge.Sighting{}, pending: 1, done: make(chan struct{})}
 	for dev, macs := range byDev {
 		w, err := r.open(dev, dir, macs)
 		if err != nil {
 			log.Warn("cannot watch the network around the migration", zap.String("device", dev), zap.Stringer("direction", dir), zap.Error(err))
 			continue
 		}
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			defer w.Close()
-			ss, err := w.Run(ctx, deadline, untilAllSeen)
+		g.mu.Lock()
+		g.pending++
+		g.mu.Unlock()
+		w.Start(ctx, deadline, untilAllSeen, func(ss []reconverge.Sighting, err error) {
+			w.Close()
 			if err != nil {
 				log.Warn("watch ended early", zap.String("device", dev), zap.Error(err))
 			}
-			g.merge(ss)
-		}()
+			g.ended(ss)
+		})
 	}
+	g.ended(nil) // watch's own hold
 	return g
+}
+
+// ended merges a watch's sightings; after the last, the group is done and
+// runs what follows it.
+func (g *watchGroup) ended(ss []reconverge.Sighting) {
+	g.merge(ss)
+	g.mu.Lock()
+	g.pending--
+	if g.pending > 0 {
+		g.mu.Unlock()
+		return
+	}
+	close(g.done)
+	next := g.next
+	g.next = nil
+	seen := g.seen
+	g.mu.Unlock()
+	for _, fn := range next {
+		fn(seen)
+	}
+}
+
+// then runs fn with the sightings once every watch ended: in a goroutine
+// of its own if they did, else in the goroutine that ends the last (one
+// of the watch's, which ends with fn).
+func (g *watchGroup) then(fn func(map[rarp.MAC]reconverge.Sighting)) {
+	g.mu.Lock()
+	select {
+	case <-g.done:
+		seen := g.seen
+		g.mu.Unlock()
+		go fn(seen)
+	default:
+		g.next = append(g.next, fn)
+		g.mu.Unlock()
+	}
 }
 
 func (g *watchGroup) merge(ss []reconverge.Sighting) {
@@ -231,7 +272,7 @@ func (g *watchGroup) merge(ss []reconverge.Sighting) {
 
 // wait returns the sightings once every watch ended.
 func (g *watchGroup) wait() map[rarp.MAC]reconverge.Sighting {
-	g.wg.Wait()
+	<-g.done
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.seen
@@ -324,69 +365,73 @@ func (c *convergence) finish(a *Agent, results []NICResult) {
 		return
 	}
 	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		// When each NIC's first frame left (host strategy: its handles),
-		// and how many it sent: the schedule's end is awaited, within a
-		// bound (a refresh schedule never ends).
-		first := make([]time.Time, len(results))
-		bctx, cancel := context.WithDeadline(c.ctx, c.ev.Received.Add(max(c.r.Window, 3*time.Second)))
-		defer cancel()
-		for i, res := range results {
-			for _, h := range res.Handles {
-				select {
-				case <-h.First():
-					if h.FirstErr() == nil && first[i].IsZero() {
-						first[i] = time.Now()
-					}
-				case <-bctx.Done():
+	if c.watch == nil {
+		go func() { defer a.wg.Done(); c.record(results, nil) }()
+		return
+	}
+	// The watch's window (30 s by default) passes without a goroutine
+	// waiting for it; the last watch's end writes the record.
+	c.watch.then(func(seen map[rarp.MAC]reconverge.Sighting) { defer a.wg.Done(); c.record(results, seen) })
+}
+
+// record writes the landing's record: when each NIC's first frame left
+// (host strategy: its handles) and how many it sent (the schedule's end
+// is awaited, within a bound: a refresh schedule never ends), and what the
+// watch saw.
+func (c *convergence) record(results []NICResult, seen map[rarp.MAC]reconverge.Sighting) {
+	first := make([]time.Time, len(results))
+	bctx, cancel := context.WithDeadline(c.ctx, c.ev.Received.Add(max(c.r.Window, 3*time.Second)))
+	defer cancel()
+	for i, res := range results {
+		for _, h := range res.Handles {
+			select {
+			case <-h.First():
+				if h.FirstErr() == nil && first[i].IsZero() {
+					first[i] = h.FirstSent()
+				}
+			case <-bctx.Done():
+			}
+		}
+	}
+done:
+	for _, res := range results {
+		for _, h := range res.Handles {
+			select {
+			case <-h.Done():
+			case <-bctx.Done():
+				break done
+			}
+		}
+	}
+	rec := record.Record{
+		Kind: record.Landing, Domain: c.ev.Domain.Name, UUID: c.ev.Domain.UUID, Host: c.r.Host,
+		Event: c.ev.Name(), Trigger: c.trigger.String(), Received: c.ev.Received.UTC(), Moves: c.moves,
+	}
+	m := c.r.metrics()
+	for i, res := range results {
+		t := res.Target
+		n := record.NIC{MAC: t.NIC.MAC.String(), Strategy: string(t.Strategy), Result: res.Result,
+			PortReady: record.Since(c.ev.Received, res.Ready), FDBRepaired: record.Since(c.ev.Received, res.Repaired),
+			FirstFrame: record.Since(c.ev.Received, first[i])}
+		for _, h := range res.Handles {
+			n.Frames += h.Sent()
+		}
+		if s, ok := seen[t.NIC.MAC]; ok && t.Strategy != plan.Skip {
+			if s.Seen() {
+				n.Reconverged = record.Since(c.ev.Received, s.First)
+				if m != nil {
+					m.reconv.WithLabelValues(string(t.Strategy)).Observe(max(0, s.First.Sub(c.ev.Received).Seconds()))
+				}
+			} else {
+				n.Silent = true
+				if m != nil {
+					m.silent.WithLabelValues(string(t.Strategy)).Inc()
 				}
 			}
 		}
-		var seen map[rarp.MAC]reconverge.Sighting
-		if c.watch != nil {
-			seen = c.watch.wait()
-		}
-	done:
-		for _, res := range results {
-			for _, h := range res.Handles {
-				select {
-				case <-h.Done():
-				case <-bctx.Done():
-					break done
-				}
-			}
-		}
-		rec := record.Record{
-			Kind: record.Landing, Domain: c.ev.Domain.Name, UUID: c.ev.Domain.UUID, Host: c.r.Host,
-			Event: c.ev.Name(), Trigger: c.trigger.String(), Received: c.ev.Received.UTC(), Moves: c.moves,
-		}
-		m := c.r.metrics()
-		for i, res := range results {
-			t := res.Target
-			n := record.NIC{MAC: t.NIC.MAC.String(), Strategy: string(t.Strategy), Result: res.Result,
-				PortReady: record.Since(c.ev.Received, res.Ready), FDBRepaired: record.Since(c.ev.Received, res.Repaired),
-				FirstFrame: record.Since(c.ev.Received, first[i])}
-			for _, h := range res.Handles {
-				n.Frames += h.Sent()
-			}
-			if s, ok := seen[t.NIC.MAC]; ok && t.Strategy != plan.Skip {
-				if s.Seen() {
-					n.Reconverged = record.Since(c.ev.Received, s.First)
-					if m != nil {
-						m.reconv.WithLabelValues(string(t.Strategy)).Observe(max(0, s.First.Sub(c.ev.Received).Seconds()))
-					}
-				} else {
-					n.Silent = true
-					if m != nil {
-						m.silent.WithLabelValues(string(t.Strategy)).Inc()
-					}
-				}
-			}
-			rec.NICs = append(rec.NICs, n)
-		}
-		c.r.write(rec, c.log)
-	}()
+		rec.NICs = append(rec.NICs, n)
+	}
+	c.r.write(rec, c.log)
 }
 
 // write logs a record as one JSON line and posts it to the webhook.

@@ -39,13 +39,11 @@ func (a *Agent) depart(ctx context.Context, ev libvirtwatch.Event) {
 			g = r.watch(ctx, byDev, reconverge.To, ev.Received.Add(r.StaleWindow), false, log)
 		}
 	}
+	// The stale window passes without a goroutine waiting for it: the
+	// last watch's end writes the record.
 	a.wg.Add(1)
-	go func() {
+	write := func(seen map[rarp.MAC]reconverge.Sighting) {
 		defer a.wg.Done()
-		var seen map[rarp.MAC]reconverge.Sighting
-		if g != nil {
-			seen = g.wait()
-		}
 		rec := record.Record{Kind: record.Departure, Domain: ev.Domain.Name, UUID: ev.Domain.UUID, Host: r.Host,
 			Event: ev.Name(), Trigger: "departure", Received: ev.Received.UTC()}
 		total := 0
@@ -70,5 +68,10 @@ func (a *Agent) depart(ctx context.Context, ev libvirtwatch.Event) {
 			log.Info("no stale deliveries after the domain left", zap.Duration("window", r.StaleWindow))
 		}
 		r.write(rec, log)
-	}()
+	}
+	if g == nil {
+		go write(nil)
+		return
+	}
+	g.then(write)
 }

@@ -2,6 +2,7 @@ package reconverge_test
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -151,5 +152,81 @@ func TestSharedWatchesEndWhenTheDeviceGoes(t *testing.T) {
 	netnstest.Send(t, sw, "sw2", frame(mac(t, "52:54:00:00:00:01"), mac(t, "02:00:00:00:00:99")))
 	if got, err := c.Run(context.Background(), time.Now().Add(2*time.Second), true); err != nil || !got[0].Seen() {
 		t.Fatalf("watch on the new device: %+v, %v", got, err)
+	}
+}
+
+// Start on shared watches: no goroutine waits while they do; each ends
+// once, the right way: every MAC seen (untilAllSeen), the deadline, the
+// context, Close.
+func TestSharedWatchStart(t *testing.T) {
+	host, sw := watchRig(t)
+	var s reconverge.Shared
+	vm1, vm2 := mac(t, "52:54:00:00:00:01"), mac(t, "52:54:00:00:00:02")
+	peer := mac(t, "02:00:00:00:00:99")
+	type end struct {
+		ss  []reconverge.Sighting
+		err error
+		at  time.Time
+	}
+	start := func(w *reconverge.Watch, ctx context.Context, deadline time.Time, untilAllSeen bool) <-chan end {
+		ch := make(chan end, 2) // a second end would show
+		w.Start(ctx, deadline, untilAllSeen, func(ss []reconverge.Sighting, err error) { ch <- end{ss, err, time.Now()} })
+		return ch
+	}
+	wait := func(ch <-chan end, what string) end {
+		t.Helper()
+		select {
+		case e := <-ch:
+			select {
+			case <-ch:
+				t.Errorf("%s ended twice", what)
+			case <-time.After(100 * time.Millisecond):
+			}
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s never ended", what)
+			return end{}
+		}
+	}
+	all := openShared(t, &s, host, "upl", reconverge.To, vm1, vm2)
+	timed := openShared(t, &s, host, "upl", reconverge.To, vm1)
+	cancelled := openShared(t, &s, host, "upl", reconverge.To, vm2)
+	closed := openShared(t, &s, host, "upl", reconverge.To, vm2)
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t0 := time.Now()
+	eAll := start(all, context.Background(), t0.Add(time.Minute), true)
+	eTimed := start(timed, context.Background(), t0.Add(400*time.Millisecond), false)
+	eCancelled := start(cancelled, ctx, t0.Add(time.Minute), false)
+	eClosed := start(closed, context.Background(), t0.Add(time.Minute), false)
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines with four watches started, %d before", n, before)
+	}
+
+	netnstest.Send(t, sw, "sw", frame(vm1, peer))
+	netnstest.Send(t, sw, "sw", frame(vm2, peer))
+	e := wait(eAll, "the untilAllSeen watch")
+	if e.err != nil || len(e.ss) != 2 || !e.ss[0].Seen() || !e.ss[1].Seen() || e.at.Sub(t0) > 3*time.Second {
+		t.Errorf("untilAllSeen: %+v %v after %v, want both seen, early", e.ss, e.err, e.at.Sub(t0))
+	}
+	e = wait(eTimed, "the timed watch")
+	if e.err != nil || len(e.ss) != 1 || e.ss[0].Frames != 1 || e.at.Sub(t0) < 400*time.Millisecond {
+		t.Errorf("deadline: %+v %v after %v, want vm1 once, at the deadline", e.ss, e.err, e.at.Sub(t0))
+	}
+	cancel()
+	if e = wait(eCancelled, "the cancelled watch"); e.err != nil || len(e.ss) != 1 || e.ss[0].Frames != 1 {
+		t.Errorf("cancelled: %+v %v, want vm2 once", e.ss, e.err)
+	}
+	closed.Close()
+	if e = wait(eClosed, "the closed watch"); e.err != nil || len(e.ss) != 1 {
+		t.Errorf("closed: %+v %v", e.ss, e.err)
+	}
+
+	// Started after its end (closed first): ends at once.
+	late := openShared(t, &s, host, "upl", reconverge.To, vm1)
+	late.Close()
+	if e = wait(start(late, context.Background(), time.Now().Add(time.Minute), false), "a watch closed before Start"); e.err != nil {
+		t.Errorf("closed before Start: %v", e.err)
 	}
 }

@@ -98,6 +98,15 @@ type Watch struct {
 	endOnce   sync.Once
 	err       error
 	closeOnce sync.Once
+
+	// Start on a shared watch (guarded by mu): finish ends it, once;
+	// untilAllSeen makes the last MAC seen end it; timer and stopCtx
+	// are its deadline and context hooks, stopped by the end.
+	finish       func(error)
+	untilAllSeen bool
+	finished     bool
+	timer        *time.Timer
+	stopCtx      func() bool
 }
 
 func newWatch(dir Direction, macs []rarp.MAC) *Watch {
@@ -216,6 +225,59 @@ func (w *Watch) runShared(ctx context.Context, deadline time.Time, untilAllSeen 
 	}
 }
 
+// Start is Run without a goroutine waiting for the end: fn gets what Run
+// would have returned, once, in a goroutine of its own, when the watch
+// ends (the deadline, ctx, every MAC seen with untilAllSeen, its socket
+// failed or closed). A watch on a shared socket (Shared.Open) then costs
+// no goroutine while it waits (an agent after a landing storm holds
+// thousands of watches for their windows); one with a socket of its own
+// (Open) needs its reader, and Start runs Run in a goroutine for it.
+func (w *Watch) Start(ctx context.Context, deadline time.Time, untilAllSeen bool, fn func([]Sighting, error)) {
+	if w.hub == nil {
+		go func() { fn(w.Run(ctx, deadline, untilAllSeen)) }()
+		return
+	}
+	var once sync.Once
+	finish := func(err error) {
+		once.Do(func() {
+			go func() {
+				w.mu.Lock()
+				w.finished = true
+				t, stop := w.timer, w.stopCtx
+				w.mu.Unlock()
+				if t != nil {
+					t.Stop()
+				}
+				if stop != nil {
+					stop()
+				}
+				fn(w.Sightings(), err)
+			}()
+		})
+	}
+	w.mu.Lock()
+	w.finish, w.untilAllSeen = finish, untilAllSeen
+	all := w.missing == 0
+	w.mu.Unlock()
+	t := time.AfterFunc(time.Until(deadline), func() { finish(nil) })
+	stop := context.AfterFunc(ctx, func() { finish(nil) })
+	w.mu.Lock()
+	if w.finished { // ended meanwhile: its goroutine read no hooks
+		t.Stop()
+		stop()
+	}
+	w.timer, w.stopCtx = t, stop
+	w.mu.Unlock()
+	if untilAllSeen && all {
+		finish(nil)
+	}
+	select {
+	case <-w.done: // ended before Start
+		finish(w.err)
+	default:
+	}
+}
+
 // allSeen reports whether every MAC was seen at least once.
 func (w *Watch) allSeen() bool {
 	w.mu.Lock()
@@ -253,6 +315,9 @@ func (w *Watch) deliver(m rarp.MAC, now time.Time) {
 			default:
 			}
 		}
+		if w.missing == 0 && w.untilAllSeen && w.finish != nil {
+			w.finish(nil) // its goroutine reads the sightings
+		}
 	}
 }
 
@@ -261,6 +326,12 @@ func (w *Watch) end(err error) {
 	w.endOnce.Do(func() {
 		w.err = err
 		close(w.done)
+		w.mu.Lock()
+		finish := w.finish
+		w.mu.Unlock()
+		if finish != nil {
+			finish(err)
+		}
 	})
 }
 
