@@ -130,15 +130,13 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		byStrategy[t.Strategy] = append(byStrategy[t.Strategy], i)
 	}
 	var wg sync.WaitGroup
-	for _, name := range order {
+	for n, name := range order {
 		idx := byStrategy[name]
 		ts := make([]plan.Target, len(idx))
 		for k, i := range idx {
 			ts[k] = targets[i]
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		run := func() {
 			var rs []NICResult
 			if st := a.strategies[name]; st != nil {
 				rs = st.Announce(ctx, lnd, ts)
@@ -148,6 +146,15 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 			for k, i := range idx {
 				results[i] = rs[k]
 			}
+		}
+		if n == len(order)-1 {
+			run() // the last (most often the only) in this goroutine
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run()
 		}()
 	}
 	wg.Wait()
@@ -367,7 +374,12 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 	}
 	done := <-repaired
 	if len(hs) > 0 {
-		go a.observeRepairLag(hs[0], done)
+		select {
+		case <-hs[0].First(): // most often: no goroutine to wait for it
+			a.observeRepairLag(hs[0], done)
+		default:
+			go a.observeRepairLag(hs[0], done)
+		}
 	}
 	if err == nil && ctx.Err() != nil {
 		// The domain stopped or left during the repair: CancelMAC
