@@ -237,6 +237,9 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	r.mu.Unlock()
 	r.migrateIn(t)
 	r.waitLog(t, "QEMU announce-self accepted", 1)
+	// The landing counts its NICs once every strategy returned, after
+	// the strategy's log line.
+	qemuWait(t, func() bool { return r.nics(t, agent.ResultStarted) >= 1 }, "the NIC counted started")
 	if got := r.nics(t, agent.ResultStarted); got != 1 {
 		t.Errorf("started = %v, want 1", got)
 	}

@@ -63,6 +63,13 @@ func TestSharedWatchesShareOneSocketPerDevice(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	netnstest.Send(t, sw, "sw", frame(vm3, peer)) // after a closed: b still reads
 	netnstest.Send(t, sw, "sw", frame(vm1, peer)) // a's MAC: nobody's now
+	// The hub's reader delivers vm3's frame in its own time: close b
+	// once it did (or after a bound, and the check below fails).
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if ss := b.Sightings(); ss[1].Frames > 0 {
+			break
+		}
+	}
 	b.Close()
 	gb := <-bEnd
 	if len(gb) != 2 || gb[0].MAC != vm2 || gb[0].Frames != 2 || gb[1].MAC != vm3 || gb[1].Frames != 1 {
