@@ -146,7 +146,6 @@ func (s *Shared) Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watc
 	}
 	w := newWatch(dir, macs)
 	w.done = make(chan struct{})
-	w.wake = make(chan struct{}, 1)
 	key := hubKey{index: ifi.Index, name: ifi.Name, dir: dir}
 	for {
 		// s.mu guards the map: a join (and its filter attach) runs

@@ -89,11 +89,9 @@ type Watch struct {
 	seen    map[rarp.MAC]*Sighting
 	missing int // MACs not seen yet
 
-	// Shared (Shared.Open): the hub delivers frames; wake tells Run a
-	// MAC was first seen, done closes with the watch (err set if its
-	// socket failed).
+	// Shared (Shared.Open): the hub delivers frames; done closes with
+	// the watch (err set if its socket failed).
 	hub       *hub
-	wake      chan struct{}
 	done      chan struct{}
 	endOnce   sync.Once
 	err       error
@@ -205,24 +203,16 @@ func (w *Watch) Run(ctx context.Context, deadline time.Time, untilAllSeen bool) 
 }
 
 // runShared is Run for a watch on a shared socket: the hub's reader
-// counts the frames, Run waits for the end.
+// counts the frames, Start ends the watch, Run waits for that.
 func (w *Watch) runShared(ctx context.Context, deadline time.Time, untilAllSeen bool) ([]Sighting, error) {
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		if untilAllSeen && w.allSeen() {
-			return w.Sightings(), nil
-		}
-		select {
-		case <-w.wake:
-		case <-timer.C:
-			return w.Sightings(), nil
-		case <-ctx.Done():
-			return w.Sightings(), nil
-		case <-w.done:
-			return w.Sightings(), w.err
-		}
+	type result struct {
+		ss  []Sighting
+		err error
 	}
+	ch := make(chan result, 1)
+	w.Start(ctx, deadline, untilAllSeen, func(ss []Sighting, err error) { ch <- result{ss, err} })
+	r := <-ch
+	return r.ss, r.err
 }
 
 // Start is Run without a goroutine waiting for the end: fn gets what Run
@@ -309,12 +299,6 @@ func (w *Watch) deliver(m rarp.MAC, now time.Time) {
 	if s.Frames == 1 {
 		s.First = now
 		w.missing--
-		if w.wake != nil {
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
-		}
 		if w.missing == 0 && w.untilAllSeen && w.finish != nil {
 			w.finish(nil) // its goroutine reads the sightings
 		}
