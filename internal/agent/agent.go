@@ -136,17 +136,15 @@ func (l *landing) end(cause error) []rarp.MAC {
 }
 
 // register runs fn (the landing's entries in the failover registry and
-// the IP follower) under l.mu unless the landing ended; it reports
-// whether fn ran. Whoever ends a landing cleans up after end returns, so
-// what fn registers is either cleaned up or never registered.
-func (l *landing) register(fn func()) bool {
+// the IP follower) under l.mu unless the landing ended. Whoever ends a
+// landing cleans up after end returns, so what fn registers is either
+// cleaned up or never registered.
+func (l *landing) register(fn func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ended {
-		return false
+	if !l.ended {
+		fn()
 	}
-	fn()
-	return true
 }
 
 // New returns an agent.

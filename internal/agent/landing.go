@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -129,35 +128,22 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 		}
 		byStrategy[t.Strategy] = append(byStrategy[t.Strategy], i)
 	}
-	var wg sync.WaitGroup
-	for n, name := range order {
-		idx := byStrategy[name]
+	inParallel(len(order), func(n int) {
+		name, idx := order[n], byStrategy[order[n]]
 		ts := make([]plan.Target, len(idx))
 		for k, i := range idx {
 			ts[k] = targets[i]
 		}
-		run := func() {
-			var rs []NICResult
-			if st := a.strategies[name]; st != nil {
-				rs = st.Announce(ctx, lnd, ts)
-			} else {
-				rs = notHandled(lnd, name, ts)
-			}
-			for k, i := range idx {
-				results[i] = rs[k]
-			}
+		var rs []NICResult
+		if st := a.strategies[name]; st != nil {
+			rs = st.Announce(ctx, lnd, ts)
+		} else {
+			rs = notHandled(lnd, name, ts)
 		}
-		if n == len(order)-1 {
-			run() // the last (most often the only) in this goroutine
-			continue
+		for k, i := range idx {
+			results[i] = rs[k]
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run()
-		}()
-	}
-	wg.Wait()
+	})
 	for _, r := range results {
 		a.m.nic(string(r.Target.Strategy), r.Result)
 	}

@@ -55,23 +55,27 @@ var (
 // order: strategies whose NICs are independent (host, ovs) use it.
 func PerTarget(targets []plan.Target, one func(plan.Target) NICResult) []NICResult {
 	results := make([]NICResult, len(targets))
-	if len(targets) == 0 {
-		return results
+	inParallel(len(targets), func(i int) { results[i] = one(targets[i]) })
+	return results
+}
+
+// inParallel runs f(0) to f(n-1) side by side and returns when all did.
+// The last runs in the caller's goroutine: one fewer started per call (a
+// landing storm makes thousands).
+func inParallel(n int, f func(i int)) {
+	if n == 0 {
+		return
 	}
 	var wg sync.WaitGroup
-	last := len(targets) - 1
-	for i, t := range targets[:last] {
+	for i := range n - 1 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = one(t)
+			f(i)
 		}()
 	}
-	// The last in this goroutine: one fewer started per landing (a
-	// landing storm starts thousands).
-	results[last] = one(targets[last])
+	f(n - 1)
 	wg.Wait()
-	return results
 }
 
 // Failed maps an error of a strategy to its result: cancelled if the
