@@ -8,8 +8,8 @@ package agent
 //     time from RESUMED to it is the network's reconvergence
 //     (rarp_announce_reconvergence_seconds), a NIC nobody talks to within
 //     the window is silent, not failed;
-//   - before the landing, from STARTED/MIGRATED on: a frame sent from the
-//     VM's MAC into its pre-created tap well before RESUMED moved the MAC
+//   - before the landing, from STARTED/MIGRATED on: a frame from the VM's
+//     MAC leaving this host's uplink well before RESUMED moved the MAC
 //     before the VM ran here (a premature move: the fabric sees the MAC
 //     flap);
 //   - each landing is a move of its MACs: the move ledger warns before a
@@ -54,8 +54,8 @@ type Reconv struct {
 	// source's uplinks are watched for frames still addressed to the
 	// VM's MACs; 0: no watch.
 	StaleWindow time.Duration
-	// PrematureMargin: a frame from the VM's MAC on its tap earlier than
-	// this before RESUMED is a premature move (QEMU's own announce,
+	// PrematureMargin: a frame from the VM's MAC out of this host's
+	// uplink earlier than this before RESUMED is a premature move (QEMU's own announce,
 	// sent while the VM is still paused, comes within about a second
 	// before RESUMED); 0: no premature watch.
 	PrematureMargin time.Duration
@@ -105,7 +105,7 @@ func NewReconvMetrics(reg prometheus.Registerer) *ReconvMetrics {
 		overLimit: metricset.Counter("mac_moves_over_limit_total",
 			"Landings of a MAC that reached move_ledger.limit moves within move_ledger.window: a fabric's duplicate-MAC detection (RFC 7432: 5 moves in 180 s) may freeze it."),
 		premature: metricset.Counter("premature_moves_total",
-			"NICs whose MAC sent a frame from its tap on this host more than reconvergence.premature_margin before the domain resumed here."),
+			"NICs whose MAC left this host's uplink in a frame more than reconvergence.premature_margin before the domain resumed here."),
 		records: metricset.CounterVec("migration_records_total",
 			"Migration records written (landing, departure).", "kind"),
 	}
@@ -445,7 +445,7 @@ func (r *Reconv) write(rec record.Record, log *zap.Logger) {
 	}
 }
 
-// prematureWatch watches a migrating domain's taps on the destination
+// prematureWatch watches a migrating domain's uplinks on the destination
 // from STARTED/MIGRATED to its landing.
 type prematureWatch struct {
 	cancel context.CancelFunc
@@ -453,29 +453,28 @@ type prematureWatch struct {
 	name   string
 }
 
-// startPremature opens a Watch(From) on each bridge tap of an incoming
-// domain (its XML was prefetched at STARTED/MIGRATED, by p).
+// startPremature opens a Watch(Out) on the uplinks of an incoming
+// domain's NICs (its XML was prefetched at STARTED/MIGRATED, by p): a
+// frame from the VM's MAC leaving there is what the fabric learns a move
+// from, whether the bridge forwarded it from the pre-created tap or a
+// macvtap sent it on its lower device. A frame that stays on the host
+// (to another local VM) moves nothing and is not counted. The watches join
+// the uplink's shared socket, one for every incoming domain, instead of a
+// socket per tap, whose 2,000 closes at the landings of a storm cost the
+// agent a fifth of its CPU (BenchmarkStorm, docs/agent-tests.md).
 func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, p *prefetch) {
 	r, dom := a.d.Reconv, p.dom
 	if r == nil || r.PrematureMargin <= 0 || dom == nil {
 		return
 	}
-	byDev := map[string][]rarp.MAC{}
-	for _, t := range plan.Plan(dom, a.current().Plan) {
-		// A bridge's tap: what QEMU writes there comes in on the tap.
-		// (A macvtap's frames leave on the lower device as outgoing
-		// ones, which the watch drops.)
-		if t.Master != "" && t.Port != "" && !slices.Contains(byDev[t.Port], t.NIC.MAC) {
-			byDev[t.Port] = append(byDev[t.Port], t.NIC.MAC)
-		}
-	}
+	byDev := r.byUplink(plan.Plan(dom, a.current().Plan))
 	if len(byDev) == 0 {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, prefetchTTL)
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
 	w := &prematureWatch{cancel: cancel, name: ev.Domain.Name,
-		group: r.watch(wctx, byDev, reconverge.From, time.Now().Add(prefetchTTL), false, log)}
+		group: r.watch(wctx, byDev, reconverge.Out, time.Now().Add(prefetchTTL), false, log)}
 	// The XML was read in the background: the domain may have landed or
 	// left meanwhile, and its endPremature found nothing to close. The
 	// landing and the cancel drop the prefetch (under pre.mu) before they
@@ -533,7 +532,7 @@ func (r *Reconv) countPremature(p *prematureWatch, resumed time.Time, log *zap.L
 		if m := r.metrics(); m != nil {
 			m.premature.Inc()
 		}
-		log.Warn("premature move: the VM's MAC sent from its port here before the domain resumed here; the fabric saw the MAC move early",
+		log.Warn("premature move: the VM's MAC left this host before the domain resumed here; the fabric saw the MAC move early",
 			zap.Stringer("mac", mac), zap.Duration("before_resumed", resumed.Sub(s.First)), zap.Int("frames", s.Frames))
 	}
 }

@@ -7,6 +7,7 @@ package agent_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -118,7 +119,7 @@ func TestPrematureMoveCountedBeforeResumed(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	h.emit(t, early, resumedMigrated)
 	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_premature_moves_total")
-	h.waitLogged(t, "premature move: the VM's MAC sent from its port here before the domain resumed here; the fabric saw the MAC move early", early.name, time.Second)
+	h.waitLogged(t, "premature move: the VM's MAC left this host before the domain resumed here; the fabric saw the MAC move early", early.name, time.Second)
 
 	// A frame within the margin (QEMU's own announce just before
 	// RESUMED) is no premature move.
@@ -135,6 +136,26 @@ func TestPrematureMoveCountedBeforeResumed(t *testing.T) {
 	if got := h.metric(t, "rarp_announce_premature_moves_total"); got != 1 {
 		t.Errorf("premature moves %v, want 1", got)
 	}
+
+	// A macvtap NIC: what QEMU writes to it leaves on the lower device
+	// (here written on the macvtap, as QEMU's write to /dev/tapN is).
+	h.macvtap(t)
+	directMAC := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x00, 0x07}
+	direct := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='direct'>
+      <mac address='%s'/>
+      <source dev='%s' mode='bridge'/>
+      <target dev='%s'/>
+      <model type='virtio'/>
+      <alias name='net0'/>
+    </interface>
+`, directMAC, lowerDev, macvtapDev))
+	h.emit(t, direct, startedMigrated)
+	time.Sleep(300 * time.Millisecond)
+	netnstest.Send(t, h.ns, macvtapDev, unicast(peerMAC, directMAC))
+	time.Sleep(500 * time.Millisecond)
+	h.emit(t, direct, resumedMigrated)
+	h.waitMetric(t, 2, 5*time.Second, "rarp_announce_premature_moves_total")
+	h.waitLogged(t, "premature move: the VM's MAC left this host before the domain resumed here; the fabric saw the MAC move early", direct.name, time.Second)
 }
 
 func TestStaleDeliveriesAfterDeparture(t *testing.T) {

@@ -50,14 +50,12 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 }
 
 // watchIn opens reconverge watches in ns (nil: the caller's): the socket
-// stays in the namespace it was opened in. The watches of frames to the
-// VMs' MACs (on uplinks: one per landing and per departure) share one
-// socket per device (reconverge.Shared; all of them are in ns). A watch
-// of frames from a MAC is on its VM's tap, the only one there: it keeps
-// a socket of its own, which costs no demultiplexing goroutine. The device's index comes from
-// the topology's table when it knows the device (no syscall);
-// net.InterfaceByName, which dumps every interface of the host, only for
-// one it does not know yet (a tap created an instant ago).
+// stays in the namespace it was opened in. The agent's watches are all on
+// uplinks (one per landing, per departure and per incoming domain): they
+// share one socket per device and direction (reconverge.Shared; all of
+// them are in ns). The device's index comes from the topology's table
+// when it knows the device (no syscall); net.InterfaceByName, which dumps
+// every interface of the host, only for one it does not know yet.
 func watchIn(ns *netns.NsHandle, topo *uplink.Resolver) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {
 	shared := &reconverge.Shared{}
 	return func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (w *reconverge.Watch, err error) {
@@ -66,11 +64,7 @@ func watchIn(ns *netns.NsHandle, topo *uplink.Resolver) func(string, reconverge.
 			if err != nil {
 				return err
 			}
-			if dir == reconverge.From {
-				w, err = reconverge.Open(ifi, dir, macs)
-			} else {
-				w, err = shared.Open(ifi, dir, macs)
-			}
+			w, err = shared.Open(ifi, dir, macs)
 			return err
 		})
 		return w, err

@@ -106,7 +106,7 @@ type Reconvergence struct {
 	// StaleWindow: after a departure, the source's uplinks are watched
 	// this long for frames still addressed to the VM (0: not watched).
 	StaleWindow Duration `yaml:"stale_window"`
-	// PrematureMargin: a frame sent from the VM's MAC on its tap earlier
+	// PrematureMargin: a frame from the VM's MAC out of this host's uplink earlier
 	// than this before RESUMED is a premature move (0: not watched).
 	PrematureMargin Duration `yaml:"premature_margin"`
 	// Webhook receives each migration record as a JSON POST (empty: none).

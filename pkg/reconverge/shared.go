@@ -222,7 +222,7 @@ func (s *Shared) openHub(ifi *net.Interface, key hubKey, macs []rarp.MAC) (*hub,
 	if err != nil {
 		return nil, err
 	}
-	c, err := listen(ifi, prog)
+	c, err := listen(ifi, key.dir, prog)
 	if err != nil {
 		return nil, err
 	}
@@ -444,11 +444,8 @@ func (h *hub) read() {
 			continue
 		}
 		var m rarp.MAC
-		if h.key.dir == From {
-			copy(m[:], buf[6:12])
-		} else {
-			copy(m[:], buf[0:6])
-		}
+		off := h.key.dir.macOffset()
+		copy(m[:], buf[off:off+6])
 		now := time.Now()
 		h.mu.Lock()
 		for _, w := range h.macs[m] {
@@ -490,15 +487,12 @@ func (h *hub) fail(err error) {
 // last two bytes.
 func bucketOf(m rarp.MAC) int { return (int(m[4])<<8 | int(m[5])) % buckets }
 
-// bucketFilter assembles the bucket filter: drop what the host sends
-// (PACKET_OUTGOING), keep a frame (its first 14 bytes) whose destination
-// (To) or source (From) MAC falls in a bucket whose bit is set in words.
+// bucketFilter assembles the bucket filter: drop a frame on the wrong
+// side (Direction.sideCheck), keep one (its first 14 bytes) whose
+// destination (To) or source (From, Out) MAC falls in a bucket whose bit
+// is set in words.
 func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstruction, error) {
-	off := uint32(0)
-	if dir == From {
-		off = 6
-	}
-	const packetOutgoing = 4
+	off := dir.macOffset()
 	var nonzero []int
 	for i, w := range words {
 		if w != 0 {
@@ -508,9 +502,7 @@ func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstructi
 	// Layout: header (9), 3 per word, drop (1), tail (4).
 	drop := 9 + 3*len(nonzero)
 	tail := drop + 1
-	prog := []bpf.Instruction{
-		bpf.LoadExtension{Num: bpf.ExtType},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetOutgoing, SkipTrue: uint8(drop - 2)},
+	prog := append(dir.sideCheck(uint8(drop-2)),
 		bpf.LoadAbsolute{Off: off + 4, Size: 2},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: buckets - 1},
 		bpf.StoreScratch{Src: bpf.RegA, N: 0},
@@ -518,7 +510,7 @@ func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstructi
 		bpf.TAX{},
 		bpf.LoadScratch{Dst: bpf.RegA, N: 0},
 		bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 5}, // the word
-	}
+	)
 	for _, i := range nonzero {
 		at := len(prog)
 		prog = append(prog,

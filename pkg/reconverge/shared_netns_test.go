@@ -90,7 +90,7 @@ func TestSharedWatchesShareOneSocketPerDevice(t *testing.T) {
 
 // Past exactMACs MACs a shared socket filters on buckets: every watched
 // MAC still counts, a MAC sharing a bucket with a watched one does not;
-// From and To on one device are two sockets.
+// To, From and Out on one device are three sockets.
 func TestSharedWatchesManyMACs(t *testing.T) {
 	host, sw := watchRig(t)
 	var s reconverge.Shared
@@ -103,9 +103,19 @@ func TestSharedWatchesManyMACs(t *testing.T) {
 		ws = append(ws, openShared(t, &s, host, "upl", reconverge.To, m))
 	}
 	from := openShared(t, &s, host, "upl", reconverge.From, macs[3])
-	if n := s.Sockets(); n != 2 {
-		t.Fatalf("%d sockets, want 2 (To and From)", n)
+	// Out past exactMACs: the bucket filter with the outgoing side.
+	var outs []*reconverge.Watch
+	for _, m := range macs[:10] {
+		outs = append(outs, openShared(t, &s, host, "upl", reconverge.Out, m))
 	}
+	if n := s.Sockets(); n != 3 {
+		t.Fatalf("%d sockets, want 3 (To, From and Out)", n)
+	}
+	// Out: macs[1] arrives (not counted), macs[2] leaves (counted), and
+	// a MAC in macs[2]'s bucket leaves (dropped by the reader).
+	netnstest.Send(t, sw, "sw", frame(peer, macs[1]))
+	netnstest.Send(t, host, "upl", frame(peer, macs[2]))
+	netnstest.Send(t, host, "upl", frame(peer, rarp.MAC{0x52, 0x54, 0x00, 0x21, macs[2][4], macs[2][5]}))
 	// 52:54:00:21:00:00 is in the bucket of macs[0] (same last 9 bits).
 	netnstest.Send(t, sw, "sw", frame(rarp.MAC{0x52, 0x54, 0x00, 0x21, 0x00, 0x00}, peer))
 	for _, m := range macs {
@@ -123,6 +133,16 @@ func TestSharedWatchesManyMACs(t *testing.T) {
 	}
 	if got, _ := from.Run(context.Background(), time.Now().Add(2*time.Second), true); got[0].Frames != 1 {
 		t.Errorf("From watch: %d frames from %s, want 1", got[0].Frames, macs[3])
+	}
+	for i, w := range outs {
+		want := 0
+		if i == 2 {
+			want = 1
+		}
+		got, _ := w.Run(context.Background(), time.Now().Add(300*time.Millisecond), false)
+		if got[0].Frames != want {
+			t.Errorf("Out watch %d (%s): %d frames, want %d", i, macs[i], got[0].Frames, want)
+		}
 	}
 }
 

@@ -11,15 +11,15 @@
 //   - On the source, after the domain left: are unicast frames for its MAC
 //     still arriving here? Each one is a stale delivery, traffic the fabric
 //     sends to a host the VM has left (Direction To on the uplink).
-//   - On the destination, before a landing: does the VM's MAC already speak
-//     from the pre-created tap? A frame from it before RESUMED is a move
-//     made before the VM runs here (Direction From on the tap).
+//   - On the destination, before a landing: does the VM's MAC already leave
+//     this host through its uplink? Such a frame before RESUMED is a move
+//     the fabric saw before the VM ran here (Direction Out on the uplink).
 //
 // The socket is an AF_PACKET socket behind a classic BPF filter that keeps
-// only matching frames and drops everything the host itself sends
-// (PACKET_OUTGOING: the agent's own announces leave on the same uplink), so
-// the kernel wakes the reader only for the frames that answer the question.
-// It needs CAP_NET_RAW, like the announcer.
+// only matching frames, so the kernel wakes the reader only for the frames
+// that answer the question. To and From drop everything the host sends
+// (PACKET_OUTGOING: the agent's own announces leave on the same uplink);
+// Out keeps only that. It needs CAP_NET_RAW, like the announcer.
 package reconverge
 
 import (
@@ -48,13 +48,51 @@ const (
 	// From counts frames whose source is one of the MACs: the VM (or
 	// whoever uses its MAC) sending into this interface.
 	From
+	// Out counts frames whose source is one of the MACs that this host
+	// sends out of the interface (PACKET_OUTGOING): on an uplink, what
+	// the fabric learns the MAC from, whether a bridge forwarded it from
+	// a tap or a macvtap's lower device sent it.
+	Out
 )
 
 func (d Direction) String() string {
-	if d == From {
+	switch d {
+	case From:
 		return "from"
+	case Out:
+		return "out"
 	}
 	return "to"
+}
+
+// bySource reports whether the direction matches a frame's source MAC
+// (From, Out) rather than its destination (To).
+func (d Direction) bySource() bool { return d != To }
+
+// macOffset is where the MAC a direction matches sits in the frame.
+func (d Direction) macOffset() uint32 {
+	if d.bySource() {
+		return 6
+	}
+	return 0
+}
+
+// packetOutgoing is linux/if_packet.h PACKET_OUTGOING: a frame the host
+// sends (the socket sees it on its way out).
+const packetOutgoing = 4
+
+// sideCheck is a filter's first two instructions: jump skipToDrop
+// forward (to its drop) for a frame on the wrong side: one the host sends
+// (To, From) or one it receives (Out).
+func (d Direction) sideCheck(skipToDrop uint8) []bpf.Instruction {
+	cond := bpf.JumpEqual
+	if d == Out {
+		cond = bpf.JumpNotEqual
+	}
+	return []bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: cond, Val: packetOutgoing, SkipTrue: skipToDrop},
+	}
 }
 
 // MaxMACs is the most MACs one Watch filters on: classic BPF jumps forward
@@ -128,7 +166,7 @@ func Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := listen(ifi, prog)
+	c, err := listen(ifi, dir, prog)
 	if err != nil {
 		return nil, err
 	}
@@ -143,12 +181,14 @@ const ethPAll = 0x0003
 // (Open) or a device's shared one (Shared). ETH_P_ALL: the filter, not the
 // protocol, decides; the kernel strips 802.1Q tags before packet sockets
 // see the frame, so MAC offsets hold on tagged uplinks too.
-func listen(ifi *net.Interface, prog []bpf.RawInstruction) (*packet.Conn, error) {
+func listen(ifi *net.Interface, dir Direction, prog []bpf.RawInstruction) (*packet.Conn, error) {
 	c, err := packet.Listen(ifi, packet.Raw, ethPAll, &packet.Config{Filter: prog})
 	if err != nil {
 		return nil, fmt.Errorf("reconverge: watch %s: %w", ifi.Name, err)
 	}
-	ignoreOutgoing(c)
+	if dir != Out {
+		ignoreOutgoing(c)
+	}
 	return c, nil
 }
 
@@ -278,11 +318,8 @@ func (w *Watch) allSeen() bool {
 // observe counts one frame read from the watch's own socket.
 func (w *Watch) observe(frame []byte) {
 	var m rarp.MAC
-	if w.dir == From {
-		copy(m[:], frame[6:12])
-	} else {
-		copy(m[:], frame[0:6])
-	}
+	off := w.dir.macOffset()
+	copy(m[:], frame[off:off+6])
 	w.deliver(m, w.now())
 }
 
@@ -356,16 +393,9 @@ func Filter(dir Direction, macs []rarp.MAC) ([]bpf.RawInstruction, error) {
 	if len(macs) > MaxMACs {
 		return nil, fmt.Errorf("reconverge: %d MACs: %w (at most %d)", len(macs), ErrTooManyMACs, MaxMACs)
 	}
-	off := uint32(0)
-	if dir == From {
-		off = 6
-	}
-	const packetOutgoing = 4 // linux/if_packet.h PACKET_OUTGOING
+	off := dir.macOffset()
 	n := len(macs)
-	prog := []bpf.Instruction{
-		bpf.LoadExtension{Num: bpf.ExtType},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetOutgoing, SkipTrue: uint8(4 * n)},
-	}
+	prog := dir.sideCheck(uint8(4 * n))
 	for i, m := range macs {
 		hi := uint32(m[0])<<24 | uint32(m[1])<<16 | uint32(m[2])<<8 | uint32(m[3])
 		lo := uint32(m[4])<<8 | uint32(m[5])

@@ -85,6 +85,28 @@ func TestWatchFromCountsFramesSentByTheMAC(t *testing.T) {
 	}
 }
 
+// Out counts what the host sends out of the interface from the MAC (a
+// bridge forwarding the VM's frame to the uplink; here a packet socket on
+// the uplink), not what arrives from it nor what the host sends from
+// another MAC.
+func TestWatchOutCountsFramesTheHostSendsFromTheMAC(t *testing.T) {
+	host, sw := watchRig(t)
+	vm, peer := mac(t, "52:54:00:00:00:0c"), mac(t, "02:00:00:00:00:01")
+	w := open(t, host, "upl", reconverge.Out, vm)
+	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm))     // arrives: not counted
+	netnstest.Send(t, host, "upl", frame(rarp.Broadcast, peer)) // another source
+	before := time.Now()
+	netnstest.Send(t, host, "upl", frame(rarp.Broadcast, vm))
+	netnstest.Send(t, host, "upl", frame(peer, vm))
+	got, err := w.Run(context.Background(), time.Now().Add(300*time.Millisecond), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Frames != 2 || got[0].First.Before(before) {
+		t.Errorf("frames out from %s: %d, first %v; want 2 after %v", vm, got[0].Frames, got[0].First, before)
+	}
+}
+
 // The filter's jumps are computed per MAC: the first and the last of
 // MaxMACs must match, a MAC differing in its last byte must not.
 func TestWatchFilterAtMaxMACs(t *testing.T) {
