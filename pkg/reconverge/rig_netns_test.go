@@ -11,7 +11,7 @@ import (
 // (its end "sw"): what the switch sends arrives on upl as the fabric's
 // delivery would. The package's own tests and reconverge_test share it
 // (export_test.go).
-func watchRig(t *testing.T) (host, sw *netnstest.NS) {
+func watchRig(t testing.TB) (host, sw *netnstest.NS) {
 	netnstest.Require(t)
 	host, sw = netnstest.New(t, "host"), netnstest.New(t, "sw")
 	netnstest.Veth(t, host, "upl", sw, "sw")

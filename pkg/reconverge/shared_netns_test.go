@@ -11,7 +11,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
 )
 
-func openShared(t *testing.T, s *reconverge.Shared, host *netnstest.NS, dev string, dir reconverge.Direction, macs ...rarp.MAC) *reconverge.Watch {
+func openShared(t testing.TB, s *reconverge.Shared, host *netnstest.NS, dev string, dir reconverge.Direction, macs ...rarp.MAC) *reconverge.Watch {
 	t.Helper()
 	ifi := host.Interface(t, dev)
 	var w *reconverge.Watch
