@@ -37,14 +37,7 @@ func TestLandingAnnouncesBridgeAndMacvtapNICs(t *testing.T) {
       <model type='virtio'/>
       <alias name='net0'/>
     </interface>
-    <interface type='direct'>
-      <mac address='%s'/>
-      <source dev='%s' mode='bridge'/>
-      <target dev='%s'/>
-      <model type='virtio'/>
-      <alias name='net1'/>
-    </interface>
-`, bridgeMAC, directMAC, lowerDev, macvtapDev))
+`, bridgeMAC)+directNIC(directMAC, "net1"))
 	h.learnOnOld(t, bridgeMAC)
 	h.learnOnOld(t, directMAC)
 

@@ -7,7 +7,6 @@ package agent_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -141,14 +140,7 @@ func TestPrematureMoveCountedBeforeResumed(t *testing.T) {
 	// (here written on the macvtap, as QEMU's write to /dev/tapN is).
 	h.macvtap(t)
 	directMAC := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x00, 0x07}
-	direct := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='direct'>
-      <mac address='%s'/>
-      <source dev='%s' mode='bridge'/>
-      <target dev='%s'/>
-      <model type='virtio'/>
-      <alias name='net0'/>
-    </interface>
-`, directMAC, lowerDev, macvtapDev))
+	direct := h.rawDomain(t, stateOff, 0, directNIC(directMAC, "net0"))
 	h.emit(t, direct, startedMigrated)
 	time.Sleep(300 * time.Millisecond)
 	netnstest.Send(t, h.ns, macvtapDev, unicast(peerMAC, directMAC))

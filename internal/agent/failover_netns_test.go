@@ -144,14 +144,7 @@ func TestMacvtapLowerFlapReannouncesItsNIC(t *testing.T) {
 		h.tap(t, "vnet1", wired)
 		h.macvtap(t)
 		bridged = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-		h.rawDomain(t, stateRunning, reasonBooted, fmt.Sprintf(`    <interface type='direct'>
-      <mac address='%s'/>
-      <source dev='%s' mode='bridge'/>
-      <target dev='%s'/>
-      <model type='virtio'/>
-      <alias name='net0'/>
-    </interface>
-`, directMAC, lowerDev, macvtapDev))
+		h.rawDomain(t, stateRunning, reasonBooted, directNIC(directMAC, "net0"))
 	}})
 	h.waitRegistry(t, 2)
 	h.rig.LearnOnOld(t, directMAC.String())

@@ -373,6 +373,19 @@ func (h *host) macvtap(t testing.TB) {
 	h.ns.Exec(t, "ip", "link", "set", "dev", macvtapDev, "up")
 }
 
+// directNIC is the <interface> of a direct NIC with mac on the harness's
+// macvtap (h.macvtap), for rawDomain.
+func directNIC(mac rarp.MAC, alias string) string {
+	return fmt.Sprintf(`    <interface type='direct'>
+      <mac address='%s'/>
+      <source dev='%s' mode='bridge'/>
+      <target dev='%s'/>
+      <model type='virtio'/>
+      <alias name='%s'/>
+    </interface>
+`, mac, lowerDev, macvtapDev, alias)
+}
+
 // domain is a domain known to the fake.
 type domain struct {
 	name, uuid string

@@ -227,13 +227,7 @@ func TestIPFollowsOnMacvtap(t *testing.T) {
 		c.IPAnnounce.Count = 1
 	}})
 	h.macvtap(t)
-	d := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='direct'>
-      <mac address='%s'/>
-      <source dev='%s' mode='bridge'/>
-      <target dev='%s'/>
-      <alias name='net0'/>
-    </interface>
-`, mac, lowerDev, macvtapDev))
+	d := h.rawDomain(t, stateOff, 0, directNIC(mac, "net0"))
 	capt := netnstest.StartCapture(t, h.rig.Switch, switchToMV, "ether src "+mac.String())
 	h.land(t, d)
 	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_reply", "result=sent")
