@@ -155,8 +155,12 @@ func BenchmarkStorm(b *testing.B) {
 		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
 		{name: "all-at-once-gomaxprocs-8", prefetch: true, env: []string{"GOMAXPROCS=8"}},
 		// Fewer Ps out of the uplinks, where a send is short.
+		{name: "prefetch-gomaxprocs-1", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=1"}},
 		{name: "prefetch-gomaxprocs-2", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=2"}},
 		{name: "prefetch-gomaxprocs-4", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=4"}},
+		{name: "bridge-device-gomaxprocs-1", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=1"}},
+		{name: "bridge-device-gomaxprocs-2", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=2"}},
+		{name: "all-at-once-gomaxprocs-1", prefetch: true, env: []string{"GOMAXPROCS=1"}},
 		// New goroutines start with the stack size goroutines needed on
 		// average (runtime.morestack was 6% of the agent's profile: each
 		// landing's goroutine grows its stack through zap and netlink).
