@@ -117,6 +117,9 @@ func BenchmarkStorm(b *testing.B) {
 		// two compare within the 10 ms ticks' error.
 		{name: "prefetch-40x50-taps", prefetch: true, spread: stormSpread, bridges: 40},
 		{name: "bridge-device-40x50-taps", prefetch: true, spread: stormSpread, bridges: 40, config: "host:\n  send_on: bridge\n"},
+		{name: "prefetch-40x50-taps-gomaxprocs-1", prefetch: true, spread: stormSpread, bridges: 40, env: []string{"GOMAXPROCS=1"}},
+		{name: "prefetch-40x50-taps-gomaxprocs-2", prefetch: true, spread: stormSpread, bridges: 40, env: []string{"GOMAXPROCS=2"}},
+		{name: "prefetch-40x50-taps-gomaxprocs-8", prefetch: true, spread: stormSpread, bridges: 40, env: []string{"GOMAXPROCS=8"}},
 		// Without the reconvergence watches (on by default): each
 		// landing watches its uplinks for frames to its MACs, and from
 		// the migration's start for frames from them (premature moves),

@@ -67,7 +67,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stdout, "configuration OK (%s)\n", where)
 		return ExitOK
 	}
-	setGOMAXPROCS(cfg)
+	raiseGOMAXPROCS()
 	d, err := daemon.New(ctx, path, cfg, over)
 	if err != nil {
 		return startFailed(env, "run", "invalid configuration", err, errors.As(err, new(*daemon.ConfigError)))
@@ -78,36 +78,28 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	return ExitOK
 }
 
-// setGOMAXPROCS sizes the Go scheduler (its Ps) for how the agent sends,
-// unless GOMAXPROCS is set in the environment:
-//   - host.send_on: uplinks (the default): one P. A send out of an uplink
-//     is a short system call, and the rest of the agent's work is short
-//     and waits on sockets. With more Ps the runtime wakes an idle thread
-//     for each goroutine made runnable and parks it again soon after: in
-//     a storm of 1,000 landings that was half the agent's CPU (8 Ps:
-//     0.77-1.07 s, 1 P: 0.44-0.46 s, the first frames' p99 1.9-7.6 ms
-//     either way; cmd/rarp-announce BenchmarkStorm, docs/agent-tests.md).
-//     node_exporter runs on one P by default for the same reason.
-//   - host.send_on: bridge: at least 8. There a broadcast is flooded by
-//     the kernel to every port of the bridge inside sendto, and a
-//     goroutine in such a call holds its P: with 1 P the first frames of
-//     the same storm waited 670 ms (p50), with 2 Ps libvirt's socket
-//     reader waited for a P and p99 was 37 ms; with 8 Ps, 18.5 ms. The
-//     kernel still shares the same CPUs among the threads; the Ps only
-//     stop runnable goroutines from queueing behind blocked ones.
+// raiseGOMAXPROCS gives the agent at least 8 Go schedulers (Ps), however
+// few CPUs it has, unless GOMAXPROCS is set in the environment. The agent
+// spends its time in CPU-heavy system calls (a broadcast frame is flooded
+// by the kernel to every port of the bridge inside sendto; netlink), and a
+// goroutine in such a call holds its P: with 2 Ps on 2 CPUs, libvirt's
+// socket reader waited 80-100 ms for a P in a storm of 1,000 landings, and
+// 1,500 of 2,000 first frames missed 50 ms; with 8 Ps, none did
+// (cmd/rarp-announce BenchmarkStorm, docs/agent-tests.md). The kernel
+// still shares the same CPUs among the threads; the Ps only stop runnable
+// goroutines from queueing behind blocked ones.
 //
-// host.send_on needs a restart to change, and so does this.
-func setGOMAXPROCS(cfg *config.Config) {
-	if os.Getenv("GOMAXPROCS") != "" {
-		return
+// Out of uplinks, where a send is short, one P halved the agent's CPU in
+// the same storm on 4 bridges (the runtime stops waking idle threads),
+// but on 40 bridges of 50 taps (a bridge per network, as Neutron's Linux
+// bridge agent builds them) 20-36 of the 2,000 first frames waited over
+// 50 ms behind system calls holding the only P, against none with 8
+// (variants prefetch-gomaxprocs-1, prefetch-40x50-taps-gomaxprocs-1); so
+// 8 everywhere.
+func raiseGOMAXPROCS() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
+		runtime.GOMAXPROCS(minProcs)
 	}
-	if cfg.Host.SendOn == config.SendOnBridge {
-		if runtime.GOMAXPROCS(0) < minProcsFlooding {
-			runtime.GOMAXPROCS(minProcsFlooding)
-		}
-		return
-	}
-	runtime.GOMAXPROCS(1)
 }
 
-const minProcsFlooding = 8
+const minProcs = 8
