@@ -290,12 +290,17 @@ func (r *Reconv) byUplink(targets []plan.Target) map[string][]rarp.MAC {
 			continue
 		}
 		for _, dev := range r.Uplinks(t) {
-			if !slices.Contains(out[dev], t.NIC.MAC) && len(out[dev]) < reconverge.MaxMACs {
-				out[dev] = append(out[dev], t.NIC.MAC)
-			}
+			addWatched(out, dev, t.NIC.MAC)
 		}
 	}
 	return out
+}
+
+// addWatched adds mac to dev's MACs, once, up to what one watch holds.
+func addWatched(byDev map[string][]rarp.MAC, dev string, mac rarp.MAC) {
+	if !slices.Contains(byDev[dev], mac) && len(byDev[dev]) < reconverge.MaxMACs {
+		byDev[dev] = append(byDev[dev], mac)
+	}
 }
 
 // convergence is one landing's watch, from planning to its record.
@@ -445,36 +450,34 @@ func (r *Reconv) write(rec record.Record, log *zap.Logger) {
 	}
 }
 
-// prematureWatch watches a migrating domain's uplinks on the destination
-// from STARTED/MIGRATED to its landing.
+// prematureWatch watches a migrating domain's uplinks (or taps) on the
+// destination from STARTED/MIGRATED to its landing.
 type prematureWatch struct {
 	cancel context.CancelFunc
-	group  *watchGroup
+	groups []*watchGroup
 	name   string
 }
 
-// startPremature opens a Watch(Out) on the uplinks of an incoming
-// domain's NICs (its XML was prefetched at STARTED/MIGRATED, by p): a
-// frame from the VM's MAC leaving there is what the fabric learns a move
-// from, whether the bridge forwarded it from the pre-created tap or a
-// macvtap sent it on its lower device. A frame that stays on the host
-// (to another local VM) moves nothing and is not counted. The watches join
-// the uplink's shared socket, one for every incoming domain, instead of a
-// socket per tap, whose 2,000 closes at the landings of a storm cost the
-// agent a fifth of its CPU (BenchmarkStorm, docs/agent-tests.md).
+// startPremature watches for frames from an incoming domain's MACs (its
+// XML was prefetched at STARTED/MIGRATED, by p) where they would move the
+// fabric before the VM runs here (prematureWhere).
 func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, p *prefetch) {
 	r, dom := a.d.Reconv, p.dom
 	if r == nil || r.PrematureMargin <= 0 || dom == nil {
 		return
 	}
-	byDev := r.byUplink(plan.Plan(dom, a.current().Plan))
-	if len(byDev) == 0 {
+	out, taps := r.prematureWhere(plan.Plan(dom, a.current().Plan))
+	if len(out) == 0 && len(taps) == 0 {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, prefetchTTL)
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
-	w := &prematureWatch{cancel: cancel, name: ev.Domain.Name,
-		group: r.watch(wctx, byDev, reconverge.Out, time.Now().Add(prefetchTTL), false, log)}
+	w := &prematureWatch{cancel: cancel, name: ev.Domain.Name}
+	for dir, byDev := range map[reconverge.Direction]map[string][]rarp.MAC{reconverge.Out: out, reconverge.From: taps} {
+		if len(byDev) > 0 {
+			w.groups = append(w.groups, r.watch(wctx, byDev, dir, time.Now().Add(prefetchTTL), false, log))
+		}
+	}
 	// The XML was read in the background: the domain may have landed or
 	// left meanwhile, and its endPremature found nothing to close. The
 	// landing and the cancel drop the prefetch (under pre.mu) before they
@@ -502,6 +505,36 @@ func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, p *pr
 	}
 }
 
+// prematureWhere says where a frame from each NIC's MAC would move the
+// fabric: out of its uplink (reconverge.Out, the uplink's shared socket),
+// the one port of its bridge that is not a VM's or a macvtap's lower
+// device, which only this host sends from. A bridge with two or more
+// uplinks forwards between them: frames of the VM still running on the
+// source come in on one and leave on another, so there the tap is
+// watched for what QEMU writes into it (reconverge.From, a socket of its
+// own), as it is where the uplinks are unknown. A bridge without uplinks
+// moves nothing.
+func (r *Reconv) prematureWhere(targets []plan.Target) (out, taps map[string][]rarp.MAC) {
+	out, taps = map[string][]rarp.MAC{}, map[string][]rarp.MAC{}
+	for _, t := range targets {
+		if t.Strategy == plan.Skip {
+			continue
+		}
+		var ups []string
+		if r.Uplinks != nil {
+			ups = r.Uplinks(t)
+		}
+		bridged := t.Master != "" && t.Port != ""
+		switch {
+		case len(ups) == 1:
+			addWatched(out, ups[0], t.NIC.MAC)
+		case bridged && (len(ups) > 1 || r.Uplinks == nil):
+			addWatched(taps, t.Port, t.NIC.MAC)
+		}
+	}
+	return out, taps
+}
+
 // endPremature closes a domain's premature watch; with a landing (resumed
 // not zero) it counts and logs the MACs that spoke more than the margin
 // before it.
@@ -525,7 +558,13 @@ func (r *Reconv) endPremature(uuid string, resumed time.Time, log *zap.Logger) {
 }
 
 func (r *Reconv) countPremature(p *prematureWatch, resumed time.Time, log *zap.Logger) {
-	for mac, s := range p.group.wait() {
+	seen := map[rarp.MAC]reconverge.Sighting{}
+	for _, g := range p.groups {
+		for mac, s := range g.wait() {
+			seen[mac] = s // a MAC is watched in one group only
+		}
+	}
+	for mac, s := range seen {
 		if !s.Seen() || !s.First.Before(resumed.Add(-r.PrematureMargin)) {
 			continue
 		}

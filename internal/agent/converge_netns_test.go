@@ -150,6 +150,45 @@ func TestPrematureMoveCountedBeforeResumed(t *testing.T) {
 	h.waitLogged(t, "premature move: the VM's MAC left this host before the domain resumed here; the fabric saw the MAC move early", direct.name, time.Second)
 }
 
+// On a bridge with two uplinks the frames of the VM still running on the
+// source come in on one uplink and leave on the other, from its MAC: there
+// the agent watches the tap, and only what the VM wrote into it counts.
+func TestPrematureMoveOnABridgeWithTwoUplinks(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.Reconvergence.PrematureMargin = config.Duration(200 * time.Millisecond)
+	}})
+	sw2 := netnstest.New(t, "sw2")
+	netnstest.Veth(t, h.ns, "uplink2", sw2, "sw2h")
+	h.ns.Attach(t, "uplink2", netnstest.RigHostBridge)
+	h.tap(t, "vnet0", wired)
+	tap1 := h.tap(t, "vnet1", wired)
+	still := h.newDomain(t, stateOff, 0, "vnet0") // still runs on the source
+	early := h.newDomain(t, stateOff, 0, "vnet1") // speaks from its tap here
+	capt := netnstest.StartCapture(t, sw2, "sw2h", "ether src "+still.macs[0].String())
+	h.emit(t, still, startedMigrated)
+	h.emit(t, early, startedMigrated)
+	time.Sleep(300 * time.Millisecond)
+	h.learnOnOld(t, still.macs[0]) // in on uplink, flooded out of uplink2
+	if err := tap1.Write(unicast(peerMAC, early.macs[0])); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	h.emit(t, still, resumedMigrated)
+	h.emit(t, early, resumedMigrated)
+	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_premature_moves_total")
+	h.waitLogged(t, "premature move: the VM's MAC left this host before the domain resumed here; the fabric saw the MAC move early", early.name, time.Second)
+	h.frames.wait(t, still.macs[0], framesPerBurst, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if got := h.metric(t, "rarp_announce_premature_moves_total"); got != 1 {
+		t.Errorf("premature moves %v, want 1 (%s's frame from the source must not count)", got, still.name)
+	}
+	// The source's frame did leave through uplink2 before RESUMED: a
+	// watch on the uplinks would have counted it.
+	if n := len(netnstest.Tshark(t, capt.Stop(), "frame.time_epoch")); n == 0 {
+		t.Errorf("no frame from %s left uplink2: the test did not cross the bridge", still.macs[0])
+	}
+}
+
 func TestStaleDeliveriesAfterDeparture(t *testing.T) {
 	posted := make(chan record.Record, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

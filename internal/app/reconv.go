@@ -50,12 +50,14 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 }
 
 // watchIn opens reconverge watches in ns (nil: the caller's): the socket
-// stays in the namespace it was opened in. The agent's watches are all on
-// uplinks (one per landing, per departure and per incoming domain): they
-// share one socket per device and direction (reconverge.Shared; all of
-// them are in ns). The device's index comes from the topology's table
-// when it knows the device (no syscall); net.InterfaceByName, which dumps
-// every interface of the host, only for one it does not know yet.
+// stays in the namespace it was opened in. The watches on uplinks (one per
+// landing, per departure and per incoming domain) share one socket per
+// device and direction (reconverge.Shared; all of them are in ns). A
+// tap's watch from its VM's MAC (a bridge with several uplinks) is the
+// only one there: it keeps a socket of its own. The device's index comes
+// from the topology's table when it knows the device (no syscall);
+// net.InterfaceByName, which dumps every interface of the host, only for
+// one it does not know yet (a tap created an instant ago).
 func watchIn(ns *netns.NsHandle, topo *uplink.Resolver) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {
 	shared := &reconverge.Shared{}
 	return func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (w *reconverge.Watch, err error) {
@@ -64,7 +66,11 @@ func watchIn(ns *netns.NsHandle, topo *uplink.Resolver) func(string, reconverge.
 			if err != nil {
 				return err
 			}
-			w, err = shared.Open(ifi, dir, macs)
+			if dir == reconverge.From {
+				w, err = reconverge.Open(ifi, dir, macs)
+			} else {
+				w, err = shared.Open(ifi, dir, macs)
+			}
 			return err
 		})
 		return w, err
