@@ -13,7 +13,9 @@
 //     sends to a host the VM has left (Direction To on the uplink).
 //   - On the destination, before a landing: does the VM's MAC already leave
 //     this host through its uplink? Such a frame before RESUMED is a move
-//     the fabric saw before the VM ran here (Direction Out on the uplink).
+//     the fabric saw before the VM ran here (Direction Out on the uplink;
+//     From on the tap, where a bridge's several uplinks forward the
+//     frames of the VM still running on the source between them).
 //
 // The socket is an AF_PACKET socket behind a classic BPF filter that keeps
 // only matching frames, so the kernel wakes the reader only for the frames
