@@ -93,7 +93,7 @@ func TestWatchOutCountsFramesTheHostSendsFromTheMAC(t *testing.T) {
 	host, sw := watchRig(t)
 	vm, peer := mac(t, "52:54:00:00:00:0c"), mac(t, "02:00:00:00:00:01")
 	w := open(t, host, "upl", reconverge.Out, vm)
-	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm))     // arrives: not counted
+	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm))      // arrives: not counted
 	netnstest.Send(t, host, "upl", frame(rarp.Broadcast, peer)) // another source
 	before := time.Now()
 	netnstest.Send(t, host, "upl", frame(rarp.Broadcast, vm))
