@@ -67,16 +67,13 @@ func (d Direction) String() string {
 	return "to"
 }
 
-// bySource reports whether the direction matches a frame's source MAC
-// (From, Out) rather than its destination (To).
-func (d Direction) bySource() bool { return d != To }
-
-// macOffset is where the MAC a direction matches sits in the frame.
+// macOffset is where the MAC a direction matches sits in the frame: the
+// destination (To) or the source (From, Out).
 func (d Direction) macOffset() uint32 {
-	if d.bySource() {
-		return 6
+	if d == To {
+		return 0
 	}
-	return 0
+	return 6
 }
 
 // packetOutgoing is linux/if_packet.h PACKET_OUTGOING: a frame the host
