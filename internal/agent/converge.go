@@ -24,6 +24,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -55,9 +56,9 @@ type Reconv struct {
 	// VM's MACs; 0: no watch.
 	StaleWindow time.Duration
 	// PrematureMargin: a frame from the VM's MAC out of this host's
-	// uplink earlier than this before RESUMED is a premature move (QEMU's own announce,
-	// sent while the VM is still paused, comes within about a second
-	// before RESUMED); 0: no premature watch.
+	// uplink earlier than this before RESUMED is a premature move
+	// (QEMU's own announce, sent while the VM is still paused, comes
+	// within about a second before RESUMED); 0: no premature watch.
 	PrematureMargin time.Duration
 	// Uplinks names the devices where the fabric delivers a NIC's
 	// traffic to this host (UplinksOf); nil: nothing is watched.
@@ -473,10 +474,12 @@ func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, p *pr
 	wctx, cancel := context.WithTimeout(ctx, prefetchTTL)
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
 	w := &prematureWatch{cancel: cancel, name: ev.Domain.Name}
-	for dir, byDev := range map[reconverge.Direction]map[string][]rarp.MAC{reconverge.Out: out, reconverge.From: taps} {
-		if len(byDev) > 0 {
-			w.groups = append(w.groups, r.watch(wctx, byDev, dir, time.Now().Add(prefetchTTL), false, log))
-		}
+	until := time.Now().Add(prefetchTTL)
+	if len(out) > 0 {
+		w.groups = append(w.groups, r.watch(wctx, out, reconverge.Out, until, false, log))
+	}
+	if len(taps) > 0 {
+		w.groups = append(w.groups, r.watch(wctx, taps, reconverge.From, until, false, log))
 	}
 	// The XML was read in the background: the domain may have landed or
 	// left meanwhile, and its endPremature found nothing to close. The
@@ -503,17 +506,19 @@ func (a *Agent) startPremature(ctx context.Context, ev libvirtwatch.Event, p *pr
 	if old != nil {
 		old.cancel()
 	}
+	log.Debug("watching for premature moves",
+		zap.Strings("out_of", slices.Sorted(maps.Keys(out))), zap.Strings("taps", slices.Sorted(maps.Keys(taps))))
 }
 
 // prematureWhere says where a frame from each NIC's MAC would move the
-// fabric: out of its uplink (reconverge.Out, the uplink's shared socket),
-// the one port of its bridge that is not a VM's or a macvtap's lower
-// device, which only this host sends from. A bridge with two or more
-// uplinks forwards between them: frames of the VM still running on the
-// source come in on one and leave on another, so there the tap is
-// watched for what QEMU writes into it (reconverge.From, a socket of its
-// own), as it is where the uplinks are unknown. A bridge without uplinks
-// moves nothing.
+// fabric. Out of its uplink (reconverge.Out, on the uplink's shared
+// socket) when there is one: a bridge's only uplink port, or a macvtap's
+// lower device; only this host sends from the MAC there. A bridge with
+// two or more uplinks forwards between them, so frames of the VM still
+// running on the source come in on one and leave on another: there, and
+// where the uplinks are unknown, the tap is watched for what QEMU writes
+// into it (reconverge.From, a socket of its own). A bridge without
+// uplinks moves nothing.
 func (r *Reconv) prematureWhere(targets []plan.Target) (out, taps map[string][]rarp.MAC) {
 	out, taps = map[string][]rarp.MAC{}, map[string][]rarp.MAC{}
 	for _, t := range targets {
