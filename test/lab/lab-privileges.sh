@@ -103,6 +103,10 @@ for h in a b; do
     check "agent on $h, CAP_NET_RAW only: device events subscribed" no "$(has "$log" 'libvirt refused device events')"
     check "agent on $h, CAP_NET_RAW only: reconvergence watches open" no "$(has "$log" 'cannot watch the network around the migration')"
 done
+# The premature-move watch opened at STARTED/MIGRATED on the destination:
+# frames from the VM's MAC out of its uplink, a socket CAP_NET_RAW opens.
+plog=$(grep -F 'watching for premature moves' "$LAB_STATE/agent-$dst.log")
+check "agent on $dst, CAP_NET_RAW only: premature-move watch on up$dst" yes "$(has "$plog" "up$dst")"
 lab_agent_stop
 for h in a b; do cp "$LAB_STATE/agent-$h.log" "$LAB_STATE/agent-$h-netraw.log"; done
 
