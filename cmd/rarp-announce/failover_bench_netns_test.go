@@ -37,10 +37,11 @@ func BenchmarkUplinkFailover(b *testing.B) {
 	// The storm's variants' shape; only the name and the environment
 	// count here.
 	for _, v := range []stormVariant{
-		{name: "default"}, // 8 Ps (internal/cli raiseGOMAXPROCS)
+		{name: "default"}, // CPUs, at least 2 Ps (internal/cli raiseGOMAXPROCS)
 		// One P: half the CPU, and a tail that grows behind system
 		// calls holding the only P (BenchmarkStorm's 40x50 variant).
 		{name: "gomaxprocs-1", env: []string{"GOMAXPROCS=1"}},
+		{name: "gomaxprocs-8", env: []string{"GOMAXPROCS=8"}}, // the default before Stop 27
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			for range b.N {

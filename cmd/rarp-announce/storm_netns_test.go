@@ -151,10 +151,9 @@ func BenchmarkStorm(b *testing.B) {
 		// agent writes to stderr under zap's lock, read here through a
 		// pipe.
 		{name: "prefetch-log-warn", prefetch: true, spread: stormSpread, config: "log:\n  level: warn\n"},
-		// More Ps than CPUs: the agent's goroutines spend their time in
-		// syscalls the kernel spends CPU on (flooding a broadcast to
-		// 500 taps, netlink), each holding a P meanwhile; with 2 Ps the
-		// goroutine reading libvirt's socket waits for one.
+		// More Ps than CPUs (the default from b416b12 to Stop 27: 8): the
+		// agent's goroutines spend their time in syscalls, each holding
+		// a P meanwhile, but idle Ps cost the runtime wake-ups.
 		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
 		{name: "all-at-once-gomaxprocs-8", prefetch: true, env: []string{"GOMAXPROCS=8"}},
 		// Fewer Ps out of the uplinks, where a send is short.
@@ -163,6 +162,7 @@ func BenchmarkStorm(b *testing.B) {
 		{name: "prefetch-gomaxprocs-4", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=4"}},
 		{name: "bridge-device-gomaxprocs-1", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=1"}},
 		{name: "bridge-device-gomaxprocs-2", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=2"}},
+		{name: "bridge-device-gomaxprocs-8", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=8"}},
 		{name: "all-at-once-gomaxprocs-1", prefetch: true, env: []string{"GOMAXPROCS=1"}},
 		// New goroutines start with the stack size goroutines needed on
 		// average (runtime.morestack was 6% of the agent's profile: each

@@ -335,13 +335,17 @@ func (a *Agent) portChanged(ctx context.Context, l Landing, t plan.Target, log *
 
 // sendHost starts one announce per place the NIC's frames go (hostSends:
 // the bridge's uplinks with their tags, or the device), unless the landing
-// (ctx) ended first. The FDB repair (if planned) runs beside the first
-// frames instead of before them: under load a repair takes tens of
-// milliseconds, and a frame out of the uplink does not depend on the
-// local bridge's table. sendHost returns once the repair is done too, so
-// the bridge forwards the VM's returning traffic to its tap by the time
-// the landing counts as started; the repair's lag behind the first frame
-// is observed (rarp_announce_fdb_repair_after_first_frame_seconds).
+// (ctx) ended first, and then repairs the local bridge's table (if
+// planned). The first frames do not wait for the repair: under load a
+// repair takes tens of milliseconds, and a frame out of the uplink does not
+// depend on the local bridge's table. On an idle link the announcer sends
+// a first frame before Announce returns (the repair follows it in this
+// goroutine: no goroutine of its own, no wake-up); on a busy one the frame
+// waits in the link's queue while the repair runs. sendHost returns once
+// the repair is done, so the bridge forwards the VM's returning traffic to
+// its tap by the time the landing counts as started; the repair's lag
+// behind the first frame is observed
+// (rarp_announce_fdb_repair_after_first_frame_seconds).
 func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) ([]*announce.Handle, error) {
 	if ctx.Err() != nil {
 		// The domain left (or a newer landing took over) first: the
@@ -349,16 +353,12 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 		// removing it would only make the bridge flood its traffic.
 		return nil, context.Cause(ctx)
 	}
-	var repaired chan time.Time
-	if t.RepairFDB {
-		repaired = make(chan time.Time, 1)
-		go func() { a.repair(t, log); repaired <- time.Now() }()
-	}
 	hs, err := a.startHost(ctx, t, s, since, trigger, log)
-	if repaired == nil {
+	if !t.RepairFDB || ctx.Err() != nil {
 		return hs, err
 	}
-	done := <-repaired
+	a.repair(t, log) // also when the announce failed: the bridge is wrong either way
+	done := time.Now()
 	if len(hs) > 0 {
 		select {
 		case <-hs[0].First(): // most often: no goroutine to wait for it

@@ -78,28 +78,28 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	return ExitOK
 }
 
-// raiseGOMAXPROCS gives the agent at least 8 Go schedulers (Ps), however
-// few CPUs it has, unless GOMAXPROCS is set in the environment. The agent
-// spends its time in CPU-heavy system calls (a broadcast frame is flooded
-// by the kernel to every port of the bridge inside sendto; netlink), and a
-// goroutine in such a call holds its P: with 2 Ps on 2 CPUs, libvirt's
-// socket reader waited 80-100 ms for a P in a storm of 1,000 landings, and
-// 1,500 of 2,000 first frames missed 50 ms; with 8 Ps, none did
-// (cmd/rarp-announce BenchmarkStorm, docs/agent-tests.md). The kernel
-// still shares the same CPUs among the threads; the Ps only stop runnable
-// goroutines from queueing behind blocked ones.
+// raiseGOMAXPROCS gives the agent at least 2 Go schedulers (Ps), however
+// few CPUs it has (a one-CPU VM, a container limited to one CPU), unless
+// GOMAXPROCS is set in the environment. A goroutine in a system call holds
+// its P until the runtime's monitor takes it back, which can take
+// milliseconds: with one P, 20-36 of 2,000 first frames in a storm on 40
+// bridges waited over 50 ms behind sends and netlink calls holding the
+// only P (cmd/rarp-announce BenchmarkStorm, variant
+// prefetch-40x50-taps-gomaxprocs-1); with 2, none did.
 //
-// Out of uplinks, where a send is short, one P halved the agent's CPU in
-// the same storm on 4 bridges (the runtime stops waking idle threads),
-// but on 40 bridges of 50 taps (a bridge per network, as Neutron's Linux
-// bridge agent builds them) 20-36 of the 2,000 first frames waited over
-// 50 ms behind system calls holding the only P, against none with 8
-// (variants prefetch-gomaxprocs-1, prefetch-40x50-taps-gomaxprocs-1); so
-// 8 everywhere.
+// More Ps than CPUs cost CPU instead: the runtime wakes idle threads for
+// each goroutine made runnable and parks them again (a quarter of the
+// agent's samples in the storm at 8 Ps on 2 CPUs). From b416b12 the agent
+// took 8, when each frame on the bridge device spent 0.3 ms in sendto
+// flooding the bridge's ports and 2 Ps let libvirt's socket reader wait
+// 80-100 ms; out of the uplinks (the default since) a send is short, and
+// 2 Ps on 2 CPUs left none of 2,000 first frames over 50 ms on 4 bridges
+// of 500 taps or 40 of 50, even on the bridge device, for 15-25% less CPU
+// than 8 (docs/agent-tests.md, "Stop 27").
 func raiseGOMAXPROCS() {
 	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
 		runtime.GOMAXPROCS(minProcs)
 	}
 }
 
-const minProcs = 8
+const minProcs = 2

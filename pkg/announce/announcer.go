@@ -327,6 +327,9 @@ func (r Request) Validate() error {
 }
 
 // Announce starts r, superseding a running announce with the same key.
+// If r's link is idle its first frame goes out before Announce returns,
+// in the caller's goroutine (First is then done); otherwise it waits in
+// the link's queue.
 func (a *Announcer) Announce(r Request) (*Handle, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -450,9 +453,16 @@ func (a *Announcer) release(h *Handle) {
 // h running until the frame is counted in).
 func (a *Announcer) enqueue(h *Handle, it item) {
 	h.pending.Add(1)
-	it.queued = time.Now()
+	if it.first {
+		a.mu.Lock()
+		l := a.linkFor(h.req.Port)
+		a.mu.Unlock()
+		if l.trySend(it) {
+			return
+		}
+	}
 	a.mu.Lock()
-	a.linkFor(h.req.Port).push(it)
+	a.linkFor(h.req.Port).push(it) // anew: the link may have retired meanwhile
 	a.mu.Unlock()
 	a.m.queuedAdd(1)
 }

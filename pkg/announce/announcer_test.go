@@ -2,7 +2,9 @@ package announce
 
 import (
 	"errors"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,14 +302,17 @@ func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 	rec := &recorder{}
 	a := New(Options{Open: rec.slowOpen})
 	defer a.Close()
-	// Three first frames queue on the slow link (120 ms of sending)...
+	// Three first frames come at once on the slow link (120 ms of
+	// sending): one goes out in its caller's goroutine, the others queue...
 	for i := range 3 {
-		if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: "slow0", Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
-			t.Fatal(err)
-		}
+		go func() {
+			if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: "slow0", Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
+				t.Error(err)
+			}
+		}()
 	}
 	deadline := time.Now().Add(2 * time.Second)
-	for a.firsts.Load() < 2 { // one is being sent, two wait
+	for a.firsts.Load() < 1 { // one is being sent, the others wait
 		if time.Now().After(deadline) {
 			t.Fatalf("slow link's first frames not queued: %d", a.firsts.Load())
 		}
@@ -381,5 +386,83 @@ func TestWarmOpensTheSocketAhead(t *testing.T) {
 	defer mu.Unlock()
 	if len(opened) != 1 || !opened[0].Before(warmed) || h.Sent() != 1 {
 		t.Fatalf("%d opens (%v), %d frames sent; want the one open at Warm and the frame on it", len(opened), opened, h.Sent())
+	}
+}
+
+// gateSender holds each Send while blocking is set, until release is
+// closed, telling entered when one waits.
+type gateSender struct {
+	recSender
+	blocking *atomic.Bool
+	entered  chan struct{}
+	release  chan struct{}
+}
+
+func (s gateSender) Send(b []byte) error {
+	if s.blocking.Load() {
+		s.entered <- struct{}{}
+		<-s.release
+	}
+	return s.recSender.Send(b)
+}
+
+// A first frame on an idle link leaves in Announce's own goroutine: its
+// First is done when Announce returns. While another goroutine is writing
+// on the link, the next first frame queues behind it (Announce returns at
+// once) and goes out after it, in order.
+func TestFirstFrameGoesOutDirectlyWhenTheLinkIsIdle(t *testing.T) {
+	rec := &recorder{}
+	entered, release := make(chan struct{}, 4), make(chan struct{})
+	var blocking atomic.Bool
+	a := New(Options{Open: func(ifname string) (Sender, error) {
+		return gateSender{recSender{rec, ifname}, &blocking, entered, release}, nil
+	}})
+	defer a.Close()
+	one := Schedule{Rounds: 1, Bursts: 1}
+
+	h1, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h1.First():
+	default:
+		t.Fatal("first frame on an idle link not sent when Announce returned")
+	}
+	if err := h1.FirstErr(); err != nil || h1.Sent() != 1 {
+		t.Fatalf("first frame: %v, %d sent", err, h1.Sent())
+	}
+
+	// A writer holds the link: the next first frame queues.
+	blocking.Store(true)
+	h2done := make(chan *Handle)
+	go func() {
+		h, err := a.Announce(Request{MAC: mac(2), Interface: "br0", Schedule: one})
+		if err != nil {
+			t.Error(err)
+		}
+		h2done <- h
+	}()
+	<-entered // mac 2's frame is being written, in that goroutine
+	h3, err := a.Announce(Request{MAC: mac(3), Interface: "br0", Schedule: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h3.First():
+		t.Fatal("a first frame went out while another was being written on its link")
+	default:
+	}
+	blocking.Store(false)
+	close(release)
+	h2 := <-h2done
+	wait(t, h2, 2*time.Second)
+	wait(t, h3, 2*time.Second)
+	var order []rarp.MAC
+	for _, r := range rec.all() {
+		order = append(order, r.frame.Source)
+	}
+	if want := []rarp.MAC{mac(1), mac(2), mac(3)}; !slices.Equal(order, want) {
+		t.Fatalf("frames from %v, want %v", order, want)
 	}
 }

@@ -14,24 +14,31 @@ type item struct {
 	slot    Slot
 	first   bool
 	refresh bool
-	queued  time.Time
 }
 
 // link is one interface: its socket, its pacing bucket and its queue. One
-// worker goroutine owns the socket, so frames on an interface go out in
-// order and pacing needs no lock around the write.
+// writer at a time holds sendMu and the socket with it, so frames on an
+// interface go out in order: the link's worker goroutine, for the frames
+// queued, or the announce's own goroutine, for a first frame that finds
+// the link idle (trySend).
 type link struct {
 	a    *Announcer
 	port Port
 
-	mu    sync.Mutex
-	first []item // first frames of announces: they go before repeats
-	rest  []item
-	wake  chan struct{}
-
+	// sendMu is held from taking a frame to its outcome, and guards
+	// sender. Lock order: sendMu, then a.mu, then mu.
+	sendMu sync.Mutex
 	sender Sender
-	pacer  *Pacer // its segment's, shared with the other links on it
-	warm   bool   // Warm asked for the socket before a frame (under mu)
+
+	mu      sync.Mutex
+	first   []item // first frames of announces: they go before repeats
+	rest    []item
+	wake    chan struct{}
+	warm    bool // Warm asked for the socket before a frame
+	direct  bool // a frame went out through trySend since the worker last idled
+	retired bool // removed from the announcer: frames go to a new link
+
+	pacer *Pacer // its segment's, shared with the other links on it
 }
 
 // segmentPacer is a segment's pacer and how many links use it.
@@ -110,8 +117,10 @@ func (l *link) work() {
 		}
 	}()
 	for {
+		l.sendMu.Lock()
 		it, ok, deferred := l.pop()
 		if deferred {
+			l.sendMu.Unlock()
 			if deferTimer == nil {
 				deferTimer = time.NewTimer(deferWait)
 			} else {
@@ -132,6 +141,7 @@ func (l *link) work() {
 					l.sender = s
 				} // else the first frame tries again and reports it
 			}
+			l.sendMu.Unlock()
 			if !idle.Stop() {
 				select {
 				case <-idle.C:
@@ -153,21 +163,52 @@ func (l *link) work() {
 			}
 		}
 		l.a.m.queuedAdd(-1)
-		if it.h.ctx.Err() != nil {
-			l.a.skip(it)
-			continue
-		}
-		if !l.pace() {
-			l.a.skip(it)
-			continue
-		}
-		if it.h.ctx.Err() != nil {
-			l.a.skip(it)
-			continue
-		}
-		err := l.send(it.h.frame)
-		l.a.finish(it, time.Now(), err)
+		l.deliver(it)
+		l.sendMu.Unlock()
 	}
+}
+
+// deliver paces and sends one queued frame and records its outcome; the
+// caller holds sendMu.
+func (l *link) deliver(it item) {
+	if it.h.ctx.Err() != nil || !l.pace() || it.h.ctx.Err() != nil {
+		l.a.skip(it)
+		return
+	}
+	err := l.send(it.h.frame)
+	l.a.finish(it, time.Now(), err)
+}
+
+// trySend sends a first frame at once, in the caller's goroutine, if the
+// link is idle: nobody writing, nothing queued, a token in the bucket.
+// The frame then needs no wake-up of the worker, and the landing that
+// waits for it no wake-up of its own: in the storm of 1,000 landings those
+// two goroutine switches per NIC were most of the Go scheduler's quarter
+// of the agent's CPU. False: the caller queues it.
+func (l *link) trySend(it item) bool {
+	if !l.sendMu.TryLock() {
+		return false
+	}
+	defer l.sendMu.Unlock()
+	l.mu.Lock()
+	idle := !l.retired && len(l.first)+len(l.rest) == 0
+	if idle {
+		l.direct = true
+	}
+	l.mu.Unlock()
+	if !idle {
+		return false
+	}
+	if it.h.ctx.Err() != nil {
+		l.a.skip(it)
+		return true
+	}
+	if !l.pacer.TryTake() {
+		return false
+	}
+	err := l.send(it.h.frame)
+	l.a.finish(it, time.Now(), err)
+	return true
 }
 
 // takeWarm reports and clears a Warm request.
@@ -208,11 +249,15 @@ func (l *link) send(frame []byte) error {
 	return err
 }
 
-// retire removes an idle link; false if a frame arrived meanwhile.
+// retire removes an idle link; false if a frame arrived or went out
+// directly meanwhile.
 func (l *link) retire() bool {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
 	l.a.mu.Lock()
 	l.mu.Lock()
-	busy := len(l.first)+len(l.rest) > 0
+	busy := len(l.first)+len(l.rest) > 0 || l.direct
+	l.direct = false
 	closing := false
 	select {
 	case <-l.a.closing:
@@ -224,6 +269,7 @@ func (l *link) retire() bool {
 		l.a.mu.Unlock()
 		return false
 	}
+	l.retired = true
 	if l.a.links[l.port] == l {
 		delete(l.a.links, l.port)
 		seg := l.port.Segment()

@@ -31,14 +31,19 @@ func NewPacer(p Pacing) *Pacer {
 func (pc *Pacer) reserve() time.Duration {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	now := time.Now()
-	pc.tokens = min(pc.tokens+now.Sub(pc.last).Seconds()*pc.p.PerSecond, float64(max(pc.p.Burst, 1)))
-	pc.last = now
+	pc.refill()
 	pc.tokens--
 	if pc.tokens >= 0 {
 		return 0
 	}
 	return time.Duration(-pc.tokens / pc.p.PerSecond * float64(time.Second))
+}
+
+// refill credits the time since the last refill; the caller holds mu.
+func (pc *Pacer) refill() {
+	now := time.Now()
+	pc.tokens = min(pc.tokens+now.Sub(pc.last).Seconds()*pc.p.PerSecond, float64(max(pc.p.Burst, 1)))
+	pc.last = now
 }
 
 // unreserve gives back a token its caller will not use.
@@ -67,4 +72,20 @@ func (pc *Pacer) Wait(stop <-chan struct{}) (time.Duration, bool) {
 		pc.unreserve()
 		return d, false
 	}
+}
+
+// TryTake takes a token if one is there now, without waiting; false
+// leaves the bucket as it was.
+func (pc *Pacer) TryTake() bool {
+	if pc == nil || pc.p.PerSecond <= 0 {
+		return true
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.refill()
+	if pc.tokens < 1 {
+		return false
+	}
+	pc.tokens--
+	return true
 }
