@@ -56,7 +56,7 @@ func uplinkFailover(b *testing.B, domains int, env []string) {
 	bin := buildPlain(b)
 	b.StopTimer()
 	nics := domains * stormNICs
-	host, sw, closeTaps := stormNetwork(b, nics, stormBridges)
+	host, sw, closeTaps := stormNetwork(b, nics, stormBridges, 0)
 	defer closeTaps()
 
 	fake, err := libvirtfake.Listen(shortSocket(b))

@@ -109,6 +109,15 @@ func BenchmarkStorm(b *testing.B) {
 		// 50 taps per bridge instead of 500: the system time per frame
 		// out of the uplinks should not depend on the bridge's size; on
 		// the bridge device it grows with it.
+		// The same 100 domains on bridges of 50 taps, or of 500 (450
+		// idle VMs' taps added to each), each NIC sending 25 frames 20 ms
+		// apart (5,000 frames, enough to measure in 10 ms ticks): the
+		// system time per frame out of the uplinks against the bridge's
+		// size alone, with the same uplinks, sockets and landings.
+		{name: "prefetch-4x50-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, config: rounds25, rounds: 25},
+		{name: "prefetch-4x500-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, pad: 450, config: rounds25, rounds: 25},
+		{name: "bridge-device-4x50-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, config: rounds25 + "host:\n  send_on: bridge\n", rounds: 25},
+		{name: "bridge-device-4x500-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, pad: 450, config: rounds25 + "host:\n  send_on: bridge\n", rounds: 25},
 		{name: "prefetch-50-taps", prefetch: true, spread: stormSpread, domains: 100},
 		{name: "bridge-device-50-taps", prefetch: true, spread: stormSpread, domains: 100, config: "host:\n  send_on: bridge\n"},
 		// 50 taps per bridge with the whole storm (40 bridges, the same
@@ -187,6 +196,9 @@ func BenchmarkStorm(b *testing.B) {
 	}
 }
 
+// rounds25 is a schedule of 25 frames 20 ms apart.
+const rounds25 = "schedule:\n  rounds: 25\n  initial: 20ms\n  step: 0s\n  max: 20ms\n"
+
 // noReconvergence turns the watches around migrations off.
 const noReconvergence = "reconvergence:\n  window: 0s\n  stale_window: 0s\n  premature_margin: 0s\n"
 
@@ -205,6 +217,7 @@ type stormVariant struct {
 	rounds   int           // frames per NIC if the config changes it; 0: the default 5
 	domains  int           // 0: defaultStormDomains (2 NICs each, over the bridges)
 	bridges  int           // 0: stormBridges
+	pad      int           // idle taps added to each bridge (no domain's)
 }
 
 func storm(b *testing.B, v stormVariant) {
@@ -221,7 +234,7 @@ func storm(b *testing.B, v stormVariant) {
 	bin := buildPlain(b)
 	b.StopTimer()
 
-	host, sw, closeTaps := stormNetwork(b, stormDomains*stormNICs, bridges)
+	host, sw, closeTaps := stormNetwork(b, stormDomains*stormNICs, bridges, v.pad)
 	defer closeTaps()
 	nics := stormDomains * stormNICs
 
@@ -365,7 +378,11 @@ func storm(b *testing.B, v stormVariant) {
 	for firstSeen(caps) < nics && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	for framesSeen(caps) < nics*5 && time.Now().Before(deadline) {
+	perNIC := 5
+	if v.rounds > 0 {
+		perNIC = v.rounds
+	}
+	for framesSeen(caps) < nics*perNIC && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // none more
@@ -490,10 +507,6 @@ func storm(b *testing.B, v stormVariant) {
 		b.Logf("  FDB repair ended after the first frame (log times, ms resolution of zap's ts) for %d of %d repaired NICs: p50 %.2f ms, p99 %.2f ms, max %.2f ms behind it",
 			len(repairAfter), len(toRepaired), ms(pctOf(repairAfter, .5)), ms(pctOf(repairAfter, .99)), ms(pctOf(repairAfter, 1)))
 	}
-	perNIC := 5
-	if v.rounds > 0 {
-		perNIC = v.rounds
-	}
 	b.Logf("frames on the uplinks: %d (agent's frames_sent_total %v, want %d); capture drops %d; pacing waits %v",
 		total, sentMetric, nics*perNIC, drops, pacingWaits)
 	b.Logf("FDB repair vs first frame (the agent's histogram): %v NICs, the repair ended first for %v, within 5 ms after it for %v, mean lag %.2f ms; uplink fallbacks (unreadable) %v",
@@ -517,7 +530,12 @@ func storm(b *testing.B, v stormVariant) {
 // in sw; each bridge is its own network, as separate provider networks or
 // VLANs would be, so that a broadcast of one is not flooded into the
 // others. closeTaps releases the taps.
-func stormNetwork(b *testing.B, n, bridges int) (host, sw *netnstest.NS, closeTaps func()) {
+// stormNetwork builds the storm's host and switch: bridges bridges, each
+// with a veth uplink to its own switch bridge, the n VM taps vnet0..n-1
+// spread over them, and pad more taps per bridge (idlepad0...) that no
+// domain owns: held open as well, so each forwards and the bridge floods
+// to it, like the ports of VMs that are not landing.
+func stormNetwork(b *testing.B, n, bridges, pad int) (host, sw *netnstest.NS, closeTaps func()) {
 	b.Helper()
 	host = netnstest.New(b, "storm")
 	sw = netnstest.New(b, "stormsw")
@@ -534,15 +552,23 @@ func stormNetwork(b *testing.B, n, bridges int) (host, sw *netnstest.NS, closeTa
 		// flooded to them would otherwise sit in a 1,000-frame ring.
 		fmt.Fprintf(&batch, "tuntap add dev vnet%d mode tap\nlink set dev vnet%d txqueuelen 16 master br%d up\n", i, i, i%bridges)
 	}
+	names := make([]string, 0, n+pad*bridges)
+	for i := range n {
+		names = append(names, fmt.Sprintf("vnet%d", i))
+	}
+	for i := range pad * bridges {
+		fmt.Fprintf(&batch, "tuntap add dev idlepad%d mode tap\nlink set dev idlepad%d txqueuelen 16 master br%d up\n", i, i, i%bridges)
+		names = append(names, fmt.Sprintf("idlepad%d", i))
+	}
 	batchFile := filepath.Join(b.TempDir(), "taps.batch")
 	if err := os.WriteFile(batchFile, []byte(batch.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	t0 := time.Now()
 	netnstest.Run(b, "ip", "-n", host.Name, "-batch", batchFile)
-	closeTaps = openTaps(b, host, n)
-	waitForwarding(b, host, n)
-	b.Logf("network: %d taps on %d bridges created, held and forwarding in %v", n, bridges, time.Since(t0).Round(time.Millisecond))
+	closeTaps = openTaps(b, host, names)
+	waitForwarding(b, host, len(names))
+	b.Logf("network: %d taps on %d bridges (%d of them idle) created, held and forwarding in %v", len(names), bridges, pad*bridges, time.Since(t0).Round(time.Millisecond))
 	return host, sw, closeTaps
 }
 
@@ -564,24 +590,24 @@ func freePort(b *testing.B, ns *netnstest.NS) string {
 	return addr
 }
 
-// openTaps holds taps vnet0..n-1 open in ns; the returned func closes them.
-func openTaps(b *testing.B, ns *netnstest.NS, n int) func() {
+// openTaps holds the taps names open in ns; the returned func closes them.
+func openTaps(b *testing.B, ns *netnstest.NS, names []string) func() {
 	b.Helper()
-	fds := make([]int, 0, n)
+	fds := make([]int, 0, len(names))
 	err := ns.Do(func() error {
-		for i := range n {
+		for _, name := range names {
 			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 			if err != nil {
 				return err
 			}
 			fds = append(fds, fd)
-			ifr, err := unix.NewIfreq(fmt.Sprintf("vnet%d", i))
+			ifr, err := unix.NewIfreq(name)
 			if err != nil {
 				return err
 			}
 			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
 			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-				return fmt.Errorf("vnet%d: TUNSETIFF: %w", i, err)
+				return fmt.Errorf("%s: TUNSETIFF: %w", name, err)
 			}
 		}
 		return nil
