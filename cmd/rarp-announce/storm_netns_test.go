@@ -330,7 +330,7 @@ func storm(b *testing.B, v stormVariant) {
 	// RARP_STORM_PERF=FILE records a CPU profile of the agent (kernel
 	// included) during the storm with perf, for 'perf report -i FILE'.
 	if out := os.Getenv("RARP_STORM_PERF"); out != "" {
-		perf := exec.Command("perf", "record", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", out)
+		perf := exec.Command("perf", "record", "-F", "2999", "-g", "-p", strconv.Itoa(pid), "-o", out)
 		if err := perf.Start(); err != nil {
 			b.Fatal(err)
 		}

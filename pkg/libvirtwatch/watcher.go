@@ -271,9 +271,11 @@ func (w *Watcher) relay(ctx context.Context, msg libvirt.DomainEventLifecycleMsg
 	kind := w.tracker.Observe(d, msg.Dom.ID, msg.Event, msg.Detail)
 	w.m.decision(kind, false)
 	ev := Event{Kind: kind, Domain: d, DomainID: msg.Dom.ID, Event: msg.Event, Detail: msg.Detail, Received: now}
-	if kind == Landed {
-		w.log.Info("domain landed", zap.String("domain", d.Name), zap.String("uuid", d.UUID), zap.String("event", ev.Name()))
-	} else if ce := w.log.Check(zap.DebugLevel, "lifecycle event"); ce != nil {
+	// At debug, landings too: the agent logs each landing at info with
+	// the time read here ("landed", received), and a second line per
+	// landing, written in this reader's goroutine, held up the next
+	// event in a storm.
+	if ce := w.log.Check(zap.DebugLevel, "lifecycle event"); ce != nil {
 		ce.Write(zap.String("domain", d.Name), zap.String("uuid", d.UUID), zap.String("event", ev.Name()), zap.Stringer("kind", kind))
 	}
 	return send(ctx, out, ev)
