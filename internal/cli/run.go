@@ -94,8 +94,9 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 // flooding the bridge's ports and 2 Ps let libvirt's socket reader wait
 // 80-100 ms; out of the uplinks (the default since) a send is short, and
 // 2 Ps on 2 CPUs left none of 2,000 first frames over 50 ms on 4 bridges
-// of 500 taps or 40 of 50, even on the bridge device, for 15-25% less CPU
-// than 8 (docs/agent-tests.md, "Stop 27").
+// of 500 taps or 40 of 50, for up to a fifth less CPU than 8 (0-20% in
+// the runs of docs/agent-tests.md, "Stop 24" and "Stop 27"; the machine's
+// noise is as large).
 func raiseGOMAXPROCS() {
 	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
 		runtime.GOMAXPROCS(minProcs)
