@@ -27,14 +27,19 @@ package main
 // with host.send_on: bridge, the way before the uplinks: compare them with
 // -bench 'Storm/(prefetch|bridge-device)$'), prefetch-50-taps and
 // bridge-device-50-taps (100 domains, 50 taps per bridge: the system time
-// per frame against the bridge's size), prefetch-40x50-taps and
+// per frame against the bridge's size, over few frames),
+// prefetch-4x50-taps-25-rounds and prefetch-4x500-taps-25-rounds (and the
+// bridge-device ones: the same 100 domains, 25 frames per NIC, with 450
+// idle taps added to each bridge or not: the bridge's size alone),
+// prefetch-40x50-taps and
 // bridge-device-40x50-taps (the whole storm on 40 bridges of 50 taps: the
 // same against as many frames as with 500 taps), xml-at-landing (only
 // RESUMED/MIGRATED: the XML is read on the critical path), all-at-once (the
 // 1,000 RESUMED events in one write), prefetch-no-fdb-repair (what the FDB
 // repair adds), prefetch-log-warn (what logging each landing adds),
-// prefetch-gomaxprocs-8 and all-at-once-gomaxprocs-8 (the agent with 8 Ps
-// on 2 CPUs) and
+// prefetch-gomaxprocs-8, bridge-device-gomaxprocs-8 and
+// all-at-once-gomaxprocs-8 (the agent with 8 Ps on 2 CPUs, the default
+// before Stop 27) and
 // prefetch-pacing-1000 (stricter pacing). All but the last use the default
 // pacing (4,000 frames/s, burst 1,000 per interface); all use QEMU's
 // schedule (5 frames at 0, 50, 200, 450, 800 ms); all but one log at
@@ -106,9 +111,6 @@ func BenchmarkStorm(b *testing.B) {
 		// The frames written on the bridge device, which clones each to
 		// its 500 taps inside sendto.
 		{name: "bridge-device", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n"},
-		// 50 taps per bridge instead of 500: the system time per frame
-		// out of the uplinks should not depend on the bridge's size; on
-		// the bridge device it grows with it.
 		// The same 100 domains on bridges of 50 taps, or of 500 (450
 		// idle VMs' taps added to each), each NIC sending 25 frames 20 ms
 		// apart (5,000 frames, enough to measure in 10 ms ticks): the
@@ -118,6 +120,9 @@ func BenchmarkStorm(b *testing.B) {
 		{name: "prefetch-4x500-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, pad: 450, config: rounds25, rounds: 25},
 		{name: "bridge-device-4x50-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, config: rounds25 + "host:\n  send_on: bridge\n", rounds: 25},
 		{name: "bridge-device-4x500-taps-25-rounds", prefetch: true, spread: stormSpread, domains: 100, pad: 450, config: rounds25 + "host:\n  send_on: bridge\n", rounds: 25},
+		// 50 taps per bridge instead of 500: the system time per frame
+		// out of the uplinks should not depend on the bridge's size; on
+		// the bridge device it grows with it.
 		{name: "prefetch-50-taps", prefetch: true, spread: stormSpread, domains: 100},
 		{name: "bridge-device-50-taps", prefetch: true, spread: stormSpread, domains: 100, config: "host:\n  send_on: bridge\n"},
 		// 50 taps per bridge with the whole storm (40 bridges, the same
@@ -524,17 +529,15 @@ func storm(b *testing.B, v stormVariant) {
 	}
 }
 
-// stormNetwork builds the storm's network: host bridges br0-3 with n taps
-// among them (vnet0..n-1, vnetK on br(K%4)), held open and forwarding,
+// stormNetwork builds the storm's network: host bridges br0.. with n taps
+// among them (vnet0..n-1, vnetK on br(K%bridges)), held open and forwarding,
 // each bridge with an uplink upK to its own switch bridge swbK (port swpK)
 // in sw; each bridge is its own network, as separate provider networks or
 // VLANs would be, so that a broadcast of one is not flooded into the
-// others. closeTaps releases the taps.
-// stormNetwork builds the storm's host and switch: bridges bridges, each
-// with a veth uplink to its own switch bridge, the n VM taps vnet0..n-1
-// spread over them, and pad more taps per bridge (idlepad0...) that no
-// domain owns: held open as well, so each forwards and the bridge floods
-// to it, like the ports of VMs that are not landing.
+// others. pad more taps per bridge (idlepadK on br(K%bridges)) belong to
+// no domain but are held open as well, so each forwards and the bridge
+// floods to it, like the ports of VMs that are not landing. closeTaps
+// releases the taps.
 func stormNetwork(b *testing.B, n, bridges, pad int) (host, sw *netnstest.NS, closeTaps func()) {
 	b.Helper()
 	host = netnstest.New(b, "storm")

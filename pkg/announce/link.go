@@ -35,7 +35,7 @@ type link struct {
 	rest    []item
 	wake    chan struct{}
 	warm    bool // Warm asked for the socket before a frame
-	direct  bool // a frame went out through trySend since the worker last idled
+	direct  bool // a frame went out through trySend since retire last looked
 	retired bool // removed from the announcer: frames go to a new link
 
 	pacer *Pacer // its segment's, shared with the other links on it
@@ -175,6 +175,12 @@ func (l *link) deliver(it item) {
 		l.a.skip(it)
 		return
 	}
+	l.write(it)
+}
+
+// write sends it and records the outcome; the caller holds sendMu and
+// has paced it.
+func (l *link) write(it item) {
 	err := l.send(it.h.frame)
 	l.a.finish(it, time.Now(), err)
 }
@@ -206,8 +212,7 @@ func (l *link) trySend(it item) bool {
 	if !l.pacer.TryTake() {
 		return false
 	}
-	err := l.send(it.h.frame)
-	l.a.finish(it, time.Now(), err)
+	l.write(it)
 	return true
 }
 

@@ -117,7 +117,8 @@ func (t *timeline) cancelled(h *Handle) {
 }
 
 // run is the loop: it takes every announce due, advances each, and sleeps
-// until the next one is due or an earlier one is scheduled.
+// until timelineSlack after the next one is due, or an earlier one is
+// scheduled.
 func (t *timeline) run() {
 	defer t.a.workers.Done()
 	timer := time.NewTimer(time.Hour)
