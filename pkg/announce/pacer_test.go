@@ -76,3 +76,29 @@ func TestPacerStopGivesTheTokenBack(t *testing.T) {
 		t.Errorf("tokens %.2f after a stopped wait, want the reservation given back", pc.tokens)
 	}
 }
+
+// TryTake takes the tokens there are and no more, leaves the bucket as
+// it was when it refuses (a refused try does not push Wait's callers
+// back), and takes again once a token has been credited.
+func TestPacerTryTake(t *testing.T) {
+	pc := NewPacer(Pacing{PerSecond: 100, Burst: 3}) // a token every 10 ms
+	for i := range 3 {
+		if !pc.TryTake() {
+			t.Fatalf("token %d of a full bucket of 3 refused", i+1)
+		}
+	}
+	if pc.TryTake() {
+		t.Fatal("a fourth token taken from a bucket of 3 at once")
+	}
+	if pc.tokens < -0.01 {
+		t.Errorf("tokens %.2f after a refused try, want it to leave the bucket alone", pc.tokens)
+	}
+	time.Sleep(15 * time.Millisecond)
+	if !pc.TryTake() {
+		t.Fatal("no token 15 ms later at 100 per second")
+	}
+	var unpaced *Pacer
+	if !unpaced.TryTake() || !NewPacer(Pacing{}).TryTake() {
+		t.Fatal("a nil or unpaced pacer refused")
+	}
+}
