@@ -346,7 +346,6 @@ func TestLeftWhileReadingRegistersNothing(t *testing.T) {
 	})
 	t.Cleanup(func() { agent.SetXMLReadHook(old) })
 	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // on a failure before the release
 	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond,
 		config: func(c *config.Config) {
 			c.IPAnnounce.Enabled = true
@@ -359,17 +358,28 @@ func TestLeftWhileReadingRegistersNothing(t *testing.T) {
 			a = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
 			d = h.newDomain(t, stateOff, 0, "vnet2")
 		}})
+	// On a failure before the release: registered after newHost's, so it
+	// runs before the agent stops (which waits for the held reads).
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
 	h.waitRegistry(t, 1)
 	for _, x := range []domain{a, d} {
 		h.rig.LearnOnOld(t, x.macs[0].String())
 	}
 
 	// d lands: its landing and the registry's refresh (the event made
-	// it stale) hold after reading its XML while d stops.
+	// it stale) hold after reading its XML while d stops. The two events
+	// go in one batch, so d runs by the time the agent reads STARTED: a
+	// refresh that listed the domains between the two (only RUNNING ones
+	// are listed) would not read d at all.
 	mu.Lock()
 	waits := []chan struct{}{entered[agent.XMLReadLanding], entered[agent.XMLReadRegistry]}
 	mu.Unlock()
-	h.emit(t, d, startedMigrated, resumedMigrated)
+	if _, err := h.fake.EmitBatch([]libvirtfake.Lifecycle{
+		{Domain: d.name, Event: startedMigrated.event, Detail: startedMigrated.detail},
+		{Domain: d.name, Event: resumedMigrated.event, Detail: resumedMigrated.detail},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for i, c := range waits {
 		select {
 		case <-c:
