@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -118,6 +119,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	if err := a.buildReconv(ctx, cfg, o, o.Registerer); err != nil {
 		return nil, fmt.Errorf("watching the network around migrations (netlink): %w", err)
 	}
+	o.Open = markedOpen(o.Open, cfg.Host.FrameMark, log)
 	a.Announcer = newAnnouncer(pacing, anm, log, o)
 	if a.IP != nil {
 		a.IP.SetSender(announce.KindHost, a.Announcer.Announce)
@@ -204,6 +206,21 @@ func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
 func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, o Options) *announce.Announcer {
 	return announce.New(announce.Options{
 		Open: o.Open, Pacing: pacing, Metrics: m, Logger: log.Named("announce"), OnFrame: o.OnFrame,
+	})
+}
+
+// markedOpen is open (nil: announce.OpenPacket) with its sockets marking
+// their frames with mark (host.frame_mark), which the premature-move
+// watches drop (reconv.go); a refusal is logged once.
+func markedOpen(open announce.Opener, mark uint32, log *zap.Logger) announce.Opener {
+	if open == nil {
+		open = announce.OpenPacket
+	}
+	var once sync.Once
+	return announce.Marked(open, mark, func(err error) {
+		once.Do(func() {
+			log.Warn("frames sent unmarked (host.frame_mark): the premature-move watches wake for the agent's own frames; SO_MARK needs Linux 5.17+ or CAP_NET_ADMIN", zap.Error(err))
+		})
 	})
 }
 

@@ -29,7 +29,7 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 	rc := cfg.Reconvergence
 	r := &agent.Reconv{
 		Window: rc.Window.D(), StaleWindow: rc.StaleWindow.D(), PrematureMargin: rc.PrematureMargin.D(),
-		Open:    watchIn(o.Netns, a.Topology),
+		Open:    watchIn(o.Netns, a.Topology, cfg.Host.FrameMark),
 		Ledger:  moves.New(cfg.MoveLedger.Window.D(), cfg.MoveLedger.Limit),
 		MoveCap: &agent.MoveCap{PerPeriod: cfg.MoveLedger.MaxMACsPerMinute},
 		Metrics: agent.NewReconvMetrics(reg),
@@ -52,14 +52,15 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 // watchIn opens reconverge watches in ns (nil: the caller's): the socket
 // stays in the namespace it was opened in. The watches on uplinks (one per
 // landing, per departure and per incoming domain) share one socket per
-// device and direction (reconverge.Shared; all of them are in ns). A
-// tap's watch from its VM's MAC (a bridge with several uplinks) is the
-// only one there: it keeps a socket of its own. The device's index comes
+// device and direction (reconverge.Shared; all of them are in ns), whose
+// Out filters drop the frames marked ownMark, the agent's own. A tap's
+// watch from its VM's MAC (a bridge with several uplinks) is the only one
+// there: it keeps a socket of its own. The device's index comes
 // from the topology's table when it knows the device (no syscall);
 // net.InterfaceByName, which dumps every interface of the host, only for
 // one it does not know yet (a tap created an instant ago).
-func watchIn(ns *netns.NsHandle, topo *uplink.Resolver) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {
-	shared := &reconverge.Shared{}
+func watchIn(ns *netns.NsHandle, topo *uplink.Resolver, ownMark uint32) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {
+	shared := &reconverge.Shared{OwnMark: ownMark}
 	return func(ifname string, dir reconverge.Direction, macs []rarp.MAC) (w *reconverge.Watch, err error) {
 		err = inNetns(ns, func() error {
 			ifi, err := interfaceOf(topo, ifname)

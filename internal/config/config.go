@@ -135,7 +135,15 @@ type Host struct {
 	// port's VLAN) or bridge (the bridge device, which floods them to
 	// every port and tags them with the bridge's own PVID).
 	SendOn string `yaml:"send_on"`
+	// FrameMark is the socket mark (skb->mark, host-local) on every frame
+	// the agent sends, so that its own premature-move watches drop them
+	// in the kernel; 0: unmarked. Change it if the host's tc or nftables
+	// rules give the default a meaning.
+	FrameMark uint32 `yaml:"frame_mark"`
 }
+
+// DefaultFrameMark is host.frame_mark's default: "RARP" in ASCII.
+const DefaultFrameMark = 0x52415250
 
 // Where the host strategy writes a bridge NIC's frames (host.send_on).
 const (
@@ -277,7 +285,7 @@ func Default() *Config {
 			PrematureMargin: Duration(2 * time.Second), WebhookTimeout: Duration(5 * time.Second)},
 		MoveLedger: MoveLedger{Window: Duration(180 * time.Second), Limit: 5},
 
-		Host: Host{SendOn: SendOnUplinks},
+		Host: Host{SendOn: SendOnUplinks, FrameMark: DefaultFrameMark},
 		Strategies: Strategies{
 			Bridge: StrategyHost, Network: StrategyHost, Direct: StrategyHost,
 			OpenVSwitch: StrategyOVS, VhostUser: StrategyQEMU, Ethernet: StrategySkip,

@@ -22,6 +22,22 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 	}
 }
 
+// host.frame_mark takes a mark in hex or decimal; 0 turns marking off.
+func TestFrameMark(t *testing.T) {
+	for in, want := range map[string]uint32{"0x10": 16, "4294967295": math.MaxUint32, "0": 0} {
+		c, err := Parse("c.yaml", []byte("host:\n  frame_mark: "+in+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if c.Host.FrameMark != want {
+			t.Errorf("frame_mark %s = %#x, want %#x", in, c.Host.FrameMark, want)
+		}
+	}
+	if Default().Host.FrameMark != DefaultFrameMark {
+		t.Errorf("default frame_mark %#x", Default().Host.FrameMark)
+	}
+}
+
 // The example config documents every key with its default: it must parse
 // to exactly the defaults and name every field of Config.
 func TestExampleConfigIsCompleteAndDefault(t *testing.T) {
@@ -99,6 +115,12 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]want{{3, "host.send_on", ClassValue, `c.yaml:3: host.send_on: "bond0" is not uplinks or bridge`}}},
 		{"empty send_on", "host:\n  send_on: \"\"\n",
 			[]want{{2, "host.send_on", ClassValue, `c.yaml:2: host.send_on: "" is not uplinks or bridge`}}},
+		{"negative frame_mark", "host:\n  frame_mark: -1\n",
+			[]want{{2, "host.frame_mark", ClassValue, "c.yaml:2: host.frame_mark: -1 is not from 0 to 0xffffffff"}}},
+		{"frame_mark over 32 bits", "host:\n  frame_mark: 0x100000000\n",
+			[]want{{2, "host.frame_mark", ClassValue, "c.yaml:2: host.frame_mark: 0x100000000 is not from 0 to 0xffffffff"}}},
+		{"frame_mark text", "host:\n  frame_mark: rarp\n",
+			[]want{{2, "host.frame_mark", ClassType, `c.yaml:2: host.frame_mark: expected a whole number from 0 to 0xffffffff, found "rarp"`}}},
 		{"ovs on a bridge", "strategies:\n  bridge: ovs\n",
 			[]want{{2, "strategies.bridge", ClassValue, "c.yaml:2: strategies.bridge: ovs applies only to openvswitch ports"}}},
 		{"vhostuser host", "strategies:\n  vhostuser: host\n",

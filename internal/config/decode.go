@@ -131,6 +131,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 			return
 		}
 		v.SetInt(i)
+	case reflect.Uint32: // a mark: 0x52415250 or 1380012624
+		var i int64
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+			d.wrongType(n, key, "a whole number from 0 to 0xffffffff")
+			return
+		}
+		if i < 0 || i > math.MaxUint32 {
+			d.add(n.Line, key, ClassValue, "%s is not from 0 to 0xffffffff", n.Value)
+			return
+		}
+		v.SetUint(uint64(i))
 	case reflect.Float64:
 		var f float64
 		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&f) != nil {

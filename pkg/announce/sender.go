@@ -81,6 +81,50 @@ func OpenPacket(ifname string) (Sender, error) {
 	return &packetSender{c: c, ifname: ifname, dst: &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}}, nil
 }
 
+// Marked wraps open so that every packet socket it opens marks its frames
+// (SO_MARK: skb->mark, which never leaves the host) with mark, and the
+// agent's own packet sockets can tell its frames from those a bridge
+// forwards: the premature-move watch on an uplink
+// (reconverge.Shared.OwnMark) drops them in its kernel filter instead of
+// waking for each. Linux allows SO_MARK with CAP_NET_RAW from 5.17, only
+// with CAP_NET_ADMIN before; where it is refused the socket sends
+// unmarked, as before, and refused (if set) gets the error. Mark 0: open
+// itself.
+func Marked(open Opener, mark uint32, refused func(error)) Opener {
+	if mark == 0 {
+		return open
+	}
+	return func(ifname string) (Sender, error) {
+		s, err := open(ifname)
+		if err != nil {
+			return s, err
+		}
+		if p, ok := s.(*packetSender); ok {
+			if err := p.setMark(mark); err != nil && refused != nil {
+				refused(err)
+			}
+		}
+		return s, nil
+	}
+}
+
+func (s *packetSender) setMark(mark uint32) error {
+	rc, err := s.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("%s: set socket mark %#x: %w", s.ifname, mark, serr)
+	}
+	return nil
+}
+
 type packetSender struct {
 	c      *packet.Conn
 	ifname string

@@ -80,6 +80,12 @@ const sharedReadBuffer = 1 << 20
 // opened in: use one Shared per namespace. Safe for concurrent use; the
 // zero value is ready.
 type Shared struct {
+	// OwnMark, if not zero, is the socket mark (SO_MARK) of the frames
+	// this agent sends (announce.OpenMarked): an Out watch's kernel
+	// filter drops them, so the agent's own announces never wake its
+	// readers. Set before the first Open.
+	OwnMark uint32
+
 	mu   sync.Mutex
 	hubs map[hubKey]*hub
 	// sockets counts the sockets opened, for tests.
@@ -257,7 +263,7 @@ func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, coverage, error) 
 		// In a stable order: the same MACs make the same program,
 		// which attach then skips.
 		slices.SortFunc(all, func(a, b rarp.MAC) int { return bytes.Compare(a[:], b[:]) })
-		prog, err := Filter(h.key.dir, all)
+		prog, err := filter(h.key.dir, all, h.s.OwnMark)
 		return prog, coverage{exact: all}, err
 	}
 	var cov coverage
@@ -270,7 +276,7 @@ func (h *hub) program(extra []rarp.MAC) ([]bpf.RawInstruction, coverage, error) 
 		b := bucketOf(m)
 		cov.buckets[b/32] |= 1 << (b % 32)
 	}
-	prog, err := bucketFilter(h.key.dir, cov.buckets)
+	prog, err := bucketFilter(h.key.dir, cov.buckets, h.s.OwnMark)
 	return prog, cov, err
 }
 
@@ -487,11 +493,12 @@ func (h *hub) fail(err error) {
 // last two bytes.
 func bucketOf(m rarp.MAC) int { return (int(m[4])<<8 | int(m[5])) % buckets }
 
-// bucketFilter assembles the bucket filter: drop a frame on the wrong
-// side (Direction.sideCheck), keep one (its first 14 bytes) whose
+// bucketFilter assembles the bucket filter: drop one of the agent's own
+// frames (Direction.ownCheck) or a frame on the wrong side
+// (Direction.sideCheck), keep one (its first 14 bytes) whose
 // destination (To) or source (From, Out) MAC falls in a bucket whose bit
 // is set in words.
-func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstruction, error) {
+func bucketFilter(dir Direction, words [buckets / 32]uint32, ownMark uint32) ([]bpf.RawInstruction, error) {
 	off := dir.macOffset()
 	var nonzero []int
 	for i, w := range words {
@@ -499,7 +506,8 @@ func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstructi
 			nonzero = append(nonzero, i)
 		}
 	}
-	// Layout: header (9), 3 per word, drop (1), tail (4).
+	// Layout: header (9), 3 per word, drop (1), tail (4); the own-frame
+	// check goes in front once it is laid out (jumps are relative).
 	drop := 9 + 3*len(nonzero)
 	tail := drop + 1
 	prog := append(dir.sideCheck(uint8(drop-2)),
@@ -527,7 +535,7 @@ func bucketFilter(dir Direction, words [buckets / 32]uint32) ([]bpf.RawInstructi
 		bpf.RetConstant{Val: 0},
 		bpf.RetConstant{Val: 14},
 	)
-	raw, err := bpf.Assemble(prog)
+	raw, err := bpf.Assemble(append(dir.ownCheck(ownMark), prog...))
 	if err != nil {
 		return nil, fmt.Errorf("reconverge: assemble bucket filter: %w", err)
 	}
