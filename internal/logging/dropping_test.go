@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,4 +92,67 @@ func TestDroppingWriterStopFlushes(t *testing.T) {
 	if _, err := ws.Write([]byte("late\n")); err != nil || ws.Dropped() != 1 {
 		t.Fatalf("write after Stop: %v, dropped %d", err, ws.Dropped())
 	}
+}
+
+// countingWriter counts the writes it gets and the time of the first.
+type countingWriter struct {
+	mu     sync.Mutex
+	writes int
+	lines  int
+	first  time.Time
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writes == 0 {
+		c.first = time.Now()
+	}
+	c.writes++
+	c.lines += strings.Count(string(p), "\n")
+	return len(p), nil
+}
+
+func (c *countingWriter) counts() (writes, lines int, first time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes, c.lines, c.first
+}
+
+// A burst of lines goes out in a few writes (one per batchPause at
+// most), yet the first line after a quiet spell is written at once.
+func TestDroppingWriterBatchesBursts(t *testing.T) {
+	var c countingWriter
+	ws := NewDroppingWriter(&c, 1<<20)
+	defer ws.Stop(time.Second)
+	start := time.Now()
+	_, _ = ws.Write([]byte("first\n"))
+	for time.Since(start) < time.Second {
+		if w, _, _ := c.counts(); w > 0 {
+			break
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	// Not held for a pause (a little more, for a loaded machine).
+	if _, _, first := c.counts(); first.IsZero() || first.Sub(start) > 3*batchPause {
+		t.Fatalf("first line written %v after it was logged, want at once", first.Sub(start))
+	}
+	// 20 ms of lines, one every 20 µs: about 1,000 lines, written at
+	// most once per batchPause (5 writes, and the one in flight).
+	burst := time.Now()
+	n := 0
+	for time.Since(burst) < 20*time.Millisecond {
+		_, _ = ws.Write([]byte("line\n"))
+		n++
+		time.Sleep(20 * time.Microsecond)
+	}
+	ws.Stop(time.Second)
+	writes, lines, _ := c.counts()
+	if lines != n+1 {
+		t.Fatalf("%d lines written, want %d", lines, n+1)
+	}
+	if most := int(time.Since(burst)/batchPause) + 2; writes > most {
+		t.Errorf("%d lines in %d writes, want at most %d (one per %v)", n, writes, most, batchPause)
+	}
+	t.Logf("%d lines in %d writes", n+1, writes)
 }
