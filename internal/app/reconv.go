@@ -55,8 +55,8 @@ func (a *App) buildReconv(ctx context.Context, cfg *config.Config, o Options, re
 // device and direction (reconverge.Shared; all of them are in ns), whose
 // Out filters drop the frames marked ownMark, the agent's own. A tap's
 // watch from its VM's MAC (a bridge with several uplinks) is the only one
-// there: it keeps a socket of its own. The device's index comes
-// from the topology's table when it knows the device (no syscall);
+// there: it keeps a socket of its own. The device's index comes from the
+// topology's table when it knows the device (no syscall);
 // net.InterfaceByName, which dumps every interface of the host, only for
 // one it does not know yet (a tap created an instant ago).
 func watchIn(ns *netns.NsHandle, topo *uplink.Resolver, ownMark uint32) func(string, reconverge.Direction, []rarp.MAC) (*reconverge.Watch, error) {

@@ -13,13 +13,14 @@ import (
 )
 
 // BenchmarkUplinkSendWhileWatched is what a watch on an uplink costs the
-// host's own traffic: each op sends one frame out of the uplink (cpu-ns/op: the process's CPU, the readers' included) (from a
+// host's own traffic: each op sends one frame out of the uplink (from a
 // MAC nobody watches, as a running VM's traffic is) while the uplink has
 // no watch, a To watch (PACKET_IGNORE_OUTGOING: outgoing frames never
 // reach it), or an Out watch (the premature-move watch of incoming
 // domains: every outgoing frame is cloned to it and runs its filter),
 // exact (a few MACs) or by buckets (a storm's hundreds). Side by side in
 // one run: 'go test -run ^$ -bench UplinkSendWhileWatched ./pkg/reconverge'.
+// cpu-ns/op is the process's CPU per frame, the watch readers' included.
 func BenchmarkUplinkSendWhileWatched(b *testing.B) {
 	host, _ := watchRig(b)
 	watched := func(n int) []rarp.MAC {
