@@ -119,12 +119,12 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	if err := a.buildReconv(ctx, cfg, o, o.Registerer); err != nil {
 		return nil, fmt.Errorf("watching the network around migrations (netlink): %w", err)
 	}
-	o.Open = markedOpen(o.Open, cfg.Host.FrameMark, log)
-	a.Announcer = newAnnouncer(pacing, anm, log, o)
+	if err := a.buildAnnouncer(cfg, o, pacing, anm, log); err != nil {
+		return nil, err
+	}
 	if a.IP != nil {
 		a.IP.SetSender(announce.KindHost, a.Announcer.Announce)
 	}
-	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
 
 	a.Ports, err = portwatch.New(ctx, portwatch.Options{Namespace: o.Netns, Logger: log.Named("portwatch"), Metrics: pwm})
 	if err != nil {
@@ -153,24 +153,6 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		}
 	}
 
-	a.OVS = o.OVS
-	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
-		c := cfg.OVS
-		sw, err := ovs.Open(ovs.Config{
-			Vsctl: c.Vsctl, Ofctl: c.Ofctl, DB: c.DB, RunDir: c.RunDir,
-			Injection: c.Injection, Lookup: c.Lookup,
-			LookupTimeout: c.LookupTimeout.D(), FrameTimeout: c.FrameTimeout.D(),
-		})
-		if err != nil {
-			return nil, err
-		}
-		oa := strategy.NewOVSPorts(strategy.OVSPortsConfig{
-			Switch: sw, Pacing: pacing, Metrics: ovs.NewMetrics(o.Registerer), AnnounceMetrics: anm,
-			Logger: log.Named("ovs"), OnFrame: o.OnFrame,
-		})
-		a.closers = append(a.closers, func() { _ = oa.Close() })
-		a.OVS = oa
-	}
 	if fa, ok := a.OVS.(interface {
 		AnnounceFrame(announce.Request) (*announce.Handle, error)
 	}); ok && a.IP != nil {
@@ -192,6 +174,67 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	return a, nil
 }
 
+// buildAnnouncer builds the one announcer every strategy that sends
+// frames shares (a.Announcer): host ports through o.Open with
+// host.frame_mark, and, when a NIC kind uses the ovs strategy, OVS ports
+// injected through the switch it opens (a.OVS, strategy.OVSPorts), each
+// segment (an uplink, an OVS bridge) with its own pacer and one timing
+// loop for all. o.OVS, if set, replaces the OVS announcer.
+func (a *App) buildAnnouncer(cfg *config.Config, o Options, pacing announce.Pacing, m *announce.Metrics, log *zap.Logger) error {
+	var sw *ovs.Switch
+	a.OVS = o.OVS
+	if a.OVS == nil && (cfg.UsesOVS() || o.Force == plan.OVS) {
+		c := cfg.OVS
+		var err error
+		sw, err = ovs.Open(ovs.Config{
+			Vsctl: c.Vsctl, Ofctl: c.Ofctl, DB: c.DB, RunDir: c.RunDir,
+			Injection: c.Injection, Lookup: c.Lookup,
+			LookupTimeout: c.LookupTimeout.D(), FrameTimeout: c.FrameTimeout.D(),
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var ovsPorts *strategy.OVSPorts // set below, before any frame
+	a.Announcer = newAnnouncer(pacing, m, log, portOpener(markedOpen(o.Open, cfg.Host.FrameMark, log), sw), func(s announce.Sent) {
+		if ovsPorts != nil && s.Port.Kind == announce.KindOVS {
+			ovsPorts.Sent(s)
+		}
+		if o.OnFrame != nil {
+			o.OnFrame(s)
+		}
+	})
+	if sw != nil {
+		ovsPorts = strategy.NewOVSPorts(strategy.OVSPortsConfig{
+			Switch: sw, Announcer: a.Announcer, Metrics: ovs.NewMetrics(o.Registerer), Logger: log.Named("ovs"),
+		})
+		a.OVS = ovsPorts
+		// Closed after the announcer (closers run last first), so no
+		// frame is injected into a closed switch.
+		a.closers = append(a.closers, func() { _ = ovsPorts.Close() })
+	}
+	a.closers = append(a.closers, func() { _ = a.Announcer.Close() })
+	return nil
+}
+
+// portOpener opens the announcer's ports: host ports through open, OVS
+// ports through sw (nil: none).
+func portOpener(open announce.Opener, sw *ovs.Switch) announce.PortOpener {
+	var injector announce.PortOpener
+	if sw != nil {
+		injector = sw.Opener()
+	}
+	return func(p announce.Port) (announce.Sender, error) {
+		switch {
+		case p.Kind == announce.KindHost:
+			return open(p.Device)
+		case p.Kind == announce.KindOVS && injector != nil:
+			return injector(p)
+		}
+		return nil, fmt.Errorf("port %s: %w", p, announce.ErrNoOpener)
+	}
+}
+
 // NewAnnouncer is the host announcer alone, for 'send' (no ports, no
 // libvirt): pacing from its flags, frames through o.Open, o.OnFrame.
 func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
@@ -199,13 +242,16 @@ func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	m := announce.NewMetrics(o.Registerer)
-	return newAnnouncer(pacing, m, log, o)
+	open := o.Open
+	if open == nil {
+		open = announce.OpenPacket
+	}
+	return newAnnouncer(pacing, announce.NewMetrics(o.Registerer), log, portOpener(open, nil), o.OnFrame)
 }
 
-func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, o Options) *announce.Announcer {
+func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, open announce.PortOpener, onFrame func(announce.Sent)) *announce.Announcer {
 	return announce.New(announce.Options{
-		Open: o.Open, Pacing: pacing, Metrics: m, Logger: log.Named("announce"), OnFrame: o.OnFrame,
+		OpenPort: open, Pacing: pacing, Metrics: m, Logger: log.Named("announce"), OnFrame: onFrame,
 	})
 }
 

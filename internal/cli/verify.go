@@ -13,7 +13,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
-	"github.com/rarp-announce/rarp-announce/internal/logging"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -42,12 +41,12 @@ func runVerify(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "rarp-announce verify: invalid configuration:\n%v\n", err)
 		return ExitUsage
 	}
-	log, _, err := logging.New("warn", "console")
+	logs, err := app.NewLog(cfg.Log, false) // the one logger, as announce's (level warn)
 	if err != nil {
 		return failure(env, "verify", err)
 	}
-	defer log.Sync()
-	name, t, devs, done, err := verifyNIC(ctx, cfg, log, a)
+	defer logs.Close()
+	name, t, devs, done, err := verifyNIC(ctx, cfg, logs.Logger, a)
 	if err != nil {
 		return failure(env, "verify", err)
 	}

@@ -40,8 +40,10 @@ func TestOVSAnnounceRetriedAcrossARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oa := strategy.NewOVSPorts(strategy.OVSPortsConfig{Switch: sw0, Logger: zaptest.NewLogger(t), Metrics: ovs.NewMetrics(nil)})
-	t.Cleanup(func() { oa.Close() })
+	var oa *strategy.OVSPorts
+	ann := announce.New(announce.Options{OpenPort: sw0.Opener(), OnFrame: func(s announce.Sent) { oa.Sent(s) }})
+	oa = strategy.NewOVSPorts(strategy.OVSPortsConfig{Switch: sw0, Announcer: ann, Logger: zaptest.NewLogger(t), Metrics: ovs.NewMetrics(nil)})
+	t.Cleanup(func() { ann.Close(); oa.Close() })
 	st := strategy.OVS{Announcer: oa}
 
 	mac := rarp.MAC{0x52, 0x54, 0x00, 0x0e, 0x00, 0x01}

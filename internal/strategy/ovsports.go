@@ -17,24 +17,21 @@ import (
 
 // OVSPortsConfig configures OVSPorts.
 type OVSPortsConfig struct {
-	// Switch looks the ports up and injects the frames (ovs.Open); Close
-	// closes it.
+	// Switch looks the ports up; Close closes it.
 	Switch *ovs.Switch
-	// Pacing limits frames per OVS bridge (all its ports together), as the
-	// host strategy limits them per Linux bridge; zero: DefaultPacing.
-	Pacing announce.Pacing
-	// Metrics counts failures by reason; AnnounceMetrics counts frames,
-	// lag, supersedes (pass the host announcer's, registered once).
-	Metrics         *ovs.Metrics
-	AnnounceMetrics *announce.Metrics
-	Logger          *zap.Logger
-	// OnFrame, if set, sees every frame (sent or failed); it must not block.
-	OnFrame func(announce.Sent)
+	// Announcer runs the announces: the agent's one announcer, whose
+	// OpenPort injects OVS ports through Switch (Switch.Opener) and whose
+	// OnFrame hands OVS ports' frames to Sent. Its pacing is per segment,
+	// and an OVS port's segment is its bridge.
+	Announcer *announce.Announcer
+	// Metrics counts failures by reason.
+	Metrics *ovs.Metrics
+	Logger  *zap.Logger
 }
 
 // OVSPorts announces VMs' MACs into Open vSwitch as if from their ports:
 // it looks the port up (ovs.Switch), decides its frames' VLANs
-// (ovs.Frames), and runs one announce per VLAN on an announce.Announcer
+// (ovs.Frames), and runs one announce per VLAN on the agent's announcer,
 // whose OVS ports (announce.OVSPort) the switch injects into. It is the
 // OVSAnnouncer of the ovs strategy, and safe for concurrent use.
 type OVSPorts struct {
@@ -42,7 +39,6 @@ type OVSPorts struct {
 	log *zap.Logger
 	m   *ovs.Metrics
 	ann *announce.Announcer
-	on  func(announce.Sent)
 
 	mu     sync.Mutex
 	closed bool
@@ -54,25 +50,13 @@ type portMAC struct {
 	mac  rarp.MAC
 }
 
-// NewOVSPorts returns the announcer; Close stops it and closes c.Switch.
+// NewOVSPorts returns the OVS announcer; Close stops its announces and
+// closes c.Switch.
 func NewOVSPorts(c OVSPortsConfig) *OVSPorts {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
-	if c.Pacing == (announce.Pacing{}) {
-		c.Pacing = announce.DefaultPacing()
-	}
-	a := &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, on: c.OnFrame, active: map[portMAC][]*announce.Handle{}}
-	a.ann = announce.New(announce.Options{
-		OpenPort: c.Switch.Opener(),
-		// One pacer per segment: every port of a bridge shares it.
-		Pacing:   c.Pacing,
-		Metrics:  c.AnnounceMetrics,
-		Logger:   c.Logger,
-		OnFrame:  a.onFrame,
-		LinkIdle: 10 * time.Second,
-	})
-	return a
+	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC][]*announce.Handle{}}
 }
 
 // Announce looks port up in OVSDB and starts announcing mac into its
@@ -196,15 +180,13 @@ func (a *OVSPorts) failed(log *zap.Logger, msg string, err error) error {
 	return err
 }
 
-// onFrame runs on a link worker after every frame.
-func (a *OVSPorts) onFrame(s announce.Sent) {
+// Sent is told of every frame of an OVS port (the announcer's OnFrame,
+// on a link worker): it counts and logs the failures by reason.
+func (a *OVSPorts) Sent(s announce.Sent) {
 	if s.Err != nil && !errors.Is(s.Err, announce.ErrClosed) {
 		a.m.Failure(s.Err)
 		a.log.Warn("ovs frame not injected", zap.String("port", s.Port.Device), zap.String("link", s.Interface),
 			zap.Stringer("mac", s.MAC), zap.Uint16("vlan", s.VLAN.ID), zap.String("reason", ovs.Reason(s.Err)), zap.Error(s.Err))
-	}
-	if a.on != nil {
-		a.on(s)
 	}
 }
 
@@ -233,14 +215,22 @@ func (a *OVSPorts) CancelMAC(mac rarp.MAC) int {
 	return a.ann.CancelMAC(mac)
 }
 
-// Close stops every announce and closes the switch's connections.
+// Close stops the announces it started and closes the switch's
+// connections; the announcer stays the caller's.
 func (a *OVSPorts) Close() error {
 	a.mu.Lock()
 	already := a.closed
 	a.closed = true
+	active := a.active
+	a.active = map[portMAC][]*announce.Handle{}
 	a.mu.Unlock()
 	if already {
 		return nil
 	}
-	return errors.Join(a.ann.Close(), a.sw.Close())
+	for _, hs := range active {
+		for _, h := range hs {
+			h.Cancel()
+		}
+	}
+	return a.sw.Close()
 }

@@ -23,10 +23,13 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-// ovsConfig is what a test sets of both the switch and the announcer.
+// ovsConfig is what a test sets of the switch, the announcer and
+// OVSPorts.
 type ovsConfig struct {
 	ovs.Config
 	OVSPortsConfig
+	Pacing  announce.Pacing
+	OnFrame func(announce.Sent)
 }
 
 // vm, vmMAC and the other names are ovstest.Topo's.
@@ -35,7 +38,7 @@ var vm = ovstest.VM
 const bridge, vmPort, swBridge, swToOVS, vmMAC = ovstest.Bridge, ovstest.VMPort, ovstest.SwBridge, ovstest.SwToOVS, ovstest.VMMAC
 
 func topoConfig(t *testing.T, tp *ovstest.Topo) ovsConfig {
-	return ovsConfig{ovs.Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir}, OVSPortsConfig{Logger: zaptest.NewLogger(t), Metrics: ovs.NewMetrics(nil)}}
+	return ovsConfig{Config: ovs.Config{DB: tp.OVS.DB, RunDir: tp.OVS.Dir}, OVSPortsConfig: OVSPortsConfig{Logger: zaptest.NewLogger(t), Metrics: ovs.NewMetrics(nil)}}
 }
 
 func newAnnouncer(t testing.TB, c ovsConfig) *OVSPorts {
@@ -46,8 +49,23 @@ func newAnnouncer(t testing.TB, c ovsConfig) *OVSPorts {
 	}
 	c.Switch = sw
 	a := NewOVSPorts(c.OVSPortsConfig)
-	t.Cleanup(func() { a.Close() })
+	a.ann = newTestAnnouncer(sw, c.Pacing, func(s announce.Sent) {
+		a.Sent(s)
+		if c.OnFrame != nil {
+			c.OnFrame(s)
+		}
+	})
+	t.Cleanup(func() { a.ann.Close(); a.Close() })
 	return a
+}
+
+// newTestAnnouncer is an announcer as internal/app builds it for OVS
+// ports: injected through sw, pacing per bridge, every frame to onFrame.
+func newTestAnnouncer(sw *ovs.Switch, pacing announce.Pacing, onFrame func(announce.Sent)) *announce.Announcer {
+	if pacing == (announce.Pacing{}) {
+		pacing = announce.DefaultPacing()
+	}
+	return announce.New(announce.Options{OpenPort: sw.Opener(), Pacing: pacing, OnFrame: onFrame})
 }
 
 // failures is the count for reason; totalFailures sums every reason.

@@ -89,7 +89,7 @@ func (f *fakeInjector) got() []injected {
 func fakeAnnouncer(t *testing.T, vsctl string, inj ovs.Injector, tweak func(*ovsConfig)) (*OVSPorts, *ovs.Metrics) {
 	t.Helper()
 	m := ovs.NewMetrics(nil)
-	cfg := ovsConfig{ovs.Config{Lookup: ovs.LookupVsctl, Vsctl: vsctl, Injector: inj}, OVSPortsConfig{Metrics: m, Logger: zaptest.NewLogger(t)}}
+	cfg := ovsConfig{Config: ovs.Config{Lookup: ovs.LookupVsctl, Vsctl: vsctl, Injector: inj}, OVSPortsConfig: OVSPortsConfig{Metrics: m, Logger: zaptest.NewLogger(t)}}
 	if tweak != nil {
 		tweak(&cfg)
 	}
