@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
 )
 
 // DefaultPath is where packages install the config.
@@ -151,15 +152,16 @@ const (
 	SendOnBridge  = "bridge"
 )
 
-// Strategy is how a NIC kind is announced.
-type Strategy string
+// Strategy is how a NIC kind is announced: the planner's enum
+// (plan.Strategy), which the CLI's --strategy reads too.
+type Strategy = plan.Strategy
 
 // Strategies.
 const (
-	StrategyHost Strategy = "host" // AF_PACKET frames from the host
-	StrategyQEMU Strategy = "qemu" // QMP announce-self through libvirt
-	StrategyOVS  Strategy = "ovs"  // injected into Open vSwitch as if from the VM's port
-	StrategySkip Strategy = "skip" // not announced
+	StrategyHost = plan.Host // AF_PACKET frames from the host
+	StrategyQEMU = plan.QEMU // QMP announce-self through libvirt
+	StrategyOVS  = plan.OVS  // injected into Open vSwitch as if from the VM's port
+	StrategySkip = plan.Skip // not announced
 )
 
 // Strategies picks a strategy per NIC kind of the domain XML.

@@ -14,6 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rarp-announce/rarp-announce/pkg/plan"
+
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
 
@@ -98,11 +100,10 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 		if !ok {
 			return
 		}
-		switch st := Strategy(s); st {
-		case StrategyHost, StrategyQEMU, StrategyOVS, StrategySkip:
-			v.SetString(s)
-		default:
+		if st, err := plan.ParseStrategy(s); err != nil {
 			d.add(n.Line, key, ClassValue, "%q is not a strategy (host, qemu, ovs or skip)", s)
+		} else {
+			v.Set(reflect.ValueOf(st))
 		}
 		return
 	}

@@ -79,9 +79,9 @@ func Settings(c *config.Config) agent.Settings {
 	return agent.Settings{
 		Plan: plan.Options{
 			Strategies: plan.Strategies{
-				plan.KindBridge: plan.Strategy(st.Bridge), plan.KindNetwork: plan.Strategy(st.Network),
-				plan.KindDirect: plan.Strategy(st.Direct), plan.KindOpenVSwitch: plan.Strategy(st.OpenVSwitch),
-				plan.KindVhostUser: plan.Strategy(st.VhostUser), plan.KindEthernet: plan.Strategy(st.Ethernet),
+				plan.KindBridge: st.Bridge, plan.KindNetwork: st.Network,
+				plan.KindDirect: st.Direct, plan.KindOpenVSwitch: st.OpenVSwitch,
+				plan.KindVhostUser: st.VhostUser, plan.KindEthernet: st.Ethernet,
 			},
 			RepairFDB: c.FDBRepair,
 		},

@@ -348,24 +348,16 @@ type OVNMetrics struct {
 // with reg (nil: not registered).
 func NewOVNMetrics(reg prometheus.Registerer) *OVNMetrics {
 	m := &OVNMetrics{
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rarp_announce_ovn_readiness_total",
-			Help: "Readiness checks of OVS ports before an announce, by result: installed (OVN-managed, ovn-installed set here), " +
-				"not_ovn (no external_ids:iface-id: not OVN's), not_installed (ovn-controller did not install it here in time), " +
+		results: metricset.CounterOf("ovn_readiness_total",
+			"Readiness checks of OVS ports before an announce, by result: installed (OVN-managed, ovn-installed set here), "+
+				"not_ovn (no external_ids:iface-id: not OVN's), not_installed (ovn-controller did not install it here in time), "+
 				"no_ofport, not_found, error (OVSDB unreachable or hung).",
-		}, []string{"result"}),
-		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "rarp_announce_ovn_readiness_wait_seconds",
-			Help:    "Time from the start of an OVS port's readiness wait until it was ready (OVN-managed ports: ovn-installed); 0 when it already was.",
-			Buckets: []float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}),
-		reinstal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rarp_announce_ovn_reinstalls_total",
-			Help: "OVN-managed ports that ovn-controller installed again (or that got a new ofport) within the watch window after a landing.",
-		}),
-	}
-	for _, r := range OVNResults {
-		m.results.WithLabelValues(r)
+			"result", OVNResults...),
+		wait: metricset.Histogram("ovn_readiness_wait_seconds",
+			"Time from the start of an OVS port's readiness wait until it was ready (OVN-managed ports: ovn-installed); 0 when it already was.",
+			[]float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
+		reinstal: metricset.Counter("ovn_reinstalls_total",
+			"OVN-managed ports that ovn-controller installed again (or that got a new ofport) within the watch window after a landing."),
 	}
 	m.Set = metricset.Set{m.results, m.wait, m.reinstal}
 	return metricset.Register(reg, m)
