@@ -196,14 +196,18 @@ func (a *App) buildAnnouncer(cfg *config.Config, o Options, pacing announce.Paci
 		}
 	}
 	var ovsPorts *strategy.OVSPorts // set below, before any frame
-	a.Announcer = newAnnouncer(pacing, m, log, portOpener(markedOpen(o.Open, cfg.Host.FrameMark, log), sw), func(s announce.Sent) {
-		if ovsPorts != nil && s.Port.Kind == announce.KindOVS {
-			ovsPorts.Sent(s)
+	onFrame := o.OnFrame
+	if sw != nil {
+		onFrame = func(s announce.Sent) {
+			if s.Port.Kind == announce.KindOVS {
+				ovsPorts.Sent(s)
+			}
+			if o.OnFrame != nil {
+				o.OnFrame(s)
+			}
 		}
-		if o.OnFrame != nil {
-			o.OnFrame(s)
-		}
-	})
+	}
+	a.Announcer = newAnnouncer(pacing, m, log, portOpener(markedOpen(o.Open, cfg.Host.FrameMark, log), sw), onFrame)
 	if sw != nil {
 		ovsPorts = strategy.NewOVSPorts(strategy.OVSPortsConfig{
 			Switch: sw, Announcer: a.Announcer, Metrics: ovs.NewMetrics(o.Registerer), Logger: log.Named("ovs"),
