@@ -95,6 +95,7 @@ check "  ... naming CAP_NET_ADMIN" yes "$(has "$out" 'missing CAP_NET_ADMIN, nee
 start_agents "NET_RAW NET_ADMIN" default
 migrate a2b precopy
 followed "image, NET_RAW+NET_ADMIN, a->b"
+check "container on b, NET_RAW+NET_ADMIN: frames marked (host.frame_mark)" no "$(has "$(pod logs "$NAME-b" 2>&1)" 'frames sent unmarked')"
 [ "$fail" = 0 ] || dump_logs
 pods_down
 
@@ -104,6 +105,7 @@ migrate b2a precopy
 check "image, NET_RAW only, b->a: switch port" "sw$dst" "$(lab_wait_fdb "sw$dst" 3)"
 for h in a b; do
     check "container on $h, NET_RAW only: no EPERM" no "$(has "$(pod logs "$NAME-$h" 2>&1)" 'operation not permitted')"
+    check "container on $h, NET_RAW only: frames marked (host.frame_mark)" no "$(has "$(pod logs "$NAME-$h" 2>&1)" 'frames sent unmarked')"
 done
 [ "$fail" = 0 ] || dump_logs
 pods_down

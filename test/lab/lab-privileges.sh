@@ -15,7 +15,8 @@
 #   2. A->B without an agent (the switch stays at A), then `announce --domain` on B as nobody
 #      with CAP_NET_RAW only, outside the libvirt group (read-only socket): the switch follows
 #   3. agents as the unit with no-fdb-repair.conf runs them: nobody, CAP_NET_RAW only,
-#      no_new_privs, fdb_repair: false; B->A: the switch follows; no EPERM in the logs
+#      no_new_privs, fdb_repair: false; B->A: the switch follows; no EPERM in the logs, and
+#      no "frames sent unmarked" (host.frame_mark's SO_MARK with CAP_NET_RAW alone)
 #   4. agents as the unit runs them: CAP_NET_RAW + CAP_NET_ADMIN, fdb repair on; A->B: the
 #      switch follows and the client pings the VM
 set -uo pipefail
@@ -96,6 +97,9 @@ echo "     (client ping without FDB repair: $(lab_ping); $rarp_from_dst RARP fro
 for h in a b; do
     log=$(cat "$LAB_STATE/agent-$h.log")
     check "agent on $h, CAP_NET_RAW only: no EPERM" no "$(has "$log" 'operation not permitted')"
+    # host.frame_mark: SO_MARK with CAP_NET_RAW alone (Linux 5.17+), or
+    # the agent says its frames went out unmarked.
+    check "agent on $h, CAP_NET_RAW only: frames marked" no "$(has "$log" 'frames sent unmarked')"
     # The failover registry (running domains' live XML, device events) on
     # the read-only socket, and the reconvergence watches (the uplinks'
     # shared sockets), as the unit runs them.
@@ -119,4 +123,5 @@ check "agent on b, CAP_NET_RAW+CAP_NET_ADMIN: CapEff" 0000000000003000 "$(agent_
 migrate a2b precopy
 followed "CAP_NET_RAW+CAP_NET_ADMIN, a->b"
 check "agent on b: FDB repair ran" yes "$(has "$(cat "$LAB_STATE/agent-b.log")" 'removed stale bridge entries')"
+check "agent on b, CAP_NET_RAW+CAP_NET_ADMIN: frames marked" no "$(has "$(cat "$LAB_STATE/agent-b.log")" 'frames sent unmarked')"
 finish
