@@ -46,9 +46,11 @@ package main
 // info, read by this test through a pipe.
 //
 // RARP_STORM_LOG=FILE keeps the agent's log; RARP_STORM_PERF=FILE records
-// the agent with perf (kernel included) during the storm. The log also
-// splits each lag into "event written -> read by the agent" (the received
-// time of its "landed" line) and "read -> first frame".
+// the agent with perf (kernel included) during the storm, and with
+// RARP_STORM_PERF_EVENTS=EVENTS (sched:sched_switch, say) every one of
+// those events instead of CPU cycles. The log also splits each lag into
+// "event written -> read by the agent" (the received time of its "landed"
+// line) and "read -> first frame".
 
 import (
 	endian "encoding/binary"
@@ -335,7 +337,12 @@ func storm(b *testing.B, v stormVariant) {
 	// RARP_STORM_PERF=FILE records a CPU profile of the agent (kernel
 	// included) during the storm with perf, for 'perf report -i FILE'.
 	if out := os.Getenv("RARP_STORM_PERF"); out != "" {
-		perf := exec.Command("perf", "record", "-F", "2999", "-g", "-p", strconv.Itoa(pid), "-o", out)
+		args := []string{"record", "-F", "2999", "-g", "-p", strconv.Itoa(pid), "-o", out}
+		if events := os.Getenv("RARP_STORM_PERF_EVENTS"); events != "" {
+			// Every event, e.g. sched:sched_switch: where the agent's threads sleep.
+			args = []string{"record", "--buildid-all", "-c", "1", "-e", events, "-g", "-p", strconv.Itoa(pid), "-o", out}
+		}
+		perf := exec.Command("perf", args...)
 		if err := perf.Start(); err != nil {
 			b.Fatal(err)
 		}
