@@ -225,7 +225,7 @@ type Handle struct {
 	slots     []Slot
 	next      int         // index in slots of the next frame; len(slots): refreshing
 	refreshAt time.Time   // next refresh tick, once the slots are queued
-	due       time.Time   // when it leaves the heap
+	due       int64       // when it leaves the heap (monoNanos)
 	hidx      int         // index in the heap, -1 outside it
 	stopWatch func() bool // stops timeline.cancelled from running once the announce ended
 

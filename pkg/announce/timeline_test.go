@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"container/heap"
 	"fmt"
 	"runtime"
 	"testing"
@@ -109,4 +110,110 @@ func TestManyAnnouncesShareOneLoop(t *testing.T) {
 	if a.Running() != 0 {
 		t.Fatalf("%d still running", a.Running())
 	}
+}
+
+// TestDueHeapOrder pushes announces due in a shuffled order, removes some
+// (a cancel), and pops the rest: they come out by due time, each one's
+// index kept right, none lost.
+func TestDueHeapOrder(t *testing.T) {
+	const n = 500
+	var q dueHeap
+	hs := make([]*Handle, n)
+	for i := range n {
+		hs[i] = &Handle{due: int64((i * 7919) % n)} // a permutation of 0..n-1
+		heap.Push(&q, hs[i])
+	}
+	for i := 0; i < n; i += 10 {
+		h := hs[i]
+		if q[h.hidx].h != h {
+			t.Fatalf("hidx of the handle due at %d is %d, where the heap holds another", h.due, h.hidx)
+		}
+		heap.Remove(&q, h.hidx)
+		if h.hidx != -1 {
+			t.Fatalf("removed handle's hidx = %d, want -1", h.hidx)
+		}
+	}
+	last, popped := int64(-1), 0
+	for q.Len() > 0 {
+		h := heap.Pop(&q).(*Handle)
+		if h.due < last {
+			t.Fatalf("popped due %d after %d", h.due, last)
+		}
+		last = h.due
+		popped++
+	}
+	if popped != n-n/10 {
+		t.Fatalf("popped %d, want %d", popped, n-n/10)
+	}
+}
+
+// BenchmarkDueHeap is a frame's turn through the timeline's heap with
+// 2,000 announces waiting (a storm): pop the earliest, push it back due
+// later. Side by side with the way before (variant "from-handle"): the
+// heap held only pointers and each comparison read both due times from
+// their Handles, scattered in memory as the agent allocates them.
+func BenchmarkDueHeap(b *testing.B) {
+	const n = 2000
+	scatter := func() []*Handle {
+		var garbage [][]byte
+		hs := make([]*Handle, n)
+		for i := range hs {
+			hs[i] = &Handle{}
+			garbage = append(garbage, make([]byte, 4096)) // what the agent allocates between two landings
+		}
+		runtime.KeepAlive(garbage)
+		return hs
+	}
+	b.Run("inline", func(b *testing.B) {
+		hs := scatter()
+		var q dueHeap
+		for i, h := range hs {
+			h.due = int64(i*7919%n) * int64(time.Millisecond)
+			heap.Push(&q, h)
+		}
+		for b.Loop() {
+			h := heap.Pop(&q).(*Handle)
+			h.due += int64(800 * time.Millisecond)
+			heap.Push(&q, h)
+		}
+	})
+	b.Run("from-handle", func(b *testing.B) {
+		hs := scatter()
+		var q fromHandleHeap
+		t0 := time.Now()
+		for i, h := range hs {
+			h.refreshAt = t0.Add(time.Duration(i*7919%n) * time.Millisecond)
+			heap.Push(&q, h)
+		}
+		for b.Loop() {
+			h := heap.Pop(&q).(*Handle)
+			h.refreshAt = h.refreshAt.Add(800 * time.Millisecond)
+			heap.Push(&q, h)
+		}
+	})
+}
+
+// fromHandleHeap is dueHeap as it was: pointers only, the due time read
+// from each Handle (here from refreshAt, a time.Time as due was).
+type fromHandleHeap []*Handle
+
+func (q fromHandleHeap) Len() int           { return len(q) }
+func (q fromHandleHeap) Less(i, j int) bool { return q[i].refreshAt.Before(q[j].refreshAt) }
+func (q fromHandleHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].hidx = i
+	q[j].hidx = j
+}
+func (q *fromHandleHeap) Push(x any) {
+	h := x.(*Handle)
+	h.hidx = len(*q)
+	*q = append(*q, h)
+}
+func (q *fromHandleHeap) Pop() any {
+	old := *q
+	h := old[len(old)-1]
+	old[len(old)-1] = nil
+	h.hidx = -1
+	*q = old[:len(old)-1]
+	return h
 }
