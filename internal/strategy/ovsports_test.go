@@ -56,6 +56,7 @@ type fakeInjector struct {
 type injected struct {
 	bridge string
 	inPort int
+	src    rarp.MAC
 	vlan   uint16
 	at     time.Time
 }
@@ -71,7 +72,7 @@ func (f *fakeInjector) Inject(ctx context.Context, bridge string, inPort int, fr
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.frames = append(f.frames, injected{bridge, inPort, fr.VLAN.ID, time.Now()})
+	f.frames = append(f.frames, injected{bridge, inPort, fr.Source, fr.VLAN.ID, time.Now()})
 	if f.fail != nil {
 		return f.fail(len(f.frames))
 	}
@@ -176,19 +177,34 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 	if n := len(inj.got()); n != 1 {
 		t.Fatalf("%d frames injected when Announce returned, want 1", n)
 	}
-	// A context that ends before the first frame is out: Announce gives
-	// up waiting, the frame still goes out.
-	inj.delay.Store(0)
-	ctx, cancel := context.WithCancel(context.Background())
-	release := make(chan struct{})
-	hold := func() { cancel(); <-release }
+	// A context that ends while Announce waits for its first frame:
+	// Announce gives up waiting, the frame still goes out. The frame must
+	// wait in the link's queue for that: the first announce's next repeat
+	// is parked in Inject, holding the link, so the caller cannot send
+	// the new first frame inline (as it does on an idle link). The hook
+	// is set before the delay drops, so no Inject misses it.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hold := func() { once.Do(func() { close(entered); <-release }) }
 	inj.before.Store(&hold)
+	inj.delay.Store(0)
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
 	other := rarp.MAC{0x52, 0x54, 0, 0, 0, 3}
-	if _, err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now()); !errors.Is(err, context.Canceled) {
+	res := make(chan error, 1)
+	go func() {
+		_, err := a.Announce(ctx, "vm0", other, nil, announce.Schedule{Rounds: 1, Bursts: 1}, time.Now())
+		res <- err
+	}()
+	netnstest.WaitFor(t, "the second announce to be queued", func() bool { return a.Running() == 2 })
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want the context's error", err)
 	}
 	close(release)
-	netnstest.WaitFor(t, "the frame to go out anyway", func() bool { return len(inj.got()) >= 2 })
+	netnstest.WaitFor(t, "the frame to go out anyway", func() bool {
+		return slices.ContainsFunc(inj.got(), func(f injected) bool { return f.src == other })
+	})
 }
 
 // TestBridgePacing: the frame limit applies per bridge, across its ports.
