@@ -207,6 +207,47 @@ func TestAnnounceWaitsForTheFirstFrame(t *testing.T) {
 	})
 }
 
+// TestCancelWhileInjecting: while a first frame is being injected (a hung
+// ovs-vswitchd holds it up to the frame timeout), a stopped domain's
+// cancel and the landing's context still act at once. Injected inline in
+// Announce's goroutine, the frame held OVSPorts' lock through it.
+func TestCancelWhileInjecting(t *testing.T) {
+	vs := newFakeVsctl(t, ovstest.VsctlAccess)
+	inj := &fakeInjector{}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hold := func() { once.Do(func() { close(entered); <-release }) }
+	inj.before.Store(&hold)
+	a, _ := fakeAnnouncer(t, vs.path, inj, nil)
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() {
+		_, err := a.Announce(ctx, "vm0", mac, nil, announce.DefaultSchedule(), time.Now())
+		res <- err
+	}()
+	<-entered
+	cancelled := make(chan int, 1)
+	go func() { cancelled <- a.CancelMAC(mac) }()
+	select {
+	case n := <-cancelled:
+		if n != 1 {
+			t.Fatalf("CancelMAC cancelled %d announces, want 1", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("CancelMAC waited for the injection")
+	}
+	cancel()
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Fatal("Announce returned no error for a cancelled first frame")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Announce waited for the injection after its context ended")
+	}
+}
+
 // TestBridgePacing: the frame limit applies per bridge, across its ports.
 func TestBridgePacing(t *testing.T) {
 	vs := newFakeVsctl(t, ovstest.VsctlAccess)

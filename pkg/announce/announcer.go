@@ -450,10 +450,15 @@ func (a *Announcer) release(h *Handle) {
 }
 
 // enqueue queues one frame of h, which the caller holds (its hold keeps
-// h running until the frame is counted in).
+// h running until the frame is counted in). A first frame on a host port
+// may go out at once in the caller's goroutine (link.trySend): a kernel
+// socket's send takes microseconds and never blocks. An OVS port's never
+// does: its injection is a round trip to ovs-vswitchd, bounded only by
+// the switch's frame timeout (1 s), which would hold up the caller (and
+// the lock OVSPorts.Announce holds around it) and ignore its context.
 func (a *Announcer) enqueue(h *Handle, it item) {
 	h.pending.Add(1)
-	if it.first {
+	if it.first && h.req.Port.Kind == KindHost {
 		a.mu.Lock()
 		l := a.linkFor(h.req.Port)
 		a.mu.Unlock()

@@ -406,6 +406,47 @@ func (s gateSender) Send(b []byte) error {
 	return s.recSender.Send(b)
 }
 
+// An OVS port's first frame never goes out in Announce's goroutine, even
+// on an idle link: its injection is a round trip to ovs-vswitchd, up to
+// the switch's frame timeout, which must not hold up the caller. Announce
+// returns while the frame is still being injected; it goes out after.
+func TestOVSFirstFrameNotSentInline(t *testing.T) {
+	rec := &recorder{}
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var blocking atomic.Bool
+	blocking.Store(true)
+	a := New(Options{OpenPort: func(p Port) (Sender, error) {
+		return gateSender{recSender{rec, p.Device}, &blocking, entered, release}, nil
+	}})
+	defer a.Close()
+	returned := make(chan *Handle, 1)
+	go func() {
+		h, err := a.Announce(Request{MAC: mac(1), Port: OVSPort("vnet0", "br-int", 7), Schedule: Schedule{Rounds: 1, Bursts: 1}})
+		if err != nil {
+			t.Error(err)
+		}
+		returned <- h
+	}()
+	<-entered // the frame is being injected
+	var h *Handle
+	select {
+	case h = <-returned:
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("Announce did not return while its OVS port's first frame was being injected")
+	}
+	select {
+	case <-h.First():
+		t.Fatal("first frame done while its injection was held")
+	default:
+	}
+	close(release)
+	wait(t, h, 2*time.Second)
+	if err := h.FirstErr(); err != nil || h.Sent() != 1 {
+		t.Fatalf("first frame: %v, %d sent", err, h.Sent())
+	}
+}
+
 // A first frame on an idle link leaves in Announce's own goroutine: its
 // First is done when Announce returns. While another goroutine is writing
 // on the link, the next first frame queues behind it (Announce returns at
