@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,21 @@ func TestSendOnDownOrMissingInterfaceFails(t *testing.T) {
 		if !errors.Is(h.Err(), c.want) || h.Sent() != 0 {
 			t.Fatalf("%s: err %v (sent %d), want %v", c.ifname, h.Err(), h.Sent(), c.want)
 		}
+	}
+}
+
+// An empty frame is refused with the interface named, before any system
+// call (the send reads its first byte's address).
+func TestSendRefusesAnEmptyFrame(t *testing.T) {
+	netnstest.Require(t)
+	x, y := netnstest.New(t, "ex"), netnstest.New(t, "ey")
+	netnstest.Veth(t, x, "va", y, "vb")
+	s, err := openIn(x)("va")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Send(nil); err == nil || !strings.Contains(err.Error(), "va: empty frame") {
+		t.Fatalf("Send(nil) = %v, want va: empty frame", err)
 	}
 }

@@ -155,7 +155,7 @@ type packetSender struct {
 // frames, garbage for the collector to chase.
 func (s *packetSender) Send(frame []byte) error {
 	if len(frame) == 0 {
-		return nil
+		return fmt.Errorf("%s: empty frame", s.ifname)
 	}
 	s.mu.Lock()
 	s.frame, s.errno = frame, 0
