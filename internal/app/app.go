@@ -207,7 +207,11 @@ func (a *App) buildAnnouncer(cfg *config.Config, o Options, pacing announce.Paci
 			}
 		}
 	}
-	a.Announcer = newAnnouncer(pacing, m, log, portOpener(markedOpen(o.Open, cfg.Host.FrameMark, log), sw), onFrame)
+	var openOVS announce.PortOpener
+	if sw != nil {
+		openOVS = sw.Opener()
+	}
+	a.Announcer = newAnnouncer(pacing, m, log, markedOpen(o.Open, cfg.Host.FrameMark, log), openOVS, onFrame)
 	if sw != nil {
 		ovsPorts = strategy.NewOVSPorts(strategy.OVSPortsConfig{
 			Switch: sw, Announcer: a.Announcer, Metrics: ovs.NewMetrics(o.Registerer), Logger: log.Named("ovs"),
@@ -221,24 +225,6 @@ func (a *App) buildAnnouncer(cfg *config.Config, o Options, pacing announce.Paci
 	return nil
 }
 
-// portOpener opens the announcer's ports: host ports through open, OVS
-// ports through sw (nil: none).
-func portOpener(open announce.Opener, sw *ovs.Switch) announce.PortOpener {
-	var injector announce.PortOpener
-	if sw != nil {
-		injector = sw.Opener()
-	}
-	return func(p announce.Port) (announce.Sender, error) {
-		switch {
-		case p.Kind == announce.KindHost:
-			return open(p.Device)
-		case p.Kind == announce.KindOVS && injector != nil:
-			return injector(p)
-		}
-		return nil, fmt.Errorf("port %s: %w", p, announce.ErrNoOpener)
-	}
-}
-
 // NewAnnouncer is the host announcer alone, for 'send' (no ports, no
 // libvirt): pacing from its flags, frames through o.Open, o.OnFrame.
 func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
@@ -246,16 +232,14 @@ func NewAnnouncer(pacing announce.Pacing, o Options) *announce.Announcer {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	open := o.Open
-	if open == nil {
-		open = announce.OpenPacket
-	}
-	return newAnnouncer(pacing, announce.NewMetrics(o.Registerer), log, portOpener(open, nil), o.OnFrame)
+	return newAnnouncer(pacing, announce.NewMetrics(o.Registerer), log, o.Open, nil, o.OnFrame)
 }
 
-func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, open announce.PortOpener, onFrame func(announce.Sent)) *announce.Announcer {
+// newAnnouncer: host ports open through open (nil: announce.OpenPacket),
+// others through openOther (nil: none).
+func newAnnouncer(pacing announce.Pacing, m *announce.Metrics, log *zap.Logger, open announce.Opener, openOther announce.PortOpener, onFrame func(announce.Sent)) *announce.Announcer {
 	return announce.New(announce.Options{
-		OpenPort: open, Pacing: pacing, Metrics: m, Logger: log.Named("announce"), OnFrame: onFrame,
+		Open: open, OpenPort: openOther, Pacing: pacing, Metrics: m, Logger: log.Named("announce"), OnFrame: onFrame,
 	})
 }
 

@@ -118,9 +118,8 @@ func DefaultPacing() Pacing { return Pacing{PerSecond: 4000, Burst: 1000} }
 type Options struct {
 	// Open opens the Sender of a host port's interface. Default: OpenPacket.
 	Open Opener
-	// OpenPort, if set, opens the Sender of every port (host ones
-	// included); unset, host ports go through Open and others fail with
-	// ErrNoOpener.
+	// OpenPort, if set, opens the Sender of every other port (an OVS
+	// port: ovs.Switch.Opener); unset, those fail with ErrNoOpener.
 	OpenPort PortOpener
 	Pacing   Pacing
 	// Metrics, if set, counts what the announcer does.
@@ -175,14 +174,16 @@ func New(opts Options) *Announcer {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil) // counted, not exported
 	}
-	if opts.OpenPort == nil {
-		open := opts.Open
-		opts.OpenPort = func(p Port) (Sender, error) {
-			if p.Kind != KindHost {
-				return nil, fmt.Errorf("port %s: %w", p, ErrNoOpener)
-			}
+	// From here on OpenPort opens every port: host ones through Open.
+	open, other := opts.Open, opts.OpenPort
+	opts.OpenPort = func(p Port) (Sender, error) {
+		switch {
+		case p.Kind == KindHost:
 			return open(p.Device)
+		case other != nil:
+			return other(p)
 		}
+		return nil, fmt.Errorf("port %s: %w", p, ErrNoOpener)
 	}
 	if opts.LinkIdle <= 0 {
 		opts.LinkIdle = time.Minute

@@ -120,12 +120,8 @@ func Marked(open Opener, mark uint32, refused func(error)) Opener {
 }
 
 func (s *packetSender) setMark(mark uint32) error {
-	rc, err := s.c.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
+	if err := s.rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
 	}); err != nil {
 		return err

@@ -81,7 +81,7 @@ const sharedReadBuffer = 1 << 20
 // zero value is ready.
 type Shared struct {
 	// OwnMark, if not zero, is the socket mark (SO_MARK) of the frames
-	// this agent sends (announce.OpenMarked): an Out watch's kernel
+	// this agent sends (announce.Marked): an Out watch's kernel
 	// filter drops them, so the agent's own announces never wake its
 	// readers. Set before the first Open.
 	OwnMark uint32

@@ -96,7 +96,7 @@ func (d Direction) sideCheck(skipToDrop uint8) []bpf.Instruction {
 
 // ownCheck is what an Out filter runs first: drop a frame that carries
 // mark, the socket mark the agent's own announces are sent with
-// (Shared.OwnMark, announce.OpenMarked). In a landing storm every
+// (Shared.OwnMark, announce.Marked). In a landing storm every
 // incoming domain's MACs are watched on its uplink while the agent
 // announces the domains landing before it, and the bucket filter passes
 // most of those frames (their MACs share buckets): each then woke the
