@@ -461,6 +461,54 @@ func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 	}
 }
 
+// The agent runs its Go code on one P while its frames leave out of the
+// uplinks, and takes one more from the first frame it writes to a bridge
+// device (internal/procs): the environment's GOMAXPROCS is emptied, as on
+// a host that does not set it.
+func TestRunTakesGoPsByItsSends(t *testing.T) {
+	for _, c := range []struct {
+		name, config  string
+		before, after float64
+	}{
+		{"out of the uplinks", "", 1, 1},
+		{"on the bridge device", "host:\n  send_on: bridge\n", 1, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rig := rigWithTap(t)
+			fake := listenFake(t)
+			const mac = "52:54:00:72:01:01"
+			const uuid = "72756e00-0000-4000-8000-000000000101"
+			if err := fake.AddDomain(libvirtfake.Domain{Name: "vm1", UUID: uuid, State: 5,
+				XML: libvirtfake.LiveXML("vm1", uuid, 1, libvirtfake.NIC{MAC: mac, Target: "vnet0"})}); err != nil {
+				t.Fatal(err)
+			}
+			rig.LearnOnOld(t, mac)
+			cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
+			writeConfig(t, cfg, testConfig(3)+c.config)
+			d := startBinaryEnv(t, rig.Host, binary, []string{"GOMAXPROCS="},
+				"--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
+			d.waitStatus("/readyz", 200, 10*time.Second)
+			if got := d.metric("go_sched_gomaxprocs_threads"); got != c.before {
+				t.Errorf("%v Ps at start, want %v", got, c.before)
+			}
+			for _, e := range [][2]int32{{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}, {libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}} {
+				if _, err := fake.Emit("vm1", e[0], e[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
+				t.Fatalf("switch has %s on %q after the landing, want %s", mac, got, netnstest.RigSwitchToHost)
+			}
+			if got := d.metric("go_sched_gomaxprocs_threads"); got != c.after {
+				t.Errorf("%v Ps after the landing, want %v", got, c.after)
+			}
+			if code, _ := d.stop(); code != 0 {
+				t.Errorf("exit %d after SIGTERM", code)
+			}
+		})
+	}
+}
+
 // A bad config refuses to start: exit 2, each problem with file:line.
 func TestRunRefusesABadConfig(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
@@ -516,8 +564,13 @@ func TestRunStartsWhileTheResponderTableCannotLoad(t *testing.T) {
 	cfg := filepath.Join(dir, "c.yaml")
 	ethers := filepath.Join(dir, "ethers")
 	writeConfig(t, cfg, testConfig(3)+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
-	d := startDaemon(t, ns, "--config", cfg, "--libvirt-socket", shortSocket(t), "--metrics-address", "127.0.0.1:0")
+	d := startBinaryEnv(t, ns, binary, []string{"GOMAXPROCS="}, "--config", cfg, "--libvirt-socket", shortSocket(t), "--metrics-address", "127.0.0.1:0")
 	d.waitLog("responder table not loaded at start; retrying in the background, unknown MACs are not answered meanwhile", 5*time.Second)
+	// Its receive loop keeps a P under load: the agent takes two
+	// (internal/procs).
+	if got := d.metric("go_sched_gomaxprocs_threads"); got != 2 {
+		t.Errorf("%v Go Ps with the responder on, want 2", got)
+	}
 	if got := d.metric("rarp_announce_config_last_reload_successful"); got != 1 {
 		t.Errorf("config_last_reload_successful = %v at start, want 1", got)
 	}

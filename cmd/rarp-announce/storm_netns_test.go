@@ -39,7 +39,9 @@ package main
 // repair adds), prefetch-log-warn (what logging each landing adds),
 // prefetch-gomaxprocs-8, bridge-device-gomaxprocs-8 and
 // all-at-once-gomaxprocs-8 (the agent with 8 Ps on 2 CPUs, the default
-// before Stop 27) and
+// before Stop 27), prefetch-gomaxprocs-2, prefetch-40x50-taps-gomaxprocs-2
+// and all-at-once-gomaxprocs-2 (2 Ps, the default from Stop 27 to 29; one
+// now, two once frames are written to a bridge device: internal/procs) and
 // prefetch-pacing-1000 (stricter pacing). All but the last use the default
 // pacing (4,000 frames/s, burst 1,000 per interface); all use QEMU's
 // schedule (5 frames at 0, 50, 200, 450, 800 ms); all but one log at
@@ -172,14 +174,15 @@ func BenchmarkStorm(b *testing.B) {
 		// a P meanwhile, but idle Ps cost the runtime wake-ups.
 		{name: "prefetch-gomaxprocs-8", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=8"}},
 		{name: "all-at-once-gomaxprocs-8", prefetch: true, env: []string{"GOMAXPROCS=8"}},
-		// Fewer Ps out of the uplinks, where a send is short.
+		// Ps against the default (internal/procs: one out of the uplinks,
+		// where a send is short; two on the bridge device).
 		{name: "prefetch-gomaxprocs-1", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=1"}},
 		{name: "prefetch-gomaxprocs-2", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=2"}},
 		{name: "prefetch-gomaxprocs-4", prefetch: true, spread: stormSpread, env: []string{"GOMAXPROCS=4"}},
 		{name: "bridge-device-gomaxprocs-1", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=1"}},
 		{name: "bridge-device-gomaxprocs-2", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=2"}},
 		{name: "bridge-device-gomaxprocs-8", prefetch: true, spread: stormSpread, config: "host:\n  send_on: bridge\n", env: []string{"GOMAXPROCS=8"}},
-		{name: "all-at-once-gomaxprocs-1", prefetch: true, env: []string{"GOMAXPROCS=1"}},
+		{name: "all-at-once-gomaxprocs-2", prefetch: true, env: []string{"GOMAXPROCS=2"}},
 		// New goroutines start with the stack size goroutines needed on
 		// average (runtime.morestack was 6% of the agent's profile: each
 		// landing's goroutine grows its stack through zap and netlink).

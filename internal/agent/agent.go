@@ -81,6 +81,10 @@ type Deps struct {
 	// Uplinks, if set, sends bridge NICs' frames out of the bridge's
 	// uplinks (host.send_on: uplinks); nil: on the bridge device.
 	Uplinks Uplinks
+	// Flood, if set, is called before a NIC's frames are written to a
+	// bridge device, which floods each to every port of the bridge
+	// inside sendto (procs.Policy.Flood: more Go Ps for those sends).
+	Flood func()
 	// UplinkEvents reports uplink failovers, carrier returns and re-added
 	// uplink ports (uplink.Watcher), Topology says which bridge or lower
 	// device they belong to (uplink.Resolver); nil: no re-announces on

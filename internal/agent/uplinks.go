@@ -42,6 +42,9 @@ type send struct {
 // before. errNoUplink: send nothing (logged and counted).
 func (a *Agent) hostSends(t plan.Target, log *zap.Logger) ([]send, error) {
 	onDevice := func() []send {
+		if t.Master != "" && t.Device == t.Master && a.d.Flood != nil {
+			a.d.Flood()
+		}
 		out := make([]send, len(t.VLANs))
 		for i, v := range t.VLANs {
 			out[i] = send{announce.HostPort(t.Device), v}

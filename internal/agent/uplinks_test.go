@@ -76,13 +76,19 @@ func TestHostSends(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			m := NewMetrics(nil)
-			a := &Agent{d: Deps{Uplinks: c.up}, m: m}
+			floods := 0
+			a := &Agent{d: Deps{Uplinks: c.up, Flood: func() { floods++ }}, m: m}
 			got, err := a.hostSends(c.t, zap.NewNop())
 			if !errors.Is(err, c.wantErr) || (c.wantErr == nil && err != nil) {
 				t.Fatalf("err %v, want %v", err, c.wantErr)
 			}
 			if !reflect.DeepEqual(got, c.want) {
 				t.Errorf("sends %v, want %v", got, c.want)
+			}
+			// Flood goes with the frames on the bridge device, and only
+			// with them.
+			if want := b2i(reflect.DeepEqual(c.want, onBridge)); floods != want {
+				t.Errorf("Flood called %d times, want %d", floods, want)
 			}
 			if c.t.Kind == plan.KindDirect && c.up.asks != 0 {
 				t.Errorf("the topology was asked about a macvtap NIC")
@@ -116,10 +122,24 @@ func TestHostSends(t *testing.T) {
 	}
 
 	t.Run("send_on bridge: no topology", func(t *testing.T) {
-		a := &Agent{}
+		floods := 0
+		a := &Agent{d: Deps{Flood: func() { floods++ }}}
 		got, err := a.hostSends(bridgeNIC, zap.NewNop())
 		if err != nil || !reflect.DeepEqual(got, onBridge) {
 			t.Errorf("got %v, %v; want %v", got, err, onBridge)
 		}
+		if floods != 1 {
+			t.Errorf("Flood called %d times, want 1", floods)
+		}
+		if got, _ := a.hostSends(macvtap, zap.NewNop()); len(got) != 1 || floods != 1 {
+			t.Errorf("a macvtap NIC (sends %v) called Flood: %d calls in all, want 1", got, floods)
+		}
 	})
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -60,6 +60,9 @@ type Options struct {
 	// Leases looks up libvirt's DHCP leases (ip_announce.sources.leases);
 	// nil: that source is off.
 	Leases ipsource.LeaseSource
+	// Flood is called before a NIC's frames are written to a bridge
+	// device (procs.Policy.Flood, the daemon); nil: nothing.
+	Flood func()
 	// WatchUplinks follows the uplinks that carry the running domains'
 	// NICs (bond failover, carrier back, port re-added) for the agent's
 	// re-announces, when a trigger of cfg wants them (the daemon; not
@@ -86,6 +89,7 @@ type App struct {
 	UplinkWatch *uplink.Watcher
 
 	strategies map[plan.Strategy]agent.Strategy
+	flood      func()
 	closers    []func()
 }
 
@@ -95,7 +99,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a := &App{strategies: map[plan.Strategy]agent.Strategy{}}
+	a := &App{strategies: map[plan.Strategy]agent.Strategy{}, flood: o.Flood}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -262,7 +266,7 @@ func markedOpen(open announce.Opener, mark uint32, log *zap.Logger) announce.Ope
 func (a *App) Deps(lv agent.Libvirt, log *zap.Logger) agent.Deps {
 	d := agent.Deps{
 		Libvirt: lv, Ports: a.Ports, FDB: a.FDB, Uplinks: a.Uplinks, Strategies: a.strategies,
-		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP, Reconv: a.Reconv,
+		Announcer: a.Announcer, Logger: log, Metrics: a.Metrics, IP: a.IP, Reconv: a.Reconv, Flood: a.flood,
 	}
 	// Typed nils would look set to the agent.
 	if a.UplinkWatch != nil {

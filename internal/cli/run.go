@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/daemon"
@@ -67,7 +66,6 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stdout, "configuration OK (%s)\n", where)
 		return ExitOK
 	}
-	raiseGOMAXPROCS()
 	d, err := daemon.New(ctx, path, cfg, over)
 	if err != nil {
 		return startFailed(env, "run", "invalid configuration", err, errors.As(err, new(*daemon.ConfigError)))
@@ -77,30 +75,3 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	}
 	return ExitOK
 }
-
-// raiseGOMAXPROCS gives the agent at least 2 Go schedulers (Ps), however
-// few CPUs it has (a one-CPU VM, a container limited to one CPU), unless
-// GOMAXPROCS is set in the environment. A goroutine in a system call holds
-// its P until the runtime's monitor takes it back, which can take
-// milliseconds: with one P, 20-36 of 2,000 first frames in a storm on 40
-// bridges waited over 50 ms behind sends and netlink calls holding the
-// only P (cmd/rarp-announce BenchmarkStorm, variant
-// prefetch-40x50-taps-gomaxprocs-1); with 2, none did.
-//
-// More Ps than CPUs cost CPU instead: the runtime wakes idle threads for
-// each goroutine made runnable and parks them again (a quarter of the
-// agent's samples in the storm at 8 Ps on 2 CPUs). From b416b12 the agent
-// took 8, when each frame on the bridge device spent 0.3 ms in sendto
-// flooding the bridge's ports and 2 Ps let libvirt's socket reader wait
-// 80-100 ms; out of the uplinks (the default since) a send is short, and
-// 2 Ps on 2 CPUs left none of 2,000 first frames over 50 ms on 4 bridges
-// of 500 taps or 40 of 50, for up to a fifth less CPU than 8 (0-20% in
-// the runs of docs/agent-tests.md, "Stop 24" and "Stop 27"; the machine's
-// noise is as large).
-func raiseGOMAXPROCS() {
-	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
-		runtime.GOMAXPROCS(minProcs)
-	}
-}
-
-const minProcs = 2

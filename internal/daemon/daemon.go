@@ -22,6 +22,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/caps"
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/procs"
 	"github.com/rarp-announce/rarp-announce/internal/sdnotify"
 	"github.com/rarp-announce/rarp-announce/internal/version"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
@@ -149,6 +150,7 @@ type Daemon struct {
 	resp    *app.Responder
 	closers []func()
 	cfgm    *config.ReloadMetrics
+	procs   *procs.Policy // the Go Ps: one, and one more each for bridge floods and the responder
 }
 
 // New builds the daemon: nothing watches or sends until Run. The error
@@ -162,7 +164,8 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 		return nil, err
 	}
 	log := logs.Logger
-	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry()}
+	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry(),
+		procs: procs.Start(log)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -178,7 +181,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	d.qmpConn = libvirtconn.NewRedialer(QMPConfig(cfg, log.Named("libvirt-qmp"), lvm.RPC))
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
 	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor,
-		Metadata: d.setMetadata, Leases: d.leases, WatchUplinks: true})
+		Metadata: d.setMetadata, Leases: d.leases, WatchUplinks: true, Flood: d.procs.Flood})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	d.resp = rp
+	d.procs.Responder()
 	d.closers = append(d.closers, func() { _ = rp.Server.Close() })
 	return nil
 }
