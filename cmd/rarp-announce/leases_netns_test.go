@@ -11,7 +11,6 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
-	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 )
 
 // A NIC on a libvirt network (type='network') with ip_announce's leases
@@ -46,11 +45,7 @@ func TestRunAnnouncesLeasedAddresses(t *testing.T) {
 	d.waitStatus("/readyz", 200, 10*time.Second)
 
 	sniff := netnstest.Sniff(t, rig.Switch, netnstest.RigSwitchToHost)
-	for _, e := range [][2]int32{{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}, {libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}} {
-		if _, err := fake.Emit(name, e[0], e[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	landMigrated(t, fake, name)
 	d.waitMetric(`rarp_announce_ip_addresses_total{source="leases"}`, 1, 5*time.Second)
 	d.waitMetric(`rarp_announce_ip_frames_total{kind="garp_request",result="sent"}`, 2, 5*time.Second)
 	time.Sleep(200 * time.Millisecond)

@@ -97,6 +97,17 @@ func listenFake(t *testing.T) *libvirtfake.Server {
 	return fake
 }
 
+// landMigrated has the fake libvirtd report name's landing as an
+// incoming migration does: STARTED/MIGRATED, then RESUMED/MIGRATED.
+func landMigrated(t *testing.T, fake *libvirtfake.Server, name string) {
+	t.Helper()
+	for _, e := range [][2]int32{{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}, {libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}} {
+		if _, err := fake.Emit(name, e[0], e[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // daemonProc is a running 'rarp-announce run'.
 type daemonProc struct {
 	t     testing.TB
@@ -412,14 +423,7 @@ func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 	d := startDaemon(t, rig.Host, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
 	d.waitStatus("/readyz", 200, 10*time.Second)
 
-	land := func(name string) {
-		for _, e := range [][2]int32{{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}, {libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}} {
-			if _, err := fake.Emit(name, e[0], e[1]); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	land("vm1")
+	landMigrated(t, fake, "vm1")
 	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac1, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
 		t.Fatalf("switch has %s on %q after the landing, want %s", mac1, got, netnstest.RigSwitchToHost)
 	}
@@ -445,7 +449,7 @@ func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 	writeConfig(t, cfg, testConfig(6))
 	d.signal(syscall.SIGHUP)
 	d.waitLog("configuration reloaded", 5*time.Second)
-	land("vm2")
+	landMigrated(t, fake, "vm2")
 	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac2, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
 		t.Fatalf("switch has %s on %q after the landing, want %s", mac2, got, netnstest.RigSwitchToHost)
 	}
@@ -491,11 +495,7 @@ func TestRunTakesGoPsByItsSends(t *testing.T) {
 			if got := d.metric("go_sched_gomaxprocs_threads"); got != c.before {
 				t.Errorf("%v Ps at start, want %v", got, c.before)
 			}
-			for _, e := range [][2]int32{{libvirtwatch.EventStarted, libvirtwatch.DetailStartedMigrated}, {libvirtwatch.EventResumed, libvirtwatch.DetailResumedMigrated}} {
-				if _, err := fake.Emit("vm1", e[0], e[1]); err != nil {
-					t.Fatal(err)
-				}
-			}
+			landMigrated(t, fake, "vm1")
 			if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
 				t.Fatalf("switch has %s on %q after the landing, want %s", mac, got, netnstest.RigSwitchToHost)
 			}

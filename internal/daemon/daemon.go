@@ -164,8 +164,8 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 		return nil, err
 	}
 	log := logs.Logger
-	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry(),
-		procs: procs.Start(log)}
+	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry()}
+	d.procs = procs.Start(log) // sets GOMAXPROCS: one P until a part needs more
 	ok := false
 	defer func() {
 		if !ok {
