@@ -52,14 +52,16 @@ type Policy struct {
 	responder bool
 }
 
-// Start sets the agent to one P, unless the environment sets GOMAXPROCS.
+// Start sets the agent to one P, unless the environment sets GOMAXPROCS,
+// and logs the number.
 func Start(log *zap.Logger) *Policy {
 	p := &Policy{log: log, fixed: os.Getenv("GOMAXPROCS") != "", ps: 1}
 	if p.fixed {
-		log.Info("Go Ps set by the environment", zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
-		return p
+		p.ps = runtime.GOMAXPROCS(0)
+	} else {
+		runtime.GOMAXPROCS(p.ps)
 	}
-	runtime.GOMAXPROCS(p.ps)
+	log.Info("Go Ps", zap.Int("gomaxprocs", p.ps), zap.Bool("from_environment", p.fixed))
 	return p
 }
 

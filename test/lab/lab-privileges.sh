@@ -106,6 +106,10 @@ for h in a b; do
     check "agent on $h, CAP_NET_RAW only: failover registry filled" yes "$(has "$log" 'registry of running domains refreshed')"
     check "agent on $h, CAP_NET_RAW only: device events subscribed" no "$(has "$log" 'libvirt refused device events')"
     check "agent on $h, CAP_NET_RAW only: reconvergence watches open" no "$(has "$log" 'cannot watch the network around the migration')"
+    # internal/procs: one Go P, and no more after a landing out of the
+    # uplink (no bridge-device send, no responder).
+    check "agent on $h, CAP_NET_RAW only: one Go P" yes "$(has "$(grep -F '"msg":"Go Ps"' <<<"$log")" '"gomaxprocs":1,')"
+    check "agent on $h, CAP_NET_RAW only: no P added" no "$(has "$log" 'the agent takes one more')"
 done
 # The premature-move watch opened at STARTED/MIGRATED on the destination:
 # frames from the VM's MAC out of its uplink, a socket CAP_NET_RAW opens.
