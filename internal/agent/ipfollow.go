@@ -216,30 +216,15 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 
 // resolve resolves and claims t's addresses and records them for its first
 // RARP. pending is the background lookup's mark (nil: resolved in Landed):
-// if the NIC was released or landed again meanwhile, what was claimed is
-// given back or left to the newer landing.
+// if the NIC was released or landed again meanwhile, nothing is claimed
+// (the claims are granted under f.mu, so a Release either comes first and
+// is seen, or comes after and gives them back), and a late lookup of a
+// domain that left cannot refuse a live one its address.
 func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan struct{}, nlog *zap.Logger) {
-	granted, refused, err := f.o.Resolver.Resolve(dom, t.NIC)
+	cands, err := f.o.Resolver.Candidates(dom, t.NIC)
 	if err != nil {
 		f.o.Metrics.skip("source_error")
 		nlog.Warn("some IP source entries are unusable", zap.Error(err))
-	}
-	for _, r := range refused {
-		f.o.Metrics.skip(string(r.Reason))
-		fields := []zap.Field{zap.Stringer("ip", r.IP), zap.String("source", string(r.Source)), zap.String("reason", string(r.Reason))}
-		if r.Reason == ipsource.ReasonClaimed {
-			fields = append(fields, zap.String("holder_domain", r.Holder.Domain), zap.Stringer("holder_mac", r.Holder.MAC))
-		}
-		nlog.Warn("IP not announced", fields...)
-	}
-	var valid []ipsource.Candidate
-	for _, c := range granted {
-		if err := ipannounce.ValidateIP(c.IP); err != nil {
-			f.o.Metrics.skip("invalid")
-			nlog.Warn("IP not announced", zap.Stringer("ip", c.IP), zap.String("source", string(c.Source)), zap.Error(err))
-			continue
-		}
-		valid = append(valid, c)
 	}
 	mac := t.NIC.MAC
 	guest := &sync.Once{}
@@ -248,13 +233,19 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 		cur, ok := f.nics[mac]
 		if !ok || cur.pending != pending {
 			f.mu.Unlock()
-			if c := f.o.Resolver.Claims; c != nil && !ok {
-				c.Release(ipsource.NIC{Domain: dom.UUID, MAC: mac}) // the domain left meanwhile
-			}
 			nlog.Debug("IP addresses resolved after the NIC's landing ended; dropped")
 			return
 		}
 		guest = cur.guest // a guest ask at the first RARP is not repeated
+	}
+	granted, refused := f.o.Resolver.Grant(dom, t.NIC, cands)
+	var valid, invalid []ipsource.Candidate
+	for _, c := range granted {
+		if ipannounce.ValidateIP(c.IP) != nil {
+			invalid = append(invalid, c)
+			continue
+		}
+		valid = append(valid, c)
 	}
 	if len(valid) == 0 && f.o.Guest == nil {
 		delete(f.nics, mac)
@@ -262,6 +253,18 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 		f.nics[mac] = ipNIC{domain: dom.UUID, name: dom.Name, alias: t.NIC.Alias, addrs: valid, guest: guest}
 	}
 	f.mu.Unlock()
+	for _, r := range refused {
+		f.o.Metrics.skip(string(r.Reason))
+		fields := []zap.Field{zap.Stringer("ip", r.IP), zap.String("source", string(r.Source)), zap.String("reason", string(r.Reason))}
+		if r.Reason == ipsource.ReasonClaimed {
+			fields = append(fields, zap.String("holder_domain", r.Holder.Domain), zap.Stringer("holder_mac", r.Holder.MAC))
+		}
+		nlog.Warn("IP not announced", fields...)
+	}
+	for _, c := range invalid {
+		f.o.Metrics.skip("invalid")
+		nlog.Warn("IP not announced", zap.Stringer("ip", c.IP), zap.String("source", string(c.Source)), zap.Error(ipannounce.ValidateIP(c.IP)))
+	}
 	for _, c := range valid {
 		f.o.Metrics.address(string(c.Source))
 	}

@@ -253,11 +253,18 @@ func TestIPFollowerLeasesDoNotHoldTheFirstRARP(t *testing.T) {
 	}
 	s := announce.Schedule{Rounds: 1, Initial: 10 * time.Millisecond, Max: time.Second, Bursts: 1}
 	for _, m := range []rarp.MAC{mac, gone} {
-		if _, err := a.Announce(announce.Request{MAC: m, Interface: "br0", Schedule: s}); err != nil {
+		h, err := a.Announce(announce.Request{MAC: m, Interface: "br0", Schedule: s})
+		if err != nil {
 			t.Fatal(err)
 		}
+		// First closes after OnFrame (Observe) has seen the RARP: no
+		// sleep to guess how long that takes on a loaded machine.
+		select {
+		case <-h.First():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no first RARP after 5s", m)
+		}
 	}
-	time.Sleep(200 * time.Millisecond)
 	w.mu.Lock()
 	rarps := len(w.frames)
 	w.mu.Unlock()

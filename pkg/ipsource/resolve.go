@@ -50,7 +50,18 @@ func (r *Resolver) Remote(ifc domxml.Interface) bool {
 // Resolve returns the addresses to announce for ifc of d, those refused and
 // why, and errors about bad source entries (the good ones are still used).
 // An address found in several sources is listed once, under the first.
+// It is Candidates then Grant.
 func (r *Resolver) Resolve(d *domxml.Domain, ifc domxml.Interface) (granted []Candidate, refused []Refusal, err error) {
+	cands, err := r.Candidates(d, ifc)
+	granted, refused = r.Grant(d, ifc, cands)
+	return granted, refused, err
+}
+
+// Candidates gathers ifc's addresses from the sources without claiming
+// them, and errors about bad source entries. It may ask libvirt (Remote):
+// a caller that must not claim for a NIC that left meanwhile checks that
+// between Candidates and Grant.
+func (r *Resolver) Candidates(d *domxml.Domain, ifc domxml.Interface) ([]Candidate, error) {
 	var (
 		cands []Candidate
 		errs  []error
@@ -92,16 +103,21 @@ func (r *Resolver) Resolve(d *domxml.Domain, ifc domxml.Interface) (granted []Ca
 			cands = append(cands, Candidate{IP: ip, Source: SourceLeases})
 		}
 	}
-	if r.Claims == nil {
-		seen := map[any]bool{}
-		for _, c := range cands {
-			if !seen[c.IP] {
-				seen[c.IP] = true
-				granted = append(granted, c)
-			}
-		}
-		return granted, nil, errors.Join(errs...)
+	return cands, errors.Join(errs...)
+}
+
+// Grant has Claims grant cands to ifc of d; without Claims every distinct
+// address is granted.
+func (r *Resolver) Grant(d *domxml.Domain, ifc domxml.Interface, cands []Candidate) (granted []Candidate, refused []Refusal) {
+	if r.Claims != nil {
+		return r.Claims.Claim(NIC{Domain: d.UUID, MAC: ifc.MAC}, cands)
 	}
-	granted, refused = r.Claims.Claim(NIC{Domain: d.UUID, MAC: ifc.MAC}, cands)
-	return granted, refused, errors.Join(errs...)
+	seen := map[netip.Addr]bool{}
+	for _, c := range cands {
+		if !seen[c.IP] {
+			seen[c.IP] = true
+			granted = append(granted, c)
+		}
+	}
+	return granted, nil
 }

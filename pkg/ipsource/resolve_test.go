@@ -48,3 +48,32 @@ func TestResolveLeases(t *testing.T) {
 		t.Fatalf("asked %q, want %q (nothing for the bridge NIC)", asked, want)
 	}
 }
+
+// TestCandidatesClaimNothing: Candidates gathers without claiming, so a
+// caller can drop what a NIC that left meanwhile would have claimed; Grant
+// claims, and a second NIC is then refused the address.
+func TestCandidatesClaimNothing(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.20")
+	vm, left := rarp.MAC{2, 0, 0, 0, 0, 0x21}, rarp.MAC{2, 0, 0, 0, 0, 0x22}
+	r := &Resolver{
+		Leases: func(context.Context, string, rarp.MAC) ([]netip.Addr, error) { return []netip.Addr{ip}, nil },
+		Claims: NewClaims(4),
+	}
+	d := &domxml.Domain{Name: "vm2", UUID: "u2"}
+	ifc := domxml.Interface{MAC: left, SourceNetwork: "default"}
+	cands, err := r.Candidates(d, ifc)
+	if err != nil || len(cands) != 1 || cands[0].IP != ip {
+		t.Fatalf("Candidates = %v, %v; want %s", cands, err, ip)
+	}
+	if h, ok := r.Claims.Holder(ip); ok {
+		t.Fatalf("Candidates claimed %s for %v", ip, h)
+	}
+	vmDom := &domxml.Domain{Name: "vm", UUID: "u1"}
+	vmIfc := domxml.Interface{MAC: vm, SourceNetwork: "default"}
+	if g, ref := r.Grant(vmDom, vmIfc, cands); len(g) != 1 || len(ref) != 0 {
+		t.Fatalf("Grant to vm: granted %v, refused %v; want %s granted", g, ref, ip)
+	}
+	if g, ref := r.Grant(d, ifc, cands); len(g) != 0 || len(ref) != 1 || ref[0].Reason != ReasonClaimed {
+		t.Fatalf("Grant to vm2 after vm: granted %v, refused %v; want %s refused as claimed", g, ref, ip)
+	}
+}
