@@ -15,6 +15,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/uplink"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Re-announces after an uplink event (issue 14): a bond failing over, an
@@ -242,18 +243,11 @@ func (a *Agent) warmLoop(ctx context.Context) {
 	if a.d.UplinkEvents == nil || a.d.Uplinks == nil {
 		return
 	}
-	t := time.NewTicker(warmEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	wait.Every(ctx, warmEvery, func(context.Context) {
 		if a.current().uplinksOn() {
 			a.warmUplinks()
 		}
-	}
+	})
 }
 
 // warmUplinks warms the uplinks of each bridge the registry's bridge NICs

@@ -15,6 +15,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // ReasonIP is the announce.Request.Reason of the IP-layer frames: the
@@ -522,15 +523,7 @@ func (f *IPFollower) run(ctx context.Context, r *ipRun, k runKey, s announce.Sen
 		if l, ok := last[kind]; ok && at.Before(l.Add(f.o.Schedule.Interval)) {
 			at = l.Add(f.o.Schedule.Interval)
 		}
-		if d := time.Until(at); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		} else if ctx.Err() != nil {
+		if !wait.Sleep(ctx.Done(), time.Until(at)) {
 			return
 		}
 		b, err := sl.Frame.Build()

@@ -16,6 +16,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/portwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Results of one NIC's announce, the "result" label of
@@ -210,7 +211,7 @@ func (a *Agent) readXML(ctx context.Context, ev libvirtwatch.Event, budget time.
 	if ev.Received.IsZero() {
 		deadline = time.Now().Add(budget)
 	}
-	pause := xmlRetryMin
+	backoff := wait.Backoff{Min: xmlRetryMin, Max: xmlRetryMax}
 	for attempt := 1; ; attempt++ {
 		xml, err := a.d.Libvirt.DomainXML(ctx, ev.Domain)
 		if err == nil || !transient(err) || ctx.Err() != nil {
@@ -226,14 +227,9 @@ func (a *Agent) readXML(ctx context.Context, ev libvirtwatch.Event, budget time.
 		if attempt == 1 {
 			log.Warn("cannot read the domain's live XML yet; retrying while libvirt reconnects", zap.Error(err))
 		}
-		t := time.NewTimer(min(pause, left))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx.Done(), min(backoff.Next(), left)) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
-		pause = min(2*pause, xmlRetryMax)
 	}
 }
 

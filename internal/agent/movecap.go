@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // MoveCap spreads the moves of a host evacuation: at most PerPeriod
@@ -38,14 +39,8 @@ func (c *MoveCap) Wait(ctx context.Context, t plan.Target) error {
 		return nil
 	}
 	at := c.reserve(seg, time.Now())
-	if d := time.Until(at); d > 0 {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if d := time.Until(at); d > 0 && !wait.Sleep(ctx.Done(), d) {
+		return ctx.Err()
 	}
 	return nil
 }

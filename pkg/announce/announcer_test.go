@@ -59,7 +59,7 @@ func (r *recorder) all() []recorded {
 
 func mac(i byte) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0, 0, i} }
 
-func wait(t *testing.T, h *Handle, d time.Duration) {
+func waitDone(t *testing.T, h *Handle, d time.Duration) {
 	t.Helper()
 	select {
 	case <-h.Done():
@@ -77,7 +77,7 @@ func TestAnnounceFollowsSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(t, h, 3*time.Second)
+	waitDone(t, h, 3*time.Second)
 	got := rec.all()
 	if len(got) != 5 || h.Sent() != 5 || h.Failed() != 0 {
 		t.Fatalf("%d frames recorded, handle says %d sent %d failed", len(got), h.Sent(), h.Failed())
@@ -110,11 +110,11 @@ func TestSupersedeDoesNotDoubleTheBurst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(t, h1, time.Second)
+	waitDone(t, h1, time.Second)
 	if !h1.Superseded() {
 		t.Fatal("first announce not marked superseded")
 	}
-	wait(t, h2, 2*time.Second)
+	waitDone(t, h2, 2*time.Second)
 	n := len(rec.all())
 	// h1 sent 2 (maybe 3 under load), h2 sent 5: never the 10 of two bursts.
 	if h2.Sent() != 5 || n > 8 || n < 7 {
@@ -129,8 +129,8 @@ func TestSupersedeDoesNotDoubleTheBurst(t *testing.T) {
 	// A different VLAN is a different key: both run.
 	h3, _ := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
 	h4, _ := a.Announce(Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 5}, Schedule: s})
-	wait(t, h3, 2*time.Second)
-	wait(t, h4, 2*time.Second)
+	waitDone(t, h3, 2*time.Second)
+	waitDone(t, h4, 2*time.Second)
 	if h3.Superseded() || h3.Sent() != 5 || h4.Sent() != 5 {
 		t.Fatalf("distinct keys interfered: %d %d", h3.Sent(), h4.Sent())
 	}
@@ -155,12 +155,12 @@ func TestCancelMAC(t *testing.T) {
 		t.Fatalf("cancelled %d, want 2", n)
 	}
 	for _, h := range hs {
-		wait(t, h, 500*ms)
+		waitDone(t, h, 500*ms)
 		if h.Sent() != 1 {
 			t.Fatalf("cancelled announce sent %d frames", h.Sent())
 		}
 	}
-	wait(t, other, 2*time.Second)
+	waitDone(t, other, 2*time.Second)
 	if other.Sent() != 5 {
 		t.Fatalf("other MAC sent %d", other.Sent())
 	}
@@ -182,7 +182,7 @@ func TestPacingQueuesFirstFramesFirstAndDropsNothing(t *testing.T) {
 		hs = append(hs, h)
 	}
 	for _, h := range hs {
-		wait(t, h, 5*time.Second)
+		waitDone(t, h, 5*time.Second)
 	}
 	got := rec.all()
 	if len(got) != 60 {
@@ -223,7 +223,7 @@ func TestSendFailuresAreReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(t, h, time.Second)
+	waitDone(t, h, time.Second)
 	if h.Failed() != 2 || !errors.Is(h.Err(), ErrNoInterface) {
 		t.Fatalf("failed %d err %v", h.Failed(), h.Err())
 	}
@@ -323,7 +323,7 @@ func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(t, h, 2*time.Second)
+	waitDone(t, h, 2*time.Second)
 	var lastSlowFirst, firstFastRepeat time.Time
 	fastSeen := 0
 	for _, r := range rec.all() {
@@ -381,7 +381,7 @@ func TestWarmOpensTheSocketAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(t, h, 2*time.Second)
+	waitDone(t, h, 2*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(opened) != 1 || !opened[0].Before(warmed) || h.Sent() != 1 {
@@ -441,7 +441,7 @@ func TestOVSFirstFrameNotSentInline(t *testing.T) {
 	default:
 	}
 	close(release)
-	wait(t, h, 2*time.Second)
+	waitDone(t, h, 2*time.Second)
 	if err := h.FirstErr(); err != nil || h.Sent() != 1 {
 		t.Fatalf("first frame: %v, %d sent", err, h.Sent())
 	}
@@ -497,8 +497,8 @@ func TestFirstFrameGoesOutDirectlyWhenTheLinkIsIdle(t *testing.T) {
 	blocking.Store(false)
 	close(release)
 	h2 := <-h2done
-	wait(t, h2, 2*time.Second)
-	wait(t, h3, 2*time.Second)
+	waitDone(t, h2, 2*time.Second)
+	waitDone(t, h3, 2*time.Second)
 	var order []rarp.MAC
 	for _, r := range rec.all() {
 		order = append(order, r.frame.Source)

@@ -3,6 +3,8 @@ package announce
 import (
 	"sync"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Pacer is the token bucket of one segment (a Linux bridge, an OVS bridge):
@@ -63,15 +65,11 @@ func (pc *Pacer) Wait(stop <-chan struct{}) (time.Duration, bool) {
 	if d <= 0 {
 		return 0, true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return d, true
-	case <-stop:
+	if !wait.Sleep(stop, d) {
 		pc.unreserve()
 		return d, false
 	}
+	return d, true
 }
 
 // TryTake takes a token if one is there now, without waiting; false

@@ -51,7 +51,7 @@ func measureRate(t *testing.T, rate float64) float64 {
 		hs = append(hs, h)
 	}
 	for _, h := range hs {
-		wait(t, h, 20*time.Second)
+		waitDone(t, h, 20*time.Second)
 	}
 	got := rec.all()
 	if len(got) != n {

@@ -86,8 +86,8 @@ func TestFrameKindsRunSideBySide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait(t, hr, 2*time.Second)
-	wait(t, hg, 2*time.Second)
+	waitDone(t, hr, 2*time.Second)
+	waitDone(t, hg, 2*time.Second)
 	if hr.Superseded() || hr.Sent() != 2 || hg.Sent() != 2 || hg.Key().Kind != "garp" {
 		t.Fatalf("rarp: sent %d superseded %v; garp: sent %d key %s", hr.Sent(), hr.Superseded(), hg.Sent(), hg.Key())
 	}

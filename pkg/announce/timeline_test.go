@@ -52,7 +52,7 @@ func TestRefreshTicksPauseAndCancel(t *testing.T) {
 	}
 	cancelled := time.Now()
 	h.Cancel()
-	wait(t, h, 200*ms)
+	waitDone(t, h, 200*ms)
 	if d := time.Since(cancelled); d > 100*ms {
 		t.Errorf("cancel took %v to end an announce waiting for its tick", d)
 	}
@@ -87,7 +87,7 @@ func TestManyAnnouncesShareOneLoop(t *testing.T) {
 		t.Errorf("%d goroutines for 2,000 announces, want the loop and a worker per interface", n)
 	}
 	for _, h := range hs {
-		wait(t, h, 10*time.Second)
+		waitDone(t, h, 10*time.Second)
 		if h.Sent() != len(offsets) || h.Failed() != 0 {
 			t.Fatalf("%s: %d sent, %d failed", h.Key(), h.Sent(), h.Failed())
 		}

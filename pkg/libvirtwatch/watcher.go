@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Watcher keeps a connection to libvirt, subscribed to lifecycle events,
@@ -132,7 +133,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	}
 	defer w.running.Store(false)
 
-	backoff := w.cfg.BackoffMin
+	backoff := wait.Backoff{Min: w.cfg.BackoffMin, Max: w.cfg.BackoffMax}
 	failures := 0
 	var lostAt time.Time // zero until a working connection was lost
 	for {
@@ -154,24 +155,21 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 				return nil
 			}
 			lostAt = time.Now()
-			backoff, failures = w.cfg.BackoffMin, 0
+			backoff.Reset()
+			failures = 0
 			continue
 		}
 		w.m.connectFailed()
 		failures++
+		pause := backoff.Next()
 		if failures == 1 {
-			w.log.Warn("cannot connect to libvirt; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			w.log.Warn("cannot connect to libvirt; retrying", zap.Error(err), zap.Duration("backoff", pause))
 		} else {
-			w.log.Debug("still cannot connect to libvirt", zap.Error(err), zap.Int("attempts", failures), zap.Duration("backoff", backoff))
+			w.log.Debug("still cannot connect to libvirt", zap.Error(err), zap.Int("attempts", failures), zap.Duration("backoff", pause))
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx.Done(), pause) {
 			return nil
-		case <-t.C:
 		}
-		backoff = min(2*backoff, w.cfg.BackoffMax)
 	}
 }
 
@@ -250,18 +248,11 @@ func (w *Watcher) session(ctx context.Context, c *libvirtconn.Conn, out chan<- E
 // ping calls libvirt every PingEvery until ctx ends; a call that times out
 // closes the connection (libvirtconn.Conn), which ends the session.
 func (w *Watcher) ping(ctx context.Context, c *libvirtconn.Conn) {
-	t := time.NewTicker(w.cfg.PingEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := c.LibVersion(ctx); err != nil && ctx.Err() == nil {
-				w.log.Debug("libvirt ping failed", zap.Error(err))
-			}
+	wait.Every(ctx, w.cfg.PingEvery, func(ctx context.Context) {
+		if _, err := c.LibVersion(ctx); err != nil && ctx.Err() == nil {
+			w.log.Debug("libvirt ping failed", zap.Error(err))
 		}
-	}
+	})
 }
 
 func (w *Watcher) relay(ctx context.Context, msg libvirt.DomainEventLifecycleMsg, out chan<- Event) bool {

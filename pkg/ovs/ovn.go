@@ -37,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // External-ids keys ovn-controller reads and writes on OVS Interfaces.
@@ -154,12 +155,8 @@ func (r *OVNReadiness) Wait(ctx context.Context, iface string, timeout time.Dura
 			r.Metrics.notReady(err)
 			return p, fmt.Errorf("%s not ready after %v: %w", iface, timeout, err)
 		}
-		t := time.NewTimer(min(poll, time.Until(deadline)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx.Done(), min(poll, time.Until(deadline))) {
 			return p, ctx.Err()
-		case <-t.C:
 		}
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Options configures a Watcher. The zero value watches the current network
@@ -195,7 +197,7 @@ func (w *Watcher) subscribe() (*nl.NetlinkSocket, uint32, error) {
 // view may have missed changes.
 func (w *Watcher) run(s *nl.NetlinkSocket, seq uint32) {
 	defer close(w.done)
-	backoff := 50 * time.Millisecond
+	backoff := wait.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		err := w.read(s, seq)
 		s.Close()
@@ -207,19 +209,17 @@ func (w *Watcher) run(s *nl.NetlinkSocket, seq uint32) {
 		for {
 			s, seq, err = w.subscribe()
 			if err == nil {
-				backoff = 50 * time.Millisecond
+				backoff.Reset()
 				break
 			}
 			if w.isClosed() {
 				return
 			}
-			w.log.Error("cannot resubscribe to link updates", zap.Error(err), zap.Duration("retry_in", backoff))
-			select {
-			case <-w.closed:
+			pause := backoff.Next()
+			w.log.Error("cannot resubscribe to link updates", zap.Error(err), zap.Duration("retry_in", pause))
+			if !wait.Sleep(w.closed, pause) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Reloader loads tables into a Holder: once at start, on request (SIGHUP)
@@ -124,26 +126,17 @@ func (r *Reloader) Start(ctx context.Context) error {
 
 // retry reloads with exponential backoff until a load has succeeded.
 func (r *Reloader) retry(ctx context.Context) {
-	wait, most := r.RetryMin, r.RetryMax
-	if wait <= 0 {
-		wait = time.Second
+	b := wait.Backoff{Min: r.RetryMin, Max: r.RetryMax}
+	if b.Min <= 0 {
+		b.Min = time.Second
 	}
-	if most <= 0 {
-		most = 30 * time.Second
+	if b.Max <= 0 {
+		b.Max = 30 * time.Second
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for wait.Sleep(ctx.Done(), b.Next()) {
 		if r.Loaded() || r.Reload(ctx, "retry after a failed start") == nil {
 			return
 		}
-		wait = min(2*wait, most)
-		t.Reset(wait)
 	}
 }
 

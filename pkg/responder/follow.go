@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Following the served interfaces: a link and an address subscription tell
@@ -187,13 +189,8 @@ func (r *Responder) linkChanged(u netlink.LinkUpdate) {
 // back-off, then resyncs. It returns nil when ctx ends first.
 func (r *Responder) resubscribe(ctx context.Context, old *subscription) *subscription {
 	old.end()
-	backoff := 50 * time.Millisecond
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
+	backoff := wait.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+	for pause := backoff.Next(); wait.Sleep(ctx.Done(), pause); {
 		s, err := r.subscribe()
 		if err == nil {
 			r.subMu.Lock()
@@ -203,9 +200,10 @@ func (r *Responder) resubscribe(ctx context.Context, old *subscription) *subscri
 			r.resync()
 			return s
 		}
-		r.log.Error("cannot subscribe to interface updates", zap.Error(err), zap.Duration("retry_in", backoff))
-		backoff = min(2*backoff, 5*time.Second)
+		pause = backoff.Next()
+		r.log.Error("cannot subscribe to interface updates", zap.Error(err), zap.Duration("retry_in", pause))
 	}
+	return nil
 }
 
 // resync reads every served interface again after updates were lost: one
