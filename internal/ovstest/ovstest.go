@@ -136,7 +136,7 @@ func (o *OVS) env() []string {
 func (o *OVS) RestartSwitch(t testing.TB) {
 	t.Helper()
 	o.StopSwitch(t)
-	o.start(t, "ovs-vswitchd", o.DB)
+	o.StartSwitch(t)
 }
 
 // StopSwitch stops ovs-vswitchd and leaves it stopped (OVSDB still runs).
@@ -147,10 +147,27 @@ func (o *OVS) StopSwitch(t testing.TB) {
 	}
 }
 
-// StartSwitch starts ovs-vswitchd again after StopSwitch.
+// StartSwitch starts ovs-vswitchd again after StopSwitch and returns once
+// every bridge in OVSDB is back. ovs-vswitchd answers on its control
+// socket before it has read the database: a loaded machine showed
+// "br0 is not a bridge or a socket" to an ovs-ofctl run right after.
 func (o *OVS) StartSwitch(t testing.TB) {
 	t.Helper()
 	o.start(t, "ovs-vswitchd", o.DB)
+	deadline := time.Now().Add(20 * time.Second)
+	for _, br := range strings.Fields(o.Vsctl(t, "list-br")) {
+		for {
+			show := exec.Command("ovs-ofctl", "--timeout=5", "show", br)
+			show.Env = o.env()
+			if show.Run() == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("bridge %s not back within 20 s of starting ovs-vswitchd", br)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // Pid returns the pid of "ovsdb-server" or "ovs-vswitchd".
