@@ -3,7 +3,11 @@
 // fields) are a lookup instead of a switch each.
 package enumname
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"slices"
+)
 
 // Integer is the underlying type of an enum.
 type Integer interface {
@@ -20,4 +24,11 @@ func (t Table[T]) Name(v T, unknown string) string {
 		return s
 	}
 	return fmt.Sprintf(unknown, int64(v))
+}
+
+// Values lists the values the table names, in ascending order: the list a
+// metric pre-declares its labels from, kept in step with the names by
+// being derived from them.
+func (t Table[T]) Values() []T {
+	return slices.Sorted(maps.Keys(t))
 }

@@ -19,3 +19,13 @@ func TestName(t *testing.T) {
 		t.Errorf("negative: %q", got)
 	}
 }
+
+func TestValues(t *testing.T) {
+	got := Table[color]{7: "c", 1: "a", 3: "b"}.Values()
+	if len(got) != 3 || got[0] != 1 || got[1] != 3 || got[2] != 7 {
+		t.Fatalf("Values = %v, want [1 3 7]", got)
+	}
+	if got := (Table[color]{}).Values(); len(got) != 0 {
+		t.Fatalf("empty table: %v", got)
+	}
+}

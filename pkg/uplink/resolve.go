@@ -66,10 +66,6 @@ const (
 	PortWithoutVLAN
 )
 
-// NoUplinkReasons lists every NoUplinkReason, for pre-declaring metric
-// label values.
-var NoUplinkReasons = []NoUplinkReason{Isolated, UplinksDown, VLANNotCarried, PortWithoutVLAN}
-
 var noUplinkReasonNames = enumname.Table[NoUplinkReason]{
 	Isolated:        "isolated",
 	UplinksDown:     "uplinks_down",
@@ -78,6 +74,10 @@ var noUplinkReasonNames = enumname.Table[NoUplinkReason]{
 }
 
 func (r NoUplinkReason) String() string { return noUplinkReasonNames.Name(r, "no_uplink_reason(%d)") }
+
+// NoUplinkReasons lists every NoUplinkReason, for pre-declaring metric
+// label values.
+var NoUplinkReasons = noUplinkReasonNames.Values()
 
 // NoUplinkError: the bridge has no uplink a frame for this VM should leave
 // on. Announce nothing; log Error().
@@ -114,10 +114,6 @@ const (
 	VLANsUnknown
 )
 
-// FallbackReasons lists every FallbackReason, for pre-declaring metric
-// label values.
-var FallbackReasons = []FallbackReason{Unreadable, NotABridge, NotAPort, VLANsUnknown}
-
 var fallbackReasonNames = enumname.Table[FallbackReason]{
 	Unreadable:   "unreadable",
 	NotABridge:   "not_a_bridge",
@@ -126,6 +122,10 @@ var fallbackReasonNames = enumname.Table[FallbackReason]{
 }
 
 func (r FallbackReason) String() string { return fallbackReasonNames.Name(r, "fallback_reason(%d)") }
+
+// FallbackReasons lists every FallbackReason, for pre-declaring metric
+// label values.
+var FallbackReasons = fallbackReasonNames.Values()
 
 // FallbackError: the topology cannot say where to send; send on the bridge
 // device as before, and log Error() and count Reason.

@@ -27,9 +27,6 @@ const (
 	PortAdded
 )
 
-// Reasons lists every Reason, for pre-declaring metric label values.
-var Reasons = []Reason{BondFailover, CarrierUp, PortAdded}
-
 var reasonNames = enumname.Table[Reason]{
 	BondFailover: "bond_failover",
 	CarrierUp:    "carrier_up",
@@ -37,6 +34,9 @@ var reasonNames = enumname.Table[Reason]{
 }
 
 func (r Reason) String() string { return reasonNames.Name(r, "reason(%d)") }
+
+// Reasons lists every Reason, for pre-declaring metric label values.
+var Reasons = reasonNames.Values()
 
 // Event tells that the VM NICs behind Uplink need announcing again, out of
 // Uplink.
