@@ -154,19 +154,12 @@ func (o *OVS) StopSwitch(t testing.TB) {
 func (o *OVS) StartSwitch(t testing.TB) {
 	t.Helper()
 	o.start(t, "ovs-vswitchd", o.DB)
-	deadline := time.Now().Add(20 * time.Second)
 	for _, br := range strings.Fields(o.Vsctl(t, "list-br")) {
-		for {
+		netnstest.WaitFor(t, "bridge "+br+" back in the restarted ovs-vswitchd", func() bool {
 			show := exec.Command("ovs-ofctl", "--timeout=5", "show", br)
 			show.Env = o.env()
-			if show.Run() == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("bridge %s not back within 20 s of starting ovs-vswitchd", br)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return show.Run() == nil
+		})
 	}
 }
 
