@@ -39,48 +39,31 @@ var (
 	ErrCommand = errors.New("ovs command failed")
 )
 
-// failureReasons are the label values of rarp_announce_ovs_failures_total
-// in the order Reason checks them, each with its test: one list, so a new
-// failure cannot be classified without its label being pre-declared.
-var failureReasons = []struct {
-	label string
-	is    func(error) bool
-}{
-	{"timeout", func(err error) bool { return errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) }},
-	{"not_running", isErr(ErrNotRunning)},
-	{"port_not_found", isErr(ErrPortNotFound)},
-	{"no_ofport", isErr(ErrNoOFPort)},
-	{"port_not_wired", isErr(ErrPortNotWired)},
-	{"vlan_not_carried", isErr(ErrVLANNotCarried)},
-	{"openflow_error", isErr(ErrOpenFlow)},
-	{"permission", denied},
-}
-
-// otherReason is Reason's label for a failure none of failureReasons is.
-const otherReason = "command"
-
-func isErr(target error) func(error) bool {
-	return func(err error) bool { return errors.Is(err, target) }
-}
-
 // Reasons are the label values of rarp_announce_ovs_failures_total, in the
 // order Reason checks them.
-var Reasons = func() []string {
-	out := make([]string, 0, len(failureReasons)+1)
-	for _, r := range failureReasons {
-		out = append(out, r.label)
-	}
-	return append(out, otherReason)
-}()
+var Reasons = []string{"timeout", "not_running", "port_not_found", "no_ofport", "port_not_wired", "vlan_not_carried", "openflow_error", "permission", "command"}
 
 // Reason is the metric label for err: one of Reasons.
 func Reason(err error) string {
-	for _, r := range failureReasons {
-		if r.is(err) {
-			return r.label
-		}
+	switch {
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, ErrNotRunning):
+		return "not_running"
+	case errors.Is(err, ErrPortNotFound):
+		return "port_not_found"
+	case errors.Is(err, ErrNoOFPort):
+		return "no_ofport"
+	case errors.Is(err, ErrPortNotWired):
+		return "port_not_wired"
+	case errors.Is(err, ErrVLANNotCarried):
+		return "vlan_not_carried"
+	case errors.Is(err, ErrOpenFlow):
+		return "openflow_error"
+	case denied(err):
+		return "permission"
 	}
-	return otherReason
+	return "command"
 }
 
 // denied reports a socket the agent may not use (OVS's sockets are
