@@ -240,10 +240,15 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 		guest = cur.guest // a guest ask at the first RARP is not repeated
 	}
 	granted, refused := f.o.Resolver.Grant(dom, t.NIC, cands)
-	var valid, invalid []ipsource.Candidate
+	type refusedIP struct {
+		c   ipsource.Candidate
+		err error
+	}
+	var valid []ipsource.Candidate
+	var invalid []refusedIP // logged after the unlock
 	for _, c := range granted {
-		if ipannounce.ValidateIP(c.IP) != nil {
-			invalid = append(invalid, c)
+		if err := ipannounce.ValidateIP(c.IP); err != nil {
+			invalid = append(invalid, refusedIP{c, err})
 			continue
 		}
 		valid = append(valid, c)
@@ -262,9 +267,9 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 		}
 		nlog.Warn("IP not announced", fields...)
 	}
-	for _, c := range invalid {
+	for _, r := range invalid {
 		f.o.Metrics.skip("invalid")
-		nlog.Warn("IP not announced", zap.Stringer("ip", c.IP), zap.String("source", string(c.Source)), zap.Error(ipannounce.ValidateIP(c.IP)))
+		nlog.Warn("IP not announced", zap.Stringer("ip", r.c.IP), zap.String("source", string(r.c.Source)), zap.Error(r.err))
 	}
 	for _, c := range valid {
 		f.o.Metrics.address(string(c.Source))

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
@@ -289,5 +291,43 @@ func TestIPFollowerLeasesDoNotHoldTheFirstRARP(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(f.o.Metrics.addresses.WithLabelValues(string(ipsource.SourceLeases))); n != 1 {
 		t.Fatalf("addresses{leases} = %v, want 1 (vm2's dropped)", n)
+	}
+}
+
+// TestIPFollowerSkipsInvalidAddresses: an address no receiver would take
+// (multicast, loopback) is counted and logged with the reason, not
+// recorded for the NIC's frames; the NIC's good address still is.
+func TestIPFollowerSkipsInvalidAddresses(t *testing.T) {
+	mac := rarp.MAC{2, 0, 0, 0, 0, 0x31}
+	good := netip.MustParseAddr("192.0.2.31")
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Static: ipsource.Static{
+			mac: {good, netip.MustParseAddr("224.0.0.1"), netip.MustParseAddr("::1")},
+		}},
+		Schedule: ipannounce.DefaultSchedule,
+		Metrics:  NewIPMetrics(nil),
+	})
+	core, logs := observer.New(zap.WarnLevel)
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, []plan.Target{{NIC: domxml.Interface{MAC: mac}, Strategy: plan.Host}}, zap.New(core))
+	if n := testutil.ToFloat64(f.o.Metrics.skipped.WithLabelValues("invalid")); n != 2 {
+		t.Fatalf("skipped{invalid} = %v, want 2", n)
+	}
+	if n := testutil.ToFloat64(f.o.Metrics.addresses.WithLabelValues(string(ipsource.SourceStatic))); n != 1 {
+		t.Fatalf("addresses{static} = %v, want 1", n)
+	}
+	f.mu.Lock()
+	addrs := f.nics[mac].addrs
+	f.mu.Unlock()
+	if len(addrs) != 1 || addrs[0].IP != good {
+		t.Fatalf("recorded %v, want %s alone", addrs, good)
+	}
+	warned := logs.FilterMessage("IP not announced").All()
+	if len(warned) != 2 {
+		t.Fatalf("%d warnings, want 2", len(warned))
+	}
+	for _, e := range warned {
+		if err, _ := e.ContextMap()["error"].(string); !strings.Contains(err, "not a unicast host address") {
+			t.Errorf("warning %v: error %q does not say why", e.ContextMap(), err)
+		}
 	}
 }
