@@ -13,8 +13,8 @@ import (
 
 func TestAddressesRoundTrip(t *testing.T) {
 	m := map[rarp.MAC][]netip.Addr{
-		mac("52:54:00:66:00:20"): {netip.MustParseAddr("10.66.0.20")},
-		mac("52:54:00:66:00:10"): {netip.MustParseAddr("10.66.0.10"), netip.MustParseAddr("fd66::10")},
+		rarp.MustParseMAC("52:54:00:66:00:20"): {netip.MustParseAddr("10.66.0.20")},
+		rarp.MustParseMAC("52:54:00:66:00:10"): {netip.MustParseAddr("10.66.0.10"), netip.MustParseAddr("fd66::10")},
 	}
 	b := MarshalAddresses(m)
 	want := `<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10"/><ip address="fd66::10"/></nic>` +
@@ -68,7 +68,7 @@ func TestParseAddressesBad(t *testing.T) {
 	}
 	for _, c := range cases {
 		got, err := ParseAddresses([]byte(c.xml))
-		if n := len(got[mac("52:54:00:00:00:01")]); n != c.want {
+		if n := len(got[rarp.MustParseMAC("52:54:00:00:00:01")]); n != c.want {
 			t.Errorf("%.60s: kept %d, want %d", c.xml, n, c.want)
 		}
 		if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !errors.Is(err, ErrAddresses) || !strings.Contains(err.Error(), c.wantErr)) {

@@ -19,14 +19,6 @@ type realCase struct {
 	want     Domain // as in testdata; TestLiveXML compares it with Target, portid, interfaceid and id masked
 }
 
-func mac(s string) rarp.MAC {
-	m, err := rarp.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return m
-}
-
 const uuidPrefix = "6c61622d-766d-4000-8000-0000000000"
 
 // definition is the XML the case's domain is created from: 64 MiB, no disk,
@@ -72,8 +64,8 @@ var realCases = []realCase{
 		devices: `<interface type='bridge'><source bridge='br0'/><mac address='52:54:00:00:01:01'/><model type='virtio'/></interface>
     <interface type='bridge'><source bridge='br0'/><mac address='52:54:00:00:01:02'/><model type='e1000'/></interface>`,
 		want: Domain{Name: "xml-bridge", UUID: uuidPrefix + "01", Interfaces: []Interface{
-			{Index: 0, Type: "bridge", MAC: mac("52:54:00:00:01:01"), Target: "vnet0", Alias: "net0", SourceBridge: "br0", Model: "virtio"},
-			{Index: 1, Type: "bridge", MAC: mac("52:54:00:00:01:02"), Target: "vnet1", Alias: "net1", SourceBridge: "br0", Model: "e1000"},
+			{Index: 0, Type: "bridge", MAC: rarp.MustParseMAC("52:54:00:00:01:01"), Target: "vnet0", Alias: "net0", SourceBridge: "br0", Model: "virtio"},
+			{Index: 1, Type: "bridge", MAC: rarp.MustParseMAC("52:54:00:00:01:02"), Target: "vnet1", Alias: "net1", SourceBridge: "br0", Model: "e1000"},
 		}},
 	},
 	{
@@ -83,7 +75,7 @@ var realCases = []realCase{
 		driver:  "qemu",
 		devices: `<interface type='network'><source network='lan'/><mac address='52:54:00:00:02:01'/><model type='virtio'/></interface>`,
 		want: Domain{Name: "xml-network", UUID: uuidPrefix + "02", Interfaces: []Interface{
-			{Index: 0, Type: "bridge", MAC: mac("52:54:00:00:02:01"), Target: "vnet2", Alias: "net0", SourceBridge: "br0",
+			{Index: 0, Type: "bridge", MAC: rarp.MustParseMAC("52:54:00:00:02:01"), Target: "vnet2", Alias: "net0", SourceBridge: "br0",
 				SourceNetwork: "lan", SourcePortID: "set", Model: "virtio"},
 		}},
 	},
@@ -93,8 +85,8 @@ var realCases = []realCase{
 		devices: `<interface type='direct'><source dev='lower0' mode='bridge'/><mac address='52:54:00:00:03:01'/><model type='virtio'/></interface>
     <interface type='direct'><source dev='lower0' mode='vepa'/><mac address='52:54:00:00:03:02'/><model type='virtio'/></interface>`,
 		want: Domain{Name: "xml-direct", UUID: uuidPrefix + "03", Interfaces: []Interface{
-			{Index: 0, Type: "direct", MAC: mac("52:54:00:00:03:01"), Target: "macvtap0", Alias: "net0", SourceDev: "lower0", SourceMode: "bridge", Model: "virtio"},
-			{Index: 1, Type: "direct", MAC: mac("52:54:00:00:03:02"), Target: "macvtap1", Alias: "net1", SourceDev: "lower0", SourceMode: "vepa", Model: "virtio"},
+			{Index: 0, Type: "direct", MAC: rarp.MustParseMAC("52:54:00:00:03:01"), Target: "macvtap0", Alias: "net0", SourceDev: "lower0", SourceMode: "bridge", Model: "virtio"},
+			{Index: 1, Type: "direct", MAC: rarp.MustParseMAC("52:54:00:00:03:02"), Target: "macvtap1", Alias: "net1", SourceDev: "lower0", SourceMode: "vepa", Model: "virtio"},
 		}},
 	},
 	{
@@ -103,8 +95,8 @@ var realCases = []realCase{
 		devices: `<interface type='ethernet'><mac address='52:54:00:00:04:01'/><model type='virtio'/></interface>
     <interface type='user'><mac address='52:54:00:00:04:02'/><model type='rtl8139'/></interface>`,
 		want: Domain{Name: "xml-ethernet", UUID: uuidPrefix + "04", Interfaces: []Interface{
-			{Index: 0, Type: "ethernet", MAC: mac("52:54:00:00:04:01"), Target: "vnet3", Alias: "net0", Model: "virtio"},
-			{Index: 1, Type: "user", MAC: mac("52:54:00:00:04:02"), Alias: "net1", Model: "rtl8139"},
+			{Index: 0, Type: "ethernet", MAC: rarp.MustParseMAC("52:54:00:00:04:01"), Target: "vnet3", Alias: "net0", Model: "virtio"},
+			{Index: 1, Type: "user", MAC: rarp.MustParseMAC("52:54:00:00:04:02"), Alias: "net1", Model: "rtl8139"},
 		}},
 	},
 	{
@@ -116,9 +108,9 @@ var realCases = []realCase{
 		devices: `<interface type='bridge'><source bridge='ovsbr0'/><mac address='52:54:00:00:05:01'/><virtualport type='openvswitch'><parameters interfaceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport><vlan><tag id='42'/></vlan><model type='virtio'/></interface>
     <interface type='bridge'><source bridge='ovsbr0'/><mac address='52:54:00:00:05:02'/><virtualport type='openvswitch'/><vlan trunk='yes'><tag id='42'/><tag id='100' nativeMode='untagged'/><tag id='200'/></vlan><model type='virtio'/></interface>`,
 		want: Domain{Name: "xml-ovs", UUID: uuidPrefix + "05", Interfaces: []Interface{
-			{Index: 0, Type: "bridge", MAC: mac("52:54:00:00:05:01"), Target: "vnet4", Alias: "net0", SourceBridge: "ovsbr0", Model: "virtio",
+			{Index: 0, Type: "bridge", MAC: rarp.MustParseMAC("52:54:00:00:05:01"), Target: "vnet4", Alias: "net0", SourceBridge: "ovsbr0", Model: "virtio",
 				VLANs: []VLANTag{{ID: 42}}, VirtualPort: "openvswitch", InterfaceID: "09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f"},
-			{Index: 1, Type: "bridge", MAC: mac("52:54:00:00:05:02"), Target: "vnet5", Alias: "net1", SourceBridge: "ovsbr0", Model: "virtio",
+			{Index: 1, Type: "bridge", MAC: rarp.MustParseMAC("52:54:00:00:05:02"), Target: "vnet5", Alias: "net1", SourceBridge: "ovsbr0", Model: "virtio",
 				VLANs: []VLANTag{{ID: 42}, {ID: 100, NativeMode: "untagged"}, {ID: 200}}, VLANTrunk: true,
 				VirtualPort: "openvswitch", InterfaceID: "set"},
 		}},
@@ -132,8 +124,8 @@ var realCases = []realCase{
 		devices: `<interface type='vhostuser'><mac address='52:54:00:00:06:01'/><source type='unix' path='/run/vhost0.sock' mode='server'/><model type='virtio'/></interface>
     <interface type='hostdev' managed='yes'><mac address='52:54:00:00:06:02'/><source><address type='pci' domain='0x0000' bus='0x03' slot='0x07' function='0x1'/></source><vlan><tag id='42'/></vlan></interface>`,
 		want: Domain{Name: "xml-vhostuser-hostdev", UUID: uuidPrefix + "06", Interfaces: []Interface{
-			{Index: 0, Type: "vhostuser", MAC: mac("52:54:00:00:06:01"), Target: "testnet0", SourcePath: "/run/vhost0.sock", SourceMode: "server", Model: "virtio"},
-			{Index: 1, Type: "hostdev", MAC: mac("52:54:00:00:06:02"), Target: "testnet1", VLANs: []VLANTag{{ID: 42}}},
+			{Index: 0, Type: "vhostuser", MAC: rarp.MustParseMAC("52:54:00:00:06:01"), Target: "testnet0", SourcePath: "/run/vhost0.sock", SourceMode: "server", Model: "virtio"},
+			{Index: 1, Type: "hostdev", MAC: rarp.MustParseMAC("52:54:00:00:06:02"), Target: "testnet1", VLANs: []VLANTag{{ID: 42}}},
 		}},
 	},
 	{
@@ -148,10 +140,10 @@ var realCases = []realCase{
     <interface type='bridge'><source bridge='br0'/><mac address='fa:16:3e:66:00:20'/><target dev='tap0d9c8b7a-6f'/><model type='virtio'/></interface>
     <interface type='bridge'><source bridge='br0'/><mac address='fa:16:3e:66:00:30'/><model type='virtio'/></interface>`,
 		want: Domain{Name: "xml-nova", UUID: uuidPrefix + "07", NovaPorts: novaPorts, Interfaces: []Interface{
-			{Index: 0, Type: "bridge", MAC: mac("fa:16:3e:66:00:10"), Target: "tapa1b2c3d4-e5", Alias: "net0", SourceBridge: "ovsbr0", Model: "virtio",
+			{Index: 0, Type: "bridge", MAC: rarp.MustParseMAC("fa:16:3e:66:00:10"), Target: "tapa1b2c3d4-e5", Alias: "net0", SourceBridge: "ovsbr0", Model: "virtio",
 				VirtualPort: "openvswitch", InterfaceID: "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"},
-			{Index: 1, Type: "bridge", MAC: mac("fa:16:3e:66:00:20"), Target: "tap0d9c8b7a-6f", Alias: "net1", SourceBridge: "br0", Model: "virtio"},
-			{Index: 2, Type: "bridge", MAC: mac("fa:16:3e:66:00:30"), Target: "vnet0", Alias: "net2", SourceBridge: "br0", Model: "virtio"},
+			{Index: 1, Type: "bridge", MAC: rarp.MustParseMAC("fa:16:3e:66:00:20"), Target: "tap0d9c8b7a-6f", Alias: "net1", SourceBridge: "br0", Model: "virtio"},
+			{Index: 2, Type: "bridge", MAC: rarp.MustParseMAC("fa:16:3e:66:00:30"), Target: "vnet0", Alias: "net2", SourceBridge: "br0", Model: "virtio"},
 		}},
 	},
 }

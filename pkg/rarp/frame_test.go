@@ -28,17 +28,8 @@ func mustHex(t testing.TB, s string) []byte {
 	return b
 }
 
-func mustMAC(t testing.TB, s string) MAC {
-	t.Helper()
-	m, err := ParseMAC(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 func TestAnnounceIsQEMUBytes(t *testing.T) {
-	f := Announce(mustMAC(t, "52:54:00:aa:bb:cc"), VLAN{})
+	f := Announce(MustParseMAC("52:54:00:aa:bb:cc"), VLAN{})
 	got, err := f.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +44,7 @@ func TestAnnounceIsQEMUBytes(t *testing.T) {
 }
 
 func TestAnnounceTagged(t *testing.T) {
-	f := Announce(mustMAC(t, "52:54:00:aa:bb:cc"), VLAN{ID: 100, Priority: 5, DropEligible: true})
+	f := Announce(MustParseMAC("52:54:00:aa:bb:cc"), VLAN{ID: 100, Priority: 5, DropEligible: true})
 	got, err := f.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -73,17 +64,17 @@ func TestAnnounceTagged(t *testing.T) {
 
 func TestRoundTrip(t *testing.T) {
 	cases := []Frame{
-		Announce(mustMAC(t, "52:54:00:aa:bb:cc"), VLAN{}),
-		Announce(mustMAC(t, "02:00:00:00:00:01"), VLAN{ID: 4094, Priority: 7}),
+		Announce(MustParseMAC("52:54:00:aa:bb:cc"), VLAN{}),
+		Announce(MustParseMAC("02:00:00:00:00:01"), VLAN{ID: 4094, Priority: 7}),
 		{
-			Destination: mustMAC(t, "52:54:00:00:00:01"), Source: mustMAC(t, "02:00:0a:63:ff:fe"),
+			Destination: MustParseMAC("52:54:00:00:00:01"), Source: MustParseMAC("02:00:0a:63:ff:fe"),
 			EtherType: EtherTypeRARP, Operation: OpReverseReply,
-			SenderHardware: mustMAC(t, "02:00:0a:63:ff:fe"), SenderIP: netip.MustParseAddr("10.99.255.254"),
-			TargetHardware: mustMAC(t, "52:54:00:00:00:01"), TargetIP: netip.MustParseAddr("10.99.0.1"),
+			SenderHardware: MustParseMAC("02:00:0a:63:ff:fe"), SenderIP: netip.MustParseAddr("10.99.255.254"),
+			TargetHardware: MustParseMAC("52:54:00:00:00:01"), TargetIP: netip.MustParseAddr("10.99.0.1"),
 		},
 		{
-			Destination: Broadcast, Source: mustMAC(t, "02:00:00:00:00:02"), EtherType: EtherTypeARP,
-			Operation: OpRequest, SenderHardware: mustMAC(t, "02:00:00:00:00:02"),
+			Destination: Broadcast, Source: MustParseMAC("02:00:00:00:00:02"), EtherType: EtherTypeARP,
+			Operation: OpRequest, SenderHardware: MustParseMAC("02:00:00:00:00:02"),
 			SenderIP: netip.MustParseAddr("192.0.2.1"), TargetIP: netip.MustParseAddr("192.0.2.2"),
 		},
 	}
@@ -112,7 +103,7 @@ func TestDecodeRarpdReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	if f.Operation != OpReverseReply || f.TargetIP != netip.MustParseAddr("10.99.0.1") ||
-		f.SenderIP != netip.MustParseAddr("10.99.255.254") || f.TargetHardware != mustMAC(t, "52:54:00:00:00:01") {
+		f.SenderIP != netip.MustParseAddr("10.99.255.254") || f.TargetHardware != MustParseMAC("52:54:00:00:00:01") {
 		t.Fatalf("decoded %s", f.String())
 	}
 }
@@ -196,9 +187,17 @@ func TestMAC(t *testing.T) {
 		if _, err := ParseMAC(s); !errors.Is(err, ErrBadMAC) {
 			t.Errorf("ParseMAC(%q) err = %v", s, err)
 		}
+		func() {
+			defer func() {
+				if r, _ := recover().(error); !errors.Is(r, ErrBadMAC) {
+					t.Errorf("MustParseMAC(%q) panicked with %v, want ErrBadMAC", s, r)
+				}
+			}()
+			MustParseMAC(s)
+		}()
 	}
 	for s, bad := range map[string]bool{"00:00:00:00:00:00": true, "ff:ff:ff:ff:ff:ff": true, "01:00:5e:00:00:01": true, "33:33:00:00:00:01": true, "52:54:00:aa:bb:cc": false, "02:00:00:00:00:00": false} {
-		if err := mustMAC(t, s).ValidateUnicast(); (err != nil) != bad {
+		if err := MustParseMAC(s).ValidateUnicast(); (err != nil) != bad {
 			t.Errorf("ValidateUnicast(%s) = %v", s, err)
 		}
 	}

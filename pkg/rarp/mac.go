@@ -28,6 +28,16 @@ func ParseMAC(s string) (MAC, error) {
 	return m, nil
 }
 
+// MustParseMAC is ParseMAC for constants and tests: it panics if s is not
+// a 48-bit MAC address, as netip.MustParseAddr does for IP addresses.
+func MustParseMAC(s string) MAC {
+	m, err := ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
 // MACFrom copies a 6-byte hardware address; ok is false for any other length.
 func MACFrom(hw net.HardwareAddr) (m MAC, ok bool) {
 	if len(hw) != 6 {

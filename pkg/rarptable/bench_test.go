@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // genEthers writes the peer harness's table (rarpbench gen): entry i maps
@@ -68,7 +70,7 @@ func TestLoadMillionEntries(t *testing.T) {
 		t.Fatalf("%d entries", res.Table.Len())
 	}
 	k := (1_000_000-1)%65000 + 1
-	if last := res.Table.Lookup("x", mustMAC(t, "52:54:00:0f:42:40")); len(last) != 1 || last[0] != [4]byte{10, 99, byte(k >> 8), byte(k)} {
+	if last := res.Table.Lookup("x", rarp.MustParseMAC("52:54:00:0f:42:40")); len(last) != 1 || last[0] != [4]byte{10, 99, byte(k >> 8), byte(k)} {
 		t.Fatalf("entry 1000000 -> %v", last)
 	}
 	t.Logf("loaded 1,000,000 ethers entries in %v (goal < 2s)", took.Round(time.Millisecond))

@@ -140,7 +140,7 @@ func TestLoadEthersAndMap(t *testing.T) {
 	}
 	check := func(ifname, mac string, want ...string) {
 		t.Helper()
-		got := tb.Lookup(ifname, mustMAC(t, mac))
+		got := tb.Lookup(ifname, rarp.MustParseMAC(mac))
 		var ws [][4]byte
 		for _, w := range want {
 			ws = append(ws, ip4(w))
@@ -157,10 +157,10 @@ func TestLoadEthersAndMap(t *testing.T) {
 	check("br0", "52:54:00:00:00:05", "10.99.5.5")
 	check("eth0", "52:54:00:00:00:05") // restricted to br0
 	check("eth0", "52:54:00:00:00:09") // unknown
-	if got := tb.Source("eth0", mustMAC(t, "52:54:00:00:00:02")); got != ethers+":3" {
+	if got := tb.Source("eth0", rarp.MustParseMAC("52:54:00:00:00:02")); got != ethers+":3" {
 		t.Errorf("source %q", got)
 	}
-	if got := tb.Source("br0", mustMAC(t, "52:54:00:00:00:05")); got != mapf+":4" {
+	if got := tb.Source("br0", rarp.MustParseMAC("52:54:00:00:00:05")); got != mapf+":4" {
 		t.Errorf("source %q", got)
 	}
 	if fmt.Sprint(tb.Interfaces()) != "[br0 br1]" {
@@ -180,7 +180,7 @@ func TestLoadEthersAndMap(t *testing.T) {
 	// Names resolve when the table loads, never on lookup.
 	q := dns.queries.Load()
 	for i := 0; i < 100; i++ {
-		tb.Lookup("eth0", mustMAC(t, "52:54:00:00:00:02"))
+		tb.Lookup("eth0", rarp.MustParseMAC("52:54:00:00:00:02"))
 	}
 	if dns.queries.Load() != q {
 		t.Fatal("lookups queried DNS")
@@ -237,7 +237,7 @@ func TestLoadSystemResolverUsesHostsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := res.Table.Lookup("x", mustMAC(t, "52:54:00:00:00:01")); len(got) == 0 || got[0] != ip4("127.0.0.1") {
+	if got := res.Table.Lookup("x", rarp.MustParseMAC("52:54:00:00:00:01")); len(got) == 0 || got[0] != ip4("127.0.0.1") {
 		t.Fatalf("localhost -> %v", got)
 	}
 }
@@ -269,23 +269,23 @@ func TestLoadProblems(t *testing.T) {
 
 func TestNewTable(t *testing.T) {
 	tb, err := NewTable([]Entry{
-		{MAC: mustMAC(t, "52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
-		{MAC: mustMAC(t, "52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("::ffff:10.0.0.2")}, Interface: "br0"},
+		{MAC: rarp.MustParseMAC("52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
+		{MAC: rarp.MustParseMAC("52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("::ffff:10.0.0.2")}, Interface: "br0"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tb.Lookup("br0", mustMAC(t, "52:54:00:00:00:01")); len(got) != 1 || got[0] != ip4("10.0.0.2") {
+	if got := tb.Lookup("br0", rarp.MustParseMAC("52:54:00:00:00:01")); len(got) != 1 || got[0] != ip4("10.0.0.2") {
 		t.Fatalf("br0: %v", got)
 	}
-	if got := tb.Source("eth0", mustMAC(t, "52:54:00:00:00:01")); got != "entry 1" {
+	if got := tb.Source("eth0", rarp.MustParseMAC("52:54:00:00:00:01")); got != "entry 1" {
 		t.Fatalf("source %q", got)
 	}
 	_, err = NewTable([]Entry{
-		{MAC: mustMAC(t, "52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("2001:db8::1")}, Source: "api"},
-		{MAC: mustMAC(t, "ff:ff:ff:ff:ff:ff"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
-		{MAC: mustMAC(t, "52:54:00:00:00:02"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
-		{MAC: mustMAC(t, "52:54:00:00:00:02"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.3")}},
+		{MAC: rarp.MustParseMAC("52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("2001:db8::1")}, Source: "api"},
+		{MAC: rarp.MustParseMAC("ff:ff:ff:ff:ff:ff"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
+		{MAC: rarp.MustParseMAC("52:54:00:00:00:02"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
+		{MAC: rarp.MustParseMAC("52:54:00:00:00:02"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.3")}},
 	})
 	var le *LoadError
 	if !errors.As(err, &le) || len(le.Problems) != 4 {
@@ -315,16 +315,16 @@ func TestNewTableSourcesPast65536(t *testing.T) {
 }
 
 func TestHolderAndLookupDoNotAllocate(t *testing.T) {
-	tb, err := NewTable([]Entry{{MAC: mustMAC(t, "52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}})
+	tb, err := NewTable([]Entry{{MAC: rarp.MustParseMAC("52:54:00:00:00:01"), IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := NewHolder(nil)
-	if h.Load().Len() != 0 || h.Load().Lookup("x", mustMAC(t, "52:54:00:00:00:01")) != nil {
+	if h.Load().Len() != 0 || h.Load().Lookup("x", rarp.MustParseMAC("52:54:00:00:00:01")) != nil {
 		t.Fatal("empty holder answers")
 	}
 	h.Store(tb)
-	mac := mustMAC(t, "52:54:00:00:00:01")
+	mac := rarp.MustParseMAC("52:54:00:00:00:01")
 	var n int
 	allocs := testing.AllocsPerRun(1000, func() {
 		v := h.Load().View("eth0")
@@ -339,7 +339,7 @@ func TestHolderAndLookupDoNotAllocate(t *testing.T) {
 // (DNS down, a file not there yet) does not stop the start: it is retried
 // in the background until it loads. A problem in a file's text does.
 func TestStartRetriesTransientFailuresInTheBackground(t *testing.T) {
-	mac1 := mustMAC(t, "52:54:00:00:00:01")
+	mac1 := rarp.MustParseMAC("52:54:00:00:00:01")
 	t.Run("DNS down at start", func(t *testing.T) {
 		dns := newFakeDNS(t, map[string][]string{"pxe-1": {"192.0.2.1"}})
 		dns.down.Store(true)
@@ -435,7 +435,7 @@ func TestWatchSeesAChangeMadeBeforeItStarted(t *testing.T) {
 	}
 	writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.22\n")
 	watchInBackground(t, r)
-	netnstest.WaitFor(t, "the change made before Watch", tableSays(h, mustMAC(t, "52:54:00:00:00:01"), "10.0.0.22"))
+	netnstest.WaitFor(t, "the change made before Watch", tableSays(h, rarp.MustParseMAC("52:54:00:00:00:01"), "10.0.0.22"))
 }
 
 // watchInBackground runs r.Watch until the test ends, and fails the test
@@ -470,7 +470,7 @@ func TestWatchReloadsOnChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	watchInBackground(t, r)
-	mac := mustMAC(t, "52:54:00:00:00:01")
+	mac := rarp.MustParseMAC("52:54:00:00:00:01")
 	ipIs := func(s string) func() bool { return tableSays(h, mac, s) }
 	time.Sleep(50 * time.Millisecond) // let the watcher start
 

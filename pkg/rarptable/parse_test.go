@@ -9,15 +9,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
-func mustMAC(t testing.TB, s string) rarp.MAC {
-	t.Helper()
-	m, err := rarp.ParseMAC(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // parseClean parses in with parse (parseEthers, parseMap) as file name,
 // failing on any problem.
 func parseClean(t *testing.T, parse func(string, []byte, *problems) []record, name, in string) []record {
@@ -56,12 +47,12 @@ func TestParseEthers(t *testing.T) {
 	}, "\n")
 	recs := parseClean(t, parseEthers, "ethers", in)
 	want := []record{
-		{mac: mustMAC(t, "52:54:00:00:00:01"), ip: [4]byte{10, 99, 0, 1}, line: 3},
-		{mac: mustMAC(t, "52:54:00:00:00:02"), ip: [4]byte{10, 99, 0, 2}, line: 4},
-		{mac: mustMAC(t, "00:01:02:0a:0b:0c"), ip: [4]byte{192, 0, 2, 3}, line: 5},
-		{mac: mustMAC(t, "52:54:00:00:00:04"), host: "pxe-host", line: 6},
-		{mac: mustMAC(t, "52:54:00:00:00:05"), ip: [4]byte{192, 0, 2, 5}, line: 7},
-		{mac: mustMAC(t, "52:54:00:00:00:06"), host: "host_6.example.org", line: 8},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:01"), ip: [4]byte{10, 99, 0, 1}, line: 3},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:02"), ip: [4]byte{10, 99, 0, 2}, line: 4},
+		{mac: rarp.MustParseMAC("00:01:02:0a:0b:0c"), ip: [4]byte{192, 0, 2, 3}, line: 5},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:04"), host: "pxe-host", line: 6},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:05"), ip: [4]byte{192, 0, 2, 5}, line: 7},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:06"), host: "host_6.example.org", line: 8},
 	}
 	sameRecords(t, recs, want)
 }
@@ -142,9 +133,9 @@ mappings:
 `
 	recs := parseClean(t, parseMap, "map.yaml", in)
 	want := []record{
-		{mac: mustMAC(t, "52:54:00:00:00:01"), ip: [4]byte{10, 99, 0, 1}, line: 3},
-		{mac: mustMAC(t, "52:54:00:00:00:02"), host: "pxe-2", iface: "br0.100", line: 5},
-		{mac: mustMAC(t, "52:54:00:00:00:03"), ip: [4]byte{192, 0, 2, 3}, line: 8},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:01"), ip: [4]byte{10, 99, 0, 1}, line: 3},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:02"), host: "pxe-2", iface: "br0.100", line: 5},
+		{mac: rarp.MustParseMAC("52:54:00:00:00:03"), ip: [4]byte{192, 0, 2, 3}, line: 8},
 	}
 	sameRecords(t, recs, want)
 	for _, empty := range []string{"", "# nothing\n", "mappings:\n", "mappings: []\n"} {

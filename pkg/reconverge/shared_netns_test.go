@@ -11,11 +11,17 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
 )
 
+// openShared opens a watch on host's dev through s, or on a socket of its
+// own (reconverge.Open) when s is nil; the test closes it.
 func openShared(t testing.TB, s *reconverge.Shared, host *netnstest.NS, dev string, dir reconverge.Direction, macs ...rarp.MAC) *reconverge.Watch {
 	t.Helper()
+	opener := reconverge.Open
+	if s != nil {
+		opener = s.Open
+	}
 	ifi := host.Interface(t, dev)
 	var w *reconverge.Watch
-	if err := host.Do(func() (err error) { w, err = s.Open(ifi, dir, macs); return err }); err != nil {
+	if err := host.Do(func() (err error) { w, err = opener(ifi, dir, macs); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
@@ -38,8 +44,8 @@ func runAsync(w *reconverge.Watch, deadline time.Time, untilAllSeen bool) <-chan
 func TestSharedWatchesShareOneSocketPerDevice(t *testing.T) {
 	host, sw := watchRig(t)
 	var s reconverge.Shared
-	vm1, vm2, vm3 := mac(t, "52:54:00:00:00:01"), mac(t, "52:54:00:00:00:02"), mac(t, "52:54:00:00:00:03")
-	peer := mac(t, "02:00:00:00:00:99")
+	vm1, vm2, vm3 := rarp.MustParseMAC("52:54:00:00:00:01"), rarp.MustParseMAC("52:54:00:00:00:02"), rarp.MustParseMAC("52:54:00:00:00:03")
+	peer := rarp.MustParseMAC("02:00:00:00:00:99")
 	a := openShared(t, &s, host, "upl", reconverge.To, vm1)
 	b := openShared(t, &s, host, "upl", reconverge.To, vm2, vm3)
 	if n := s.Sockets(); n != 1 {
@@ -94,7 +100,7 @@ func TestSharedWatchesShareOneSocketPerDevice(t *testing.T) {
 func TestSharedWatchesManyMACs(t *testing.T) {
 	host, sw := watchRig(t)
 	var s reconverge.Shared
-	peer := mac(t, "02:00:00:00:00:99")
+	peer := rarp.MustParseMAC("02:00:00:00:00:99")
 	var ws []*reconverge.Watch
 	var macs []rarp.MAC
 	for i := range 40 {
@@ -151,8 +157,8 @@ func TestSharedWatchesManyMACs(t *testing.T) {
 func TestSharedWatchesEndWhenTheDeviceGoes(t *testing.T) {
 	host, sw := watchRig(t)
 	var s reconverge.Shared
-	a := openShared(t, &s, host, "upl", reconverge.To, mac(t, "52:54:00:00:00:01"))
-	b := openShared(t, &s, host, "upl", reconverge.To, mac(t, "52:54:00:00:00:02"))
+	a := openShared(t, &s, host, "upl", reconverge.To, rarp.MustParseMAC("52:54:00:00:00:01"))
+	b := openShared(t, &s, host, "upl", reconverge.To, rarp.MustParseMAC("52:54:00:00:00:02"))
 	ends := make(chan error, 2)
 	for _, w := range []*reconverge.Watch{a, b} {
 		go func() {
@@ -172,11 +178,11 @@ func TestSharedWatchesEndWhenTheDeviceGoes(t *testing.T) {
 		}
 	}
 	netnstest.Veth(t, host, "upl", sw, "sw2")
-	c := openShared(t, &s, host, "upl", reconverge.To, mac(t, "52:54:00:00:00:01"))
+	c := openShared(t, &s, host, "upl", reconverge.To, rarp.MustParseMAC("52:54:00:00:00:01"))
 	if n := s.Sockets(); n != 2 {
 		t.Fatalf("%d sockets, want 2 (a new one for the new device)", n)
 	}
-	netnstest.Send(t, sw, "sw2", frame(mac(t, "52:54:00:00:00:01"), mac(t, "02:00:00:00:00:99")))
+	netnstest.Send(t, sw, "sw2", frame(rarp.MustParseMAC("52:54:00:00:00:01"), rarp.MustParseMAC("02:00:00:00:00:99")))
 	if got, err := c.Run(context.Background(), time.Now().Add(2*time.Second), true); err != nil || !got[0].Seen() {
 		t.Fatalf("watch on the new device: %+v, %v", got, err)
 	}
@@ -188,8 +194,8 @@ func TestSharedWatchesEndWhenTheDeviceGoes(t *testing.T) {
 func TestSharedWatchStart(t *testing.T) {
 	host, sw := watchRig(t)
 	var s reconverge.Shared
-	vm1, vm2 := mac(t, "52:54:00:00:00:01"), mac(t, "52:54:00:00:00:02")
-	peer := mac(t, "02:00:00:00:00:99")
+	vm1, vm2 := rarp.MustParseMAC("52:54:00:00:00:01"), rarp.MustParseMAC("52:54:00:00:00:02")
+	peer := rarp.MustParseMAC("02:00:00:00:00:99")
 	type end struct {
 		ss  []reconverge.Sighting
 		err error

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
 )
 
@@ -14,7 +15,7 @@ import (
 func TestProbeGetsTheGatewaysReplyThroughThisHost(t *testing.T) {
 	host, router := watchRig(t)
 	router.Exec(t, "ip", "addr", "add", "10.66.0.1/24", "dev", "sw")
-	vm := mac(t, "52:54:00:aa:bb:cc")
+	vm := rarp.MustParseMAC("52:54:00:aa:bb:cc")
 	ifi := host.Interface(t, "upl")
 	p := reconverge.Probe{Interface: ifi, MAC: vm, IP: netip.MustParseAddr("10.66.0.10"), Gateway: netip.MustParseAddr("10.66.0.1")}
 	var res reconverge.ProbeResult
@@ -44,11 +45,11 @@ func TestProbeGetsTheGatewaysReplyThroughThisHost(t *testing.T) {
 }
 
 func TestProbeRefusesBadInput(t *testing.T) {
-	p := reconverge.Probe{MAC: mac(t, "52:54:00:aa:bb:cc"), IP: netip.MustParseAddr("fe80::1"), Gateway: netip.MustParseAddr("10.0.0.1")}
+	p := reconverge.Probe{MAC: rarp.MustParseMAC("52:54:00:aa:bb:cc"), IP: netip.MustParseAddr("fe80::1"), Gateway: netip.MustParseAddr("10.0.0.1")}
 	if _, err := p.Run(context.Background(), time.Second); err == nil {
 		t.Error("IPv6 VM address: no error")
 	}
-	p.IP, p.MAC = netip.MustParseAddr("10.0.0.2"), mac(t, "ff:ff:ff:ff:ff:ff")
+	p.IP, p.MAC = netip.MustParseAddr("10.0.0.2"), rarp.MustParseMAC("ff:ff:ff:ff:ff:ff")
 	if _, err := p.Run(context.Background(), time.Second); err == nil {
 		t.Error("broadcast MAC: no error")
 	}

@@ -11,15 +11,6 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/reconverge"
 )
 
-func mac(t *testing.T, s string) rarp.MAC {
-	t.Helper()
-	m, err := rarp.ParseMAC(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // The rig and frames of the package's own tests (rig_netns_test.go).
 var (
 	watchRig = reconverge.WatchRig
@@ -28,19 +19,13 @@ var (
 
 func open(t *testing.T, host *netnstest.NS, dev string, dir reconverge.Direction, macs ...rarp.MAC) *reconverge.Watch {
 	t.Helper()
-	ifi := host.Interface(t, dev)
-	var w *reconverge.Watch
-	if err := host.Do(func() (err error) { w, err = reconverge.Open(ifi, dir, macs); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	return w
+	return openShared(t, nil, host, dev, dir, macs...)
 }
 
 func TestWatchCountsOnlyUnicastDeliveriesToTheMACs(t *testing.T) {
 	host, sw := watchRig(t)
-	vm1, vm2 := mac(t, "52:54:00:00:00:01"), mac(t, "52:54:00:00:00:02")
-	other, peer := mac(t, "52:54:00:00:00:03"), mac(t, "02:00:00:00:00:99")
+	vm1, vm2 := rarp.MustParseMAC("52:54:00:00:00:01"), rarp.MustParseMAC("52:54:00:00:00:02")
+	other, peer := rarp.MustParseMAC("52:54:00:00:00:03"), rarp.MustParseMAC("02:00:00:00:00:99")
 	w := open(t, host, "upl", reconverge.To, vm1, vm2)
 
 	// Not counted: a broadcast from vm1 (its own announce seen elsewhere),
@@ -72,9 +57,9 @@ func TestWatchCountsOnlyUnicastDeliveriesToTheMACs(t *testing.T) {
 
 func TestWatchFromCountsFramesSentByTheMAC(t *testing.T) {
 	host, sw := watchRig(t)
-	vm := mac(t, "52:54:00:00:00:0a")
+	vm := rarp.MustParseMAC("52:54:00:00:00:0a")
 	w := open(t, host, "upl", reconverge.From, vm)
-	netnstest.Send(t, sw, "sw", frame(mac(t, "02:00:00:00:00:01"), mac(t, "52:54:00:00:00:0b"))) // another source
+	netnstest.Send(t, sw, "sw", frame(rarp.MustParseMAC("02:00:00:00:00:01"), rarp.MustParseMAC("52:54:00:00:00:0b"))) // another source
 	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm))
 	got, err := w.Run(context.Background(), time.Now().Add(2*time.Second), true)
 	if err != nil {
@@ -91,7 +76,7 @@ func TestWatchFromCountsFramesSentByTheMAC(t *testing.T) {
 // another MAC.
 func TestWatchOutCountsFramesTheHostSendsFromTheMAC(t *testing.T) {
 	host, sw := watchRig(t)
-	vm, peer := mac(t, "52:54:00:00:00:0c"), mac(t, "02:00:00:00:00:01")
+	vm, peer := rarp.MustParseMAC("52:54:00:00:00:0c"), rarp.MustParseMAC("02:00:00:00:00:01")
 	w := open(t, host, "upl", reconverge.Out, vm)
 	netnstest.Send(t, sw, "sw", frame(rarp.Broadcast, vm))      // arrives: not counted
 	netnstest.Send(t, host, "upl", frame(rarp.Broadcast, peer)) // another source
@@ -116,7 +101,7 @@ func TestWatchFilterAtMaxMACs(t *testing.T) {
 		macs[i] = rarp.MAC{0x52, 0x54, 0x00, 0x10, byte(i >> 8), byte(i)}
 	}
 	w := open(t, host, "upl", reconverge.To, macs...)
-	peer := mac(t, "02:00:00:00:00:99")
+	peer := rarp.MustParseMAC("02:00:00:00:00:99")
 	netnstest.Send(t, sw, "sw", frame(macs[0], peer))
 	netnstest.Send(t, sw, "sw", frame(macs[len(macs)-1], peer))
 	netnstest.Send(t, sw, "sw", frame(rarp.MAC{0x52, 0x54, 0x00, 0x10, 0x00, 0xff}, peer)) // not in the set
@@ -135,7 +120,7 @@ func TestWatchFilterAtMaxMACs(t *testing.T) {
 
 func TestWatchEndsWithItsContext(t *testing.T) {
 	host, _ := watchRig(t)
-	w := open(t, host, "upl", reconverge.To, mac(t, "52:54:00:00:00:01"))
+	w := open(t, host, "upl", reconverge.To, rarp.MustParseMAC("52:54:00:00:00:01"))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()

@@ -31,21 +31,12 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-func mac(t testing.TB, s string) rarp.MAC {
-	t.Helper()
-	m, err := rarp.ParseMAC(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 func table(t testing.TB, lines ...string) *rarptable.Table {
 	t.Helper()
 	var entries []rarptable.Entry
 	for _, l := range lines {
 		f := strings.Fields(l)
-		e := rarptable.Entry{MAC: mac(t, f[0])}
+		e := rarptable.Entry{MAC: rarp.MustParseMAC(f[0])}
 		for _, a := range f[1:] {
 			if strings.HasPrefix(a, "@") {
 				e.Interface = a[1:]
@@ -64,14 +55,14 @@ func table(t testing.TB, lines ...string) *rarptable.Table {
 
 // peer0 is the interface rarpd answered from in the reference capture.
 func peer0(t testing.TB) *ifState {
-	return &ifState{mac: mac(t, "02:00:0a:63:ff:fe"), addrs: []ifAddr{{local: 0x0a63fffe, prefix: 0x0a630000, mask: 0xffff0000}}}
+	return &ifState{mac: rarp.MustParseMAC("02:00:0a:63:ff:fe"), addrs: []ifAddr{{local: 0x0a63fffe, prefix: 0x0a630000, mask: 0xffff0000}}}
 }
 
 // request builds a request: Ethernet source src, sha, tha.
 func request(t testing.TB, src, sha, tha string) []byte {
 	t.Helper()
-	f := rarp.Announce(mac(t, tha), rarp.VLAN{})
-	f.Source, f.SenderHardware = mac(t, src), mac(t, sha)
+	f := rarp.Announce(rarp.MustParseMAC(tha), rarp.VLAN{})
+	f.Source, f.SenderHardware = rarp.MustParseMAC(src), rarp.MustParseMAC(sha)
 	b, err := f.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +192,7 @@ func patch(b []byte, i int, v byte) []byte {
 }
 
 func TestInterfaceWithoutIPv4(t *testing.T) {
-	st := &ifState{mac: mac(t, "02:00:00:00:00:01")}
+	st := &ifState{mac: rarp.MustParseMAC("02:00:00:00:00:01")}
 	v := table(t, "52:54:00:00:00:01 10.99.0.1").View("x")
 	req := request(t, "52:54:00:00:00:01", "52:54:00:00:00:01", "52:54:00:00:00:01")
 	out := make([]byte, snapLen)

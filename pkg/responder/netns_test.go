@@ -340,8 +340,8 @@ func TestVLAN(t *testing.T) {
 	r, _ := serve(t, p.srv, Config{Interfaces: []string{"srv0"}, Table: tbl, OffLink: true})
 	c := newClient(t, p.cli, "cli0")
 	tagged, err := func() ([]byte, error) {
-		f := rarp.Announce(mac(t, "52:54:00:00:00:01"), rarp.VLAN{ID: 100})
-		f.Source, f.SenderHardware = mac(t, cliMAC), mac(t, cliMAC)
+		f := rarp.Announce(rarp.MustParseMAC("52:54:00:00:00:01"), rarp.VLAN{ID: 100})
+		f.Source, f.SenderHardware = rarp.MustParseMAC(cliMAC), rarp.MustParseMAC(cliMAC)
 		return f.MarshalBinary()
 	}()
 	if err != nil {
