@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/record"
@@ -20,13 +21,7 @@ import (
 )
 
 // unicast is a frame to dst from src with a local experimental EtherType.
-func unicast(dst, src rarp.MAC) []byte {
-	f := make([]byte, 60)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	f[12], f[13] = 0x88, 0xb5
-	return f
-}
+func unicast(dst, src rarp.MAC) []byte { return frametest.Ether(dst, src, 0x88b5) }
 
 var peerMAC = rarp.MAC{0x02, 0, 0, 0, 0xee, 0x01} // someone talking to the VM, behind the old host
 

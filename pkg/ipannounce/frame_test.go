@@ -3,7 +3,6 @@ package ipannounce
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mdlayher/ndp"
 
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -25,15 +25,6 @@ var (
 	vm6   = netip.MustParseAddr("fd66::10")
 	gw6   = netip.MustParseAddr("fd66::1")
 )
-
-func hexb(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func TestBuildARPBytes(t *testing.T) {
 	pad := strings.Repeat("00", 18)
@@ -55,7 +46,7 @@ func TestBuildARPBytes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.f.Kind, err)
 		}
-		if want := hexb(t, c.want); !bytes.Equal(got, want) {
+		if want := frametest.Hex(t, c.want); !bytes.Equal(got, want) {
 			t.Errorf("%s vlan %d:\n got %x\nwant %x", c.f.Kind, c.f.VLAN.ID, got, want)
 		}
 	}

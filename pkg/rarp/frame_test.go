@@ -2,11 +2,11 @@ package rarp
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"net/netip"
-	"strings"
 	"testing"
+
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 )
 
 // qemuAnnounce is what QEMU 7.2's announce_self_create sent for
@@ -19,22 +19,13 @@ const qemuAnnounce = "ffffffffffff525400aabbcc8035" +
 // rarpdReply is Debian rarpd's reply from peer/results/capture-reference.txt.
 const rarpdReply = "525400000001 02000a63fffe 8035 0001 0800 0604 0004 02000a63fffe 0a63fffe 525400000001 0a630001"
 
-func mustHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestAnnounceIsQEMUBytes(t *testing.T) {
 	f := Announce(MustParseMAC("52:54:00:aa:bb:cc"), VLAN{})
 	got, err := f.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := mustHex(t, qemuAnnounce)
+	want := frametest.Hex(t, qemuAnnounce)
 	if len(want) != 60 {
 		t.Fatalf("reference is %d bytes", len(want))
 	}
@@ -56,7 +47,7 @@ func TestAnnounceTagged(t *testing.T) {
 	if !bytes.Equal(got[12:16], []byte{0x81, 0x00, 0xb0, 0x64}) {
 		t.Fatalf("tag bytes %x", got[12:16])
 	}
-	untagged := mustHex(t, qemuAnnounce)
+	untagged := frametest.Hex(t, qemuAnnounce)
 	if !bytes.Equal(got[:12], untagged[:12]) || !bytes.Equal(got[16:], untagged[12:]) {
 		t.Fatalf("tagged frame is not the untagged one plus a tag:\n%x", got)
 	}
@@ -99,7 +90,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestDecodeRarpdReply(t *testing.T) {
 	var f Frame
-	if err := f.UnmarshalBinary(mustHex(t, rarpdReply)); err != nil {
+	if err := f.UnmarshalBinary(frametest.Hex(t, rarpdReply)); err != nil {
 		t.Fatal(err)
 	}
 	if f.Operation != OpReverseReply || f.TargetIP != netip.MustParseAddr("10.99.0.1") ||
@@ -109,7 +100,7 @@ func TestDecodeRarpdReply(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
-	good := mustHex(t, qemuAnnounce)
+	good := frametest.Hex(t, qemuAnnounce)
 	mod := func(off int, v ...byte) []byte {
 		b := bytes.Clone(good)
 		copy(b[off:], v)
@@ -204,7 +195,7 @@ func TestMAC(t *testing.T) {
 }
 
 func TestDecodeDoesNotAllocate(t *testing.T) {
-	b := mustHex(t, qemuAnnounce)
+	b := frametest.Hex(t, qemuAnnounce)
 	var f Frame
 	if n := testing.AllocsPerRun(100, func() { _ = f.UnmarshalBinary(b) }); n != 0 {
 		t.Fatalf("UnmarshalBinary allocates %v times", n)
@@ -219,8 +210,8 @@ func TestDecodeDoesNotAllocate(t *testing.T) {
 // FuzzUnmarshal checks that decoding never panics, that whatever decodes
 // re-encodes, and that the re-encoding decodes to the same frame.
 func FuzzUnmarshal(f *testing.F) {
-	f.Add(mustHex(f, qemuAnnounce))
-	f.Add(mustHex(f, rarpdReply))
+	f.Add(frametest.Hex(f, qemuAnnounce))
+	f.Add(frametest.Hex(f, rarpdReply))
 	tagged, _ := (&Frame{Destination: Broadcast, Source: MAC{2}, VLAN: VLAN{ID: 10, Priority: 3}, EtherType: EtherTypeRARP, Operation: OpReverseRequest}).MarshalBinary()
 	f.Add(tagged)
 	f.Add([]byte{})
@@ -269,7 +260,7 @@ func BenchmarkMarshalAnnounceTagged(b *testing.B) {
 }
 
 func BenchmarkUnmarshal(b *testing.B) {
-	in := mustHex(b, qemuAnnounce)
+	in := frametest.Hex(b, qemuAnnounce)
 	var f Frame
 	b.ReportAllocs()
 	for b.Loop() {

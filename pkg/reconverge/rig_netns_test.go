@@ -3,6 +3,7 @@ package reconverge
 import (
 	"testing"
 
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -19,10 +20,4 @@ func watchRig(t testing.TB) (host, sw *netnstest.NS) {
 }
 
 // frame is an Ethernet frame dst, src, IPv4 EtherType, padded to 60 bytes.
-func frame(dst, src rarp.MAC) []byte {
-	f := make([]byte, 60)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	f[12], f[13] = 0x08, 0x00
-	return f
-}
+func frame(dst, src rarp.MAC) []byte { return frametest.Ether(dst, src, 0x0800) }

@@ -2,7 +2,6 @@ package responder
 
 import (
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
@@ -21,15 +21,6 @@ import (
 const (
 	refRequest = "ffffffffffff525400000001803500010800060400035254000000010000000052540000000100000000"
 )
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func table(t testing.TB, lines ...string) *rarptable.Table {
 	t.Helper()
@@ -71,8 +62,8 @@ func request(t testing.TB, src, sha, tha string) []byte {
 }
 
 func TestReplyIsByteForByteRarpds(t *testing.T) {
-	req := unhex(t, refRequest)
-	want := unhex(t, "5254 0000 0001 0200 0a63 fffe 8035 0001 0800 0604 0004 0200 0a63 fffe 0a63 fffe 5254 0000 0001 0a63 0001")
+	req := frametest.Hex(t, refRequest)
+	want := frametest.Hex(t, "5254 0000 0001 0200 0a63 fffe 8035 0001 0800 0604 0004 0200 0a63 fffe 0a63 fffe 5254 0000 0001 0a63 0001")
 	v := table(t, "52:54:00:00:00:01 10.99.0.1").View("peer0")
 	out := make([]byte, snapLen)
 	d := decide(req, peer0(t), &v, &rules{}, out)
@@ -259,7 +250,7 @@ func FuzzDecide(f *testing.F) {
 	f.Add(request(f, "52:54:00:00:00:01", "52:54:00:00:00:01", "52:54:00:00:00:01"))
 	f.Add(request(f, cliMAC, cliMAC, "52:54:00:00:00:03"))
 	f.Add(request(f, cliMAC, "52:54:00:00:00:01", "52:54:00:00:00:02"))
-	f.Add(unhex(f, refRequest)[:21])
+	f.Add(frametest.Hex(f, refRequest)[:21])
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, r := range []rules{{}, {offLink: true}} {
 			v := tb.View("peer0")

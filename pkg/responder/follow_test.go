@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 )
 
@@ -69,7 +70,7 @@ func TestFollowsABridgeRecreatedAfterAnOverflow(t *testing.T) {
 		},
 	})
 	c := newClient(t, p.cli, "cli0")
-	req := unhex(t, refRequest)
+	req := frametest.Hex(t, refRequest)
 	if c.ask(t, req, 2*time.Second) == nil {
 		t.Fatal("no reply before the overflow")
 	}
@@ -123,7 +124,7 @@ func TestPortLeavingABridgeIsNotADeletion(t *testing.T) {
 		t.Fatal("leaving a bridge was taken for a deletion: the ring was closed")
 	}
 	c := newClient(t, p.cli, "cli0")
-	if c.ask(t, unhex(t, refRequest), 2*time.Second) == nil {
+	if c.ask(t, frametest.Hex(t, refRequest), 2*time.Second) == nil {
 		t.Fatal("no reply after leaving the bridge")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
@@ -169,8 +170,8 @@ func TestAnswersLikeRarpdOnTheWire(t *testing.T) {
 	r, _ := serve(t, p.srv, Config{Interfaces: []string{"srv0"}, Table: holderOf(t, "52:54:00:00:00:01 10.99.0.1")})
 	c := newClient(t, p.cli, "cli0")
 
-	reply := c.ask(t, unhex(t, refRequest), 2*time.Second)
-	want := unhex(t, "5254 0000 0001 0200 0a63 fffe 8035 0001 0800 0604 0004 0200 0a63 fffe 0a63 fffe 5254 0000 0001 0a63 0001")
+	reply := c.ask(t, frametest.Hex(t, refRequest), 2*time.Second)
+	want := frametest.Hex(t, "5254 0000 0001 0200 0a63 fffe 8035 0001 0800 0604 0004 0200 0a63 fffe 0a63 fffe 5254 0000 0001 0a63 0001")
 	if !bytes.Equal(reply, want) {
 		t.Fatalf("reply\n got %x\nwant %x (rarpd's)", reply, want)
 	}
