@@ -58,7 +58,7 @@ func uplinkFailover(b *testing.B, domains int, env []string) {
 	host, sw, closeTaps := stormNetwork(b, nics, stormBridges, 0)
 	defer closeTaps()
 
-	fake, err := libvirtfake.Listen(shortSocket(b))
+	fake, err := libvirtfake.Listen(libvirtfake.SocketPath(b))
 	if err != nil {
 		b.Fatal(err)
 	}

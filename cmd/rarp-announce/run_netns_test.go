@@ -56,17 +56,6 @@ func writeConfig(t *testing.T, path, body string) {
 	}
 }
 
-// shortSocket returns a unix socket path short enough for sun_path.
-func shortSocket(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "rrun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "libvirt-sock")
-}
-
 // rigWithTap is a rig whose host has the taps (vnet0 if none named) on
 // its bridge, up and held open as QEMU holds them.
 func rigWithTap(t *testing.T, taps ...string) *netnstest.Rig {
@@ -89,7 +78,7 @@ func rigWithTap(t *testing.T, taps ...string) *netnstest.Rig {
 // test ends.
 func listenFake(t *testing.T) *libvirtfake.Server {
 	t.Helper()
-	fake, err := libvirtfake.Listen(shortSocket(t))
+	fake, err := libvirtfake.Listen(libvirtfake.SocketPath(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +349,7 @@ func httpIn(ns *netnstest.NS) *http.Client {
 func TestRunEndpointsFollowLibvirt(t *testing.T) {
 	netnstest.Require(t)
 	ns := netnstest.New(t, "run")
-	socket := shortSocket(t) // nothing listens yet: libvirtd is down
+	socket := libvirtfake.SocketPath(t) // nothing listens yet: libvirtd is down
 	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
 	writeConfig(t, cfg, testConfig(3))
 	d := startDaemon(t, ns, "--config", cfg, "--libvirt-socket", socket, "--metrics-address", "127.0.0.1:0")
@@ -564,7 +553,7 @@ func TestRunStartsWhileTheResponderTableCannotLoad(t *testing.T) {
 	cfg := filepath.Join(dir, "c.yaml")
 	ethers := filepath.Join(dir, "ethers")
 	writeConfig(t, cfg, testConfig(3)+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
-	d := startBinaryEnv(t, ns, binary, []string{"GOMAXPROCS="}, "--config", cfg, "--libvirt-socket", shortSocket(t), "--metrics-address", "127.0.0.1:0")
+	d := startBinaryEnv(t, ns, binary, []string{"GOMAXPROCS="}, "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", "127.0.0.1:0")
 	d.waitLog("responder table not loaded at start; retrying in the background, unknown MACs are not answered meanwhile", 5*time.Second)
 	// Its receive loop keeps a P under load: the agent takes two
 	// (internal/procs).
@@ -601,7 +590,7 @@ func TestRunMetricsPortInUseExits1(t *testing.T) {
 	defer ln.Close()
 	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
 	writeConfig(t, cfg, testConfig(3))
-	cmd := ns.Command(binary, "run", "--config", cfg, "--libvirt-socket", shortSocket(t), "--metrics-address", ln.Addr().String())
+	cmd := ns.Command(binary, "run", "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", ln.Addr().String())
 	done := make(chan result, 1)
 	go func() { done <- run(t, cmd) }()
 	select {

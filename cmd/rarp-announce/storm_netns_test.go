@@ -261,7 +261,7 @@ func storm(b *testing.B, v stormVariant) {
 	}
 
 	// The fake libvirtd and its domains.
-	fake, err := libvirtfake.Listen(shortSocket(b))
+	fake, err := libvirtfake.Listen(libvirtfake.SocketPath(b))
 	if err != nil {
 		b.Fatal(err)
 	}

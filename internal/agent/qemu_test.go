@@ -19,6 +19,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/app"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
@@ -120,7 +121,7 @@ func (r *qemuRig) waitSubscribed(t *testing.T) {
 	if err := r.s.WaitSubscribers(1, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	qemuWait(t, r.w.Ready, "the watcher to be ready")
+	netnstest.WaitWithin(t, 10*time.Second, "the watcher to be ready", r.w.Ready)
 }
 
 // migrateIn plays an incoming pre-copy migration on the fake.
@@ -159,22 +160,11 @@ func (r *qemuRig) nics(t *testing.T, result string) float64 {
 func (r *qemuRig) waitLog(t *testing.T, msg string, n int) observer.LoggedEntry {
 	t.Helper()
 	var got []observer.LoggedEntry
-	qemuWait(t, func() bool {
+	netnstest.WaitWithin(t, 10*time.Second, fmt.Sprintf("log %q #%d", msg, n), func() bool {
 		got = r.logs.FilterMessage(msg).All()
 		return len(got) >= n
-	}, fmt.Sprintf("log %q #%d", msg, n))
+	})
 	return got[n-1]
-}
-
-func qemuWait(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func qemuErrorField(e observer.LoggedEntry) string {
@@ -200,7 +190,7 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	if err := qemuErrorField(e); !strings.Contains(err, "GenericError: Parameter 'id' is unexpected") {
 		t.Errorf("QMP error logged as %q, want QEMU's class and description", err)
 	}
-	qemuWait(t, func() bool { return r.nics(t, agent.ResultFailed) == 1 }, "the NIC counted failed")
+	netnstest.WaitWithin(t, 10*time.Second, "the NIC counted failed", func() bool { return r.nics(t, agent.ResultFailed) == 1 })
 	if got := r.qmpCalls(t, "qmp_error"); got != 1 {
 		t.Errorf("qmp_error = %v, want 1", got)
 	}
@@ -216,7 +206,7 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	if e.Level != zapcore.ErrorLevel || !strings.Contains(qemuErrorField(e), "did not answer in time") {
 		t.Errorf("timeout logged as %v %q", e.Level, qemuErrorField(e))
 	}
-	qemuWait(t, func() bool { return r.nics(t, agent.ResultFailed) == 2 }, "the NIC counted failed")
+	netnstest.WaitWithin(t, 10*time.Second, "the NIC counted failed", func() bool { return r.nics(t, agent.ResultFailed) == 2 })
 	if got := r.qmpCalls(t, "timeout"); got != 1 {
 		t.Errorf("timeout = %v, want 1", got)
 	}
@@ -239,7 +229,7 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	r.waitLog(t, "QEMU announce-self accepted", 1)
 	// The landing counts its NICs once every strategy returned, after
 	// the strategy's log line.
-	qemuWait(t, func() bool { return r.nics(t, agent.ResultStarted) >= 1 }, "the NIC counted started")
+	netnstest.WaitWithin(t, 10*time.Second, "the NIC counted started", func() bool { return r.nics(t, agent.ResultStarted) >= 1 })
 	if got := r.nics(t, agent.ResultStarted); got != 1 {
 		t.Errorf("started = %v, want 1", got)
 	}
@@ -261,7 +251,7 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	if err := qemuErrorField(e); !strings.Contains(err, "read only access prevents virDomainQemuMonitorCommand") {
 		t.Errorf("read-only refusal logged as %q", err)
 	}
-	qemuWait(t, func() bool { return r.nics(t, agent.ResultFailed) == 3 }, "the NIC counted failed")
+	netnstest.WaitWithin(t, 10*time.Second, "the NIC counted failed", func() bool { return r.nics(t, agent.ResultFailed) == 3 })
 	if got := r.qmpCalls(t, "rpc_error"); got != 1 {
 		t.Errorf("rpc_error = %v, want 1", got)
 	}

@@ -1,20 +1,45 @@
 package netnstest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
 
-// WaitFor polls cond every 5 ms until it holds, and fails t naming what
-// if it does not within 5 s: for state that settles on other goroutines
-// (a reload, a cancel) and has no event to wait on.
-func WaitFor(t testing.TB, what string, cond func() bool) {
+// Eventually calls check every 5 ms until it returns nil, and fails t with
+// check's last error if that has not happened within the given time: for
+// state that settles on other goroutines or in the kernel and has no event
+// to wait on. The error should say what was seen, so a failure shows it.
+func Eventually(t testing.TB, within time.Duration, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("after %v: %v", within, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// WaitFor waits up to 5 s for cond to hold, and fails t naming what if it
+// does not (see Eventually).
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	WaitWithin(t, 5*time.Second, what, cond)
+}
+
+// WaitWithin is WaitFor for state that may take longer (or must come
+// sooner) than 5 s.
+func WaitWithin(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Eventually(t, within, func() error {
+		if cond() {
+			return nil
+		}
+		return fmt.Errorf("timed out waiting for %s", what)
+	})
 }

@@ -2,6 +2,7 @@ package announce
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -311,13 +313,8 @@ func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for a.firsts.Load() < 1 { // one is being sent, the others wait
-		if time.Now().After(deadline) {
-			t.Fatalf("slow link's first frames not queued: %d", a.firsts.Load())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	// One is being sent, the others wait.
+	netnstest.WaitWithin(t, 2*time.Second, "the slow link's first frames to queue", func() bool { return a.firsts.Load() >= 1 })
 	// ...while a fast link has one first frame and two immediate repeats.
 	h, err := a.Announce(Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
 	if err != nil {
@@ -362,19 +359,14 @@ func TestWarmOpensTheSocketAhead(t *testing.T) {
 	a := New(Options{Open: open})
 	defer a.Close()
 	a.Warm(HostPort("bond0"))
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		mu.Lock()
-		n := len(opened)
-		mu.Unlock()
-		if n == 1 {
-			break
+		defer mu.Unlock()
+		if n := len(opened); n != 1 {
+			return fmt.Errorf("Warm opened %d sockets, want 1", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Warm opened %d sockets, want 1", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	warmed := time.Now()
 	a.Warm(HostPort("bond0"))
 	h, err := a.Announce(Request{MAC: mac(1), Port: HostPort("bond0"), Schedule: Schedule{Initial: ms, Max: ms, Rounds: 1, Bursts: 1}})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 )
 
@@ -71,19 +72,14 @@ func TestAnnouncerBurstsAndErrors(t *testing.T) {
 	if err := a.AnnounceSelf(context.Background(), "u-1", []string{"net0"}, s); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		mu.Lock()
-		n := len(calls)
-		mu.Unlock()
-		if n == 3 {
-			break
+		defer mu.Unlock()
+		if n := len(calls); n != 3 {
+			return fmt.Errorf("%d announce-self calls, want 3 bursts", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d announce-self calls, want 3 bursts", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if v := testutil.ToFloat64(m.calls.WithLabelValues("ok")); v != 3 {
 		t.Fatalf("ok calls %v", v)
 	}
