@@ -30,14 +30,7 @@ func TestLandingAnnouncesBridgeAndMacvtapNICs(t *testing.T) {
 	h.macvtap(t)
 	bridgeMAC := rarp.MAC{0x52, 0x54, 0x00, 0xbb, 0x00, 0x01}
 	directMAC := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x00, 0x01}
-	d := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='bridge'>
-      <mac address='%s'/>
-      <source bridge='br0'/>
-      <target dev='vnet0'/>
-      <model type='virtio'/>
-      <alias name='net0'/>
-    </interface>
-`, bridgeMAC)+directNIC(directMAC, "net1"))
+	d := h.nicDomain(t, stateOff, 0, libvirtfake.NIC{MAC: bridgeMAC.String(), Target: "vnet0"}, directNIC(directMAC))
 	h.learnOnOld(t, bridgeMAC)
 	h.learnOnOld(t, directMAC)
 

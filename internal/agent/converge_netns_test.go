@@ -135,7 +135,7 @@ func TestPrematureMoveCountedBeforeResumed(t *testing.T) {
 	// (here written on the macvtap, as QEMU's write to /dev/tapN is).
 	h.macvtap(t)
 	directMAC := rarp.MAC{0x52, 0x54, 0x00, 0xdd, 0x00, 0x07}
-	direct := h.rawDomain(t, stateOff, 0, directNIC(directMAC, "net0"))
+	direct := h.nicDomain(t, stateOff, 0, directNIC(directMAC))
 	h.emit(t, direct, startedMigrated)
 	time.Sleep(300 * time.Millisecond)
 	netnstest.Send(t, h.ns, macvtapDev, unicast(peerMAC, directMAC))

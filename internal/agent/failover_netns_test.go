@@ -144,7 +144,7 @@ func TestMacvtapLowerFlapReannouncesItsNIC(t *testing.T) {
 		h.tap(t, "vnet1", wired)
 		h.macvtap(t)
 		bridged = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-		h.rawDomain(t, stateRunning, reasonBooted, directNIC(directMAC, "net0"))
+		h.nicDomain(t, stateRunning, reasonBooted, directNIC(directMAC))
 	}})
 	h.waitRegistry(t, 2)
 	h.rig.LearnOnOld(t, directMAC.String())

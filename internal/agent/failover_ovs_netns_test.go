@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -18,19 +19,6 @@ const (
 	ovsUplink   = "ovsup" // br-int's physical port, a veth to the switch
 	switchToOVS = "swovs" // its switch side, on sw0
 )
-
-// ovsDomainNIC is a libvirt NIC on an OVS bridge, as the live XML shows it
-// (no interfaceid: the port is not OVN's, so no OVN readiness wait).
-func ovsDomainNIC(mac rarp.MAC, tap string) string {
-	return fmt.Sprintf(`    <interface type='bridge'>
-      <mac address='%s'/>
-      <source bridge='%s'/>
-      <virtualport type='openvswitch'/>
-      <target dev='%s'/>
-      <alias name='net0'/>
-    </interface>
-`, mac, ovsBridge, tap)
-}
 
 // An Open vSwitch bridge whose physical port (a veth to the switch, as a
 // kernel bond or NIC would be) loses its carrier and gets it back: the
@@ -61,7 +49,9 @@ func TestOVSUplinkCarrierBackReannouncesRunningDomains(t *testing.T) {
 			h.rig.Switch.Attach(t, switchToOVS, netnstest.RigSwitchBridge)
 			o.Vsctl(t, "add-port", ovsBridge, ovsUplink)
 			for i := range taps {
-				doms = append(doms, h.rawDomain(t, stateRunning, reasonBooted, ovsDomainNIC(macs[i], taps[i])))
+				doms = append(doms, h.nicDomain(t, stateRunning, reasonBooted,
+					// No interfaceid: the port is not OVN's, so no OVN readiness wait.
+					libvirtfake.NIC{MAC: macs[i].String(), Bridge: ovsBridge, OVS: true, Target: taps[i]}))
 			}
 		},
 		config: func(c *config.Config) {

@@ -373,17 +373,9 @@ func (h *host) macvtap(t testing.TB) {
 	h.ns.Exec(t, "ip", "link", "set", "dev", macvtapDev, "up")
 }
 
-// directNIC is the <interface> of a direct NIC with mac on the harness's
-// macvtap (h.macvtap), for rawDomain.
-func directNIC(mac rarp.MAC, alias string) string {
-	return fmt.Sprintf(`    <interface type='direct'>
-      <mac address='%s'/>
-      <source dev='%s' mode='bridge'/>
-      <target dev='%s'/>
-      <model type='virtio'/>
-      <alias name='%s'/>
-    </interface>
-`, mac, lowerDev, macvtapDev, alias)
+// directNIC is a direct NIC with mac on the harness's macvtap (h.macvtap).
+func directNIC(mac rarp.MAC) libvirtfake.NIC {
+	return libvirtfake.NIC{Type: "direct", MAC: mac.String(), Source: lowerDev, Target: macvtapDev}
 }
 
 // domain is a domain known to the fake.
@@ -407,6 +399,16 @@ func (h *host) newDomain(t testing.TB, state, reason int32, taps ...string) doma
 		nics = append(nics, libvirtfake.NIC{MAC: mac.String(), Target: tap})
 	}
 	h.addDomain(t, d, state, reason, libvirtfake.LiveXML(d.name, d.uuid, 1, nics...))
+	return d
+}
+
+// nicDomain adds a domain with nics, in the given state (libvirt numbers).
+func (h *host) nicDomain(t testing.TB, state, reason int32, nics ...libvirtfake.NIC) domain {
+	t.Helper()
+	d := h.rawDomain(t, state, reason, libvirtfake.Interfaces(nics...))
+	for _, n := range nics {
+		d.macs = append(d.macs, rarp.MustParseMAC(n.MAC))
+	}
 	return d
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
 	"github.com/rarp-announce/rarp-announce/pkg/ipannounce"
@@ -20,19 +21,19 @@ import (
 )
 
 // bridgeNIC is a Linux bridge NIC on br0 whose tap Nova named.
-func bridgeNIC(mac rarp.MAC, tap string) string {
-	return fmt.Sprintf("<interface type='bridge'><mac address='%s'/><source bridge='br0'/><target dev='%s'/><alias name='net0'/></interface>", mac, tap)
+func bridgeNIC(mac rarp.MAC, tap string) libvirtfake.NIC {
+	return libvirtfake.NIC{MAC: mac.String(), Target: tap}
 }
 
 // ovsNIC is an Open vSwitch NIC on br-int whose interfaceid is Nova's port.
-func ovsNIC(mac rarp.MAC, tap, portID string) string {
-	return fmt.Sprintf("<interface type='bridge'><mac address='%s'/><source bridge='br-int'/><virtualport type='openvswitch'><parameters interfaceid='%s'/></virtualport><target dev='%s'/><alias name='net0'/></interface>", mac, portID, tap)
+func ovsNIC(mac rarp.MAC, tap, portID string) libvirtfake.NIC {
+	return libvirtfake.NIC{MAC: mac.String(), Bridge: "br-int", OVS: true, InterfaceID: portID, Target: tap}
 }
 
 // novaDomain is a domain whose one NIC (nic) is Nova's port portID, with
 // Nova's metadata listing ips as the port's fixed IPs (and a floating IP
 // that must never be announced).
-func (h *host) novaDomain(t testing.TB, nic, portID string, mac rarp.MAC, ips ...string) domain {
+func (h *host) novaDomain(t testing.TB, nic libvirtfake.NIC, portID string, mac rarp.MAC, ips ...string) domain {
 	t.Helper()
 	domainSeq++
 	d := domain{name: fmt.Sprintf("vm%d", domainSeq), uuid: fmt.Sprintf("6167656e-7400-4000-8000-%012x", domainSeq), macs: []rarp.MAC{mac}}
@@ -57,10 +58,9 @@ func (h *host) novaDomain(t testing.TB, nic, portID string, mac rarp.MAC, ips ..
     </nova:instance>
   </metadata>
   <devices>
-    %s
-  </devices>
+%s  </devices>
 </domain>
-`, d.name, d.uuid, portID, ipx.String(), nic)
+`, d.name, d.uuid, portID, ipx.String(), libvirtfake.Interfaces(nic))
 	h.addDomain(t, d, stateOff, 0, xml)
 	return d
 }
@@ -227,7 +227,7 @@ func TestIPFollowsOnMacvtap(t *testing.T) {
 		c.IPAnnounce.Count = 1
 	}})
 	h.macvtap(t)
-	d := h.rawDomain(t, stateOff, 0, directNIC(mac, "net0"))
+	d := h.nicDomain(t, stateOff, 0, directNIC(mac))
 	capt := netnstest.StartCapture(t, h.rig.Switch, switchToMV, "ether src "+mac.String())
 	h.land(t, d)
 	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_ip_frames_total", "kind=garp_reply", "result=sent")

@@ -2,11 +2,11 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -53,14 +53,7 @@ func TestCancelDuringAnOVSAnnounce(t *testing.T) {
 	h := newHost(t, hostOptions{ovs: o})
 	h.tap(t, "tap-ovs", tapSpec{up: true, open: true}) // an OVS port: no Linux master
 	mac := rarp.MAC{0x52, 0x54, 0x00, 0x0f, 0x00, 0x01}
-	d := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='bridge'>
-      <mac address='%s'/>
-      <source bridge='br-int'/>
-      <virtualport type='openvswitch'><parameters interfaceid='0b6a6e46-3c39-4bd1-9bbe-3b0a4d3a6a8d'/></virtualport>
-      <target dev='tap-ovs'/>
-      <alias name='net0'/>
-    </interface>
-`, mac))
+	d := h.nicDomain(t, stateOff, 0, libvirtfake.NIC{MAC: mac.String(), Bridge: "br-int", OVS: true, InterfaceID: "0b6a6e46-3c39-4bd1-9bbe-3b0a4d3a6a8d", Target: "tap-ovs"})
 	h.land(t, d)
 	select {
 	case <-o.entered:
@@ -76,13 +69,7 @@ func TestCancelDuringAnOVSAnnounce(t *testing.T) {
 	}
 
 	// A landing that is not cancelled keeps its OVS announce.
-	d2 := h.rawDomain(t, stateOff, 0, `    <interface type='bridge'>
-      <mac address='52:54:00:0f:00:02'/>
-      <source bridge='br-int'/>
-      <virtualport type='openvswitch'/>
-      <target dev='tap-ovs'/>
-    </interface>
-`)
+	d2 := h.nicDomain(t, stateOff, 0, libvirtfake.NIC{MAC: "52:54:00:0f:00:02", Bridge: "br-int", OVS: true, Target: "tap-ovs"})
 	h.land(t, d2)
 	<-o.entered
 	h.waitMetric(t, 1, 5*time.Second, "rarp_announce_nic_announces_total", "strategy=ovs", "result=started")

@@ -11,7 +11,6 @@ package agent_test
 
 import (
 	"encoding/binary"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -126,10 +126,10 @@ func TestRigAgentAnnouncesOnEachVMsVLAN(t *testing.T) {
 	mac100 := rarp.MAC{0x52, 0x54, 0x00, 0x13, 0x01, 0x00}
 	mac200 := rarp.MAC{0x52, 0x54, 0x00, 0x13, 0x02, 0x00}
 	mac3 := rarp.MAC{0x52, 0x54, 0x00, 0x13, 0x03, 0x00}
-	nic := func(mac rarp.MAC, bridge, tap string) string {
-		return fmt.Sprintf("    <interface type='bridge'>\n      <mac address='%s'/>\n      <source bridge='%s'/>\n      <target dev='%s'/>\n    </interface>\n", mac, bridge, tap)
+	nic := func(mac rarp.MAC, bridge, tap string) libvirtfake.NIC {
+		return libvirtfake.NIC{MAC: mac.String(), Bridge: bridge, Target: tap}
 	}
-	d := h.rawDomain(t, stateOff, 0, nic(mac100, "br0", "tap100")+nic(mac200, "br0", "tap200")+nic(mac3, "br1", "tap3"))
+	d := h.nicDomain(t, stateOff, 0, nic(mac100, "br0", "tap100"), nic(mac200, "br0", "tap200"), nic(mac3, "br1", "tap3"))
 
 	trunk, access, sub := netnstest.Sniff(t, sw, netnstest.RigSwitchToHost), netnstest.Sniff(t, sw2, "down1"), netnstest.Sniff(t, sw3, "down3")
 	// The resolver follows the VLAN tables from notifications; give the

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -161,13 +162,7 @@ func TestIsolatedBridgeThenAnUplinkAdded(t *testing.T) {
 	h.ns.Exec(t, "ip", "link", "set", "dev", "vnet9", "up")
 	netnstest.OpenTap(t, h.ns, "vnet9")
 	mac := rarp.MAC{0x52, 0x54, 0x00, 0x1a, 0x00, 0x09}
-	d := h.rawDomain(t, stateOff, 0, fmt.Sprintf(`    <interface type='bridge'>
-      <mac address='%s'/>
-      <source bridge='br1'/>
-      <target dev='vnet9'/>
-      <alias name='net0'/>
-    </interface>
-`, mac))
+	d := h.nicDomain(t, stateOff, 0, libvirtfake.NIC{MAC: mac.String(), Bridge: "br1", Target: "vnet9"})
 
 	h.land(t, d)
 	e := h.waitLogged(t, "bridge NIC not announced: no uplink to send on", d.name, 5*time.Second).ContextMap()

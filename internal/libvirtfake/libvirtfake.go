@@ -1034,7 +1034,12 @@ type NIC struct {
 	MAC     string
 	Bridge  string // <source bridge>, "br0" if empty (types bridge and network)
 	Network string // <source network> (type network)
-	Target  string // <target dev>
+	Source  string // <source dev> (type direct: the macvtap's lower device, mode bridge)
+	// OVS: an Open vSwitch port (<virtualport type='openvswitch'>), with
+	// InterfaceID (Neutron's port) if set.
+	OVS         bool
+	InterfaceID string
+	Target      string // <target dev>
 }
 
 // LiveXML renders a domain's live XML the way libvirt 9.0 does for the
@@ -1043,6 +1048,15 @@ type NIC struct {
 func LiveXML(name, uuid string, id int32, nics ...NIC) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "<domain type='kvm' id='%d'>\n  <name>%s</name>\n  <uuid>%s</uuid>\n  <memory unit='KiB'>65536</memory>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n", id, name, uuid)
+	b.WriteString(Interfaces(nics...))
+	b.WriteString("    <memballoon model='none'/>\n  </devices>\n</domain>\n")
+	return b.String()
+}
+
+// Interfaces renders nics as the <interface> elements of a live XML's
+// <devices>, NIC i with alias net<i>.
+func Interfaces(nics ...NIC) string {
+	var b strings.Builder
 	for i, n := range nics {
 		typ, br := n.Type, n.Bridge
 		if typ == "" {
@@ -1059,12 +1073,19 @@ func LiveXML(name, uuid string, id int32, nics ...NIC) string {
 			// The live XML of a NIC on a libvirt network names the
 			// network and the bridge libvirt put it on.
 			fmt.Fprintf(&b, "      <source network='%s' bridge='%s'/>\n", n.Network, br)
+		case "direct":
+			fmt.Fprintf(&b, "      <source dev='%s' mode='bridge'/>\n", n.Source)
+		}
+		switch {
+		case n.OVS && n.InterfaceID != "":
+			fmt.Fprintf(&b, "      <virtualport type='openvswitch'>\n        <parameters interfaceid='%s'/>\n      </virtualport>\n", n.InterfaceID)
+		case n.OVS:
+			b.WriteString("      <virtualport type='openvswitch'/>\n")
 		}
 		if n.Target != "" {
 			fmt.Fprintf(&b, "      <target dev='%s'/>\n", n.Target)
 		}
 		fmt.Fprintf(&b, "      <model type='virtio'/>\n      <alias name='net%d'/>\n      <address type='pci' domain='0x0000' bus='0x00' slot='0x%02x' function='0x0'/>\n    </interface>\n", i, i+2)
 	}
-	b.WriteString("    <memballoon model='none'/>\n  </devices>\n</domain>\n")
 	return b.String()
 }
