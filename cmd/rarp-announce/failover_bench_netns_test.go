@@ -94,7 +94,7 @@ func uplinkFailover(b *testing.B, domains int, env []string) {
 	listCalls := func() int { return fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectListAllDomains) }
 	started := time.Now()
 	d := startBinaryEnv(b, host, bin, env, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", freePort(b, host))
-	pid := d.cmd.Process.Pid
+	pid := d.Cmd.Process.Pid
 	deadline := time.Now().Add(60 * time.Second)
 	for xmlCalls() < domains {
 		if time.Now().After(deadline) {

@@ -48,7 +48,7 @@ func TestRunReloadsFailover(t *testing.T) {
 	}
 
 	writeConfig(t, cfg, base+"failover:\n  hold_down: 3s\n")
-	d.signal(syscall.SIGHUP)
+	d.Signal(syscall.SIGHUP)
 	d.waitLog("configuration reloaded", 5*time.Second)
 	d.waitLog("registry of running domains refreshed", 5*time.Second)
 

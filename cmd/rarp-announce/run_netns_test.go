@@ -6,7 +6,6 @@ package main
 // switch's MAC table.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,13 +17,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
+	"github.com/rarp-announce/rarp-announce/internal/testbin"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 )
 
@@ -99,14 +98,11 @@ func landMigrated(t *testing.T, fake *libvirtfake.Server, name string) {
 
 // daemonProc is a running 'rarp-announce run'.
 type daemonProc struct {
-	t     testing.TB
-	cmd   *exec.Cmd
-	ns    *netnstest.NS
-	http  *http.Client
-	addr  string // the metrics endpoint, from the start log line
-	mu    sync.Mutex
-	lines []string // stderr
-	exit  chan int
+	*testbin.Proc
+	t    testing.TB
+	ns   *netnstest.NS
+	http *http.Client
+	addr string // the metrics endpoint, from the start log line
 }
 
 // startDaemon runs the binary with args inside ns and waits for its start
@@ -125,36 +121,11 @@ func startBinary(t testing.TB, ns *netnstest.NS, bin string, args ...string) *da
 // startBinaryEnv is startBinary with variables added to the environment.
 func startBinaryEnv(t testing.TB, ns *netnstest.NS, bin string, env []string, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, ns: ns, cmd: ns.Command(append([]string{bin, "run"}, args...)...), exit: make(chan int, 1), http: httpIn(ns)}
+	cmd := ns.Command(append([]string{bin, "run"}, args...)...)
 	if env != nil {
-		d.cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(os.Environ(), env...)
 	}
-	stderr, err := d.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.lines = append(d.lines, sc.Text())
-			d.mu.Unlock()
-		}
-		_ = d.cmd.Wait()
-		d.exit <- d.cmd.ProcessState.ExitCode()
-	}()
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			_ = d.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("daemon stderr:\n%s", d.stderr())
-		}
-	})
+	d := &daemonProc{Proc: testbin.Start(t, cmd), t: t, ns: ns, http: httpIn(ns)}
 	for i, a := range args {
 		if a == "--metrics-address" && i+1 < len(args) && !strings.HasSuffix(args[i+1], ":0") {
 			d.addr = args[i+1] // known: the start line may not be logged (log level warn)
@@ -169,21 +140,17 @@ func startBinaryEnv(t testing.TB, ns *netnstest.NS, bin string, env []string, ar
 	return d
 }
 
-func (d *daemonProc) stderr() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return strings.Join(d.lines, "\n")
+// entry decodes a JSON log line; ok is false for any other line.
+func entry(line string) (e map[string]any, ok bool) {
+	return e, json.Unmarshal([]byte(line), &e) == nil
 }
 
 // logs returns the JSON log entries with message msg.
 func (d *daemonProc) logs(msg string) []map[string]any {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []map[string]any
-	for _, l := range d.lines {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == msg {
-			out = append(out, m)
+	for _, l := range d.Lines(0) {
+		if e, ok := entry(l); ok && e["msg"] == msg {
+			out = append(out, e)
 		}
 	}
 	return out
@@ -192,22 +159,11 @@ func (d *daemonProc) logs(msg string) []map[string]any {
 // waitLog waits for a log entry with message msg and returns the first.
 func (d *daemonProc) waitLog(msg string, timeout time.Duration) map[string]any {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if es := d.logs(msg); len(es) > 0 {
-			return es[0]
-		}
-		select {
-		case code := <-d.exit:
-			d.exit <- code
-			d.t.Fatalf("daemon exited %d before logging %q:\n%s", code, msg, d.stderr())
-		default:
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("no log %q within %v:\n%s", msg, timeout, d.stderr())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e, _ := entry(d.WaitLine(0, timeout, fmt.Sprintf("msg %q", msg), func(l string) bool {
+		e, ok := entry(l)
+		return ok && e["msg"] == msg
+	}))
+	return e
 }
 
 // get fetches path from the metrics endpoint.
@@ -294,36 +250,10 @@ func (d *daemonProc) waitMetricAtLeast(series string, want float64, timeout time
 	}
 }
 
-func (d *daemonProc) signal(sig syscall.Signal) {
-	d.t.Helper()
-	if err := d.cmd.Process.Signal(sig); err != nil {
-		d.t.Fatal(err)
-	}
-}
-
 // stop sends SIGTERM and returns the exit code and how long it took.
 func (d *daemonProc) stop() (int, time.Duration) {
 	d.t.Helper()
-	start := time.Now()
-	d.signal(syscall.SIGTERM)
-	select {
-	case code := <-d.exit:
-		d.exit <- code
-		return code, time.Since(start)
-	case <-time.After(30 * time.Second):
-		d.t.Fatalf("daemon still running 30s after SIGTERM:\n%s", d.stderr())
-	}
-	return -1, 0
-}
-
-func (d *daemonProc) running() bool {
-	select {
-	case code := <-d.exit:
-		d.exit <- code
-		return false
-	default:
-		return true
-	}
+	return d.Stop(30 * time.Second)
 }
 
 // httpIn returns a client whose connections are made inside ns (the
@@ -424,19 +354,19 @@ func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 
 	// A broken config: refused, with file and line, and the daemon runs on.
 	writeConfig(t, cfg, "schedule:\n  rounds: 0\n")
-	d.signal(syscall.SIGHUP)
+	d.Signal(syscall.SIGHUP)
 	refused := d.waitLog("reload refused; keeping the running configuration", 5*time.Second)
 	if msg := fmt.Sprint(refused["error"]); !strings.Contains(msg, cfg+":2") || !strings.Contains(msg, "rounds") {
 		t.Errorf("reload refusal %q does not name %s:2 and the key", msg, cfg)
 	}
-	if !d.running() {
+	if !d.Running() {
 		t.Fatal("daemon exited after a broken reload")
 	}
 	d.waitStatus("/readyz", 200, time.Second)
 
 	// A changed schedule: the next landing sends 6 frames.
 	writeConfig(t, cfg, testConfig(6))
-	d.signal(syscall.SIGHUP)
+	d.Signal(syscall.SIGHUP)
 	d.waitLog("configuration reloaded", 5*time.Second)
 	landMigrated(t, fake, "vm2")
 	if got := rig.Switch.WaitFDB(t, netnstest.RigSwitchBridge, mac2, netnstest.RigSwitchToHost, 5*time.Second); got != netnstest.RigSwitchToHost {
@@ -567,7 +497,7 @@ func TestRunStartsWhileTheResponderTableCannotLoad(t *testing.T) {
 	d.waitMetric("rarp_announce_table_entries", 1, 10*time.Second)
 	// A broken config on SIGHUP: refused, and the metric says so.
 	writeConfig(t, cfg, "schedule:\n  rounds: 5.5\n")
-	d.signal(syscall.SIGHUP)
+	d.Signal(syscall.SIGHUP)
 	d.waitMetric("rarp_announce_config_last_reload_successful", 0, 5*time.Second)
 	if code, _ := d.stop(); code != 0 {
 		t.Errorf("exit %d after SIGTERM", code)

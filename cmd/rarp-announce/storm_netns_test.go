@@ -298,7 +298,7 @@ func storm(b *testing.B, v stormVariant) {
 	}
 	d := startBinaryEnv(b, host, bin, v.env, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", freePort(b, host))
 	d.waitStatus("/readyz", 200, 30*time.Second)
-	pid := d.cmd.Process.Pid
+	pid := d.Cmd.Process.Pid
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); !strings.HasPrefix(string(comm), "rarp-announce") {
 		b.Fatalf("pid %d is %q, not the agent", pid, comm)
 	}
@@ -422,7 +422,7 @@ func storm(b *testing.B, v stormVariant) {
 	}
 	// RARP_STORM_LOG=FILE keeps the agent's log (JSON lines).
 	if out := os.Getenv("RARP_STORM_LOG"); out != "" {
-		if err := os.WriteFile(out, []byte(d.stderr()+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(out, []byte(d.Stderr()+"\n"), 0o644); err != nil {
 			b.Error(err)
 		}
 	}
