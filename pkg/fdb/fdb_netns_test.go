@@ -3,6 +3,7 @@ package fdb
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -48,19 +49,15 @@ func landed(t *testing.T) (*netnstest.Rig, *netnstest.Tap) {
 // bridge drops (and does not learn from) the tap's frames.
 func forwarding(t *testing.T, ns *netnstest.NS, port string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	netnstest.Eventually(t, 5*time.Second, func() error {
 		// 3 is BR_STATE_FORWARDING; ip netns exec mounts the
 		// namespace's own sysfs.
 		state := strings.TrimSpace(ns.Exec(t, "cat", "/sys/class/net/"+port+"/brport/state"))
 		if state == "3" {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bridge port %s not forwarding (state %s)", port, state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("bridge port %s not forwarding (state %s)", port, state)
+	})
 }
 
 // lookup is one way Repair finds entries and links: a single-entry get (no

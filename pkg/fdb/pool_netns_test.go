@@ -23,8 +23,7 @@ func TestPoolRepairsConcurrently(t *testing.T) {
 		macs[i] = rarp.MAC{0x52, 0x54, 0x00, 0x9f, 0x00, byte(i)}
 		netnstest.Learn(t, rig.Old, netnstest.RigOldPort, macs[i].String())
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	netnstest.Eventually(t, 5*time.Second, func() error {
 		fdb := rig.Host.FDB(t, netnstest.RigHostBridge)
 		n := 0
 		for _, m := range macs {
@@ -33,13 +32,10 @@ func TestPoolRepairsConcurrently(t *testing.T) {
 			}
 		}
 		if n == vms {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("br0 learned %d of %d MACs on its uplink", n, vms)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("br0 learned %d of %d MACs on its uplink", n, vms)
+	})
 
 	h, err := netns.GetFromName(rig.Host.Name)
 	if err != nil {

@@ -5,6 +5,7 @@ package fdb
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -83,13 +84,12 @@ func repairOnlyInTheVMPortsVLANs(t *testing.T, l lookup) {
 	for _, vid := range []uint16{100, 200} {
 		netnstest.Send(t, sw, "swh", tagged("ff:ff:ff:ff:ff:ff", vmMAC, vid, 0))
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for !slices.Equal(vmEntries(t, host, "uplink"), []int{100, 200}) {
-		if time.Now().After(deadline) {
-			t.Fatalf("br0 learned %s on the uplink in VLANs %v, want [100 200]", vmMAC, vmEntries(t, host, "uplink"))
+	netnstest.Eventually(t, 2*time.Second, func() error {
+		if got := vmEntries(t, host, "uplink"); !slices.Equal(got, []int{100, 200}) {
+			return fmt.Errorf("br0 learned %s on the uplink in VLANs %v, want [100 200]", vmMAC, got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	toVM := func(marker byte) bool {
 		f := tagged(vmMAC, clientMAC, 100, marker)
 		netnstest.Send(t, sw, "swh", f)

@@ -2,6 +2,7 @@ package ipsource
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -38,8 +39,7 @@ func startLearner(t *testing.T, ns *netnstest.NS, dev string, mac rarp.MAC, stor
 
 func waitLearned(t *testing.T, store *Learned, mac rarp.MAC, want []string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	netnstest.Eventually(t, timeout, func() error {
 		var got []string
 		for _, ip := range store.Get(mac) {
 			got = append(got, ip.String())
@@ -49,13 +49,10 @@ func waitLearned(t *testing.T, store *Learned, mac rarp.MAC, want []string, time
 			ok = ok && slices.Contains(got, w)
 		}
 		if ok {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("learned for %s: %v, want %v", mac, got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("learned for %s: %v, want %v", mac, got, want)
+	})
 }
 
 // TestLearnOnTap: frames a "guest" writes into a real tap reach the
@@ -153,7 +150,7 @@ func TestLearnFromRealGuest(t *testing.T) {
 	guest.Exec(t, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", "/bin/true")
 	// udhcpd picks from its pool by a hash of the MAC.
 	var leased string
-	for deadline := time.Now().Add(2 * time.Second); leased == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		mu.Lock()
 		for ip, p := range via {
 			a := netip.MustParseAddr(ip)
@@ -162,10 +159,11 @@ func TestLearnFromRealGuest(t *testing.T) {
 			}
 		}
 		mu.Unlock()
-	}
-	if leased == "" {
-		t.Fatalf("no address from udhcpd's pool learned from a DHCP ACK: %v", store.Get(mac))
-	}
+		if leased == "" {
+			return fmt.Errorf("no address from udhcpd's pool learned from a DHCP ACK: %v", store.Get(mac))
+		}
+		return nil
+	})
 
 	// The guest's kernel ARPs for its gateway from its own address and
 	// sends an NS from its own IPv6 address.

@@ -2,6 +2,7 @@ package libvirtconn
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -58,16 +59,16 @@ func TestLibvirtdNetworkDHCPLeases(t *testing.T) {
 	// dnsmasq's leaseshelper writes the status file libvirt reads right
 	// after the ACK; allow it a moment.
 	var got []netip.Addr
-	deadline := time.Now().Add(5 * time.Second)
-	for len(got) == 0 && time.Now().Before(deadline) {
+	netnstest.Eventually(t, 5*time.Second, func() error {
 		got, err = c.DHCPLeases(context.Background(), "rarpleases", mac)
 		if err != nil {
 			t.Fatalf("DHCPLeases on the read-only socket: %v", err)
 		}
 		if len(got) == 0 {
-			time.Sleep(50 * time.Millisecond)
+			return fmt.Errorf("DHCPLeases(%s) = %v, want one address of 10.77.0.50-60", mac, got)
 		}
-	}
+		return nil
+	})
 	if len(got) != 1 || !netip.MustParsePrefix("10.77.0.48/28").Contains(got[0]) {
 		t.Fatalf("DHCPLeases(%s) = %v, want one address of 10.77.0.50-60", mac, got)
 	}

@@ -97,24 +97,12 @@ func (r *running) stop() {
 
 func (r *running) waitReady(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !r.w.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("watcher not ready after %v", timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	netnstest.WaitWithin(t, timeout, "the watcher to be ready", r.w.Ready)
 }
 
 func (r *running) waitNotReady(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for r.w.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("watcher still ready after %v", timeout)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	netnstest.WaitWithin(t, timeout, "the watcher to be no longer ready", func() bool { return !r.w.Ready() })
 }
 
 // next returns the next event, failing after timeout.
@@ -361,13 +349,7 @@ func TestFakeServerNeverAnswers(t *testing.T) {
 	cfg := testConfig(t, s.Path())
 	cfg.Conn.RPCTimeout = 100 * time.Millisecond
 	r := startWatcher(t, cfg, 16)
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(r.m.connectFailures) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("fewer than 3 failed attempts in 5 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	netnstest.WaitFor(t, "3 failed attempts", func() bool { return testutil.ToFloat64(r.m.connectFailures) >= 3 })
 	if r.w.Ready() {
 		t.Fatal("ready although libvirt never answered")
 	}

@@ -3,6 +3,7 @@ package portwatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -182,13 +183,9 @@ func TestWaitReadyAlreadyReady(t *testing.T) {
 	// The kernel derives operstate and the port's STP state from the
 	// carrier asynchronously (linkwatch): wait until it says forwarding,
 	// so the port really is ready before the watcher starts.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(ns.Exec(t, "bridge", "link", "show", "dev", "vnet0"), "state forwarding") {
-		if time.Now().After(deadline) {
-			t.Fatal("the kernel never made vnet0 a forwarding port")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	netnstest.WaitFor(t, "the kernel to make vnet0 a forwarding port", func() bool {
+		return strings.Contains(ns.Exec(t, "bridge", "link", "show", "dev", "vnet0"), "state forwarding")
+	})
 	m := NewMetrics(nil)
 	w := watcherIn(t, ns, Options{Metrics: m}) // started after: the port is in the initial dump
 	s, err := w.WaitReady(context.Background(), "vnet0", "br0", time.Nanosecond)
@@ -312,17 +309,13 @@ func TestTapCarrierFollowsItsReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	fd.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	netnstest.Eventually(t, 5*time.Second, func() error {
 		s, _ := w.State("vnet0")
 		if !s.Carrier && s.OperState == netlink.OperDown && s.PortState == PortDisabled && s.AdminUp {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the reader closed the tap: %+v", s)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("after the reader closed the tap: %+v", s)
+	})
 }
 
 func TestWaitReadyMacvtap(t *testing.T) {

@@ -2,6 +2,7 @@ package reconverge
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -96,19 +97,12 @@ func TestSharedFilterNarrowsInTheKernel(t *testing.T) {
 // waitNarrowed waits for h's filter to pass no more than its watches need.
 func waitNarrowed(t *testing.T, h *hub) {
 	t.Helper()
-	deadline := time.Now().Add(narrowDelay + 2*time.Second)
-	for {
+	netnstest.WaitWithin(t, narrowDelay+2*time.Second, "the filter to narrow to what its watches need after the closes", func() bool {
 		h.mu.Lock()
 		wider := h.wider() || h.attaching
 		h.mu.Unlock()
-		if !wider {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("filter still wider than needed %v after the closes", narrowDelay+2*time.Second)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return !wider
+	})
 }
 
 // Joins that need a wider filter while one is being attached commit in
@@ -165,17 +159,15 @@ func TestSharedJoinsCommitInGroups(t *testing.T) {
 	for i := range 10 {
 		go func() { w, err := open(watched(200 + i)); results <- opened{w, err} }()
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	netnstest.Eventually(t, 5*time.Second, func() error {
 		h.mu.Lock()
 		queued := h.gen - gen
 		h.mu.Unlock()
 		if queued == 10 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 10 joins queued behind the attach", queued)
-		}
-	}
+		return fmt.Errorf("%d of 10 joins queued behind the attach", queued)
+	})
 	close(release)
 	var ws []*Watch
 	for range 11 {

@@ -92,13 +92,7 @@ func TestFollowsABridgeRecreatedAfterAnOverflow(t *testing.T) {
 	}
 	paused.Store(false)
 	close(hold)
-	deadline := time.Now().Add(5 * time.Second)
-	for r.resyncs.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no resubscription after the overflow")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	netnstest.WaitFor(t, "a resubscription after the overflow", func() bool { return r.resyncs.Load() != 0 })
 
 	p.srv.Exec(t, "ip", "link", "del", "br0")
 	makeBridge(t, p.srv)

@@ -3,6 +3,7 @@ package responder
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,17 +199,15 @@ func TestAnswersLikeRarpdOnTheWire(t *testing.T) {
 
 func waitStats(t *testing.T, r *Responder, ifname string, cond func(Stats) bool) Stats {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := r.Stats()[ifname]
+	var s Stats
+	netnstest.Eventually(t, 5*time.Second, func() error {
+		s = r.Stats()[ifname]
 		if cond(s) {
-			return s
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats never matched: %+v", s)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("stats never matched: %+v", s)
+	})
+	return s
 }
 
 func TestUnknownAndMalformedAreCountedNotAnswered(t *testing.T) {
@@ -321,12 +320,9 @@ func TestBootDirRule(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "0A630002.SUN4M"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.ask(t, second, 200*time.Millisecond) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the new boot file was not picked up")
-		}
-	}
+	netnstest.WaitFor(t, "the new boot file to be picked up", func() bool {
+		return c.ask(t, second, 200*time.Millisecond) != nil
+	})
 }
 
 // TestVLAN: a request tagged for a VLAN that arrives on the trunk is not
@@ -452,15 +448,11 @@ func TestARPAdvise(t *testing.T) {
 	if c.ask(t, request(t, cliMAC, cliMAC, "52:54:00:00:00:01"), 2*time.Second) == nil {
 		t.Fatal("no answer")
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	netnstest.Eventually(t, 3*time.Second, func() error {
 		got := neigh("10.99.0.1")
 		if strings.Contains(got, "lladdr 52:54:00:00:00:01") && strings.Contains(got, "REACHABLE") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("neighbour entry %q, want 10.99.0.1 lladdr 52:54:00:00:00:01 REACHABLE", got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("neighbour entry %q, want 10.99.0.1 lladdr 52:54:00:00:00:01 REACHABLE", got)
+	})
 }

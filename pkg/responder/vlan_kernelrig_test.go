@@ -3,6 +3,7 @@
 package responder
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -125,17 +126,14 @@ func TestVLANFilteringBridge(t *testing.T) {
 // but not synchronously with `ip link set master`).
 func waitForwarding(t *testing.T, ns *netnstest.NS, ports ...string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for _, port := range ports {
-		for {
-			state := ns.Exec(t, "cat", "/sys/class/net/"+port+"/brport/state")
-			if state == "3\n" {
-				break
+	// Ports already forwarding are not read again (they stay forwarding).
+	i := 0
+	netnstest.Eventually(t, 5*time.Second, func() error {
+		for ; i < len(ports); i++ {
+			if state := ns.Exec(t, "cat", "/sys/class/net/"+ports[i]+"/brport/state"); state != "3\n" {
+				return fmt.Errorf("bridge port %s not forwarding (state %q)", ports[i], state)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("bridge port %s not forwarding (state %q)", port, state)
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 }

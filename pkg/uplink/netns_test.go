@@ -276,17 +276,13 @@ func TestNetnsUplinkAddedAfterStart(t *testing.T) {
 	netnstest.Veth(t, h.ns, "late0", sw, "down")
 	sw.Attach(t, "down", "sw0")
 	h.ns.Attach(t, "late0", "br0")
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		targets, err := r.Targets("br0", "vnet0", nil)
 		if err == nil && len(targets) == 1 && targets[0].Uplink.Name == "late0" {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after adding late0: %v, %v; want late0 untagged", targets, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("after adding late0: %v, %v; want late0 untagged", targets, err)
+	})
 	vm := rarp.MAC{0x52, 0x54, 0x00, 0x13, 0x00, 0x03}
 	targets, _ := r.Targets("br0", "vnet0", nil)
 	h.send(t, targets, vm)
@@ -295,17 +291,13 @@ func TestNetnsUplinkAddedAfterStart(t *testing.T) {
 	}
 	// And it leaves again: the port set follows removals too.
 	h.ns.Exec(t, "ip", "link", "set", "dev", "late0", "nomaster")
-	deadline = time.Now().Add(2 * time.Second)
-	for {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		_, err := r.Targets("br0", "vnet0", nil)
 		if errors.Is(err, ErrNoUplink) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after removing late0: %v, want no uplink", err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("after removing late0: %v, want no uplink", err)
+	})
 }
 
 // unixCloseTap closes tap i's descriptor: the tap loses carrier, as when
@@ -365,12 +357,8 @@ func TestNetnsCapNetRawOnly(t *testing.T) {
 		t.Fatalf("Targets %v, %v; want uplink0", ts, err)
 	}
 	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "nomaster")
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := r.Targets("br0", "vnet0", nil); errors.Is(err, ErrNoUplink) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the change was not followed")
-		}
-	}
+	netnstest.WaitWithin(t, 2*time.Second, "the resolver to follow the change", func() bool {
+		_, err := r.Targets("br0", "vnet0", nil)
+		return errors.Is(err, ErrNoUplink)
+	})
 }

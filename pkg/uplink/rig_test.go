@@ -9,6 +9,7 @@ package uplink
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 	"unsafe"
@@ -97,9 +98,8 @@ func (s *sniffer) announce(t testing.TB, vm rarp.MAC, timeout time.Duration) uin
 func fdbVLAN(t testing.TB, ns *netnstest.NS, port string, mac rarp.MAC, vlan int) {
 	t.Helper()
 	idx := ns.Interface(t, port).Index
-	deadline := time.Now().Add(2 * time.Second)
 	var seen []string
-	for time.Now().Before(deadline) {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		neighs, err := ns.Netlink().NeighList(idx, unix.AF_BRIDGE)
 		if err != nil {
 			t.Fatal(err)
@@ -108,14 +108,13 @@ func fdbVLAN(t testing.TB, ns *netnstest.NS, port string, mac rarp.MAC, vlan int
 		for _, n := range neighs {
 			if n.HardwareAddr.String() == mac.String() {
 				if n.Vlan == vlan && n.Flags&netlink.NTF_SELF == 0 {
-					return
+					return nil
 				}
 				seen = append(seen, n.String())
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: %s not learned on %s in vlan %d (entries: %v)", ns.Name, mac, port, vlan, seen)
+		return fmt.Errorf("%s: %s not learned on %s in vlan %d (entries: %v)", ns.Name, mac, port, vlan, seen)
+	})
 }
 
 // TestRigVLANTrunk: a VLAN-aware bridge with VM ports on PVID 100 and 200
@@ -207,19 +206,15 @@ func TestRigVLANTrunk(t *testing.T) {
 
 	// A VLAN the uplinks do not carry: say so.
 	ns.Exec(t, "bridge", "vlan", "add", "dev", "tap200", "vid", "300", "pvid", "untagged")
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	netnstest.Eventually(t, 2*time.Second, func() error {
 		_, err := r.Targets("br0", "tap200", nil)
 		var nu *NoUplinkError
 		if errors.As(err, &nu) && nu.Reason == VLANNotCarried {
 			t.Logf("pvid 300: %v", err)
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tap200 on pvid 300: %v, want vlan_not_carried", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("tap200 on pvid 300: %v, want vlan_not_carried", err)
+	})
 }
 
 // TestRigVLANSubinterface: eth0.100 in a plain bridge: the announce goes
@@ -297,7 +292,7 @@ func bondFailover(t *testing.T, uplink string) {
 	defer w.Close()
 	w.WatchBridge("br0")
 	var active string
-	for deadline := time.Now().Add(2 * time.Second); active == ""; time.Sleep(10 * time.Millisecond) {
+	netnstest.WaitWithin(t, 2*time.Second, "an active leg of bond0", func() bool {
 		if b, ok := r.Link("bond0"); ok && b.BondActive != 0 {
 			for _, leg := range []string{"leg0", "leg1"} {
 				if l, _ := r.Link(leg); l.Index == b.BondActive {
@@ -305,10 +300,8 @@ func bondFailover(t *testing.T, uplink string) {
 				}
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("bond0 has no active leg")
-		}
-	}
+		return active != ""
+	})
 	quiet(t, w, 200*time.Millisecond) // nothing from setting it up
 	if ts, err := r.Targets("br0", "vnet0", nil); err != nil || ts[0].Uplink.Name != uplink {
 		t.Fatalf("Targets %v, %v; want %s", ts, err, uplink)
