@@ -3,42 +3,17 @@ package netnstest
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/helpertest"
 )
 
-// fatalRecorder is a testing.TB whose Fatalf records the message and ends
-// the goroutine, as the real one does.
-type fatalRecorder struct {
-	testing.TB
-	msg string
-}
-
-func (r *fatalRecorder) Helper() {}
-
-func (r *fatalRecorder) Fatalf(format string, args ...any) {
-	r.msg = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// run calls f with a recorder on a goroutine of its own (Fatalf ends it)
-// and returns what f failed with, "" if nothing.
-func run(t *testing.T, f func(tb testing.TB)) string {
-	r := &fatalRecorder{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f(r)
-	}()
-	<-done
-	return r.msg
-}
-
 func TestEventually(t *testing.T) {
+	tb := helpertest.New(t)
 	calls := 0
-	msg := run(t, func(tb testing.TB) {
+	msg := tb.Run(func() {
 		Eventually(tb, time.Second, func() error {
 			if calls++; calls < 3 {
 				return fmt.Errorf("call %d", calls)
@@ -51,7 +26,7 @@ func TestEventually(t *testing.T) {
 	}
 
 	start := time.Now()
-	msg = run(t, func(tb testing.TB) {
+	msg = tb.Run(func() {
 		Eventually(tb, 50*time.Millisecond, func() error { return errors.New("still 2 frames") })
 	})
 	if took := time.Since(start); took < 50*time.Millisecond || took > 2*time.Second {
@@ -61,7 +36,7 @@ func TestEventually(t *testing.T) {
 		t.Errorf("failure %q does not carry the last error", msg)
 	}
 
-	msg = run(t, func(tb testing.TB) { WaitWithin(tb, 20*time.Millisecond, "the reload", func() bool { return false }) })
+	msg = tb.Run(func() { WaitWithin(tb, 20*time.Millisecond, "the reload", func() bool { return false }) })
 	if !strings.Contains(msg, "timed out waiting for the reload") {
 		t.Errorf("WaitWithin failure %q does not name what it waited for", msg)
 	}

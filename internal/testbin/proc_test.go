@@ -1,41 +1,14 @@
 package testbin
 
 import (
-	"fmt"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/internal/helpertest"
 )
-
-// fatalRecorder is a testing.TB whose Fatalf records the message and ends
-// the goroutine, as the real one does.
-type fatalRecorder struct {
-	testing.TB
-	msg string
-}
-
-func (r *fatalRecorder) Helper() {}
-
-func (r *fatalRecorder) Fatalf(format string, args ...any) {
-	r.msg = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// failure runs f on a goroutine of its own (Fatalf ends it) and returns
-// what it failed with, "" if nothing.
-func (r *fatalRecorder) failure(f func()) string {
-	r.msg = ""
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	<-done
-	return r.msg
-}
 
 func TestProcLinesAndStop(t *testing.T) {
 	p := Start(t, exec.Command("sh", "-c", "echo one >&2; echo two >&2; exec sleep 30"))
@@ -76,18 +49,22 @@ func TestProcExitCodeAndStderr(t *testing.T) {
 }
 
 func TestProcWaitLineFails(t *testing.T) {
-	r := &fatalRecorder{TB: t}
+	r := helpertest.New(t)
 
 	exited := Start(r, exec.Command("sh", "-c", "echo ready >&2"))
 	<-exited.Done()
-	msg := r.failure(func() { exited.WaitLine(0, 5*time.Second, "a listener", func(l string) bool { return l == "listening" }) })
+	msg := r.Run(func() {
+		exited.WaitLine(0, 5*time.Second, "a listener", func(l string) bool { return l == "listening" })
+	})
 	if !strings.Contains(msg, "exited") || !strings.Contains(msg, "a listener") {
 		t.Errorf("waiting on an exited process failed with %q", msg)
 	}
 
 	quiet := Start(r, exec.Command("sh", "-c", "echo ready >&2; exec sleep 30"))
 	start := time.Now()
-	msg = r.failure(func() { quiet.WaitLine(0, 100*time.Millisecond, "a listener", func(l string) bool { return l == "listening" }) })
+	msg = r.Run(func() {
+		quiet.WaitLine(0, 100*time.Millisecond, "a listener", func(l string) bool { return l == "listening" })
+	})
 	if took := time.Since(start); took < 100*time.Millisecond || took > 3*time.Second {
 		t.Errorf("gave up after %v, want about 100ms", took)
 	}
@@ -95,7 +72,7 @@ func TestProcWaitLineFails(t *testing.T) {
 		t.Errorf("timing out failed with %q", msg)
 	}
 	// A line already seen before mark does not count.
-	msg = r.failure(func() { quiet.WaitLine(1, 50*time.Millisecond, "ready", func(l string) bool { return l == "ready" }) })
+	msg = r.Run(func() { quiet.WaitLine(1, 50*time.Millisecond, "ready", func(l string) bool { return l == "ready" }) })
 	if msg == "" {
 		t.Error("WaitLine(1) found the line before the mark")
 	}

@@ -11,7 +11,10 @@
 //	rarpbench syslog-sink -path P    discard/record syslog datagrams (for rarpd in a private mount ns)
 //	rarpbench summary [-a L -b L] F.json...   medians per table size, load and server, and the ratios
 //
-// Everything is Linux-only and needs CAP_NET_RAW.
+// Everything is Linux-only and needs CAP_NET_RAW. It imports nothing from
+// rarp-announce on purpose: a validator that shared the table parser and
+// frame code under test would share their bugs (so its loadMacs and
+// buildRequest are written again here, plainly).
 package main
 
 import (
