@@ -15,7 +15,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
 . "$HERE/lab-e2e-lib.sh"
 e2e_prepare tshark
-export LAB_STATE
 unset LAB_VM_METADATA
 NS=https://github.com/rarp-announce/rarp-announce/xmlns/addresses/1
 lab_find_binary

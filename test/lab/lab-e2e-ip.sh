@@ -24,7 +24,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
 . "$HERE/lab-e2e-lib.sh"
 e2e_prepare tshark
-export LAB_STATE
 PORT_ID=a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d
 # Nova names a Linux bridge port's tap "tap" + the port id's first 11 characters
 export LAB_VM_TAP=tap${PORT_ID:0:11}

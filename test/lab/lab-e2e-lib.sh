@@ -12,12 +12,13 @@ dst="" wall_s="" fdb_after="" dst_events="" rarp_from_dst=0 rarp_other=0 first_r
 
 # e2e_prepare [TOOL...]: what a test that only the agent may announce in checks and sets first:
 # root, each TOOL on PATH (its Debian package of the same name), and QEMU's own announce
-# suppressed (migration.announce-rounds=0, no nft drop)
+# suppressed (migration.announce-rounds=0, no nft drop); LAB_STATE exported, as the agents the
+# test starts inside the hypervisors read their config from it ($LAB_AGENT names it)
 e2e_prepare() {
     [ "$(id -u)" = 0 ] || die "must run as root"
     local tool
     for tool; do command -v "$tool" >/dev/null || die "$tool is needed (apt-get install $tool)"; done
-    export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0
+    export LAB_QEMU_ANNOUNCE=0 LAB_NORARP=0 LAB_STATE
 }
 # has TEXT STRING: yes if a line of TEXT contains STRING, else no (a here-string, not `| grep -q`:
 # with pipefail, the writer's SIGPIPE would turn a match into "no")

@@ -27,11 +27,9 @@
 #      post-migration update, after which the switch follows and the client pings the VM
 #      (these two pass without an agent too: see README.md); the agent logged the announce.
 set -uo pipefail
-# Daemons started from here (libvirtd, QEMU, OVS, OVN) must not inherit our descriptors: run as
-# `flock /tmp/rarp-heavy.lock <this script>`, a kept lab's daemons would hold the lock forever.
-for f in /proc/$$/fd/*; do n=${f##*/}; case $n in 0|1|2|255) ;; *) eval "exec $n>&-" 2>/dev/null ;; esac; done
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
+lab_close_inherited_fds
 . "$HERE/lab-ovn-env.sh"
 [ "$(id -u)" = 0 ] || die "must run as root"
 . "$HERE/lab-e2e-lib.sh"

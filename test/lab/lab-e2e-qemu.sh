@@ -38,8 +38,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-e2e-lib.sh"
 e2e_prepare
 BURST=${LAB_E2E_BURST:-5}
-# the agents read their config from the state dir (visible inside the hypervisors)
-export LAB_STATE
 LAB_AGENT=${LAB_QEMU_AGENT:-'exec "$RARP_ANNOUNCE" run --log-level debug --config "$LAB_STATE/agent-qemu-$LAB_HV.yaml"'}
 lab_find_binary
 

@@ -23,7 +23,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-e2e-lib.sh"
 e2e_prepare
 BURST=${LAB_E2E_BURST:-5}
-export LAB_STATE
 LAB_AGENT='exec "$RARP_ANNOUNCE" run --config "$LAB_STATE/agent-reconv.yaml"'
 lab_find_binary
 PING_PID=""

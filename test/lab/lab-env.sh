@@ -37,6 +37,13 @@ declare -A LAB_UUID=([a]=72616c61-0000-4000-8000-00000000000a [b]=72616c61-0000-
 
 log() { printf '%s [lab] %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# lab_close_inherited_fds: close every descriptor but 0-2 (and bash's 255) in this shell. The
+# daemons a script starts (libvirtd, QEMU, OVS, OVN) must not inherit them: run as
+# `flock /tmp/rarp-heavy.lock <script>`, a kept lab's daemons would hold the lock forever.
+lab_close_inherited_fds() {
+    local f n
+    for f in /proc/$$/fd/*; do n=${f##*/}; case $n in 0|1|2|255) ;; *) eval "exec $n>&-" 2>/dev/null ;; esac; done
+}
 other() { if [ "$1" = a ]; then echo b; else echo a; fi; }
 # seconds since $1 (a `date +%s.%N` value), 2 decimals
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}'; }

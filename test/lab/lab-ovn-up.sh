@@ -5,11 +5,9 @@
 # for ML2/OVN. QEMU's own announce is suppressed unless LAB_QEMU_ANNOUNCE=1.
 # Tears down any previous lab first; lab-down.sh tears this one down too.
 set -euo pipefail
-# Daemons started from here (libvirtd, QEMU, OVS, OVN) must not inherit our descriptors: run as
-# `flock /tmp/rarp-heavy.lock <this script>`, a kept lab's daemons would hold the lock forever.
-for f in /proc/$$/fd/*; do n=${f##*/}; case $n in 0|1|2|255) ;; *) eval "exec $n>&-" 2>/dev/null ;; esac; done
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
+lab_close_inherited_fds
 . "$HERE/lab-ovn-env.sh"
 [ "$(id -u)" = 0 ] || die "must run as root"
 missing=()

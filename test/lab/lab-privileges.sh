@@ -24,7 +24,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
 . "$HERE/lab-e2e-lib.sh"
 e2e_prepare
-export LAB_STATE
 lab_find_binary
 
 # the agent's user: not root, in no supplementary group (so not in libvirt)
