@@ -22,8 +22,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -75,21 +73,10 @@ func uplinkFailover(b *testing.B, domains int, env []string) {
 			b.Fatal(err)
 		}
 	}
-	caps := make([]*capture, stormBridges)
-	for k := range stormBridges {
-		caps[k] = startCapture(b, host, fmt.Sprintf("up%d", k))
-	}
-	defer func() {
-		for _, c := range caps {
-			c.stop()
-		}
-	}()
+	caps := startCaptures(b, host, stormBridges)
 
 	// 1. The registry fill.
-	cfg := filepath.Join(b.TempDir(), "failover.yaml")
-	if err := os.WriteFile(cfg, []byte("libvirt:\n  uri: test:///default\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	cfg := configFile(b, "libvirt:\n  uri: test:///default\n")
 	xmlCalls := func() int { return fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc) }
 	listCalls := func() int { return fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectListAllDomains) }
 	started := time.Now()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -44,8 +43,7 @@ func TestRunQEMUNICReannouncedOnUplinkEvent(t *testing.T) {
 		XML: libvirtfake.LiveXML("vm2", uuid2, 2, libvirtfake.NIC{MAC: "52:54:00:72:00:c2", Target: "vnet1"})}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-	writeConfig(t, cfg, strings.Replace(testConfig(3), "level: info", "level: debug", 1)+"strategies:\n  bridge: qemu\nfailover:\n  hold_down: 100ms\n")
+	cfg := configFile(t, strings.Replace(testConfig(3), "level: info", "level: debug", 1)+"strategies:\n  bridge: qemu\nfailover:\n  hold_down: 100ms\n")
 	d := startDaemon(t, rig.Host, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
 	d.waitStatus("/readyz", 200, 10*time.Second)
 	d.waitLog("registry of running domains refreshed", 5*time.Second)

@@ -5,7 +5,6 @@ import (
 	be "encoding/binary"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -31,8 +30,7 @@ func TestRunAnnouncesLeasedAddresses(t *testing.T) {
 	}
 	rig.LearnOnOld(t, mac)
 
-	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-	writeConfig(t, cfg, testConfig(3)+`ip_announce:
+	cfg := configFile(t, testConfig(3)+`ip_announce:
   enabled: true
   sources:
     nova: false

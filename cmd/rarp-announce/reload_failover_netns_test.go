@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,8 +26,7 @@ func TestRunReloadsFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := strings.Replace(testConfig(3), "level: info", "level: debug", 1)
-	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-	writeConfig(t, cfg, base+"triggers:\n  bond_failover: false\n  carrier_up: false\n  port_added: false\nfailover:\n  hold_down: 100ms\n")
+	cfg := configFile(t, base+"triggers:\n  bond_failover: false\n  carrier_up: false\n  port_added: false\nfailover:\n  hold_down: 100ms\n")
 	d := startDaemon(t, rig.Host, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
 	d.waitStatus("/readyz", 200, 10*time.Second)
 

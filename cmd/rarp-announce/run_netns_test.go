@@ -48,11 +48,19 @@ log:
 `, rounds)
 }
 
-func writeConfig(t *testing.T, path, body string) {
+func writeConfig(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// configFile writes body to a new rarp-announce.yaml and returns its path.
+func configFile(t testing.TB, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rarp-announce.yaml")
+	writeConfig(t, path, body)
+	return path
 }
 
 // rigWithTap is a rig whose host has the taps (vnet0 if none named) on
@@ -280,8 +288,7 @@ func TestRunEndpointsFollowLibvirt(t *testing.T) {
 	netnstest.Require(t)
 	ns := netnstest.New(t, "run")
 	socket := libvirtfake.SocketPath(t) // nothing listens yet: libvirtd is down
-	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-	writeConfig(t, cfg, testConfig(3))
+	cfg := configFile(t, testConfig(3))
 	d := startDaemon(t, ns, "--config", cfg, "--libvirt-socket", socket, "--metrics-address", "127.0.0.1:0")
 
 	if code, body := d.get("/healthz"); code != 200 || body != "ok\n" {
@@ -337,8 +344,7 @@ func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 		}
 		rig.LearnOnOld(t, mac)
 	}
-	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-	writeConfig(t, cfg, testConfig(3))
+	cfg := configFile(t, testConfig(3))
 	d := startDaemon(t, rig.Host, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
 	d.waitStatus("/readyz", 200, 10*time.Second)
 
@@ -406,8 +412,7 @@ func TestRunTakesGoPsByItsSends(t *testing.T) {
 				t.Fatal(err)
 			}
 			rig.LearnOnOld(t, mac)
-			cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-			writeConfig(t, cfg, testConfig(3)+c.config)
+			cfg := configFile(t, testConfig(3)+c.config)
 			d := startBinaryEnv(t, rig.Host, binary, []string{"GOMAXPROCS="},
 				"--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", "127.0.0.1:0")
 			d.waitStatus("/readyz", 200, 10*time.Second)
@@ -518,8 +523,7 @@ func TestRunMetricsPortInUseExits1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cfg := filepath.Join(t.TempDir(), "rarp-announce.yaml")
-	writeConfig(t, cfg, testConfig(3))
+	cfg := configFile(t, testConfig(3))
 	cmd := ns.Command(binary, "run", "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", ln.Addr().String())
 	done := make(chan result, 1)
 	go func() { done <- run(t, cmd) }()

@@ -282,20 +282,9 @@ func storm(b *testing.B, v stormVariant) {
 		}
 	}
 
-	caps := make([]*capture, bridges)
-	for k := range bridges {
-		caps[k] = startCapture(b, host, fmt.Sprintf("up%d", k))
-	}
-	defer func() {
-		for _, c := range caps {
-			c.stop()
-		}
-	}()
+	caps := startCaptures(b, host, bridges)
 
-	cfg := filepath.Join(b.TempDir(), "storm.yaml")
-	if err := os.WriteFile(cfg, []byte("libvirt:\n  uri: test:///default\n"+config), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	cfg := configFile(b, "libvirt:\n  uri: test:///default\n"+config)
 	d := startBinaryEnv(b, host, bin, v.env, "--config", cfg, "--libvirt-socket", fake.Path(), "--metrics-address", freePort(b, host))
 	d.waitStatus("/readyz", 200, 30*time.Second)
 	pid := d.Cmd.Process.Pid
@@ -721,6 +710,17 @@ func startCapture(b *testing.B, ns *netnstest.NS, dev string) *capture {
 	}
 	go c.read()
 	return c
+}
+
+// startCaptures starts a capture on each of up0 .. up<n-1>, stopped when
+// the benchmark function returns.
+func startCaptures(b *testing.B, ns *netnstest.NS, n int) []*capture {
+	caps := make([]*capture, n)
+	for k := range n {
+		caps[k] = startCapture(b, ns, fmt.Sprintf("up%d", k))
+		b.Cleanup(caps[k].stop)
+	}
+	return caps
 }
 
 func (c *capture) read() {

@@ -76,25 +76,24 @@ func TestLoadMillionEntries(t *testing.T) {
 	t.Logf("loaded 1,000,000 ethers entries in %v (goal < 2s)", took.Round(time.Millisecond))
 }
 
-func BenchmarkLoadEthers1M(b *testing.B) {
-	path := genEthers(b, b.TempDir(), 1_000_000)
-	l := &Loader{Files: Files{Ethers: path}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := l.Load(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkLoadMap100k(b *testing.B) {
-	path := genMap(b, b.TempDir(), 100_000)
-	l := &Loader{Files: Files{Map: path}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := l.Load(context.Background()); err != nil {
-			b.Fatal(err)
-		}
+// BenchmarkLoad loads each file format at the size operators run it.
+func BenchmarkLoad(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		files func(tb testing.TB, dir string) Files
+	}{
+		{"ethers-1M", func(tb testing.TB, dir string) Files { return Files{Ethers: genEthers(tb, dir, 1_000_000)} }},
+		{"map-100k", func(tb testing.TB, dir string) Files { return Files{Map: genMap(tb, dir, 100_000)} }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			l := &Loader{Files: c.files(b, b.TempDir())}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := l.Load(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
