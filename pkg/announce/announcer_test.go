@@ -61,6 +61,24 @@ func (r *recorder) all() []recorded {
 
 func mac(i byte) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0, 0, i} }
 
+// mustAnnounce starts req on a, failing the test if a refuses it.
+func mustAnnounce(t testing.TB, a *Announcer, req Request) *Handle {
+	t.Helper()
+	h, err := a.Announce(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// waitAll waits up to d for each of hs in turn.
+func waitAll(t *testing.T, hs []*Handle, d time.Duration) {
+	t.Helper()
+	for _, h := range hs {
+		waitDone(t, h, d)
+	}
+}
+
 func waitDone(t *testing.T, h *Handle, d time.Duration) {
 	t.Helper()
 	select {
@@ -75,10 +93,7 @@ func TestAnnounceFollowsSchedule(t *testing.T) {
 	a := New(Options{Open: rec.open, Pacing: DefaultPacing()})
 	defer a.Close()
 	start := time.Now()
-	h, err := a.Announce(Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 42}, Schedule: DefaultSchedule()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 42}, Schedule: DefaultSchedule()})
 	waitDone(t, h, 3*time.Second)
 	got := rec.all()
 	if len(got) != 5 || h.Sent() != 5 || h.Failed() != 0 {
@@ -103,15 +118,9 @@ func TestSupersedeDoesNotDoubleTheBurst(t *testing.T) {
 	defer a.Close()
 	s := Schedule{Initial: 100 * ms, Max: 100 * ms, Rounds: 5, Bursts: 1}
 	req := Request{MAC: mac(1), Interface: "br0", Schedule: s}
-	h1, err := a.Announce(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h1 := mustAnnounce(t, a, req)
 	time.Sleep(150 * ms) // h1 sent frames 1 and 2
-	h2, err := a.Announce(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h2 := mustAnnounce(t, a, req)
 	waitDone(t, h1, time.Second)
 	if !h1.Superseded() {
 		t.Fatal("first announce not marked superseded")
@@ -129,8 +138,8 @@ func TestSupersedeDoesNotDoubleTheBurst(t *testing.T) {
 		t.Fatalf("superseded metric %v", v)
 	}
 	// A different VLAN is a different key: both run.
-	h3, _ := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
-	h4, _ := a.Announce(Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 5}, Schedule: s})
+	h3 := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: s})
+	h4 := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", VLAN: rarp.VLAN{ID: 5}, Schedule: s})
 	waitDone(t, h3, 2*time.Second)
 	waitDone(t, h4, 2*time.Second)
 	if h3.Superseded() || h3.Sent() != 5 || h4.Sent() != 5 {
@@ -145,13 +154,10 @@ func TestCancelMAC(t *testing.T) {
 	s := DefaultSchedule()
 	hs := []*Handle{}
 	for _, ifn := range []string{"br0", "br1"} {
-		h, err := a.Announce(Request{MAC: mac(1), Interface: ifn, Schedule: s})
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: ifn, Schedule: s})
 		hs = append(hs, h)
 	}
-	other, _ := a.Announce(Request{MAC: mac(2), Interface: "br0", Schedule: s})
+	other := mustAnnounce(t, a, Request{MAC: mac(2), Interface: "br0", Schedule: s})
 	time.Sleep(20 * ms)
 	if n := a.CancelMAC(mac(1)); n != 2 {
 		t.Fatalf("cancelled %d, want 2", n)
@@ -177,15 +183,10 @@ func TestPacingQueuesFirstFramesFirstAndDropsNothing(t *testing.T) {
 	s := Schedule{Initial: 10 * ms, Max: 10 * ms, Rounds: 2, Bursts: 1}
 	var hs []*Handle
 	for i := range 30 {
-		h, err := a.Announce(Request{MAC: mac(byte(i + 1)), Interface: "br0", Schedule: s})
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := mustAnnounce(t, a, Request{MAC: mac(byte(i + 1)), Interface: "br0", Schedule: s})
 		hs = append(hs, h)
 	}
-	for _, h := range hs {
-		waitDone(t, h, 5*time.Second)
-	}
+	waitAll(t, hs, 5*time.Second)
 	got := rec.all()
 	if len(got) != 60 {
 		t.Fatalf("%d frames, want 60: pacing must delay, never drop", len(got))
@@ -221,10 +222,7 @@ func TestSendFailuresAreReported(t *testing.T) {
 		mu.Unlock()
 	}})
 	defer a.Close()
-	h, err := a.Announce(Request{MAC: mac(1), Interface: "gone0", Schedule: Schedule{Rounds: 2, Bursts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "gone0", Schedule: Schedule{Rounds: 2, Bursts: 1}})
 	waitDone(t, h, time.Second)
 	if h.Failed() != 2 || !errors.Is(h.Err(), ErrNoInterface) {
 		t.Fatalf("failed %d err %v", h.Failed(), h.Err())
@@ -261,10 +259,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	a := New(Options{Open: rec.open})
 	s := DefaultSchedule()
 	s.Refresh = time.Second
-	h, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: s})
 	time.Sleep(10 * ms)
 	done := make(chan struct{})
 	go func() { a.Close(); close(done) }()
@@ -316,10 +311,7 @@ func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 	// One is being sent, the others wait.
 	netnstest.WaitWithin(t, 2*time.Second, "the slow link's first frames to queue", func() bool { return a.firsts.Load() >= 1 })
 	// ...while a fast link has one first frame and two immediate repeats.
-	h, err := a.Announce(Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
 	waitDone(t, h, 2*time.Second)
 	var lastSlowFirst, firstFastRepeat time.Time
 	fastSeen := 0
@@ -369,10 +361,7 @@ func TestWarmOpensTheSocketAhead(t *testing.T) {
 	})
 	warmed := time.Now()
 	a.Warm(HostPort("bond0"))
-	h, err := a.Announce(Request{MAC: mac(1), Port: HostPort("bond0"), Schedule: Schedule{Initial: ms, Max: ms, Rounds: 1, Bursts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Port: HostPort("bond0"), Schedule: Schedule{Initial: ms, Max: ms, Rounds: 1, Bursts: 1}})
 	waitDone(t, h, 2*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
@@ -453,10 +442,7 @@ func TestFirstFrameGoesOutDirectlyWhenTheLinkIsIdle(t *testing.T) {
 	defer a.Close()
 	one := Schedule{Rounds: 1, Bursts: 1}
 
-	h1, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: one})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h1 := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: one})
 	select {
 	case <-h1.First():
 	default:
@@ -477,10 +463,7 @@ func TestFirstFrameGoesOutDirectlyWhenTheLinkIsIdle(t *testing.T) {
 		h2done <- h
 	}()
 	<-entered // mac 2's frame is being written, in that goroutine
-	h3, err := a.Announce(Request{MAC: mac(3), Interface: "br0", Schedule: one})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h3 := mustAnnounce(t, a, Request{MAC: mac(3), Interface: "br0", Schedule: one})
 	select {
 	case <-h3.First():
 		t.Fatal("a first frame went out while another was being written on its link")

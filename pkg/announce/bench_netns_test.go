@@ -143,7 +143,7 @@ func BenchmarkFirstFrameLatency(b *testing.B) {
 		return time.Unix(ts.Unix())
 	}
 	// Warm up: the link opens its socket on the first frame.
-	h, _ := a.Announce(Request{MAC: rarp.MAC{2, 0, 0, 0, 0, 1}, Interface: "va", Schedule: one})
+	h := mustAnnounce(b, a, Request{MAC: rarp.MAC{2, 0, 0, 0, 0, 1}, Interface: "va", Schedule: one})
 	recv()
 	<-h.Done()
 
@@ -153,10 +153,7 @@ func BenchmarkFirstFrameLatency(b *testing.B) {
 		i++
 		mac := rarp.MAC{2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
 		t0 := time.Now()
-		h, err := a.Announce(Request{MAC: mac, Interface: "va", Schedule: one})
-		if err != nil {
-			b.Fatal(err)
-		}
+		h := mustAnnounce(b, a, Request{MAC: mac, Interface: "va", Schedule: one})
 		t1 := recv()
 		lat = append(lat, t1.Sub(t0))
 		<-h.Done()

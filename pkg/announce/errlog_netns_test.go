@@ -25,11 +25,8 @@ func TestHostSendErrorsLoggedRateLimited(t *testing.T) {
 	defer a.Close()
 	announceOn := func(ifname string, rounds int) {
 		t.Helper()
-		h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0, 0, 1}, Interface: ifname,
+		h := mustAnnounce(t, a, Request{MAC: rarp.MAC{0x52, 0x54, 0, 0, 0, 1}, Interface: ifname,
 			Schedule: Schedule{Initial: time.Millisecond, Step: time.Millisecond, Max: time.Millisecond, Rounds: rounds, Bursts: 1}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		<-h.Done()
 		if h.Failed() != rounds {
 			t.Fatalf("%s: %d of %d frames failed", ifname, h.Failed(), rounds)

@@ -44,15 +44,10 @@ func measureRate(t *testing.T, rate float64) float64 {
 	hs := make([]*Handle, 0, n)
 	for i := range n {
 		m := rarp.MAC{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}
-		h, err := a.Announce(Request{MAC: m, Interface: "br0", Schedule: one})
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := mustAnnounce(t, a, Request{MAC: m, Interface: "br0", Schedule: one})
 		hs = append(hs, h)
 	}
-	for _, h := range hs {
-		waitDone(t, h, 20*time.Second)
-	}
+	waitAll(t, hs, 20*time.Second)
 	got := rec.all()
 	if len(got) != n {
 		t.Fatalf("%v/s: %d frames, want %d", rate, len(got), n)

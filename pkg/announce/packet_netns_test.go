@@ -31,10 +31,7 @@ func announceOnRig(t *testing.T, filter string, req Request) (*netnstest.Rig, *n
 	a := New(Options{Open: openIn(rig.Host)})
 	t.Cleanup(func() { a.Close() })
 	req.MAC, req.Interface = rarp.MAC{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}, netnstest.RigHostBridge
-	h, err := a.Announce(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, req)
 	<-h.Done()
 	return rig, capture, h
 }
@@ -112,10 +109,7 @@ func TestSendOnDownOrMissingInterfaceFails(t *testing.T) {
 		ifname string
 		want   error
 	}{{netnstest.RigHostBridge, ErrInterfaceDown}, {"nosuch0", ErrNoInterface}} {
-		h, err := a.Announce(Request{MAC: rarp.MAC{0x52, 0x54, 0, 0, 0, 1}, Interface: c.ifname, Schedule: Schedule{Rounds: 1, Bursts: 1}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := mustAnnounce(t, a, Request{MAC: rarp.MAC{0x52, 0x54, 0, 0, 0, 1}, Interface: c.ifname, Schedule: Schedule{Rounds: 1, Bursts: 1}})
 		<-h.Done()
 		if !errors.Is(h.Err(), c.want) || h.Sent() != 0 {
 			t.Fatalf("%s: err %v (sent %d), want %v", c.ifname, h.Err(), h.Sent(), c.want)

@@ -47,18 +47,12 @@ func TestFirstReportsTheFirstFrame(t *testing.T) {
 	rec := &recorder{}
 	a := New(Options{Open: rec.open})
 	defer a.Close()
-	h, err := a.Announce(Request{MAC: mac(1), Port: OVSPort("vnet3", "br-int", 7), Schedule: Schedule{Rounds: 1, Bursts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Port: OVSPort("vnet3", "br-int", 7), Schedule: Schedule{Rounds: 1, Bursts: 1}})
 	<-h.First()
 	if !errors.Is(h.FirstErr(), ErrNoOpener) {
 		t.Errorf("FirstErr() = %v, want ErrNoOpener", h.FirstErr())
 	}
-	h, err = a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: Schedule{Rounds: 1, Bursts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h = mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: Schedule{Rounds: 1, Bursts: 1}})
 	<-h.First()
 	if h.FirstErr() != nil || len(rec.all()) != 1 {
 		t.Errorf("FirstErr() = %v, %d frames; want nil, 1", h.FirstErr(), len(rec.all()))
@@ -78,14 +72,8 @@ func TestFrameKindsRunSideBySide(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := Schedule{Rounds: 2, Initial: 20 * time.Millisecond, Max: time.Second, Bursts: 1}
-	hr, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hg, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s, Kind: "garp", Frame: b})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hr := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: s})
+	hg := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: s, Kind: "garp", Frame: b})
 	waitDone(t, hr, 2*time.Second)
 	waitDone(t, hg, 2*time.Second)
 	if hr.Superseded() || hr.Sent() != 2 || hg.Sent() != 2 || hg.Key().Kind != "garp" {

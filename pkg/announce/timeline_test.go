@@ -20,10 +20,7 @@ func TestRefreshTicksPauseAndCancel(t *testing.T) {
 	defer a.Close()
 	s := Schedule{Initial: 100 * ms, Max: 100 * ms, Rounds: 2, Bursts: 1, Refresh: MinRefresh}
 	start := time.Now()
-	h, err := a.Announce(Request{MAC: mac(1), Interface: "br0", Schedule: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "br0", Schedule: s})
 	// The burst (0, 100 ms), then ticks from 100 ms on: 1.1 s and 2.1 s.
 	time.Sleep(2500 * ms)
 	got := rec.all()
@@ -77,10 +74,7 @@ func TestManyAnnouncesShareOneLoop(t *testing.T) {
 	for i := range 2000 {
 		m := rarp.MAC{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}
 		starts[m] = time.Now()
-		h, err := a.Announce(Request{MAC: m, Interface: fmt.Sprintf("br%d", i%4), Schedule: s})
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := mustAnnounce(t, a, Request{MAC: m, Interface: fmt.Sprintf("br%d", i%4), Schedule: s})
 		hs = append(hs, h)
 	}
 	if n := runtime.NumGoroutine() - base; n > 20 {
