@@ -55,11 +55,7 @@ func TestOVSDropInReachesRootOnlyOVS(t *testing.T) {
 	if out, err := exec.Command("install", "-m", "0755", agentBinary(t), bin).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	srv, err := libvirtfake.Listen(filepath.Join(dir, "libvirt-sock-ro"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := libvirtfake.StartAt(t, filepath.Join(dir, "libvirt-sock-ro"))
 	if err := os.Chmod(srv.Path(), 0o777); err != nil {
 		t.Fatal(err)
 	}

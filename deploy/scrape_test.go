@@ -325,11 +325,7 @@ log:
 	}
 
 	// libvirtd comes up; a domain migrates in: started paused, resumed.
-	lv, err := libvirtfake.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lv.Close() })
+	lv := libvirtfake.StartAt(t, sock)
 	xml := libvirtfake.LiveXML("vm1", vmUUID, 1,
 		libvirtfake.NIC{MAC: bridgeMAC, Bridge: "br0", Target: "vnet0"},
 		libvirtfake.NIC{Type: "vhostuser", MAC: vhostMAC})

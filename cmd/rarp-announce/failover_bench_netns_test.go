@@ -56,11 +56,7 @@ func uplinkFailover(b *testing.B, domains int, env []string) {
 	host, sw, closeTaps := stormNetwork(b, nics, stormBridges, 0)
 	defer closeTaps()
 
-	fake, err := libvirtfake.Listen(libvirtfake.SocketPath(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fake.Close()
+	fake := libvirtfake.Start(b)
 	for i := range domains {
 		name, uuid := fmt.Sprintf("vm%d", i), fmt.Sprintf("6661696c-0000-4000-8000-%012x", i)
 		var ns []libvirtfake.NIC

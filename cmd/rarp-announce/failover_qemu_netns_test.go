@@ -18,7 +18,7 @@ import (
 // not running gets no command.
 func TestRunQEMUNICReannouncedOnUplinkEvent(t *testing.T) {
 	rig := rigWithTap(t, "vnet0", "vnet1")
-	fake := listenFake(t)
+	fake := libvirtfake.Start(t)
 	var mu sync.Mutex
 	var cmds []string // "domain: command"
 	fake.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {

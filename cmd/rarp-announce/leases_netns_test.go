@@ -19,7 +19,7 @@ import (
 // lease on the same network is not announced.
 func TestRunAnnouncesLeasedAddresses(t *testing.T) {
 	rig := rigWithTap(t)
-	fake := listenFake(t)
+	fake := libvirtfake.Start(t)
 	fake.SetReadOnly(true)
 	const name, uuid, mac, other = "vm1", "72756e00-0000-4000-8000-0000000000a1", "52:54:00:72:00:a1", "52:54:00:72:00:a2"
 	leased, otherLeased := netip.MustParseAddr("10.77.0.59"), netip.MustParseAddr("10.77.0.60")

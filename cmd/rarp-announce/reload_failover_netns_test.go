@@ -19,7 +19,7 @@ import (
 // would have let it through at once).
 func TestRunReloadsFailover(t *testing.T) {
 	rig := rigWithTap(t)
-	fake := listenFake(t)
+	fake := libvirtfake.Start(t)
 	const name, uuid, mac = "vm1", "72756e00-0000-4000-8000-0000000000f1", "52:54:00:72:00:f1"
 	if err := fake.AddDomain(libvirtfake.Domain{Name: name, UUID: uuid, State: libvirtconn.StateRunning, Reason: 1,
 		XML: libvirtfake.LiveXML(name, uuid, 1, libvirtfake.NIC{MAC: mac, Target: "vnet0"})}); err != nil {

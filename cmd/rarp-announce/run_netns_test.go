@@ -81,18 +81,6 @@ func rigWithTap(t *testing.T, taps ...string) *netnstest.Rig {
 	return rig
 }
 
-// listenFake is a fake libvirtd on a short socket path, closed when the
-// test ends.
-func listenFake(t *testing.T) *libvirtfake.Server {
-	t.Helper()
-	fake, err := libvirtfake.Listen(libvirtfake.SocketPath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fake.Close() })
-	return fake
-}
-
 // landMigrated has the fake libvirtd report name's landing as an
 // incoming migration does: STARTED/MIGRATED, then RESUMED/MIGRATED.
 func landMigrated(t *testing.T, fake *libvirtfake.Server, name string) {
@@ -303,11 +291,7 @@ func TestRunEndpointsFollowLibvirt(t *testing.T) {
 	}
 	d.waitMetricAtLeast("rarp_announce_libvirt_connect_failures_total", 2, 5*time.Second) // it keeps trying
 
-	fake, err := libvirtfake.Listen(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := libvirtfake.StartAt(t, socket)
 	d.waitStatus("/readyz", 200, 10*time.Second)
 	if got := d.metric("rarp_announce_libvirt_connected"); got != 1 {
 		t.Errorf("libvirt_connected = %v once ready, want 1", got)
@@ -334,7 +318,7 @@ func TestRunEndpointsFollowLibvirt(t *testing.T) {
 // to the next landing; SIGTERM exits 0.
 func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 	rig := rigWithTap(t)
-	fake := listenFake(t)
+	fake := libvirtfake.Start(t)
 	const mac1, mac2 = "52:54:00:72:00:01", "52:54:00:72:00:02"
 	for i, mac := range []string{mac1, mac2} {
 		name, uuid := fmt.Sprintf("vm%d", i+1), fmt.Sprintf("72756e00-0000-4000-8000-%012x", i+1)
@@ -404,7 +388,7 @@ func TestRunTakesGoPsByItsSends(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rig := rigWithTap(t)
-			fake := listenFake(t)
+			fake := libvirtfake.Start(t)
 			const mac = "52:54:00:72:01:01"
 			const uuid = "72756e00-0000-4000-8000-000000000101"
 			if err := fake.AddDomain(libvirtfake.Domain{Name: "vm1", UUID: uuid, State: 5,

@@ -261,11 +261,7 @@ func storm(b *testing.B, v stormVariant) {
 	}
 
 	// The fake libvirtd and its domains.
-	fake, err := libvirtfake.Listen(libvirtfake.SocketPath(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fake.Close()
+	fake := libvirtfake.Start(b)
 	for i := range stormDomains {
 		name, uuid := fmt.Sprintf("vm%d", i), fmt.Sprintf("73746f72-6d00-4000-8000-%012x", i)
 		var ns []libvirtfake.NIC

@@ -107,11 +107,7 @@ func TestRefreshSuspendedWhileLibvirtDown(t *testing.T) {
 
 	// libvirtd is back; "goes" was rebuilt elsewhere (not here any more),
 	// "stays" is the same QEMU process.
-	fake, err := libvirtfake.Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fake.Close() })
+	fake := libvirtfake.StartAt(t, path)
 	h.fake = fake
 	if err := fake.AddDomain(domStays); err != nil {
 		t.Fatal(err)

@@ -15,8 +15,6 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -227,12 +225,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 	rig := netnstest.NewRig(t)
 	h := &host{rig: rig, ns: rig.Host, frames: &frameLog{}, reg: prometheus.NewPedanticRegistry(), done: make(chan struct{})}
 
-	var err error
-	h.fake, err = libvirtfake.Listen(socketPath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.fake.Close() })
+	h.fake = libvirtfake.Start(t)
 	if o.before != nil {
 		o.before(h)
 	}
@@ -324,16 +317,6 @@ func (h *host) waitReady(t testing.TB) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-// socketPath returns a short unix socket path (sun_path holds 108 bytes).
-func socketPath(t testing.TB) string {
-	dir, err := os.MkdirTemp("", "agt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "sock")
 }
 
 // tapSpec says how far a VM's tap is wired.

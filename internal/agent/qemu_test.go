@@ -48,11 +48,7 @@ const qemuVM = "vm1"
 
 func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 	t.Helper()
-	s, err := libvirtfake.Listen(filepath.Join(t.TempDir(), "libvirt-sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := libvirtfake.StartAt(t, filepath.Join(t.TempDir(), "libvirt-sock"))
 	r := &qemuRig{s: s, reply: `{"return":{},"id":"libvirt-1"}`, reg: prometheus.NewRegistry()}
 	s.QMP = func(_ libvirtfake.Domain, cmd string) (string, error) {
 		r.mu.Lock()
@@ -61,7 +57,7 @@ func startQEMURig(t *testing.T, rpcTimeout time.Duration) *qemuRig {
 		return r.reply, nil
 	}
 	uuid := "6c61622d-766d-4000-8000-00000000a001"
-	err = s.AddDomain(libvirtfake.Domain{Name: qemuVM, UUID: uuid, ID: 1, State: 1, Reason: 1,
+	err := s.AddDomain(libvirtfake.Domain{Name: qemuVM, UUID: uuid, ID: 1, State: 1, Reason: 1,
 		XML: libvirtfake.LiveXML(qemuVM, uuid, 1, libvirtfake.NIC{MAC: "52:54:00:00:a0:01", Target: "vnet1"})})
 	if err != nil {
 		t.Fatal(err)

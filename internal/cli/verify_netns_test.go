@@ -31,11 +31,7 @@ func TestVerifyProbesThroughTheUplink(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "sock")
-	fake, err := libvirtfake.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fake.Close() })
+	fake := libvirtfake.StartAt(t, sock)
 	const mac = "52:54:00:76:66:01"
 	for _, d := range []libvirtfake.Domain{
 		{Name: "here", UUID: "76657269-6679-4000-8000-000000000001", State: libvirtconn.StateRunning, Reason: 1,

@@ -25,7 +25,13 @@ func SocketPath(t testing.TB) string {
 // Start starts a fake on a SocketPath, closed at the end of the test.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := Listen(SocketPath(t))
+	return StartAt(t, SocketPath(t))
+}
+
+// StartAt starts a fake on path, closed at the end of the test.
+func StartAt(t testing.TB, path string) *Server {
+	t.Helper()
+	s, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,11 +35,7 @@ func TestMain(m *testing.M) {
 func TestAgentReadyAfterLibvirtSubscription(t *testing.T) {
 	netnstest.Require(t) // root: the default config needs CAP_NET_RAW and CAP_NET_ADMIN
 	msgs := listen(t)
-	srv, err := libvirtfake.Listen(filepath.Join(t.TempDir(), "libvirt-sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := libvirtfake.StartAt(t, filepath.Join(t.TempDir(), "libvirt-sock"))
 	srv.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectDomainEventCallbackRegisterAny, true)
 
 	cmd := exec.Command(binary, "run", "--libvirt-socket", srv.Path(), "--metrics-address", "127.0.0.1:0")

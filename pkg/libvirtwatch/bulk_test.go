@@ -15,11 +15,11 @@ import (
 // take a few answers. The fake counts the calls: no GetState at all.
 func TestResyncOneCallForManyDomains(t *testing.T) {
 	const n = 1000
-	s := startFake(t)
+	s := libvirtfake.Start(t)
 	for i := 1; i <= n; i++ {
-		addDomain(t, s, i, libvirtconn.StateRunning, 1, 1) // booted here: nothing to land
+		libvirtfake.AddTestDomain(t, s, i, libvirtconn.StateRunning, 1, 1) // booted here: nothing to land
 	}
-	addDomain(t, s, n+1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1) // landed while nobody watched
+	libvirtfake.AddTestDomain(t, s, n+1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1) // landed while nobody watched
 	s.SetDelay(5 * time.Millisecond)
 
 	start := time.Now()
@@ -51,8 +51,8 @@ func TestResyncOneCallForManyDomains(t *testing.T) {
 // before the reconnect, and Resynced follows the resync's decisions: the
 // agent resumes refreshes only after the cancels of domains gone.
 func TestReportConnection(t *testing.T) {
-	s := startFake(t)
-	addDomain(t, s, 1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1)
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1)
 	cfg := testConfig(t, s.Path())
 	cfg.ReportConnection = true
 	r := startWatcher(t, cfg, 16)
@@ -77,7 +77,7 @@ func TestReportConnection(t *testing.T) {
 // forget the landing, or the queued RESUMED lands the migration twice.
 func TestTrackerStaleStartedAfterResync(t *testing.T) {
 	tr := NewTracker()
-	d := DomainRef{Name: "vm1", UUID: uuidOf(1)}
+	d := DomainRef{Name: "vm1", UUID: libvirtfake.TestUUID(1)}
 	dec := tr.Resync([]DomainStatus{{Domain: d, ID: 7, State: libvirtconn.StateRunning, Reason: libvirtconn.ReasonRunningMigrated}}, true)
 	if len(dec) != 1 || dec[0].Kind != Landed {
 		t.Fatalf("resync decided %v", dec)

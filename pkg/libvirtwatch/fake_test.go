@@ -28,20 +28,6 @@ const (
 	stateShutoff = 5
 )
 
-// The fake's test helpers, under this package's short names.
-var (
-	socketPath = libvirtfake.SocketPath
-	startFake  = libvirtfake.Start
-	uuidOf     = libvirtfake.TestUUID
-	addDomain  = libvirtfake.AddTestDomain
-	checkLeaks = libvirtfake.CheckLeaks
-)
-
-func waitFor(t testing.TB, cond func() bool, what string) {
-	t.Helper()
-	netnstest.WaitFor(t, what, cond)
-}
-
 // rpcTimeouts reads libvirt_rpc_timeouts_total{procedure=proc} from the
 // connections' metrics (pkg/libvirtconn counts them).
 func rpcTimeouts(t testing.TB, m *Metrics, proc string) float64 {
@@ -151,13 +137,13 @@ func emit(t testing.TB, s *libvirtfake.Server, dom string, ev [2]int32) {
 }
 
 func TestFakeCancelledMigrationOnSource(t *testing.T) {
-	s := startFake(t)
-	addDomain(t, s, 1, libvirtconn.StateRunning, 1 /* booted */, 1)
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, 1 /* booted */, 1)
 	r := startReady(t, s)
 
 	r.emitExpect(t, s, "vm1", suspendedMigrated, Cancel, "suspended/migrated")   // source paused for the switch-over
 	ev := r.emitExpect(t, s, "vm1", resumedMigrated, Landed, "resumed/migrated") // migration cancelled: runs here again
-	if ev.Domain.UUID != uuidOf(1) || ev.DomainID != 1 || ev.Resync || ev.Received.IsZero() {
+	if ev.Domain.UUID != libvirtfake.TestUUID(1) || ev.DomainID != 1 || ev.Resync || ev.Received.IsZero() {
 		t.Errorf("landed event %+v", ev)
 	}
 	// and a successful one afterwards only cancels
@@ -174,9 +160,9 @@ func TestFakeCancelledMigrationOnSource(t *testing.T) {
 }
 
 func TestFakePostcopy(t *testing.T) {
-	s := startFake(t)
-	addDomain(t, s, 1, stateShutoff, 0, 2)             // the destination: not running yet
-	addDomain(t, s, 2, libvirtconn.StateRunning, 1, 1) // the source of another migration
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, stateShutoff, 0, 2)             // the destination: not running yet
+	libvirtfake.AddTestDomain(t, s, 2, libvirtconn.StateRunning, 1, 1) // the source of another migration
 	r := startReady(t, s)
 
 	// destination: one announce for the whole post-copy migration
@@ -203,10 +189,10 @@ func TestFakePostcopy(t *testing.T) {
 }
 
 func TestFakePostcopyFailure(t *testing.T) {
-	s := startFake(t)
-	addDomain(t, s, 1, stateShutoff, 0, 1)             // destination, keeps running after the failure
-	addDomain(t, s, 2, stateShutoff, 0, 1)             // destination, paused by the failure, then recovered
-	addDomain(t, s, 3, libvirtconn.StateRunning, 1, 1) // source
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, stateShutoff, 0, 1)             // destination, keeps running after the failure
+	libvirtfake.AddTestDomain(t, s, 2, stateShutoff, 0, 1)             // destination, paused by the failure, then recovered
+	libvirtfake.AddTestDomain(t, s, 3, libvirtconn.StateRunning, 1, 1) // source
 	r := startReady(t, s)
 
 	r.emitExpect(t, s, "vm1", startedMigrated, Other, "started/migrated")
@@ -225,8 +211,8 @@ func TestFakePostcopyFailure(t *testing.T) {
 }
 
 func TestFakeStartedMigratedNeverTriggers(t *testing.T) {
-	s := startFake(t)
-	addDomain(t, s, 1, stateShutoff, 0, 1)
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, stateShutoff, 0, 1)
 	r := startReady(t, s)
 	for i := 0; i < 3; i++ { // three failed incoming migrations
 		r.emitExpect(t, s, "vm1", startedMigrated, Other, "started/migrated")
@@ -239,11 +225,11 @@ func TestFakeStartedMigratedNeverTriggers(t *testing.T) {
 }
 
 func TestFakeResyncOnReconnect(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
-	addDomain(t, s, 1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1) // landed while nobody watched
-	addDomain(t, s, 2, libvirtconn.StateRunning, 1, 1)                                 // booted here
-	addDomain(t, s, 3, libvirtconn.StateRunning, libvirtconn.ReasonRunningPostcopy, 1) // landed by post-copy, still copying
+	libvirtfake.CheckLeaks(t)
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1) // landed while nobody watched
+	libvirtfake.AddTestDomain(t, s, 2, libvirtconn.StateRunning, 1, 1)                                 // booted here
+	libvirtfake.AddTestDomain(t, s, 3, libvirtconn.StateRunning, libvirtconn.ReasonRunningPostcopy, 1) // landed by post-copy, still copying
 	r := startWatcher(t, testConfig(t, s.Path()), 16)
 
 	ev := r.expect(t, Landed, "vm1", "resync")
@@ -258,7 +244,7 @@ func TestFakeResyncOnReconnect(t *testing.T) {
 	if err := s.SetState("vm3", stateShutoff, 1); err != nil {
 		t.Fatal(err)
 	}
-	addDomain(t, s, 4, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1)
+	libvirtfake.AddTestDomain(t, s, 4, libvirtconn.StateRunning, libvirtconn.ReasonRunningMigrated, 1)
 	s.DropConnections()
 	r.expect(t, Cancel, "vm3", "resync")
 	r.expect(t, Landed, "vm4", "resync") // vm1 (same QEMU process) is not announced again
@@ -287,9 +273,9 @@ func TestFakeResyncOnReconnect(t *testing.T) {
 }
 
 func TestFakeRPCTimeout(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
-	vm := addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
+	libvirtfake.CheckLeaks(t)
+	s := libvirtfake.Start(t)
+	vm := libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	cfg := testConfig(t, s.Path())
 	cfg.Conn.RPCTimeout = 300 * time.Millisecond
 	r := startWatcher(t, cfg, 16)
@@ -312,7 +298,7 @@ func TestFakeRPCTimeout(t *testing.T) {
 	}
 	t.Logf("DomainXML timed out after %v: %v", took, err)
 	// the timeout closed the connection: the watcher reconnects
-	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) == 1 }, "the reconnect")
+	netnstest.WaitFor(t, "the reconnect", func() bool { return testutil.ToFloat64(r.m.reconnects) == 1 })
 	r.waitReady(t, 5*time.Second)
 	if got := rpcTimeouts(t, r.m, "domain_get_xml_desc"); got != 1 {
 		t.Errorf("rpc_timeouts{domain_get_xml_desc} = %v, want 1", got)
@@ -330,7 +316,7 @@ func TestFakeRPCTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 250*time.Millisecond {
 		t.Errorf("DomainXML with a 50ms deadline: %v after %v", err, time.Since(t0))
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) == 2 }, "the second reconnect")
+	netnstest.WaitFor(t, "the second reconnect", func() bool { return testutil.ToFloat64(r.m.reconnects) == 2 })
 	r.waitReady(t, 5*time.Second)
 
 	// answered again: works
@@ -343,8 +329,8 @@ func TestFakeRPCTimeout(t *testing.T) {
 // A libvirtd that accepts connections but never answers anything: Run keeps
 // retrying with backoff, is never ready, and recovers when it answers.
 func TestFakeServerNeverAnswers(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
+	libvirtfake.CheckLeaks(t)
+	s := libvirtfake.Start(t)
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcAuthList, true)
 	cfg := testConfig(t, s.Path())
 	cfg.Conn.RPCTimeout = 100 * time.Millisecond
@@ -353,7 +339,7 @@ func TestFakeServerNeverAnswers(t *testing.T) {
 	if r.w.Ready() {
 		t.Fatal("ready although libvirt never answered")
 	}
-	if _, err := r.w.DomainXML(context.Background(), DomainRef{Name: "x", UUID: uuidOf(1)}); !errors.Is(err, ErrNotConnected) {
+	if _, err := r.w.DomainXML(context.Background(), DomainRef{Name: "x", UUID: libvirtfake.TestUUID(1)}); !errors.Is(err, ErrNotConnected) {
 		t.Errorf("DomainXML while not connected: %v, want ErrNotConnected", err)
 	}
 	if got := rpcTimeouts(t, r.m, "connect_open"); got < 3 {
@@ -368,13 +354,13 @@ func TestFakeServerNeverAnswers(t *testing.T) {
 
 // The socket disappears (libvirtd stopped) and comes back.
 func TestFakeSocketGone(t *testing.T) {
-	checkLeaks(t)
-	path := socketPath(t)
+	libvirtfake.CheckLeaks(t)
+	path := libvirtfake.SocketPath(t)
 	s, err := libvirtfake.Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
+	libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	cfg := testConfig(t, path)
 	r := startWatcher(t, cfg, 16)
 	r.waitReady(t, 5*time.Second)
@@ -389,7 +375,7 @@ func TestFakeSocketGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
+	libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	r.waitReady(t, 5*time.Second)
 	r.emitExpect(t, s, "vm1", resumedMigrated, Landed, "resumed/migrated")
 	if got := testutil.ToFloat64(r.m.connectFailures); got < 1 {
@@ -398,10 +384,10 @@ func TestFakeSocketGone(t *testing.T) {
 }
 
 func TestFakeQueries(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
-	vm1 := addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
-	vm2 := addDomain(t, s, 2, libvirtconn.StatePaused, 1, 1)
+	libvirtfake.CheckLeaks(t)
+	s := libvirtfake.Start(t)
+	vm1 := libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
+	vm2 := libvirtfake.AddTestDomain(t, s, 2, libvirtconn.StatePaused, 1, 1)
 	s.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {
 		if strings.Contains(cmd, "announce-self") {
 			return `{"return":{},"id":"libvirt-23"}`, nil
@@ -411,13 +397,13 @@ func TestFakeQueries(t *testing.T) {
 	r := startReady(t, s)
 	ctx := context.Background()
 
-	for _, key := range []string{"vm1", uuidOf(1), strings.ToUpper(strings.ReplaceAll(uuidOf(1), "-", ""))} {
+	for _, key := range []string{"vm1", libvirtfake.TestUUID(1), strings.ToUpper(strings.ReplaceAll(libvirtfake.TestUUID(1), "-", ""))} {
 		got, err := r.w.LookupDomain(ctx, key)
-		if err != nil || got != (DomainRef{Name: "vm1", UUID: uuidOf(1)}) {
+		if err != nil || got != (DomainRef{Name: "vm1", UUID: libvirtfake.TestUUID(1)}) {
 			t.Errorf("LookupDomain(%q) = %+v, %v", key, got, err)
 		}
 	}
-	for _, key := range []string{"nope", uuidOf(9)} {
+	for _, key := range []string{"nope", libvirtfake.TestUUID(9)} {
 		if _, err := r.w.LookupDomain(ctx, key); !errors.Is(err, libvirtconn.ErrDomainNotFound) {
 			t.Errorf("LookupDomain(%q): %v, want libvirtconn.ErrDomainNotFound", key, err)
 		}
@@ -430,14 +416,14 @@ func TestFakeQueries(t *testing.T) {
 		{DomainRef{UUID: vm1.UUID}, true}, // name looked up
 		{DomainRef{Name: vm1.Name}, true}, // UUID looked up
 		{DomainRef{Name: vm2.Name, UUID: vm2.UUID}, false},
-		{DomainRef{Name: "gone", UUID: uuidOf(9)}, false},
+		{DomainRef{Name: "gone", UUID: libvirtfake.TestUUID(9)}, false},
 	} {
 		got, err := r.w.DomainRunning(ctx, c.d)
 		if err != nil || got != c.want {
 			t.Errorf("DomainRunning(%+v) = %v, %v; want %v", c.d, got, err, c.want)
 		}
 	}
-	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "gone", UUID: uuidOf(9)}); !errors.Is(err, libvirtconn.ErrDomainNotFound) {
+	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "gone", UUID: libvirtfake.TestUUID(9)}); !errors.Is(err, libvirtconn.ErrDomainNotFound) {
 		t.Errorf("DomainXML(gone): %v", err)
 	}
 	if _, err := r.w.DomainXML(ctx, DomainRef{Name: "x", UUID: "not-a-uuid"}); err == nil {
@@ -464,8 +450,8 @@ func TestFakeQueries(t *testing.T) {
 
 // Twenty connection losses leak neither goroutines nor file descriptors.
 func TestFakeReconnectNoLeak(t *testing.T) {
-	s := startFake(t)
-	addDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
+	s := libvirtfake.Start(t)
+	libvirtfake.AddTestDomain(t, s, 1, libvirtconn.StateRunning, 1, 1)
 	ignore := goleak.IgnoreCurrent()
 	fdsBefore := openFDs(t)
 	func() {
@@ -492,7 +478,7 @@ func TestFakeReconnectNoLeak(t *testing.T) {
 		}()
 		for i := 0; i < 20; i++ {
 			// connected, and the previous connection gone from the server
-			waitFor(t, func() bool { return w.Ready() && s.Connections() == 1 && s.Subscribers() == 1 }, "ready")
+			netnstest.WaitFor(t, "ready", func() bool { return w.Ready() && s.Connections() == 1 && s.Subscribers() == 1 })
 			emit(t, s, "vm1", resumedUnpaused)
 			select {
 			case ev := <-received:
@@ -503,9 +489,9 @@ func TestFakeReconnectNoLeak(t *testing.T) {
 				t.Fatalf("reconnect %d: event not received", i)
 			}
 			s.DropConnections()
-			waitFor(t, func() bool { return testutil.ToFloat64(cfg.Metrics.reconnects) == float64(i+1) }, "reconnect")
+			netnstest.WaitFor(t, "reconnect", func() bool { return testutil.ToFloat64(cfg.Metrics.reconnects) == float64(i+1) })
 		}
-		waitFor(t, w.Ready, "ready")
+		netnstest.WaitFor(t, "ready", w.Ready)
 		if got := testutil.ToFloat64(cfg.Metrics.reconnects); got != 20 {
 			t.Errorf("reconnects = %v, want 20", got)
 		}
@@ -515,7 +501,7 @@ func TestFakeReconnectNoLeak(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	waitFor(t, func() bool { return s.Connections() == 0 }, "all connections closed")
+	netnstest.WaitFor(t, "all connections closed", func() bool { return s.Connections() == 0 })
 	if err := goleak.Find(ignore); err != nil {
 		t.Errorf("goroutines leaked: %v", err)
 	}
@@ -537,7 +523,7 @@ func openFDs(t testing.TB) int {
 // checkLeaks fails t if goroutines started during the test outlive it
 // (checked after every cleanup registered later, the fake server's too).
 func TestRunMisuse(t *testing.T) {
-	s := startFake(t)
+	s := libvirtfake.Start(t)
 	r := startWatcher(t, testConfig(t, s.Path()), 1)
 	r.waitReady(t, 5*time.Second)
 	if err := r.w.Run(context.Background(), make(chan Event)); err == nil {
@@ -551,8 +537,8 @@ func TestRunMisuse(t *testing.T) {
 // A libvirtd that keeps the socket open but stops answering is noticed by
 // the ping, without any call from the agent.
 func TestFakeWedgedLibvirtdNoticedByPing(t *testing.T) {
-	checkLeaks(t)
-	s := startFake(t)
+	libvirtfake.CheckLeaks(t)
+	s := libvirtfake.Start(t)
 	cfg := testConfig(t, s.Path())
 	cfg.Conn.RPCTimeout = 100 * time.Millisecond
 	cfg.PingEvery = 50 * time.Millisecond
@@ -563,8 +549,8 @@ func TestFakeWedgedLibvirtdNoticedByPing(t *testing.T) {
 		t.Fatal("reconnected although libvirt answered")
 	}
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, true)
-	waitFor(t, func() bool { return rpcTimeouts(t, r.m, "connect_get_lib_version") >= 1 }, "a ping to time out")
-	waitFor(t, func() bool { return testutil.ToFloat64(r.m.reconnects) >= 1 }, "the reconnect")
+	netnstest.WaitFor(t, "a ping to time out", func() bool { return rpcTimeouts(t, r.m, "connect_get_lib_version") >= 1 })
+	netnstest.WaitFor(t, "the reconnect", func() bool { return testutil.ToFloat64(r.m.reconnects) >= 1 })
 	s.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion, false)
 	r.waitReady(t, 5*time.Second)
 	if n := s.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcConnectGetLibVersion); n < 3 {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
@@ -115,7 +116,7 @@ func TestLibvirtdReadOnlySocket(t *testing.T) {
 // reconnects every time, events flow again, and nothing leaks. Timings are
 // logged, not asserted.
 func TestLibvirtdReconnect(t *testing.T) {
-	checkLeaks(t)
+	libvirtfake.CheckLeaks(t)
 	d := libvirtdtest.Start(t, libvirtdtest.Options{})
 	fdsBefore := openFDs(t)
 	cfg := realConfig(t, d.Socket)
@@ -132,7 +133,7 @@ func TestLibvirtdReconnect(t *testing.T) {
 
 		killed := time.Now()
 		d.Kill(t)
-		waitFor(t, func() bool { return !r.w.Ready() }, "the watcher to notice libvirtd's death")
+		netnstest.WaitFor(t, "the watcher to notice libvirtd's death", func() bool { return !r.w.Ready() })
 		lossDetect = append(lossDetect, time.Since(killed))
 		d.Start(t)
 		up := time.Now()

@@ -134,7 +134,7 @@ func TestLibvirtdMigration(t *testing.T) {
 	// second announce of the same QEMU process
 	b.d.Kill(t)
 	b.d.Start(t)
-	waitFor(t, func() bool { return testutil.ToFloat64(b.r.m.reconnects) == 1 && b.r.w.Ready() }, "b to reconnect")
+	netnstest.WaitFor(t, "b to reconnect", func() bool { return testutil.ToFloat64(b.r.m.reconnects) == 1 && b.r.w.Ready() })
 	b.r.expectNone(t, 200*time.Millisecond)
 
 	// 3. post-copy B -> A: pre-copy throttled to 2 MiB/s so that it cannot

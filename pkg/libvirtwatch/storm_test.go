@@ -41,9 +41,9 @@ type stormResult struct {
 }
 
 func setupStorm(tb testing.TB) (*libvirtfake.Server, *running) {
-	s := startFake(tb)
+	s := libvirtfake.Start(tb)
 	for i := 1; i <= stormDomains; i++ {
-		addDomain(tb, s, i, libvirtconn.StatePaused, 2 /* incoming migration */, stormNICs)
+		libvirtfake.AddTestDomain(tb, s, i, libvirtconn.StatePaused, 2 /* incoming migration */, stormNICs)
 	}
 	cfg := testConfig(tb, s.Path())
 	cfg.Logger = zap.NewNop()

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
@@ -41,7 +42,7 @@ func TestTrackerProperty(t *testing.T) {
 			t.Fatalf("seed %d after %d steps: %s\ntrace:\n%v", seed, len(trace), fmt.Sprintf(format, a...), trace)
 		}
 		dom := func(i int) DomainRef {
-			return DomainRef{Name: fmt.Sprintf("vm%d", i), UUID: uuidOf(i)}
+			return DomainRef{Name: fmt.Sprintf("vm%d", i), UUID: libvirtfake.TestUUID(i)}
 		}
 		for range steps {
 			d := dom(rng.IntN(domains))

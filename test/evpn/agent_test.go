@@ -53,11 +53,7 @@ func TestEVPNAgentLanding(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	fake, err := libvirtfake.Listen(filepath.Join(dir, "sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fake.Close() })
+	fake := libvirtfake.StartAt(t, filepath.Join(dir, "sock"))
 	mac := rarp.MAC{0x52, 0x54, 0, 0x66, 0, 0x70}
 	const name, uuid = "evpnvm", "65767061-6e00-4000-8000-000000000070"
 	xml := fmt.Sprintf(`<domain type='kvm' id='1'>
