@@ -15,42 +15,35 @@ import (
 // genEthers writes the peer harness's table (rarpbench gen): entry i maps
 // 52:54:00:HH:MM:LL (i in the low 24 bits) to 10.99.0.0 + (i-1)%65000 + 1.
 func genEthers(t testing.TB, dir string, n int) string {
-	t.Helper()
-	p := filepath.Join(dir, fmt.Sprintf("ethers-%d", n))
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	for i := 1; i <= n; i++ {
-		k := (i-1)%65000 + 1
-		fmt.Fprintf(w, "52:54:00:%02x:%02x:%02x 10.99.%d.%d\n", byte(i>>16), byte(i>>8), byte(i), byte(k>>8), byte(k))
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return p
+	return genTable(t, filepath.Join(dir, fmt.Sprintf("ethers-%d", n)), "",
+		"52:54:00:%02x:%02x:%02x 10.99.%d.%d\n", n)
 }
 
+// genMap writes the same table as a YAML map file.
 func genMap(t testing.TB, dir string, n int) string {
+	return genTable(t, filepath.Join(dir, fmt.Sprintf("map-%d.yaml", n)), "mappings:\n",
+		"  - {mac: 52:54:00:%02x:%02x:%02x, ip: 10.99.%d.%d}\n", n)
+}
+
+// genTable writes header, then entry i (1..n) as line formats the MAC's
+// three low bytes and the address's two.
+func genTable(t testing.TB, path, header, line string, n int) string {
 	t.Helper()
-	p := filepath.Join(dir, fmt.Sprintf("map-%d.yaml", n))
-	f, err := os.Create(p)
+	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
-	fmt.Fprintln(w, "mappings:")
+	w.WriteString(header)
 	for i := 1; i <= n; i++ {
 		k := (i-1)%65000 + 1
-		fmt.Fprintf(w, "  - {mac: 52:54:00:%02x:%02x:%02x, ip: 10.99.%d.%d}\n", byte(i>>16), byte(i>>8), byte(i), byte(k>>8), byte(k))
+		fmt.Fprintf(w, line, byte(i>>16), byte(i>>8), byte(i), byte(k>>8), byte(k))
 	}
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
-	return p
+	return path
 }
 
 // TestLoadMillionEntries loads a 1M-entry ethers file and reports how long
