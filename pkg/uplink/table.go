@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"fmt"
-	"slices"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -251,17 +250,6 @@ func (t table) apply(m syscall.NetlinkMessage) (old, cur *Link, event uint32, er
 	t[idx] = l
 	c := *l
 	return old, &c, event, nil
-}
-
-// snapshot returns a deep copy, for diffs across a resynchronisation.
-func (t table) snapshot() table {
-	out := make(table, len(t))
-	for i, l := range t {
-		c := *l
-		c.VLANs = slices.Clone(l.VLANs)
-		out[i] = &c
-	}
-	return out
 }
 
 type attr struct {
