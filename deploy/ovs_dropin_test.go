@@ -114,11 +114,10 @@ func TestOVSDropInReachesRootOnlyOVS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("announce with ovs.conf's privileges: %v", err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for !learned() {
-		if time.Now().After(deadline) {
-			t.Fatalf("OVS did not learn %s on the VM's port %s: %v", mac, ofport, o.FDB(t, "br-int"))
+	netnstest.EventuallyEvery(t, 3*time.Second, 50*time.Millisecond, func() error {
+		if !learned() {
+			return fmt.Errorf("OVS did not learn %s on the VM's port %s: %v", mac, ofport, o.FDB(t, "br-int"))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

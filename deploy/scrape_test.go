@@ -453,19 +453,15 @@ scrape_configs:
 		return len(series), err
 	}
 	// Both targets scraped a few times: rates over 1m have samples.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	netnstest.EventuallyEvery(t, 30*time.Second, 250*time.Millisecond, func() error {
 		n, err := query(`count(count_over_time(up{job="rarp-announce"}[1m]) >= 4)`)
 		if err == nil && n == 1 {
 			if v, _ := query(`count(up{job="rarp-announce"} == 1) == 2`); v == 1 {
-				break
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus did not scrape both targets 4 times in 30 s (%v)\n%s", err, p.out)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return fmt.Errorf("Prometheus has not scraped both targets 4 times (%v)\n%s", err, p.out)
+	})
 	res := &promResults{series: map[string]int{}, errors: map[string]string{}, rules: map[string]string{}}
 	for _, e := range dashboardExprs(t, loadDashboard(t)) {
 		n, err := query(e.expr)

@@ -185,18 +185,17 @@ func (d *daemonProc) try(path string) (int, string, error) {
 // waitStatus polls path until it answers code.
 func (d *daemonProc) waitStatus(path string, code int, timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	netnstest.EventuallyEvery(d.t, timeout, scrapeTick, func() error {
 		got, body, err := d.try(path)
-		if err == nil && got == code {
-			return
+		if err == nil && got != code {
+			err = fmt.Errorf("%s answers %d %q, want %d", path, got, body, code)
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s answers %d %q (%v) after %v, want %d", path, got, body, err, timeout, code)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
+
+// scrapeTick is how often the waits poll the daemon's HTTP endpoint.
+const scrapeTick = 20 * time.Millisecond
 
 // metric returns the value of the sample whose line starts with series
 // (name and labels exactly as exposed), -1 if absent.
@@ -215,35 +214,26 @@ func (d *daemonProc) metric(series string) float64 {
 	return -1
 }
 
+// waitMetric waits for series to read want.
 func (d *daemonProc) waitMetric(series string, want float64, timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := d.metric(series)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s = %v after %v, want %v", series, got, timeout, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d.waitMetricTo(series, fmt.Sprint(want), timeout, func(v float64) bool { return v == want })
 }
 
 // waitMetricAtLeast waits for a counter that keeps growing to reach want.
 func (d *daemonProc) waitMetricAtLeast(series string, want float64, timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := d.metric(series)
-		if got >= want {
-			return
+	d.waitMetricTo(series, fmt.Sprint("at least ", want), timeout, func(v float64) bool { return v >= want })
+}
+
+func (d *daemonProc) waitMetricTo(series, want string, timeout time.Duration, ok func(float64) bool) {
+	d.t.Helper()
+	netnstest.EventuallyEvery(d.t, timeout, scrapeTick, func() error {
+		if got := d.metric(series); !ok(got) {
+			return fmt.Errorf("%s = %v, want %s", series, got, want)
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s = %v after %v, want at least %v", series, got, timeout, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // stop sends SIGTERM and returns the exit code and how long it took.

@@ -299,13 +299,12 @@ func storm(b *testing.B, v stormVariant) {
 			b.Fatal(err)
 		}
 		xmlReads := func() int { return fake.Calls(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc) }
-		deadline := time.Now().Add(30 * time.Second)
-		for xmlReads() < stormDomains {
-			if time.Now().After(deadline) {
-				b.Fatalf("only %d XML prefetches after 30s", xmlReads())
+		netnstest.EventuallyEvery(b, 30*time.Second, 10*time.Millisecond, func() error {
+			if n := xmlReads(); n < stormDomains {
+				return fmt.Errorf("%d XML prefetches, want %d", n, stormDomains)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		// The agent reads some XML at start too, so the count can pass
 		// stormDomains before the last prefetches: wait until it stops
 		// growing, or those would count as reads during the storm.
@@ -625,18 +624,12 @@ func openTaps(b *testing.B, ns *netnstest.NS, names []string) func() {
 // waitForwarding waits until n bridge ports of ns forward.
 func waitForwarding(b *testing.B, ns *netnstest.NS, n int) {
 	b.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out := ns.Exec(b, "bridge", "link", "show")
-		got := strings.Count(out, "state forwarding")
-		if got >= n {
-			return
+	netnstest.EventuallyEvery(b, 60*time.Second, 100*time.Millisecond, func() error {
+		if got := strings.Count(ns.Exec(b, "bridge", "link", "show"), "state forwarding"); got < n {
+			return fmt.Errorf("%d bridge ports forwarding, want %d", got, n)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d bridge ports forwarding after 60s, want %d", got, n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // learnAll sends one frame from each storm MAC of bridge k on dev (its

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
@@ -102,20 +104,17 @@ func TestCarryLearnedAddresses(t *testing.T) {
 		t.Helper()
 		a := netip.MustParseAddr(ip)
 		r := store.Add(mac, a)
-		deadline := time.Now().Add(2 * time.Second)
-		for {
+		var s func(ipsource.Event)
+		netnstest.Eventually(t, 2*time.Second, func() error {
 			mu.Lock()
-			s := seen
+			s = seen
 			mu.Unlock()
-			if s != nil {
-				s(ipsource.Event{MAC: mac, IP: a, Proto: 1, Result: r})
-				return
+			if s == nil {
+				return errors.New("no learner opened")
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("no learner opened")
-			}
-			time.Sleep(time.Millisecond)
-		}
+			return nil
+		})
+		s(ipsource.Event{MAC: mac, IP: a, Proto: 1, Result: r})
 	}
 	w := &metaWrites{}
 	m := NewIPMetrics(nil)

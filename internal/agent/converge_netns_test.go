@@ -7,6 +7,7 @@ package agent_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -28,8 +29,9 @@ var peerMAC = rarp.MAC{0x02, 0, 0, 0, 0xee, 0x01} // someone talking to the VM, 
 // recordOf waits for the migration record of kind for domain and decodes it.
 func (h *host) recordOf(t *testing.T, kind record.Kind, domainName string, timeout time.Duration) record.Record {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	var found record.Record
+	netnstest.Eventually(t, timeout, func() error {
+		var kinds []record.Kind
 		for _, e := range h.logged("migration record", domainName) {
 			b, err := json.Marshal(e.ContextMap()["record"])
 			if err != nil {
@@ -40,14 +42,14 @@ func (h *host) recordOf(t *testing.T, kind record.Kind, domainName string, timeo
 				t.Fatalf("record %s: %v", b, err)
 			}
 			if r.Kind == kind {
-				return r
+				found = r
+				return nil
 			}
+			kinds = append(kinds, r.Kind)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s record for %s within %v", kind, domainName, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("no %s record for %s (records logged: %v)", kind, domainName, kinds)
+	})
+	return found
 }
 
 // histogramCount reads the sample count and sum of a histogram series.

@@ -22,16 +22,17 @@ import (
 // known domains (its refresh logs the count).
 func (h *host) waitRegistry(t testing.TB, known int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	netnstest.Eventually(t, 10*time.Second, func() error {
+		last := "no refresh logged"
 		for _, e := range h.logs.FilterMessage("registry of running domains refreshed").All() {
-			if n, ok := e.ContextMap()["known"].(int64); ok && int(n) == known {
-				return
+			m := e.ContextMap()
+			if n, ok := m["known"].(int64); ok && int(n) == known {
+				return nil
 			}
+			last = fmt.Sprintf("the last refresh knew %v", m["known"])
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("the registry never knew %d running domains", known)
+		return fmt.Errorf("the registry never knew %d running domains (%s)", known, last)
+	})
 }
 
 // flap takes the switch side of a veth down and up: the host side loses
@@ -62,22 +63,20 @@ const uplinkFrames = 10
 // returns them.
 func (h *host) reannounced(t testing.TB, mac rarp.MAC, n int, timeout time.Duration) []announce.Sent {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var out []announce.Sent
+	var out []announce.Sent
+	netnstest.Eventually(t, timeout, func() error {
+		out = out[:0]
 		for _, s := range h.frames.sent(mac, "") {
 			if s.Reason == announce.TriggerUplinkFailover.String() {
 				out = append(out, s)
 			}
 		}
-		if len(out) >= n {
-			return out
+		if len(out) < n {
+			return fmt.Errorf("%s: %d re-announce frames, want %d", mac, len(out), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d re-announce frames after %v, want %d", mac, len(out), timeout, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return out
 }
 
 // The uplink of br0 (a veth to the switch) loses its carrier and gets it
@@ -278,13 +277,12 @@ func TestHotplugRefreshesTheRegistry(t *testing.T) {
 // waitXMLCalls waits until the fake served n DomainGetXMLDesc calls.
 func waitXMLCalls(t testing.TB, h *host, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for xmlCalls(h) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d DomainGetXMLDesc calls after 5 s, want %d", xmlCalls(h), n)
+	netnstest.Eventually(t, 5*time.Second, func() error {
+		if got := xmlCalls(h); got < n {
+			return fmt.Errorf("%d DomainGetXMLDesc calls, want %d", got, n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // The uplink a running domain's bridge NIC would be re-announced on has a
@@ -293,23 +291,15 @@ func waitXMLCalls(t testing.TB, h *host, n int) {
 func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
 	h, d := hostWithDomain(t, 200*time.Millisecond, nil, "vnet1")
 	idx := fmt.Sprint(h.ns.Interface(t, netnstest.RigHostUplink).Index)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	netnstest.EventuallyEvery(t, 5*time.Second, 20*time.Millisecond, func() error { // each check runs cat
 		// /proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode
-		open := false
 		for _, l := range strings.Split(h.ns.Exec(t, "cat", "/proc/net/packet"), "\n")[1:] {
 			if f := strings.Fields(l); len(f) > 4 && f[4] == idx {
-				open = true
+				return nil
 			}
 		}
-		if open {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no packet socket on %s (ifindex %s) 5 s after the registry knew %s", netnstest.RigHostUplink, idx, d.name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("no packet socket on %s (ifindex %s) since the registry knew %s", netnstest.RigHostUplink, idx, d.name)
+	})
 	if n := h.frames.count(d.macs[0]); n != 0 {
 		t.Errorf("%d frames sent: warming must send nothing", n)
 	}

@@ -95,7 +95,7 @@ func TestRefreshSuspendedWhileLibvirtDown(t *testing.T) {
 	// libvirtd stops: the socket is gone, connections dropped.
 	path := h.fake.Path()
 	h.fake.Close()
-	waitFor(t, 5*time.Second, "watcher not ready", func() bool { return !h.watcher.Ready() })
+	netnstest.WaitFor(t, "watcher not ready", func() bool { return !h.watcher.Ready() })
 	time.Sleep(100 * time.Millisecond) // the agent handles the Disconnected event
 	down := time.Now()
 	time.Sleep(3500 * time.Millisecond) // three refresh periods and a half
@@ -114,23 +114,12 @@ func TestRefreshSuspendedWhileLibvirtDown(t *testing.T) {
 	}
 	h.waitReady(t)
 	back := time.Now()
-	waitFor(t, 3*time.Second, "a refresh of the domain still here", func() bool { return h.frames.after(stays.macs[0], back) > 0 })
+	netnstest.WaitWithin(t, 3*time.Second, "a refresh of the domain still here", func() bool { return h.frames.after(stays.macs[0], back) > 0 })
 	time.Sleep(1500 * time.Millisecond)
 	if n := h.frames.after(goes.macs[0], back); n != 0 {
 		t.Errorf("%s (gone): %d frames after libvirtd came back, want 0", goes.name, n)
 	}
 	if n := len(h.logged("landed", stays.name)); n != 1 {
 		t.Errorf("%s landed %d times, want once (the resync must not land the same QEMU process again)", stays.name, n)
-	}
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

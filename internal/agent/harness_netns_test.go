@@ -126,17 +126,14 @@ func (l *frameLog) after(mac rarp.MAC, t time.Time) int {
 // wait polls until mac has at least n frames, failing after timeout.
 func (l *frameLog) wait(t testing.TB, mac rarp.MAC, n int, timeout time.Duration) []announce.Sent {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := l.sent(mac, "")
-		if len(got) >= n {
-			return got
+	var got []announce.Sent
+	netnstest.Eventually(t, timeout, func() error {
+		if got = l.sent(mac, ""); len(got) < n {
+			return fmt.Errorf("%s: %d frames, want %d (failed frames: %v)", mac, len(got), n, l.failed())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d frames after %v, want %d (failed frames: %v)", mac, len(got), timeout, n, l.failed())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 // gatedFDB wraps the real Repairer so a test can hold a landing between
@@ -310,13 +307,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 
 func (h *host) waitReady(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !h.watcher.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("watcher not ready after 10s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	netnstest.WaitWithin(t, 10*time.Second, "the watcher to be ready", h.watcher.Ready)
 }
 
 // tapSpec says how far a VM's tap is wired.
@@ -479,16 +470,16 @@ func (h *host) logged(msg, domainName string) []observer.LoggedEntry {
 // waitLogged polls for a log entry.
 func (h *host) waitLogged(t testing.TB, msg, domainName string, timeout time.Duration) observer.LoggedEntry {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if es := h.logged(msg, domainName); len(es) > 0 {
-			return es[0]
+	var e observer.LoggedEntry
+	netnstest.Eventually(t, timeout, func() error {
+		es := h.logged(msg, domainName)
+		if len(es) == 0 {
+			return fmt.Errorf("no log %q for %q", msg, domainName)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log %q for %q within %v", msg, domainName, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		e = es[0]
+		return nil
+	})
+	return e
 }
 
 // metric returns the value of the counter or gauge name with these label
@@ -515,17 +506,12 @@ func (h *host) nics(t testing.TB, strategy, result string) float64 {
 // waitMetric polls until a metric reaches want.
 func (h *host) waitMetric(t testing.TB, want float64, timeout time.Duration, name string, labels ...string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := h.metric(t, name, labels...)
-		if got >= want {
-			return
+	netnstest.Eventually(t, timeout, func() error {
+		if got := h.metric(t, name, labels...); got < want {
+			return fmt.Errorf("%s%v = %v, want %v", name, labels, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s%v = %v after %v, want %v", name, labels, got, timeout, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // quiet asserts that mac gets no frame for d.

@@ -2,12 +2,14 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
+	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
@@ -94,22 +96,18 @@ func TestStrategySeam(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a.Handle(ctx, libvirtwatch.Event{Kind: libvirtwatch.Landed, Domain: ref, Event: libvirtwatch.EventResumed, Detail: libvirtwatch.DetailResumedMigrated})
-	waitUntil(t, func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return len(rec.targets) == 2 })
+	netnstest.Eventually(t, 5*time.Second, func() error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if n := len(rec.targets); n != 2 {
+			return fmt.Errorf("strategy called %d times, want 2 (the landing's)", n)
+		}
+		return nil
+	})
 	a.Handle(ctx, libvirtwatch.Event{Kind: libvirtwatch.Cancel, Domain: ref, Event: libvirtwatch.EventStopped})
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if rec.landings[1].Trigger != announce.TriggerLanding || len(rec.cancels) != 3 {
 		t.Errorf("landing trigger %v, cancels %v; want landed and the 3 MACs", rec.landings[1].Trigger, rec.cancels)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

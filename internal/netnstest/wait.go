@@ -12,6 +12,14 @@ import (
 // to wait on. The error should say what was seen, so a failure shows it.
 func Eventually(t testing.TB, within time.Duration, check func() error) {
 	t.Helper()
+	EventuallyEvery(t, within, 5*time.Millisecond, check)
+}
+
+// EventuallyEvery is Eventually calling check every tick: for a check that
+// costs the system under test (an HTTP scrape of a daemon's metrics), so
+// the wait does not load what it waits for.
+func EventuallyEvery(t testing.TB, within, tick time.Duration, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		err := check()
@@ -21,7 +29,7 @@ func Eventually(t testing.TB, within time.Duration, check func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after %v: %v", within, err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(tick)
 	}
 }
 

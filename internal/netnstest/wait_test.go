@@ -41,3 +41,22 @@ func TestEventually(t *testing.T) {
 		t.Errorf("WaitWithin failure %q does not name what it waited for", msg)
 	}
 }
+
+func TestEventuallyEveryKeepsItsTick(t *testing.T) {
+	tb := helpertest.New(t)
+	calls := 0
+	msg := tb.Run(func() {
+		EventuallyEvery(tb, 200*time.Millisecond, 50*time.Millisecond, func() error {
+			calls++
+			return errors.New("503")
+		})
+	})
+	// Calls at 0, 50, 100, 150, 200 ms (and one late one on a slow
+	// machine): a 5 ms poll would make about 40.
+	if calls < 4 || calls > 7 {
+		t.Errorf("%d checks in 200 ms at a 50 ms tick, want about 5", calls)
+	}
+	if !strings.Contains(msg, "after 200ms: 503") {
+		t.Errorf("failure %q", msg)
+	}
+}
