@@ -137,8 +137,10 @@ func startBinaryEnv(t testing.TB, ns *netnstest.NS, bin string, env []string, ar
 }
 
 // entry decodes a JSON log line; ok is false for any other line.
-func entry(line string) (e map[string]any, ok bool) {
-	return e, json.Unmarshal([]byte(line), &e) == nil
+func entry(line string) (map[string]any, bool) {
+	var e map[string]any
+	err := json.Unmarshal([]byte(line), &e)
+	return e, err == nil
 }
 
 // logs returns the JSON log entries with message msg.
@@ -155,11 +157,15 @@ func (d *daemonProc) logs(msg string) []map[string]any {
 // waitLog waits for a log entry with message msg and returns the first.
 func (d *daemonProc) waitLog(msg string, timeout time.Duration) map[string]any {
 	d.t.Helper()
-	e, _ := entry(d.WaitLine(0, timeout, fmt.Sprintf("msg %q", msg), func(l string) bool {
+	var found map[string]any
+	d.WaitLine(0, timeout, fmt.Sprintf("msg %q", msg), func(l string) bool {
 		e, ok := entry(l)
-		return ok && e["msg"] == msg
-	}))
-	return e
+		if ok && e["msg"] == msg {
+			found = e
+		}
+		return found != nil
+	})
+	return found
 }
 
 // get fetches path from the metrics endpoint.

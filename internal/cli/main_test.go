@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,11 +57,6 @@ func (d *daemon) stop() int {
 	code, _ := d.Stop(10 * time.Second)
 	return code
 }
-
-func (d *daemon) signal(s syscall.Signal) { d.Signal(s) }
-
-// mark returns the number of lines so far, for waitFrom.
-func (d *daemon) mark() int { return d.Mark() }
 
 // waitFrom waits for a line after mark that contains every one of subs,
 // and returns it.

@@ -325,14 +325,14 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	time.Sleep(time.Second)
 	var took []string
 	for i := 0; i < 3; i++ {
-		m := d.mark()
+		m := d.Mark()
 		if i == 1 {
 			now := time.Now() // a file change: the watcher reloads
 			if err := os.Chtimes(big, now, now); err != nil {
 				t.Fatal(err)
 			}
 		} else {
-			d.signal(syscall.SIGHUP)
+			d.Signal(syscall.SIGHUP)
 		}
 		line := d.waitFrom(m, 60*time.Second, "table loaded", `"entries": 1000000`)
 		took = append(took, regexp.MustCompile(`"took": "([^"]+)"`).FindStringSubmatch(line)[1])
@@ -389,15 +389,15 @@ func TestServeSignals(t *testing.T) {
 	}
 
 	// Debug logging on and off.
-	m := d.mark()
-	d.signal(syscall.SIGUSR1)
+	m := d.Mark()
+	d.Signal(syscall.SIGUSR1)
 	d.waitFrom(m, 5*time.Second, "log level changed", `"level": "debug"`)
 	l.query(t, "--mac", "52:54:00:00:00:aa")
 	d.waitFrom(m, 5*time.Second, "DEBUG", "unknown MAC, not answered", "52:54:00:00:00:aa")
 	ipOf()
 	d.waitFrom(m, 5*time.Second, "DEBUG", "reply", "52:54:00:00:00:50", "10.99.0.50")
-	m = d.mark()
-	d.signal(syscall.SIGUSR2)
+	m = d.Mark()
+	d.Signal(syscall.SIGUSR2)
 	d.waitFrom(m, 5*time.Second, "log level changed", `"level": "info"`)
 	l.query(t, "--mac", "52:54:00:00:00:bb")
 	ipOf()
@@ -416,8 +416,8 @@ func TestServeSignals(t *testing.T) {
 		t.Fatalf("the name was resolved again without a reload: %s", got)
 	}
 	netnstest.EventuallyEvery(t, 15*time.Second, time.Second, func() error {
-		m := d.mark()
-		d.signal(syscall.SIGHUP)
+		m := d.Mark()
+		d.Signal(syscall.SIGHUP)
 		d.waitFrom(m, 10*time.Second, "table loaded", `"trigger": "SIGHUP"`)
 		if got := ipOf(); got != "10.99.0.51" {
 			return fmt.Errorf("after SIGHUP the name resolves to %s, want 10.99.0.51", got)
@@ -432,7 +432,7 @@ func TestServeBadTableKeepsOld(t *testing.T) {
 	netnstest.Require(t)
 	l := newLab(t)
 	d := l.serve(t, "--ethers", l.ethers)
-	m := d.mark()
+	m := d.Mark()
 	writeFile(t, l.dir, "ethers", "52:54:00:00:00:01 10.99.1.1\n52:54:00:00:00:02 10.99.1.256\n")
 	line := d.waitFrom(m, 10*time.Second, "table not loaded; still serving the previous table")
 	if !strings.Contains(line, l.ethers+`:2: \"10.99.1.256\" is not an IPv4 address`) { // JSON-quoted in the log line
@@ -441,7 +441,7 @@ func TestServeBadTableKeepsOld(t *testing.T) {
 	if r := l.query(t, "--mac", "52:54:00:00:00:01"); r.Code != 0 || answers(t, r.Stdout)[0][1] != "10.99.0.1" {
 		t.Fatalf("old table not serving: %d %s %s", r.Code, r.Stdout, r.Stderr)
 	}
-	m = d.mark()
+	m = d.Mark()
 	writeFile(t, l.dir, "ethers", "52:54:00:00:00:01 10.99.1.1\n")
 	d.waitFrom(m, 10*time.Second, "table loaded", `"trigger": "file changed"`, `"entries": 1`)
 	if r := l.query(t, "--mac", "52:54:00:00:00:01"); r.Code != 0 || answers(t, r.Stdout)[0][1] != "10.99.1.1" {
