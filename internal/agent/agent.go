@@ -111,6 +111,7 @@ type Agent struct {
 	fdbOff   bool // set once the kernel refused a repair for lack of privilege
 	pre      prefetcher
 	reg      *registry // running local domains' NICs, for uplink events
+	outages  int       // libvirt disconnects and resyncs seen (resumeRefresh)
 }
 
 // landing is one domain's announce in progress.
@@ -265,17 +266,15 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		// Whether a landed VM still runs here is unknown until the
 		// resync: no refresh frame meanwhile (MAC flapping against the
 		// host an HA controller rebuilt it on).
+		a.mu.Lock()
+		a.outages++
 		if a.d.Announcer != nil {
 			a.d.Announcer.PauseRefresh(true)
 		}
+		a.mu.Unlock()
 		a.log.Warn("libvirt unreachable: refresh announces suspended until the resync")
 	case libvirtwatch.Resynced:
-		// The resync's cancels came first (the watcher's output is in
-		// order): the refreshes left belong to domains running here.
-		if a.d.Announcer != nil {
-			a.d.Announcer.PauseRefresh(false)
-		}
-		a.log.Info("libvirt resynced: refresh announces resumed for the domains still running here")
+		a.resumeRefresh(ctx)
 	case libvirtwatch.Cancel:
 		// SUSPENDED/MIGRATED on the source is a Cancel too (the VM is
 		// leaving), and the start of a migration that may be cancelled.
@@ -298,6 +297,44 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		}
 		a.log.Info("announces cancelled", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.Int("announces", n))
 	}
+}
+
+// resumeRefresh lets refresh frames go out again after a resync. The
+// resync's cancels came first (the watcher's output is in order), so the
+// landings' refreshes left belong to domains running here. The uplink
+// re-announces of domains that never landed here are the registry's: its
+// listing ends those of the domains gone meanwhile (refresh drops them),
+// and only then do refreshes resume. A disconnect since (another outage)
+// keeps them paused.
+func (a *Agent) resumeRefresh(ctx context.Context) {
+	a.mu.Lock()
+	a.outages++
+	outage := a.outages
+	a.mu.Unlock()
+	resume := func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.outages != outage || a.d.Announcer == nil {
+			return
+		}
+		a.d.Announcer.PauseRefresh(false)
+		a.log.Info("libvirt resynced: refresh announces resumed for the domains still running here")
+	}
+	lister, ok := a.d.Libvirt.(RunningLister)
+	if !ok || a.d.UplinkEvents == nil || !a.current().uplinksOn() {
+		resume()
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if _, err := a.refresh(ctx, lister); err != nil && ctx.Err() == nil {
+			// Not listed: a domain gone meanwhile keeps its re-announces
+			// until the next listing (an uplink event, a start).
+			a.log.Warn("libvirt resynced, but the running domains could not be listed", zap.Error(err))
+		}
+		resume()
+	}()
 }
 
 func (a *Agent) cancelAll() {

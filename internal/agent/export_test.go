@@ -15,6 +15,20 @@ func SetXMLReadHook(fn func(where string, d libvirtwatch.DomainRef)) (old func(s
 	return old
 }
 
+// SetUplinkListedHook makes every uplink event call fn once it listed the
+// running domains (nil: none); it returns the hook it replaced.
+func SetUplinkListedHook(fn func()) (old func()) {
+	old, testHookUplinkListed = testHookUplinkListed, fn
+	return old
+}
+
+// Registered reports whether the failover registry knows the domain.
+func (a *Agent) Registered(uuid string) bool {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	return a.reg.doms[uuid] != nil
+}
+
 // Learners lists the IP follower's running learners as "mac dev domain".
 func (a *Agent) Learners() []string {
 	f := a.d.IP

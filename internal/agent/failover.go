@@ -122,6 +122,67 @@ type known struct {
 	stale   bool          // a start or resume since the XML was read
 	targets []plan.Target // host-, ovs- and qemu-strategy NICs with something to watch
 	via     []string      // per target: watchKey of where its frames leave
+	stay    *stay         // set by put
+}
+
+// stay is one QEMU process's time in the registry, across re-reads of its
+// XML. It ends when the domain leaves the registry: an event says it
+// stopped, paused or left (observe), or a listing no longer has it
+// (refresh: the event may never come, as when libvirtd was down). Its end
+// stops the uplink re-announces of the domain's NICs, and only those: a
+// re-announce not started yet finds its context ended (sendHost and the
+// ovs strategy check it after they start), one running is cancelled by
+// its handle. A landing's announces are the landing's (Handle stops them).
+type stay struct {
+	ctx   context.Context
+	leave context.CancelCauseFunc
+	mu    sync.Mutex
+	hs    []*announce.Handle // the re-announces started, not known finished
+}
+
+func newStay() *stay {
+	ctx, leave := context.WithCancelCause(context.Background())
+	return &stay{ctx: ctx, leave: leave}
+}
+
+// within returns a context that ends with the stay (at once, cause
+// ErrDomainLeft) or soon after parent (the agent stopping), and its
+// release. A send checks it before it starts; keep is what makes sure
+// nothing started outlives the stay.
+func (s *stay) within(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	stop := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// keep takes the handles of re-announces started for the domain; if the
+// stay ended meanwhile (before end could see them), they are cancelled now.
+func (s *stay) keep(hs []*announce.Handle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		for _, h := range hs {
+			h.Cancel()
+		}
+		return
+	}
+	// A newer announce of the same key supersedes the older (which has
+	// then ended): what is kept is bounded by the NICs' keys.
+	s.hs = slices.DeleteFunc(s.hs, (*announce.Handle).Superseded)
+	s.hs = append(s.hs, hs...)
+}
+
+// end ends the stay: first its context, then (under the lock keep takes)
+// the re-announces kept.
+func (s *stay) end() {
+	s.leave(ErrDomainLeft)
+	s.mu.Lock()
+	hs := s.hs
+	s.hs = nil
+	s.mu.Unlock()
+	for _, h := range hs {
+		h.Cancel()
+	}
 }
 
 func newRegistry() *registry {
@@ -147,8 +208,7 @@ func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 	defer r.mu.Unlock()
 	switch {
 	case ev.Gone():
-		gone = r.doms[ev.Domain.UUID]
-		delete(r.doms, ev.Domain.UUID)
+		gone = r.drop(ev.Domain.UUID)
 		if r.departed != nil {
 			r.departed[ev.Domain.UUID] = true
 		}
@@ -170,6 +230,34 @@ func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 	}
 	r.refreshSoon()
 	return nil
+}
+
+// put registers k for its domain, under r.mu. The same QEMU process keeps
+// its stay; another one (a restart whose events were not seen) ends the
+// old process's.
+func (r *registry) put(k *known) {
+	old := r.doms[k.ref.UUID]
+	if old != nil && old.id == k.id {
+		k.stay = old.stay
+	} else {
+		if old != nil {
+			old.stay.end()
+		}
+		k.stay = newStay()
+	}
+	r.doms[k.ref.UUID] = k
+}
+
+// drop unregisters a domain, under r.mu, and ends its stay; it returns
+// what the registry knew of it (nil: nothing).
+func (r *registry) drop(uuid string) *known {
+	k := r.doms[uuid]
+	if k == nil {
+		return nil
+	}
+	delete(r.doms, uuid)
+	k.stay.end()
+	return k
 }
 
 // refreshSoon asks refreshLoop for a refresh (one pending is enough).
@@ -194,7 +282,7 @@ func (a *Agent) landed(ev libvirtwatch.Event, dom *domxml.Domain, s Settings) {
 	}
 	k, _ := a.knownFrom(ev.Domain, ev.DomainID, dom, s) // the landing starts the learners (IP.Landed)
 	a.reg.mu.Lock()
-	a.reg.doms[ev.Domain.UUID] = k
+	a.reg.put(k)
 	a.reg.mu.Unlock()
 }
 
@@ -321,7 +409,10 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 	}
 	for u := range r.doms {
 		if !live[u] {
-			delete(r.doms, u)
+			// Not running here (any more): its Cancel event may never
+			// come (libvirtd was down, and a resync cancels only the
+			// landings it remembers), so its re-announces end here.
+			r.drop(u)
 		}
 	}
 	r.mu.Unlock()
@@ -341,7 +432,7 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			if !r.departed[d.Domain.UUID] {
-				r.doms[d.Domain.UUID] = k
+				r.put(k)
 				learn() // under r.mu: ordered before a departure's release
 			}
 		}()
@@ -593,6 +684,9 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	listStart := time.Now()
 	doms, err := a.refresh(ctx, lister)
 	listed := time.Since(listStart)
+	if testHookUplinkListed != nil {
+		testHookUplinkListed()
+	}
 	if err != nil {
 		a.m.uplinkReannounce(reason, 0, err)
 		log.Error("uplink event: cannot list the running domains; not re-announced", zap.Error(err))
@@ -605,6 +699,10 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, k := range doms {
+		// The listing said k runs here; from now on its stay says so: a
+		// Cancel handled while its NICs are announced ends it (observe),
+		// which stops what was started and what has not started yet.
+		dctx, release := k.stay.within(ctx)
 		n := 0
 		var viaOVS, viaQEMU []plan.Target
 		for i, t := range k.targets {
@@ -622,7 +720,8 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 			t.Uplinks = []string{e.Uplink.Name}
 			t.RepairFDB = false // the VM did not move: the local bridge is right
 			tlog := log.With(zap.String("domain", k.ref.Name), zap.Stringer("mac", t.NIC.MAC))
-			if _, err := a.sendHost(ctx, t, s, e.At, announce.TriggerUplinkFailover, tlog); err == nil {
+			if hs, err := a.sendHost(dctx, t, s, e.At, announce.TriggerUplinkFailover, tlog); err == nil {
+				k.stay.keep(hs)
 				n++
 			}
 		}
@@ -642,8 +741,9 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got := a.strategyReannounce(ctx, plan.OVS, k, viaOVS, s, e, log) +
-					a.strategyReannounce(ctx, plan.QEMU, k, viaQEMU, s, e, log)
+				defer release()
+				got := a.strategyReannounce(dctx, plan.OVS, k, viaOVS, s, e, log) +
+					a.strategyReannounce(dctx, plan.QEMU, k, viaQEMU, s, e, log)
 				mu.Lock()
 				defer mu.Unlock()
 				if n == 0 && got > 0 {
@@ -651,6 +751,8 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 				}
 				nics += got
 			}()
+		} else {
+			release()
 		}
 	}
 	wg.Wait()
@@ -689,6 +791,7 @@ func (a *Agent) strategyReannounce(ctx context.Context, name plan.Strategy, k *k
 	n := 0
 	for _, r := range st.Announce(ctx, l, targets) {
 		if r.Result == ResultStarted {
+			k.stay.keep(r.Handles)
 			n++
 		}
 	}

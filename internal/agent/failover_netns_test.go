@@ -426,3 +426,48 @@ func TestLeftWhileReadingRegistersNothing(t *testing.T) {
 		t.Errorf("a learner runs on the port of %s, which left: %v", d.name, es[0].ContextMap())
 	}
 }
+
+// A domain stops while an uplink event, which listed it as running, is
+// about to announce its NICs: the Cancel found nothing of its to stop yet,
+// and the re-announce must not start after it (found in review: it did,
+// with the agent's own context, so the MAC of a VM gone was announced;
+// with a refresh schedule, forever). The domain running beside it is
+// re-announced.
+func TestUplinkEventSkipsDomainLeftAfterListing(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	old := agent.SetUplinkListedHook(func() {
+		held := false
+		once.Do(func() { held = true })
+		if held {
+			close(entered)
+			<-release
+		}
+	})
+	t.Cleanup(func() { agent.SetUplinkListedHook(old) })
+	var stays, leaves domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		h.tap(t, "vnet2", wired)
+		stays = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+		leaves = h.newDomain(t, stateRunning, reasonBooted, "vnet2")
+	}})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the agent stops
+	h.waitRegistry(t, 2)
+
+	h.flap(t, netnstest.RigSwitchToHost)
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no uplink event listed the running domains")
+	}
+	h.emit(t, leaves, stoppedDestroyed)
+	netnstest.WaitFor(t, "the stopped domain dropped from the registry", func() bool { return !h.agent.Registered(leaves.uuid) })
+	releaseOnce.Do(func() { close(release) })
+
+	h.reannounced(t, stays.macs[0], uplinkFrames, 5*time.Second)
+	if n := h.frames.count(leaves.macs[0]); n != 0 {
+		t.Errorf("%s stopped before its re-announce started, but %d frames were sent", leaves.name, n)
+	}
+}

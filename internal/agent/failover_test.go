@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -62,15 +64,56 @@ func TestAfterCarrier(t *testing.T) {
 func TestRegistryObserve(t *testing.T) {
 	r := newRegistry()
 	d := libvirtwatch.DomainRef{Name: "vm", UUID: "6167656e-7400-4000-8000-000000000001"}
-	r.doms[d.UUID] = &known{ref: d, id: 3}
+	r.put(&known{ref: d, id: 3})
 	r.observe(libvirtwatch.Event{Kind: libvirtwatch.Other, Domain: d, Event: libvirtwatch.EventResumed, Detail: libvirtwatch.DetailResumedUnpaused})
 	if !r.doms[d.UUID].stale {
 		t.Fatal("a resume must make the entry stale")
 	}
 	for _, ev := range []int32{libvirtwatch.EventSuspended, libvirtwatch.EventStopped, libvirtwatch.EventUndefined, libvirtwatch.EventCrashed} {
-		r.doms[d.UUID] = &known{ref: d, id: 3}
-		if gone := r.observe(libvirtwatch.Event{Kind: libvirtwatch.Cancel, Domain: d, Event: ev}); gone == nil || r.doms[d.UUID] != nil {
-			t.Errorf("%s: the domain must be dropped and returned", libvirtwatch.EventName(ev))
+		r.put(&known{ref: d, id: 3})
+		gone := r.observe(libvirtwatch.Event{Kind: libvirtwatch.Cancel, Domain: d, Event: ev})
+		if gone == nil || r.doms[d.UUID] != nil {
+			t.Fatalf("%s: the domain must be dropped and returned", libvirtwatch.EventName(ev))
 		}
+		if gone.stay.ctx.Err() == nil {
+			t.Errorf("%s: the dropped domain's stay did not end (its re-announces would go on)", libvirtwatch.EventName(ev))
+		}
+	}
+}
+
+// A domain's stay lasts as long as its QEMU process is registered: a
+// re-read of the same process keeps it, another process (a restart whose
+// events were missed) ends it, and so does leaving the registry.
+func TestRegistryStay(t *testing.T) {
+	r := newRegistry()
+	d := libvirtwatch.DomainRef{Name: "vm", UUID: "6167656e-7400-4000-8000-000000000001"}
+	first := &known{ref: d, id: 3}
+	r.put(first)
+	reread := &known{ref: d, id: 3}
+	r.put(reread)
+	if reread.stay != first.stay || first.stay.ctx.Err() != nil {
+		t.Fatal("a re-read of the same QEMU process must keep its stay")
+	}
+	ctx, release := reread.stay.within(context.Background())
+	defer release()
+	restarted := &known{ref: d, id: 4}
+	r.put(restarted)
+	if first.stay.ctx.Err() == nil {
+		t.Fatal("another QEMU process must end the old one's stay")
+	}
+	if ctx.Err() == nil {
+		t.Fatal("a context within the ended stay must end with it")
+	}
+	if !errors.Is(context.Cause(ctx), ErrDomainLeft) {
+		t.Errorf("cause %v, want ErrDomainLeft", context.Cause(ctx))
+	}
+	if restarted.stay == first.stay || restarted.stay.ctx.Err() != nil {
+		t.Fatal("the new process needs a stay of its own")
+	}
+	if r.drop(d.UUID) != restarted || restarted.stay.ctx.Err() == nil {
+		t.Error("drop must return the entry and end its stay")
+	}
+	if r.drop(d.UUID) != nil {
+		t.Error("a second drop finds nothing")
 	}
 }

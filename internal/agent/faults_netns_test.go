@@ -123,3 +123,49 @@ func TestRefreshSuspendedWhileLibvirtDown(t *testing.T) {
 		t.Errorf("%s landed %d times, want once (the resync must not land the same QEMU process again)", stays.name, n)
 	}
 }
+
+// An uplink event re-announced two domains that run here but never landed
+// here (booted here), with a refresh schedule. libvirtd goes away; one of
+// the domains is destroyed meanwhile (an HA controller rebuilds it on
+// another host). A resync cancels only the landings it remembers, so no
+// event ever says that domain left: the listing after the resync must end
+// its re-announce before refreshes resume, or its MAC is refreshed from
+// here forever, flapping against the host now running it (found in
+// review; it failed so before the fix). The other domain's refreshes go
+// on.
+func TestReannounceOfDomainGoneWhileLibvirtDownEnds(t *testing.T) {
+	s := uplinkSettings()
+	s.Schedule.Refresh = announce.MinRefresh // 1 s
+	var stays, goes domain
+	h := newHost(t, hostOptions{settings: s, holdDown: 200 * time.Millisecond, before: func(h *host) {
+		h.tap(t, "vnet1", wired)
+		h.tap(t, "vnet2", wired)
+		stays = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+		goes = h.newDomain(t, stateRunning, reasonBooted, "vnet2")
+	}})
+	h.waitRegistry(t, 2)
+	h.flap(t, netnstest.RigSwitchToHost)
+	for _, d := range []domain{stays, goes} {
+		// The bursts, then a refresh frame.
+		h.reannounced(t, d.macs[0], uplinkFrames+1, 6*time.Second)
+	}
+	domStays, _ := h.fake.Domain(stays.name)
+
+	path := h.fake.Path()
+	h.fake.Close()
+	netnstest.WaitFor(t, "watcher not ready", func() bool { return !h.watcher.Ready() })
+	time.Sleep(1500 * time.Millisecond) // goes is destroyed while libvirtd is down
+
+	fake := libvirtfake.StartAt(t, path)
+	h.fake = fake
+	if err := fake.AddDomain(domStays); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReady(t)
+	back := time.Now()
+	netnstest.WaitWithin(t, 3*time.Second, "a refresh frame of the domain still here", func() bool { return h.frames.after(stays.macs[0], back) > 0 })
+	time.Sleep(2 * announce.MinRefresh)
+	if n := h.frames.after(goes.macs[0], back); n != 0 {
+		t.Errorf("%s (destroyed while libvirtd was down): %d frames after libvirtd came back, want 0", goes.name, n)
+	}
+}

@@ -56,6 +56,10 @@ type NICResult struct {
 // (xmlReadRegistry) read a domain's XML, before it registers anything.
 var testHookXMLRead func(where string, d libvirtwatch.DomainRef)
 
+// testHookUplinkListed, set by tests (export_test.go), runs once an
+// uplink event listed the running domains, before it announces any.
+var testHookUplinkListed func()
+
 // Where testHookXMLRead runs.
 const (
 	xmlReadLanding  = "landing"
