@@ -56,8 +56,8 @@ func TestClaims(t *testing.T) {
 }
 
 func TestLearnedBounds(t *testing.T) {
-	l := NewLearned(2, 1)
-	m1, m2 := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}
+	l := NewLearned(2, 2)
+	m1, m2, m3 := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}, rarp.MAC{2, 0, 0, 0, 0, 3}
 	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	steps := []struct {
 		mac  rarp.MAC
@@ -68,7 +68,12 @@ func TestLearnedBounds(t *testing.T) {
 		{m1, "10.0.0.1", AlreadyKnow},
 		{m1, "fd00::1", Learnt},
 		{m1, "10.0.0.3", FullMAC},
-		{m2, "10.0.0.4", FullStore},
+		{m2, "10.0.0.4", Learnt},
+		// m1 is seen again (a full MAC counts as seen too): m2 is now
+		// the MAC seen least recently, and m3, new to the full store,
+		// evicts it.
+		{m1, "10.0.0.5", FullMAC},
+		{m3, "10.0.0.6", Learnt},
 	}
 	for _, s := range steps {
 		if got := l.Add(s.mac, ip(s.ip)); got != s.want {
@@ -76,11 +81,39 @@ func TestLearnedBounds(t *testing.T) {
 		}
 	}
 	if got := l.Get(m1); !reflect.DeepEqual(got, []netip.Addr{ip("10.0.0.1"), ip("fd00::1")}) {
-		t.Fatalf("Get = %v (first come must be kept)", got)
+		t.Fatalf("Get(m1) = %v (first come must be kept)", got)
+	}
+	if got := l.Get(m2); got != nil {
+		t.Errorf("Get(m2) = %v: the MAC seen least recently must be evicted", got)
+	}
+	if got := l.Get(m3); !reflect.DeepEqual(got, []netip.Addr{ip("10.0.0.6")}) {
+		t.Errorf("Get(m3) = %v", got)
 	}
 	l.Forget(m1)
-	if l.Add(m2, ip("10.0.0.4")) != Learnt {
-		t.Fatal("store still full after Forget")
+	if got := l.Get(m1); got != nil {
+		t.Fatalf("Get after Forget = %v", got)
+	}
+	if l.Add(m2, ip("10.0.0.4")) != Learnt || l.Get(m3) == nil {
+		t.Fatal("after Forget the store has room: nothing is evicted")
+	}
+}
+
+// A store of maxMACs keeps learning for as many NICs as it was sized for,
+// however many came and went before them.
+func TestLearnedChurn(t *testing.T) {
+	const maxMACs = 64
+	l := NewLearned(1, maxMACs)
+	ip := netip.MustParseAddr("10.0.0.1")
+	for i := range 10 * maxMACs {
+		mac := rarp.MAC{2, 0, 0, 0, byte(i >> 8), byte(i)}
+		if got := l.Add(mac, ip); got != Learnt {
+			t.Fatalf("NIC %d: Add = %s, want learned", i, got)
+		}
+	}
+	for i := 9 * maxMACs; i < 10*maxMACs; i++ {
+		if l.Get(rarp.MAC{2, 0, 0, 0, byte(i >> 8), byte(i)}) == nil {
+			t.Fatalf("NIC %d, among the last %d, was evicted", i, maxMACs)
+		}
 	}
 }
 
