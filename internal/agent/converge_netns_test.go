@@ -18,6 +18,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/record"
+	"github.com/rarp-announce/rarp-announce/pkg/fdb"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -97,6 +98,28 @@ func TestReconvergenceMeasuredFromResumedToFirstUnicast(t *testing.T) {
 	if got := h.metric(t, "rarp_announce_reconvergence_silent_total", "strategy=host"); got != 1 {
 		t.Errorf("silent %v, want 1", got)
 	}
+}
+
+// The migration record says the bridge was repaired only when a repair
+// ran: with the repair refused (no CAP_NET_ADMIN), the NIC is announced
+// and its record has no fdb_repaired (found in review: it had one).
+func TestRecordHasNoRepairThatDidNotRun(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) { c.Reconvergence.Window = config.Duration(300 * time.Millisecond) }})
+	h.fdb.mu.Lock()
+	h.fdb.refuse = fmt.Errorf("%w: operation not permitted", fdb.ErrPermission)
+	h.fdb.mu.Unlock()
+	h.tap(t, "vnet0", wired)
+	d := h.newDomain(t, stateOff, 0, "vnet0")
+	h.land(t, d)
+	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
+	r := h.recordOf(t, record.Landing, d.name, 5*time.Second)
+	if len(r.NICs) != 1 {
+		t.Fatalf("record %+v", r)
+	}
+	if n := r.NICs[0]; n.Result != "started" || n.PortReady == nil || n.FDBRepaired != nil {
+		t.Errorf("NIC %+v: want started, port ready, and no fdb_repaired", n)
+	}
+	h.waitLogged(t, "FDB repair disabled: it needs CAP_NET_ADMIN; the local bridge keeps stale entries until they age out", d.name, time.Second)
 }
 
 func TestPrematureMoveCountedBeforeResumed(t *testing.T) {

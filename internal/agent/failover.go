@@ -720,7 +720,7 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 			t.Uplinks = []string{e.Uplink.Name}
 			t.RepairFDB = false // the VM did not move: the local bridge is right
 			tlog := log.With(zap.String("domain", k.ref.Name), zap.Stringer("mac", t.NIC.MAC))
-			if hs, err := a.sendHost(dctx, t, s, e.At, announce.TriggerUplinkFailover, tlog); err == nil {
+			if hs, _, err := a.sendHost(dctx, t, s, e.At, announce.TriggerUplinkFailover, tlog); err == nil {
 				k.stay.keep(hs)
 				n++
 			}

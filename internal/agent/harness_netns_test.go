@@ -143,15 +143,19 @@ type gatedFDB struct {
 	mu      sync.Mutex
 	gate    chan struct{} // nil: no gate
 	entered chan rarp.MAC
+	refuse  error // set: every repair fails with it, as the kernel refuses one
 }
 
 func (g *gatedFDB) Repair(bridge string, mac rarp.MAC, own string) ([]fdb.Entry, error) {
 	g.mu.Lock()
-	gate := g.gate
+	gate, refuse := g.gate, g.refuse
 	g.mu.Unlock()
 	if gate != nil {
 		g.entered <- mac
 		<-gate
+	}
+	if refuse != nil {
+		return nil, refuse
 	}
 	return g.FDB.Repair(bridge, mac, own)
 }

@@ -270,7 +270,7 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 	if err := a.d.Reconv.moveCap().Wait(ctx, t); err != nil {
 		return Failed(ctx, t, ResultCancelled, err)
 	}
-	hs, err := a.sendHost(ctx, t, s, l.Since, l.Trigger, log)
+	hs, repaired, err := a.sendHost(ctx, t, s, l.Since, l.Trigger, log)
 	if errors.Is(err, errNoUplink) && ctx.Err() == nil {
 		// An isolated bridge has no switch to tell (logged and counted
 		// by reason in hostSends).
@@ -278,12 +278,6 @@ func (a *Agent) hostTarget(ctx context.Context, l Landing, t plan.Target) NICRes
 	}
 	if err != nil {
 		return Failed(ctx, t, ResultFailed, err)
-	}
-	var repaired time.Time
-	if t.RepairFDB && len(hs) > 0 {
-		// sendHost repairs the bridge before it starts the announces:
-		// the repair was done by now (an upper bound within microseconds).
-		repaired = time.Now()
 	}
 	if s.WatchWindow > 0 && t.Port != "" && a.d.Ports != nil {
 		// Announce again if the port is re-wired soon after landing
@@ -327,7 +321,7 @@ func (a *Agent) portChanged(ctx context.Context, l Landing, t plan.Target, log *
 		log.Info("port changed but the domain no longer runs here; not re-announced", zap.Error(err))
 		return
 	}
-	if _, err := a.sendHost(ctx, t, l.Settings, changed, announce.TriggerPortChange, log); err == nil {
+	if _, _, err := a.sendHost(ctx, t, l.Settings, changed, announce.TriggerPortChange, log); err == nil {
 		a.m.reannounce()
 		log.Info("port changed: announced again")
 	}
@@ -345,26 +339,30 @@ func (a *Agent) portChanged(ctx context.Context, l Landing, t plan.Target, log *
 // the repair is done, so the bridge forwards the VM's returning traffic to
 // its tap by the time the landing counts as started; the repair's lag
 // behind the first frame is observed
-// (rarp_announce_fdb_repair_after_first_frame_seconds).
-func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) ([]*announce.Handle, error) {
+// (rarp_announce_fdb_repair_after_first_frame_seconds). repaired is when
+// the repair ended, zero when none ran or it failed (the migration record
+// then says nothing of one).
+func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since time.Time, trigger announce.Trigger, log *zap.Logger) (hs []*announce.Handle, repaired time.Time, err error) {
 	if ctx.Err() != nil {
 		// The domain left (or a newer landing took over) first: the
 		// bridge's entry for its MAC on the uplink is right again, and
 		// removing it would only make the bridge flood its traffic.
-		return nil, context.Cause(ctx)
+		return nil, time.Time{}, context.Cause(ctx)
 	}
-	hs, err := a.startHost(ctx, t, s, since, trigger, log)
+	hs, err = a.startHost(ctx, t, s, since, trigger, log)
 	if !t.RepairFDB || ctx.Err() != nil {
-		return hs, err
+		return hs, time.Time{}, err
 	}
-	a.repair(t, log) // also when the announce failed: the bridge is wrong either way
-	done := time.Now()
-	if len(hs) > 0 {
-		select {
-		case <-hs[0].First(): // most often: no goroutine to wait for it
-			a.observeRepairLag(hs[0], done)
-		default:
-			go a.observeRepairLag(hs[0], done)
+	// Also when the announce failed: the bridge is wrong either way.
+	if a.repair(t, log) {
+		repaired = time.Now()
+		if len(hs) > 0 {
+			select {
+			case <-hs[0].First(): // most often: no goroutine to wait for it
+				a.observeRepairLag(hs[0], repaired)
+			default:
+				go a.observeRepairLag(hs[0], repaired)
+			}
 		}
 	}
 	if err == nil && ctx.Err() != nil {
@@ -373,9 +371,9 @@ func (a *Agent) sendHost(ctx context.Context, t plan.Target, s Settings, since t
 		for _, h := range hs {
 			h.Cancel()
 		}
-		return nil, ctx.Err()
+		return nil, time.Time{}, ctx.Err()
 	}
-	return hs, err
+	return hs, repaired, err
 }
 
 // observeRepairLag records how long after h's first frame the repair
@@ -433,12 +431,15 @@ func (a *Agent) startHost(ctx context.Context, t plan.Target, s Settings, since 
 	return hs, nil
 }
 
-func (a *Agent) repair(t plan.Target, log *zap.Logger) {
+// repair removes the bridge's stale entries for t's MAC; it reports
+// whether the bridge is known right now (a repair that ran, whether it
+// found entries or not), for the migration record.
+func (a *Agent) repair(t plan.Target, log *zap.Logger) bool {
 	a.mu.Lock()
 	off := a.fdbOff || a.d.FDB == nil
 	a.mu.Unlock()
 	if off {
-		return
+		return false
 	}
 	removed, err := a.d.FDB.Repair(t.Master, t.NIC.MAC, t.Port)
 	switch {
@@ -456,6 +457,7 @@ func (a *Agent) repair(t plan.Target, log *zap.Logger) {
 		}
 		log.Info("removed stale bridge entries", zap.String("bridge", t.Master), zap.Strings("ports", ports))
 	}
+	return err == nil
 }
 
 // AnnounceDomain announces a running domain's NICs now, through the same

@@ -113,12 +113,33 @@ func (o OVS) reinstalled(ctx context.Context, l agent.Landing, t plan.Target, lo
 				return
 			}
 		}
-		if _, err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, l.Settings.Schedule, time.Now()); err != nil {
+		_, err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, l.Settings.Schedule, time.Now())
+		if o.ended(ctx, t) {
+			return
+		}
+		if err != nil {
 			log.Warn("OVN re-installed the port; announcing again failed", zap.Error(err))
 			continue
 		}
 		log.Info("OVN re-installed the port: announced again")
 	}
+}
+
+// ended reports whether the landing (ctx) ended while an announce of t
+// started, and if so stops it. A cancel that came during the OVSDB lookup
+// found nothing of this NIC's to stop, and one that came while Announce
+// waited for the first frame left the announce running. A landing
+// superseded by a newer one of the same domain leaves the MAC alone: the
+// newer landing's announce of the same port and MAC replaces this one, and
+// must not be cancelled.
+func (o OVS) ended(ctx context.Context, t plan.Target) bool {
+	if ctx.Err() == nil {
+		return false
+	}
+	if !errors.Is(context.Cause(ctx), agent.ErrSuperseded) {
+		o.Announcer.CancelMAC(t.NIC.MAC)
+	}
+	return true
 }
 
 // start injects the announce, retrying while the port is parked on VLAN
@@ -132,16 +153,7 @@ func (o OVS) start(ctx context.Context, l agent.Landing, t plan.Target, log *zap
 	attempts := 0
 	for {
 		hs, err := o.Announcer.Announce(ctx, t.Port, t.NIC.MAC, t.VLANs, s.Schedule, l.Since)
-		if ctx.Err() != nil {
-			// A cancel that came during the OVSDB lookup found nothing of
-			// this NIC's to stop, and one that came while Announce waited
-			// for the first frame left the announce running. A landing
-			// superseded by a newer one of the same domain leaves the MAC
-			// alone: the newer landing's announce of the same port and
-			// MAC replaces this one, and must not be cancelled.
-			if !errors.Is(context.Cause(ctx), agent.ErrSuperseded) {
-				o.Announcer.CancelMAC(t.NIC.MAC)
-			}
+		if o.ended(ctx, t) {
 			return agent.NICResult{Target: t, Result: agent.ResultCancelled, Err: ctx.Err()}
 		}
 		// An Open vSwitch restarting (ovsdb-server or ovs-vswitchd not
