@@ -37,7 +37,10 @@ func (a *App) openTopology(cfg *config.Config, o Options, log *zap.Logger) error
 	ulog := log.Named("uplink")
 	var r *uplink.Resolver
 	err := inNetns(o.Netns, func() (err error) {
-		r, err = uplink.Open(uplink.Options{OnError: func(err error) { ulog.Warn("following the bridges' uplinks", zap.Error(err)) }})
+		r, err = uplink.Open(uplink.Options{
+			OnError:     func(err error) { ulog.Warn("following the bridges' uplinks", zap.Error(err)) },
+			OnRecovered: func() { ulog.Info("following the bridges' uplinks again") },
+		})
 		return err
 	})
 	if err != nil {

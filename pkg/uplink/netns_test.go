@@ -362,3 +362,53 @@ func TestNetnsCapNetRawOnly(t *testing.T) {
 		return errors.Is(err, ErrNoUplink)
 	})
 }
+
+// The subscription fails (here: its socket is closed under the reader, as
+// an error the reader does not expect would end it). The reader used to
+// stop for good: every bridge NIC fell back to the bridge device, and no
+// uplink event came, until the agent restarted. It now subscribes again,
+// in the resolver's namespace although it runs on any thread, and reads
+// the topology again: a port added while it was blind is seen, and later
+// changes arrive as notifications.
+func TestNetnsReaderRecoversFromLostSubscription(t *testing.T) {
+	h := newHV(t, 2)
+	recovered := make(chan struct{}, 4)
+	var r *Resolver
+	err := h.ns.Do(func() error {
+		var err error
+		r, err = Open(Options{
+			OnError:     func(err error) { t.Logf("resolver: %v", err) },
+			OnRecovered: func() { recovered <- struct{}{} },
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+
+	r.subMu.Lock()
+	r.sub.Close()
+	r.subMu.Unlock()
+	sw := netnstest.New(t, "swlate")
+	sw.Bridge(t, "sw0")
+	netnstest.Veth(t, h.ns, "late0", sw, "down")
+	h.ns.Attach(t, "late0", "br0")
+	select {
+	case <-recovered:
+	case <-time.After(5 * time.Second):
+		_, err := r.Targets("br0", "vnet0", nil)
+		t.Fatalf("the reader did not recover within 5s (Targets: %v)", err)
+	}
+	targets, err := r.Targets("br0", "vnet0", nil)
+	if err != nil || len(targets) != 1 || targets[0].Uplink.Name != "late0" {
+		t.Fatalf("after recovering: %v, %v; want late0 (added while the reader was blind)", targets, err)
+	}
+	h.ns.Exec(t, "ip", "link", "set", "dev", "late0", "nomaster")
+	netnstest.Eventually(t, 2*time.Second, func() error {
+		if _, err := r.Targets("br0", "vnet0", nil); !errors.Is(err, ErrNoUplink) {
+			return fmt.Errorf("after removing late0: %v, want no uplink (notifications must flow again)", err)
+		}
+		return nil
+	})
+}

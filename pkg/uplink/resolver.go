@@ -3,9 +3,11 @@ package uplink
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Options configure a Resolver. The zero value is usable.
@@ -25,6 +28,9 @@ type Options struct {
 	ReceiveBuffer int
 	// OnError, if set, hears errors the background reader recovers from.
 	OnError func(error)
+	// OnRecovered, if set, hears that the reader follows the topology
+	// again after an error that made Targets fall back (Unreadable).
+	OnRecovered func()
 }
 
 // change is one link's state before and after a notification (or a
@@ -39,15 +45,20 @@ type change struct {
 // announces costs no netlink round trip per frame.
 type Resolver struct {
 	opts Options
-	dump *nl.SocketHandle  // requests only; never subscribed
-	sub  *nl.NetlinkSocket // RTNLGRP_LINK notifications; never sends
+	dump *nl.SocketHandle // requests only; never subscribed
+	ns   netns.NsHandle   // the namespace followed (none: unknown)
 	done chan struct{}
 	wg   sync.WaitGroup
+
+	// sub receives the RTNLGRP_LINK notifications (it never sends). The
+	// reader replaces it after an error; Close closes the current one.
+	subMu sync.Mutex
+	sub   *nl.NetlinkSocket
 
 	mu       sync.RWMutex
 	t        table
 	ix       atomic.Pointer[index] // r.t indexed; nil after a change
-	err      error                 // set when the reader stopped for good
+	err      error                 // set while the table may miss changes (recover)
 	watchers map[int]func([]change)
 	nextW    int
 }
@@ -63,25 +74,27 @@ func Open(opts Options) (*Resolver, error) {
 	}
 	// Subscribe before the first dump, so no change between the two is
 	// lost: queued notifications are applied on top of the dump.
-	sub, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	ns, err := netns.Get() // where the reader subscribes again (recover)
 	if err != nil {
-		return nil, fmt.Errorf("uplink: subscribe to link changes: %w", err)
+		ns = netns.None()
 	}
-	// SO_RCVBUFFORCE needs CAP_NET_ADMIN; without it the plain option,
-	// capped by net.core.rmem_max, is the best there is.
-	if sub.SetReceiveBufferSize(opts.ReceiveBuffer, true) != nil {
-		_ = sub.SetReceiveBufferSize(opts.ReceiveBuffer, false)
+	sub, err := openSubscription(ns, opts.ReceiveBuffer)
+	if err != nil {
+		ns.Close()
+		return nil, err
 	}
 	ds, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		sub.Close()
+		ns.Close()
 		return nil, fmt.Errorf("uplink: netlink: %w", err)
 	}
-	r := &Resolver{opts: opts, dump: &nl.SocketHandle{Socket: ds}, sub: sub, done: make(chan struct{})}
+	r := &Resolver{opts: opts, dump: &nl.SocketHandle{Socket: ds}, sub: sub, ns: ns, done: make(chan struct{})}
 	t, err := r.read()
 	if err != nil {
 		sub.Close()
 		ds.Close()
+		ns.Close()
 		return nil, err
 	}
 	r.t = t
@@ -90,11 +103,62 @@ func Open(opts Options) (*Resolver, error) {
 	return r, nil
 }
 
-// read dumps every link, then every bridge port's VLAN table
-// (RTEXT_FILTER_BRVLAN), through the same parser as the notifications.
+// openSubscription opens a subscription to the link notifications of ns
+// (the namespace Open ran in; none: the calling thread's) with a receive
+// buffer of size bytes. The reader reopens it from its own goroutine, on
+// any thread: only a thread in another namespace enters ns (setns, which
+// needs CAP_SYS_ADMIN: tests only; the agent runs in the host's).
+func openSubscription(ns netns.NsHandle, size int) (*nl.NetlinkSocket, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var sub *nl.NetlinkSocket
+	var err error
+	if cur, gerr := netns.Get(); gerr == nil && ns.IsOpen() && !ns.Equal(cur) {
+		sub, err = nl.SubscribeAt(ns, cur, unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+		cur.Close()
+	} else {
+		if gerr == nil {
+			cur.Close()
+		}
+		sub, err = nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("uplink: subscribe to link changes: %w", err)
+	}
+	// SO_RCVBUFFORCE needs CAP_NET_ADMIN; without it the plain option,
+	// capped by net.core.rmem_max, is the best there is.
+	if sub.SetReceiveBufferSize(size, true) != nil {
+		_ = sub.SetReceiveBufferSize(size, false)
+	}
+	return sub, nil
+}
+
+// dumpTries bounds the dumps read tries when the kernel says one was
+// interrupted (a link changed while it ran, as pkg/fdb does).
+const dumpTries = 3
+
+// read dumps the topology (dumpOnce), again if the kernel interrupted the
+// dump: a link deleted while a dump runs can make it skip another link,
+// which no notification would bring back (that one did not change).
 func (r *Resolver) read() (table, error) {
-	t := table{}
-	interrupted := false
+	for try := 1; ; try++ {
+		t, interrupted, err := r.dumpOnce()
+		if err != nil || !interrupted {
+			return t, err
+		}
+		if try == dumpTries {
+			// Rare (links changing on every try): the changes' own
+			// notifications are queued on the subscription.
+			r.report(fmt.Errorf("uplink: dump interrupted %d times, relying on notifications", dumpTries))
+			return t, nil
+		}
+	}
+}
+
+// dumpOnce dumps every link, then every bridge port's VLAN table
+// (RTEXT_FILTER_BRVLAN), through the same parser as the notifications.
+func (r *Resolver) dumpOnce() (t table, interrupted bool, err error) {
+	t = table{}
 	for _, fam := range []uint8{unix.AF_UNSPEC, unix.AF_BRIDGE} {
 		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: r.dump}
@@ -106,19 +170,14 @@ func (r *Resolver) read() (table, error) {
 		if errors.Is(err, netlink.ErrDumpInterrupted) || errors.Is(err, nl.ErrDumpInterrupted) {
 			interrupted = true
 		} else if err != nil {
-			return nil, fmt.Errorf("uplink: dump links (family %d): %w", fam, err)
+			return nil, false, fmt.Errorf("uplink: dump links (family %d): %w", fam, err)
 		}
 		for _, m := range msgs {
 			msg := syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWLINK}, Data: m}
 			if _, _, _, err := t.apply(msg); err != nil {
-				return nil, fmt.Errorf("uplink: dump: %w", err)
+				return nil, false, fmt.Errorf("uplink: dump: %w", err)
 			}
 		}
-	}
-	if interrupted {
-		// Something changed during the dump; its notification is
-		// queued on the subscription and fixes the table.
-		r.report(fmt.Errorf("uplink: dump interrupted, relying on notifications"))
 	}
 	// A bridge port without VLAN entries is in no bridge dump entry's
 	// table: its table is known to be empty.
@@ -127,7 +186,7 @@ func (r *Resolver) read() (table, error) {
 			l.VLANsKnown = true
 		}
 	}
-	return t, nil
+	return t, interrupted, nil
 }
 
 func (r *Resolver) report(err error) {
@@ -138,6 +197,7 @@ func (r *Resolver) report(err error) {
 
 func (r *Resolver) run() {
 	defer r.wg.Done()
+	retry := wait.Backoff{Min: recoverMin, Max: recoverMax}
 	for {
 		msgs, from, err := r.sub.Receive()
 		select {
@@ -145,28 +205,95 @@ func (r *Resolver) run() {
 			return
 		default:
 		}
-		if errors.Is(err, unix.ENOBUFS) {
+		switch {
+		case errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN):
+			continue
+		case errors.Is(err, unix.ENOBUFS):
 			// Notifications were lost: read everything again and
 			// report the differences as changes.
 			r.report(fmt.Errorf("uplink: notifications overflowed, re-reading"))
-			r.resync()
+			if err := r.resync(); err != nil {
+				err = fmt.Errorf("uplink: re-reading after an overflow: %w", err)
+				if !r.recover(err, &retry) {
+					return
+				}
+			}
 			continue
-		}
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+		case err != nil:
+			if !r.recover(fmt.Errorf("uplink: reading link changes: %w", err), &retry) {
+				return
+			}
 			continue
-		}
-		if err != nil {
-			r.mu.Lock()
-			r.err = fmt.Errorf("uplink: reading link changes: %w", err)
-			r.mu.Unlock()
-			r.report(r.err)
-			return
 		}
 		if from.Pid != nl.PidKernel {
 			continue
 		}
 		r.handle(msgs)
 	}
+}
+
+// The waits between tries to follow the topology again (recover).
+const (
+	recoverMin = 100 * time.Millisecond
+	recoverMax = 10 * time.Second
+)
+
+// recover follows the topology again after the subscription failed or a
+// re-read after an overflow did: the table may miss changes, so Targets
+// falls back (Unreadable) and Uplinks fails until a new subscription and
+// a complete re-read succeed, tried with backoff. It returns false if the
+// resolver was closed first.
+func (r *Resolver) recover(cause error, retry *wait.Backoff) bool {
+	r.mu.Lock()
+	r.err = cause
+	r.mu.Unlock()
+	r.report(cause)
+	for {
+		if !wait.Sleep(r.done, retry.Next()) {
+			return false
+		}
+		err := r.resubscribe()
+		if err == nil {
+			err = r.resync()
+		}
+		if errors.Is(err, errClosed) {
+			return false
+		}
+		if err != nil {
+			r.report(err)
+			continue
+		}
+		r.mu.Lock()
+		r.err = nil
+		r.mu.Unlock()
+		retry.Reset()
+		if r.opts.OnRecovered != nil {
+			r.opts.OnRecovered()
+		}
+		return true
+	}
+}
+
+var errClosed = errors.New("uplink: resolver closed")
+
+// resubscribe replaces the subscription (before a re-read, so no change
+// after the re-read is lost).
+func (r *Resolver) resubscribe() error {
+	sub, err := openSubscription(r.ns, r.opts.ReceiveBuffer)
+	if err != nil {
+		return err
+	}
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	select {
+	case <-r.done:
+		sub.Close()
+		return errClosed
+	default:
+	}
+	r.sub.Close()
+	r.sub = sub
+	return nil
 }
 
 func (r *Resolver) handle(msgs []syscall.NetlinkMessage) {
@@ -192,11 +319,12 @@ func (r *Resolver) handle(msgs []syscall.NetlinkMessage) {
 	}
 }
 
-func (r *Resolver) resync() {
+// resync reads the whole topology again and reports the differences to
+// the table as changes.
+func (r *Resolver) resync() error {
 	t, err := r.read()
 	if err != nil {
-		r.report(err)
-		return
+		return err
 	}
 	r.mu.Lock()
 	old := r.t
@@ -217,6 +345,7 @@ func (r *Resolver) resync() {
 	for _, w := range ws {
 		w(changes)
 	}
+	return nil
 }
 
 // subscribe registers fn to hear every batch of changes, in order, on the
@@ -246,9 +375,12 @@ func (r *Resolver) Close() error {
 	default:
 	}
 	close(r.done)
+	r.subMu.Lock()
 	r.sub.Close()
+	r.subMu.Unlock()
 	r.wg.Wait()
 	r.dump.Socket.Close()
+	r.ns.Close()
 	return nil
 }
 
