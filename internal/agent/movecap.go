@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -9,9 +10,9 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
-// MoveCap spreads the moves of a host evacuation: at most PerPeriod
-// distinct MACs start their announce on one segment (a bridge and its
-// uplinks) within any Period. A landing over the cap waits for its slot:
+// MoveCap spreads the moves of a host evacuation: at most PerPeriod NICs
+// landing (a MAC that lands twice counts twice) start their announce on
+// one segment (a bridge and its uplinks) within any Period. A landing over the cap waits for its slot:
 // its first frame is delayed, never dropped (the VM runs here and must be
 // announced). Fabrics that count MAC moves per port (HPE/H3C shut a port
 // after a number of moves a minute, SONiC's MAC Move Guard) then see the
@@ -40,9 +41,23 @@ func (c *MoveCap) Wait(ctx context.Context, t plan.Target) error {
 	}
 	at := c.reserve(seg, time.Now())
 	if d := time.Until(at); d > 0 && !wait.Sleep(ctx.Done(), d) {
+		// The landing ended (the domain left, a newer landing took
+		// over): its slot goes to the next NIC, which would otherwise
+		// wait behind a move that never happened.
+		c.release(seg, at)
 		return ctx.Err()
 	}
 	return nil
+}
+
+// release gives back a slot reserve booked and nobody used.
+func (c *MoveCap) release(seg string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.slots[seg]
+	if i := slices.Index(ts, at); i >= 0 {
+		c.slots[seg] = slices.Delete(ts, i, i+1)
+	}
 }
 
 // reserve books the earliest slot at or after now that keeps at most

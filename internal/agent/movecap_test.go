@@ -58,3 +58,41 @@ func TestMoveCapWaits(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A landing that ends while it waits for its slot gives the slot back: the
+// next NIC does not wait behind a move that never happened.
+func TestMoveCapReleasesAnUnusedSlot(t *testing.T) {
+	base := time.Unix(1000, 0)
+	m := &MoveCap{PerPeriod: 1}
+	if got := m.reserve("br0", base); !got.Equal(base) {
+		t.Fatalf("first admitted at %v", got.Sub(base))
+	}
+	left := m.reserve("br0", base)
+	if want := base.Add(time.Minute); !left.Equal(want) {
+		t.Fatalf("second admitted at %v, want 1m", left.Sub(base))
+	}
+	m.release("br0", left)
+	if got := m.reserve("br0", base.Add(time.Second)).Sub(base); got != time.Minute {
+		t.Errorf("after the second left, the third was admitted at %v, want 1m (its slot)", got)
+	}
+}
+
+// Through Wait: the cancelled landing's slot is released.
+func TestMoveCapWaitReleasesOnCancel(t *testing.T) {
+	m := &MoveCap{PerPeriod: 1, Period: time.Hour}
+	tg := plan.Target{Master: "br0"}
+	if err := m.Wait(context.Background(), tg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := m.Wait(ctx, tg); err == nil {
+		t.Fatal("a landing over the cap did not wait")
+	}
+	m.mu.Lock()
+	n := len(m.slots["br0"])
+	m.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d slots booked after the cancelled landing, want 1 (the admitted one)", n)
+	}
+}

@@ -119,9 +119,9 @@ type Reconvergence struct {
 type MoveLedger struct {
 	Window Duration `yaml:"window"`
 	Limit  int      `yaml:"limit"`
-	// MaxMACsPerMinute caps the distinct MACs whose announce starts on
-	// one bridge within a minute (a host evacuation): the others wait
-	// their turn, none is dropped. 0: no cap.
+	// MaxMACsPerMinute caps the MACs whose announce starts on one bridge
+	// within a minute (a host evacuation; a MAC that lands twice counts
+	// twice): the others wait their turn, none is dropped. 0: no cap.
 	MaxMACsPerMinute int `yaml:"max_macs_per_minute"`
 }
 
