@@ -15,6 +15,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/frametest"
+	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/metrictest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/record"
@@ -249,6 +250,33 @@ func TestStaleDeliveriesAfterDeparture(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the webhook got no record")
+	}
+}
+
+// A domain leaves (STOPPED/MIGRATED) while the live XML read its
+// migration's start began is still in flight (libvirtd is busiest then):
+// the departure watch waits for it, the agent's event loop does not. A
+// landing of another domain right behind it announces at once (found in
+// review: it waited for the read, up to the RPC timeout, 2 s here).
+func TestDepartureDoesNotHoldTheNextLanding(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.Reconvergence.StaleWindow = config.Duration(time.Second)
+	}})
+	h.tap(t, "vnet0", wired)
+	h.tap(t, "vnet1", wired)
+	leaves := h.newDomain(t, stateRunning, reasonBooted, "vnet0")
+	lands := h.newDomain(t, stateOff, 0, "vnet1")
+	h.emit(t, lands, startedMigrated) // its XML is prefetched now
+	time.Sleep(100 * time.Millisecond)
+
+	h.fake.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc, true)
+	t.Cleanup(func() { h.fake.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc, false) })
+	h.emit(t, leaves, suspendedMigrated, stoppedMigrated) // its prefetch hangs
+	resumed := h.emit(t, lands, resumedMigrated)
+	fs := h.frames.wait(t, lands.macs[0], 1, 5*time.Second)
+	h.fake.Hang(libvirtfake.ProgramRemote, libvirtfake.ProcDomainGetXMLDesc, false)
+	if lag := fs[0].Time.Sub(resumed); lag > 500*time.Millisecond {
+		t.Errorf("first frame of %s %v after its RESUMED, want well under the 2 s RPC timeout: the departure before it held the event loop", lands.name, lag)
 	}
 }
 

@@ -26,11 +26,29 @@ func (a *Agent) depart(ctx context.Context, ev libvirtwatch.Event) {
 	if r == nil || ev.Resync || ev.Event != libvirtwatch.EventStopped || ev.Detail != libvirtwatch.DetailStoppedMigrated {
 		return
 	}
-	p := a.prefetched(ctx, ev)
+	p := a.takePrefetch(ev)
 	if p == nil {
 		a.log.Debug("departure not watched: no live XML was prefetched when the migration started", zap.String("domain", ev.Domain.Name))
 		return
 	}
+	// The event loop does not wait for a read still in flight (libvirtd
+	// is busiest as a migration ends): a landing's event behind this one
+	// would wait with it.
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if p = p.wait(ctx); p == nil {
+			a.log.Debug("departure not watched: the live XML prefetched when the migration started could not be read", zap.String("domain", ev.Domain.Name))
+			return
+		}
+		a.watchDeparture(ctx, ev, p)
+	}()
+}
+
+// watchDeparture watches the uplinks for stale deliveries to the departed
+// domain's MACs (p: its live XML) and writes the departure record.
+func (a *Agent) watchDeparture(ctx context.Context, ev libvirtwatch.Event, p *prefetch) {
+	r := a.d.Reconv
 	log := a.log.With(zap.String("domain", ev.Domain.Name), zap.String("uuid", ev.Domain.UUID))
 	targets := plan.Plan(p.dom, a.current().Plan)
 	var g *watchGroup

@@ -107,18 +107,7 @@ func TestRefreshSuspendedWhileLibvirtDown(t *testing.T) {
 
 	// libvirtd is back; "goes" was rebuilt elsewhere (not here any more),
 	// "stays" is the same QEMU process.
-	fake := libvirtfake.StartAt(t, path)
-	h.fake = fake
-	if err := fake.AddDomain(domStays); err != nil {
-		t.Fatal(err)
-	}
-	h.waitReady(t)
-	back := time.Now()
-	netnstest.WaitWithin(t, 3*time.Second, "a refresh of the domain still here", func() bool { return h.frames.after(stays.macs[0], back) > 0 })
-	time.Sleep(1500 * time.Millisecond)
-	if n := h.frames.after(goes.macs[0], back); n != 0 {
-		t.Errorf("%s (gone): %d frames after libvirtd came back, want 0", goes.name, n)
-	}
+	h.libvirtdBack(t, path, domStays, stays, goes)
 	if n := len(h.logged("landed", stays.name)); n != 1 {
 		t.Errorf("%s landed %d times, want once (the resync must not land the same QEMU process again)", stays.name, n)
 	}
@@ -156,9 +145,17 @@ func TestReannounceOfDomainGoneWhileLibvirtDownEnds(t *testing.T) {
 	netnstest.WaitFor(t, "watcher not ready", func() bool { return !h.watcher.Ready() })
 	time.Sleep(1500 * time.Millisecond) // goes is destroyed while libvirtd is down
 
-	fake := libvirtfake.StartAt(t, path)
-	h.fake = fake
-	if err := fake.AddDomain(domStays); err != nil {
+	h.libvirtdBack(t, path, domStays, stays, goes)
+}
+
+// libvirtdBack starts libvirtd again at path with one domain, kept (stays,
+// the same QEMU process), and waits until the agent follows it. Then stays
+// gets refresh frames again (refresh schedule: announce.MinRefresh), and
+// goes, gone meanwhile, none for two refresh periods.
+func (h *host) libvirtdBack(t testing.TB, path string, kept libvirtfake.Domain, stays, goes domain) {
+	t.Helper()
+	h.fake = libvirtfake.StartAt(t, path)
+	if err := h.fake.AddDomain(kept); err != nil {
 		t.Fatal(err)
 	}
 	h.waitReady(t)
@@ -166,6 +163,6 @@ func TestReannounceOfDomainGoneWhileLibvirtDownEnds(t *testing.T) {
 	netnstest.WaitWithin(t, 3*time.Second, "a refresh frame of the domain still here", func() bool { return h.frames.after(stays.macs[0], back) > 0 })
 	time.Sleep(2 * announce.MinRefresh)
 	if n := h.frames.after(goes.macs[0], back); n != 0 {
-		t.Errorf("%s (destroyed while libvirtd was down): %d frames after libvirtd came back, want 0", goes.name, n)
+		t.Errorf("%s (gone while libvirtd was down): %d frames after libvirtd came back, want 0", goes.name, n)
 	}
 }

@@ -65,11 +65,25 @@ func (a *Agent) prefetch(ctx context.Context, ev libvirtwatch.Event) {
 // prefetched returns the XML prefetched for this landing, waiting for a
 // read in flight; nil if there is none to use.
 func (a *Agent) prefetched(ctx context.Context, ev libvirtwatch.Event) *prefetch {
+	return a.takePrefetch(ev).wait(ctx)
+}
+
+// takePrefetch takes the domain's prefetch out of the map; nil if there is
+// none to use for ev (too old, another QEMU process).
+func (a *Agent) takePrefetch(ev libvirtwatch.Event) *prefetch {
 	a.pre.mu.Lock()
 	p := a.pre.m[ev.Domain.UUID]
 	delete(a.pre.m, ev.Domain.UUID)
 	a.pre.mu.Unlock()
 	if p == nil || time.Since(p.at) > prefetchTTL || (ev.DomainID >= 0 && p.domainID >= 0 && p.domainID != ev.DomainID) {
+		return nil
+	}
+	return p
+}
+
+// wait waits for the read in flight; nil if it failed (or p is nil).
+func (p *prefetch) wait(ctx context.Context) *prefetch {
+	if p == nil {
 		return nil
 	}
 	select {
