@@ -179,13 +179,11 @@ func (r *Resolver) dumpOnce() (t table, interrupted bool, err error) {
 			}
 		}
 	}
-	// A bridge port without VLAN entries is in no bridge dump entry's
-	// table: its table is known to be empty.
-	for _, l := range t {
-		if m := t[l.Master]; m != nil && m.Kind == "bridge" {
-			l.VLANsKnown = true
-		}
-	}
+	// Every bridge port has an entry in the bridge dump, one in no VLAN
+	// too (TestRigDumpReportsPortsWithoutVLANs): a port without one was
+	// skipped (a dump runs by position, and links deleted meanwhile shift
+	// it), and its VLANs stay unknown: its NICs fall back to the bridge
+	// device rather than count as in no VLAN until it changes.
 	return t, interrupted, nil
 }
 

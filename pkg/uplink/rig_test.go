@@ -362,3 +362,32 @@ func TestRigBond8023ad(t *testing.T) {
 		t.Fatalf("event %v, want carrier_up on bond0", e)
 	}
 }
+
+// TestRigDumpReportsPortsWithoutVLANs: the kernel's bridge dump has an
+// entry for every port of a VLAN-filtering bridge, one in no VLAN too, so
+// the resolver knows that port's (empty) VLAN table from the dump itself;
+// a port the dump did not report (skipped while links were deleted) stays
+// unknown, and its NIC falls back to the bridge device instead of being
+// skipped as in no VLAN.
+func TestRigDumpReportsPortsWithoutVLANs(t *testing.T) {
+	netnstest.Require(t)
+	ns, sw := netnstest.New(t, "hv"), netnstest.New(t, "sw")
+	ns.Exec(t, "ip", "link", "add", "br0", "type", "bridge", "vlan_filtering", "1", "stp_state", "0", "forward_delay", "0")
+	ns.Exec(t, "ip", "link", "set", "br0", "up")
+	netnstest.Veth(t, ns, "up0", sw, "down0")
+	ns.Attach(t, "up0", "br0")
+	ns.Exec(t, "bridge", "vlan", "add", "dev", "up0", "vid", "100")
+	ns.Exec(t, "ip", "tuntap", "add", "dev", "bare0", "mode", "tap")
+	ns.Attach(t, "bare0", "br0")
+	ns.Exec(t, "bridge", "vlan", "del", "dev", "bare0", "vid", "1")
+	h := &hv{ns: ns}
+	r := h.open(t)
+	l, ok := r.Link("bare0")
+	if !ok || !l.VLANsKnown || len(l.VLANs) != 0 {
+		t.Fatalf("bare0: %+v (found %v); want its VLAN table known from the dump, and empty", l, ok)
+	}
+	var nu *NoUplinkError
+	if _, err := r.Targets("br0", "bare0", nil); !errors.As(err, &nu) || nu.Reason != PortWithoutVLAN {
+		t.Errorf("bare0: %v, want port_without_vlan", err)
+	}
+}
