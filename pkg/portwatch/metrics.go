@@ -49,8 +49,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		updates: metricset.Counter("link_updates_total",
 			"Netlink link messages (RTM_NEWLINK, RTM_DELLINK, dumps included) applied to the port watcher's view."),
 		resyncs: metricset.CounterOf("link_resyncs_total",
-			"Times the port watcher lost its link subscription and rebuilt its view from a dump, by reason: overflow (receive buffer full), error.",
-			"reason", "overflow", "error"),
+			"Times the port watcher lost its link subscription and rebuilt its view from a dump, by reason: overflow (receive buffer full), interrupted (links changed while the kernel dumped them: dumped again), error.",
+			"reason", "overflow", "interrupted", "error"),
 	}
 	m.Set = metricset.Set{m.waits, m.waitSeconds, m.changes, m.updates, m.resyncs}
 	return metricset.Register(reg, m)
@@ -88,8 +88,11 @@ func (m *Metrics) resync(err error) {
 		return
 	}
 	reason := "error"
-	if errors.Is(err, unix.ENOBUFS) {
+	switch {
+	case errors.Is(err, unix.ENOBUFS):
 		reason = "overflow"
+	case errors.Is(err, errDumpInterrupted):
+		reason = "interrupted"
 	}
 	m.resyncs.WithLabelValues(reason).Inc()
 }

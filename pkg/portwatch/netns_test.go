@@ -773,3 +773,47 @@ func TestWatchFunc(t *testing.T) {
 		t.Errorf("onEnd ran %d times", n)
 	}
 }
+
+// A link created while the kernel dumps the links (the reader holds after
+// the first part of its first dump) makes the kernel flag the rest of the
+// dump as interrupted: the watcher does not prune by it (an interrupted
+// dump may have skipped a live link) but dumps again, and knows every link.
+func TestInterruptedDumpIsDumpedAgain(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "pw")
+	ns.Bridge(t, "br0")
+	ifbs(t, ns, 300) // a dump of several parts
+	var receives atomic.Int32
+	entered, hold := make(chan struct{}), make(chan struct{})
+	added := make(chan error, 1)
+	go func() { // New waits for the first complete dump
+		select {
+		case <-entered:
+		case <-time.After(5 * time.Second):
+		}
+		out, err := ns.Command("ip", "link", "add", "late0", "type", "ifb").CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("%v: %s", err, out)
+		}
+		added <- err
+		close(hold)
+	}()
+	m := NewMetrics(nil)
+	w := watcherIn(t, ns, Options{Metrics: m, beforeReceive: func() {
+		if receives.Add(1) == 2 { // the dump's first part has been read
+			close(entered)
+			<-hold
+		}
+	}})
+	if err := <-added; err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.resyncs.WithLabelValues("interrupted")); got < 1 {
+		t.Errorf("interrupted resyncs %v, want at least 1 (the dump was not flagged, or the flag ignored)", got)
+	}
+	for _, name := range []string{ifbName(0), ifbName(299), "late0"} {
+		if _, ok := w.State(name); !ok {
+			t.Errorf("%s unknown after the dump was read again", name)
+		}
+	}
+}

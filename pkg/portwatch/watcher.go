@@ -199,17 +199,23 @@ func (w *Watcher) run(s *nl.NetlinkSocket, seq uint32) {
 	defer close(w.done)
 	backoff := wait.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for {
-		err := w.read(s, seq)
+		dumped, err := w.read(s, seq)
 		s.Close()
 		if w.isClosed() {
 			return
 		}
 		w.log.Warn("link updates lost; resubscribing", zap.Error(err))
 		w.m.resync(err)
+		if dumped {
+			backoff.Reset() // that subscription worked: again at once
+		} else if !wait.Sleep(w.closed, backoff.Next()) {
+			// Its dump never completed (failed, or interrupted again
+			// and again): retries are paced, not a busy loop.
+			return
+		}
 		for {
 			s, seq, err = w.subscribe()
 			if err == nil {
-				backoff.Reset()
 				break
 			}
 			if w.isClosed() {
@@ -233,15 +239,20 @@ func (w *Watcher) isClosed() bool {
 	}
 }
 
-// read applies messages from s until an error.
-func (w *Watcher) read(s *nl.NetlinkSocket, seq uint32) error {
+// errDumpInterrupted: the kernel flagged the link dump as interrupted.
+var errDumpInterrupted = errors.New("link dump interrupted")
+
+// read applies messages from s until an error; dumped reports whether the
+// subscription's dump completed before it.
+func (w *Watcher) read(s *nl.NetlinkSocket, seq uint32) (dumped bool, err error) {
+	intr := false
 	for {
 		if w.opts.beforeReceive != nil {
 			w.opts.beforeReceive()
 		}
 		msgs, from, err := s.Receive()
 		if err != nil {
-			return err
+			return dumped, err
 		}
 		if from.Pid != nl.PidKernel {
 			continue
@@ -250,20 +261,32 @@ func (w *Watcher) read(s *nl.NetlinkSocket, seq uint32) error {
 		for _, msg := range msgs {
 			switch msg.Header.Type {
 			case unix.NLMSG_DONE:
-				if msg.Header.Seq == seq {
-					w.dumped()
+				if msg.Header.Seq != seq {
+					continue
 				}
+				if intr || msg.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+					// A link that changed while the kernel dumped
+					// sends a change notice, but the dump may have
+					// skipped another, unchanged one: pruning by it
+					// would drop a live link (a bridge: its taps'
+					// masters unresolved, their landings not ready).
+					// A fresh subscription dumps again.
+					w.mu.Unlock()
+					return false, errDumpInterrupted
+				}
+				w.dumped()
+				dumped = true
 			case unix.NLMSG_ERROR:
 				if msg.Header.Seq == seq && len(msg.Data) >= 4 {
 					if errno := -int32(nativeUint32(msg.Data)); errno != 0 {
 						w.mu.Unlock()
-						return fmt.Errorf("link dump: %w", syscall.Errno(errno))
+						return dumped, fmt.Errorf("link dump: %w", syscall.Errno(errno))
 					}
 				}
 			case unix.RTM_NEWLINK, unix.RTM_DELLINK:
-				// NLM_F_DUMP_INTR on dump messages is ignored: a link
-				// that changed while the kernel was dumping also sends
-				// a change notice, which follows on this socket.
+				if msg.Header.Seq == seq && msg.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+					intr = true
+				}
 				u, err := parseLink(msg.Header.Type, msg.Data)
 				if err != nil {
 					w.log.Debug("ignoring link message", zap.Error(err))
