@@ -67,19 +67,29 @@ const (
 	DefaultRingFrames = 16384
 )
 
-// The filter (see above). Offsets are in the Ethernet frame; a skip of n
-// jumps over n instructions.
-var requestFilter = []bpf.Instruction{
-	/* 0 */ bpf.LoadExtension{Num: bpf.ExtType}, // sll_pkttype
-	/* 1 */ bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: unix.PACKET_OTHERHOST, SkipTrue: 7}, // OTHERHOST, OUTGOING, LOOPBACK: drop
-	/* 2 */ bpf.LoadExtension{Num: bpf.ExtVLANTagPresent},
-	/* 3 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0, SkipTrue: 5}, // a tag for a VLAN not served here: drop
-	/* 4 */ bpf.LoadExtension{Num: bpf.ExtLen},
-	/* 5 */ bpf.JumpIf{Cond: bpf.JumpLessThan, Val: 22, SkipTrue: 2}, // no room for op: pass, counted as short
-	/* 6 */ bpf.LoadAbsolute{Off: 20, Size: 2}, // op
-	/* 7 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(rarp.OpReverseRequest), SkipTrue: 1},
-	/* 8 */ bpf.RetConstant{Val: snapLen}, // pass, truncated
-	/* 9 */ bpf.RetConstant{Val: 0}, // drop
+// requestFilter is the filter (see above) for a socket bound to ifindex.
+// Offsets are in the Ethernet frame; a skip of n jumps over n
+// instructions. Its first test matters on the parent of VLAN devices: the
+// kernel hands a frame received on eth0.100, untagged, also to the
+// protocol handlers bound to eth0 (its orig_dev), with skb->dev eth0.100.
+// rarpd drops those by sll_ifindex; this filter drops them in the kernel
+// (SKF_AD_IFINDEX), before they take a ring slot, so the parent neither
+// answers a request of another VLAN untagged nor counts it.
+func requestFilter(ifindex int) []bpf.Instruction {
+	return []bpf.Instruction{
+		/* 0 */ bpf.LoadExtension{Num: bpf.ExtInterfaceIndex}, // the device that received it
+		/* 1 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ifindex), SkipTrue: 9}, // another device's frame: drop
+		/* 2 */ bpf.LoadExtension{Num: bpf.ExtType}, // sll_pkttype
+		/* 3 */ bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: unix.PACKET_OTHERHOST, SkipTrue: 7}, // OTHERHOST, OUTGOING, LOOPBACK: drop
+		/* 4 */ bpf.LoadExtension{Num: bpf.ExtVLANTagPresent},
+		/* 5 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0, SkipTrue: 5}, // a tag for a VLAN not served here: drop
+		/* 6 */ bpf.LoadExtension{Num: bpf.ExtLen},
+		/* 7 */ bpf.JumpIf{Cond: bpf.JumpLessThan, Val: 22, SkipTrue: 2}, // no room for op: pass, counted as short
+		/* 8 */ bpf.LoadAbsolute{Off: 20, Size: 2}, // op
+		/* 9 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(rarp.OpReverseRequest), SkipTrue: 1},
+		/* 10 */ bpf.RetConstant{Val: snapLen}, // pass, truncated
+		/* 11 */ bpf.RetConstant{Val: 0}, // drop
+	}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -138,7 +148,7 @@ func openRing(ifindex, frames int) (_ *packetRing, err error) {
 			}
 		}
 	}()
-	prog, err := bpf.Assemble(requestFilter)
+	prog, err := bpf.Assemble(requestFilter(ifindex))
 	if err != nil {
 		return nil, err
 	}

@@ -67,6 +67,36 @@ func TestVLANSubInterface(t *testing.T) {
 	waitStats(t, r, "srv0.100", func(s Stats) bool { return s.Replies == 1 && s.Requests == 1 })
 }
 
+// TestVLANParentAndSubInterface: served on both the parent and its VLAN
+// sub-interface, a request in VLAN 100 is answered once, by the
+// sub-interface, tagged. The kernel also hands the frame, untagged, to
+// what is bound to the parent: the parent must not answer it into the
+// native VLAN, nor count it (found in review: it did both).
+func TestVLANParentAndSubInterface(t *testing.T) {
+	netnstest.Require(t)
+	p := newPair(t, "10.99.255.254/16")
+	tbl := holderOf(t, "52:54:00:00:00:01 10.100.0.1")
+	p.srv.Exec(t, "ip", "link", "add", "link", "srv0", "name", "srv0.100", "type", "vlan", "id", "100")
+	p.cli.Exec(t, "ip", "link", "add", "link", "cli0", "name", "cli0.100", "type", "vlan", "id", "100")
+	p.srv.Exec(t, "ip", "addr", "add", "10.100.0.254/24", "dev", "srv0.100")
+	p.cli.Exec(t, "ip", "addr", "add", "10.100.0.253/24", "dev", "cli0.100")
+	p.srv.Exec(t, "ip", "link", "set", "srv0.100", "up")
+	p.cli.Exec(t, "ip", "link", "set", "cli0.100", "up")
+	sniff := netnstest.Sniff(t, p.cli, "cli0")
+	r, _ := serve(t, p.srv, Config{Interfaces: []string{"srv0", "srv0.100"}, Table: tbl, OffLink: true})
+
+	sub := newClient(t, p.cli, "cli0.100")
+	wantReply(t, sub.ask(t, request(t, cliMAC, cliMAC, "52:54:00:00:00:01"), 2*time.Second), "10.100.0.254", "10.100.0.1")
+	time.Sleep(300 * time.Millisecond) // a second reply would be out by now
+	if got := rarpVLANs(sniff.Stop()); len(got) != 2 || got[0] != 100 || got[1] != 100 {
+		t.Fatalf("RARP frames on the trunk by VLAN %v, want the request and one reply, both in VLAN 100", got)
+	}
+	waitStats(t, r, "srv0.100", func(s Stats) bool { return s.Replies == 1 && s.Requests == 1 })
+	if s := r.Stats()["srv0"]; s.Requests != 0 || s.Replies != 0 {
+		t.Errorf("the parent saw the sub-interface's request: %+v", s)
+	}
+}
+
 // TestVLANFilteringBridge: a hypervisor's VLAN-aware bridge (vlan_filtering
 // 1) whose host address is in VLAN 100, a client on an access port with
 // PVID 100 and another on PVID 200. The responder answers on the bridge
