@@ -457,6 +457,30 @@ func TestRunCheckLoadsResponderTables(t *testing.T) {
 	}
 }
 
+// A bad ip_announce.static_map is a configuration error: run --check says
+// so and run refuses to start, both with exit 2 (found in review: --check
+// said OK and run failed with exit 1, which the unit's
+// RestartPreventExitStatus=2 does not stop from restarting). An empty
+// metrics.address is refused too: Go would listen on every address.
+func TestRunRefusesABadStaticMap(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	static := filepath.Join(dir, "static.yaml")
+	writeConfig(t, cfg, "ip_announce:\n  enabled: true\n  sources:\n    static: true\n  static_map: "+static+"\n")
+	writeConfig(t, static, "not: [a map\n")
+	for _, args := range [][]string{{"--check"}, {"--metrics-address", "127.0.0.1:0"}} {
+		r := run(t, exec.Command(binary, append([]string{"run", "--config", cfg}, args...)...))
+		if r.Code != 2 || !strings.Contains(r.Stderr, "ip_announce.static_map: "+static) {
+			t.Errorf("run %v: exit %d, stderr %q; want exit 2 naming ip_announce.static_map and the file", args, r.Code, r.Stderr)
+		}
+	}
+	writeConfig(t, cfg, "metrics:\n  address: \"\"\n")
+	r := run(t, exec.Command(binary, "run", "--config", cfg, "--check"))
+	if r.Code != 2 || !strings.Contains(r.Stderr, cfg+":2: metrics.address: empty") {
+		t.Errorf("empty metrics address: exit %d, stderr %q; want exit 2 naming %s:2", r.Code, r.Stderr, cfg)
+	}
+}
+
 // The agent starts although the responder's table cannot load yet (a
 // file not there, as with DNS down at boot): the announcer must not stay
 // down for it. The table loads once the file appears.

@@ -27,7 +27,9 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 	if c.Sources.Static && c.StaticMap != "" {
 		st, err := ipsource.LoadStatic(c.StaticMap)
 		if err != nil {
-			return nil, fmt.Errorf("ip_announce.static_map: %w", err)
+			// A table the configuration names: refused like the
+			// responder's (a configuration error, exit 2).
+			return nil, &TableError{fmt.Errorf("ip_announce.static_map: %w", err)}
 		}
 		r.Static = st
 	}

@@ -53,7 +53,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	}
 	if check {
 		if transient, err := config.CheckTables(ctx, cfg); err != nil {
-			fmt.Fprintf(env.Stderr, "rarp-announce run: responder table:\n%v\n", err)
+			fmt.Fprintf(env.Stderr, "rarp-announce run: table:\n%v\n", err)
 			if transient { // run would start and retry it
 				return ExitFailure
 			}

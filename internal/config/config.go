@@ -517,7 +517,10 @@ func (c *Config) validate() []*Error {
 		}
 	}
 	c.IPAnnounce.validate(bad)
-	if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil && c.Metrics.Address != "" {
+	if _, _, err := net.SplitHostPort(c.Metrics.Address); c.Metrics.Address == "" {
+		// net.Listen would take "" as every address, on a random port.
+		bad("metrics.address", "empty: the agent serves /metrics, /healthz and /readyz on host:port (default 127.0.0.1:9798)")
+	} else if err != nil {
 		bad("metrics.address", "%q is not host:port", c.Metrics.Address)
 	}
 	switch c.Log.Level {

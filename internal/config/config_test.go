@@ -135,6 +135,8 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]want{{2, "triggers.reboot", ClassUnknownKey, "c.yaml:2: triggers.reboot: unknown key"}}},
 		{"bad address", "metrics:\n  address: localhost\n",
 			[]want{{2, "metrics.address", ClassValue, `c.yaml:2: metrics.address: "localhost" is not host:port`}}},
+		{"empty address", "metrics:\n  address: \"\"\n",
+			[]want{{2, "metrics.address", ClassValue, "c.yaml:2: metrics.address: empty: the agent serves /metrics, /healthz and /readyz on host:port (default 127.0.0.1:9798)"}}},
 		{"backoff order", "libvirt:\n  backoff_min: 5s\n  backoff_max: 1s\n",
 			[]want{{3, "libvirt.backoff_max", ClassValue, "c.yaml:3: libvirt.backoff_max: must be >= backoff_min (5s)"}}},
 		{"bursts without interval", "schedule:\n  bursts: 3\n",

@@ -3,17 +3,27 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/rarp-announce/rarp-announce/pkg/ipsource"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
 
-// CheckTables loads the responder's tables as run would at start (read,
-// parse, resolve the host names), for run --check: a configuration whose
-// ethers or map file makes the responder refuse to start is not "OK". It
-// returns nil when the responder is disabled. transient is true when
-// every problem may pass by itself (a name that does not resolve now, a
-// file not there yet): run would start and retry the table.
+// CheckTables loads the tables as run would at start, for run --check:
+// ip_announce.static_map, and the responder's (read, parse, resolve the
+// host names). A configuration whose table makes run refuse to start is
+// not "OK". It returns nil when no table is configured. transient is true
+// when every problem may pass by itself (a responder name that does not
+// resolve now, a responder file not there yet): run would start and retry
+// that table.
 func CheckTables(ctx context.Context, c *Config) (transient bool, err error) {
+	// ip_announce.static_map refuses the start on any error (run has
+	// nothing to retry it with).
+	if a := c.IPAnnounce; a.Enabled && a.Sources.Static && a.StaticMap != "" {
+		if _, err := ipsource.LoadStatic(a.StaticMap); err != nil {
+			return false, fmt.Errorf("ip_announce.static_map: %w", err)
+		}
+	}
 	r := c.Responder
 	if !r.Enabled {
 		return false, nil

@@ -31,4 +31,19 @@ func TestCheckTables(t *testing.T) {
 	if _, err = CheckTables(context.Background(), c); err != nil {
 		t.Fatalf("disabled responder: %v", err)
 	}
+
+	// ip_announce.static_map: run refuses to start on it (exit 2), so
+	// --check does too, on a bad line and on a missing file alike.
+	static := filepath.Join(dir, "static.yaml")
+	if err := os.WriteFile(static, []byte("not: [a map\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.IPAnnounce.Enabled, c.IPAnnounce.Sources.Static, c.IPAnnounce.StaticMap = true, true, static
+	for _, path := range []string{static, filepath.Join(dir, "missing.yaml")} {
+		c.IPAnnounce.StaticMap = path
+		transient, err = CheckTables(context.Background(), c)
+		if err == nil || transient || !strings.HasPrefix(err.Error(), "ip_announce.static_map: ") {
+			t.Errorf("static map %s: transient %v, %v", path, transient, err)
+		}
+	}
 }

@@ -182,6 +182,9 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
 	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor,
 		Metadata: d.setMetadata, Leases: d.leases, WatchUplinks: true, Flood: d.procs.Flood})
+	if te := (*app.TableError)(nil); errors.As(err, &te) {
+		return nil, &ConfigError{err}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -345,8 +348,18 @@ func restartOnly(a, b *config.Config) []string {
 	if !reflect.DeepEqual(a.IPAnnounce, b.IPAnnounce) {
 		out = append(out, "ip_announce")
 	}
-	if a.Responder.Enabled != b.Responder.Enabled || !slices.Equal(a.Responder.Interfaces, b.Responder.Interfaces) {
+	ra, rb := a.Responder, b.Responder
+	if ra.Enabled != rb.Enabled || !slices.Equal(ra.Interfaces, rb.Interfaces) {
 		out = append(out, "responder.enabled/interfaces")
+	}
+	// The answering rules are the server's, built at start; the files'
+	// directories are watched from start (a new path would be read once
+	// and never followed). SIGHUP re-reads the same files.
+	if ra.OffLink != rb.OffLink || ra.BootDir != rb.BootDir || ra.ARPAdvise != rb.ARPAdvise {
+		out = append(out, "responder.off_link/boot_dir/arp_advise")
+	}
+	if ra.Ethers != rb.Ethers || ra.Map != rb.Map {
+		out = append(out, "responder.ethers/map")
 	}
 	return out
 }

@@ -59,12 +59,11 @@ func (d *Daemon) runResponder(ctx context.Context) {
 }
 
 // reloadResponder re-reads the tables on SIGHUP (a broken file keeps the
-// old table and logs why) and picks up new file paths.
+// old table and logs why). New file paths need a restart (restartOnly).
 func (d *Daemon) reloadResponder(cfg *config.Config) {
 	if d.resp == nil || !cfg.Responder.Enabled {
 		return
 	}
-	d.resp.Reloader.Loader.Files = rarptable.Files{Ethers: cfg.Responder.Ethers, Map: cfg.Responder.Map}
 	if err := d.resp.Reloader.Reload(context.Background(), "SIGHUP"); err != nil {
 		d.log.Error("responder table reload refused; keeping the old table", zap.Error(err))
 	}
