@@ -82,7 +82,7 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 		if o.Monitor == nil {
 			log.Warn("ip_announce.guest_announce is on but this command has no QMP connection: the guests are not asked")
 		} else {
-			io.Guest = &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}
+			io.Guest = &qmp.Announcer{Monitor: o.Monitor, Metrics: qm, Name: "rarp-announce-guest"}
 		}
 	}
 	f := agent.NewIPFollower(io)

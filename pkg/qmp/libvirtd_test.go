@@ -103,6 +103,32 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 		t.Errorf("ok = %v, want 4", got)
 	}
 
+	// Two announces at once: the landing's on net0 (5 rounds), then the
+	// guest's ask (1 round) on net1 and on net0. QEMU runs one timer per
+	// id and a second announce-self with the same id replaces the first:
+	// with one id for all (as before the review), net0 got 1 RARP of its
+	// 5. Each runs to its end now.
+	capture := netnstest.StartCapture(t, ns, "br0", "rarp")
+	if err := a.AnnounceSelf(ctx, ref.UUID, []string{"net0"}, announce.DefaultSchedule()); err != nil {
+		t.Fatal(err)
+	}
+	guest := &qmp.Announcer{Monitor: monitor(rw), Metrics: m, Name: "rarp-announce-guest"}
+	once := announce.DefaultSchedule()
+	once.Rounds = 1
+	for _, alias := range []string{"net1", "net0"} {
+		if err := guest.AnnounceSelf(ctx, ref.UUID, []string{alias}, once); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1200 * time.Millisecond)
+	frames := netnstest.ReadPcap(t, capture.Stop())
+	if n0, n1 := netnstest.RARPFrom(frames, nicMACs[0][:]), netnstest.RARPFrom(frames, nicMACs[1][:]); n0 != 6 || n1 != 1 {
+		t.Errorf("concurrent announces: RARPs from net0, net1 = %d, %d; want 6 (5 + the guest's 1), 1", n0, n1)
+	}
+	if got := counter(t, reg, "ok"); got != 7 {
+		t.Errorf("ok = %v, want 7", got)
+	}
+
 	// A command QEMU lacks (as announce-self before QEMU 4.0): libvirt's
 	// call succeeds, QEMU's error is in the reply.
 	lacking := &qmp.Announcer{Metrics: m, Monitor: func(ctx context.Context, uuid, cmd string) (string, error) {

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +41,7 @@ var (
 	ErrReply = errors.New("unexpected QMP reply")
 )
 
-// command is QMP's announce-self (QEMU >= 4.0). The four timings are
+// command is QMP's announce-self (QEMU >= 4.1: interfaces and id). The four timings are
 // required; interfaces takes the NICs' device ids, which are libvirt's
 // aliases (net0, ...).
 type command struct {
@@ -108,6 +109,22 @@ func truncate(s string) string {
 type Announcer struct {
 	Monitor Monitor
 	Metrics *Metrics
+	// Name tells this announcer's QEMU timers from another's ("" is
+	// "rarp-announce"). QEMU runs one timer per id, and announce-self
+	// with an id in use replaces that timer's NICs and rounds: the
+	// timer's id is Name and the NICs' aliases, so announces of other
+	// NICs, or of another announcer (the landing's, the guest's), run
+	// beside each other, and a new one of the same NICs replaces the old.
+	Name string
+}
+
+// timerID names the QEMU announce timer for aliases.
+func (a *Announcer) timerID(aliases []string) string {
+	name := a.Name
+	if name == "" {
+		name = "rarp-announce"
+	}
+	return name + ":" + strings.Join(aliases, ",")
 }
 
 // AnnounceSelf asks QEMU for s.Bursts bursts, BurstInterval apart, on the
@@ -115,7 +132,7 @@ type Announcer struct {
 // refused); the following bursts run until ctx is done. QMP has no
 // equivalent of a periodic refresh, so s.Refresh is not applied here.
 func (a *Announcer) AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error {
-	cmd, err := AnnounceSelfCommand(aliases, s, "rarp-announce")
+	cmd, err := AnnounceSelfCommand(aliases, s, a.timerID(aliases))
 	if err != nil {
 		return err
 	}

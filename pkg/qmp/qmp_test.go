@@ -2,8 +2,10 @@ package qmp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +28,35 @@ func TestAnnounceSelfCommand(t *testing.T) {
 	}
 	if _, err := AnnounceSelfCommand(nil, announce.DefaultSchedule(), ""); err == nil {
 		t.Fatal("no aliases accepted")
+	}
+}
+
+// Each announcer's timer id names its NICs: QEMU replaces a timer whose
+// id is reused, so announces of other NICs or from another announcer must
+// not share one (TestAnnounceSelfRealQEMU shows what QEMU does with them).
+func TestAnnouncerTimerIDs(t *testing.T) {
+	var ids []string
+	record := func(_ context.Context, _, cmd string) (string, error) {
+		var c command
+		if err := json.Unmarshal([]byte(cmd), &c); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.Arguments.ID)
+		return `{"return":{}}`, nil
+	}
+	landing := &Announcer{Monitor: record, Metrics: NewMetrics(nil)}
+	guest := &Announcer{Monitor: record, Metrics: NewMetrics(nil), Name: "rarp-announce-guest"}
+	for _, c := range []struct {
+		a       *Announcer
+		aliases []string
+	}{{landing, []string{"net0", "net1"}}, {landing, []string{"net2"}}, {guest, []string{"net1"}}} {
+		if err := c.a.AnnounceSelf(context.Background(), "u-1", c.aliases, announce.DefaultSchedule()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"rarp-announce:net0,net1", "rarp-announce:net2", "rarp-announce-guest:net1"}
+	if !slices.Equal(ids, want) {
+		t.Errorf("timer ids %q, want %q", ids, want)
 	}
 }
 
