@@ -96,8 +96,8 @@ type OVNReadiness struct {
 	// Metrics, if set, counts Wait's results and Watch's re-installs.
 	Metrics *OVNMetrics
 
-	mu   sync.Mutex // one request at a time on conn
-	conn *rpcConn
+	mu sync.Mutex // one request at a time on conn
+	s  session
 }
 
 // Port looks up the OVS Interface named iface.
@@ -241,22 +241,14 @@ func (r *OVNReadiness) look(ctx context.Context, where []any, what string) (OVNP
 	defer cancel()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.conn == nil {
-		c, err := dialOVSDB(ctx, r.Socket)
-		if err != nil {
-			return OVNPort{}, fmt.Errorf("ovn readiness of %s: %w", what, err)
-		}
-		r.conn = c
-	}
-	res, err := r.conn.transact(ctx, map[string]any{"op": "select", "table": "Interface", "where": where,
-		"columns": []string{"name", "ofport", "external_ids"}})
+	r.s.socket = r.Socket
+	var res [][]row
+	err := r.s.do(ctx, func(c *rpcConn) (err error) {
+		res, err = c.transact(ctx, map[string]any{"op": "select", "table": "Interface", "where": where,
+			"columns": []string{"name", "ofport", "external_ids"}})
+		return err
+	})
 	if err != nil {
-		var opErr *ovsdbError
-		if !errors.As(err, &opErr) {
-			// unknown state (timeout, server gone): never reuse
-			r.conn.Close()
-			r.conn = nil
-		}
 		switch {
 		case parent.Err() != nil:
 			return OVNPort{}, fmt.Errorf("ovn readiness of %s: %w", what, parent.Err())
@@ -278,10 +270,7 @@ func (r *OVNReadiness) look(ctx context.Context, where []any, what string) (OVNP
 func (r *OVNReadiness) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.conn != nil {
-		r.conn.Close()
-		r.conn = nil
-	}
+	r.s.close()
 	return nil
 }
 

@@ -28,9 +28,9 @@ type OVSDB struct {
 	// Timeout bounds one lookup; default 5 s.
 	Timeout time.Duration
 
-	sem  chan struct{} // one request at a time on the connection
+	sem  chan struct{} // one request at a time on the session
 	once sync.Once
-	conn *rpcConn
+	s    session
 }
 
 // Lookup implements Lookuper.
@@ -45,16 +45,15 @@ func (d *OVSDB) Lookup(ctx context.Context, port string) (Port, error) {
 }
 
 func (d *OVSDB) lookup(ctx context.Context, port string) (p Port, err error) {
-	err = d.with(ctx, func() error {
-		p, err = d.query(ctx, port)
+	err = d.with(ctx, func(c *rpcConn) error {
+		p, err = query(ctx, c, port)
 		return err
 	})
 	return p, err
 }
 
-// with runs f on the connection, dialing it first if needed, one request
-// at a time.
-func (d *OVSDB) with(ctx context.Context, f func() error) error {
+// with runs f on the session, one request at a time.
+func (d *OVSDB) with(ctx context.Context, f func(*rpcConn) error) error {
 	d.once.Do(func() { d.sem = make(chan struct{}, 1) })
 	select {
 	case d.sem <- struct{}{}:
@@ -62,27 +61,56 @@ func (d *OVSDB) with(ctx context.Context, f func() error) error {
 		return ctx.Err()
 	}
 	defer func() { <-d.sem }()
-	if d.conn == nil {
-		c, err := dialOVSDB(ctx, d.Socket)
-		if err != nil {
-			return err
-		}
-		d.conn = c
-	}
-	err := f()
-	var opErr *ovsdbError
-	if err != nil && !errors.As(err, &opErr) && !errors.Is(err, ErrPortNotFound) {
-		// The connection is in an unknown state (timeout, server gone):
-		// a late reply must never answer a later request.
-		d.conn.Close()
-		d.conn = nil
-	}
-	return err
+	d.s.socket = d.Socket
+	return d.s.do(ctx, f)
 }
 
-func (d *OVSDB) query(ctx context.Context, port string) (Port, error) {
+// session is one connection to an OVSDB server, dialed when first needed
+// and kept for the next request; its user serializes the requests.
+type session struct {
+	socket string
+	conn   *rpcConn
+}
+
+// do runs f on the connection, dialing it first if needed. After an error
+// other than the server's own answer (an OVSDB error, no such port) the
+// connection is in an unknown state (timeout, server gone) and is closed:
+// a late reply must never answer a later request. A connection kept from
+// an earlier request finds out that its server restarted (an OVS upgrade,
+// a service restart) only when it is used: that first failure is not
+// reported, f runs once more on a new connection.
+func (s *session) do(ctx context.Context, f func(*rpcConn) error) error {
+	for retried := false; ; retried = true {
+		kept := s.conn != nil
+		if !kept {
+			c, err := dialOVSDB(ctx, s.socket)
+			if err != nil {
+				return err
+			}
+			s.conn = c
+		}
+		err := f(s.conn)
+		var opErr *ovsdbError
+		if err == nil || errors.As(err, &opErr) || errors.Is(err, ErrPortNotFound) {
+			return err
+		}
+		s.close()
+		if !kept || retried || !errors.Is(err, ErrNotRunning) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) close() {
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+}
+
+func query(ctx context.Context, c *rpcConn, port string) (Port, error) {
 	eq := func(col, v string) []any { return []any{[]any{col, "==", v}} }
-	res, err := d.conn.transact(ctx,
+	res, err := c.transact(ctx,
 		map[string]any{"op": "select", "table": "Port", "where": eq("name", port), "columns": []string{"_uuid", "name", "tag", "trunks", "vlan_mode"}},
 		map[string]any{"op": "select", "table": "Interface", "where": eq("name", port), "columns": []string{"name", "ofport", "error"}},
 	)
@@ -102,7 +130,7 @@ func (d *OVSDB) query(ctx context.Context, port string) (Port, error) {
 	if err := json.Unmarshal(res[0][0]["_uuid"], &uuid); err != nil || len(uuid) != 2 {
 		return Port{}, fmt.Errorf("%w: Port _uuid %s", ErrCommand, res[0][0]["_uuid"])
 	}
-	br, err := d.conn.transact(ctx, map[string]any{"op": "select", "table": "Bridge",
+	br, err := c.transact(ctx, map[string]any{"op": "select", "table": "Bridge",
 		"where": []any{[]any{"ports", "includes", uuid}}, "columns": []string{"name"}})
 	if err != nil {
 		return Port{}, err
@@ -127,10 +155,7 @@ func (d *OVSDB) Close() error {
 	d.once.Do(func() { d.sem = make(chan struct{}, 1) })
 	d.sem <- struct{}{}
 	defer func() { <-d.sem }()
-	if d.conn != nil {
-		d.conn.Close()
-		d.conn = nil
-	}
+	d.s.close()
 	return nil
 }
 

@@ -30,9 +30,9 @@ func (d *OVSDB) Uplinks(ctx context.Context, bridge string) ([]string, error) {
 	lctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var res [][]row
-	err := d.with(lctx, func() (err error) {
+	err := d.with(lctx, func(c *rpcConn) (err error) {
 		all := []any{}
-		res, err = d.conn.transact(lctx,
+		res, err = c.transact(lctx,
 			map[string]any{"op": "select", "table": "Bridge", "where": all, "columns": []string{"name", "ports"}},
 			map[string]any{"op": "select", "table": "Port", "where": all, "columns": []string{"_uuid", "name", "interfaces"}},
 			map[string]any{"op": "select", "table": "Interface", "where": all, "columns": []string{"_uuid", "name", "type", "external_ids", "options"}},
