@@ -241,11 +241,14 @@ func (w *Watch) Run(ctx context.Context, deadline time.Time, untilAllSeen bool) 
 	if w.hub != nil {
 		return w.runShared(ctx, deadline, untilAllSeen)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = w.c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// The deadline first, then the hook that cuts it short: the other
+	// way round a cancel that came first (or in between) was overwritten
+	// by the deadline, and the watch ran to it (found in review).
 	if err := w.c.SetReadDeadline(deadline); err != nil {
 		return w.Sightings(), err
 	}
+	stop := context.AfterFunc(ctx, func() { _ = w.c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	buf := make([]byte, 64) // the filter keeps only the Ethernet header
 	for {
 		if untilAllSeen && w.allSeen() {
