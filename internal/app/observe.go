@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -20,6 +21,7 @@ type Log struct {
 	Level zap.AtomicLevel
 	base  zapcore.Level
 	stop  func()
+	sigs  chan os.Signal // CatchSignals
 }
 
 // NewLog builds the logger for c. Buffered batches the writes to stderr
@@ -52,8 +54,18 @@ func (l *Log) Close() {
 // reload (one reload at a time). SIGTERM and SIGINT
 // cancel the command's context (cli.Main).
 func (l *Log) HandleSignals(ctx context.Context, reload func()) {
-	logging.HandleSignals(ctx, l.Logger, l.Level, l.base, reload)
+	logging.HandleSignals(ctx, l.sigs, l.Logger, l.Level, l.base, reload)
 }
+
+// Sampled is the logger with its repeated messages sampled
+// (logging.Sampled): the responder's, whose debug level logs every
+// request.
+func (l *Log) Sampled() *zap.Logger { return l.Logger.WithOptions(logging.Sampled()) }
+
+// CatchSignals catches the control signals (SIGHUP, SIGUSR1, SIGUSR2) from
+// now on, for HandleSignals (logging.Catch): the long-running commands
+// call it as soon as they have a logger, before anything slow.
+func (l *Log) CatchSignals() { l.sigs = logging.Catch() }
 
 // NewRegistry is the registry of the binary's HTTP endpoint: the Go and
 // process collectors and rarp_announce_build_info.

@@ -109,12 +109,15 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		coalesce = -1 // responder: negative = off
 	}
 	// The agent's logger: one format for every command of the binary.
-	logs, err := app.NewLog(config.Log{Level: f.obs.LogLevel, Format: f.obs.LogFormat}, false)
+	// Buffered: a journald that reads late drops lines instead of
+	// stalling the receive loop; sampled: debug logs every request.
+	logs, err := app.NewLog(config.Log{Level: f.obs.LogLevel, Format: f.obs.LogFormat}, true)
 	if err != nil {
 		return usageErr(env, "serve", err.Error())
 	}
 	defer logs.Close()
-	log := logs.Logger
+	logs.CatchSignals() // a SIGHUP while a large table loads must not kill the server
+	log := logs.Sampled()
 
 	reg := app.NewRegistry()
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: f.ethers, Map: f.mapFile}, responder.Config{

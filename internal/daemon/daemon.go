@@ -163,6 +163,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	if err != nil {
 		return nil, err
 	}
+	logs.CatchSignals() // a SIGHUP while the parts start must not kill the agent
 	log := logs.Logger
 	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry()}
 	d.procs = procs.Start(log) // sets GOMAXPROCS: one P until a part needs more

@@ -69,18 +69,38 @@ func build(level, format string, ws zapcore.WriteSyncer) (*zap.Logger, zap.Atomi
 	return zap.New(zapcore.NewCore(enc, ws, lvl), zap.AddCaller(), zap.ErrorOutput(zapcore.Lock(os.Stderr))), lvl, nil
 }
 
-// HandleSignals switches lvl on SIGUSR1 (debug) and SIGUSR2 (back to
-// base), and calls reload on SIGHUP (if not nil), until ctx is done. One
-// goroutine takes them in order, so a reload never runs twice at once.
-func HandleSignals(ctx context.Context, log *zap.Logger, lvl zap.AtomicLevel, base zapcore.Level, reload func()) {
-	sigs := []os.Signal{syscall.SIGUSR1, syscall.SIGUSR2}
-	if reload != nil {
-		sigs = append(sigs, syscall.SIGHUP)
-	}
+// Sampled samples a logger's repeated messages: per message and level,
+// the first 100 a second, then 1 in 100. For the RARP responder (serve),
+// whose debug level logs every request: under a flood it must not fill
+// the disk, nor spend its time logging.
+func Sampled() zap.Option {
+	return zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, 100, 100)
+	})
+}
+
+// Catch starts catching the daemons' control signals (SIGHUP, SIGUSR1,
+// SIGUSR2) for HandleSignals, and never stops: Go's default for each is
+// to end the process, so one sent while a daemon starts (a config
+// management reload at boot, while a large table loads) killed it
+// without a word, and so did one during shutdown. Caught from the start,
+// one sent early waits for the handler (four at most), and one sent after
+// it stopped is dropped.
+func Catch() chan os.Signal {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, sigs...)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	return ch
+}
+
+// HandleSignals takes the signals ch caught (nil: it catches them now)
+// until ctx is done: it switches lvl on SIGUSR1 (debug) and SIGUSR2 (back
+// to base), and calls reload on SIGHUP (if not nil). One goroutine takes
+// them in order, so a reload never runs twice at once.
+func HandleSignals(ctx context.Context, ch <-chan os.Signal, log *zap.Logger, lvl zap.AtomicLevel, base zapcore.Level, reload func()) {
+	if ch == nil {
+		ch = Catch()
+	}
 	go func() {
-		defer signal.Stop(ch)
 		for {
 			select {
 			case <-ctx.Done():
@@ -88,7 +108,9 @@ func HandleSignals(ctx context.Context, log *zap.Logger, lvl zap.AtomicLevel, ba
 			case s := <-ch:
 				switch s {
 				case syscall.SIGHUP:
-					reload()
+					if reload != nil {
+						reload()
+					}
 					continue
 				case syscall.SIGUSR1:
 					lvl.SetLevel(zapcore.DebugLevel)

@@ -366,6 +366,12 @@ func (l *link) run(ctx context.Context) {
 			case <-time.After(time.Second):
 			}
 			if err := l.reopen(); err == nil {
+				if ctx.Err() != nil {
+					// Stopped while reopening: halt found no ring to
+					// wake, and open cleared its stop; serving now
+					// would block shutdown for good (found in review).
+					return
+				}
 				l.r.log.Info("interface is back", zap.String("interface", l.name), zap.Int32("ifindex", l.index.Load()))
 			}
 		}
