@@ -235,7 +235,7 @@ func TestQEMUStrategyFailures(t *testing.T) {
 	r.mu.Lock()
 	cmds := append([]string(nil), r.cmds...)
 	r.mu.Unlock()
-	want := `{"execute":"announce-self","arguments":{"initial":50,"max":550,"rounds":5,"step":100,"interfaces":["net0"],"id":"rarp-announce"}}`
+	want := `{"execute":"announce-self","arguments":{"initial":50,"max":550,"rounds":5,"step":100,"interfaces":["net0"],"id":"rarp-announce:net0"}}` // the timer named by the NICs (qmp.Announcer)
 	if len(cmds) != 1 || cmds[0] != want {
 		t.Errorf("QEMU was asked %q, want once %s", cmds, want)
 	}

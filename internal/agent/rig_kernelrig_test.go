@@ -95,8 +95,7 @@ func TestRigAgentAnnouncesOnEachVMsVLAN(t *testing.T) {
 	vlanPorts(t, sw, netnstest.RigSwitchToHost, []string{"100"}, []string{"200"})
 
 	sw2 := netnstest.New(t, "sw2")
-	sw2.Exec(t, "ip", "link", "add", "sw2", "type", "bridge", "vlan_filtering", "1", "stp_state", "0", "forward_delay", "0")
-	sw2.Exec(t, "ip", "link", "set", "dev", "sw2", "up")
+	sw2.VLANBridge(t, "sw2")
 	netnstest.Veth(t, hv, "access0", sw2, "down1")
 	hv.Attach(t, "access0", netnstest.RigHostBridge)
 	sw2.Attach(t, "down1", "sw2")

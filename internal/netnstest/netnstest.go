@@ -166,6 +166,14 @@ func (ns *NS) Bridge(t testing.TB, name string) {
 	ns.Exec(t, "ip", "link", "set", "dev", name, "up")
 }
 
+// VLANBridge is Bridge with VLAN filtering on (802.1Q-aware: each port's
+// VLANs and PVID decide what it carries; the full-kernel rig has it).
+func (ns *NS) VLANBridge(t testing.TB, name string) {
+	t.Helper()
+	ns.Exec(t, "ip", "link", "add", name, "type", "bridge", "vlan_filtering", "1", "stp_state", "0", "forward_delay", "0")
+	ns.Exec(t, "ip", "link", "set", "dev", name, "up")
+}
+
 // Veth joins ns:a to peer:b with a veth pair, both up.
 func Veth(t testing.TB, ns *NS, a string, peer *NS, b string) {
 	t.Helper()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
 
 // These run in the kernel rig (test/kernel): they need 802.1Q
@@ -39,10 +40,11 @@ func wantReply(t *testing.T, reply []byte, sender, target string) {
 	}
 }
 
-// TestVLANSubInterface: on a VLAN sub-interface the request is answered,
-// and request and reply cross the trunk tagged; the same request untagged
-// reaches the parent, where nobody answers.
-func TestVLANSubInterface(t *testing.T) {
+// vlan100Pair is newPair with VLAN 100 on both ends: srv0.100
+// (10.100.0.254/24) and cli0.100, up, and a table that maps
+// 52:54:00:00:00:01 to 10.100.0.1.
+func vlan100Pair(t *testing.T) (*pair, *rarptable.Holder) {
+	t.Helper()
 	netnstest.Require(t)
 	p := newPair(t, "10.99.255.254/16")
 	tbl := holderOf(t, "52:54:00:00:00:01 10.100.0.1")
@@ -52,6 +54,14 @@ func TestVLANSubInterface(t *testing.T) {
 	p.cli.Exec(t, "ip", "addr", "add", "10.100.0.253/24", "dev", "cli0.100")
 	p.srv.Exec(t, "ip", "link", "set", "srv0.100", "up")
 	p.cli.Exec(t, "ip", "link", "set", "cli0.100", "up")
+	return p, tbl
+}
+
+// TestVLANSubInterface: on a VLAN sub-interface the request is answered,
+// and request and reply cross the trunk tagged; the same request untagged
+// reaches the parent, where nobody answers.
+func TestVLANSubInterface(t *testing.T) {
+	p, tbl := vlan100Pair(t)
 	sniff := netnstest.Sniff(t, p.cli, "cli0")
 	r, _ := serve(t, p.srv, Config{Interfaces: []string{"srv0.100"}, Table: tbl})
 
@@ -73,15 +83,7 @@ func TestVLANSubInterface(t *testing.T) {
 // what is bound to the parent: the parent must not answer it into the
 // native VLAN, nor count it (found in review: it did both).
 func TestVLANParentAndSubInterface(t *testing.T) {
-	netnstest.Require(t)
-	p := newPair(t, "10.99.255.254/16")
-	tbl := holderOf(t, "52:54:00:00:00:01 10.100.0.1")
-	p.srv.Exec(t, "ip", "link", "add", "link", "srv0", "name", "srv0.100", "type", "vlan", "id", "100")
-	p.cli.Exec(t, "ip", "link", "add", "link", "cli0", "name", "cli0.100", "type", "vlan", "id", "100")
-	p.srv.Exec(t, "ip", "addr", "add", "10.100.0.254/24", "dev", "srv0.100")
-	p.cli.Exec(t, "ip", "addr", "add", "10.100.0.253/24", "dev", "cli0.100")
-	p.srv.Exec(t, "ip", "link", "set", "srv0.100", "up")
-	p.cli.Exec(t, "ip", "link", "set", "cli0.100", "up")
+	p, tbl := vlan100Pair(t)
 	sniff := netnstest.Sniff(t, p.cli, "cli0")
 	r, _ := serve(t, p.srv, Config{Interfaces: []string{"srv0", "srv0.100"}, Table: tbl, OffLink: true})
 

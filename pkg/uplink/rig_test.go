@@ -126,8 +126,7 @@ func TestRigVLANTrunk(t *testing.T) {
 	netnstest.Require(t)
 	ns, sw, sw2 := netnstest.New(t, "hv"), netnstest.New(t, "sw"), netnstest.New(t, "sw2")
 	for _, x := range []*netnstest.NS{ns, sw, sw2} {
-		x.Exec(t, "ip", "link", "add", "br0", "type", "bridge", "vlan_filtering", "1", "stp_state", "0", "forward_delay", "0")
-		x.Exec(t, "ip", "link", "set", "br0", "up")
+		x.VLANBridge(t, "br0")
 	}
 	netnstest.Veth(t, ns, "trunk0", sw, "down0")
 	netnstest.Veth(t, ns, "access0", sw2, "down1")
@@ -372,8 +371,7 @@ func TestRigBond8023ad(t *testing.T) {
 func TestRigDumpReportsPortsWithoutVLANs(t *testing.T) {
 	netnstest.Require(t)
 	ns, sw := netnstest.New(t, "hv"), netnstest.New(t, "sw")
-	ns.Exec(t, "ip", "link", "add", "br0", "type", "bridge", "vlan_filtering", "1", "stp_state", "0", "forward_delay", "0")
-	ns.Exec(t, "ip", "link", "set", "br0", "up")
+	ns.VLANBridge(t, "br0")
 	netnstest.Veth(t, ns, "up0", sw, "down0")
 	ns.Attach(t, "up0", "br0")
 	ns.Exec(t, "bridge", "vlan", "add", "dev", "up0", "vid", "100")

@@ -48,8 +48,7 @@ func TestRigKernel(t *testing.T) {
 func TestBridgePortVLANs(t *testing.T) {
 	netnstest.Require(t)
 	ns, sw := netnstest.New(t, "vbr"), netnstest.New(t, "vsw")
-	ns.Exec(t, "ip", "link", "add", "br0", "type", "bridge", "vlan_filtering", "1", "stp_state", "0", "forward_delay", "0")
-	ns.Exec(t, "ip", "link", "set", "br0", "up")
+	ns.VLANBridge(t, "br0")
 	netnstest.Veth(t, ns, "uplink", sw, "trunk")
 	ns.Attach(t, "uplink", "br0")
 	ns.Exec(t, "bridge", "vlan", "del", "dev", "uplink", "vid", "1")
