@@ -129,6 +129,25 @@ func TestAnnounceSelfRealQEMU(t *testing.T) {
 		t.Errorf("ok = %v, want 7", got)
 	}
 
+	// Two bursts 200 ms apart, each 800 ms long: the second announce-self
+	// (same NICs, same timer) waits until QEMU sent the first's last round,
+	// else it replaces the rounds left (a plain ticker, as before the review,
+	// gave 8 RARPs of 10).
+	capture = netnstest.StartCapture(t, ns, "br0", "rarp")
+	two := announce.DefaultSchedule()
+	two.Bursts, two.BurstInterval = 2, 200*time.Millisecond
+	if err := a.AnnounceSelf(ctx, ref.UUID, []string{"net0"}, two); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the second burst starts at 850 ms and lasts 800
+	frames = netnstest.ReadPcap(t, capture.Stop())
+	if n := netnstest.RARPFrom(frames, nicMACs[0][:]); n != 10 {
+		t.Errorf("two bursts of 5: %d RARPs from net0, want 10", n)
+	}
+	if got := counter(t, reg, "ok"); got != 9 {
+		t.Errorf("ok = %v, want 9", got)
+	}
+
 	// A command QEMU lacks (as announce-self before QEMU 4.0): libvirt's
 	// call succeeds, QEMU's error is in the reply.
 	lacking := &qmp.Announcer{Metrics: m, Monitor: func(ctx context.Context, uuid, cmd string) (string, error) {

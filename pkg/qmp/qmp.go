@@ -23,6 +23,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Monitor runs one QMP command on a domain (by UUID) and returns QEMU's raw
@@ -127,33 +128,55 @@ func (a *Announcer) timerID(aliases []string) string {
 	return name + ":" + strings.Join(aliases, ",")
 }
 
-// AnnounceSelf asks QEMU for s.Bursts bursts, BurstInterval apart, on the
-// NICs named by aliases. It returns after the first burst was accepted (or
-// refused); the following bursts run until ctx is done. QMP has no
-// equivalent of a periodic refresh, so s.Refresh is not applied here.
+// AnnounceSelf asks QEMU for s.Bursts bursts on the NICs named by
+// aliases, started as burstStarts says. It returns after the first burst
+// was accepted (or refused); the following bursts run until ctx is done.
+// QMP has no equivalent of a periodic refresh, so s.Refresh is not applied
+// here.
 func (a *Announcer) AnnounceSelf(ctx context.Context, uuid string, aliases []string, s announce.Schedule) error {
 	cmd, err := AnnounceSelfCommand(aliases, s, a.timerID(aliases))
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	if err := a.once(ctx, uuid, cmd); err != nil {
 		return err
 	}
 	if s.Bursts > 1 {
 		go func() {
-			t := time.NewTicker(s.BurstInterval)
-			defer t.Stop()
-			for i := 1; i < s.Bursts; i++ {
-				select {
-				case <-ctx.Done():
+			for _, at := range burstStarts(s)[1:] {
+				if !wait.Sleep(ctx.Done(), time.Until(start.Add(at))) {
 					return
-				case <-t.C:
-					_ = a.once(ctx, uuid, cmd)
 				}
+				_ = a.once(ctx, uuid, cmd)
 			}
 		}()
 	}
 	return nil
+}
+
+// burstGap is how long after QEMU's last round of a burst the next
+// burst's announce-self may go: the RPC's own latency varies, and one that
+// arrived first would cancel that round.
+const burstGap = 50 * time.Millisecond
+
+// burstStarts is when each burst's announce-self goes, from the first:
+// BurstInterval apart, but never before the previous burst's last round
+// plus burstGap. The next announce-self of the same NICs replaces QEMU's
+// timer (see Announcer.Name), so a burst that outlasts the interval would
+// lose its tail; Schedule.Slots likewise starts a burst only when the
+// previous one has ended.
+func burstStarts(s announce.Schedule) []time.Duration {
+	burst := s.Burst()
+	if len(burst) == 0 || s.Bursts < 1 {
+		return nil
+	}
+	out := []time.Duration{0}
+	for k := 1; k < s.Bursts; k++ {
+		prev := out[k-1]
+		out = append(out, max(prev+s.BurstInterval, prev+burst[len(burst)-1]+burstGap))
+	}
+	return out
 }
 
 func (a *Announcer) once(ctx context.Context, uuid, cmd string) error {

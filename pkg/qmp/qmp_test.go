@@ -31,6 +31,30 @@ func TestAnnounceSelfCommand(t *testing.T) {
 	}
 }
 
+// A burst's announce-self goes BurstInterval after the previous one, but
+// not before QEMU sent the previous burst's last round (plus burstGap):
+// the same timer id would replace the rounds it has left.
+func TestBurstStarts(t *testing.T) {
+	s := announce.DefaultSchedule() // 5 rounds: the last at 800 ms
+	s.Bursts = 3
+	for _, c := range []struct {
+		interval time.Duration
+		want     []time.Duration
+	}{
+		{2 * time.Second, []time.Duration{0, 2 * time.Second, 4 * time.Second}},
+		{30 * time.Millisecond, []time.Duration{0, 850 * time.Millisecond, 1700 * time.Millisecond}},
+	} {
+		s.BurstInterval = c.interval
+		if got := burstStarts(s); !slices.Equal(got, c.want) {
+			t.Errorf("interval %v: bursts start at %v, want %v", c.interval, got, c.want)
+		}
+	}
+	s.Bursts = 1
+	if got := burstStarts(s); !slices.Equal(got, []time.Duration{0}) {
+		t.Errorf("one burst: %v", got)
+	}
+}
+
 // Each announcer's timer id names its NICs: QEMU replaces a timer whose
 // id is reused, so announces of other NICs or from another announcer must
 // not share one (TestAnnounceSelfRealQEMU shows what QEMU does with them).
@@ -99,6 +123,7 @@ func TestAnnouncerBurstsAndErrors(t *testing.T) {
 		return replies[len(calls)-1], nil
 	}}
 	s := announce.DefaultSchedule()
+	s.Rounds = 1 // a burst of one frame: the bursts go 50 ms apart (burstGap)
 	s.Bursts, s.BurstInterval = 3, 30*time.Millisecond
 	if err := a.AnnounceSelf(context.Background(), "u-1", []string{"net0"}, s); err != nil {
 		t.Fatal(err)
