@@ -241,9 +241,8 @@ func (r *OVNReadiness) look(ctx context.Context, where []any, what string) (OVNP
 	defer cancel()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.s.socket = r.Socket
 	var res [][]row
-	err := r.s.do(ctx, func(c *rpcConn) (err error) {
+	err := r.s.do(ctx, r.Socket, func(c *rpcConn) (err error) {
 		res, err = c.transact(ctx, map[string]any{"op": "select", "table": "Interface", "where": where,
 			"columns": []string{"name", "ofport", "external_ids"}})
 		return err

@@ -61,29 +61,25 @@ func (d *OVSDB) with(ctx context.Context, f func(*rpcConn) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-d.sem }()
-	d.s.socket = d.Socket
-	return d.s.do(ctx, f)
+	return d.s.do(ctx, d.Socket, f)
 }
 
 // session is one connection to an OVSDB server, dialed when first needed
 // and kept for the next request; its user serializes the requests.
-type session struct {
-	socket string
-	conn   *rpcConn
-}
+type session struct{ conn *rpcConn }
 
-// do runs f on the connection, dialing it first if needed. After an error
+// do runs f on the connection, dialing socket first if needed. After an error
 // other than the server's own answer (an OVSDB error, no such port) the
 // connection is in an unknown state (timeout, server gone) and is closed:
 // a late reply must never answer a later request. A connection kept from
 // an earlier request finds out that its server restarted (an OVS upgrade,
 // a service restart) only when it is used: that first failure is not
 // reported, f runs once more on a new connection.
-func (s *session) do(ctx context.Context, f func(*rpcConn) error) error {
+func (s *session) do(ctx context.Context, socket string, f func(*rpcConn) error) error {
 	for retried := false; ; retried = true {
 		kept := s.conn != nil
 		if !kept {
-			c, err := dialOVSDB(ctx, s.socket)
+			c, err := dialOVSDB(ctx, socket)
 			if err != nil {
 				return err
 			}
