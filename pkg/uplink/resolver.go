@@ -111,17 +111,16 @@ func Open(opts Options) (*Resolver, error) {
 func openSubscription(ns netns.NsHandle, size int) (*nl.NetlinkSocket, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var sub *nl.NetlinkSocket
-	var err error
-	if cur, gerr := netns.Get(); gerr == nil && ns.IsOpen() && !ns.Equal(cur) {
-		sub, err = nl.SubscribeAt(ns, cur, unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
-		cur.Close()
-	} else {
-		if gerr == nil {
-			cur.Close()
+	subscribe := func() (*nl.NetlinkSocket, error) { return nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK) }
+	if cur, err := netns.Get(); err == nil {
+		defer cur.Close()
+		if ns.IsOpen() && !ns.Equal(cur) {
+			subscribe = func() (*nl.NetlinkSocket, error) {
+				return nl.SubscribeAt(ns, cur, unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+			}
 		}
-		sub, err = nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
 	}
+	sub, err := subscribe()
 	if err != nil {
 		return nil, fmt.Errorf("uplink: subscribe to link changes: %w", err)
 	}
