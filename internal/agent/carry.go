@@ -39,6 +39,12 @@ type CarryOptions struct {
 	Every time.Duration
 	// PerNIC bounds the addresses written per NIC (max_ips_per_nic).
 	PerNIC int
+	// MaxAge is how long what a domain carried in is kept after it
+	// landed here (ip_announce.learned_max_age; 0: for good). The learned
+	// addresses age in the Learned store; what the element holds follows
+	// both, so a destination is never handed an address the guest
+	// stopped showing (a VIP that moved to another VM).
+	MaxAge time.Duration
 }
 
 // carrier writes what the learners learned on a domain's NICs into the
@@ -61,9 +67,13 @@ type carryDom struct {
 	name string
 	macs []rarp.MAC
 	in   map[rarp.MAC][]netip.Addr // carried in at landing
-	last []byte                    // what the XML holds, as far as we know
-	at   time.Time                 // last write
-	t    *time.Timer               // a write due
+	// inUntil is when in is dropped (MaxAge after landing; zero: never).
+	inUntil time.Time
+	last    []byte      // what the XML holds, as far as we know
+	at      time.Time   // last write
+	t       *time.Timer // a write due
+	// renew rewrites the element when an address in it ages out.
+	renew *time.Timer
 	// fails counts failed writes in a row: retried Every later, up to
 	// carryRetries, then at the next change.
 	fails int
@@ -93,6 +103,12 @@ func (c *carrier) track(dom *domxml.Domain, mac rarp.MAC) {
 		d = &carryDom{name: dom.Name, in: in}
 		if in != nil {
 			d.last = domxml.MarshalAddresses(in)
+			if c.o.MaxAge > 0 {
+				// Dropped from the element then, even if the
+				// guest never shows an address here.
+				d.inUntil = time.Now().Add(c.o.MaxAge)
+				c.renewAt(dom.UUID, d, d.inUntil)
+			}
 		}
 		c.doms[dom.UUID] = d
 	}
@@ -124,19 +140,45 @@ func (c *carrier) drop(uuid string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d := c.doms[uuid]; d != nil && d.t != nil {
-		d.t.Stop()
+	if d := c.doms[uuid]; d != nil {
+		if d.t != nil {
+			d.t.Stop()
+		}
+		if d.renew != nil {
+			d.renew.Stop()
+		}
 	}
 	delete(c.doms, uuid)
 }
 
-// state is the element for d now: per NIC, what was learned here first,
-// then what it carried in, at most PerNIC addresses.
-func (c *carrier) state(d *carryDom) []byte {
+// renewAt has the domain's state looked at again at until (zero: never),
+// when something in its element ages out; the latest call wins.
+func (c *carrier) renewAt(uuid string, d *carryDom, until time.Time) {
+	if d.renew != nil {
+		d.renew.Stop()
+		d.renew = nil
+	}
+	if !until.IsZero() {
+		d.renew = time.AfterFunc(max(time.Until(until), 0), func() { c.changed(uuid) })
+	}
+}
+
+// state is the element for d now: per NIC, what was learned here first
+// (and not aged out), then what it carried in (until MaxAge after landing),
+// at most PerNIC addresses; and when the first of those ages out.
+func (c *carrier) state(d *carryDom) (elem []byte, until time.Time) {
+	if !d.inUntil.IsZero() && !time.Now().Before(d.inUntil) {
+		d.in, d.inUntil = nil, time.Time{}
+	}
+	until = d.inUntil
 	m := map[rarp.MAC][]netip.Addr{}
 	for _, mac := range d.macs {
+		learned, u := c.learned.Fresh(mac)
+		if !u.IsZero() && (until.IsZero() || u.Before(until)) {
+			until = u
+		}
 		var ips []netip.Addr
-		for _, ip := range append(c.learned.Get(mac), d.in[mac]...) {
+		for _, ip := range append(learned, d.in[mac]...) {
 			if len(ips) < c.o.PerNIC && !slices.Contains(ips, ip) {
 				ips = append(ips, ip)
 			}
@@ -150,7 +192,7 @@ func (c *carrier) state(d *carryDom) []byte {
 			m[mac] = ips
 		}
 	}
-	return domxml.MarshalAddresses(m)
+	return domxml.MarshalAddresses(m), until
 }
 
 func (c *carrier) flush(uuid string, d *carryDom) {
@@ -160,7 +202,8 @@ func (c *carrier) flush(uuid string, d *carryDom) {
 		return
 	}
 	d.t = nil
-	elem := c.state(d)
+	elem, until := c.state(d)
+	c.renewAt(uuid, d, until)
 	if bytes.Equal(elem, d.last) {
 		c.mu.Unlock()
 		return

@@ -86,7 +86,7 @@ func TestCarryLearnedAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	mac := dom.Interfaces[0].MAC
-	store := ipsource.NewLearned(4, 16)
+	store := ipsource.NewLearned(4, 16, 0)
 	var (
 		mu   sync.Mutex
 		seen func(ipsource.Event)
@@ -182,5 +182,63 @@ func TestCarryLearnedAddresses(t *testing.T) {
 	time.Sleep(every + 100*time.Millisecond)
 	if v := testutil.ToFloat64(m.carries.WithLabelValues("denied")); v != 1 {
 		t.Fatalf("ip_metadata_writes_total{result=denied} = %v, want 1 (then no more tries)", v)
+	}
+}
+
+// TestCarryForgetsAgedAddresses: with a max age, the element handed to the
+// next host drops, without any new event, an address the guest stopped
+// showing (a VIP that failed over to another VM) and what the domain
+// carried in when it landed, once each has aged out; an address the guest
+// keeps showing stays until it too goes quiet.
+func TestCarryForgetsAgedAddresses(t *testing.T) {
+	dom, err := domxml.Parse([]byte(carryDomXML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := dom.Interfaces[0].MAC
+	const age = time.Second
+	store := ipsource.NewLearned(4, 16, age)
+	seen := make(chan func(ipsource.Event), 1)
+	open := func(dev string, m rarp.MAC, s func(ipsource.Event)) (Learner, error) {
+		seen <- s
+		return &stillLearner{done: make(chan struct{})}, nil
+	}
+	w := &metaWrites{}
+	f := NewIPFollower(IPOptions{Resolver: &ipsource.Resolver{Learned: store}, Learn: open, Metrics: NewIPMetrics(nil),
+		Logger: zaptest.NewLogger(t), Carry: CarryOptions{Write: w.write, Every: 50 * time.Millisecond, PerNIC: 8, MaxAge: age}})
+	defer f.Release(dom.UUID)
+	landed := time.Now()
+	f.RunningDomain(dom, []plan.Target{{NIC: dom.Interfaces[0], Strategy: plan.Host, Port: "vnet0", Master: "br0"}}, zaptest.NewLogger(t))
+	event := <-seen
+	learn := func(ip string) {
+		a := netip.MustParseAddr(ip)
+		event(ipsource.Event{MAC: mac, IP: a, Proto: 1, Result: store.Add(mac, a)})
+	}
+	last := func(at time.Duration) string {
+		time.Sleep(time.Until(landed.Add(at)))
+		got := w.got()
+		if len(got) == 0 {
+			return ""
+		}
+		return got[len(got)-1]
+	}
+	elem := func(nics string) string { return dom.UUID + " <addresses>" + nics + "</addresses>" }
+
+	learn("10.66.0.100") // the VIP, shown once
+	time.Sleep(time.Until(landed.Add(400 * time.Millisecond)))
+	learn("10.66.0.10") // the guest's own address
+	if got, want := last(600*time.Millisecond), elem(`<nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.100"/><ip address="10.66.0.10"/><ip address="10.66.0.99"/></nic>`+
+		`<nic mac="52:54:00:aa:bb:dd"><ip address="10.66.1.5"/></nic>`); got != want {
+		t.Fatalf("before anything aged out: %q\nwant %q", got, want)
+	}
+	store.Add(mac, netip.MustParseAddr("10.66.0.10")) // shown again: no event, a later expiry
+	if got, want := last(age+300*time.Millisecond), elem(`<nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.10"/></nic>`); got != want {
+		t.Fatalf("after the VIP and the carried addresses aged out: %q\nwant %q", got, want)
+	}
+	if got := last(600*time.Millisecond + age + 300*time.Millisecond); got != elem("") {
+		t.Fatalf("after the own address went quiet too: %q, want an empty element", got)
+	}
+	if got := store.Get(mac); got != nil {
+		t.Fatalf("store still returns %v", got)
 	}
 }

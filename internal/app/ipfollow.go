@@ -36,7 +36,7 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 	var learn agent.LearnerOpener
 	if c.Sources.Learned {
 		// Bounded: max_ips_per_nic per MAC, learnedMACs MACs.
-		r.Learned = ipsource.NewLearned(c.MaxPerNIC, learnedMACs)
+		r.Learned = ipsource.NewLearned(c.MaxPerNIC, learnedMACs, c.LearnedMaxAge.D())
 		learn = func(dev string, mac rarp.MAC, seen func(ipsource.Event)) (agent.Learner, error) {
 			var l *ipsource.Learner
 			err := inNetns(o.Netns, func() error {
@@ -67,7 +67,7 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 	case o.Metadata == nil:
 		log.Warn("ip_announce.carry_learned is on but this command has no read-write libvirt connection: learned addresses stay on this host")
 	default:
-		carry = agent.CarryOptions{Write: o.Metadata, Every: c.CarryEvery.D(), PerNIC: c.MaxPerNIC}
+		carry = agent.CarryOptions{Write: o.Metadata, Every: c.CarryEvery.D(), PerNIC: c.MaxPerNIC, MaxAge: c.LearnedMaxAge.D()}
 	}
 	capper, err := ipannounce.NewUplinkCap(c.FramesPerSecondPerUplink)
 	if err != nil {

@@ -149,6 +149,8 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]want{{3, "ip_announce.count", ClassValue, "c.yaml:3: ip_announce.count: 0 is outside 1 to 20"}}},
 		{"ip_announce carry without learning", "ip_announce:\n  enabled: true\n  carry_learned: true\n",
 			[]want{{3, "ip_announce.carry_learned", ClassValue, "c.yaml:3: ip_announce.carry_learned: needs ip_announce.sources.learned: true (nothing is learned to carry)"}}},
+		{"ip_announce learned_max_age", "ip_announce:\n  enabled: true\n  sources: {learned: true}\n  learned_max_age: 30s\n",
+			[]want{{4, "ip_announce.learned_max_age", ClassValue, "c.yaml:4: ip_announce.learned_max_age: 30s is outside 1m to 168h"}}},
 		{"ip_announce carry_every", "ip_announce:\n  enabled: true\n  sources: {learned: true}\n  carry_learned: true\n  carry_every: 100ms\n",
 			[]want{{5, "ip_announce.carry_every", ClassValue, "c.yaml:5: ip_announce.carry_every: 100ms is outside 1s to 1h"}}},
 		{"negative reconvergence window", "reconvergence:\n  window: -1s\n",

@@ -32,6 +32,10 @@ type IPAnnounce struct {
 	// CarryEvery is the shortest time between two such writes per domain.
 	CarryEvery Duration `yaml:"carry_every"`
 	MaxPerNIC  int      `yaml:"max_ips_per_nic"`
+	// LearnedMaxAge forgets a learned (or carried) address the guest has
+	// not shown for that long, so an address that moved to another VM
+	// is not announced from this one.
+	LearnedMaxAge Duration `yaml:"learned_max_age"`
 	// FramesPerSecondPerUplink caps the IP-layer frames on one segment
 	// (switches police ARP/ND in their control plane).
 	FramesPerSecondPerUplink float64 `yaml:"frames_per_second_per_uplink"`
@@ -55,6 +59,9 @@ func defaultIPAnnounce() IPAnnounce {
 		// A guest's addresses rarely change; a burst of learning (DHCP,
 		// then ARP) costs one write, then one more at most 10 s later.
 		CarryEvery: Duration(10 * time.Second),
+		// A guest in use ARPs for its gateway every few minutes; a
+		// keepalived VIP that failed over is forgotten within half an hour.
+		LearnedMaxAge: Duration(30 * time.Minute),
 		// Eight addresses: a dual-stack NIC with a few secondaries.
 		MaxPerNIC:                8,
 		FramesPerSecondPerUplink: 100,
@@ -101,6 +108,9 @@ func (c IPAnnounce) validate(bad func(key, format string, args ...any)) {
 	}
 	if c.CarryLearned && !c.Sources.Learned {
 		bad("ip_announce.carry_learned", "needs ip_announce.sources.learned: true (nothing is learned to carry)")
+	}
+	if c.Sources.Learned && (c.LearnedMaxAge.D() < time.Minute || c.LearnedMaxAge.D() > 7*24*time.Hour) {
+		bad("ip_announce.learned_max_age", "%v is outside 1m to 168h", c.LearnedMaxAge.D())
 	}
 	if c.MaxPerNIC < 1 {
 		bad("ip_announce.max_ips_per_nic", "must be >= 1")

@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
@@ -56,7 +58,7 @@ func TestClaims(t *testing.T) {
 }
 
 func TestLearnedBounds(t *testing.T) {
-	l := NewLearned(2, 2)
+	l := NewLearned(2, 2, 0)
 	m1, m2, m3 := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}, rarp.MAC{2, 0, 0, 0, 0, 3}
 	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	steps := []struct {
@@ -102,7 +104,7 @@ func TestLearnedBounds(t *testing.T) {
 // however many came and went before them.
 func TestLearnedChurn(t *testing.T) {
 	const maxMACs = 64
-	l := NewLearned(1, maxMACs)
+	l := NewLearned(1, maxMACs, 0)
 	ip := netip.MustParseAddr("10.0.0.1")
 	for i := range 10 * maxMACs {
 		mac := rarp.MAC{2, 0, 0, 0, byte(i >> 8), byte(i)}
@@ -117,6 +119,61 @@ func TestLearnedChurn(t *testing.T) {
 	}
 }
 
+// An address the MAC has not shown for maxAge is no longer returned (a VIP
+// that moved to another VM must not be announced from this one), makes
+// room for a new one, and comes back when shown again; Fresh tells when
+// the first returned address goes.
+func TestLearnedMaxAge(t *testing.T) {
+	const age = 10 * time.Minute
+	l := NewLearned(2, 4, age)
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	l.SetClock(func() time.Time { return now })
+	mac := rarp.MAC{2, 0, 0, 0, 0, 1}
+	ip := netip.MustParseAddr
+	vip, own, renumbered := ip("10.0.0.100"), ip("10.0.0.5"), ip("10.0.0.6")
+	step := func(d time.Duration) { now = now.Add(d) }
+	want := func(what string, ips ...netip.Addr) {
+		t.Helper()
+		if got := l.Get(mac); !slices.Equal(got, ips) {
+			t.Fatalf("%s: Get = %v, want %v", what, got, ips)
+		}
+	}
+
+	l.Add(mac, vip)
+	step(time.Minute)
+	l.Add(mac, own)
+	if got := l.Add(mac, renumbered); got != FullMAC {
+		t.Fatalf("third address with both fresh: %s, want %s", got, FullMAC)
+	}
+	if _, until := l.Fresh(mac); !until.Equal(now.Add(age - time.Minute)) {
+		t.Fatalf("Fresh until %v, want the VIP's expiry %v", until, now.Add(age-time.Minute))
+	}
+	// The guest keeps showing its own address; the VIP went elsewhere.
+	for range 9 {
+		step(time.Minute)
+		if got := l.Add(mac, own); got != AlreadyKnow {
+			t.Fatalf("own address again: %s", got)
+		}
+	}
+	want("at 10 min", own)
+	if _, until := l.Fresh(mac); !until.Equal(now.Add(age)) {
+		t.Fatalf("Fresh until %v, want the own address's %v", until, now.Add(age))
+	}
+	if got := l.Add(mac, renumbered); got != Learnt {
+		t.Fatalf("the forgotten VIP must make room: %s", got)
+	}
+	want("after renumbering", own, renumbered)
+	step(age)
+	want("all quiet for maxAge")
+	if ips, until := l.Fresh(mac); ips != nil || !until.IsZero() {
+		t.Fatalf("Fresh = %v, %v; want nothing", ips, until)
+	}
+	if got := l.Add(mac, vip); got != Learnt {
+		t.Fatalf("the VIP back: %s", got)
+	}
+	want("VIP back", vip)
+}
+
 func TestResolve(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("..", "domxml", "testdata", "nova.xml"))
 	if err != nil {
@@ -127,7 +184,7 @@ func TestResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	ovs := d.Interfaces[0] // Nova: 10.66.0.10, fd66::10
-	learned := NewLearned(4, 16)
+	learned := NewLearned(4, 16, 0)
 	learned.Add(ovs.MAC, netip.MustParseAddr("10.66.0.10")) // also from Nova: listed once, as nova
 	learned.Add(ovs.MAC, netip.MustParseAddr("10.66.0.99"))
 	claims := NewClaims(3)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -11,28 +12,44 @@ import (
 // Learned keeps the addresses the host saw each MAC use, in memory,
 // bounded: at most perMAC addresses per MAC, first come first kept, and
 // at most maxMACs MACs. A guest cannot grow it without bound, and a later
-// address never evicts an earlier one of the same MAC (a guest that
-// starts spoofing keeps the addresses it had). A MAC new to a full store
-// evicts the MAC seen least recently: over months a host sees more NICs
-// come and go than it runs at once, and a full store must not stop
-// learning for the NICs running now (it did, until the agent restarted).
-// Safe for concurrent use.
+// address never evicts an earlier one of the same MAC while the earlier
+// one is still in use (a guest that starts spoofing keeps the addresses it
+// had). A MAC new to a full store evicts the MAC seen least recently: over
+// months a host sees more NICs come and go than it runs at once, and a
+// full store must not stop learning for the NICs running now (it did,
+// until the agent restarted).
+//
+// An address the MAC has not shown for maxAge is forgotten: announcing it
+// at the next landing would pull it to this MAC after it moved elsewhere
+// (a keepalived VIP that failed over to another VM, a renumbered guest).
+// A guest in use shows its addresses in every ARP request it sends, so an
+// address that goes quiet that long is one the fabric will learn from
+// the guest's own traffic anyway. Safe for concurrent use.
 type Learned struct {
 	mu      sync.Mutex
 	perMAC  int
 	maxMACs int
+	maxAge  time.Duration // 0: never forgotten
+	now     func() time.Time
 	m       map[rarp.MAC]*learnedMAC
 	seen    uint64 // counts Add calls: the order of the MACs' last sightings
 }
 
 type learnedMAC struct {
-	ips  []netip.Addr
+	ips  []learnedIP
 	seen uint64 // the Add that last saw the MAC
 }
 
-// NewLearned returns an empty store with the given bounds (each at least 1).
-func NewLearned(perMAC, maxMACs int) *Learned {
-	return &Learned{perMAC: max(perMAC, 1), maxMACs: max(maxMACs, 1), m: map[rarp.MAC]*learnedMAC{}}
+type learnedIP struct {
+	ip   netip.Addr
+	last time.Time // last shown
+}
+
+// NewLearned returns an empty store with the given bounds (each at least
+// 1); an address not shown for maxAge is forgotten (0: never).
+func NewLearned(perMAC, maxMACs int, maxAge time.Duration) *Learned {
+	return &Learned{perMAC: max(perMAC, 1), maxMACs: max(maxMACs, 1), maxAge: max(maxAge, 0),
+		now: time.Now, m: map[rarp.MAC]*learnedMAC{}}
 }
 
 // LearnResult says what Add did; a stable metric label.
@@ -45,10 +62,11 @@ const (
 	FullMAC     LearnResult = "per_mac_limit"
 )
 
-// Add records that mac used ip.
+// Add records that mac used ip now.
 func (l *Learned) Add(mac rarp.MAC, ip netip.Addr) LearnResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := l.now()
 	l.seen++
 	e := l.m[mac]
 	if e == nil {
@@ -59,14 +77,22 @@ func (l *Learned) Add(mac rarp.MAC, ip netip.Addr) LearnResult {
 		l.m[mac] = e
 	}
 	e.seen = l.seen
-	switch {
-	case slices.Contains(e.ips, ip):
+	// Forgotten addresses make room: a guest renumbered by DHCP learns
+	// its new address once the old one has gone quiet.
+	e.ips = slices.DeleteFunc(e.ips, func(a learnedIP) bool { return l.expiredLocked(a, now) })
+	switch i := slices.IndexFunc(e.ips, func(a learnedIP) bool { return a.ip == ip }); {
+	case i >= 0:
+		e.ips[i].last = now
 		return AlreadyKnow
 	case len(e.ips) >= l.perMAC:
 		return FullMAC
 	}
-	e.ips = append(e.ips, ip)
+	e.ips = append(e.ips, learnedIP{ip: ip, last: now})
 	return Learnt
+}
+
+func (l *Learned) expiredLocked(a learnedIP, now time.Time) bool {
+	return l.maxAge > 0 && now.Sub(a.last) >= l.maxAge
 }
 
 // evictLocked drops the MAC seen least recently. A scan: it runs only when
@@ -82,14 +108,34 @@ func (l *Learned) evictLocked() {
 	delete(l.m, oldest)
 }
 
-// Get returns a copy of what mac was seen using, in the order learned.
+// Get returns a copy of the addresses mac was seen using within maxAge,
+// in the order learned.
 func (l *Learned) Get(mac rarp.MAC) []netip.Addr {
+	ips, _ := l.Fresh(mac)
+	return ips
+}
+
+// Fresh is Get, and when the first of those addresses will be forgotten
+// (zero if none will: none learned, or no maxAge), so that a copy of them
+// kept elsewhere (the domain's carried addresses) can be renewed then.
+func (l *Learned) Fresh(mac rarp.MAC) (ips []netip.Addr, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e := l.m[mac]; e != nil {
-		return slices.Clone(e.ips)
+	e := l.m[mac]
+	if e == nil {
+		return nil, time.Time{}
 	}
-	return nil
+	now := l.now()
+	for _, a := range e.ips {
+		if l.expiredLocked(a, now) {
+			continue
+		}
+		ips = append(ips, a.ip)
+		if l.maxAge > 0 && (until.IsZero() || a.last.Add(l.maxAge).Before(until)) {
+			until = a.last.Add(l.maxAge)
+		}
+	}
+	return ips, until
 }
 
 // Forget drops what was learned for mac.

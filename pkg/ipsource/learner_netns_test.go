@@ -66,7 +66,7 @@ func TestLearnOnTap(t *testing.T) {
 	host.Attach(t, "vnet0", "br0")
 	host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
 
-	store := NewLearned(2, 8)
+	store := NewLearned(2, 8, 0)
 	startLearner(t, host, "vnet0", guestMAC, store, nil)
 	time.Sleep(50 * time.Millisecond)
 
@@ -117,7 +117,7 @@ func TestLearnFromRealGuest(t *testing.T) {
 	if !ok {
 		t.Fatal("guest MAC")
 	}
-	store := NewLearned(4, 8)
+	store := NewLearned(4, 8, 0)
 	var (
 		mu  sync.Mutex
 		via = map[string]ipannounce.Proto{}

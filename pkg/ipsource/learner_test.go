@@ -83,7 +83,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestLearnerHandle(t *testing.T) {
-	store := NewLearned(4, 4)
+	store := NewLearned(4, 4, 0)
 	var events []Event
 	l := &Learner{mac: guestMAC, store: store, OnEvent: func(e Event) { events = append(events, e) }}
 	v4 := netip.MustParseAddr("10.66.0.10")
