@@ -16,6 +16,9 @@ import (
 //	RESUMED/MIGRATED, RESUMED/POSTCOPY  -> Landed, unless already landed
 //	RESUMED/POSTCOPY_FAILED             -> Landed, unless already landed
 //	RESUMED/FROM_SNAPSHOT               -> Landed, unless already landed
+//	RESUMED/UNPAUSED                    -> Landed if the QEMU process came by
+//	                                       migration and has not run here yet
+//	                                       (see "Paused migrations"), else Other
 //	STARTED/RESTORED, STARTED/FROM_SNAPSHOT -> Landed (a new QEMU process
 //	                                       whose state was loaded: the MACs
 //	                                       were last seen elsewhere or long ago)
@@ -45,8 +48,20 @@ import (
 // other: Cancel. When post-copy recovery later resumes the destination, its
 // RESUMED/POSTCOPY or RESUMED/MIGRATED lands again, which re-announces after
 // the pause.
+//
+// Paused migrations. A migration that leaves the VM paused (virsh migrate
+// --suspend, VIR_MIGRATE_PAUSED; or a VM that was paused on the source)
+// ends on the destination with SUSPENDED/PAUSED instead of
+// RESUMED/MIGRATED: the VM runs here only when someone resumes it, and
+// that RESUMED/UNPAUSED is its landing. So the Tracker also remembers each
+// domain whose current QEMU process started with STARTED/MIGRATED and has
+// not landed yet (incoming); its first RESUMED/UNPAUSED lands. Any landing,
+// STOPPED, CRASHED, PMSUSPENDED, UNDEFINED or another STARTED forgets it;
+// a SUSPENDED does not (the pause at the end of such a migration is one).
+// An unpause of a VM that ran here before (a user's pause) is no landing.
 type Tracker struct {
-	landed map[string]landing // by UUID
+	landed   map[string]landing // by UUID
+	incoming map[string]landing // by UUID: came by migration, not run here yet
 }
 
 type landing struct {
@@ -55,7 +70,9 @@ type landing struct {
 }
 
 // NewTracker returns a Tracker that knows of no landing.
-func NewTracker() *Tracker { return &Tracker{landed: make(map[string]landing)} }
+func NewTracker() *Tracker {
+	return &Tracker{landed: make(map[string]landing), incoming: make(map[string]landing)}
+}
 
 // Observe classifies one lifecycle event of domain d (whose libvirt domain id
 // is id) and updates the state.
@@ -63,14 +80,20 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 	switch event {
 	case EventResumed:
 		switch detail {
-		case DetailResumedMigrated, DetailResumedPostcopy, DetailResumedPostcopyFailed, DetailResumedFromSnapshot:
-			if _, ok := t.landed[d.UUID]; ok {
+		case DetailResumedUnpaused:
+			if in, ok := t.incoming[d.UUID]; !ok || !sameProcess(in.id, id) {
 				return Other
 			}
-			t.landed[d.UUID] = landing{name: d.Name, id: id}
-			return Landed
+		case DetailResumedMigrated, DetailResumedPostcopy, DetailResumedPostcopyFailed, DetailResumedFromSnapshot:
+		default:
+			return Other
 		}
-		return Other
+		delete(t.incoming, d.UUID)
+		if _, ok := t.landed[d.UUID]; ok {
+			return Other
+		}
+		t.landed[d.UUID] = landing{name: d.Name, id: id}
+		return Landed
 	case EventStarted:
 		// A STARTED of the very QEMU process that already landed is
 		// older than the landing: a resync listed the domain running
@@ -81,6 +104,10 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 			return Other
 		}
 		delete(t.landed, d.UUID)
+		delete(t.incoming, d.UUID)
+		if detail == DetailStartedMigrated {
+			t.incoming[d.UUID] = landing{name: d.Name, id: id}
+		}
 		if detail == DetailStartedRestored || detail == DetailStartedFromSnapshot {
 			t.landed[d.UUID] = landing{name: d.Name, id: id}
 			return Landed
@@ -88,13 +115,21 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 		return Other
 	case EventUndefined:
 		delete(t.landed, d.UUID)
+		delete(t.incoming, d.UUID)
 		return Other
-	case EventSuspended, EventStopped, EventCrashed, EventPMSuspended:
+	case EventStopped, EventCrashed, EventPMSuspended:
+		delete(t.incoming, d.UUID)
+		fallthrough
+	case EventSuspended:
 		delete(t.landed, d.UUID)
 		return Cancel
 	}
 	return Other
 }
+
+// sameProcess reports whether two libvirt domain ids name one QEMU process
+// (a negative id is unknown: taken as the same).
+func sameProcess(a, b int32) bool { return a < 0 || b < 0 || a == b }
 
 // HasLanded reports whether a Landed was emitted for uuid's current migration.
 func (t *Tracker) HasLanded(uuid string) bool {
@@ -133,6 +168,9 @@ func LandedReason(state, reason int32) bool {
 //     the same domain id does not land again, so a libvirtd restart does not
 //     re-announce every VM that ever migrated here (but an agent restart
 //     does: the tracker starts empty);
+//   - with announce, an incoming domain (see "Paused migrations") listed
+//     running in the same QEMU process lands: it was resumed while the
+//     events were missed; one gone or in another process is forgotten;
 //   - without announce nothing lands and nothing is remembered, so a RESUMED
 //     event still queued from before the listing lands normally.
 //
@@ -157,13 +195,20 @@ func (t *Tracker) Resync(active []DomainStatus, announce bool) []Decision {
 		delete(t.landed, u)
 		out = append(out, Decision{Kind: Cancel, Domain: DomainRef{Name: l.name, UUID: u}, ID: l.id})
 	}
+	for u, in := range t.incoming {
+		if s, ok := byUUID[u]; !ok || !sameProcess(s.ID, in.id) {
+			delete(t.incoming, u)
+		}
+	}
 	if !announce {
 		return out
 	}
 	for _, s := range active {
-		if !LandedReason(s.State, s.Reason) {
+		_, incoming := t.incoming[s.Domain.UUID]
+		if !LandedReason(s.State, s.Reason) && !(incoming && s.State == libvirtconn.StateRunning) {
 			continue
 		}
+		delete(t.incoming, s.Domain.UUID)
 		if _, ok := t.landed[s.Domain.UUID]; ok {
 			continue
 		}

@@ -86,6 +86,15 @@ func TestTrackerObserve(t *testing.T) {
 			s("a", startedBooted, Other), s("a", resumedUnpaused, Other), s("a", suspendedPaused, Cancel),
 			s("a", resumedUnpaused, Other), s("a", shutdownFinished, Other),
 			s("a", stoppedDestroyed, Cancel)}},
+		{"paused migration (--suspend): lands at the first unpause, not at a later one", []step{
+			s("a", startedMigrated, Other), s("a", suspendedPaused, Cancel), s("a", resumedUnpaused, Landed),
+			s("a", suspendedPaused, Cancel), s("a", resumedUnpaused, Other)}},
+		{"paused migration that never runs here: stopped, the next unpause of a booted run is no landing", []step{
+			s("a", startedMigrated, Other), s("a", suspendedPaused, Cancel), s("a", stoppedDestroyed, Cancel),
+			s("a", resumedUnpaused, Other), s("a", startedBooted, Other), s("a", resumedUnpaused, Other)}},
+		{"pre-copy then a user's pause: the unpause does not land again", []step{
+			s("a", startedMigrated, Other), s("a", resumedMigrated, Landed), s("a", suspendedPaused, Cancel),
+			s("a", resumedUnpaused, Other)}},
 		{"migrated here, away, and back: lands twice", []step{
 			s("a", startedMigrated, Other), s("a", resumedMigrated, Landed),
 			s("a", suspendedMigrated, Cancel), s("a", stoppedMigrated, Cancel),
@@ -319,5 +328,49 @@ func TestEventCause(t *testing.T) {
 		if got := c.ev.Cause(); got != c.want {
 			t.Errorf("%s: cause %d, want %d", c.ev.Name(), got, c.want)
 		}
+	}
+}
+
+// A paused migration's VM resumed while the events were missed lands at the
+// resync; one still paused lands at its later unpause; one whose QEMU
+// process is gone or replaced is forgotten; without announce, the queued
+// unpause lands.
+func TestTrackerResyncIncoming(t *testing.T) {
+	const unpaused = 5 // VIR_DOMAIN_RUNNING_UNPAUSED
+	paused := func(id int32) DomainStatus {
+		return DomainStatus{Domain: domA, ID: id, State: libvirtconn.StatePaused, Reason: 1}
+	}
+	running := func(id, reason int32) DomainStatus {
+		return DomainStatus{Domain: domA, ID: id, State: libvirtconn.StateRunning, Reason: reason}
+	}
+	tests := []struct {
+		name     string
+		active   []DomainStatus
+		announce bool
+		want     []Decision
+		unpause  EventKind // the RESUMED/UNPAUSED after the resync
+	}{
+		{"resumed while away: lands at the resync", []DomainStatus{running(5, unpaused)}, true, []Decision{{Landed, domA, 5}}, Other},
+		{"still paused: lands at the unpause", []DomainStatus{paused(5)}, true, nil, Landed},
+		{"without announce: the queued unpause lands", []DomainStatus{running(5, unpaused)}, false, nil, Landed},
+		{"gone: forgotten", nil, true, nil, Other},
+		{"another QEMU process: forgotten", []DomainStatus{paused(6)}, true, nil, Other},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := NewTracker()
+			tr.Observe(domA, 5, EventStarted, DetailStartedMigrated)
+			tr.Observe(domA, 5, EventSuspended, 0)
+			if got := tr.Resync(tt.active, tt.announce); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("Resync = %+v, want %+v", got, tt.want)
+			}
+			id := int32(5)
+			if len(tt.active) > 0 {
+				id = tt.active[0].ID
+			}
+			if k := tr.Observe(domA, id, EventResumed, DetailResumedUnpaused); k != tt.unpause {
+				t.Fatalf("RESUMED/UNPAUSED after the resync: %s, want %s", k, tt.unpause)
+			}
+		})
 	}
 }

@@ -17,12 +17,14 @@ import (
 //     UNDEFINED, SUSPENDED, STOPPED, CRASHED, PMSUSPENDED; a resync that
 //     finds it gone, not running, or another QEMU process: a Cancel);
 //   - no landing is lost: a landing event (RESUMED/MIGRATED, POSTCOPY,
-//     POSTCOPY_FAILED) of a domain not landed since the last such end lands;
+//     POSTCOPY_FAILED, FROM_SNAPSHOT; RESUMED/UNPAUSED of a QEMU process
+//     that came by migration and has not run here) of a domain not landed
+//     since the last such end lands;
 //   - only landing events and resyncs of running domains with a landed
 //     reason land, and a Cancel decision only names a domain the tracker
 //     remembered.
 //
-// The model is the rule itself, kept per domain as one bool; the events
+// The model is the rule itself, kept per domain as two bools; the events
 // are drawn from every (event, detail) libvirt defines plus unknown ones.
 func TestTrackerProperty(t *testing.T) {
 	const (
@@ -36,6 +38,9 @@ func TestTrackerProperty(t *testing.T) {
 		landed := map[string]bool{} // the model
 		id := map[string]int32{}    // QEMU process id of the current run
 		landedID := map[string]int32{}
+		// came by migration (STARTED/MIGRATED), not run here yet: its
+		// first RESUMED/UNPAUSED lands (a paused migration)
+		incoming := map[string]bool{}
 		var trace []string
 		fail := func(format string, a ...any) {
 			t.Helper()
@@ -113,10 +118,23 @@ func TestTrackerProperty(t *testing.T) {
 					}
 				}
 				// Model: every remembered landing not confirmed was cancelled,
-				// every running one with a landed reason is remembered.
+				// every running one with a landed reason, or incoming and
+				// running in the same process, is remembered; an incoming
+				// domain gone or in another process is forgotten.
+				for i := range domains {
+					u := dom(i).UUID
+					if s, ok := byUUID[u]; !ok || s.ID != id[u] {
+						incoming[u] = false
+					}
+				}
 				for _, s := range active {
-					if announce && LandedReason(s.State, s.Reason) && !landed[s.Domain.UUID] {
-						fail("resync left %s (running, migrated here) not landed", s.Domain)
+					u := s.Domain.UUID
+					lands := LandedReason(s.State, s.Reason) || (incoming[u] && s.State == libvirtconn.StateRunning)
+					if announce && lands {
+						if !landed[u] {
+							fail("resync left %s (running, migrated here) not landed", s.Domain)
+						}
+						incoming[u] = false
 					}
 				}
 				for i := range domains {
@@ -135,8 +153,15 @@ func TestTrackerProperty(t *testing.T) {
 			kind := tr.Observe(d, id[d.UUID], ev, detail)
 			trace = append(trace, fmt.Sprintf("%s %s/%s -> %s", d.Name, EventName(ev), DetailName(ev, detail), kind))
 			landing := ev == EventResumed && (detail == DetailResumedMigrated || detail == DetailResumedPostcopy ||
-				detail == DetailResumedPostcopyFailed || detail == DetailResumedFromSnapshot)
+				detail == DetailResumedPostcopyFailed || detail == DetailResumedFromSnapshot ||
+				(detail == DetailResumedUnpaused && incoming[d.UUID]))
 			staleStart := ev == EventStarted && landed[d.UUID] && landedID[d.UUID] == id[d.UUID]
+			switch {
+			case landing, ev == EventUndefined, ev == EventStopped, ev == EventCrashed, ev == EventPMSuspended:
+				incoming[d.UUID] = false
+			case ev == EventStarted && !staleStart:
+				incoming[d.UUID] = detail == DetailStartedMigrated
+			}
 			// A restore or snapshot revert starts a new QEMU process whose
 			// state was loaded: it lands at once (issue 14).
 			restoreStart := ev == EventStarted && !staleStart && (detail == DetailStartedRestored || detail == DetailStartedFromSnapshot)

@@ -23,6 +23,8 @@
 #   3. post-copy B->A with virsh migrate-postcopy: the destination sees Resumed Post-copy then
 #      Resumed Migrated; exactly one burst ($LAB_E2E_BURST frames) enters the switch from A
 #   4. libvirtd on B killed with SIGKILL and restarted; the agent on B lives on; A->B announced
+#   5. a paused migration B->A (virsh migrate --suspend): nothing while the VM stays paused on A
+#      (the switch still points at B), then `virsh resume` on A lands it: the switch follows
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
@@ -69,4 +71,14 @@ sleep "${LAB_AGENT_RECONNECT:-3}"
 check "agent on b still running after libvirtd restart" yes "$(lab_agent_alive b && echo yes || echo no)"
 migrate a2b precopy
 followed "agent, a->b after libvirtd b restart"
+
+# ---- 5. a migration that leaves the VM paused on the destination, resumed by hand later
+LAB_MIGRATE_FLAGS=--suspend migrate b2a precopy
+check "agent, paused b->a: destination events" "Started Migrated,Suspended Paused" "$dst_events"
+check "agent, paused b->a: RARP frames from swa while paused" 0 "$rarp_from_dst"
+check "agent, paused b->a: switch port while paused (still b)" swb "$fdb_after"
+lab_virsh a resume "$LAB_VM" >/dev/null || abort "virsh resume $LAB_VM on a"
+check "agent, paused b->a, resumed: switch port" swa "$(lab_wait_fdb swa 3)"
+check "agent, paused b->a, resumed: client pings the VM" ok "$(lab_ping)"
+check "agent on a: the resume logged as a landing" yes "$(has "$(grep -F '"msg":"landed"' "$LAB_STATE/agent-a.log")" '"event":"resumed/unpaused"')"
 finish
