@@ -541,3 +541,32 @@ func TestRunMetricsPortInUseExits1(t *testing.T) {
 		t.Fatal("the daemon started although its metrics port is taken")
 	}
 }
+
+// A SIGHUP reload of the responder's table whose host names wait on DNS
+// does not hold up SIGTERM (found in review: the reload ran under
+// context.Background() on the daemon's loop, so the daemon stopped only
+// when the lookup gave up).
+func TestSIGTERMDuringAReloadWaitingOnDNS(t *testing.T) {
+	netnstest.Require(t, "unshare")
+	ns := netnstest.New(t, "rdns")
+	ns.Bridge(t, "br0")
+	dir := t.TempDir()
+	// the binary, in a mount namespace where DNS never answers
+	wrapper := filepath.Join(dir, "rarp-announce")
+	writeConfig(t, wrapper, "#!/bin/sh\nexec unshare -m --propagation private sh -c '"+ns.HangingDNS(t)+`exec "$0" "$@"' `+binary+` "$@"`+"\n")
+	if err := os.Chmod(wrapper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "c.yaml")
+	ethers := filepath.Join(dir, "ethers")
+	writeConfig(t, cfg, testConfig(3)+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n")
+	d := startBinaryEnv(t, ns, wrapper, nil, "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", "127.0.0.1:0")
+	d.waitMetric("rarp_announce_table_entries", 1, 10*time.Second)
+	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n52:54:00:00:00:02 pxe-client.rarp-test.example\n")
+	d.Signal(syscall.SIGHUP)
+	time.Sleep(time.Second) // the reload waits on the lookup
+	if code, took := d.stop(); code != 0 || took > 3*time.Second {
+		t.Fatalf("SIGTERM during the reload: exit %d after %v, want 0 at once", code, took)
+	}
+}

@@ -124,6 +124,12 @@ func runServe(ctx context.Context, env *Env, args []string) int {
 		Interfaces: f.ifaces, OffLink: f.offLink, BootDir: f.bootDir, Coalesce: coalesce, ARPAdvise: f.arpAdvise,
 	}, log, reg, false)
 	if err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM while the table loads (a host name's lookup
+			// waits on DNS): a stop, not a bad table.
+			log.Info("stopped before the table was loaded", zap.Error(err))
+			return ExitOK
+		}
 		return startFailed(env, "serve", "table not loaded", err, errors.As(err, new(*app.TableError)))
 	}
 	r, reloader := rp.Server, rp.Reloader

@@ -498,3 +498,20 @@ func TestServeMetrics(t *testing.T) {
 		t.Logf("metrics:\n%s", body)
 	}
 }
+
+// SIGTERM while the table's host names wait on DNS stops serve at once with
+// exit 0: a stop, not a bad table (it exited 2, "table not loaded").
+func TestServeStopsWhileResolving(t *testing.T) {
+	netnstest.Require(t, "unshare")
+	l := newLab(t)
+	ethers := writeFile(t, l.dir, "ethers", "52:54:00:00:00:50 pxe-client.rarp-test.example\n")
+	script := l.srv.HangingDNS(t) + fmt.Sprintf("exec %s serve --log-format console --interface srv0 --ethers %s", binary, ethers)
+	d := startDaemon(t, l.srv.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script))
+	time.Sleep(time.Second) // the lookup is on its way
+	start := time.Now()
+	code := d.stop()
+	if took := time.Since(start); code != 0 || took > 3*time.Second {
+		t.Fatalf("SIGTERM during the lookup: exit %d after %v, want 0 at once\n%s", code, took, strings.Join(d.Lines(0), "\n"))
+	}
+	d.waitFrom(0, time.Second, "stopped before the table was loaded")
+}

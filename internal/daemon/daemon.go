@@ -288,7 +288,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Info("stopped")
 			return nil
 		case <-reloads:
-			d.reload()
+			d.reload(ctx)
 		}
 	}
 }
@@ -297,7 +297,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 // readiness, strategies (qemu included), FDB repair switch (if it was on at start), log
 // level, the responder's tables, the triggers (uplink ones included) and
 // failover.hold_down. The rest needs a restart and is logged.
-func (d *Daemon) reload() {
+//
+// ctx is the daemon's: a SIGTERM cuts short a table reload that waits on
+// DNS, instead of waiting up to the lookup timeout.
+func (d *Daemon) reload(ctx context.Context) {
 	cfg, err := Load(d.cfgPath, d.over)
 	d.cfgm.Observe(err)
 	if err != nil {
@@ -318,7 +321,7 @@ func (d *Daemon) reload() {
 	if d.parts.UplinkWatch != nil {
 		d.parts.UplinkWatch.SetHoldDown(cfg.Failover.HoldDown.D())
 	}
-	d.reloadResponder(cfg)
+	d.reloadResponder(ctx, cfg)
 	d.log.Info("configuration reloaded", zap.String("config", d.cfgPath))
 }
 

@@ -60,11 +60,11 @@ func (d *Daemon) runResponder(ctx context.Context) {
 
 // reloadResponder re-reads the tables on SIGHUP (a broken file keeps the
 // old table and logs why). New file paths need a restart (restartOnly).
-func (d *Daemon) reloadResponder(cfg *config.Config) {
+func (d *Daemon) reloadResponder(ctx context.Context, cfg *config.Config) {
 	if d.resp == nil || !cfg.Responder.Enabled {
 		return
 	}
-	if err := d.resp.Reloader.Reload(context.Background(), "SIGHUP"); err != nil {
+	if err := d.resp.Reloader.Reload(ctx, "SIGHUP"); err != nil && ctx.Err() == nil {
 		d.log.Error("responder table reload refused; keeping the old table", zap.Error(err))
 	}
 	if err := d.resp.Server.RefreshBootDir(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -156,6 +157,30 @@ func OpenIn[S any](ns *NS, open func(ifname string) (S, error)) func(ifname stri
 		})
 		return s, err
 	}
+}
+
+// HangingDNS makes host-name lookups of a command run in ns wait on a name
+// server that never answers: its address sits behind a veth whose peer
+// drops the queries (a permanent neighbour entry with a MAC nobody has;
+// this kernel has no dummy links), and it returns a shell prefix for "unshare -m sh -c"
+// that bind-mounts a resolv.conf naming it (30 s timeout, one attempt) and
+// an nsswitch.conf that asks DNS after /etc/hosts.
+func (ns *NS) HangingDNS(t testing.TB) string {
+	t.Helper()
+	ns.Exec(t, "ip", "link", "add", "dns0", "type", "veth", "peer", "name", "dns1")
+	ns.Exec(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "dns0")
+	ns.Exec(t, "ip", "link", "set", "dns0", "up")
+	ns.Exec(t, "ip", "link", "set", "dns1", "up")
+	ns.Exec(t, "ip", "neigh", "replace", "192.0.2.1", "lladdr", "02:00:00:00:00:99", "dev", "dns0", "nud", "permanent")
+	dir := t.TempDir()
+	resolv := filepath.Join(dir, "resolv.conf")
+	nss := filepath.Join(dir, "nsswitch.conf")
+	for p, content := range map[string]string{resolv: "nameserver 192.0.2.1\noptions timeout:30 attempts:1\n", nss: "hosts: files dns\n"} {
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fmt.Sprintf("mount --bind %s /etc/resolv.conf && mount --bind %s /etc/nsswitch.conf && ", resolv, nss)
 }
 
 // Bridge creates a Linux bridge with STP off, no forwarding delay and the
