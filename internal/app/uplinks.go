@@ -3,9 +3,11 @@ package app
 import (
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/internal/config"
+	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
@@ -62,8 +64,28 @@ func (a *App) openTopology(cfg *config.Config, o Options, log *zap.Logger) error
 	if watch {
 		a.UplinkWatch = r.Watch(uplink.WatchConfig{HoldDown: cfg.Failover.HoldDown.D()})
 		a.closers = append(a.closers, a.UplinkWatch.Close)
+		metricset.Register(o.Registerer, watchStats{a.UplinkWatch})
 	}
 	return nil
+}
+
+// watchStats exports what the uplink watcher did not pass on, read from
+// its counters at each scrape: an operator who sees no re-announce after a
+// failover can tell "held down", "a LAG leg" and "the uplink was down" from
+// "nothing seen".
+type watchStats struct{ w *uplink.Watcher }
+
+var suppressedDesc = prometheus.NewDesc(prometheus.BuildFQName(metricset.Namespace, "", "uplink_events_suppressed_total"),
+	"Uplink changes that did not become a re-announce of their own, by reason: held_down (folded into the uplink's next event within failover.hold_down), lag_leg (a leg of an 802.3ad or static LAG bond changed: the switch sees one link), uplink_down (the uplink was down when its hold-down ended).",
+	[]string{"reason"}, nil)
+
+func (s watchStats) Describe(ch chan<- *prometheus.Desc) { ch <- suppressedDesc }
+
+func (s watchStats) Collect(ch chan<- prometheus.Metric) {
+	st := s.w.Stats()
+	for reason, n := range map[string]uint64{"held_down": st.HeldDown, "lag_leg": st.LAGQuiet, "uplink_down": st.DownAtEnd} {
+		ch <- prometheus.MustNewConstMetric(suppressedDesc, prometheus.CounterValue, float64(n), reason)
+	}
 }
 
 // unreadable answers every bridge with a fallback to the bridge device.
