@@ -177,7 +177,8 @@ func (p OVNPort) notReady() error {
 // sends its state each time it becomes Ready again after having been not
 // ready, or stays ready with another ofport: ovn-controller re-installed
 // the port (a re-bind, a re-plug by os-vif), so frames sent before went
-// through flows that are gone. The first look only sets the baseline. The
+// through flows that are gone. The first look only sets the baseline; a
+// look OVSDB does not answer is skipped (it is no sign of a re-install). The
 // channel is closed at the end; a slow reader misses no transition but may
 // see only the latest state of several.
 func (r *OVNReadiness) Watch(ctx context.Context, iface string, window time.Duration) <-chan OVNPort {
@@ -196,8 +197,18 @@ func (r *OVNReadiness) Watch(ctx context.Context, iface string, window time.Dura
 		defer tick.Stop()
 		for {
 			p, err := r.Port(ctx, iface)
-			if err != nil {
-				p = OVNPort{Interface: iface} // gone or unreadable: not ready
+			switch {
+			case errors.Is(err, ErrPortNotFound):
+				p = OVNPort{Interface: iface} // gone: not ready
+			case err != nil:
+				// Unreadable (OVSDB restarting or hung): says
+				// nothing of the port. Counting it as "not ready"
+				// made the next readable look a re-install, and
+				// re-announced a port that never changed.
+				if !wait.Sleep(ctx.Done(), poll) {
+					return
+				}
+				continue
 			}
 			if !first && rebound(last, p) {
 				r.Metrics.reinstalled()

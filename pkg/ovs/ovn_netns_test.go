@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,6 +119,29 @@ func TestOVNReadiness(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.reinstal); got != 1 {
 		t.Errorf("rarp_announce_ovn_reinstalls_total = %v, want 1", got)
+	}
+
+	// OVSDB hung for a while, then back with the port as it was: no
+	// re-install (an unreadable look is not a "not ready"; it was, and the
+	// port was announced again for nothing)
+	r.Timeout = 100 * time.Millisecond
+	wctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	ch = r.Watch(wctx, "vnet0", 5*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	o.Signal(t, "ovsdb-server", syscall.SIGSTOP)
+	time.Sleep(400 * time.Millisecond)
+	o.Signal(t, "ovsdb-server", syscall.SIGCONT)
+	select {
+	case p := <-ch:
+		t.Fatalf("Watch sent %+v after OVSDB came back with the port unchanged", p)
+	case <-time.After(500 * time.Millisecond):
+	}
+	cancel()
+	for range ch {
+	}
+	if got := testutil.ToFloat64(m.reinstal); got != 1 {
+		t.Errorf("rarp_announce_ovn_reinstalls_total = %v after an OVSDB outage, want still 1", got)
 	}
 
 	// OVSDB gone: a clear error, not a hang
