@@ -19,6 +19,8 @@
 #      no "frames sent unmarked" (host.frame_mark's SO_MARK with CAP_NET_RAW alone)
 #   4. agents as the unit runs them: CAP_NET_RAW + CAP_NET_ADMIN, fdb repair on; A->B: the
 #      switch follows and the client pings the VM
+#   5. the RARP responder inside the agent on A, as the unit with no-fdb-repair.conf runs it
+#      (nobody, CAP_NET_RAW only): the client's RARP request is answered from the table
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
@@ -127,4 +129,20 @@ migrate a2b precopy
 followed "CAP_NET_RAW+CAP_NET_ADMIN, a->b"
 check "agent on b: FDB repair ran" yes "$(has "$(cat "$LAB_STATE/agent-b.log")" 'removed stale bridge entries')"
 check "agent on b, CAP_NET_RAW+CAP_NET_ADMIN: frames marked" no "$(has "$(cat "$LAB_STATE/agent-b.log")" 'frames sent unmarked')"
+lab_agent_stop
+
+# ---- 5. the responder, CAP_NET_RAW only
+printf '52:54:00:00:99:01 10.99.0.1\n' >"$P/ethers"
+printf '# lab-privileges.sh: the responder, as with no-fdb-repair.conf\nfdb_repair: false\nstrategies:\n  vhostuser: skip\nresponder:\n  enabled: true\n  interfaces: [br0]\n  ethers: %s\n  off_link: true\n' \
+    "$P/ethers" >"$P/responder.yaml"
+chmod 0644 "$P/ethers" "$P/responder.yaml" || abort "permissions"
+LAB_AGENT='exec "$AS" net_raw "$BIN" run --config "$LAB_STATE/priv/responder.yaml"'
+: >"$LAB_STATE/agent-a.log"
+lab_agent_start a
+for _ in $(seq 1 50); do grep -qF 'answering RARP requests' "$LAB_STATE/agent-a.log" && break; sleep 0.1; done
+check "agent on a with the responder, CAP_NET_RAW only: CapEff" 0000000000002000 "$(agent_capeff a)"
+out=$(lab_ns c "$RARP_ANNOUNCE" query --interface cl0 --mac 52:54:00:00:99:01 --timeout 1s 2>&1)
+check "responder as $USR with CAP_NET_RAW only: the client's request answered" yes "$(has "$out" '52:54:00:00:99:01 is 10.99.0.1')"
+echo "     ($out)"
+check "agent on a with the responder: no EPERM" no "$(has "$(cat "$LAB_STATE/agent-a.log")" 'operation not permitted')"
 finish
