@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
@@ -320,5 +324,25 @@ func BenchmarkDecideTableSize(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// Warnings are limited per kind: off-link requests, however many, leave
+// the warning that replies are failing its own once a second.
+func TestWarningsLimitedPerKind(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	l := &link{name: "eth0", r: &Responder{log: zap.New(core)}}
+	var bc batchCounts
+	for range 3 {
+		l.account(&decision{out: outOffLink}, &bc)
+	}
+	if n := logs.FilterMessageSnippet("not on the interface's subnet").Len(); n != 1 || bc.offLink != 3 {
+		t.Fatalf("three off-link requests within a second: %d warnings, %d counted; want 1 and 3", n, bc.offLink)
+	}
+	if _, ok := l.sendWarn.now(); !ok {
+		t.Fatal("the off-link warnings used up the send-error warning's second")
+	}
+	if _, ok := l.offLinkWarn.now(); ok {
+		t.Fatal("a fourth off-link warning within the second was allowed")
 	}
 }

@@ -108,9 +108,10 @@ type link struct {
 	back  chan struct{} // a link of this name was announced (follow.go)
 	r     *Responder
 
-	warnMu     sync.Mutex
-	lastWarn   time.Time
-	suppressed int
+	// One limit per kind of warning: a flood of off-link requests must
+	// not hide that replies are failing (they shared one, found in
+	// review).
+	sendWarn, offLinkWarn warnLimit
 }
 
 // New checks the interfaces and opens a receive ring on each, in the
@@ -448,7 +449,7 @@ func (l *link) flush(bc *batchCounts) {
 	bc.replies += uint64(sent)
 	if err != nil {
 		bc.sendErrors += uint64(queued - sent)
-		if n, ok := l.warnNow(); ok {
+		if n, ok := l.sendWarn.now(); ok {
 			l.r.log.Warn("replies not sent", zap.String("interface", l.name), zap.Int("count", queued-sent), zap.Error(err), zap.Int("suppressed_since_last", n))
 		}
 	}
@@ -481,7 +482,7 @@ func (l *link) account(d *decision, bc *batchCounts) {
 	case outOffLink:
 		bc.requests++
 		bc.offLink++
-		if n, ok := l.warnNow(); ok {
+		if n, ok := l.offLinkWarn.now(); ok {
 			log.Warn("mapped address is not on the interface's subnet, not answered (see --off-link)", zap.String("interface", l.name),
 				zap.Stringer("mac", d.req.TargetHardware), zap.Stringer("ip", addr4(d.ip)), zap.Int("suppressed_since_last", n))
 		}
@@ -500,18 +501,26 @@ func (l *link) account(d *decision, bc *batchCounts) {
 	}
 }
 
-// warnNow rate-limits warnings to one a second per interface; it returns
-// how many were suppressed since the last one.
-func (l *link) warnNow() (suppressed int, ok bool) {
-	l.warnMu.Lock()
-	defer l.warnMu.Unlock()
+// warnLimit rate-limits one kind of warning of one interface to one a
+// second.
+type warnLimit struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// now reports whether a warning may be logged now, and how many were
+// suppressed since the last one.
+func (w *warnLimit) now() (suppressed int, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	now := time.Now()
-	if now.Sub(l.lastWarn) < time.Second {
-		l.suppressed++
+	if now.Sub(w.last) < time.Second {
+		w.suppressed++
 		return 0, false
 	}
-	n := l.suppressed
-	l.lastWarn, l.suppressed = now, 0
+	n := w.suppressed
+	w.last, w.suppressed = now, 0
 	return n, true
 }
 
