@@ -17,10 +17,7 @@ import (
 // the watcher counted.
 func TestUplinkEventsSuppressedExported(t *testing.T) {
 	netnstest.Require(t)
-	ns, sw := netnstest.New(t, "wstat"), netnstest.New(t, "wstatsw")
-	ns.Bridge(t, "br0")
-	netnstest.Veth(t, ns, "uplink0", sw, "down0")
-	ns.Attach(t, "uplink0", "br0")
+	ns, _ := netnstest.Uplinked(t, "wstat", "br0", false, "uplink0", "down0")
 	var r *uplink.Resolver
 	if err := ns.Do(func() (err error) { r, err = uplink.Open(uplink.Options{}); return err }); err != nil {
 		t.Fatal(err)

@@ -159,6 +159,22 @@ func OpenIn[S any](ns *NS, open func(ifname string) (S, error)) func(ifname stri
 	}
 }
 
+// Uplinked returns a hypervisor namespace named name with bridge
+// (VLAN-filtering if vlans) whose port uplink is a veth to peer in a
+// second namespace, the switch side.
+func Uplinked(t testing.TB, name, bridge string, vlans bool, uplink, peer string) (hv, sw *NS) {
+	t.Helper()
+	hv, sw = New(t, name), New(t, name+"sw")
+	if vlans {
+		hv.VLANBridge(t, bridge)
+	} else {
+		hv.Bridge(t, bridge)
+	}
+	Veth(t, hv, uplink, sw, peer)
+	hv.Attach(t, uplink, bridge)
+	return hv, sw
+}
+
 // HangingDNS makes host-name lookups of a command run in ns wait on a name
 // server that never answers: its address sits behind a veth whose peer
 // drops the queries (a permanent neighbour entry with a MAC nobody has;

@@ -370,10 +370,7 @@ func TestRigBond8023ad(t *testing.T) {
 // skipped as in no VLAN.
 func TestRigDumpReportsPortsWithoutVLANs(t *testing.T) {
 	netnstest.Require(t)
-	ns, sw := netnstest.New(t, "hv"), netnstest.New(t, "sw")
-	ns.VLANBridge(t, "br0")
-	netnstest.Veth(t, ns, "up0", sw, "down0")
-	ns.Attach(t, "up0", "br0")
+	ns, _ := netnstest.Uplinked(t, "hv", "br0", true, "up0", "down0")
 	ns.Exec(t, "bridge", "vlan", "add", "dev", "up0", "vid", "100")
 	ns.Exec(t, "ip", "tuntap", "add", "dev", "bare0", "mode", "tap")
 	ns.Attach(t, "bare0", "br0")

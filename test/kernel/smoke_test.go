@@ -47,10 +47,7 @@ func TestRigKernel(t *testing.T) {
 // announce path will read it (port VLANs, PVID, egress untagged).
 func TestBridgePortVLANs(t *testing.T) {
 	netnstest.Require(t)
-	ns, sw := netnstest.New(t, "vbr"), netnstest.New(t, "vsw")
-	ns.VLANBridge(t, "br0")
-	netnstest.Veth(t, ns, "uplink", sw, "trunk")
-	ns.Attach(t, "uplink", "br0")
+	ns, _ := netnstest.Uplinked(t, "vbr", "br0", true, "uplink", "trunk")
 	ns.Exec(t, "bridge", "vlan", "del", "dev", "uplink", "vid", "1")
 	for _, vid := range []string{"100", "200"} {
 		tap := "tap" + vid
