@@ -564,9 +564,15 @@ func TestSIGTERMDuringAReloadWaitingOnDNS(t *testing.T) {
 	d := startBinaryEnv(t, ns, wrapper, nil, "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", "127.0.0.1:0")
 	d.waitMetric("rarp_announce_table_entries", 1, 10*time.Second)
 	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n52:54:00:00:00:02 pxe-client.rarp-test.example\n")
+	m := d.Mark()
 	d.Signal(syscall.SIGHUP)
 	time.Sleep(time.Second) // the reload waits on the lookup
 	if code, took := d.stop(); code != 0 || took > 3*time.Second {
 		t.Fatalf("SIGTERM during the reload: exit %d after %v, want 0 at once", code, took)
+	}
+	for _, l := range d.Lines(m) {
+		if strings.Contains(l, "table not loaded") || strings.Contains(l, "configuration reloaded") {
+			t.Errorf("an unfinished reload reported as done or as a bad table: %s", l)
+		}
 	}
 }

@@ -514,4 +514,7 @@ func TestServeStopsWhileResolving(t *testing.T) {
 		t.Fatalf("SIGTERM during the lookup: exit %d after %v, want 0 at once\n%s", code, took, strings.Join(d.Lines(0), "\n"))
 	}
 	d.waitFrom(0, time.Second, "stopped before the table was loaded")
+	if bad := d.linesFrom(0, "table not loaded"); len(bad) > 0 {
+		t.Fatalf("a stop reported as a bad table: %q", bad)
+	}
 }

@@ -322,6 +322,9 @@ func (d *Daemon) reload(ctx context.Context) {
 		d.parts.UplinkWatch.SetHoldDown(cfg.Failover.HoldDown.D())
 	}
 	d.reloadResponder(ctx, cfg)
+	if ctx.Err() != nil {
+		return // stopping: the reload did not finish
+	}
 	d.log.Info("configuration reloaded", zap.String("config", d.cfgPath))
 }
 

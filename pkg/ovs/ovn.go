@@ -205,8 +205,10 @@ func (r *OVNReadiness) Watch(ctx context.Context, iface string, window time.Dura
 				// nothing of the port. Counting it as "not ready"
 				// made the next readable look a re-install, and
 				// re-announced a port that never changed.
-				if !wait.Sleep(ctx.Done(), poll) {
+				select {
+				case <-ctx.Done():
 					return
+				case <-tick.C:
 				}
 				continue
 			}

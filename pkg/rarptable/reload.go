@@ -77,6 +77,12 @@ func (r *Reloader) Reload(ctx context.Context, why string) error {
 	}
 	r.state = st
 	res, err := r.Loader.Load(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Stopping (SIGTERM while names waited on DNS): no bad table
+		// to report or count.
+		log.Info("table load cancelled", zap.String("trigger", why), zap.Error(err))
+		return err
+	}
 	if err != nil {
 		r.Metrics.failed()
 		old := r.Holder.Load()

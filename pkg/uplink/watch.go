@@ -205,7 +205,9 @@ func (w *Watcher) changes(cs []change) {
 		case cur.Kind == "bond" && (c.event == unix.IFLA_EVENT_BONDING_FAILOVER ||
 			old != nil && cur.BondActive != 0 && old.BondActive != cur.BondActive):
 			if cur.BondMode.LAG() {
-				w.lagQuiet.Add(1)
+				if len(w.uplinksOver(cur)) > 0 { // a storage bond is not counted
+					w.lagQuiet.Add(1)
+				}
 				continue
 			}
 			if old != nil && carrierCameUp(old, cur) {
