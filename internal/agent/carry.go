@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -39,11 +38,12 @@ type CarryOptions struct {
 	Every time.Duration
 	// PerNIC bounds the addresses written per NIC (max_ips_per_nic).
 	PerNIC int
-	// MaxAge is how long what a domain carried in is kept after it
-	// landed here (ip_announce.learned_max_age; 0: for good). The learned
-	// addresses age in the Learned store; what the element holds follows
-	// both, so a destination is never handed an address the guest
-	// stopped showing (a VIP that moved to another VM).
+	// MaxAge drops an address from the element once it was last seen
+	// that long ago (ip_announce.learned_max_age; 0: never), whether
+	// learned here or carried in: each address carries its last sighting
+	// (domxml.Address.Seen), so a destination is not handed an address
+	// the guest stopped showing (a VIP that moved to another VM), however
+	// often the domain moves or pauses.
 	MaxAge time.Duration
 }
 
@@ -66,12 +66,10 @@ type carrier struct {
 type carryDom struct {
 	name string
 	macs []rarp.MAC
-	in   map[rarp.MAC][]netip.Addr // carried in at landing
-	// inUntil is when in is dropped (MaxAge after landing; zero: never).
-	inUntil time.Time
-	last    []byte      // what the XML holds, as far as we know
-	at      time.Time   // last write
-	t       *time.Timer // a write due
+	in   map[rarp.MAC][]domxml.Address // carried in at landing
+	last []byte                        // what the XML holds, as far as we know
+	at   time.Time                     // last write
+	t    *time.Timer                   // a write due
 	// renew rewrites the element when an address in it ages out.
 	renew *time.Timer
 	// fails counts failed writes in a row: retried Every later, up to
@@ -103,12 +101,20 @@ func (c *carrier) track(dom *domxml.Domain, mac rarp.MAC) {
 		d = &carryDom{name: dom.Name, in: in}
 		if in != nil {
 			d.last = domxml.MarshalAddresses(in)
-			if c.o.MaxAge > 0 {
-				// Dropped from the element then, even if the
-				// guest never shows an address here.
-				d.inUntil = time.Now().Add(c.o.MaxAge)
-				c.renewAt(dom.UUID, d, d.inUntil)
+			// An element without seen times (an older agent's):
+			// they age from now, and the next write says so.
+			now := time.Now()
+			for _, as := range in {
+				for i := range as {
+					if as[i].Seen.IsZero() {
+						as[i].Seen = now
+					}
+				}
 			}
+			// Dropped from the element when they age out, even if
+			// the guest never shows an address here.
+			_, until := c.state(d)
+			c.renewAt(dom.UUID, d, until)
 		}
 		c.doms[dom.UUID] = d
 	}
@@ -163,33 +169,47 @@ func (c *carrier) renewAt(uuid string, d *carryDom, until time.Time) {
 	}
 }
 
-// state is the element for d now: per NIC, what was learned here first
-// (and not aged out), then what it carried in (until MaxAge after landing),
-// at most PerNIC addresses; and when the first of those ages out.
+// state is the element for d now: per NIC, what was learned here first,
+// then what it carried in, each address with its latest sighting, those
+// seen within MaxAge, at most PerNIC; and when the first of them ages out
+// (zero: none will).
 func (c *carrier) state(d *carryDom) (elem []byte, until time.Time) {
-	if !d.inUntil.IsZero() && !time.Now().Before(d.inUntil) {
-		d.in, d.inUntil = nil, time.Time{}
-	}
-	until = d.inUntil
-	m := map[rarp.MAC][]netip.Addr{}
-	for _, mac := range d.macs {
-		learned, u := c.learned.Fresh(mac)
-		if !u.IsZero() && (until.IsZero() || u.Before(until)) {
-			until = u
-		}
-		var ips []netip.Addr
-		for _, ip := range append(learned, d.in[mac]...) {
-			if len(ips) < c.o.PerNIC && !slices.Contains(ips, ip) {
-				ips = append(ips, ip)
+	now := time.Now()
+	pick := func(as []domxml.Address) []domxml.Address {
+		var out []domxml.Address
+		for _, a := range as {
+			if c.o.MaxAge > 0 && now.Sub(a.Seen) >= c.o.MaxAge {
+				continue // aged out
+			}
+			if i := slices.IndexFunc(out, func(o domxml.Address) bool { return o.IP == a.IP }); i >= 0 {
+				if a.Seen.After(out[i].Seen) {
+					out[i].Seen = a.Seen
+				}
+				continue
+			}
+			if len(out) < c.o.PerNIC {
+				out = append(out, a)
 			}
 		}
-		if len(ips) > 0 {
-			m[mac] = ips
+		for _, a := range out {
+			if c.o.MaxAge > 0 && (until.IsZero() || a.Seen.Add(c.o.MaxAge).Before(until)) {
+				until = a.Seen.Add(c.o.MaxAge)
+			}
+		}
+		return out
+	}
+	m := map[rarp.MAC][]domxml.Address{}
+	for _, mac := range d.macs {
+		if as := pick(append(c.learned.Fresh(mac), d.in[mac]...)); len(as) > 0 {
+			m[mac] = as
 		}
 	}
-	for mac, ips := range d.in { // a NIC not learning here keeps its entry
-		if _, ok := m[mac]; !ok && !slices.Contains(d.macs, mac) {
-			m[mac] = ips
+	for mac, in := range d.in { // a NIC not learning here keeps its entry
+		if slices.Contains(d.macs, mac) {
+			continue
+		}
+		if as := pick(in); len(as) > 0 {
+			m[mac] = as
 		}
 	}
 	return domxml.MarshalAddresses(m), until

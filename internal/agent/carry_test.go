@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +55,18 @@ func (w *metaWrites) got() []string {
 	defer w.mu.Unlock()
 	return append([]string(nil), w.elems...)
 }
+
+// noSeen drops the seen attributes of written elements, for comparisons
+// that are not about them.
+func noSeen(elems []string) []string {
+	out := make([]string, len(elems))
+	for i, e := range elems {
+		out[i] = seenAttr.ReplaceAllString(e, "")
+	}
+	return out
+}
+
+var seenAttr = regexp.MustCompile(` seen="[^"]*"`)
 
 // waitWrites waits until w holds n writes, then a little more to catch
 // an extra one.
@@ -128,13 +142,13 @@ func TestCarryLearnedAddresses(t *testing.T) {
 	learn("10.66.0.10")
 	want1 := dom.UUID + ` <addresses><nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.10"/><ip address="10.66.0.99"/></nic>` +
 		`<nic mac="52:54:00:aa:bb:dd"><ip address="10.66.1.5"/></nic></addresses>`
-	if got := waitWrites(t, w, 1, time.Second); len(got) != 1 || got[0] != want1 {
+	if got := noSeen(waitWrites(t, w, 1, time.Second)); len(got) != 1 || got[0] != want1 {
 		t.Fatalf("first write: %q\nwant %q", got, want1)
 	}
 	start := time.Now()
 	learn("fd66::10")
 	learn("10.66.0.11")
-	got := waitWrites(t, w, 2, 2*time.Second)
+	got := noSeen(waitWrites(t, w, 2, 2*time.Second))
 	if len(got) != 2 {
 		t.Fatalf("writes after two changes within carry_every: %q, want 2 in all", got)
 	}
@@ -188,8 +202,11 @@ func TestCarryLearnedAddresses(t *testing.T) {
 // TestCarryForgetsAgedAddresses: with a max age, the element handed to the
 // next host drops, without any new event, an address the guest stopped
 // showing (a VIP that failed over to another VM) and what the domain
-// carried in when it landed, once each has aged out; an address the guest
-// keeps showing stays until it too goes quiet.
+// carried in, once each was last seen that long ago; an address the guest
+// keeps showing stays until it too goes quiet. The element carries each
+// address's last sighting, so reading it again (a pause and resume, a
+// landing on the next host) does not make an address young again (it did:
+// each re-read gave what was carried in a new max age).
 func TestCarryForgetsAgedAddresses(t *testing.T) {
 	dom, err := domxml.Parse([]byte(carryDomXML))
 	if err != nil {
@@ -198,7 +215,7 @@ func TestCarryForgetsAgedAddresses(t *testing.T) {
 	mac := dom.Interfaces[0].MAC
 	const age = time.Second
 	store := ipsource.NewLearned(4, 16, age)
-	seen := make(chan func(ipsource.Event), 1)
+	seen := make(chan func(ipsource.Event), 2)
 	open := func(dev string, m rarp.MAC, s func(ipsource.Event)) (Learner, error) {
 		seen <- s
 		return &stillLearner{done: make(chan struct{})}, nil
@@ -207,8 +224,9 @@ func TestCarryForgetsAgedAddresses(t *testing.T) {
 	f := NewIPFollower(IPOptions{Resolver: &ipsource.Resolver{Learned: store}, Learn: open, Metrics: NewIPMetrics(nil),
 		Logger: zaptest.NewLogger(t), Carry: CarryOptions{Write: w.write, Every: 50 * time.Millisecond, PerNIC: 8, MaxAge: age}})
 	defer f.Release(dom.UUID)
+	targets := []plan.Target{{NIC: dom.Interfaces[0], Strategy: plan.Host, Port: "vnet0", Master: "br0"}}
 	landed := time.Now()
-	f.RunningDomain(dom, []plan.Target{{NIC: dom.Interfaces[0], Strategy: plan.Host, Port: "vnet0", Master: "br0"}}, zaptest.NewLogger(t))
+	f.RunningDomain(dom, targets, zaptest.NewLogger(t))
 	event := <-seen
 	learn := func(ip string) {
 		a := netip.MustParseAddr(ip)
@@ -227,15 +245,28 @@ func TestCarryForgetsAgedAddresses(t *testing.T) {
 	learn("10.66.0.100") // the VIP, shown once
 	time.Sleep(time.Until(landed.Add(400 * time.Millisecond)))
 	learn("10.66.0.10") // the guest's own address
-	if got, want := last(600*time.Millisecond), elem(`<nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.100"/><ip address="10.66.0.10"/><ip address="10.66.0.99"/></nic>`+
+	written := last(600 * time.Millisecond)
+	if got, want := noSeen([]string{written})[0], elem(`<nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.100"/><ip address="10.66.0.10"/><ip address="10.66.0.99"/></nic>`+
 		`<nic mac="52:54:00:aa:bb:dd"><ip address="10.66.1.5"/></nic>`); got != want {
 		t.Fatalf("before anything aged out: %q\nwant %q", got, want)
 	}
+	// Paused and resumed: the domain is released and read again, with
+	// the element as written.
+	f.Release(dom.UUID)
+	el := strings.TrimPrefix(written, dom.UUID+" ")
+	el = strings.NewReplacer("<addresses>", `<rarp:addresses xmlns:rarp="`+domxml.AddressesNamespace+`">`, "</addresses>", "</rarp:addresses>",
+		"<nic", "<rarp:nic", "</nic>", "</rarp:nic>", "<ip", "<rarp:ip").Replace(el)
+	again, err := domxml.Parse([]byte(regexp.MustCompile(`(?s)<metadata>.*</metadata>`).ReplaceAllString(carryDomXML, "<metadata>"+el+"</metadata>")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.RunningDomain(again, targets, zaptest.NewLogger(t))
+	event = <-seen
 	store.Add(mac, netip.MustParseAddr("10.66.0.10")) // shown again: no event, a later expiry
-	if got, want := last(age+300*time.Millisecond), elem(`<nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.10"/></nic>`); got != want {
+	if got, want := noSeen([]string{last(age + 300*time.Millisecond)})[0], elem(`<nic mac="52:54:00:aa:bb:cc"><ip address="10.66.0.10"/></nic>`); got != want {
 		t.Fatalf("after the VIP and the carried addresses aged out: %q\nwant %q", got, want)
 	}
-	if got := last(600*time.Millisecond + age + 300*time.Millisecond); got != elem("") {
+	if got := last(600*time.Millisecond + age + 400*time.Millisecond); got != elem("") {
 		t.Fatalf("after the own address went quiet too: %q, want an empty element", got)
 	}
 	if got := store.Get(mac); got != nil {

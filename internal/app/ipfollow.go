@@ -23,7 +23,7 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 	if !c.Enabled {
 		return nil, nil
 	}
-	r := &ipsource.Resolver{Nova: c.Sources.Nova, Carried: c.Sources.Carried, Claims: ipsource.NewClaims(c.MaxPerNIC)}
+	r := &ipsource.Resolver{Nova: c.Sources.Nova, Carried: c.Sources.Carried, MaxAge: c.LearnedMaxAge.D(), Claims: ipsource.NewClaims(c.MaxPerNIC)}
 	if c.Sources.Static && c.StaticMap != "" {
 		st, err := ipsource.LoadStatic(c.StaticMap)
 		if err != nil {

@@ -32,8 +32,9 @@ type IPAnnounce struct {
 	// CarryEvery is the shortest time between two such writes per domain.
 	CarryEvery Duration `yaml:"carry_every"`
 	MaxPerNIC  int      `yaml:"max_ips_per_nic"`
-	// LearnedMaxAge forgets a learned (or carried) address the guest has
-	// not shown for that long, so an address that moved to another VM
+	// LearnedMaxAge forgets a learned or carried address the guest has
+	// not shown for that long (carried addresses keep their last
+	// sighting in the element), so an address that moved to another VM
 	// is not announced from this one.
 	LearnedMaxAge Duration `yaml:"learned_max_age"`
 	// FramesPerSecondPerUplink caps the IP-layer frames on one segment
@@ -109,7 +110,7 @@ func (c IPAnnounce) validate(bad func(key, format string, args ...any)) {
 	if c.CarryLearned && !c.Sources.Learned {
 		bad("ip_announce.carry_learned", "needs ip_announce.sources.learned: true (nothing is learned to carry)")
 	}
-	if c.Sources.Learned && (c.LearnedMaxAge.D() < time.Minute || c.LearnedMaxAge.D() > 7*24*time.Hour) {
+	if (c.Sources.Learned || c.Sources.Carried) && (c.LearnedMaxAge.D() < time.Minute || c.LearnedMaxAge.D() > 7*24*time.Hour) {
 		bad("ip_announce.learned_max_age", "%v is outside 1m to 168h", c.LearnedMaxAge.D())
 	}
 	if c.MaxPerNIC < 1 {

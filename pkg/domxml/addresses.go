@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
@@ -33,18 +34,34 @@ type xmlAddresses struct {
 		MAC string `xml:"mac,attr"`
 		IPs []struct {
 			Address string `xml:"address,attr"`
+			Seen    string `xml:"seen,attr"`
 		} `xml:"ip"`
 	} `xml:"nic"`
 }
 
+// Address is one address of our element and when a host last saw the
+// guest use it. The time travels with the address, so that every host
+// ages it from the same sighting: re-reading the element (at each
+// landing, after each pause) must not make it young again. A zero Seen
+// is an element written without it (an older agent).
+type Address struct {
+	IP   netip.Addr
+	Seen time.Time
+}
+
+// seenLayout writes seen: RFC 3339 in UTC, to the millisecond (any RFC 3339
+// time is read).
+const seenLayout = "2006-01-02T15:04:05.000Z07:00"
+
 // MarshalAddresses returns the element to hand to virDomainSetMetadata:
 //
-//	<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10"/></nic></addresses>
+//	<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10" seen="2026-12-07T17:00:00.000Z"/></nic></addresses>
 //
 // without a namespace (libvirt adds AddressesNamespace with prefix
-// AddressesKey). NICs come in MAC order so the same state gives the same
-// bytes; at most MaxMetadataAddresses per NIC are written.
-func MarshalAddresses(m map[rarp.MAC][]netip.Addr) []byte {
+// AddressesKey); seen is UTC, to the millisecond, left out when zero. NICs
+// come in MAC order so the same state gives the same bytes; at most
+// MaxMetadataAddresses per NIC are written.
+func MarshalAddresses(m map[rarp.MAC][]Address) []byte {
 	macs := make([]rarp.MAC, 0, len(m))
 	for mac := range m {
 		macs = append(macs, mac)
@@ -54,11 +71,15 @@ func MarshalAddresses(m map[rarp.MAC][]netip.Addr) []byte {
 	b.WriteString("<addresses>")
 	for _, mac := range macs {
 		fmt.Fprintf(&b, `<nic mac="%s">`, mac)
-		for i, ip := range m[mac] {
+		for i, a := range m[mac] {
 			if i == MaxMetadataAddresses {
 				break
 			}
-			fmt.Fprintf(&b, `<ip address="%s"/>`, ip)
+			fmt.Fprintf(&b, `<ip address="%s"`, a.IP)
+			if !a.Seen.IsZero() {
+				fmt.Fprintf(&b, ` seen="%s"`, a.Seen.UTC().Format(seenLayout))
+			}
+			b.WriteString("/>")
 		}
 		b.WriteString("</nic>")
 	}
@@ -71,9 +92,10 @@ var ErrAddresses = errors.New("rarp-announce metadata")
 
 // ParseAddresses reads our element, as virDomainGetMetadata returns it or
 // as found in the domain XML. Bad entries (a MAC that is not a unicast
-// 48-bit address, an address that does not parse, more than
-// MaxMetadataAddresses) are reported and skipped; the rest is returned.
-func ParseAddresses(data []byte) (map[rarp.MAC][]netip.Addr, error) {
+// 48-bit address, an address that does not parse, a seen that is not an
+// RFC 3339 time, more than MaxMetadataAddresses) are reported and skipped;
+// the rest is returned. An address listed twice keeps its latest Seen.
+func ParseAddresses(data []byte) (map[rarp.MAC][]Address, error) {
 	var x xmlAddresses
 	if err := xml.Unmarshal(data, &x); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAddresses, err)
@@ -83,15 +105,15 @@ func ParseAddresses(data []byte) (map[rarp.MAC][]netip.Addr, error) {
 
 // CarriedAddresses returns the addresses our <metadata> element in the
 // domain XML carries (nil, nil without it), as ParseAddresses does.
-func (d *Domain) CarriedAddresses() (map[rarp.MAC][]netip.Addr, error) {
+func (d *Domain) CarriedAddresses() (map[rarp.MAC][]Address, error) {
 	if d.carried == nil {
 		return nil, nil
 	}
 	return d.carried.convert()
 }
 
-func (x *xmlAddresses) convert() (map[rarp.MAC][]netip.Addr, error) {
-	out := map[rarp.MAC][]netip.Addr{}
+func (x *xmlAddresses) convert() (map[rarp.MAC][]Address, error) {
+	out := map[rarp.MAC][]Address{}
 	var errs []error
 	for _, n := range x.NICs {
 		mac, err := rarp.ParseMAC(n.MAC)
@@ -104,16 +126,28 @@ func (x *xmlAddresses) convert() (map[rarp.MAC][]netip.Addr, error) {
 		}
 		for _, ip := range n.IPs {
 			a, err := netip.ParseAddr(strings.TrimSpace(ip.Address))
+			var seen time.Time
+			if s := strings.TrimSpace(ip.Seen); err == nil && s != "" {
+				var perr error
+				if seen, perr = time.Parse(time.RFC3339, s); perr != nil || seen.UTC().Year() < 2000 || seen.UTC().Year() > 9999 {
+					errs = append(errs, fmt.Errorf("%w: nic %s: address %s: seen %q is not an RFC 3339 time from 2000 to 9999", ErrAddresses, mac, a, ip.Seen))
+					continue
+				}
+			}
+			i := slices.IndexFunc(out[mac], func(o Address) bool { return o.IP == a })
 			switch {
 			case err != nil || a.Zone() != "" || a.Is4In6():
 				errs = append(errs, fmt.Errorf("%w: nic %s: %q is not a plain IPv4/IPv6 address", ErrAddresses, mac, ip.Address))
 				continue
+			case i >= 0:
+				if seen.After(out[mac][i].Seen) {
+					out[mac][i].Seen = seen
+				}
+				continue
 			case len(out[mac]) == MaxMetadataAddresses:
 				errs = append(errs, fmt.Errorf("%w: nic %s: more than %d addresses, rest ignored", ErrAddresses, mac, MaxMetadataAddresses))
-			case slices.Contains(out[mac], a):
-				continue
 			default:
-				out[mac] = append(out[mac], a)
+				out[mac] = append(out[mac], Address{IP: a, Seen: seen})
 				continue
 			}
 			break

@@ -7,17 +7,19 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 func TestAddressesRoundTrip(t *testing.T) {
-	m := map[rarp.MAC][]netip.Addr{
-		rarp.MustParseMAC("52:54:00:66:00:20"): {netip.MustParseAddr("10.66.0.20")},
-		rarp.MustParseMAC("52:54:00:66:00:10"): {netip.MustParseAddr("10.66.0.10"), netip.MustParseAddr("fd66::10")},
+	seen := time.Date(2026, 12, 7, 17, 0, 0, 0, time.UTC)
+	m := map[rarp.MAC][]Address{
+		rarp.MustParseMAC("52:54:00:66:00:20"): {{IP: netip.MustParseAddr("10.66.0.20")}},
+		rarp.MustParseMAC("52:54:00:66:00:10"): {{IP: netip.MustParseAddr("10.66.0.10"), Seen: seen}, {IP: netip.MustParseAddr("fd66::10"), Seen: seen.Add(time.Minute)}},
 	}
 	b := MarshalAddresses(m)
-	want := `<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10"/><ip address="fd66::10"/></nic>` +
+	want := `<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10" seen="2026-12-07T17:00:00.000Z"/><ip address="fd66::10" seen="2026-12-07T17:01:00.000Z"/></nic>` +
 		`<nic mac="52:54:00:66:00:20"><ip address="10.66.0.20"/></nic></addresses>`
 	if string(b) != want {
 		t.Fatalf("marshal:\n got %s\nwant %s", b, want)
@@ -61,6 +63,7 @@ func TestParseAddressesBad(t *testing.T) {
 		wantErr string
 	}{
 		{`<addresses><nic mac="52:54:00:00:00:01"><ip address="10.0.0.1"/><ip address="10.0.0.1"/></nic></addresses>`, 1, ""},
+		{`<addresses><nic mac="52:54:00:00:00:01"><ip address="10.0.0.1" seen="yesterday"/><ip address="10.0.0.2" seen="2026-12-07T17:00:00+01:00"/></nic></addresses>`, 1, `seen "yesterday" is not`},
 		{`<addresses><nic mac="ff:ff:ff:ff:ff:ff"><ip address="10.0.0.1"/></nic><nic mac="52:54:00:00:00:01"><ip address="10.0.0.2"/></nic></addresses>`, 1, "broadcast"},
 		{`<addresses><nic mac="52:54:00:00:00:01"><ip address="10.0.0.300"/><ip address="fe80::1%eth0"/><ip address="10.0.0.2"/></nic></addresses>`, 1, `"10.0.0.300" is not`},
 		{`<addresses><nic mac="52:54:00:00:00:01">` + many.String() + `</nic></addresses>`, MaxMetadataAddresses, "more than 64"},
@@ -80,14 +83,22 @@ func TestParseAddressesBad(t *testing.T) {
 func FuzzParseAddresses(f *testing.F) {
 	f.Add([]byte(`<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10"/><ip address="fd66::10"/></nic></addresses>`))
 	f.Add([]byte(`<addresses><nic mac="zz"><ip address="x"/></nic></addresses>`))
+	f.Add([]byte(`<addresses><nic mac="52:54:00:66:00:10"><ip address="10.66.0.10" seen="2026-12-07T17:00:00.5+01:00"/><ip address="10.66.0.10" seen="2026-12-07T18:00:00Z"/></nic></addresses>`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, _ := ParseAddresses(b)
 		for mac, ips := range m {
 			if mac.ValidateUnicast() != nil || len(ips) > MaxMetadataAddresses {
 				t.Fatalf("%s: %v", mac, ips)
 			}
-			// What was accepted survives a round trip.
-			back, err := ParseAddresses(MarshalAddresses(map[rarp.MAC][]netip.Addr{mac: ips}))
+			// What was accepted survives a round trip (seen to the
+			// millisecond, in UTC).
+			for i := range ips {
+				ips[i].Seen = ips[i].Seen.Truncate(time.Millisecond)
+				if !ips[i].Seen.IsZero() {
+					ips[i].Seen = ips[i].Seen.UTC()
+				}
+			}
+			back, err := ParseAddresses(MarshalAddresses(map[rarp.MAC][]Address{mac: ips}))
 			if err != nil || !reflect.DeepEqual(back[mac], ips) {
 				t.Fatalf("round trip of %s %v: %v %v", mac, ips, back, err)
 			}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/libvirtdtest"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
@@ -76,7 +77,8 @@ func TestLiveXML(t *testing.T) {
 // from the live XML: libvirt keeps it in our namespace, next to Nova's.
 func checkCarriedAddresses(t *testing.T, d *libvirtdtest.Daemon, c realCase, before *Domain) {
 	t.Helper()
-	want := map[rarp.MAC][]netip.Addr{before.Interfaces[2].MAC: {netip.MustParseAddr("10.66.0.30"), netip.MustParseAddr("fd66::30")}}
+	seen := time.Date(2026, 12, 7, 17, 0, 0, 0, time.UTC)
+	want := map[rarp.MAC][]Address{before.Interfaces[2].MAC: {{IP: netip.MustParseAddr("10.66.0.30"), Seen: seen}, {IP: netip.MustParseAddr("fd66::30")}}}
 	out := d.Virsh(t, d.URI(c.driver),
 		"metadata "+c.want.Name+" "+AddressesNamespace+" --key "+AddressesKey+" --set '"+string(MarshalAddresses(want))+"' --live",
 		"dumpxml "+c.want.Name)

@@ -122,7 +122,7 @@ func TestLearnedChurn(t *testing.T) {
 // An address the MAC has not shown for maxAge is no longer returned (a VIP
 // that moved to another VM must not be announced from this one), makes
 // room for a new one, and comes back when shown again; Fresh tells when
-// the first returned address goes.
+// each was last shown.
 func TestLearnedMaxAge(t *testing.T) {
 	const age = 10 * time.Minute
 	l := NewLearned(2, 4, age)
@@ -145,8 +145,8 @@ func TestLearnedMaxAge(t *testing.T) {
 	if got := l.Add(mac, renumbered); got != FullMAC {
 		t.Fatalf("third address with both fresh: %s, want %s", got, FullMAC)
 	}
-	if _, until := l.Fresh(mac); !until.Equal(now.Add(age - time.Minute)) {
-		t.Fatalf("Fresh until %v, want the VIP's expiry %v", until, now.Add(age-time.Minute))
+	if got, want := l.Fresh(mac), []domxml.Address{{IP: vip, Seen: now.Add(-time.Minute)}, {IP: own, Seen: now}}; !slices.Equal(got, want) {
+		t.Fatalf("Fresh = %v, want %v", got, want)
 	}
 	// The guest keeps showing its own address; the VIP went elsewhere.
 	for range 9 {
@@ -156,8 +156,8 @@ func TestLearnedMaxAge(t *testing.T) {
 		}
 	}
 	want("at 10 min", own)
-	if _, until := l.Fresh(mac); !until.Equal(now.Add(age)) {
-		t.Fatalf("Fresh until %v, want the own address's %v", until, now.Add(age))
+	if got, want := l.Fresh(mac), []domxml.Address{{IP: own, Seen: now}}; !slices.Equal(got, want) {
+		t.Fatalf("Fresh = %v, want the own address, seen now (%v)", got, want)
 	}
 	if got := l.Add(mac, renumbered); got != Learnt {
 		t.Fatalf("the forgotten VIP must make room: %s", got)
@@ -165,8 +165,8 @@ func TestLearnedMaxAge(t *testing.T) {
 	want("after renumbering", own, renumbered)
 	step(age)
 	want("all quiet for maxAge")
-	if ips, until := l.Fresh(mac); ips != nil || !until.IsZero() {
-		t.Fatalf("Fresh = %v, %v; want nothing", ips, until)
+	if got := l.Fresh(mac); got != nil {
+		t.Fatalf("Fresh = %v, want nothing", got)
 	}
 	if got := l.Add(mac, vip); got != Learnt {
 		t.Fatalf("the VIP back: %s", got)
@@ -229,5 +229,34 @@ func TestResolve(t *testing.T) {
 	g, _, err = r.Resolve(d, d.Interfaces[1])
 	if err == nil || len(g) != 1 || g[0].IP.String() != "192.0.2.20" {
 		t.Fatalf("lb NIC: %v, %v", g, err)
+	}
+}
+
+// A carried address last seen longer ago than MaxAge is not a candidate
+// (it moved, or the guest stopped using it); one without a seen time (an
+// older agent's element) still is.
+func TestResolveDropsAgedCarried(t *testing.T) {
+	recent := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	d, err := domxml.Parse([]byte(`<domain><name>vm</name><uuid>72616c61-766d-4000-8000-000000000009</uuid>
+<metadata><rarp:addresses xmlns:rarp='` + domxml.AddressesNamespace + `'><rarp:nic mac='52:54:00:aa:bb:cc'>
+<rarp:ip address='10.66.0.1' seen='` + recent + `'/><rarp:ip address='10.66.0.100' seen='` + old + `'/><rarp:ip address='10.66.0.2'/>
+</rarp:nic></rarp:addresses></metadata>
+<devices><interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br0'/><target dev='vnet0'/></interface></devices></domain>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		maxAge time.Duration
+		want   []Candidate
+	}{
+		{30 * time.Minute, cands(SourceCarried, "10.66.0.1", "10.66.0.2")},
+		{0, cands(SourceCarried, "10.66.0.1", "10.66.0.100", "10.66.0.2")},
+	} {
+		r := Resolver{Carried: true, MaxAge: c.maxAge}
+		got, err := r.Candidates(d, d.Interfaces[0])
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("MaxAge %v: %v, %v; want %v", c.maxAge, got, err, c.want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/pkg/domxml"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
@@ -111,32 +112,35 @@ func (l *Learned) evictLocked() {
 // Get returns a copy of the addresses mac was seen using within maxAge,
 // in the order learned.
 func (l *Learned) Get(mac rarp.MAC) []netip.Addr {
-	ips, _ := l.Fresh(mac)
+	var ips []netip.Addr
+	for _, a := range l.Fresh(mac) {
+		ips = append(ips, a.IP)
+	}
 	return ips
 }
 
-// Fresh is Get, and when the first of those addresses will be forgotten
-// (zero if none will: none learned, or no maxAge), so that a copy of them
-// kept elsewhere (the domain's carried addresses) can be renewed then.
-func (l *Learned) Fresh(mac rarp.MAC) (ips []netip.Addr, until time.Time) {
+// Fresh is Get with the time each address was last shown, for the
+// domain's carried addresses (domxml.MarshalAddresses), which age from it
+// on every host.
+func (l *Learned) Fresh(mac rarp.MAC) []domxml.Address {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.m[mac]
 	if e == nil {
-		return nil, time.Time{}
+		return nil
 	}
 	now := l.now()
+	var out []domxml.Address
 	for _, a := range e.ips {
-		if l.expiredLocked(a, now) {
-			continue
-		}
-		ips = append(ips, a.ip)
-		if l.maxAge > 0 && (until.IsZero() || a.last.Add(l.maxAge).Before(until)) {
-			until = a.last.Add(l.maxAge)
+		if !l.expiredLocked(a, now) {
+			out = append(out, domxml.Address{IP: a.ip, Seen: a.last})
 		}
 	}
-	return ips, until
+	return out
 }
+
+// MaxAge is how long an address is kept without being shown (0: for good).
+func (l *Learned) MaxAge() time.Duration { return l.maxAge }
 
 // Forget drops what was learned for mac.
 func (l *Learned) Forget(mac rarp.MAC) {

@@ -32,6 +32,12 @@ type Resolver struct {
 	Learned *Learned
 	// Carried reads our own <metadata> element from the domain XML.
 	Carried bool
+	// MaxAge drops a carried address last seen longer ago than this
+	// (ip_announce.learned_max_age; 0: none is dropped), so an address
+	// the guest stopped using (a VIP that failed over to another VM) is
+	// not announced from it at the next landing. An address without a
+	// seen time (an element an older agent wrote) is kept.
+	MaxAge time.Duration
 	// Leases, if set, asks libvirt for the DHCP leases of NICs of
 	// type='network' (their <source network>), one call per such NIC.
 	Leases LeaseSource
@@ -88,8 +94,12 @@ func (r *Resolver) Candidates(d *domxml.Domain, ifc domxml.Interface) ([]Candida
 		if cerr != nil {
 			errs = append(errs, fmt.Errorf("domain %s: %w", d.Name, cerr))
 		}
-		for _, ip := range m[ifc.MAC] {
-			cands = append(cands, Candidate{IP: ip, Source: SourceCarried})
+		now := time.Now()
+		for _, a := range m[ifc.MAC] {
+			if r.MaxAge > 0 && !a.Seen.IsZero() && now.Sub(a.Seen) >= r.MaxAge {
+				continue
+			}
+			cands = append(cands, Candidate{IP: a.IP, Source: SourceCarried})
 		}
 	}
 	if r.Leases != nil && ifc.SourceNetwork != "" {
