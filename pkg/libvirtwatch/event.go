@@ -61,7 +61,12 @@ type Event struct {
 	// (EventName, DetailName); -1 for Resync events, which have none.
 	Event, Detail int32
 	Received      time.Time // when the watcher read it (for lag measurements)
-	Resync        bool      // produced by a resync, not by a libvirt event
+	// Origin is, for a landing, the STARTED detail of the QEMU process
+	// that landed if it came by migration, restore or revert
+	// (Tracker.Origin), else -1; a RESUMED/UNPAUSED landing is one of
+	// these, left paused.
+	Origin int32
+	Resync bool // produced by a resync, not by a libvirt event
 	// Device is the alias of the device a DeviceChanged event concerns;
 	// DeviceAdded is true when it was added, false when removed.
 	Device      string

@@ -17,7 +17,8 @@ import (
 //	RESUMED/POSTCOPY_FAILED             -> Landed, unless already landed
 //	RESUMED/FROM_SNAPSHOT               -> Landed, unless already landed
 //	RESUMED/UNPAUSED                    -> Landed if the QEMU process came by
-//	                                       migration and has not run here yet
+//	                                       migration, restore or revert and
+//	                                       has not run here yet
 //	                                       (see "Paused migrations"), else Other
 //	STARTED/RESTORED, STARTED/FROM_SNAPSHOT -> Landed (a new QEMU process
 //	                                       whose state was loaded: the MACs
@@ -54,8 +55,12 @@ import (
 // ends on the destination with SUSPENDED/PAUSED instead of
 // RESUMED/MIGRATED: the VM runs here only when someone resumes it, and
 // that RESUMED/UNPAUSED is its landing. So the Tracker also remembers each
-// domain whose current QEMU process started with STARTED/MIGRATED and has
-// not landed yet (incoming); its first RESUMED/UNPAUSED lands. Any landing,
+// domain whose current QEMU process started with STARTED/MIGRATED (or
+// STARTED/RESTORED, STARTED/FROM_SNAPSHOT: a restore or revert left
+// paused, whose start landed while it could not run) and has not run
+// here yet (incoming); its first RESUMED/UNPAUSED after a pause lands.
+// An agent restarted while such a VM is still paused has forgotten it:
+// the domain is listed paused, which says nothing of where it came from. Any landing,
 // STOPPED, CRASHED, PMSUSPENDED, UNDEFINED or another STARTED forgets it;
 // a SUSPENDED does not (the pause at the end of such a migration is one).
 // An unpause of a VM that ran here before (a user's pause) is no landing.
@@ -67,6 +72,9 @@ type Tracker struct {
 type landing struct {
 	name string
 	id   int32 // libvirt domain id when it landed: a new QEMU process gets a new id
+	// start is the STARTED detail of an incoming QEMU process (migrated,
+	// restored, from_snapshot), kept into its landing: Origin.
+	start int32
 }
 
 // NewTracker returns a Tracker that knows of no landing.
@@ -88,11 +96,12 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 		default:
 			return Other
 		}
+		start := t.incoming[d.UUID].start
 		delete(t.incoming, d.UUID)
 		if _, ok := t.landed[d.UUID]; ok {
 			return Other
 		}
-		t.landed[d.UUID] = landing{name: d.Name, id: id}
+		t.landed[d.UUID] = landing{name: d.Name, id: id, start: start}
 		return Landed
 	case EventStarted:
 		// A STARTED of the very QEMU process that already landed is
@@ -105,8 +114,10 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 		}
 		delete(t.landed, d.UUID)
 		delete(t.incoming, d.UUID)
-		if detail == DetailStartedMigrated {
-			t.incoming[d.UUID] = landing{name: d.Name, id: id}
+		if detail == DetailStartedMigrated || detail == DetailStartedRestored || detail == DetailStartedFromSnapshot {
+			// State loaded from elsewhere: if it stays paused, its
+			// first unpause is when it runs here.
+			t.incoming[d.UUID] = landing{name: d.Name, id: id, start: detail}
 		}
 		if detail == DetailStartedRestored || detail == DetailStartedFromSnapshot {
 			t.landed[d.UUID] = landing{name: d.Name, id: id}
@@ -130,6 +141,17 @@ func (t *Tracker) Observe(d DomainRef, id, event, detail int32) EventKind {
 // sameProcess reports whether two libvirt domain ids name one QEMU process
 // (a negative id is unknown: taken as the same).
 func sameProcess(a, b int32) bool { return a < 0 || b < 0 || a == b }
+
+// Origin is the STARTED detail of the QEMU process that last landed for
+// uuid, if it came by migration, restore or revert (DetailStartedMigrated,
+// DetailStartedRestored, DetailStartedFromSnapshot), else -1: what a
+// landing at RESUMED/UNPAUSED ended (Event.Cause).
+func (t *Tracker) Origin(uuid string) int32 {
+	if l, ok := t.landed[uuid]; ok && l.start > 0 {
+		return l.start
+	}
+	return -1
+}
 
 // HasLanded reports whether a Landed was emitted for uuid's current migration.
 func (t *Tracker) HasLanded(uuid string) bool {

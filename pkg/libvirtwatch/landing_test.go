@@ -114,8 +114,11 @@ func TestTrackerObserve(t *testing.T) {
 			s("b", suspendedPaused, Cancel), s("a", resumedMigrated, Other), s("b", resumedMigrated, Landed)}},
 		{"restore lands at STARTED/RESTORED, once", []step{
 			s("a", startedRestored, Landed), s("a", resumedUnpaused, Other), s("a", resumedMigrated, Other)}},
-		{"restore paused: lands, the pause cancels, the unpause does not land again", []step{
-			s("a", startedRestored, Landed), s("a", suspendedPaused, Cancel), s("a", resumedUnpaused, Other)}},
+		{"restore paused: lands, the pause cancels, the unpause lands again (it runs now), a later one does not", []step{
+			s("a", startedRestored, Landed), s("a", suspendedPaused, Cancel), s("a", resumedUnpaused, Landed),
+			s("a", suspendedPaused, Cancel), s("a", resumedUnpaused, Other)}},
+		{"restore not paused: one landing", []step{
+			s("a", startedRestored, Landed), s("a", resumedUnpaused, Other)}},
 		{"snapshot revert to a new QEMU lands once (STARTED then RESUMED/FROM_SNAPSHOT)", []step{
 			s("a", startedFromSnapshot, Landed), s("a", resumedFromSnapshot, Other)}},
 		{"snapshot revert of a running domain lands at RESUMED/FROM_SNAPSHOT", []step{
@@ -324,6 +327,9 @@ func TestEventCause(t *testing.T) {
 		{Event{Event: EventStarted, Detail: DetailStartedFromSnapshot}, CauseSnapshot},
 		{Event{Event: EventResumed, Detail: DetailResumedFromSnapshot}, CauseSnapshot},
 		{Event{Event: -1, Detail: -1, Resync: true}, CauseMigration},
+		{Event{Event: EventResumed, Detail: DetailResumedUnpaused, Origin: DetailStartedMigrated}, CauseMigration},
+		{Event{Event: EventResumed, Detail: DetailResumedUnpaused, Origin: DetailStartedRestored}, CauseRestore},
+		{Event{Event: EventResumed, Detail: DetailResumedUnpaused, Origin: DetailStartedFromSnapshot}, CauseSnapshot},
 	} {
 		if got := c.ev.Cause(); got != c.want {
 			t.Errorf("%s: cause %d, want %d", c.ev.Name(), got, c.want)
@@ -372,5 +378,27 @@ func TestTrackerResyncIncoming(t *testing.T) {
 				t.Fatalf("RESUMED/UNPAUSED after the resync: %s, want %s", k, tt.unpause)
 			}
 		})
+	}
+}
+
+// Origin names what the QEMU process that landed at an unpause came by, so
+// the landing counts under its trigger (a paused restore is a restore).
+func TestTrackerOrigin(t *testing.T) {
+	for _, start := range []int32{DetailStartedMigrated, DetailStartedRestored, DetailStartedFromSnapshot} {
+		tr := NewTracker()
+		tr.Observe(domA, 5, EventStarted, start)
+		tr.Observe(domA, 5, EventSuspended, 0)
+		if k := tr.Observe(domA, 5, EventResumed, DetailResumedUnpaused); k != Landed {
+			t.Fatalf("start %s: unpause %s, want landed", DetailName(EventStarted, start), k)
+		}
+		if got := tr.Origin(domA.UUID); got != start {
+			t.Errorf("start %s: Origin %d, want %d", DetailName(EventStarted, start), got, start)
+		}
+	}
+	tr := NewTracker()
+	tr.Observe(domA, 5, EventStarted, 0) // booted
+	tr.Observe(domA, 5, EventResumed, DetailResumedFromSnapshot)
+	if got := tr.Origin(domA.UUID); got != -1 {
+		t.Errorf("a booted process reverted while running: Origin %d, want -1", got)
 	}
 }

@@ -19,9 +19,9 @@ const (
 type Cause uint8
 
 const (
-	CauseMigration Cause = iota // RESUMED/MIGRATED, RESUMED/POSTCOPY(_FAILED), or a resync
-	CauseRestore                // STARTED/RESTORED
-	CauseSnapshot               // STARTED/FROM_SNAPSHOT, RESUMED/FROM_SNAPSHOT
+	CauseMigration Cause = iota // RESUMED/MIGRATED, RESUMED/POSTCOPY(_FAILED), RESUMED/UNPAUSED after a paused migration, or a resync
+	CauseRestore                // STARTED/RESTORED, RESUMED/UNPAUSED after a paused restore
+	CauseSnapshot               // STARTED/FROM_SNAPSHOT, RESUMED/FROM_SNAPSHOT, RESUMED/UNPAUSED after a paused revert
 )
 
 // Cause tells a migration landing from a restore or a snapshot revert.
@@ -30,10 +30,12 @@ func (e Event) Cause() Cause {
 		return CauseMigration
 	}
 	switch {
-	case e.Event == EventStarted && e.Detail == DetailStartedRestored:
+	case e.Event == EventStarted && e.Detail == DetailStartedRestored,
+		e.Event == EventResumed && e.Detail == DetailResumedUnpaused && e.Origin == DetailStartedRestored:
 		return CauseRestore
 	case e.Event == EventStarted && e.Detail == DetailStartedFromSnapshot,
-		e.Event == EventResumed && e.Detail == DetailResumedFromSnapshot:
+		e.Event == EventResumed && e.Detail == DetailResumedFromSnapshot,
+		e.Event == EventResumed && e.Detail == DetailResumedUnpaused && e.Origin == DetailStartedFromSnapshot:
 		return CauseSnapshot
 	}
 	return CauseMigration

@@ -160,7 +160,7 @@ func TestTrackerProperty(t *testing.T) {
 			case landing, ev == EventUndefined, ev == EventStopped, ev == EventCrashed, ev == EventPMSuspended:
 				incoming[d.UUID] = false
 			case ev == EventStarted && !staleStart:
-				incoming[d.UUID] = detail == DetailStartedMigrated
+				incoming[d.UUID] = detail == DetailStartedMigrated || detail == DetailStartedRestored || detail == DetailStartedFromSnapshot
 			}
 			// A restore or snapshot revert starts a new QEMU process whose
 			// state was loaded: it lands at once (issue 14).

@@ -261,7 +261,10 @@ func (w *Watcher) relay(ctx context.Context, msg libvirt.DomainEventLifecycleMsg
 	w.m.event(msg.Event, msg.Detail)
 	kind := w.tracker.Observe(d, msg.Dom.ID, msg.Event, msg.Detail)
 	w.m.decision(kind, false)
-	ev := Event{Kind: kind, Domain: d, DomainID: msg.Dom.ID, Event: msg.Event, Detail: msg.Detail, Received: now}
+	ev := Event{Kind: kind, Domain: d, DomainID: msg.Dom.ID, Event: msg.Event, Detail: msg.Detail, Received: now, Origin: -1}
+	if kind == Landed {
+		ev.Origin = w.tracker.Origin(d.UUID)
+	}
 	// At debug, landings too: the agent logs each landing at info with
 	// the time read here ("landed", received), and a second line per
 	// landing, written in this reader's goroutine, held up the next
