@@ -393,6 +393,7 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 		r.departed = nil
 		r.mu.Unlock()
 	}()
+	listed := time.Now()
 	running, err := lister.RunningDomains(ctx)
 	if err != nil {
 		return nil, err
@@ -416,6 +417,9 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 		}
 	}
 	r.mu.Unlock()
+	// The same for the IP layer: its claims and learners of a domain
+	// gone meanwhile (not only of those the registry knew).
+	a.d.IP.ReleaseAbsent(live, listed)
 
 	sem := make(chan struct{}, registryReaders)
 	var wg sync.WaitGroup

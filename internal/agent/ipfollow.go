@@ -112,6 +112,10 @@ type IPFollower struct {
 	senders map[announce.Kind]Sender
 	learns  map[rarp.MAC]*learnRun
 	carry   *carrier // nil: learned addresses stay on this host
+	// since is when each domain was last handed over (Landed,
+	// RunningDomain): ReleaseAbsent frees only what a listing taken
+	// after it no longer shows.
+	since map[string]time.Time
 }
 
 type ipNIC struct {
@@ -141,7 +145,7 @@ func NewIPFollower(o IPOptions) *IPFollower {
 		o.Resolver = &ipsource.Resolver{}
 	}
 	f := &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
-		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}}
+		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}, since: map[string]time.Time{}}
 	if o.Learn != nil {
 		f.carry = newCarrier(o.Carry, o.Resolver.Learned, o.Metrics, o.Logger)
 	}
@@ -157,6 +161,7 @@ func (f *IPFollower) RunningDomain(dom *domxml.Domain, targets []plan.Target, lo
 	if f == nil || f.o.Learn == nil {
 		return
 	}
+	f.handedOver(dom.UUID)
 	for _, t := range targets {
 		if t.Strategy != plan.Skip {
 			f.learn(dom, t, log.With(zap.String("domain", dom.Name), zap.Stringer("mac", t.NIC.MAC)))
@@ -192,6 +197,7 @@ func (f *IPFollower) Landed(dom *domxml.Domain, targets []plan.Target, log *zap.
 	if f == nil {
 		return
 	}
+	f.handedOver(dom.UUID)
 	for _, t := range targets {
 		if t.Strategy == plan.Skip {
 			continue
@@ -355,6 +361,12 @@ func (f *IPFollower) stopLearners() {
 	f.learning.Wait()
 }
 
+func (f *IPFollower) handedOver(uuid string) {
+	f.mu.Lock()
+	f.since[uuid] = time.Now()
+	f.mu.Unlock()
+}
+
 // Release forgets the NICs of a domain that stopped or left this host,
 // stops their IP-layer frames and frees their claims.
 func (f *IPFollower) Release(domainUUID string) {
@@ -362,6 +374,41 @@ func (f *IPFollower) Release(domainUUID string) {
 		return
 	}
 	f.mu.Lock()
+	f.releaseLocked(domainUUID)
+}
+
+// ReleaseAbsent releases every domain handed over before listed (when
+// libvirt's list of running domains was taken) that the list, live, does
+// not hold: it stopped or left while libvirtd was down, and no Cancel
+// event will come for it (the resync cancels only landings). Without this
+// a domain that ran here without landing kept its learners and its
+// carrier entry, whose timers wrote to a domain no longer here. A domain
+// handed over after the listing (it landed meanwhile) is kept.
+func (f *IPFollower) ReleaseAbsent(live map[string]bool, listed time.Time) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	var gone []string
+	for u, at := range f.since {
+		if !live[u] && at.Before(listed) {
+			gone = append(gone, u)
+		}
+	}
+	f.mu.Unlock()
+	for _, u := range gone {
+		f.mu.Lock()
+		if at, ok := f.since[u]; !ok || !at.Before(listed) {
+			f.mu.Unlock() // handed over again meanwhile
+			continue
+		}
+		f.releaseLocked(u)
+	}
+}
+
+// releaseLocked is Release with f.mu held; it unlocks it.
+func (f *IPFollower) releaseLocked(domainUUID string) {
+	delete(f.since, domainUUID)
 	for mac, l := range f.learns {
 		if l.domain == domainUUID {
 			l.cancel()

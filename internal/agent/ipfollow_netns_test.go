@@ -379,3 +379,32 @@ func TestAgentStopStopsTheLearners(t *testing.T) {
 		t.Errorf("a learner still runs after the agent stopped:\n%s", stacks.String())
 	}
 }
+
+// A VM that ran here without landing (booted here) and was destroyed while
+// libvirtd was down: no Cancel event comes for it, and the resync cancels
+// only landings. The registry's refresh once libvirtd is back now releases
+// it from the IP follower: its learner stops. It ran on, and with
+// carry_learned its carrier entry kept a timer that wrote to a domain that
+// no longer ran here (found in review).
+func TestLearnerOfADomainGoneWhileLibvirtDownStops(t *testing.T) {
+	var gone domain
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond,
+		config: func(c *config.Config) {
+			c.IPAnnounce.Enabled = true
+			c.IPAnnounce.Sources.Nova = false
+			c.IPAnnounce.Sources.Learned = true
+		},
+		before: func(h *host) {
+			h.tap(t, "vnetgone", wired)
+			gone = h.newDomain(t, stateRunning, reasonBooted, "vnetgone")
+		}})
+	h.waitRegistry(t, 1)
+	netnstest.WaitWithin(t, 5*time.Second, "a learner on the booted domain's tap", func() bool { return len(h.agent.Learners()) == 1 })
+
+	path := h.fake.Path()
+	h.fake.Close()
+	netnstest.WaitFor(t, "watcher not ready", func() bool { return !h.watcher.Ready() })
+	h.fake = libvirtfake.StartAt(t, path) // without the domain: destroyed meanwhile
+	h.waitReady(t)
+	netnstest.WaitWithin(t, 5*time.Second, "the learner of "+gone.name+" to stop", func() bool { return len(h.agent.Learners()) == 0 })
+}

@@ -331,3 +331,44 @@ func TestIPFollowerSkipsInvalidAddresses(t *testing.T) {
 		}
 	}
 }
+
+// ReleaseAbsent releases a domain that a listing of the running domains no
+// longer shows (here seen by its claims, given back); a domain handed over
+// after the listing was taken, or still listed, is kept.
+func TestIPFollowerReleasesDomainsAbsentFromAListing(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.10")
+	gone, kept := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}
+	claims := ipsource.NewClaims(4)
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Static: ipsource.Static{gone: {ip}, kept: {netip.MustParseAddr("192.0.2.11")}}, Claims: claims},
+		Metrics:  NewIPMetrics(nil),
+	})
+	land := func(uuid string, mac rarp.MAC) {
+		f.Landed(&domxml.Domain{Name: uuid, UUID: uuid}, []plan.Target{{NIC: domxml.Interface{MAC: mac}, Strategy: plan.Host}}, zap.NewNop())
+	}
+	holder := func(a netip.Addr) string {
+		n, ok := claims.Holder(a)
+		if !ok {
+			return ""
+		}
+		return n.Domain
+	}
+	early := time.Now()
+	land("u-gone", gone)
+	land("u-kept", kept)
+	f.ReleaseAbsent(map[string]bool{}, early) // a listing taken before both landed
+	if holder(ip) != "u-gone" {
+		t.Fatal("a domain handed over after the listing was released")
+	}
+	f.ReleaseAbsent(map[string]bool{"u-kept": true}, time.Now())
+	if h := holder(ip); h != "" {
+		t.Fatalf("%s still holds %s after a listing without it", h, ip)
+	}
+	if holder(netip.MustParseAddr("192.0.2.11")) != "u-kept" {
+		t.Fatal("the listed domain lost its claim")
+	}
+	land("u-new", gone) // a new VM with the address
+	if holder(ip) != "u-new" {
+		t.Fatalf("the address went to %q, want the new VM", holder(ip))
+	}
+}
