@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
-	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
@@ -336,18 +335,12 @@ func TestLeftWhileReadingRegistersNothing(t *testing.T) {
 	})
 	t.Cleanup(func() { agent.SetXMLReadHook(old) })
 	var releaseOnce sync.Once
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond,
-		config: func(c *config.Config) {
-			c.IPAnnounce.Enabled = true
-			c.IPAnnounce.Sources.Nova = false
-			c.IPAnnounce.Sources.Learned = true
-		},
-		before: func(h *host) {
-			h.tap(t, "vnet1", wired)
-			guest = h.tap(t, "vnet2", wired)
-			a = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
-			d = h.newDomain(t, stateOff, 0, "vnet2")
-		}})
+	h := newHost(t, learningRegistry(func(h *host) {
+		h.tap(t, "vnet1", wired)
+		guest = h.tap(t, "vnet2", wired)
+		a = h.newDomain(t, stateRunning, reasonBooted, "vnet1")
+		d = h.newDomain(t, stateOff, 0, "vnet2")
+	}))
 	// On a failure before the release: registered after newHost's, so it
 	// runs before the agent stops (which waits for the held reads).
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })

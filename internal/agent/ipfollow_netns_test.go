@@ -65,6 +65,19 @@ func (h *host) novaDomain(t testing.TB, nic libvirtfake.NIC, portID string, mac 
 	return d
 }
 
+// learningRegistry is the options of a host whose agent fills its registry
+// of running domains (uplink triggers on) and learns the guests'
+// addresses (ip_announce with only the learned source); before as in
+// hostOptions.
+func learningRegistry(before func(h *host)) hostOptions {
+	return hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: before,
+		config: func(c *config.Config) {
+			c.IPAnnounce.Enabled = true
+			c.IPAnnounce.Sources.Nova = false
+			c.IPAnnounce.Sources.Learned = true
+		}}
+}
+
 // router is a Linux router on the switch with the gateway addresses and
 // Linux's defaults (arp_accept=0): it creates a neighbour entry for the VM
 // only from an ARP request / NS addressed to it.
@@ -388,16 +401,10 @@ func TestAgentStopStopsTheLearners(t *testing.T) {
 // no longer ran here (found in review).
 func TestLearnerOfADomainGoneWhileLibvirtDownStops(t *testing.T) {
 	var gone domain
-	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond,
-		config: func(c *config.Config) {
-			c.IPAnnounce.Enabled = true
-			c.IPAnnounce.Sources.Nova = false
-			c.IPAnnounce.Sources.Learned = true
-		},
-		before: func(h *host) {
-			h.tap(t, "vnetgone", wired)
-			gone = h.newDomain(t, stateRunning, reasonBooted, "vnetgone")
-		}})
+	h := newHost(t, learningRegistry(func(h *host) {
+		h.tap(t, "vnetgone", wired)
+		gone = h.newDomain(t, stateRunning, reasonBooted, "vnetgone")
+	}))
 	h.waitRegistry(t, 1)
 	netnstest.WaitWithin(t, 5*time.Second, "a learner on the booted domain's tap", func() bool { return len(h.agent.Learners()) == 1 })
 
