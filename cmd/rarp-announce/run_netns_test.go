@@ -48,6 +48,15 @@ log:
 `, rounds)
 }
 
+// responderConfig writes dir/c.yaml: base, then the responder on br0 with
+// the table dir/ethers (not written); it returns both paths.
+func responderConfig(t testing.TB, dir, base string) (cfg, ethers string) {
+	t.Helper()
+	cfg, ethers = filepath.Join(dir, "c.yaml"), filepath.Join(dir, "ethers")
+	writeConfig(t, cfg, base+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	return cfg, ethers
+}
+
 func writeConfig(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
@@ -436,10 +445,7 @@ func TestRunRefusesABadConfig(t *testing.T) {
 // is exit 2 with file:line, a table that only cannot load now (a file not
 // there yet) exit 1, a good one OK.
 func TestRunCheckLoadsResponderTables(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.yaml")
-	ethers := filepath.Join(dir, "ethers")
-	writeConfig(t, cfg, "responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	cfg, ethers := responderConfig(t, t.TempDir(), "")
 	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n52:54:00:00:00:02 10.0.0.300\n")
 	r := run(t, exec.Command(binary, "run", "--config", cfg, "--check"))
 	if r.Code != 2 || !strings.Contains(r.Stderr, ethers+":2: ") {
@@ -488,10 +494,7 @@ func TestRunStartsWhileTheResponderTableCannotLoad(t *testing.T) {
 	netnstest.Require(t)
 	ns := netnstest.New(t, "rtab")
 	ns.Bridge(t, "br0")
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.yaml")
-	ethers := filepath.Join(dir, "ethers")
-	writeConfig(t, cfg, testConfig(3)+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	cfg, ethers := responderConfig(t, t.TempDir(), testConfig(3))
 	d := startBinaryEnv(t, ns, binary, []string{"GOMAXPROCS="}, "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", "127.0.0.1:0")
 	d.waitLog("responder table not loaded at start; retrying in the background, unknown MACs are not answered meanwhile", 5*time.Second)
 	// Its receive loop keeps a P under load: the agent takes two
@@ -557,9 +560,7 @@ func TestSIGTERMDuringAReloadWaitingOnDNS(t *testing.T) {
 	if err := os.Chmod(wrapper, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "c.yaml")
-	ethers := filepath.Join(dir, "ethers")
-	writeConfig(t, cfg, testConfig(3)+"responder:\n  enabled: true\n  interfaces: [br0]\n  ethers: "+ethers+"\n")
+	cfg, ethers := responderConfig(t, dir, testConfig(3))
 	writeConfig(t, ethers, "52:54:00:00:00:01 10.0.0.1\n")
 	d := startBinaryEnv(t, ns, wrapper, nil, "--config", cfg, "--libvirt-socket", libvirtfake.SocketPath(t), "--metrics-address", "127.0.0.1:0")
 	d.waitMetric("rarp_announce_table_entries", 1, 10*time.Second)
