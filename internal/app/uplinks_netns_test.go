@@ -12,9 +12,10 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
-// The watcher's suppressed events reach the scrape: flaps of a bridge's
-// uplink within one hold-down are counted as held_down, the same number
-// the watcher counted.
+// The watcher's suppressed events reach the scrape under their own labels:
+// flaps of a bridge's uplink within one hold-down are counted as
+// held_down, and the uplink left down when the hold-down ends as
+// uplink_down, the same numbers the watcher counted.
 func TestUplinkEventsSuppressedExported(t *testing.T) {
 	netnstest.Require(t)
 	ns, _ := netnstest.Uplinked(t, "wstat", "br0", false, "uplink0", "down0")
@@ -33,6 +34,7 @@ func TestUplinkEventsSuppressedExported(t *testing.T) {
 		ns.Exec(t, "ip", "link", "set", "uplink0", "up")
 		time.Sleep(30 * time.Millisecond)
 	}
+	ns.Exec(t, "ip", "link", "set", "uplink0", "down") // and so it stays
 	drain := time.After(1500 * time.Millisecond)
 	for done := false; !done; {
 		select {
@@ -42,8 +44,8 @@ func TestUplinkEventsSuppressedExported(t *testing.T) {
 		}
 	}
 	st := w.Stats()
-	if st.HeldDown == 0 {
-		t.Fatalf("four flaps within a hold-down: nothing held down (%+v)", st)
+	if st.HeldDown == 0 || st.DownAtEnd == 0 || st.LAGQuiet != 0 {
+		t.Fatalf("four flaps within a hold-down, then down: %+v; want some held down, some down at the end, no LAG", st)
 	}
 	fams, err := reg.Gather()
 	if err != nil {
