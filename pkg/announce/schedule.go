@@ -139,25 +139,34 @@ type Slot struct {
 }
 
 // Slots returns every frame of the finite part of s (bursts, not refresh),
-// in time order. Burst k starts at (k-1)*BurstInterval; if a burst outlasts
-// the interval, the next one starts when it ends, so frames never reorder.
+// in time order, the bursts starting at BurstStarts(0).
 func (s Schedule) Slots() []Slot {
+	starts := s.BurstStarts(0)
+	if starts == nil {
+		return nil
+	}
+	burst := s.Burst()
+	out := make([]Slot, 0, len(burst)*len(starts))
+	for b, start := range starts {
+		for r, off := range burst {
+			out = append(out, Slot{At: start + off, Burst: b + 1, Round: r + 1})
+		}
+	}
+	return out
+}
+
+// BurstStarts returns when each burst of s starts: burst k at
+// (k-1)*BurstInterval, but not before gap after the last round of the
+// burst before it, so bursts never overlap (nil: no burst).
+func (s Schedule) BurstStarts(gap time.Duration) []time.Duration {
 	burst := s.Burst()
 	if len(burst) == 0 || s.Bursts < 1 {
 		return nil
 	}
-	out := make([]Slot, 0, len(burst)*s.Bursts)
-	var start time.Duration
-	for b := 1; b <= s.Bursts; b++ {
-		if b > 1 {
-			start += s.BurstInterval
-			if last := out[len(out)-1].At; start < last {
-				start = last
-			}
-		}
-		for r, off := range burst {
-			out = append(out, Slot{At: start + off, Burst: b, Round: r + 1})
-		}
+	out := make([]time.Duration, 1, s.Bursts)
+	for k := 1; k < s.Bursts; k++ {
+		prev := out[k-1]
+		out = append(out, max(prev+s.BurstInterval, prev+burst[len(burst)-1]+gap))
 	}
 	return out
 }

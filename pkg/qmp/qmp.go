@@ -164,20 +164,8 @@ const burstGap = 50 * time.Millisecond
 // BurstInterval apart, but never before the previous burst's last round
 // plus burstGap. The next announce-self of the same NICs replaces QEMU's
 // timer (see Announcer.Name), so a burst that outlasts the interval would
-// lose its tail; Schedule.Slots likewise starts a burst only when the
-// previous one has ended.
-func burstStarts(s announce.Schedule) []time.Duration {
-	burst := s.Burst()
-	if len(burst) == 0 || s.Bursts < 1 {
-		return nil
-	}
-	out := []time.Duration{0}
-	for k := 1; k < s.Bursts; k++ {
-		prev := out[k-1]
-		out = append(out, max(prev+s.BurstInterval, prev+burst[len(burst)-1]+burstGap))
-	}
-	return out
-}
+// lose its tail.
+func burstStarts(s announce.Schedule) []time.Duration { return s.BurstStarts(burstGap) }
 
 func (a *Announcer) once(ctx context.Context, uuid, cmd string) error {
 	out, err := a.Monitor(ctx, uuid, cmd)
