@@ -197,34 +197,28 @@ func (r *OVNReadiness) Watch(ctx context.Context, iface string, window time.Dura
 		defer tick.Stop()
 		for {
 			p, err := r.Port(ctx, iface)
-			switch {
-			case errors.Is(err, ErrPortNotFound):
-				p = OVNPort{Interface: iface} // gone: not ready
-			case err != nil:
-				// Unreadable (OVSDB restarting or hung): says
-				// nothing of the port. Counting it as "not ready"
-				// made the next readable look a re-install, and
-				// re-announced a port that never changed.
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-				continue
+			if errors.Is(err, ErrPortNotFound) {
+				p, err = OVNPort{Interface: iface}, nil // gone: not ready
 			}
-			if !first && rebound(last, p) {
-				r.Metrics.reinstalled()
-				select {
-				case out <- p:
-				default: // the reader has not taken the previous one: replace it
+			// Any other error is an unreadable look (OVSDB restarting
+			// or hung): it says nothing of the port and is skipped.
+			// Counting it as "not ready" made the next readable look
+			// a re-install, and re-announced a port that never changed.
+			if err == nil {
+				if !first && rebound(last, p) {
+					r.Metrics.reinstalled()
 					select {
-					case <-out:
-					default:
+					case out <- p:
+					default: // the reader has not taken the previous one: replace it
+						select {
+						case <-out:
+						default:
+						}
+						out <- p
 					}
-					out <- p
 				}
+				first, last = false, p
 			}
-			first, last = false, p
 			select {
 			case <-ctx.Done():
 				return
