@@ -189,7 +189,6 @@ func (l *link) open() error {
 	}
 	l.index.Store(int32(nl.Attrs().Index))
 	l.state.Store(st)
-	l.stop.Store(false)
 	l.ring.Store(ring)
 	return nil
 }
@@ -366,11 +365,15 @@ func (l *link) run(ctx context.Context) {
 			case <-l.back: // a link of this name appeared
 			case <-time.After(time.Second):
 			}
+			// Cleared before the reopen, not by it: a halt during
+			// the reopen (the new link deleted again) then holds.
+			l.stop.Store(false)
 			if err := l.reopen(); err == nil {
 				if ctx.Err() != nil {
-					// Stopped while reopening: halt found no ring to
-					// wake, and open cleared its stop; serving now
-					// would block shutdown for good (found in review).
+					// Stopped while reopening: a shutdown's halt may
+					// have come before the clear, with no ring to
+					// wake; serving now would block shutdown for
+					// good (found in review).
 					return
 				}
 				l.r.log.Info("interface is back", zap.String("interface", l.name), zap.Int32("ifindex", l.index.Load()))
