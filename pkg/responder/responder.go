@@ -505,9 +505,8 @@ func (l *link) account(d *decision, bc *batchCounts) {
 }
 
 // warnLimit rate-limits one kind of warning of one interface to one a
-// second.
+// second. Only the link's serve loop uses it: no lock.
 type warnLimit struct {
-	mu         sync.Mutex
 	last       time.Time
 	suppressed int
 }
@@ -515,8 +514,6 @@ type warnLimit struct {
 // now reports whether a warning may be logged now, and how many were
 // suppressed since the last one.
 func (w *warnLimit) now() (suppressed int, ok bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	now := time.Now()
 	if now.Sub(w.last) < time.Second {
 		w.suppressed++
