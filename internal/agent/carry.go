@@ -178,7 +178,7 @@ func (c *carrier) state(d *carryDom) (elem []byte, until time.Time) {
 	pick := func(as []domxml.Address) []domxml.Address {
 		var out []domxml.Address
 		for _, a := range as {
-			if c.o.MaxAge > 0 && now.Sub(a.Seen) >= c.o.MaxAge {
+			if a.Expired(now, c.o.MaxAge) {
 				continue // aged out
 			}
 			if i := slices.IndexFunc(out, func(o domxml.Address) bool { return o.IP == a.IP }); i >= 0 {

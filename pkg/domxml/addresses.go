@@ -49,6 +49,12 @@ type Address struct {
 	Seen time.Time
 }
 
+// Expired reports whether a was last seen maxAge or more before now. An
+// address without a seen time, or a maxAge of 0, never expires.
+func (a Address) Expired(now time.Time, maxAge time.Duration) bool {
+	return maxAge > 0 && !a.Seen.IsZero() && now.Sub(a.Seen) >= maxAge
+}
+
 // seenLayout writes seen: RFC 3339 in UTC, to the millisecond (any RFC 3339
 // time is read).
 const seenLayout = "2006-01-02T15:04:05.000Z07:00"

@@ -37,13 +37,8 @@ type Learned struct {
 }
 
 type learnedMAC struct {
-	ips  []learnedIP
-	seen uint64 // the Add that last saw the MAC
-}
-
-type learnedIP struct {
-	ip   netip.Addr
-	last time.Time // last shown
+	ips  []domxml.Address // Seen: last shown
+	seen uint64           // the Add that last saw the MAC
 }
 
 // NewLearned returns an empty store with the given bounds (each at least
@@ -78,22 +73,19 @@ func (l *Learned) Add(mac rarp.MAC, ip netip.Addr) LearnResult {
 		l.m[mac] = e
 	}
 	e.seen = l.seen
+	i := slices.IndexFunc(e.ips, func(a domxml.Address) bool { return a.IP == ip })
+	if i >= 0 && !e.ips[i].Expired(now, l.maxAge) {
+		e.ips[i].Seen = now // the usual case: a guest showing what it has
+		return AlreadyKnow
+	}
 	// Forgotten addresses make room: a guest renumbered by DHCP learns
 	// its new address once the old one has gone quiet.
-	e.ips = slices.DeleteFunc(e.ips, func(a learnedIP) bool { return l.expiredLocked(a, now) })
-	switch i := slices.IndexFunc(e.ips, func(a learnedIP) bool { return a.ip == ip }); {
-	case i >= 0:
-		e.ips[i].last = now
-		return AlreadyKnow
-	case len(e.ips) >= l.perMAC:
+	e.ips = slices.DeleteFunc(e.ips, func(a domxml.Address) bool { return a.Expired(now, l.maxAge) })
+	if len(e.ips) >= l.perMAC {
 		return FullMAC
 	}
-	e.ips = append(e.ips, learnedIP{ip: ip, last: now})
+	e.ips = append(e.ips, domxml.Address{IP: ip, Seen: now})
 	return Learnt
-}
-
-func (l *Learned) expiredLocked(a learnedIP, now time.Time) bool {
-	return l.maxAge > 0 && now.Sub(a.last) >= l.maxAge
 }
 
 // evictLocked drops the MAC seen least recently. A scan: it runs only when
@@ -132,15 +124,12 @@ func (l *Learned) Fresh(mac rarp.MAC) []domxml.Address {
 	now := l.now()
 	var out []domxml.Address
 	for _, a := range e.ips {
-		if !l.expiredLocked(a, now) {
-			out = append(out, domxml.Address{IP: a.ip, Seen: a.last})
+		if !a.Expired(now, l.maxAge) {
+			out = append(out, a)
 		}
 	}
 	return out
 }
-
-// MaxAge is how long an address is kept without being shown (0: for good).
-func (l *Learned) MaxAge() time.Duration { return l.maxAge }
 
 // Forget drops what was learned for mac.
 func (l *Learned) Forget(mac rarp.MAC) {

@@ -96,7 +96,7 @@ func (r *Resolver) Candidates(d *domxml.Domain, ifc domxml.Interface) ([]Candida
 		}
 		now := time.Now()
 		for _, a := range m[ifc.MAC] {
-			if r.MaxAge > 0 && !a.Seen.IsZero() && now.Sub(a.Seen) >= r.MaxAge {
+			if a.Expired(now, r.MaxAge) {
 				continue
 			}
 			cands = append(cands, Candidate{IP: a.IP, Source: SourceCarried})
