@@ -183,11 +183,8 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	d.closers = append(d.closers, func() { _ = d.qmpConn.Close() })
 	d.parts, err = app.Build(ctx, cfg, app.Options{Registerer: d.reg, Logger: log, Monitor: d.monitor,
 		Metadata: d.setMetadata, Leases: d.leases, WatchUplinks: true, Flood: d.procs.Flood})
-	if te := (*app.TableError)(nil); errors.As(err, &te) {
-		return nil, &ConfigError{err}
-	}
 	if err != nil {
-		return nil, err
+		return nil, tableConfigError(err)
 	}
 	d.closers = append(d.closers, d.parts.Close)
 	d.watcher = libvirtwatch.New(LibvirtConfig(cfg, log.Named("libvirt"), lvm))

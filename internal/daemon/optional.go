@@ -30,12 +30,8 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: c.Ethers, Map: c.Map}, responder.Config{
 		Interfaces: c.Interfaces, OffLink: c.OffLink, BootDir: c.BootDir, ARPAdvise: c.ARPAdvise,
 	}, d.log.Named("responder"), d.reg, true)
-	var te *app.TableError
-	if errors.As(err, &te) {
-		return &ConfigError{err}
-	}
 	if err != nil {
-		return err
+		return tableConfigError(err)
 	}
 	d.resp = rp
 	d.procs.Responder()
@@ -70,4 +66,13 @@ func (d *Daemon) reloadResponder(ctx context.Context, cfg *config.Config) {
 	if err := d.resp.Server.RefreshBootDir(); err != nil {
 		d.log.Warn("boot directory", zap.Error(err))
 	}
+}
+
+// tableConfigError makes a table the configuration names that does not
+// load (app.TableError) a configuration error: exit 2, no restart.
+func tableConfigError(err error) error {
+	if errors.As(err, new(*app.TableError)) {
+		return &ConfigError{err}
+	}
+	return err
 }
