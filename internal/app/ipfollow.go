@@ -24,15 +24,13 @@ func ipFollower(cfg *config.Config, o *Options, qm *qmp.Metrics, log *zap.Logger
 		return nil, nil
 	}
 	r := &ipsource.Resolver{Nova: c.Sources.Nova, Carried: c.Sources.Carried, MaxAge: c.LearnedMaxAge.D(), Claims: ipsource.NewClaims(c.MaxPerNIC)}
-	if c.Sources.Static && c.StaticMap != "" {
-		st, err := ipsource.LoadStatic(c.StaticMap)
-		if err != nil {
-			// A table the configuration names: refused like the
-			// responder's (a configuration error, exit 2).
-			return nil, &TableError{fmt.Errorf("ip_announce.static_map: %w", err)}
-		}
-		r.Static = st
+	st, err := c.LoadStatic()
+	if err != nil {
+		// A table the configuration names: refused like the
+		// responder's (a configuration error, exit 2).
+		return nil, &TableError{err}
 	}
+	r.Static = st
 	var learn agent.LearnerOpener
 	if c.Sources.Learned {
 		// Bounded: max_ips_per_nic per MAC, learnedMACs MACs.

@@ -19,9 +19,9 @@ import (
 func CheckTables(ctx context.Context, c *Config) (transient bool, err error) {
 	// ip_announce.static_map refuses the start on any error (run has
 	// nothing to retry it with).
-	if a := c.IPAnnounce; a.Enabled && a.Sources.Static && a.StaticMap != "" {
-		if _, err := ipsource.LoadStatic(a.StaticMap); err != nil {
-			return false, fmt.Errorf("ip_announce.static_map: %w", err)
+	if a := c.IPAnnounce; a.Enabled {
+		if _, err := a.LoadStatic(); err != nil {
+			return false, err
 		}
 	}
 	r := c.Responder
@@ -34,4 +34,17 @@ func CheckTables(ctx context.Context, c *Config) (transient bool, err error) {
 		return errors.As(err, &le) && le.Transient(), err
 	}
 	return false, nil
+}
+
+// LoadStatic loads ip_announce.static_map when the static source uses one
+// (nil, nil when not), its errors naming the key.
+func (c IPAnnounce) LoadStatic() (ipsource.Static, error) {
+	if !c.Sources.Static || c.StaticMap == "" {
+		return nil, nil
+	}
+	st, err := ipsource.LoadStatic(c.StaticMap)
+	if err != nil {
+		return nil, fmt.Errorf("ip_announce.static_map: %w", err)
+	}
+	return st, nil
 }
