@@ -18,7 +18,7 @@ import (
 // uplink_down, the same numbers the watcher counted.
 func TestUplinkEventsSuppressedExported(t *testing.T) {
 	netnstest.Require(t)
-	ns, _ := netnstest.Uplinked(t, "wstat", "br0", false, "uplink0", "down0")
+	ns := netnstest.Uplinked(t, "wstat", "br0", false, "uplink0", "down0")
 	var r *uplink.Resolver
 	if err := ns.Do(func() (err error) { r, err = uplink.Open(uplink.Options{}); return err }); err != nil {
 		t.Fatal(err)

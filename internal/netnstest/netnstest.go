@@ -162,9 +162,9 @@ func OpenIn[S any](ns *NS, open func(ifname string) (S, error)) func(ifname stri
 // Uplinked returns a hypervisor namespace named name with bridge
 // (VLAN-filtering if vlans) whose port uplink is a veth to peer in a
 // second namespace, the switch side.
-func Uplinked(t testing.TB, name, bridge string, vlans bool, uplink, peer string) (hv, sw *NS) {
+func Uplinked(t testing.TB, name, bridge string, vlans bool, uplink, peer string) *NS {
 	t.Helper()
-	hv, sw = New(t, name), New(t, name+"sw")
+	hv, sw := New(t, name), New(t, name+"sw")
 	if vlans {
 		hv.VLANBridge(t, bridge)
 	} else {
@@ -172,7 +172,7 @@ func Uplinked(t testing.TB, name, bridge string, vlans bool, uplink, peer string
 	}
 	Veth(t, hv, uplink, sw, peer)
 	hv.Attach(t, uplink, bridge)
-	return hv, sw
+	return hv
 }
 
 // HangingDNS makes host-name lookups of a command run in ns wait on a name

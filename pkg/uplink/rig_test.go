@@ -370,7 +370,7 @@ func TestRigBond8023ad(t *testing.T) {
 // skipped as in no VLAN.
 func TestRigDumpReportsPortsWithoutVLANs(t *testing.T) {
 	netnstest.Require(t)
-	ns, _ := netnstest.Uplinked(t, "hv", "br0", true, "up0", "down0")
+	ns := netnstest.Uplinked(t, "hv", "br0", true, "up0", "down0")
 	ns.Exec(t, "bridge", "vlan", "add", "dev", "up0", "vid", "100")
 	ns.Exec(t, "ip", "tuntap", "add", "dev", "bare0", "mode", "tap")
 	ns.Attach(t, "bare0", "br0")

@@ -47,7 +47,7 @@ func TestRigKernel(t *testing.T) {
 // announce path will read it (port VLANs, PVID, egress untagged).
 func TestBridgePortVLANs(t *testing.T) {
 	netnstest.Require(t)
-	ns, _ := netnstest.Uplinked(t, "vbr", "br0", true, "uplink", "trunk")
+	ns := netnstest.Uplinked(t, "vbr", "br0", true, "uplink", "trunk")
 	ns.Exec(t, "bridge", "vlan", "del", "dev", "uplink", "vid", "1")
 	for _, vid := range []string{"100", "200"} {
 		tap := "tap" + vid
