@@ -123,6 +123,7 @@ type known struct {
 	targets []plan.Target // host-, ovs- and qemu-strategy NICs with something to watch
 	via     []string      // per target: watchKey of where its frames leave
 	stay    *stay         // set by put
+	at      time.Time     // set by put: when it was registered
 }
 
 // stay is one QEMU process's time in the registry, across re-reads of its
@@ -236,6 +237,7 @@ func (r *registry) observe(ev libvirtwatch.Event) (gone *known) {
 // its stay; another one (a restart whose events were not seen) ends the
 // old process's.
 func (r *registry) put(k *known) {
+	k.at = time.Now()
 	old := r.doms[k.ref.UUID]
 	if old != nil && old.id == k.id {
 		k.stay = old.stay
@@ -258,6 +260,21 @@ func (r *registry) drop(uuid string) *known {
 	delete(r.doms, uuid)
 	k.stay.end()
 	return k
+}
+
+// dropAbsent drops, under r.mu, every domain registered before listed (when
+// libvirt's list of running domains was taken) that the list, live, does
+// not hold: it is not running here any more, and its Cancel event may
+// never come (libvirtd was down, and a resync cancels only the landings it
+// remembers), so its re-announces end here. A domain registered after the
+// listing (a landing handed its XML over meanwhile) is kept: the list was
+// taken before it ran here.
+func (r *registry) dropAbsent(live map[string]bool, listed time.Time) {
+	for u, k := range r.doms {
+		if !live[u] && k.at.Before(listed) {
+			r.drop(u)
+		}
+	}
 }
 
 // refreshSoon asks refreshLoop for a refresh (one pending is enough).
@@ -408,14 +425,7 @@ func (a *Agent) refresh(ctx context.Context, lister RunningLister) ([]*known, er
 			read = append(read, d)
 		}
 	}
-	for u := range r.doms {
-		if !live[u] {
-			// Not running here (any more): its Cancel event may never
-			// come (libvirtd was down, and a resync cancels only the
-			// landings it remembers), so its re-announces end here.
-			r.drop(u)
-		}
-	}
+	r.dropAbsent(live, listed)
 	r.mu.Unlock()
 	// The same for the IP layer: its claims and learners of a domain
 	// gone meanwhile (not only of those the registry knew).

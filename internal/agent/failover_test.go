@@ -117,3 +117,41 @@ func TestRegistryStay(t *testing.T) {
 		t.Error("a second drop finds nothing")
 	}
 }
+
+// listerFunc is a RunningLister.
+type listerFunc func(context.Context) ([]libvirtwatch.RunningDomain, error)
+
+func (f listerFunc) RunningDomains(ctx context.Context) ([]libvirtwatch.RunningDomain, error) {
+	return f(ctx)
+}
+
+// A refresh drops a registered domain its listing does not hold, but not
+// one registered after the listing was taken: that is a landing whose XML
+// was handed over (landed) while libvirt answered, and dropping it would
+// leave the VM out of every uplink re-announce until another event.
+func TestRefreshKeepsADomainRegisteredAfterTheListing(t *testing.T) {
+	a := New(Deps{}, Settings{})
+	gone := libvirtwatch.DomainRef{Name: "gone", UUID: "6167656e-7400-4000-8000-000000000001"}
+	landed := libvirtwatch.DomainRef{Name: "landed", UUID: "6167656e-7400-4000-8000-000000000002"}
+	a.reg.mu.Lock()
+	a.reg.put(&known{ref: gone, id: 3})
+	a.reg.mu.Unlock()
+	time.Sleep(time.Millisecond) // the listing's time is after gone's registration
+	list := listerFunc(func(context.Context) ([]libvirtwatch.RunningDomain, error) {
+		// libvirt took its list before the domain landed; the landing
+		// registers it before the answer arrives.
+		a.reg.mu.Lock()
+		a.reg.put(&known{ref: landed, id: 4})
+		a.reg.mu.Unlock()
+		return nil, nil
+	})
+	if _, err := a.refresh(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	if a.Registered(gone.UUID) {
+		t.Error("a domain registered before the listing and absent from it must be dropped")
+	}
+	if !a.Registered(landed.UUID) {
+		t.Error("a domain registered after the listing was taken must be kept")
+	}
+}
