@@ -9,7 +9,7 @@ import "github.com/rarp-announce/rarp-announce/pkg/rarp"
 // stopped.
 func (a *OVSPorts) Cancel(port string, mac rarp.MAC) int {
 	a.mu.Lock()
-	hs := a.active[portMAC{port, mac}]
+	hs := a.active[portMAC{port, mac}].handles
 	delete(a.active, portMAC{port, mac})
 	a.mu.Unlock()
 	n := 0

@@ -42,7 +42,15 @@ type OVSPorts struct {
 
 	mu     sync.Mutex
 	closed bool
-	active map[portMAC][]*announce.Handle // what the last announce of a port+MAC started
+	active map[portMAC]started // what the newest announce of a port+MAC started
+	ticket uint64              // the last lookup's number: a newer lookup has a higher one
+}
+
+// started is what one Announce started for a port and MAC, and the number
+// of the lookup it started from.
+type started struct {
+	ticket  uint64
+	handles []*announce.Handle
 }
 
 type portMAC struct {
@@ -56,7 +64,7 @@ func NewOVSPorts(c OVSPortsConfig) *OVSPorts {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
-	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC][]*announce.Handle{}}
+	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC]started{}}
 }
 
 // Announce looks port up in OVSDB and starts announcing mac into its
@@ -70,6 +78,11 @@ func NewOVSPorts(c OVSPortsConfig) *OVSPorts {
 // the first frames, not the schedule. since is when the need arose (the
 // libvirt event), for the lag histogram.
 //
+// Of two announces of one port and MAC that race (a landing's and OVN's
+// re-install, across a re-plug that changed the ofport), the one whose
+// lookup started later wins: if it started first, the older one starts
+// nothing and returns no handles and no error.
+//
 // Every failure is logged with its reason and counted in Metrics.
 func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlans []rarp.VLAN, s announce.Schedule, since time.Time) ([]*announce.Handle, error) {
 	if err := mac.ValidateUnicast(); err != nil {
@@ -79,6 +92,10 @@ func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlan
 		return nil, err
 	}
 	log := a.log.With(zap.String("port", port), zap.Stringer("mac", mac))
+	a.mu.Lock()
+	a.ticket++
+	ticket := a.ticket
+	a.mu.Unlock()
 	p, err := a.sw.Lookup(ctx, port)
 	if err != nil {
 		return nil, a.failed(log, "ovs lookup failed", err)
@@ -100,6 +117,15 @@ func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlan
 		a.mu.Unlock()
 		return nil, announce.ErrClosed
 	}
+	if cur, ok := a.active[pm]; ok && cur.ticket > ticket {
+		// Two announces of one port and MAC raced, and the one whose
+		// lookup started later has started already: its ofport is the
+		// fresher (the port may have been re-plugged in between), and
+		// starting this one would move the frames back to the old one.
+		a.mu.Unlock()
+		log.Debug("ovs announce superseded by a newer lookup of the same port")
+		return nil, nil
+	}
 	keys := make([]announce.Key, 0, len(frames))
 	for _, v := range frames {
 		keys = append(keys, announce.Key{MAC: mac, Port: op, VLAN: v.ID})
@@ -107,7 +133,7 @@ func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlan
 	// A newer announce for the same port and MAC supersedes the old: the
 	// inner announcer does that for equal keys; keys the new one no
 	// longer uses (the port's ofport or VLANs changed) are cancelled.
-	for _, old := range a.active[pm] {
+	for _, old := range a.active[pm].handles {
 		if !slices.Contains(keys, old.Key()) && !done(old) {
 			a.ann.Cancel(old.Key())
 		}
@@ -122,7 +148,7 @@ func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlan
 		}
 		handles = append(handles, h)
 	}
-	a.active[pm] = handles
+	a.active[pm] = started{ticket, handles}
 	a.mu.Unlock()
 	log.Debug("ovs announce started", zap.Int("vlans", len(frames)), zap.Uint16("tag", p.Tag), zap.String("vlan_mode", p.Mode()))
 
@@ -163,8 +189,8 @@ func done(h *announce.Handle) bool {
 
 // prune forgets port+MACs whose announces all ended; the caller holds a.mu.
 func (a *OVSPorts) prune() {
-	for pm, hs := range a.active {
-		if !slices.ContainsFunc(hs, func(h *announce.Handle) bool { return !done(h) }) {
+	for pm, st := range a.active {
+		if !slices.ContainsFunc(st.handles, func(h *announce.Handle) bool { return !done(h) }) {
 			delete(a.active, pm)
 		}
 	}
@@ -222,13 +248,13 @@ func (a *OVSPorts) Close() error {
 	already := a.closed
 	a.closed = true
 	active := a.active
-	a.active = map[portMAC][]*announce.Handle{}
+	a.active = map[portMAC]started{}
 	a.mu.Unlock()
 	if already {
 		return nil
 	}
-	for _, hs := range active {
-		for _, h := range hs {
+	for _, st := range active {
+		for _, h := range st.handles {
 			h.Cancel()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -329,5 +330,69 @@ func TestFinishedAnnouncesAreForgotten(t *testing.T) {
 	a.mu.Unlock()
 	if n > 1 {
 		t.Fatalf("%d port+MAC entries kept after their announces ended", n)
+	}
+}
+
+// Two announces of one port and MAC race across a re-plug: the older
+// lookup read the old ofport and answers last. The newer lookup's ofport
+// must win; before, the older announce superseded the newer and moved the
+// frames back to an OpenFlow port that no longer exists.
+func TestAnnounceOlderLookupDoesNotWin(t *testing.T) {
+	dir := t.TempDir()
+	vsctl, out, slow := filepath.Join(dir, "ovs-vsctl"), filepath.Join(dir, "out"), filepath.Join(dir, "slow")
+	// Every call reads the port as it is when the call starts; the first
+	// call after slow is created answers 300 ms later.
+	script := "#!/bin/sh\no=$(cat " + out + ")\nif rm " + slow + " 2>/dev/null; then sleep 0.3; fi\nprintf '%s\\n' \"$o\"\n"
+	if err := os.WriteFile(vsctl, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, s string) {
+		t.Helper()
+		if err := os.WriteFile(name, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(out, ovstest.VsctlTrunk) // vnet3, ofport 7
+	write(slow, "")
+	inj := &fakeInjector{}
+	a, _ := fakeAnnouncer(t, vsctl, inj, func(c *ovsConfig) { c.Vsctl = vsctl })
+	long := announce.Schedule{Rounds: 2, Initial: time.Hour, Max: time.Hour, Bursts: 1}
+	vlans := []rarp.VLAN{{ID: 200}}
+
+	type answer struct {
+		hs  []*announce.Handle
+		err error
+	}
+	older := make(chan answer, 1)
+	go func() {
+		hs, err := a.Announce(context.Background(), "vnet3", mac, vlans, long, time.Now())
+		older <- answer{hs, err}
+	}()
+	netnstest.WaitFor(t, "the older lookup to start", func() bool {
+		_, err := os.Stat(slow)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	// The port is re-plugged: ofport 7 becomes 9.
+	write(out, strings.Replace(ovstest.VsctlTrunk, `["vnet3",7,`, `["vnet3",9,`, 1))
+	newer, err := a.Announce(context.Background(), "vnet3", mac, vlans, long, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := <-older
+	if o.err != nil || len(o.hs) != 0 {
+		t.Errorf("the older announce returned %d handles, error %v; want none and nil", len(o.hs), o.err)
+	}
+	for _, h := range newer {
+		if h.Superseded() || done(h) {
+			t.Errorf("the newer announce %s was stopped by the older one", h.Key())
+		}
+	}
+	for _, f := range inj.got() {
+		if f.inPort != 9 {
+			t.Errorf("a frame was injected on ofport %d; want only the re-plugged port's 9", f.inPort)
+		}
+	}
+	if n := a.Running(); n != 1 {
+		t.Errorf("%d announces running, want 1", n)
 	}
 }
