@@ -53,7 +53,7 @@ func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--priority", "3"}, "--priority needs --vlan"},
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "extra"}, `unexpected argument "extra"`},
 		{[]string{"send", "--bogus"}, "unknown flag --bogus"},
-		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "NaN"}, `invalid value "NaN" for flag --rate: NaN is outside 1 to 1e+06`},
+		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "NaN"}, `invalid value "NaN" for flag --rate: NaN is outside 1 to 1000000`},
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "1e-300"}, `invalid value "1e-300" for flag --rate`},
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "0"}, `invalid value "0" for flag --rate`},
 	}

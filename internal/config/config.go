@@ -541,8 +541,8 @@ func (c *Config) validate() []*Error {
 // second an announce of a few frames takes longer than any switch keeps a
 // MAC; above a million the pacer no longer limits anything a NIC can send.
 const (
-	MinFramesPerSecond = 1.0
-	MaxFramesPerSecond = 1e6
+	MinFramesPerSecond = 1
+	MaxFramesPerSecond = 1_000_000 // an integer constant: messages print 1000000, not 1e+06
 )
 
 // Rate is a frames-per-second flag value, checked when the flag is parsed

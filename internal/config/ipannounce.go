@@ -116,7 +116,7 @@ func (c IPAnnounce) validate(bad func(key, format string, args ...any)) {
 	if c.MaxPerNIC < 1 {
 		bad("ip_announce.max_ips_per_nic", "must be >= 1")
 	}
-	if f := c.FramesPerSecondPerUplink; !(f >= 1 && f <= 1e6) {
-		bad("ip_announce.frames_per_second_per_uplink", "%v is outside 1 to 1e6", f)
+	if f := c.FramesPerSecondPerUplink; !(f >= MinFramesPerSecond && f <= MaxFramesPerSecond) {
+		bad("ip_announce.frames_per_second_per_uplink", "%v is outside %v to %v", f, MinFramesPerSecond, MaxFramesPerSecond)
 	}
 }
