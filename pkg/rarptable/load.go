@@ -98,9 +98,7 @@ func (l *Loader) Load(ctx context.Context) (*Result, error) {
 		fi := b.file(f)
 		for i := range mapRecs {
 			r := &mapRecs[i]
-			if _, line, ok := b.add(r.mac, r.iface, addrsOf(r, names), fi, r.line); !ok {
-				p.add(f, r.line, "second mapping for %s%s (first on line %d)", r.mac, onIface(r.iface), line)
-			}
+			b.add(r.mac, r.iface, addrsOf(r, names), fi, r.line) // parseMap refused second mappings
 		}
 	}
 	if f := l.Files.Ethers; f != "" {
@@ -115,9 +113,6 @@ func (l *Loader) Load(ctx context.Context) (*Result, error) {
 				}
 			}
 		}
-	}
-	if err := p.err(); err != nil {
-		return nil, err
 	}
 	res := &Result{Table: b.t, Warnings: warn.list, Names: len(names), Duration: time.Since(start)}
 	if warn.dropped > 0 {

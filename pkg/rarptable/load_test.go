@@ -257,10 +257,18 @@ func TestLoadProblems(t *testing.T) {
 	if err == nil || err.Error() != mapf+":3: second mapping for 52:54:00:00:00:01 (first on line 2)" {
 		t.Fatalf("duplicate in map: %v", err)
 	}
+	// A second mapping is the text's fault: a name that does not resolve
+	// must neither hide it nor make the error transient (run would start
+	// and retry a table that can never load).
+	dupHost := writeFile(t, dir, "dup-host.yaml", "mappings:\n  - {mac: 52:54:00:00:00:01, ip: 10.0.0.1}\n  - {mac: 52:54:00:00:00:01, host: nosuch.invalid}\n")
+	_, err = (&Loader{Files: Files{Map: dupHost}, Resolver: newFakeDNS(t, nil).resolver()}).Load(context.Background())
+	var le *LoadError
+	if !errors.As(err, &le) || le.Transient() || err.Error() != dupHost+":3: second mapping for 52:54:00:00:00:01 (first on line 2)" {
+		t.Fatalf("duplicate beside an unresolvable name: %v", err)
+	}
 	both := writeFile(t, dir, "bad-ethers", "52:54:00:00:00:01 10.0.0.1\nbogus\n")
 	badMap := writeFile(t, dir, "bad.yaml", "mappings:\n  - {mac: 52:54:00:00:00:01, ip: x.y}\n")
 	_, err = (&Loader{Files: Files{Ethers: both, Map: badMap}}).Load(context.Background())
-	var le *LoadError
 	if !errors.As(err, &le) || len(le.Problems) != 2 || !strings.HasPrefix(le.Problems[0].String(), badMap+":2: ip: ") ||
 		le.Problems[1].String() != both+`:2: "bogus" is not a MAC address` {
 		t.Fatalf("problems in both files: %v", err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarp"
 )
 
 // The YAML mapping file, rarp-announce's own format:
@@ -83,10 +85,25 @@ func parseMap(file string, data []byte, p *problems) []record {
 			continue
 		}
 		recs = make([]record, 0, len(v.Content))
+		type key struct {
+			mac   rarp.MAC
+			iface string
+		}
+		first := map[key]int{}
 		for _, item := range v.Content {
-			if r, ok := parseMapItem(file, item, p); ok {
-				recs = append(recs, r)
+			r, ok := parseMapItem(file, item, p)
+			if !ok {
+				continue
 			}
+			// A second mapping is a fault of the text, found here and not
+			// after the names resolve: else a name that does not resolve
+			// would hide it, and make the whole error look transient.
+			if line, dup := first[key{r.mac, r.iface}]; dup {
+				p.add(file, r.line, "second mapping for %s%s (first on line %d)", r.mac, onIface(r.iface), line)
+				continue
+			}
+			first[key{r.mac, r.iface}] = r.line
+			recs = append(recs, r)
 		}
 	}
 	return recs
