@@ -11,6 +11,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -120,8 +121,8 @@ type landing struct {
 	trigger announce.Trigger
 	cancel  context.CancelCauseFunc // ErrSuperseded, ErrDomainLeft or nil (agent stops)
 	mu      sync.Mutex
-	macs    []rarp.MAC
-	ended   bool // by end: the landing registers nothing more
+	targets []plan.Target // its plan, set by register
+	ended   bool          // by end: the landing registers nothing more
 }
 
 // end stops the landing (the domain left, or a newer landing of it took
@@ -134,7 +135,10 @@ type landing struct {
 func (l *landing) end(cause error) []rarp.MAC {
 	l.mu.Lock()
 	l.ended = true
-	macs := l.macs
+	macs := make([]rarp.MAC, 0, len(l.targets))
+	for _, t := range l.targets {
+		macs = append(macs, t.NIC.MAC)
+	}
 	l.mu.Unlock()
 	l.cancel(cause)
 	return macs
@@ -242,6 +246,10 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		if ev.MigrationStarts() {
 			a.prefetch(ctx, ev)
 		}
+	case libvirtwatch.DeviceChanged:
+		if !ev.DeviceAdded {
+			a.unplugged(ev)
+		}
 	case libvirtwatch.Landed:
 		trigger, name := landingTrigger(ev)
 		if !a.current().enabled(name) {
@@ -296,6 +304,49 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 			}
 		}
 		a.log.Info("announces cancelled", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.Int("announces", n))
+	}
+}
+
+// unplugged stops every announce of the NIC a device event says was
+// unplugged from a running domain (ev.Device is its alias): its MAC is no
+// longer a running local domain's, and its port may be given to a VM on
+// another host next, so neither the landing's remaining bursts and
+// refreshes nor an uplink re-announce may send it again. The NIC is found
+// in the domain's landing and in the failover registry (whose re-read of
+// the XML, kicked by observe, has not replaced it yet); a MAC another NIC
+// of the domain still has is left alone.
+func (a *Agent) unplugged(ev libvirtwatch.Event) {
+	var gone, kept []rarp.MAC
+	split := func(ts []plan.Target) {
+		for _, t := range ts {
+			if t.NIC.Alias == ev.Device {
+				gone = append(gone, t.NIC.MAC)
+			} else {
+				kept = append(kept, t.NIC.MAC)
+			}
+		}
+	}
+	a.mu.Lock()
+	if l := a.landings[ev.Domain.UUID]; l != nil {
+		l.mu.Lock()
+		split(l.targets)
+		l.mu.Unlock()
+	}
+	a.mu.Unlock()
+	a.reg.mu.Lock()
+	if k := a.reg.doms[ev.Domain.UUID]; k != nil {
+		split(k.targets)
+	}
+	a.reg.mu.Unlock()
+	for i, m := range gone {
+		if slices.Contains(kept, m) || slices.Contains(gone[:i], m) {
+			continue
+		}
+		n := 0
+		for _, st := range a.strategies {
+			n += st.CancelMAC(m)
+		}
+		a.log.Info("NIC unplugged: its announces stopped", zap.String("domain", ev.Domain.Name), zap.String("alias", ev.Device), zap.Stringer("mac", m), zap.Int("announces", n))
 	}
 }
 

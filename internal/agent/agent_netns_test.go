@@ -280,6 +280,37 @@ func TestCancelStopsTheSchedule(t *testing.T) {
 	}
 }
 
+// A NIC hot-unplugged from a running domain is no longer a running local
+// domain's: the rest of its landing's schedule (here: refreshes) must stop
+// at once, while the NIC that stays goes on. Before, the unplugged MAC was
+// refreshed until the whole domain stopped, pulling it back from whatever
+// host its port went to next.
+func TestUnplugStopsTheNICsAnnounces(t *testing.T) {
+	s := defaultSettings()
+	s.Schedule.Refresh = time.Second // the least allowed
+	h := newHost(t, hostOptions{settings: s})
+	h.tap(t, "vnet0", wired)
+	h.tap(t, "vnet1", wired)
+	d := h.newDomain(t, stateOff, 0, "vnet0", "vnet1")
+	h.land(t, d)
+	h.frames.wait(t, d.macs[1], framesPerBurst+1, 5*time.Second) // a refresh went out
+	if err := h.fake.SetXML(d.name, libvirtfake.LiveXML(d.name, d.uuid, 1, libvirtfake.NIC{MAC: d.macs[0].String(), Target: "vnet0"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.fake.EmitDevice(d.name, "net1", false); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	kept := h.frames.count(d.macs[0])
+	time.Sleep(2500 * time.Millisecond) // two refresh periods and a half
+	if n := h.frames.after(d.macs[1], at.Add(50*time.Millisecond)); n != 0 {
+		t.Errorf("the unplugged NIC got %d frames more than 50 ms after the unplug, want none", n)
+	}
+	if n := h.frames.count(d.macs[0]) - kept; n < 2 {
+		t.Errorf("the NIC that stays got %d refresh frames after the unplug, want at least 2", n)
+	}
+}
+
 // A cancel that arrives while a NIC's landing is still in progress (here:
 // held in the FDB repair, which runs beside the first frames) must still
 // stop that NIC's announce and count it cancelled: the announce would

@@ -102,9 +102,7 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	// cleanup ran already and would not undo it. The landing goes on
 	// with its context cancelled: its NICs count as cancelled.
 	l.register(func() {
-		for _, t := range targets {
-			l.macs = append(l.macs, t.NIC.MAC)
-		}
+		l.targets = targets
 		if force == "" {
 			a.landed(ev, dom, s) // the failover registry takes the XML read here
 		}
