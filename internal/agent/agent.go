@@ -254,6 +254,9 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		trigger, name := landingTrigger(ev)
 		if !a.current().enabled(name) {
 			a.log.Info("landed; trigger disabled, not announced", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.String("trigger", name))
+			// It runs here all the same: the failover registry reads it,
+			// so that an uplink event re-announces it.
+			a.landed(ev, nil, a.current())
 			return
 		}
 		lctx, cancel := context.WithCancelCause(ctx)

@@ -185,6 +185,30 @@ func TestRestoreAnnouncedSnapshotTriggerOff(t *testing.T) {
 	h.quiet(t, reverted.macs[0], 200*time.Millisecond, "the snapshot trigger is off")
 }
 
+// A domain that lands while the migration trigger is off is not announced,
+// but it runs here: it must still be in the failover registry, so that a
+// bond failover or carrier return re-announces it. Before, the landing's
+// event only marked it stale and no later event made the registry read it.
+func TestLandedWithTheTriggerOffIsStillRegistered(t *testing.T) {
+	s := uplinkSettings()
+	s.Disabled = map[string]bool{agent.TriggerMigration: true}
+	h := newHost(t, hostOptions{settings: s, holdDown: 200 * time.Millisecond})
+	h.tap(t, "vnet1", wired)
+	// The start-up refreshes are over (a refresh before libvirt answered
+	// retries a second later).
+	time.Sleep(1500 * time.Millisecond)
+	d := h.newDomain(t, stateOff, 0, "vnet1")
+	// The refresh STARTED/MIGRATED kicks lists it still paused (the
+	// incoming migration runs), so leaves it out.
+	h.emit(t, d, startedMigrated)
+	time.Sleep(300 * time.Millisecond)
+	h.emit(t, d, resumedMigrated)
+	h.waitLogged(t, "landed; trigger disabled, not announced", d.name, 2*time.Second)
+	h.waitRegistry(t, 1)
+	h.flap(t, netnstest.RigSwitchToHost)
+	h.reannounced(t, d.macs[0], uplinkFrames, 5*time.Second)
+}
+
 // hostWithDomain starts a host with the uplink settings and holdDown
 // where, before the agent starts, setup (if not nil) runs, the taps are
 // made (wired), and one domain runs, booted, with a NIC on the first tap.
