@@ -349,6 +349,7 @@ func (a *Agent) unplugged(ev libvirtwatch.Event) {
 		for _, st := range a.strategies {
 			n += st.CancelMAC(m)
 		}
+		a.d.IP.Unplugged(m)
 		a.log.Info("NIC unplugged: its announces stopped", zap.String("domain", ev.Domain.Name), zap.String("alias", ev.Device), zap.Stringer("mac", m), zap.Int("announces", n))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rarp-announce/rarp-announce/internal/agent"
+	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
@@ -288,12 +289,19 @@ func TestCancelStopsTheSchedule(t *testing.T) {
 func TestUnplugStopsTheNICsAnnounces(t *testing.T) {
 	s := defaultSettings()
 	s.Schedule.Refresh = time.Second // the least allowed
-	h := newHost(t, hostOptions{settings: s})
+	h := newHost(t, hostOptions{settings: s, config: func(c *config.Config) {
+		c.IPAnnounce.Enabled = true
+		c.IPAnnounce.Sources.Nova = false
+		c.IPAnnounce.Sources.Learned = true
+	}})
 	h.tap(t, "vnet0", wired)
 	h.tap(t, "vnet1", wired)
 	d := h.newDomain(t, stateOff, 0, "vnet0", "vnet1")
 	h.land(t, d)
 	h.frames.wait(t, d.macs[1], framesPerBurst+1, 5*time.Second) // a refresh went out
+	if ls := h.agent.Learners(); len(ls) != 2 {
+		t.Fatalf("learners %v, want one per NIC", ls)
+	}
 	if err := h.fake.SetXML(d.name, libvirtfake.LiveXML(d.name, d.uuid, 1, libvirtfake.NIC{MAC: d.macs[0].String(), Target: "vnet0"})); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +316,9 @@ func TestUnplugStopsTheNICsAnnounces(t *testing.T) {
 	}
 	if n := h.frames.count(d.macs[0]) - kept; n < 2 {
 		t.Errorf("the NIC that stays got %d refresh frames after the unplug, want at least 2", n)
+	}
+	if ls := h.agent.Learners(); len(ls) != 1 || !strings.HasPrefix(ls[0], d.macs[0].String()) {
+		t.Errorf("learners after the unplug %v, want only %s's", ls, d.macs[0])
 	}
 }
 

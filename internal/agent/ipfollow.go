@@ -332,17 +332,69 @@ func (f *IPFollower) learn(dom *domxml.Domain, t plan.Target, log *zap.Logger) {
 			}
 			f.mu.Unlock()
 		}()
-		l, err := f.o.Learn(t.Port, mac, seen)
-		if err != nil {
-			log.Warn("cannot learn the guest's addresses on its port", zap.String("port", t.Port), zap.Error(err))
+		f.runLearner(ctx, t.Port, mac, seen, log.With(zap.String("port", t.Port)))
+	}()
+}
+
+// Bounds of the wait before a learner whose port failed opens it again.
+const (
+	relearnMin = 200 * time.Millisecond
+	relearnMax = 30 * time.Second
+)
+
+// runLearner learns on port until ctx ends (the domain left, or the
+// agent stops). A port that goes down, or is deleted and created again
+// (os-vif or Neutron re-plugging it), ends the learner's socket with
+// ENETDOWN: it opens the port again by name, after relearnMin and then
+// twice as long each failure up to relearnMax, so the guest's addresses
+// are still learned after a re-plug instead of never again.
+func (f *IPFollower) runLearner(ctx context.Context, port string, mac rarp.MAC, seen func(ipsource.Event), log *zap.Logger) {
+	backoff := relearnMin
+	failing := false
+	for {
+		l, err := f.o.Learn(port, mac, seen)
+		if err == nil {
+			if failing {
+				log.Info("learning the guest's addresses again")
+			} else {
+				log.Debug("learning the guest's addresses")
+			}
+			failing = false
+			backoff = relearnMin
+			err = l.Run(ctx)
+			l.Close()
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				err = errors.New("learner stopped")
+			}
+		}
+		if !failing {
+			log.Warn("cannot learn the guest's addresses on its port; trying again", zap.Error(err))
+		} else {
+			log.Debug("learner: port still failing", zap.Error(err), zap.Duration("retry_in", backoff))
+		}
+		failing = true
+		if !wait.Sleep(ctx.Done(), backoff) {
 			return
 		}
-		defer l.Close()
-		log.Debug("learning the guest's addresses", zap.String("port", t.Port))
-		if err := l.Run(ctx); err != nil {
-			log.Warn("learning the guest's addresses stopped", zap.String("port", t.Port), zap.Error(err))
-		}
-	}()
+		backoff = min(2*backoff, relearnMax)
+	}
+}
+
+// Unplugged stops the learner of a NIC unplugged from its running domain:
+// its port is gone for good, and the domain's Release is not coming.
+func (f *IPFollower) Unplugged(mac rarp.MAC) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l := f.learns[mac]; l != nil {
+		l.cancel()
+		delete(f.learns, mac)
+	}
 }
 
 // stopLearners stops every learner and waits for them to close their

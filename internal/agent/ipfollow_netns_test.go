@@ -365,6 +365,44 @@ func TestIPLearnedFromTheGuest(t *testing.T) {
 	}
 }
 
+// The NIC's tap is re-plugged while the domain runs (deleted and created
+// again, as os-vif does): the learner's socket ends with ENETDOWN. It must
+// open the new tap and learn what the guest says there. Before, it logged
+// "stopped" and the NIC was never learned from again.
+func TestLearnerSurvivesARePlug(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) {
+		c.IPAnnounce.Enabled = true
+		c.IPAnnounce.Sources.Nova = false
+		c.IPAnnounce.Sources.Learned = true
+	}})
+	const tap = "vnetreplug"
+	h.tap(t, tap, wired)
+	d := h.newDomain(t, stateOff, 0, tap)
+	h.land(t, d)
+	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
+	netnstest.WaitWithin(t, 5*time.Second, "a learner on "+tap, func() bool { return len(h.agent.Learners()) == 1 })
+
+	h.ns.Exec(t, "ip", "link", "del", "dev", tap)
+	time.Sleep(300 * time.Millisecond) // os-vif's gap between unplug and plug
+	guest := h.tap(t, tap, wired)
+	garp, err := (&ipannounce.Frame{Kind: ipannounce.GARPRequest, MAC: d.macs[0], IP: netip.MustParseAddr("192.0.2.56")}).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guest speaks every 100 ms; the learner must hear it within 5 s.
+	netnstest.WaitWithin(t, 5*time.Second, "the guest's GARP on the new tap learned", func() bool {
+		if err := guest.Write(garp); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		return len(h.logged("learned an address of the guest", d.name)) > 0
+	})
+	if ip := fmt.Sprint(h.logged("learned an address of the guest", d.name)[0].ContextMap()["ip"]); ip != "192.0.2.56" {
+		t.Errorf("learned %s, want 192.0.2.56", ip)
+	}
+	h.waitLogged(t, "learning the guest's addresses again", d.name, time.Second)
+}
+
 // The agent stops while a domain runs here: its learner stops too and
 // closes its socket (which would otherwise keep the port's network
 // namespace alive, and in a test process outlive its test).
