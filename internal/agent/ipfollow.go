@@ -111,7 +111,11 @@ type IPFollower struct {
 	runs    map[runKey]*ipRun
 	senders map[announce.Kind]Sender
 	learns  map[rarp.MAC]*learnRun
-	carry   *carrier // nil: learned addresses stay on this host
+	// firstFailed: the ports and VLANs whose announce's first RARP
+	// failed; its first later frame of the first burst that goes out
+	// starts the IP frames instead (Observe).
+	firstFailed map[runKey]bool
+	carry       *carrier // nil: learned addresses stay on this host
 	// since is when each domain was last handed over (Landed,
 	// RunningDomain): ReleaseAbsent frees only what a listing taken
 	// after it no longer shows.
@@ -145,7 +149,7 @@ func NewIPFollower(o IPOptions) *IPFollower {
 		o.Resolver = &ipsource.Resolver{}
 	}
 	f := &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
-		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}, since: map[string]time.Time{}}
+		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}, firstFailed: map[runKey]bool{}, since: map[string]time.Time{}}
 	if o.Learn != nil {
 		f.carry = newCarrier(o.Carry, o.Resolver.Learned, o.Metrics, o.Logger)
 	}
@@ -478,6 +482,11 @@ func (f *IPFollower) releaseLocked(domainUUID string) {
 				delete(f.runs, k)
 			}
 		}
+		for k := range f.firstFailed {
+			if k.mac == mac {
+				delete(f.firstFailed, k)
+			}
+		}
 	}
 	f.mu.Unlock()
 	f.carry.drop(domainUUID)
@@ -487,15 +496,27 @@ func (f *IPFollower) releaseLocked(domainUUID string) {
 }
 
 // Observe is an announcer's OnFrame: the first RARP of an announce starts
-// the MAC's IP-layer frames on the same port and VLAN. It does not block.
+// the MAC's IP-layer frames on the same port and VLAN; if that one failed
+// (ENOBUFS in a landing storm, a carrier flapping), the first of the first
+// burst's later frames that goes out does. It does not block.
 func (f *IPFollower) Observe(s announce.Sent) {
-	if f == nil || s.Err != nil || s.Refresh || s.Reason == ReasonIP || s.Slot.Burst != 1 || s.Slot.Round != 1 {
+	if f == nil || s.Refresh || s.Reason == ReasonIP || s.Slot.Burst != 1 {
 		return
 	}
+	k := runKey{mac: s.MAC, port: s.Port, vlan: s.VLAN.ID}
+	first := s.Slot.Round == 1
 	f.mu.Lock()
 	n, ok := f.nics[s.MAC]
+	retry := f.firstFailed[k]
+	switch {
+	case !ok:
+	case s.Err != nil && first:
+		f.firstFailed[k] = true
+	case s.Err == nil && (first || retry):
+		delete(f.firstFailed, k)
+	}
 	f.mu.Unlock()
-	if !ok {
+	if !ok || s.Err != nil || !(first || retry) {
 		return
 	}
 	if f.o.Guest != nil && n.alias != "" {

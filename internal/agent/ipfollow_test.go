@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,6 +134,49 @@ func TestIPFollowerTriggers(t *testing.T) {
 	// After the release the address is free for the other NIC.
 	if h, ok := f.o.Resolver.Claims.Holder(netip.MustParseAddr("192.0.2.10")); ok {
 		t.Fatalf("192.0.2.10 still held by %v after the release", h)
+	}
+}
+
+// failFirstRARP is a wire whose first RARP send fails (ENOBUFS).
+type failFirstRARP struct {
+	wire
+	failed bool
+}
+
+func (w *failFirstRARP) Send(b []byte) error {
+	w.mu.Lock()
+	fail := isRARP(b) && !w.failed
+	w.failed = w.failed || fail
+	w.mu.Unlock()
+	if fail {
+		return syscall.ENOBUFS
+	}
+	return w.wire.Send(b)
+}
+
+// An announce whose first RARP failed but whose second went out still
+// starts the IP frames (at the second). Before, only a first RARP that went
+// out started them: the RARP error was logged, the GARPs and NAs were lost
+// without a word.
+func TestIPFollowerStartsAfterAFailedFirstRARP(t *testing.T) {
+	w := &failFirstRARP{}
+	mac := rarp.MAC{2, 0, 0, 0, 0, 1}
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Static: ipsource.Static{mac: {netip.MustParseAddr("192.0.2.10")}}},
+		Schedule: ipannounce.Schedule{Count: 1, Interval: ipannounce.MinInterval},
+		Metrics:  NewIPMetrics(nil),
+	})
+	a := announce.New(announce.Options{Open: func(string) (announce.Sender, error) { return w, nil }, OnFrame: f.Observe})
+	defer a.Close()
+	f.SetSender(announce.KindHost, a.Announce)
+	f.Landed(&domxml.Domain{Name: "vm", UUID: "u1"}, []plan.Target{{NIC: domxml.Interface{MAC: mac}, Strategy: plan.Host}}, zap.NewNop())
+	s := announce.Schedule{Rounds: 3, Initial: 10 * time.Millisecond, Max: time.Second, Bursts: 1}
+	if _, err := a.Announce(announce.Request{MAC: mac, Interface: "br0", Schedule: s}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := w.kinds(t); len(got) != 1 || got[0] != ipannounce.GARPRequest {
+		t.Fatalf("IP frames %v, want one GARP request (started once, by the second RARP)", got)
 	}
 }
 
