@@ -289,9 +289,13 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 	case libvirtwatch.Cancel:
 		// SUSPENDED/MIGRATED on the source is a Cancel too (the VM is
 		// leaving), and the start of a migration that may be cancelled.
-		if ev.MigrationStarts() {
+		switch {
+		case ev.MigrationStarts():
 			a.prefetch(ctx, ev)
-		} else {
+		case ev.PostCopyStarts():
+			// The same migration goes on: its departure needs the XML
+			// read at its start.
+		default:
 			a.depart(ctx, ev) // before the prefetched XML is dropped
 			a.dropPrefetch(ev.Domain.UUID)
 		}

@@ -211,6 +211,22 @@ func TestPrematureMoveOnABridgeWithTwoUplinks(t *testing.T) {
 }
 
 func TestStaleDeliveriesAfterDeparture(t *testing.T) {
+	// A post-copy migration pauses the source a second time
+	// (SUSPENDED/POSTCOPY) before it stops: that must not drop the live
+	// XML read at the migration's start (it did: no post-copy departure
+	// was ever watched).
+	for _, c := range []struct {
+		name  string
+		leave []ev
+	}{
+		{"pre-copy", []ev{suspendedMigrated}},
+		{"post-copy", []ev{suspendedMigrated, suspendedPostcopy}},
+	} {
+		t.Run(c.name, func(t *testing.T) { staleDeliveriesAfterDeparture(t, c.leave) })
+	}
+}
+
+func staleDeliveriesAfterDeparture(t *testing.T, leave []ev) {
 	posted := make(chan record.Record, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var rec record.Record
@@ -226,8 +242,10 @@ func TestStaleDeliveriesAfterDeparture(t *testing.T) {
 	}})
 	h.tap(t, "vnet0", wired)
 	d := h.newDomain(t, stateRunning, reasonBooted, "vnet0")
-	h.emit(t, d, suspendedMigrated)
-	time.Sleep(100 * time.Millisecond) // the prefetch of the live XML
+	for _, e := range leave {
+		h.emit(t, d, e)
+		time.Sleep(100 * time.Millisecond) // the prefetch of the live XML
+	}
 	h.emit(t, d, stoppedMigrated)
 	time.Sleep(100 * time.Millisecond)
 	// The switch does not know the MAC elsewhere: it floods the frames

@@ -105,3 +105,11 @@ func (e Event) MigrationStarts() bool {
 	return !e.Resync && ((e.Event == EventStarted && e.Detail == DetailStartedMigrated) ||
 		(e.Event == EventSuspended && e.Detail == DetailSuspendedMigrated))
 }
+
+// PostCopyStarts reports whether e is the source's switch to post-copy
+// (SUSPENDED/POSTCOPY): the migration goes on, the VM now runs on the
+// destination, and its STOPPED/MIGRATED here follows. The departure the
+// agent watches then is the same migration's.
+func (e Event) PostCopyStarts() bool {
+	return !e.Resync && e.Event == EventSuspended && e.Detail == DetailSuspendedPostcopy
+}

@@ -316,6 +316,23 @@ func TestMigrationStarts(t *testing.T) {
 	}
 }
 
+func TestPostCopyStarts(t *testing.T) {
+	for _, c := range []struct {
+		ev   Event
+		want bool
+	}{
+		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopy}, true},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopyFailed}, false},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedMigrated}, false},
+		{Event{Event: EventResumed, Detail: DetailResumedPostcopy}, false},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopy, Resync: true}, false},
+	} {
+		if got := c.ev.PostCopyStarts(); got != c.want {
+			t.Errorf("%s: PostCopyStarts() = %v, want %v", c.ev.Name(), got, c.want)
+		}
+	}
+}
+
 func TestEventCause(t *testing.T) {
 	for _, c := range []struct {
 		ev   Event
