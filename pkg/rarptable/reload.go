@@ -27,7 +27,7 @@ type Reloader struct {
 	Metrics *Metrics    // nil: not counted
 	// Debounce is how long Watch waits after a change for more changes
 	// before it reloads (0: 250 ms), so an editor's several writes make
-	// one reload.
+	// one reload; never more than eight times it after the first.
 	Debounce time.Duration
 
 	// RetryMin and RetryMax bound the backoff of Start's background
@@ -194,11 +194,25 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	if debounce <= 0 {
 		debounce = 250 * time.Millisecond
 	}
+	// Each event puts the look at the files off by debounce (a file
+	// written in several steps is read once, whole), but never more than
+	// settleMax past the first event not looked at yet: another file in
+	// the same directory changing more often than debounce (a log, a
+	// lease file) would otherwise put it off for ever.
+	settleMax := 8 * debounce
+	var first time.Time // the first event since the last look (zero: none)
 	// A change between the last load and the watches added above made
 	// no event (a table edited while the daemon was starting): look at
 	// the files once now, as after an event.
 	timer := time.NewTimer(debounce)
 	defer timer.Stop()
+	later := func() {
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		timer.Reset(max(0, min(debounce, first.Add(settleMax).Sub(now))))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -207,7 +221,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			if !ok {
 				return errors.New("table file watcher closed")
 			}
-			timer.Reset(debounce)
+			later()
 		case err, ok := <-w.Errors:
 			if !ok {
 				return errors.New("table file watcher closed")
@@ -216,8 +230,9 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			if r.Logger != nil {
 				r.Logger.Warn("table file watcher", zap.Error(err))
 			}
-			timer.Reset(debounce)
+			later()
 		case <-timer.C:
+			first = time.Time{}
 			if r.changed() {
 				_ = r.Reload(ctx, "file changed")
 			}
