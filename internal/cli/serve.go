@@ -85,6 +85,21 @@ func (f *serveFlags) check() string {
 	case f.coalesce < 0:
 		return "--coalesce must not be negative"
 	}
+	for _, name := range f.ifaces {
+		if err := config.CheckInterfaceName(name); err != nil {
+			return fmt.Sprintf("--interface: %v", err)
+		}
+	}
+	if f.obs.MetricsAddress != "" {
+		if err := config.CheckListenAddress(f.obs.MetricsAddress); err != nil {
+			return fmt.Sprintf("--metrics-address: %v", err)
+		}
+	}
+	if f.bootDir != "" {
+		if err := config.CheckBootDir(f.bootDir); err != nil {
+			return fmt.Sprintf("--boot-dir: %v", err)
+		}
+	}
 	if _, err := zapcore.ParseLevel(f.obs.LogLevel); err != nil {
 		return fmt.Sprintf("--log-level: %v", err)
 	}

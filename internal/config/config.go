@@ -7,7 +7,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -515,13 +514,15 @@ func (c *Config) validate() []*Error {
 		if r.Ethers == "" && r.Map == "" {
 			bad("responder.ethers", "an ethers file or a map file is needed when the responder is enabled")
 		}
+		for _, name := range r.Interfaces {
+			if err := CheckInterfaceName(name); err != nil {
+				bad("responder.interfaces", "%v", err)
+			}
+		}
 	}
 	c.IPAnnounce.validate(bad)
-	if _, _, err := net.SplitHostPort(c.Metrics.Address); c.Metrics.Address == "" {
-		// net.Listen would take "" as every address, on a random port.
-		bad("metrics.address", "empty: the agent serves /metrics, /healthz and /readyz on host:port (default 127.0.0.1:9798)")
-	} else if err != nil {
-		bad("metrics.address", "%q is not host:port", c.Metrics.Address)
+	if err := CheckListenAddress(c.Metrics.Address); err != nil {
+		bad("metrics.address", "%v", err)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

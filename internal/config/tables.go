@@ -11,7 +11,7 @@ import (
 
 // CheckTables loads the tables as run would at start, for run --check:
 // ip_announce.static_map, and the responder's (read, parse, resolve the
-// host names). A configuration whose table makes run refuse to start is
+// host names) and its boot directory. A configuration whose table makes run refuse to start is
 // not "OK". It returns nil when no table is configured. transient is true
 // when every problem may pass by itself (a responder name that does not
 // resolve now, a responder file not there yet): run would start and retry
@@ -27,6 +27,11 @@ func CheckTables(ctx context.Context, c *Config) (transient bool, err error) {
 	r := c.Responder
 	if !r.Enabled {
 		return false, nil
+	}
+	if r.BootDir != "" {
+		if err := CheckBootDir(r.BootDir); err != nil {
+			return false, fmt.Errorf("responder.boot_dir: %w", err)
+		}
 	}
 	l := &rarptable.Loader{Files: rarptable.Files{Ethers: r.Ethers, Map: r.Map}}
 	if _, err := l.Load(ctx); err != nil {

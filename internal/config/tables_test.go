@@ -27,6 +27,15 @@ func TestCheckTables(t *testing.T) {
 	if transient, err = CheckTables(context.Background(), c); err == nil || !transient {
 		t.Fatalf("missing file: transient %v, %v", transient, err)
 	}
+	// A boot directory that cannot be read would make the responder
+	// answer nobody: refused (exit 2), not retried.
+	c.Responder.Ethers = ethers
+	c.Responder.BootDir = filepath.Join(dir, "no-boot-dir")
+	if transient, err = CheckTables(context.Background(), c); err == nil || transient ||
+		err.Error() != "responder.boot_dir: "+c.Responder.BootDir+": no such file or directory" {
+		t.Fatalf("missing boot dir: transient %v, %v", transient, err)
+	}
+	c.Responder.BootDir = ""
 	c.Responder.Enabled = false
 	if _, err = CheckTables(context.Background(), c); err != nil {
 		t.Fatalf("disabled responder: %v", err)

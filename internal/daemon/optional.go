@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
 
@@ -26,6 +27,11 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 	c := cfg.Responder
 	if !c.Enabled {
 		return nil
+	}
+	if c.BootDir != "" {
+		if err := config.CheckBootDir(c.BootDir); err != nil {
+			return &ConfigError{fmt.Errorf("responder.boot_dir: %w", err)}
+		}
 	}
 	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: c.Ethers, Map: c.Map}, responder.Config{
 		Interfaces: c.Interfaces, OffLink: c.OffLink, BootDir: c.BootDir, ARPAdvise: c.ARPAdvise,
