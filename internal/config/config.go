@@ -19,6 +19,7 @@ import (
 
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
+	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
 
 // DefaultPath is where packages install the config.
@@ -247,11 +248,28 @@ type OVS struct {
 type Responder struct {
 	Enabled    bool     `yaml:"enabled"`
 	Interfaces []string `yaml:"interfaces"`
-	Ethers     string   `yaml:"ethers"`
-	Map        string   `yaml:"map"`
-	OffLink    bool     `yaml:"off_link"`
-	BootDir    string   `yaml:"boot_dir"`
-	ARPAdvise  bool     `yaml:"arp_advise"`
+	// Ethers and Map are the table files; with neither given, the table
+	// is DefaultEthers (Files).
+	Ethers    string `yaml:"ethers"`
+	Map       string `yaml:"map"`
+	OffLink   bool   `yaml:"off_link"`
+	BootDir   string `yaml:"boot_dir"`
+	ARPAdvise bool   `yaml:"arp_advise"`
+}
+
+// DefaultEthers is the responder's table when the configuration names
+// none, as rarpd's.
+const DefaultEthers = "/etc/ethers"
+
+// Files returns the table files to load: Ethers and Map as given, or
+// DefaultEthers when neither is. A map given alone is the whole table: a
+// default ethers beside it, absent on most hosts, would keep the map from
+// being served.
+func (r Responder) Files() rarptable.Files {
+	if r.Ethers == "" && r.Map == "" {
+		return rarptable.Files{Ethers: DefaultEthers}
+	}
+	return rarptable.Files{Ethers: r.Ethers, Map: r.Map}
 }
 
 // Metrics is the HTTP endpoint.
@@ -295,7 +313,6 @@ func Default() *Config {
 		Failover: Failover{HoldDown: Duration(time.Second)},
 		OVS: OVS{Lookup: "ovsdb", Injection: "openflow", LookupTimeout: Duration(5 * time.Second),
 			FrameTimeout: Duration(time.Second), Vsctl: "ovs-vsctl", Ofctl: "ovs-ofctl"},
-		Responder:  Responder{Ethers: "/etc/ethers"},
 		IPAnnounce: defaultIPAnnounce(),
 		Metrics:    Metrics{Address: DefaultMetricsAddress},
 		Log:        Log{Level: "info", Format: "json"},
@@ -510,9 +527,6 @@ func (c *Config) validate() []*Error {
 	if r := c.Responder; r.Enabled {
 		if len(r.Interfaces) == 0 {
 			bad("responder.interfaces", "at least one interface is needed when the responder is enabled")
-		}
-		if r.Ethers == "" && r.Map == "" {
-			bad("responder.ethers", "an ethers file or a map file is needed when the responder is enabled")
 		}
 		for _, name := range r.Interfaces {
 			if err := CheckInterfaceName(name); err != nil {

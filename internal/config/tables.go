@@ -33,7 +33,7 @@ func CheckTables(ctx context.Context, c *Config) (transient bool, err error) {
 			return false, fmt.Errorf("responder.boot_dir: %w", err)
 		}
 	}
-	l := &rarptable.Loader{Files: rarptable.Files{Ethers: r.Ethers, Map: r.Map}}
+	l := &rarptable.Loader{Files: r.Files()}
 	if _, err := l.Load(ctx); err != nil {
 		var le *rarptable.LoadError
 		return errors.As(err, &le) && le.Transient(), err

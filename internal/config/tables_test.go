@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 )
 
 // CheckTables (run --check) loads the responder's tables: a bad line is a
@@ -54,5 +56,35 @@ func TestCheckTables(t *testing.T) {
 		if err == nil || transient || !strings.HasPrefix(err.Error(), "ip_announce.static_map: ") {
 			t.Errorf("static map %s: transient %v, %v", path, transient, err)
 		}
+	}
+}
+
+// A map given alone is the whole table; with neither file given the table
+// is /etc/ethers, as rarpd's. The default ethers used to stay beside a map
+// given alone, and a host without /etc/ethers never served the map.
+func TestResponderFiles(t *testing.T) {
+	for _, c := range []struct {
+		r    Responder
+		want rarptable.Files
+	}{
+		{Default().Responder, rarptable.Files{Ethers: DefaultEthers}},
+		{Responder{Map: "/m.yaml"}, rarptable.Files{Map: "/m.yaml"}},
+		{Responder{Ethers: "/e"}, rarptable.Files{Ethers: "/e"}},
+		{Responder{Ethers: "/e", Map: "/m.yaml"}, rarptable.Files{Ethers: "/e", Map: "/m.yaml"}},
+	} {
+		if got := c.r.Files(); got != c.want {
+			t.Errorf("%+v: Files() = %+v, want %+v", c.r, got, c.want)
+		}
+	}
+	// run --check with a map alone and no ethers file on the host.
+	dir := t.TempDir()
+	m := filepath.Join(dir, "map.yaml")
+	if err := os.WriteFile(m, []byte("mappings:\n  - {mac: 52:54:00:00:00:01, ip: 10.0.0.1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	c.Responder = Responder{Enabled: true, Interfaces: []string{"br0"}, Map: m}
+	if _, err := CheckTables(context.Background(), c); err != nil {
+		t.Fatalf("map alone: %v", err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rarp-announce/rarp-announce/pkg/rarptable"
 	"github.com/rarp-announce/rarp-announce/pkg/responder"
 
 	"github.com/rarp-announce/rarp-announce/internal/app"
@@ -33,7 +32,7 @@ func (d *Daemon) addResponder(ctx context.Context, cfg *config.Config) error {
 			return &ConfigError{fmt.Errorf("responder.boot_dir: %w", err)}
 		}
 	}
-	rp, err := app.NewResponder(ctx, rarptable.Files{Ethers: c.Ethers, Map: c.Map}, responder.Config{
+	rp, err := app.NewResponder(ctx, c.Files(), responder.Config{
 		Interfaces: c.Interfaces, OffLink: c.OffLink, BootDir: c.BootDir, ARPAdvise: c.ARPAdvise,
 	}, d.log.Named("responder"), d.reg, true)
 	if err != nil {
