@@ -373,6 +373,35 @@ func TestRunAnnouncesLandingsAndReloads(t *testing.T) {
 		t.Errorf("frames sent = %v after the reloaded schedule, want 3 + 6", got)
 	}
 
+	// A setting only a restart changes: each reload while it differs from
+	// the running one warns, one that puts it back does not.
+	restartWarnings := func() int {
+		n := 0
+		for _, e := range d.logs("changed setting needs a restart to take effect") {
+			if e["key"] == "pacing" {
+				n++
+			}
+		}
+		return n
+	}
+	reload := func(body string) {
+		t.Helper()
+		writeConfig(t, cfg, body)
+		n := len(d.logs("configuration reloaded"))
+		d.Signal(syscall.SIGHUP)
+		netnstest.WaitWithin(t, 5*time.Second, "the reload", func() bool { return len(d.logs("configuration reloaded")) > n })
+	}
+	paced := testConfig(6) + "pacing:\n  frames_per_second: 3000\n"
+	reload(paced)
+	reload(paced)
+	if n := restartWarnings(); n != 2 {
+		t.Errorf("%d restart warnings for pacing after two reloads with it changed, want 2 (it is still not in effect)", n)
+	}
+	reload(testConfig(6))
+	if n := restartWarnings(); n != 2 {
+		t.Errorf("%d restart warnings for pacing after it was put back, want still 2", n)
+	}
+
 	code, took := d.stop()
 	if code != 0 || took > 5*time.Second {
 		t.Errorf("SIGTERM: exit %d after %v, want 0 promptly", code, took)

@@ -10,8 +10,9 @@ import (
 )
 
 // CheckListenAddress checks a host:port to serve metrics on: net.Listen
-// would take a port out of range only at start (exit 1, a restart loop
-// under systemd), and port 0 as "any port", where nothing scrapes.
+// would refuse a port out of range only at start (exit 1, a restart loop
+// under systemd). Port 0 is a free port the kernel picks, logged at start
+// (tests use it).
 func CheckListenAddress(s string) error {
 	if s == "" {
 		return errors.New("empty: the agent serves /metrics, /healthz and /readyz on host:port (default 127.0.0.1:9798)")
@@ -20,8 +21,8 @@ func CheckListenAddress(s string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", s)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("%q: port %q is not 1 to 65535", s, port)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not 0 to 65535", s, port)
 	}
 	return nil
 }

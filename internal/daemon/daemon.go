@@ -138,8 +138,11 @@ type Daemon struct {
 	log     *zap.Logger
 	logs    *app.Log
 
-	mu  sync.Mutex
-	cfg *config.Config
+	// started is the configuration the daemon started with: a reload
+	// compares what only a restart changes with it, not with the last
+	// reload's (which would warn when a setting is put back, and stay
+	// silent at a second SIGHUP while it is still not in effect).
+	started *config.Config
 
 	reg     *prometheus.Registry
 	http    *app.HTTP
@@ -165,7 +168,7 @@ func New(ctx context.Context, cfgPath string, cfg *config.Config, over Overrides
 	}
 	logs.CatchSignals() // a SIGHUP while the parts start must not kill the agent
 	log := logs.Logger
-	d := &Daemon{cfgPath: cfgPath, over: over, cfg: cfg, log: log, logs: logs, reg: app.NewRegistry()}
+	d := &Daemon{cfgPath: cfgPath, over: over, started: cfg, log: log, logs: logs, reg: app.NewRegistry()}
 	d.procs = procs.Start(log) // sets GOMAXPROCS: one P until a part needs more
 	ok := false
 	defer func() {
@@ -304,11 +307,7 @@ func (d *Daemon) reload(ctx context.Context) {
 		d.log.Error("reload refused; keeping the running configuration", zap.Error(err))
 		return
 	}
-	d.mu.Lock()
-	old := d.cfg
-	d.cfg = cfg
-	d.mu.Unlock()
-	for _, c := range restartOnly(old, cfg) {
+	for _, c := range restartOnly(d.started, cfg) {
 		d.log.Warn("changed setting needs a restart to take effect", zap.String("key", c))
 	}
 	if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
