@@ -38,6 +38,7 @@ func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
 	}{
 		{[]string{}, "Usage: rarp-announce COMMAND"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"help", "frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"send", "--mac", "52:54:00:aa:bb:cc"}, "--interface is required"},
 		{[]string{"send", "-i", "br0"}, "--mac is required"},
 		{[]string{"send", "-i", "br0", "--mac", "ff:ff:ff:ff:ff:ff"}, "--mac: ff:ff:ff:ff:ff:ff is the broadcast address"},

@@ -76,9 +76,13 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 {
-			if c := lookup(args[1]); c != nil {
-				return c.Run(ctx, env, []string{"--help"})
+			c := lookup(args[1])
+			if c == nil {
+				fmt.Fprintf(env.Stderr, "rarp-announce: unknown command %q\n\n", args[1])
+				usage(env.Stderr)
+				return ExitUsage
 			}
+			return c.Run(ctx, env, []string{"--help"})
 		}
 		usage(env.Stdout)
 		return ExitOK
