@@ -58,7 +58,7 @@ func TestUsageErrorsExit2AndNameTheFlag(t *testing.T) {
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "1e-300"}, `invalid value "1e-300" for flag --rate`},
 		{[]string{"send", "-i", "br0", "--mac", "52:54:00:aa:bb:cc", "--rate", "0"}, `invalid value "0" for flag --rate`},
 		{[]string{"serve", "-i", "lo", "--ethers", "/dev/null", "--metrics-address", ":99999"}, `--metrics-address: ":99999": port "99999" is not 0 to 65535`},
-		{[]string{"serve", "-i", "a/b", "--ethers", "/dev/null"}, `--interface: "a/b" is not a valid interface name`},
+		{[]string{"serve", "-i", "a/b", "--ethers", "/dev/null"}, `--interface: "a/b" contains '/', ':' or white space`},
 		{[]string{"serve", "-i", "lo", "--ethers", "/dev/null", "--boot-dir", "/nonexistent-boot-dir"}, "--boot-dir: /nonexistent-boot-dir: no such file or directory"},
 	}
 	for _, c := range cases {

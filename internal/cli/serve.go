@@ -86,7 +86,7 @@ func (f *serveFlags) check() string {
 		return "--coalesce must not be negative"
 	}
 	for _, name := range f.ifaces {
-		if err := config.CheckInterfaceName(name); err != nil {
+		if err := rarptable.CheckInterfaceName(name); err != nil {
 			return fmt.Sprintf("--interface: %v", err)
 		}
 	}

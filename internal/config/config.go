@@ -529,7 +529,7 @@ func (c *Config) validate() []*Error {
 			bad("responder.interfaces", "at least one interface is needed when the responder is enabled")
 		}
 		for _, name := range r.Interfaces {
-			if err := CheckInterfaceName(name); err != nil {
+			if err := rarptable.CheckInterfaceName(name); err != nil {
 				bad("responder.interfaces", "%v", err)
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 )
 
 // CheckListenAddress checks a host:port to serve metrics on: net.Listen
@@ -23,22 +22,6 @@ func CheckListenAddress(s string) error {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("%q: port %q is not 0 to 65535", s, port)
-	}
-	return nil
-}
-
-// CheckInterfaceName checks a network interface name as Linux would
-// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or white
-// space. A name no interface can have is a typo, refused at start rather
-// than waited for.
-func CheckInterfaceName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty interface name")
-	case len(name) > 15:
-		return fmt.Errorf("%q is longer than 15 bytes, which no interface name is", name)
-	case name == "." || name == "..", strings.ContainsAny(name, "/: \t\n\v\f\r"):
-		return fmt.Errorf("%q is not a valid interface name", name)
 	}
 	return nil
 }

@@ -299,36 +299,28 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestMigrationStarts(t *testing.T) {
+// MigrationStarts (read the XML off the critical path) and PostCopyStarts
+// (the migration goes on) are decided here, from libvirt's codes.
+func TestMigrationEvents(t *testing.T) {
 	for _, c := range []struct {
-		ev   Event
-		want bool
+		ev               Event
+		starts, postCopy bool
 	}{
-		{Event{Event: EventStarted, Detail: DetailStartedMigrated}, true},
-		{Event{Event: EventSuspended, Detail: DetailSuspendedMigrated}, true},
-		{Event{Event: EventStarted, Detail: 0}, false},
-		{Event{Event: EventResumed, Detail: DetailResumedMigrated}, false},
-		{Event{Event: -1, Detail: -1, Resync: true}, false},
+		{Event{Event: EventStarted, Detail: DetailStartedMigrated}, true, false},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedMigrated}, true, false},
+		{Event{Event: EventStarted, Detail: 0}, false, false},
+		{Event{Event: EventResumed, Detail: DetailResumedMigrated}, false, false},
+		{Event{Event: -1, Detail: -1, Resync: true}, false, false},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopy}, false, true},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopyFailed}, false, false},
+		{Event{Event: EventResumed, Detail: DetailResumedPostcopy}, false, false},
+		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopy, Resync: true}, false, false},
 	} {
-		if got := c.ev.MigrationStarts(); got != c.want {
-			t.Errorf("%s: MigrationStarts() = %v, want %v", c.ev.Name(), got, c.want)
+		if got := c.ev.MigrationStarts(); got != c.starts {
+			t.Errorf("%s: MigrationStarts() = %v, want %v", c.ev.Name(), got, c.starts)
 		}
-	}
-}
-
-func TestPostCopyStarts(t *testing.T) {
-	for _, c := range []struct {
-		ev   Event
-		want bool
-	}{
-		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopy}, true},
-		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopyFailed}, false},
-		{Event{Event: EventSuspended, Detail: DetailSuspendedMigrated}, false},
-		{Event{Event: EventResumed, Detail: DetailResumedPostcopy}, false},
-		{Event{Event: EventSuspended, Detail: DetailSuspendedPostcopy, Resync: true}, false},
-	} {
-		if got := c.ev.PostCopyStarts(); got != c.want {
-			t.Errorf("%s: PostCopyStarts() = %v, want %v", c.ev.Name(), got, c.want)
+		if got := c.ev.PostCopyStarts(); got != c.postCopy {
+			t.Errorf("%s: PostCopyStarts() = %v, want %v", c.ev.Name(), got, c.postCopy)
 		}
 	}
 }

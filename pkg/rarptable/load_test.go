@@ -434,16 +434,24 @@ func TestReloadKeepsOldTableOnError(t *testing.T) {
 // logs "answering RARP requests" before its watch is in place; a table
 // written then was missed until the next change.)
 func TestWatchSeesAChangeMadeBeforeItStarted(t *testing.T) {
-	dir := t.TempDir()
-	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
-	h := NewHolder(nil)
-	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Debounce: 20 * time.Millisecond}
-	if err := r.Reload(context.Background(), "start"); err != nil {
-		t.Fatal(err)
-	}
+	r, h, dir := loadedReloader(t, 20*time.Millisecond)
 	writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.22\n")
 	watchInBackground(t, r)
 	netnstest.WaitFor(t, "the change made before Watch", tableSays(h, rarp.MustParseMAC("52:54:00:00:00:01"), "10.0.0.22"))
+}
+
+// loadedReloader returns a Reloader of dir/ethers (52:54:00:00:00:01 is
+// 10.0.0.1) with the table loaded into h, and dir.
+func loadedReloader(t *testing.T, debounce time.Duration) (r *Reloader, h *Holder, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
+	h = NewHolder(nil)
+	r = &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Debounce: debounce}
+	if err := r.Reload(context.Background(), "start"); err != nil {
+		t.Fatal(err)
+	}
+	return r, h, dir
 }
 
 // watchInBackground runs r.Watch until the test ends, and fails the test
@@ -472,13 +480,7 @@ func tableSays(h *Holder, mac rarp.MAC, ip string) func() bool {
 // debounce (a log, a lease file) must not put the look at the table off
 // for ever: it used to, and an edit of the table was never loaded.
 func TestWatchReloadsBesideABusyFile(t *testing.T) {
-	dir := t.TempDir()
-	ethers := writeFile(t, dir, "ethers", "52:54:00:00:00:01 10.0.0.1\n")
-	h := NewHolder(nil)
-	r := &Reloader{Loader: &Loader{Files: Files{Ethers: ethers}}, Holder: h, Debounce: 50 * time.Millisecond}
-	if err := r.Reload(context.Background(), "start"); err != nil {
-		t.Fatal(err)
-	}
+	r, h, dir := loadedReloader(t, 50*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	busy := make(chan struct{})
 	go func() {

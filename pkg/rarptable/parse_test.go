@@ -252,7 +252,7 @@ func FuzzParseMap(f *testing.F) {
 			if r.mac.ValidateUnicast() != nil {
 				t.Fatalf("group MAC %s accepted", r.mac)
 			}
-			if r.iface != "" && checkInterfaceName(r.iface) != nil {
+			if r.iface != "" && CheckInterfaceName(r.iface) != nil {
 				t.Fatalf("bad interface %q accepted", r.iface)
 			}
 		}

@@ -199,7 +199,7 @@ func NewTable(entries []Entry) (*Table, error) {
 			continue
 		}
 		if e.Interface != "" {
-			if err := checkInterfaceName(e.Interface); err != nil {
+			if err := CheckInterfaceName(e.Interface); err != nil {
 				p.add(src, 0, "interface: %v", err)
 				continue
 			}

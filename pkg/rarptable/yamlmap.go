@@ -144,7 +144,7 @@ func parseMapItem(file string, n *yaml.Node, p *problems) (record, bool) {
 		case "host":
 			hostNode = v
 		case "interface":
-			if err := checkInterfaceName(v.Value); err != nil {
+			if err := CheckInterfaceName(v.Value); err != nil {
 				p.add(file, v.Line, "interface: %v", err)
 				ok = false
 			}
@@ -202,9 +202,11 @@ func isMapKey(k string) bool {
 	return false
 }
 
-// checkInterfaceName applies the kernel's rules for interface names
+// CheckInterfaceName applies the kernel's rules for interface names
 // (dev_valid_name): 1-15 bytes, no '/', ':' or white space, not "." or "..".
-func checkInterfaceName(s string) error {
+// A name no interface can have is a typo: the map file, the agent's
+// configuration and serve's flags refuse it rather than wait for it.
+func CheckInterfaceName(s string) error {
 	switch {
 	case s == "":
 		return errors.New("empty interface name")
@@ -212,7 +214,7 @@ func checkInterfaceName(s string) error {
 		return errors.New(strconv.Quote(s) + " is longer than 15 bytes, the kernel's limit")
 	case s == "." || s == "..":
 		return errors.New(strconv.Quote(s) + " is not an interface name")
-	case strings.ContainsAny(s, "/: \t\n"):
+	case strings.ContainsAny(s, "/: \t\n\v\f\r"):
 		return errors.New(strconv.Quote(s) + " contains '/', ':' or white space")
 	}
 	return nil
