@@ -19,8 +19,10 @@ type Port struct {
 	Bridge string
 	// OFPort is the OpenFlow port number, the in_port of injected frames.
 	OFPort int
-	// Tag is the access (or native) VLAN; 0 when unset.
-	Tag uint16
+	// Tag is the access (or native) VLAN; HasTag says whether one is set
+	// (tag 0 is one: OVS makes the port an access port on VLAN 0).
+	Tag    uint16
+	HasTag bool
 	// Trunks lists the VLANs a trunk port carries; empty: all.
 	Trunks []uint16
 	// VLANMode is as set in OVSDB ("" means access if Tag is set, trunk
@@ -49,7 +51,7 @@ func (p Port) Mode() string {
 	if p.VLANMode != "" {
 		return p.VLANMode
 	}
-	if p.Tag != 0 {
+	if p.HasTag {
 		return ModeAccess
 	}
 	return ModeTrunk
@@ -233,11 +235,17 @@ func portFromRows(bridge string, port, iface row) (Port, error) {
 	} else if ifname != p.Name {
 		return Port{}, fmt.Errorf("%w: Interface %q does not match Port %q", ErrCommand, ifname, p.Name)
 	}
-	tag, err := optInt(port, "tag", "Port tag", 0, 4095)
+	tags, err := ints(port, "tag")
 	if err != nil {
 		return Port{}, err
 	}
-	p.Tag = uint16(tag)
+	if len(tags) > 0 {
+		// As optInt, but an empty set (no tag) and tag 0 differ.
+		if _, err := optInt(port, "tag", "Port tag", 0, 4095); err != nil {
+			return Port{}, err
+		}
+		p.Tag, p.HasTag = uint16(tags[0]), true
+	}
 	trunks, err := ints(port, "trunks")
 	if err != nil {
 		return Port{}, err

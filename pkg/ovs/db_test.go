@@ -24,9 +24,9 @@ func TestParseLookup(t *testing.T) {
 		mode string
 		err  string
 	}{
-		{"access", lookupAccess, Port{Name: "vm0", Bridge: "ovsbr", OFPort: 1, Tag: 100}, ModeAccess, ""},
+		{"access", lookupAccess, Port{Name: "vm0", Bridge: "ovsbr", OFPort: 1, Tag: 100, HasTag: true}, ModeAccess, ""},
 		{"trunk", lookupTrunk, Port{Name: "vnet3", Bridge: "br-int", OFPort: 7, Trunks: []uint16{200, 300}, VLANMode: "trunk"}, ModeTrunk, ""},
-		{"native, one trunk as a bare atom", lookupNative, Port{Name: "vnet4", Bridge: "br-int", OFPort: 8, Tag: 5, Trunks: []uint16{100}, VLANMode: "native-untagged"}, ModeNativeUntagged, ""},
+		{"native, one trunk as a bare atom", lookupNative, Port{Name: "vnet4", Bridge: "br-int", OFPort: 8, Tag: 5, HasTag: true, Trunks: []uint16{100}, VLANMode: "native-untagged"}, ModeNativeUntagged, ""},
 		{"device missing", lookupBroken, Port{Name: "nosuchdev", Bridge: "ovsbr", OFPort: -1, Error: "could not open network device nosuchdev (No such device)"}, ModeTrunk, ""},
 		{"ofport not assigned yet", lookupUnassigned, Port{Name: "vnet9", Bridge: "ovsbr"}, ModeTrunk, ""},
 		{"two lines", "ovsbr\n{}\n", Port{}, "", "want 3 lines"},
@@ -35,6 +35,9 @@ func TestParseLookup(t *testing.T) {
 		{"two rows", "ovsbr\n" + `{"data":[["a",1,1,"trunk"],["b",1,1,"trunk"]],"headings":["name","tag","trunks","vlan_mode"]}` + "\n{}\n", Port{}, "", "2 rows"},
 		{"missing column", "ovsbr\n" + `{"data":[["vm0",1,1]],"headings":["name","tag","trunks"]}` + "\n" + `{"data":[["vm0",1,["set",[]]]],"headings":["name","ofport","error"]}`, Port{}, "", "column vlan_mode missing"},
 		{"values and headings differ", "ovsbr\n" + `{"data":[["vm0",1]],"headings":["name","tag","trunks","vlan_mode"]}` + "\n{}", Port{}, "", "2 values for 4 headings"},
+		// tag 0 is a tag: OVS makes the port an access port on VLAN 0
+		// (bridge.c), where a tagged frame would be dropped.
+		{"tag 0", strings.Replace(lookupAccess, `"vm0",100,`, `"vm0",0,`, 1), Port{Name: "vm0", Bridge: "ovsbr", OFPort: 1, Tag: 0, HasTag: true}, ModeAccess, ""},
 		{"tag out of range", strings.Replace(lookupAccess, `"vm0",100,`, `"vm0",5000,`, 1), Port{}, "", "tag 5000 out of range"},
 		{"tag not a number", strings.Replace(lookupAccess, `"vm0",100,`, `"vm0","x",`, 1), Port{}, "", "not an integer"},
 		{"trunk out of range", strings.Replace(lookupTrunk, "[200,300]", "[200,-1]", 1), Port{}, "", "trunk -1 out of range"},

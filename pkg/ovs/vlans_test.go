@@ -19,12 +19,13 @@ func TestFrames(t *testing.T) {
 		skipped []rarp.VLAN
 		err     error
 	}{
-		{"access, no XML VLAN", Port{Tag: 100}, nil, []rarp.VLAN{untagged}, nil, nil},
-		{"access, XML tag = port tag: guest sends untagged", Port{Tag: 100}, []rarp.VLAN{v(100)}, []rarp.VLAN{untagged}, nil, nil},
-		{"access, XML tag differs: OVSDB wins", Port{Tag: 100}, []rarp.VLAN{v(42)}, []rarp.VLAN{untagged}, nil, nil},
-		{"explicit access mode", Port{Tag: 7, VLANMode: ModeAccess}, []rarp.VLAN{v(7), v(8)}, []rarp.VLAN{untagged}, nil, nil},
-		{"access with priority: untagged, no PCP", Port{Tag: 100}, []rarp.VLAN{{ID: 100, Priority: 5}}, []rarp.VLAN{untagged}, nil, nil},
-		{"dead VLAN", Port{Name: "vnet1", Tag: DeadVLAN}, nil, nil, nil, ErrPortNotWired},
+		{"access, no XML VLAN", Port{Tag: 100, HasTag: true}, nil, []rarp.VLAN{untagged}, nil, nil},
+		{"access, XML tag = port tag: guest sends untagged", Port{Tag: 100, HasTag: true}, []rarp.VLAN{v(100)}, []rarp.VLAN{untagged}, nil, nil},
+		{"access, XML tag differs: OVSDB wins", Port{Tag: 100, HasTag: true}, []rarp.VLAN{v(42)}, []rarp.VLAN{untagged}, nil, nil},
+		{"explicit access mode", Port{Tag: 7, HasTag: true, VLANMode: ModeAccess}, []rarp.VLAN{v(7), v(8)}, []rarp.VLAN{untagged}, nil, nil},
+		{"access with priority: untagged, no PCP", Port{Tag: 100, HasTag: true}, []rarp.VLAN{{ID: 100, Priority: 5}}, []rarp.VLAN{untagged}, nil, nil},
+		{"access on VLAN 0 (tag 0): untagged, XML tags ignored", Port{Tag: 0, HasTag: true}, []rarp.VLAN{v(100)}, []rarp.VLAN{untagged}, nil, nil},
+		{"dead VLAN", Port{Name: "vnet1", Tag: DeadVLAN, HasTag: true}, nil, nil, nil, ErrPortNotWired},
 		{"no VLAN at all: untagged", Port{}, nil, []rarp.VLAN{untagged}, nil, nil},
 		{"trunk of all VLANs", Port{}, []rarp.VLAN{v(10), v(20)}, []rarp.VLAN{v(10), v(20)}, nil, nil},
 		{"trunk keeps priority", Port{}, []rarp.VLAN{{ID: 10, Priority: 3}}, []rarp.VLAN{{ID: 10, Priority: 3}}, nil, nil},
@@ -33,10 +34,10 @@ func TestFrames(t *testing.T) {
 		{"trunk with 0 carries untagged", Port{Trunks: []uint16{0, 200}}, nil, []rarp.VLAN{untagged}, nil, nil},
 		{"nothing carried", Port{Trunks: []uint16{200}}, []rarp.VLAN{v(10)}, nil, []rarp.VLAN{v(10)}, ErrVLANNotCarried},
 		{"duplicates collapse", Port{}, []rarp.VLAN{v(10), v(10), untagged, untagged}, []rarp.VLAN{v(10), untagged}, nil, nil},
-		{"native-untagged: native and untagged are one frame", Port{Tag: 5, VLANMode: ModeNativeUntagged, Trunks: []uint16{100}},
+		{"native-untagged: native and untagged are one frame", Port{Tag: 5, HasTag: true, VLANMode: ModeNativeUntagged, Trunks: []uint16{100}},
 			[]rarp.VLAN{untagged, v(5), v(100), v(200)}, []rarp.VLAN{untagged, v(100)}, []rarp.VLAN{v(200)}, nil},
-		{"native-tagged, all trunks", Port{Tag: 5, VLANMode: ModeNativeTagged}, []rarp.VLAN{v(5), v(9)}, []rarp.VLAN{untagged, v(9)}, nil, nil},
-		{"dot1q-tunnel: as the guest sends", Port{Tag: 50, VLANMode: ModeDot1qTunnel}, []rarp.VLAN{untagged, v(10)}, []rarp.VLAN{untagged, v(10)}, nil, nil},
+		{"native-tagged, all trunks", Port{Tag: 5, HasTag: true, VLANMode: ModeNativeTagged}, []rarp.VLAN{v(5), v(9)}, []rarp.VLAN{untagged, v(9)}, nil, nil},
+		{"dot1q-tunnel: as the guest sends", Port{Tag: 50, HasTag: true, VLANMode: ModeDot1qTunnel}, []rarp.VLAN{untagged, v(10)}, []rarp.VLAN{untagged, v(10)}, nil, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, skipped, err := Frames(c.port, c.vlans)
