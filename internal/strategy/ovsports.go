@@ -44,7 +44,18 @@ type OVSPorts struct {
 	closed bool
 	active map[portMAC]started // what the newest announce of a port+MAC started
 	ticket uint64              // the last lookup's number: a newer lookup has a higher one
+	// warned: when each failure of a port (its error's text) was last
+	// logged and counted (failed).
+	warned map[portFailure]time.Time
 }
+
+type portFailure struct{ port, err string }
+
+// failureQuiet is how long the same failure of the same port is logged
+// and counted once: the ovs strategy tries a port parked on VLAN 4095, or
+// an Open vSwitch restarting, again every RewireEvery, and each try is the
+// same failure (100 ports waiting for Neutron made 500 warnings a second).
+const failureQuiet = 10 * time.Second
 
 // started is what one Announce started for a port and MAC, and the number
 // of the lookup it started from.
@@ -64,7 +75,7 @@ func NewOVSPorts(c OVSPortsConfig) *OVSPorts {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
-	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC]started{}}
+	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC]started{}, warned: map[portFailure]time.Time{}}
 }
 
 // Announce looks port up in OVSDB and starts announcing mac into its
@@ -98,7 +109,7 @@ func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlan
 	a.mu.Unlock()
 	p, err := a.sw.Lookup(ctx, port)
 	if err != nil {
-		return nil, a.failed(log, "ovs lookup failed", err)
+		return nil, a.failed(log, port, "ovs lookup failed", err)
 	}
 	log = log.With(zap.String("bridge", p.Bridge), zap.Int("ofport", p.OFPort))
 	frames, skipped, err := ovs.Frames(p, vlans)
@@ -107,7 +118,7 @@ func (a *OVSPorts) Announce(ctx context.Context, port string, mac rarp.MAC, vlan
 			zap.Uint16("vlan", v.ID), zap.String("vlan_mode", p.Mode()), zap.Any("trunks", p.Trunks))
 	}
 	if err != nil {
-		return nil, a.failed(log, "ovs announce not possible", err)
+		return nil, a.failed(log, port, "ovs announce not possible", err)
 	}
 
 	op := announce.OVSPort(port, p.Bridge, p.OFPort)
@@ -196,13 +207,32 @@ func (a *OVSPorts) prune() {
 	}
 }
 
-// failed logs and counts an announce that could not start.
-func (a *OVSPorts) failed(log *zap.Logger, msg string, err error) error {
+// failed logs and counts an announce of port that could not start; the
+// same failure again within failureQuiet (a retry) only at debug level.
+func (a *OVSPorts) failed(log *zap.Logger, port, msg string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err // the caller gave up (shutting down): not an OVS failure
 	}
+	reason := ovs.Reason(err)
+	now := time.Now()
+	a.mu.Lock()
+	k := portFailure{port, err.Error()}
+	again := now.Sub(a.warned[k]) < failureQuiet
+	if !again {
+		for old, at := range a.warned {
+			if now.Sub(at) >= failureQuiet {
+				delete(a.warned, old)
+			}
+		}
+		a.warned[k] = now
+	}
+	a.mu.Unlock()
+	if again {
+		log.Debug(msg+" (again)", zap.String("reason", reason), zap.Error(err))
+		return err
+	}
 	a.m.Failure(err)
-	log.Warn(msg, zap.String("reason", ovs.Reason(err)), zap.Error(err))
+	log.Warn(msg, zap.String("reason", reason), zap.Error(err))
 	return err
 }
 

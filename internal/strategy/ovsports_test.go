@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rarp-announce/rarp-announce/internal/netnstest"
 	"github.com/rarp-announce/rarp-announce/internal/ovstest"
@@ -394,5 +396,29 @@ func TestAnnounceOlderLookupDoesNotWin(t *testing.T) {
 	}
 	if n := a.Running(); n != 1 {
 		t.Errorf("%d announces running, want 1", n)
+	}
+}
+
+// The ovs strategy tries a port parked on VLAN 4095 again every
+// RewireEvery: each try is the same failure, logged and counted once per
+// failureQuiet. Each try used to warn and count (100 ports waiting for
+// Neutron: 500 warnings a second).
+func TestRetriedFailureLoggedOnce(t *testing.T) {
+	vs := newFakeVsctl(t, strings.Replace(ovstest.VsctlAccess, `"vm0",100,`, `"vm0",4095,`, 1))
+	core, logs := observer.New(zap.DebugLevel)
+	a, m := fakeAnnouncer(t, vs.path, &fakeInjector{}, func(c *ovsConfig) { c.Logger = zap.New(core) })
+	for range 5 {
+		if _, err := a.Announce(context.Background(), "vm0", mac, nil, oneFrame(), time.Now()); !errors.Is(err, ovs.ErrPortNotWired) {
+			t.Fatalf("err %v, want ErrPortNotWired", err)
+		}
+	}
+	if n := failures(m, "port_not_wired"); n != 1 {
+		t.Errorf("port_not_wired counted %v times for five tries, want 1", n)
+	}
+	if n := logs.FilterLevelExact(zap.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d warnings for five tries, want 1", n)
+	}
+	if n := logs.FilterMessage("ovs announce not possible (again)").Len(); n != 4 {
+		t.Errorf("%d debug lines for the four retries, want 4", n)
 	}
 }
