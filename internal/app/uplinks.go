@@ -76,7 +76,7 @@ func (a *App) openTopology(cfg *config.Config, o Options, log *zap.Logger) error
 type watchStats struct{ w *uplink.Watcher }
 
 var suppressedDesc = prometheus.NewDesc(prometheus.BuildFQName(metricset.Namespace, "", "uplink_events_suppressed_total"),
-	"Uplink changes that did not become a re-announce of their own, by reason: held_down (folded into the uplink's next event within failover.hold_down), lag_leg (a bond in a LAG mode, 802.3ad or a static EtherChannel, reported a failover: the switch sees one link), uplink_down (the uplink was down when its hold-down ended).",
+	"Uplink changes that did not become a re-announce of their own, by reason: held_down (folded into the uplink's next event within failover.hold_down), lag_leg (a bond in a LAG mode, 802.3ad or a static EtherChannel, reported a failover: the switch sees one link; Linux's bonding driver reports none in these modes, so it stays 0 with it), uplink_down (the uplink was down when the change came or when its hold-down ended: nothing could leave by it, and its carrier coming back is an event of its own).",
 	[]string{"reason"}, nil)
 
 func (s watchStats) Describe(ch chan<- *prometheus.Desc) { ch <- suppressedDesc }

@@ -77,7 +77,7 @@ type WatchStats struct {
 	Sent      [PortAdded + 1]uint64 // by Reason
 	HeldDown  uint64                // events folded into a later one or dropped by the hold-down
 	LAGQuiet  uint64                // leg changes of LAG bonds (802.3ad etc.) not reported
-	DownAtEnd uint64                // held events dropped because the uplink was down when the hold-down ended
+	DownAtEnd uint64                // events dropped because the uplink was down when they came or when their hold-down ended
 }
 
 // Watcher reports events on the uplinks that carry VM NICs: the uplink
@@ -310,6 +310,15 @@ func (w *Watcher) run() {
 			h := holds[e.Uplink.Index]
 			now := time.Now()
 			if h == nil || !now.Before(h.until) {
+				if !w.up(e.Uplink.Index) {
+					// Nothing can leave it yet (a whole bond's failover
+					// notice comes before its carrier, a port added
+					// while down): passing it on would start the
+					// hold-down, and the carrier-up that makes the
+					// uplink usable would wait a whole hold_down.
+					w.downAtEnd.Add(1)
+					continue
+				}
 				holds[e.Uplink.Index] = &hold{until: now.Add(time.Duration(w.holdDown.Load()))}
 				if !w.emit(e) {
 					return

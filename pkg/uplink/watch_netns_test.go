@@ -134,6 +134,31 @@ func TestNetnsWatchMacvtapLower(t *testing.T) {
 	quiet(t, w, 300*time.Millisecond)
 }
 
+// An uplink added to the bridge while down (a bond or VLAN device
+// re-created, then set up): the port_added, which nothing can leave by
+// yet, must neither go out nor start the hold-down, so the carrier-up that
+// follows is passed on at once. It used to wait a whole hold-down.
+func TestNetnsWatchDownUplinkStartsNoHoldDown(t *testing.T) {
+	h := newHV(t, 1, "uplink0")
+	const hold = 2 * time.Second
+	_, w := h.watcher(t, hold)
+	w.WatchBridge("br0")
+	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "nomaster")
+	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "down")
+	quiet(t, w, 200*time.Millisecond)
+	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "master", "br0")
+	quiet(t, w, 200*time.Millisecond)
+	up := time.Now()
+	h.ns.Exec(t, "ip", "link", "set", "dev", "uplink0", "up")
+	e := next(t, w, 3*time.Second)
+	if took := time.Since(up); e.Reason != CarrierUp || took > hold/2 {
+		t.Fatalf("event %v %v after the uplink came up, want carrier_up well within the %v hold-down", e, took.Round(time.Millisecond), hold)
+	}
+	if s := w.Stats(); s.DownAtEnd != 1 || s.Sent[PortAdded] != 0 {
+		t.Errorf("stats %+v: want the port_added counted as uplink_down, not sent", s)
+	}
+}
+
 func TestNetnsWatchHoldDown(t *testing.T) {
 	h := newHV(t, 1, "uplink0")
 	const hold = 400 * time.Millisecond
