@@ -236,19 +236,35 @@ func (l *link) pace() bool {
 }
 
 func (l *link) send(frame []byte) error {
+	fresh := false
 	if l.sender == nil {
 		s, err := l.a.opts.OpenPort(l.port)
 		if err != nil {
 			return err
 		}
-		l.sender = s
+		l.sender, fresh = s, true
 	}
 	err := l.sender.Send(frame)
-	if errors.Is(err, ErrNoInterface) {
-		// The device went away (a macvtap with its VM, a bridge being
-		// rebuilt): reopen by name next time, it may come back with a new
-		// index.
-		_ = l.sender.Close()
+	if !errors.Is(err, ErrNoInterface) {
+		return err
+	}
+	// The device the socket was bound to went away (a macvtap with its
+	// VM, a bridge, bond or VLAN device being rebuilt). One of the same
+	// name may be there already, with a new index: a socket kept open
+	// (Warm) outlives the old one. Reopen by name at once, so this frame,
+	// most often an announce's first, is not lost.
+	_ = l.sender.Close()
+	l.sender = nil
+	if fresh {
+		return err
+	}
+	s, oerr := l.a.opts.OpenPort(l.port)
+	if oerr != nil {
+		return err
+	}
+	l.sender = s
+	if err = s.Send(frame); errors.Is(err, ErrNoInterface) {
+		_ = s.Close()
 		l.sender = nil
 	}
 	return err

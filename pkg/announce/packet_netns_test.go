@@ -117,6 +117,32 @@ func TestSendOnDownOrMissingInterfaceFails(t *testing.T) {
 	}
 }
 
+// A device deleted and created again under the same name (a bond or VLAN
+// device rebuilt) while the announcer keeps a socket on the old one
+// (Warm): the next announce's first frame goes out on the new device. It
+// used to fail with "no such interface", the socket being reopened only
+// for the repeat.
+func TestFirstFrameAfterTheDeviceWasRecreated(t *testing.T) {
+	netnstest.Require(t)
+	x, y := netnstest.New(t, "rx"), netnstest.New(t, "ry")
+	netnstest.Veth(t, x, "va", y, "vb")
+	a := New(Options{Open: openIn(x)})
+	defer a.Close()
+	mac := rarp.MAC{0x52, 0x54, 0, 0, 0, 1}
+	h := mustAnnounce(t, a, Request{MAC: mac, Interface: "va", Schedule: Schedule{Rounds: 1, Bursts: 1}})
+	<-h.Done()
+	if h.Err() != nil {
+		t.Fatal(h.Err())
+	}
+	x.Exec(t, "ip", "link", "del", "dev", "va")
+	netnstest.Veth(t, x, "va", y, "vb")
+	h = mustAnnounce(t, a, Request{MAC: mac, Interface: "va", Schedule: Schedule{Rounds: 1, Bursts: 1}})
+	<-h.First()
+	if err := h.FirstErr(); err != nil {
+		t.Fatalf("first frame on the re-created va: %v", err)
+	}
+}
+
 // An empty frame is refused with the interface named, before any system
 // call (the send reads its first byte's address).
 func TestSendRefusesAnEmptyFrame(t *testing.T) {
