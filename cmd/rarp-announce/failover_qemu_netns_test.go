@@ -63,4 +63,11 @@ func TestRunQEMUNICReannouncedOnUplinkEvent(t *testing.T) {
 		!strings.Contains(got[0], `"net1"`) || strings.Contains(got[0], `"net0"`) {
 		t.Fatalf("QEMU was asked %q after br0's uplink came back; want one announce-self for vm1's net1 (on br0) only", got)
 	}
+	// A link that came back gets a second burst a second later (the far
+	// end may drop the first): QEMU is asked again. It was not: the
+	// second burst waited on a context that ended with the call.
+	time.Sleep(1500 * time.Millisecond)
+	if got := asked(); len(got) != 2 || got[1] != got[0] {
+		t.Fatalf("QEMU was asked %q in the 1.8 s after the event; want the same announce-self twice (two bursts)", got)
+	}
 }

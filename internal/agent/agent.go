@@ -113,6 +113,9 @@ type Agent struct {
 	pre      prefetcher
 	reg      *registry // running local domains' NICs, for uplink events
 	outages  int       // libvirt disconnects and resyncs seen (resumeRefresh)
+	// uplinkSeq numbers each uplink's events (runUplinks): a newer one
+	// takes over from an older one still waiting for libvirt.
+	uplinkSeq map[int]uint64
 }
 
 // landing is one domain's announce in progress.
@@ -161,7 +164,7 @@ func New(d Deps, s Settings) *Agent {
 	if d.Logger == nil {
 		d.Logger = zap.NewNop()
 	}
-	a := &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}, reg: newRegistry()}
+	a := &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}, reg: newRegistry(), uplinkSeq: map[int]uint64{}}
 	a.strategies = map[plan.Strategy]Strategy{plan.Host: hostStrategy{a}}
 	for name, st := range d.Strategies {
 		a.strategies[name] = st

@@ -367,12 +367,16 @@ func (a *Agent) warmUplinks() {
 	a.reg.mu.Lock()
 	for _, k := range a.reg.doms {
 		for _, t := range k.targets {
-			key := fmt.Sprint(t.Master, t.VLANs)
+			vlans := xmlVLANs(t)
+			key := fmt.Sprint(t.Master, vlans)
+			if vlans == nil {
+				key += "/" + t.Port // the port's own VLANs on the bridge decide
+			}
 			if t.Strategy != plan.Host || t.Master == "" || seen[key] {
 				continue
 			}
 			seen[key] = true
-			asks = append(asks, ask{t.Master, t.Port, t.VLANs})
+			asks = append(asks, ask{t.Master, t.Port, vlans})
 		}
 	}
 	a.reg.mu.Unlock()
@@ -672,7 +676,7 @@ func (a *Agent) eventKeys(e uplink.Event) map[string]bool {
 // uplinkEvent re-announces every NIC of the domains running here whose
 // frames leave through e.Uplink, out of that uplink, with the landing
 // schedule. It returns the number of NICs announced.
-func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
+func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event, seq uint64) int {
 	s := a.current()
 	reason := e.Reason.String()
 	log := a.log.With(zap.String("uplink", e.Uplink.Name), zap.String("device", e.Device.Name),
@@ -697,9 +701,25 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 	// stopped, paused or gone is not in it, and never announced.
 	listStart := time.Now()
 	doms, err := a.refresh(ctx, lister)
+	if err != nil && ctx.Err() == nil {
+		// libvirtd restarting, often in the same maintenance as the
+		// uplink: ask again every second within the readiness timeout,
+		// unless a newer event of this uplink takes over.
+		log.Warn("uplink event: cannot list the running domains; asking libvirt again", zap.Error(err))
+		for deadline := time.Now().Add(s.ReadyTimeout); err != nil && time.Now().Before(deadline) && a.newestUplinkEvent(e, seq); {
+			if !wait.Sleep(ctx.Done(), uplinkRelist) {
+				break
+			}
+			doms, err = a.refresh(ctx, lister)
+		}
+	}
 	listed := time.Since(listStart)
 	if testHookUplinkListed != nil {
 		testHookUplinkListed()
+	}
+	if err != nil && !a.newestUplinkEvent(e, seq) {
+		log.Info("uplink event: a newer event of the uplink takes over")
+		return 0
 	}
 	if err != nil {
 		a.m.uplinkReannounce(reason, 0, err)
@@ -756,8 +776,16 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event) int {
 			go func() {
 				defer wg.Done()
 				defer release()
-				got := a.strategyReannounce(dctx, plan.OVS, k, viaOVS, s, e, log) +
-					a.strategyReannounce(dctx, plan.QEMU, k, viaQEMU, s, e, log)
+				got := a.strategyReannounce(dctx, plan.OVS, k, viaOVS, s, e, log)
+				if len(viaQEMU) > 0 {
+					// QEMU's later bursts (afterCarrier's second) go
+					// from the qmp announcer's goroutine, which waits
+					// on the context it was given: that one lasts the
+					// schedule (or the domain's stay), not this call.
+					qctx, qrelease := k.stay.within(ctx)
+					time.AfterFunc(s.Schedule.Duration()+time.Second, qrelease)
+					got += a.strategyReannounce(qctx, plan.QEMU, k, viaQEMU, s, e, log)
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				if n == 0 && got > 0 {
@@ -832,6 +860,18 @@ func afterCarrier(s announce.Schedule) announce.Schedule {
 // runUplinks handles uplink events until ctx ends or the channel closes;
 // each event in its own goroutine, so a slow libvirt delays no other
 // uplink.
+// uplinkRelist is how often an uplink event whose listing of the running
+// domains failed asks libvirt again.
+const uplinkRelist = time.Second
+
+// newestUplinkEvent reports whether seq is still the newest event of e's
+// uplink.
+func (a *Agent) newestUplinkEvent(e uplink.Event, seq uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.uplinkSeq[e.Uplink.Index] == seq
+}
+
 func (a *Agent) runUplinks(ctx context.Context) {
 	if a.d.UplinkEvents == nil {
 		return
@@ -845,10 +885,14 @@ func (a *Agent) runUplinks(ctx context.Context) {
 			if !ok {
 				return
 			}
+			a.mu.Lock()
+			a.uplinkSeq[e.Uplink.Index]++
+			seq := a.uplinkSeq[e.Uplink.Index]
 			a.wg.Add(1)
+			a.mu.Unlock()
 			go func() {
 				defer a.wg.Done()
-				a.uplinkEvent(ctx, e)
+				a.uplinkEvent(ctx, e, seq)
 			}()
 		}
 	}

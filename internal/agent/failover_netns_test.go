@@ -209,6 +209,22 @@ func TestLandedWithTheTriggerOffIsStillRegistered(t *testing.T) {
 	h.reannounced(t, d.macs[0], uplinkFrames, 5*time.Second)
 }
 
+// An uplink comes back while libvirtd restarts (often the same
+// maintenance): the event's listing of the running domains fails. It asks
+// libvirt again and re-announces once libvirtd answers. The event used to
+// be dropped ("not re-announced"), the VMs left to the switch's ageing.
+func TestUplinkEventWaitsForLibvirtd(t *testing.T) {
+	h, d := hostWithDomain(t, 200*time.Millisecond, nil, "vnet1")
+	path := h.fake.Path()
+	h.fake.Close()
+	netnstest.WaitFor(t, "watcher not ready", func() bool { return !h.watcher.Ready() })
+	h.flap(t, netnstest.RigSwitchToHost)
+	time.Sleep(2 * time.Second)           // the event came (the kernel's link watcher: up to 1 s) and its listing failed
+	h.fake = libvirtfake.StartAt(t, path) // libvirtd is back, the domain still runs
+	h.addDomain(t, d, stateRunning, reasonBooted, libvirtfake.LiveXML(d.name, d.uuid, 1, libvirtfake.NIC{MAC: d.macs[0].String(), Target: "vnet1"}))
+	h.reannounced(t, d.macs[0], uplinkFrames, 10*time.Second)
+}
+
 // hostWithDomain starts a host with the uplink settings and holdDown
 // where, before the agent starts, setup (if not nil) runs, the taps are
 // made (wired), and one domain runs, booted, with a NIC on the first tap.
@@ -311,8 +327,18 @@ func waitXMLCalls(t testing.TB, h *host, n int) {
 // The uplink a running domain's bridge NIC would be re-announced on has a
 // packet socket open before any event (announce.Announcer.Warm, from the
 // registry): a failover's first frame does not wait for one to open.
-func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) {
-	h, d := hostWithDomain(t, 200*time.Millisecond, nil, "vnet1")
+// (On a VLAN-filtering bridge: TestRigUplinkSocketWarmOnAFilteringBridge.)
+func TestUplinkSocketWarmBeforeAnyEvent(t *testing.T) { uplinkSocketWarm(t, false) }
+
+// uplinkSocketWarm checks the warm socket on the rig's uplink, the host's
+// bridge VLAN-filtering or not.
+func uplinkSocketWarm(t *testing.T, filtering bool) {
+	setup := func(h *host) {
+		if filtering {
+			h.ns.Exec(t, "ip", "link", "set", "dev", netnstest.RigHostBridge, "type", "bridge", "vlan_filtering", "1")
+		}
+	}
+	h, d := hostWithDomain(t, 200*time.Millisecond, setup, "vnet1")
 	idx := fmt.Sprint(h.ns.Interface(t, netnstest.RigHostUplink).Index)
 	netnstest.EventuallyEvery(t, 5*time.Second, 20*time.Millisecond, func() error { // each check runs cat
 		// /proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode

@@ -35,6 +35,18 @@ type send struct {
 	vlan rarp.VLAN
 }
 
+// xmlVLANs is what a bridge NIC's live XML says of its VLANs, for
+// Uplinks.Targets: the XML's VLANs where libvirt has them (a <vlan> on an
+// OVS port or a network's portgroup); otherwise nil, and the bridge's VLAN
+// table decides (plan's untagged entry is no VLAN a filtering bridge
+// carries).
+func xmlVLANs(t plan.Target) []rarp.VLAN {
+	if len(t.NIC.VLANs) > 0 {
+		return t.VLANs
+	}
+	return nil
+}
+
 // hostSends says where t's frames go. A bridge NIC goes out of its
 // bridge's uplinks when the agent has the topology (host.send_on:
 // uplinks), a macvtap NIC on its macvtap, and everything else, or a bridge
@@ -54,13 +66,7 @@ func (a *Agent) hostSends(t plan.Target, log *zap.Logger) ([]send, error) {
 	if a.d.Uplinks == nil || t.Master == "" || t.Port == "" || t.Device != t.Master {
 		return onDevice(), nil
 	}
-	// The XML's VLANs where libvirt has them (a <vlan> on an OVS port or
-	// a network's portgroup); otherwise the bridge's VLAN table decides.
-	var xml []rarp.VLAN
-	if len(t.NIC.VLANs) > 0 {
-		xml = t.VLANs
-	}
-	ts, err := a.d.Uplinks.Targets(t.Master, t.Port, xml)
+	ts, err := a.d.Uplinks.Targets(t.Master, t.Port, xmlVLANs(t))
 	var no *uplink.NoUplinkError
 	var fb *uplink.FallbackError
 	switch {
