@@ -71,3 +71,37 @@ func TestRunQEMUNICReannouncedOnUplinkEvent(t *testing.T) {
 		t.Fatalf("QEMU was asked %q in the 1.8 s after the event; want the same announce-self twice (two bursts)", got)
 	}
 }
+
+// announce --domain through QEMU with two bursts: the command waits for
+// the second burst's announce-self before it exits. It exited after the
+// first, and the second was never asked for.
+func TestAnnounceQEMUSendsEveryBurst(t *testing.T) {
+	rig := rigWithTap(t)
+	fake := libvirtfake.Start(t)
+	var mu sync.Mutex
+	n := 0
+	fake.QMP = func(d libvirtfake.Domain, cmd string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.Contains(cmd, `"announce-self"`) {
+			n++
+		}
+		return `{"return":{},"id":"libvirt-1"}`, nil
+	}
+	const uuid = "72756e00-0000-4000-8000-0000000000d1"
+	if err := fake.AddDomain(libvirtfake.Domain{Name: "vm1", UUID: uuid, State: libvirtconn.StateRunning, Reason: 1,
+		XML: libvirtfake.LiveXML("vm1", uuid, 1, libvirtfake.NIC{MAC: "52:54:00:72:00:d1", Target: "vnet0"})}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := configFile(t, strings.Replace(testConfig(3), "  max: 50ms\n", "  max: 50ms\n  bursts: 2\n  burst_interval: 300ms\n", 1))
+	start := time.Now()
+	out, err := rig.Host.Command(binary, "announce", "--config", cfg, "--libvirt-socket", fake.Path(), "--domain", "vm1", "--strategy", "qemu").CombinedOutput()
+	if err != nil {
+		t.Fatalf("announce: %v\n%s", err, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 2 {
+		t.Fatalf("QEMU was asked for announce-self %d times, want 2 (one per burst); the command took %v:\n%s", n, time.Since(start).Round(time.Millisecond), out)
+	}
+}

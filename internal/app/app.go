@@ -79,6 +79,7 @@ type App struct {
 	Metrics   *agent.Metrics
 	IP        *agent.IPFollower // nil: ip_announce off
 	Reconv    *agent.Reconv     // reconv.go
+	QMP       *qmp.Announcer    // the qemu strategy's; nil: qemu off
 
 	// Uplinks follows the bridges' uplinks (host.send_on: uplinks); nil:
 	// bridge NICs are announced on the bridge device.
@@ -173,7 +174,8 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 		a.strategies[plan.OVS] = st
 	}
 	if o.Monitor != nil {
-		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}}
+		a.QMP = &qmp.Announcer{Monitor: o.Monitor, Metrics: qm}
+		a.strategies[plan.QEMU] = strategy.QEMU{Announcer: a.QMP}
 	}
 	return a, nil
 }

@@ -82,6 +82,9 @@ func runAnnounce(ctx context.Context, env *Env, args []string) int {
 	}
 	bad := printResults(env, ref.Name, results, settings.Schedule)
 	parts.IP.Wait() // the IP-layer frames that followed the RARPs
+	if parts.QMP != nil {
+		parts.QMP.Wait() // QEMU's bursts after the first (schedule.bursts)
+	}
 	if bad > 0 {
 		return failure(env, "announce", fmt.Errorf("%d NIC(s) of %s not announced", bad, ref.Name))
 	}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,7 +118,14 @@ type Announcer struct {
 	// NICs, or of another announcer (the landing's, the guest's), run
 	// beside each other, and a new one of the same NICs replaces the old.
 	Name string
+
+	later sync.WaitGroup // the bursts after the first, in the background (Wait)
 }
+
+// Wait waits until every burst after the first that AnnounceSelf started
+// was asked for (or its context ended): a one-shot announce must not exit
+// before them.
+func (a *Announcer) Wait() { a.later.Wait() }
 
 // timerID names the QEMU announce timer for aliases.
 func (a *Announcer) timerID(aliases []string) string {
@@ -143,7 +151,9 @@ func (a *Announcer) AnnounceSelf(ctx context.Context, uuid string, aliases []str
 		return err
 	}
 	if s.Bursts > 1 {
+		a.later.Add(1)
 		go func() {
+			defer a.later.Done()
 			for _, at := range burstStarts(s)[1:] {
 				if !wait.Sleep(ctx.Done(), time.Until(start.Add(at))) {
 					return
