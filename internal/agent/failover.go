@@ -697,6 +697,15 @@ func (a *Agent) uplinkEvent(ctx context.Context, e uplink.Event, seq uint64) int
 		// the failover's notification to the first frame).
 		a.d.Announcer.Warm(announce.HostPort(e.Uplink.Name))
 	}
+	if e.Reason == uplink.PortAdded {
+		// A port just added to a bridge gets its VLANs right after
+		// (`bridge vlan add`, systemd-networkd's BridgeVLAN): on a
+		// VLAN-filtering bridge it carries only the default PVID until
+		// then, and a VLAN added later is no event. Let them land.
+		if !wait.Sleep(ctx.Done(), portSettle) {
+			return 0
+		}
+	}
 	// The listing is the check that each domain runs here now: a domain
 	// stopped, paused or gone is not in it, and never announced.
 	listStart := time.Now()
@@ -860,6 +869,10 @@ func afterCarrier(s announce.Schedule) announce.Schedule {
 // runUplinks handles uplink events until ctx ends or the channel closes;
 // each event in its own goroutine, so a slow libvirt delays no other
 // uplink.
+// portSettle is how long after a port joins a bridge the agent looks at
+// which VLANs it carries (uplinkEvent).
+const portSettle = 500 * time.Millisecond
+
 // uplinkRelist is how often an uplink event whose listing of the running
 // domains failed asks libvirt again.
 const uplinkRelist = time.Second

@@ -204,3 +204,35 @@ func TestRigAgentAnnouncesOnEachVMsVLAN(t *testing.T) {
 // filtering bridge carries, and warmed nothing (this kernel's host lacks
 // VLAN filtering: the rig runs it).
 func TestRigUplinkSocketWarmOnAFilteringBridge(t *testing.T) { uplinkSocketWarm(t, true) }
+
+// An uplink added back to a VLAN-filtering bridge while up, its VLAN set a
+// moment later (`ip link set master`, then `bridge vlan add`, as network
+// scripts do): the port_added re-announces the VM on VLAN 100 out of it,
+// tagged. The event was handled at once, when the port carried only the
+// default PVID 1: "vlan_not_carried", and the VLAN's arrival is no event.
+func TestRigPortAddedBeforeItsVLANs(t *testing.T) {
+	mac := rarp.MAC{0x52, 0x54, 0x00, 0x13, 0x10, 0x00}
+	h := newHost(t, hostOptions{settings: uplinkSettings(), holdDown: 200 * time.Millisecond, before: func(h *host) {
+		hv := h.ns
+		hv.Exec(t, "ip", "link", "set", "dev", netnstest.RigHostBridge, "type", "bridge", "vlan_filtering", "1")
+		vlanPorts(t, hv, netnstest.RigHostUplink, []string{"100"})
+		hv.Exec(t, "ip", "tuntap", "add", "dev", "tap100", "mode", "tap")
+		hv.Attach(t, "tap100", netnstest.RigHostBridge)
+		hv.Exec(t, "ip", "link", "set", "dev", "tap100", "up")
+		vlanPorts(t, hv, "tap100", []string{"100", "pvid", "untagged"})
+		netnstest.OpenTap(t, hv, "tap100")
+		h.nicDomain(t, stateRunning, reasonBooted, libvirtfake.NIC{MAC: mac.String(), Bridge: netnstest.RigHostBridge, Target: "tap100"})
+	}})
+	h.waitRegistry(t, 1)
+	hv := h.ns
+	hv.Exec(t, "ip", "link", "set", "dev", netnstest.RigHostUplink, "nomaster")
+	time.Sleep(300 * time.Millisecond)
+	hv.Exec(t, "ip", "link", "set", "dev", netnstest.RigHostUplink, "master", netnstest.RigHostBridge)
+	time.Sleep(50 * time.Millisecond)
+	vlanPorts(t, hv, netnstest.RigHostUplink, []string{"100"})
+	for _, s := range h.reannounced(t, mac, framesPerBurst, 5*time.Second) {
+		if s.Interface != netnstest.RigHostUplink || s.VLAN.ID != 100 {
+			t.Fatalf("re-announce frame on %s vlan %d, want %s vlan 100", s.Interface, s.VLAN.ID, netnstest.RigHostUplink)
+		}
+	}
+}
