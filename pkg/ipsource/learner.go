@@ -31,14 +31,25 @@ import (
 // host announces the NIC on the port's own VLAN, so learning it would
 // announce it in the wrong place. Everything else costs nothing beyond the
 // filter.
+//
+// And each only in its direction on the guest's port: ARP and NDP as the
+// guest sends them (into the host), a DHCP reply as the network sends it
+// (out to the guest, PACKET_OUTGOING). Else a frame any host on the
+// segment floods to the guest, with the guest's MAC as its source and
+// another's address, would teach that address, and so would a DHCP "ACK"
+// the guest forges.
 func Filter(mac rarp.MAC) ([]bpf.RawInstruction, error) {
 	return filter(mac, true)
 }
 
-// filter builds the program; withVLANGuard false leaves out the first two
-// instructions (the ancillary VLAN load, which x/net/bpf's VM in the tests
-// cannot run).
-func filter(mac rarp.MAC, withVLANGuard bool) ([]bpf.RawInstruction, error) {
+// packetOutgoing is the packet type (skb->pkt_type, PACKET_OUTGOING) of a
+// frame the host sends out of the port: on a guest's tap, one to the guest.
+const packetOutgoing = 4
+
+// filter builds the program; withExtensions false leaves out the ancillary
+// loads (the VLAN tag and the direction checks), which x/net/bpf's VM in
+// the tests cannot run.
+func filter(mac rarp.MAC, withExtensions bool) ([]bpf.RawInstruction, error) {
 	const (
 		accept  = 1 << 16 // bytes kept: more than any frame on a 1500-MTU link
 		lReject = iota
@@ -50,9 +61,11 @@ func filter(mac rarp.MAC, withVLANGuard bool) ([]bpf.RawInstruction, error) {
 	hi := binary.BigEndian.Uint32(mac[0:4])
 	lo := uint32(binary.BigEndian.Uint16(mac[4:6]))
 	var p prog
-	if withVLANGuard {
+	if withExtensions {
 		p.ins(bpf.LoadExtension{Num: bpf.ExtVLANTagPresent})
 		p.jeq(0, -1, lReject)
+		p.ins(bpf.LoadExtension{Num: bpf.ExtType})
+		p.ins(bpf.StoreScratch{Src: bpf.RegA, N: 0}) // the direction, for below
 	}
 	p.ins(bpf.LoadAbsolute{Off: 12, Size: 2})
 	p.jeq(0x0806, lSrc, -1)
@@ -75,9 +88,19 @@ func filter(mac rarp.MAC, withVLANGuard bool) ([]bpf.RawInstruction, error) {
 	p.ins(bpf.LoadIndirect{Off: 14, Size: 2})     // UDP source port
 	p.jeq(67, -1, lReject)
 	p.ins(bpf.LoadIndirect{Off: 16, Size: 2}) // UDP destination port
-	p.jeq(68, lAccept, lReject)
+	if !withExtensions {
+		p.jeq(68, lAccept, lReject)
+	} else {
+		p.jeq(68, -1, lReject)
+		p.ins(bpf.LoadScratch{Dst: bpf.RegA, N: 0})
+		p.jeq(packetOutgoing, lAccept, lReject) // a reply on its way to the guest
+	}
 
 	p.label(lSrc)
+	if withExtensions {
+		p.ins(bpf.LoadScratch{Dst: bpf.RegA, N: 0})
+		p.jeq(packetOutgoing, lReject, -1) // the guest's own: coming in from it
+	}
 	p.ins(bpf.LoadAbsolute{Off: 6, Size: 4})
 	p.jeq(hi, -1, lReject)
 	p.ins(bpf.LoadAbsolute{Off: 10, Size: 2})

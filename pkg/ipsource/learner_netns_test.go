@@ -93,6 +93,47 @@ func TestLearnOnTap(t *testing.T) {
 	}
 }
 
+// Only the guest's own frames teach, each in its direction: a GARP any
+// host on the segment floods to the guest with the guest's MAC as its
+// source, and a DHCP ACK the guest forges for itself, teach nothing; a
+// DHCP ACK from the network to the guest does. Before, the first two
+// taught their addresses (the socket sees both directions).
+func TestLearnOnlyInTheGuestsDirection(t *testing.T) {
+	netnstest.Require(t)
+	host := netnstest.New(t, "lhost")
+	lan := netnstest.New(t, "llan")
+	host.Bridge(t, "br0")
+	tap := netnstest.OpenTap(t, host, "vnet0")
+	host.Attach(t, "vnet0", "br0")
+	host.Exec(t, "ip", "link", "set", "dev", "vnet0", "up")
+	netnstest.Veth(t, host, "lan0", lan, "eth0")
+	host.Attach(t, "lan0", "br0")
+
+	store := NewLearned(8, 8, 0)
+	startLearner(t, host, "vnet0", guestMAC, store, nil)
+	time.Sleep(50 * time.Millisecond)
+
+	// Flooded to the guest by the bridge: outgoing on its tap.
+	netnstest.Send(t, lan, "eth0", build(t, ipannounce.Frame{Kind: ipannounce.GARPRequest, MAC: guestMAC, IP: netip.MustParseAddr("10.66.0.99")}))
+	// Forged by the guest: a server's reply coming in from it.
+	if err := tap.Write(dhcpAck(guestMAC, "10.66.0.98", 0)); err != nil {
+		t.Fatal(err)
+	}
+	// The real thing, each way: the guest's own GARP, the network's ACK.
+	if err := tap.Write(build(t, ipannounce.Frame{Kind: ipannounce.GARPRequest, MAC: guestMAC, IP: netip.MustParseAddr("10.66.0.10")})); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the bridge learns the guest's MAC on its tap again (the flood taught lan0)
+	netnstest.Send(t, lan, "eth0", dhcpAck(guestMAC, "10.66.0.11", 0))
+	waitLearned(t, store, guestMAC, []string{"10.66.0.10", "10.66.0.11"}, 2*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	for _, ip := range store.Get(guestMAC) {
+		if s := ip.String(); s == "10.66.0.99" || s == "10.66.0.98" {
+			t.Errorf("learned %s from a frame in the wrong direction (all: %v)", s, store.Get(guestMAC))
+		}
+	}
+}
+
 // TestLearnFromRealGuest: a guest namespace with a real IP stack behind a
 // veth (the host side stands for its tap) gets a lease from busybox udhcpd
 // and talks ARP and NDP; the learner on the host side learns the leased

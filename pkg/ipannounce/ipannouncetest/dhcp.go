@@ -29,6 +29,16 @@ func DHCPReply(chaddr rarp.MAC, yiaddr netip.Addr, ipFlags uint16, opts ...byte)
 	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 66, 0, 1, 255, 255, 255, 255}
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
 	binary.BigEndian.PutUint16(ip[6:], ipFlags)
+	// A valid header checksum: a bridge with br_netfilter drops a frame
+	// without one before it forwards it.
+	var sum uint32
+	for i := 0; i < len(ip); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
 	b := append([]byte{}, chaddr[:]...)
 	b = append(b, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00)
 	b = append(b, ip...)
