@@ -101,12 +101,15 @@ func (c *carrier) track(dom *domxml.Domain, mac rarp.MAC) {
 		d = &carryDom{name: dom.Name, in: in}
 		if in != nil {
 			d.last = domxml.MarshalAddresses(in)
-			// An element without seen times (an older agent's):
-			// they age from now, and the next write says so.
+			// An element without seen times (an older agent's), or
+			// with one in the future (a host whose clock ran ahead, a
+			// hand edit, which would never age out and be carried on
+			// by every later host): they age from now, and the next
+			// write says so.
 			now := time.Now()
 			for _, as := range in {
 				for i := range as {
-					if as[i].Seen.IsZero() {
+					if as[i].Seen.IsZero() || as[i].Seen.After(now) {
 						as[i].Seen = now
 					}
 				}

@@ -273,3 +273,30 @@ func TestCarryForgetsAgedAddresses(t *testing.T) {
 		t.Fatalf("store still returns %v", got)
 	}
 }
+
+// A carried address seen "in the future" (a host whose clock ran ahead
+// wrote it, or a hand edit) ages from the time it is read here: it is
+// dropped from the element learned_max_age later. It used to never age
+// out, and every later host carried it on.
+func TestCarryAgesAFutureSighting(t *testing.T) {
+	xml := strings.Replace(carryDomXML, `<rarp:ip address='10.66.0.99'/>`, `<rarp:ip address='10.66.0.99' seen='2099-01-01T00:00:00.000Z'/>`, 1)
+	dom, err := domxml.Parse([]byte(xml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const age = 500 * time.Millisecond
+	store := ipsource.NewLearned(4, 16, age)
+	open := func(string, rarp.MAC, func(ipsource.Event)) (Learner, error) {
+		return &stillLearner{done: make(chan struct{})}, nil
+	}
+	w := &metaWrites{}
+	f := NewIPFollower(IPOptions{Resolver: &ipsource.Resolver{Learned: store}, Learn: open, Metrics: NewIPMetrics(nil),
+		Logger: zaptest.NewLogger(t), Carry: CarryOptions{Write: w.write, Every: 50 * time.Millisecond, PerNIC: 8, MaxAge: age}})
+	defer f.Release(dom.UUID)
+	f.RunningDomain(dom, []plan.Target{{NIC: dom.Interfaces[0], Strategy: plan.Host, Port: "vnet0", Master: "br0"}}, zaptest.NewLogger(t))
+	time.Sleep(age + 500*time.Millisecond)
+	got := w.got()
+	if len(got) == 0 || strings.Contains(got[len(got)-1], "10.66.0.99") {
+		t.Fatalf("writes %q: want the future-dated 10.66.0.99 dropped %v after it was read", got, age)
+	}
+}
