@@ -387,17 +387,26 @@ func (f *IPFollower) runLearner(ctx context.Context, port string, mac rarp.MAC, 
 	}
 }
 
-// Unplugged stops the learner of a NIC unplugged from its running domain:
-// its port is gone for good, and the domain's Release is not coming.
+// Unplugged forgets a NIC unplugged from its running domain, as Release
+// does a domain's: its learner and IP frames stop and its addresses are
+// free for another NIC landing here (its port is gone for good, and the
+// domain's Release is not coming).
 func (f *IPFollower) Unplugged(mac rarp.MAC) {
 	if f == nil {
 		return
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if l := f.learns[mac]; l != nil {
 		l.cancel()
 		delete(f.learns, mac)
+	}
+	n, ok := f.nics[mac]
+	if ok {
+		f.forgetNICLocked(mac)
+	}
+	f.mu.Unlock()
+	if c := f.o.Resolver.Claims; ok && c != nil {
+		c.Release(ipsource.NIC{Domain: n.domain, MAC: mac})
 	}
 }
 
@@ -472,26 +481,31 @@ func (f *IPFollower) releaseLocked(domainUUID string) {
 		}
 	}
 	for mac, n := range f.nics {
-		if n.domain != domainUUID {
-			continue
-		}
-		delete(f.nics, mac)
-		for k, r := range f.runs {
-			if k.mac == mac {
-				r.cancel()
-				delete(f.runs, k)
-			}
-		}
-		for k := range f.firstFailed {
-			if k.mac == mac {
-				delete(f.firstFailed, k)
-			}
+		if n.domain == domainUUID {
+			f.forgetNICLocked(mac)
 		}
 	}
 	f.mu.Unlock()
 	f.carry.drop(domainUUID)
 	if c := f.o.Resolver.Claims; c != nil {
 		c.ReleaseDomain(domainUUID)
+	}
+}
+
+// forgetNICLocked forgets the NIC of mac and stops its IP frames; the
+// caller holds f.mu.
+func (f *IPFollower) forgetNICLocked(mac rarp.MAC) {
+	delete(f.nics, mac)
+	for k, r := range f.runs {
+		if k.mac == mac {
+			r.cancel()
+			delete(f.runs, k)
+		}
+	}
+	for k := range f.firstFailed {
+		if k.mac == mac {
+			delete(f.firstFailed, k)
+		}
 	}
 }
 

@@ -416,3 +416,23 @@ func TestIPFollowerReleasesDomainsAbsentFromAListing(t *testing.T) {
 		t.Fatalf("the address went to %q, want the new VM", holder(ip))
 	}
 }
+
+// A NIC hot-unplugged gives its addresses back: another NIC landing here
+// with the same address (a Neutron port moved, an address reused) gets
+// it. It used to be refused as claimed by the unplugged NIC until that
+// NIC's whole domain left.
+func TestIPFollowerUnpluggedFreesItsAddresses(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.50")
+	a, c := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}
+	claims := ipsource.NewClaims(4)
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Static: ipsource.Static{a: {ip}, c: {ip}}, Claims: claims},
+		Metrics:  NewIPMetrics(nil),
+	})
+	f.Landed(&domxml.Domain{Name: "a", UUID: "u-a"}, []plan.Target{{NIC: domxml.Interface{MAC: a}, Strategy: plan.Host}}, zap.NewNop())
+	f.Unplugged(a)
+	f.Landed(&domxml.Domain{Name: "c", UUID: "u-c"}, []plan.Target{{NIC: domxml.Interface{MAC: c}, Strategy: plan.Host}}, zap.NewNop())
+	if n, ok := claims.Holder(ip); !ok || n.MAC != c {
+		t.Fatalf("%s held by %+v (%v) after a's NIC was unplugged, want c's NIC", ip, n, ok)
+	}
+}
