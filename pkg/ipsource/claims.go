@@ -86,7 +86,11 @@ func (c *Claims) Claim(nic NIC, cands []Candidate) (granted []Candidate, refused
 			continue
 		}
 		seen[cand.IP] = true
-		if h, ok := c.holder[cand.IP]; ok && h != nic {
+		// A link-local address is unique on its link only: two routers'
+		// fe80::1 on two networks are no conflict, and are not claimed
+		// host-wide (they still count towards the limit).
+		linkLocal := cand.IP.IsLinkLocalUnicast()
+		if h, ok := c.holder[cand.IP]; ok && h != nic && !linkLocal {
 			refused = append(refused, Refusal{Candidate: cand, Reason: ReasonClaimed, Holder: h})
 			continue
 		}
@@ -94,7 +98,9 @@ func (c *Claims) Claim(nic NIC, cands []Candidate) (granted []Candidate, refused
 			refused = append(refused, Refusal{Candidate: cand, Reason: ReasonLimit})
 			continue
 		}
-		c.holder[cand.IP] = nic
+		if !linkLocal {
+			c.holder[cand.IP] = nic
+		}
 		granted = append(granted, cand)
 	}
 	if len(granted) > 0 {

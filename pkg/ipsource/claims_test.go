@@ -260,3 +260,22 @@ func TestResolveDropsAgedCarried(t *testing.T) {
 		}
 	}
 }
+
+// A link-local address is unique on its link only: two NICs (two routers
+// on two networks) may both have fe80::1, and neither is refused. The
+// second used to be refused as claimed by the first.
+func TestClaimsLinkLocalPerLink(t *testing.T) {
+	c := NewClaims(4)
+	a := NIC{Domain: "a", MAC: rarp.MAC{2, 0, 0, 0, 0, 1}}
+	b := NIC{Domain: "b", MAC: rarp.MAC{2, 0, 0, 0, 0, 2}}
+	for _, nic := range []NIC{a, b} {
+		if g, r := c.Claim(nic, cands(SourceLearned, "fe80::1", "2001:db8::1")); nic == a && (len(g) != 2 || len(r) != 0) {
+			t.Fatalf("a granted %v, refused %+v", g, r)
+		} else if nic == b && (len(g) != 1 || g[0].IP.String() != "fe80::1" || len(r) != 1 || r[0].Reason != ReasonClaimed) {
+			t.Fatalf("b granted %v, refused %+v: want fe80::1 granted, 2001:db8::1 refused as a's", g, r)
+		}
+	}
+	if _, ok := c.Holder(netip.MustParseAddr("fe80::1")); ok {
+		t.Error("fe80::1 is held host-wide")
+	}
+}
