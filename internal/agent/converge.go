@@ -392,10 +392,17 @@ func (c *convergence) record(results []NICResult, seen map[rarp.MAC]reconverge.S
 		for _, h := range res.Handles {
 			select {
 			case <-h.First():
+			case <-bctx.Done():
+			}
+			// Both may be ready (a watch that ran its whole window ends
+			// at bctx's deadline, and select picks at random): a first
+			// frame that went counts either way.
+			select {
+			case <-h.First():
 				if h.FirstErr() == nil && first[i].IsZero() {
 					first[i] = h.FirstSent()
 				}
-			case <-bctx.Done():
+			default:
 			}
 		}
 	}
