@@ -61,7 +61,9 @@ func (c *MoveCap) release(seg string, at time.Time) {
 }
 
 // reserve books the earliest slot at or after now that keeps at most
-// PerPeriod admissions within any Period on seg.
+// PerPeriod admissions within any Period on seg. Released slots leave gaps,
+// so that slot may come before others already booked: it is found among
+// now and the times a booked slot leaves a window, and kept in order.
 func (c *MoveCap) reserve(seg string, now time.Time) time.Time {
 	period := c.Period
 	if period <= 0 {
@@ -79,11 +81,41 @@ func (c *MoveCap) reserve(seg string, now time.Time) time.Time {
 	}
 	ts = append(ts[:0], ts[i:]...)
 	at := now
-	if len(ts) >= c.PerPeriod {
-		if s := ts[len(ts)-c.PerPeriod].Add(period); s.After(at) {
-			at = s
+	if !fits(ts, now, period, c.PerPeriod) {
+		// The first slot's window end after now that fits: past the
+		// last slot's, a window holds nothing booked, so one fits.
+		for _, s := range ts {
+			if e := s.Add(period); e.After(now) && fits(ts, e, period, c.PerPeriod) {
+				at = e
+				break
+			}
 		}
 	}
-	c.slots[seg] = append(ts, at)
+	j, _ := slices.BinarySearchFunc(ts, at, time.Time.Compare)
+	c.slots[seg] = slices.Insert(ts, j, at)
 	return at
+}
+
+// fits reports whether an admission at t keeps every window of period
+// that holds t (ending at t or at a booked slot within period after it)
+// below limit+1 admissions; ts is ascending.
+func fits(ts []time.Time, t time.Time, period time.Duration, limit int) bool {
+	count := func(end time.Time) int {
+		n := 0
+		for _, s := range ts {
+			if s.After(end.Add(-period)) && !s.After(end) {
+				n++
+			}
+		}
+		return n
+	}
+	if count(t) >= limit {
+		return false
+	}
+	for _, s := range ts {
+		if !s.Before(t) && s.Before(t.Add(period)) && count(s) >= limit {
+			return false
+		}
+	}
+	return true
 }

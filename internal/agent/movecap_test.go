@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,4 +98,72 @@ func TestMoveCapWaitReleasesOnCancel(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d slots booked after the cancelled landing, want 1 (the admitted one)", n)
 	}
+}
+
+// Whatever the order of reservations and released slots (landings
+// cancelled while they wait), no window of Period ever holds more than
+// PerPeriod admissions, and each slot is at or after its request. A
+// released slot in the middle used to leave the booked slots out of
+// order, and the cap was broken: in the reviewed sequence, three
+// admissions within 5 s with a cap of 2 a minute.
+func TestMoveCapHoldsAcrossReleases(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	check := func(t *testing.T, c *MoveCap, what string) {
+		t.Helper()
+		ts := c.slots["br0"]
+		if !slices.IsSortedFunc(ts, time.Time.Compare) {
+			t.Fatalf("%s: slots out of order: %v", what, ts)
+		}
+		for _, end := range ts {
+			n := 0
+			for _, s := range ts {
+				if s.After(end.Add(-c.Period)) && !s.After(end) {
+					n++
+				}
+			}
+			if n > c.PerPeriod {
+				t.Fatalf("%s: %d admissions in the %v before %v, cap %d: %v", what, n, c.Period, end.Sub(t0), c.PerPeriod, ts)
+			}
+		}
+	}
+	t.Run("reviewed sequence", func(t *testing.T) {
+		c := &MoveCap{PerPeriod: 2, Period: time.Minute}
+		for _, d := range []time.Duration{1, 6, 8, 21, 39} {
+			c.reserve("br0", at(d*time.Second))
+		}
+		c.release("br0", at(66*time.Second))
+		c.release("br0", at(61*time.Second))
+		for _, d := range []time.Duration{56, 57, 63} {
+			c.reserve("br0", at(d*time.Second))
+		}
+		c.release("br0", at(181*time.Second))
+		if got := c.reserve("br0", at(77*time.Second)); got.Before(at(77 * time.Second)) {
+			t.Fatalf("slot %v before its request", got.Sub(t0))
+		}
+		check(t, c, "after the sequence")
+	})
+	t.Run("random", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(1, 2))
+		for run := range 200 {
+			c := &MoveCap{PerPeriod: 1 + r.IntN(4), Period: time.Minute}
+			now := t0
+			var booked []time.Time
+			for step := range 40 {
+				now = now.Add(time.Duration(r.IntN(20)) * time.Second)
+				if len(booked) > 0 && r.IntN(3) == 0 {
+					i := r.IntN(len(booked))
+					c.release("br0", booked[i])
+					booked = slices.Delete(booked, i, i+1)
+				} else {
+					got := c.reserve("br0", now)
+					if got.Before(now) {
+						t.Fatalf("run %d step %d: slot %v before its request %v", run, step, got.Sub(t0), now.Sub(t0))
+					}
+					booked = append(booked, got)
+				}
+				check(t, c, fmt.Sprintf("run %d step %d", run, step))
+			}
+		}
+	})
 }
