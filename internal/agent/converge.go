@@ -421,6 +421,10 @@ done:
 		Event: c.ev.Name(), Trigger: c.trigger.String(), Received: c.ev.Received.UTC(), Moves: c.moves,
 	}
 	m := c.r.metrics()
+	// A landing that ended (the domain left, a newer landing took over,
+	// the agent stops) cut its watch short: a MAC not seen by then was
+	// not measured, and is no sign that the fabric did not follow.
+	cut := c.ctx.Err() != nil
 	for i, res := range results {
 		t := res.Target
 		n := record.NIC{MAC: t.NIC.MAC.String(), Strategy: string(t.Strategy), Result: res.Result,
@@ -435,7 +439,7 @@ done:
 				if m != nil {
 					m.reconv.WithLabelValues(string(t.Strategy)).Observe(max(0, s.First.Sub(c.ev.Received).Seconds()))
 				}
-			} else {
+			} else if !cut {
 				n.Silent = true
 				if m != nil {
 					m.silent.WithLabelValues(string(t.Strategy)).Inc()

@@ -101,6 +101,25 @@ func TestReconvergenceMeasuredFromResumedToFirstUnicast(t *testing.T) {
 	}
 }
 
+// A domain that leaves before its watch's window is over cut the watch
+// short: a NIC not seen by then was not measured, and is not counted
+// silent (no sign that the fabric did not follow). It was.
+func TestLeftBeforeTheWindowIsNotSilent(t *testing.T) {
+	h := newHost(t, hostOptions{config: func(c *config.Config) { c.Reconvergence.Window = config.Duration(5 * time.Second) }})
+	h.tap(t, "vnet0", wired)
+	d := h.newDomain(t, stateOff, 0, "vnet0")
+	h.land(t, d)
+	h.frames.wait(t, d.macs[0], framesPerBurst, 5*time.Second)
+	h.emit(t, d, stoppedDestroyed)
+	r := h.recordOf(t, record.Landing, d.name, 3*time.Second)
+	if len(r.NICs) != 1 || r.NICs[0].Silent {
+		t.Errorf("record %+v: want the NIC not silent", r)
+	}
+	if got := h.metric(t, "rarp_announce_reconvergence_silent_total", "strategy=host"); got != 0 {
+		t.Errorf("silent %v, want 0", got)
+	}
+}
+
 // The migration record says the bridge was repaired only when a repair
 // ran: with the repair refused (no CAP_NET_ADMIN), the NIC is announced
 // and its record has no fdb_repaired (found in review: it had one).
