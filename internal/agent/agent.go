@@ -258,8 +258,11 @@ func (a *Agent) Handle(ctx context.Context, ev libvirtwatch.Event) {
 		if !a.current().enabled(name) {
 			a.log.Info("landed; trigger disabled, not announced", zap.String("domain", ev.Domain.Name), zap.String("event", ev.Name()), zap.String("trigger", name))
 			// It runs here all the same: the failover registry reads it,
-			// so that an uplink event re-announces it.
+			// so that an uplink event re-announces it. Its premature
+			// watch (opened at STARTED/MIGRATED) has nothing left to
+			// see: no landing reaches converge to close it.
 			a.landed(ev, nil, a.current())
+			a.d.Reconv.endPremature(ev.Domain.UUID, time.Time{}, a.log)
 			return
 		}
 		lctx, cancel := context.WithCancelCause(ctx)

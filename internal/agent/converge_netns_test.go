@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rarp-announce/rarp-announce/internal/agent"
 	"github.com/rarp-announce/rarp-announce/internal/config"
 	"github.com/rarp-announce/rarp-announce/internal/frametest"
 	"github.com/rarp-announce/rarp-announce/internal/libvirtfake"
@@ -117,6 +118,27 @@ func TestLeftBeforeTheWindowIsNotSilent(t *testing.T) {
 	}
 	if got := h.metric(t, "rarp_announce_reconvergence_silent_total", "strategy=host"); got != 0 {
 		t.Errorf("silent %v, want 0", got)
+	}
+}
+
+// A landing that never reaches its watches (its trigger off) closes the
+// premature-move watch STARTED/MIGRATED opened: it ran on for ten minutes
+// (the prefetch's life), every frame the VM sent out of the uplink waking
+// its reader, and nothing was ever counted from it.
+func TestPrematureWatchClosedWhenTheTriggerIsOff(t *testing.T) {
+	s := defaultSettings()
+	s.Disabled = map[string]bool{agent.TriggerMigration: true}
+	h := newHost(t, hostOptions{settings: s, config: func(c *config.Config) {
+		c.Reconvergence.PrematureMargin = config.Duration(200 * time.Millisecond)
+	}})
+	h.tap(t, "vnet0", wired)
+	d := h.newDomain(t, stateOff, 0, "vnet0")
+	h.emit(t, d, startedMigrated)
+	netnstest.WaitWithin(t, 2*time.Second, "the premature watch", func() bool { return h.agent.PrematureWatches() == 1 })
+	h.emit(t, d, resumedMigrated)
+	h.waitLogged(t, "landed; trigger disabled, not announced", d.name, 2*time.Second)
+	if n := h.agent.PrematureWatches(); n != 0 {
+		t.Errorf("%d premature watches open after the landing, want 0", n)
 	}
 }
 

@@ -43,3 +43,14 @@ func (a *Agent) Learners() []string {
 	}
 	return out
 }
+
+// PrematureWatches is how many domains' premature-move watches are open.
+func (a *Agent) PrematureWatches() int {
+	r := a.d.Reconv
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.premature)
+}

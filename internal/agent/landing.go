@@ -89,6 +89,8 @@ func (a *Agent) land(ctx context.Context, l *landing, s Settings, force plan.Str
 	if dom == nil {
 		if force == "" {
 			a.landed(ev, nil, s) // the registry refreshes from libvirt instead
+			// No converge will close the domain's premature watch.
+			a.d.Reconv.endPremature(ev.Domain.UUID, time.Time{}, log)
 		}
 		return nil
 	}
