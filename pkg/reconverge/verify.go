@@ -68,8 +68,6 @@ func (p Probe) Run(ctx context.Context, timeout time.Duration) (ProbeResult, err
 	}
 	defer c.Close()
 	ignoreOutgoing(c)
-	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 	sent := time.Now()
 	if _, err := c.WriteTo(b, &packet.Addr{HardwareAddr: rarp.Broadcast.HardwareAddr()}); err != nil {
 		return ProbeResult{}, fmt.Errorf("reconverge: probe: send on %s: %w", p.Interface.Name, err)
@@ -77,6 +75,10 @@ func (p Probe) Run(ctx context.Context, timeout time.Duration) (ProbeResult, err
 	if err := c.SetReadDeadline(sent.Add(timeout)); err != nil {
 		return ProbeResult{}, err
 	}
+	// After the deadline is set: a cancel that came first would be
+	// overwritten by it, and the probe would wait out its timeout.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	buf := make([]byte, 128)
 	for {
 		n, _, err := c.ReadFrom(buf)

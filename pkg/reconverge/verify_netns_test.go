@@ -42,6 +42,17 @@ func TestProbeGetsTheGatewaysReplyThroughThisHost(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("unanswered probe took %v with a 300ms timeout", d)
 	}
+
+	// A context already ended (Ctrl-C, a parent's timeout) ends the
+	// probe at once, not after its timeout: the cancel used to be undone
+	// by the read deadline set after it.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start = time.Now()
+	err = host.Do(func() (err error) { res, err = p.Run(ctx, 5*time.Second); return err })
+	if d := time.Since(start); err != nil || res.Answered || d > time.Second {
+		t.Errorf("probe with an ended context: %+v, %v after %v; want not answered, no error, at once", res, err, d)
+	}
 }
 
 func TestProbeRefusesBadInput(t *testing.T) {
