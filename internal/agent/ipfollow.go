@@ -353,7 +353,7 @@ const (
 // twice as long each failure up to relearnMax, so the guest's addresses
 // are still learned after a re-plug instead of never again.
 func (f *IPFollower) runLearner(ctx context.Context, port string, mac rarp.MAC, seen func(ipsource.Event), log *zap.Logger) {
-	backoff := relearnMin
+	retry := wait.Backoff{Min: relearnMin, Max: relearnMax}
 	failing := false
 	for {
 		l, err := f.o.Learn(port, mac, seen)
@@ -364,7 +364,7 @@ func (f *IPFollower) runLearner(ctx context.Context, port string, mac rarp.MAC, 
 				log.Debug("learning the guest's addresses")
 			}
 			failing = false
-			backoff = relearnMin
+			retry.Reset()
 			err = l.Run(ctx)
 			l.Close()
 			if ctx.Err() != nil {
@@ -374,16 +374,16 @@ func (f *IPFollower) runLearner(ctx context.Context, port string, mac rarp.MAC, 
 				err = errors.New("learner stopped")
 			}
 		}
+		d := retry.Next()
 		if !failing {
 			log.Warn("cannot learn the guest's addresses on its port; trying again", zap.Error(err))
 		} else {
-			log.Debug("learner: port still failing", zap.Error(err), zap.Duration("retry_in", backoff))
+			log.Debug("learner: port still failing", zap.Error(err), zap.Duration("retry_in", d))
 		}
 		failing = true
-		if !wait.Sleep(ctx.Done(), backoff) {
+		if !wait.Sleep(ctx.Done(), d) {
 			return
 		}
-		backoff = min(2*backoff, relearnMax)
 	}
 }
 
