@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -80,42 +81,36 @@ func (c *MoveCap) reserve(seg string, now time.Time) time.Time {
 		i++
 	}
 	ts = append(ts[:0], ts[i:]...)
-	at := now
-	if !fits(ts, now, period, c.PerPeriod) {
-		// The first slot's window end after now that fits: past the
-		// last slot's, a window holds nothing booked, so one fits.
-		for _, s := range ts {
-			if e := s.Add(period); e.After(now) && fits(ts, e, period, c.PerPeriod) {
-				at = e
-				break
-			}
-		}
-	}
+	at := earliest(ts, now, period, c.PerPeriod)
 	j, _ := slices.BinarySearchFunc(ts, at, time.Time.Compare)
 	c.slots[seg] = slices.Insert(ts, j, at)
 	return at
 }
 
-// fits reports whether an admission at t keeps every window of period
-// that holds t (ending at t or at a booked slot within period after it)
-// below limit+1 admissions; ts is ascending.
-func fits(ts []time.Time, t time.Time, period time.Duration, limit int) bool {
-	count := func(end time.Time) int {
-		n := 0
-		for _, s := range ts {
-			if s.After(end.Add(-period)) && !s.After(end) {
-				n++
+// earliest is the first time at or after now an admission fits: no window
+// of period that holds it (ending at it, or at a booked slot within period
+// after it) then holds more than limit; ts is ascending and within the cap.
+// A full window moves the time past its oldest slot's end (the only times
+// a window loses one), so each step is a binary search and the few slots
+// within one period after it (at most limit).
+func earliest(ts []time.Time, now time.Time, period time.Duration, limit int) time.Time {
+	upTo := func(x time.Time) int { // how many slots are at or before x
+		return sort.Search(len(ts), func(i int) bool { return ts[i].After(x) })
+	}
+	t := now
+next:
+	for {
+		hi := upTo(t)
+		if hi-upTo(t.Add(-period)) >= limit {
+			t = ts[hi-limit].Add(period)
+			continue
+		}
+		for k := hi; k < len(ts) && ts[k].Before(t.Add(period)); k++ {
+			if k+1-upTo(ts[k].Add(-period)) >= limit {
+				t = ts[k+1-limit].Add(period)
+				continue next
 			}
 		}
-		return n
+		return t
 	}
-	if count(t) >= limit {
-		return false
-	}
-	for _, s := range ts {
-		if !s.Before(t) && s.Before(t.Add(period)) && count(s) >= limit {
-			return false
-		}
-	}
-	return true
 }
