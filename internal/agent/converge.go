@@ -83,12 +83,9 @@ type Reconv struct {
 
 // ReconvMetrics are the network-following metrics; nil counts nothing.
 type ReconvMetrics struct {
-	reconv    *prometheus.HistogramVec
-	silent    *prometheus.CounterVec
-	stale     prometheus.Counter
-	overLimit prometheus.Counter
-	premature prometheus.Counter
-	records   *prometheus.CounterVec
+	reconv                      *prometheus.HistogramVec
+	silent, records             *prometheus.CounterVec
+	stale, overLimit, premature prometheus.Counter
 	metricset.Set
 }
 

@@ -279,10 +279,7 @@ func (r *registry) dropAbsent(live map[string]bool, listed time.Time) {
 
 // refreshSoon asks refreshLoop for a refresh (one pending is enough).
 func (r *registry) refreshSoon() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
+	wait.Wake(r.kick)
 }
 
 // landed takes the live XML a landing read and parsed: the domain's
@@ -311,13 +308,14 @@ func (a *Agent) refreshLoop(ctx context.Context) {
 	if !ok || a.d.UplinkEvents == nil {
 		return
 	}
-	retry := time.NewTimer(0)
+	// The first refresh, and a failed one's retry a second later, come
+	// through the same kick as an event's.
+	retry := time.AfterFunc(0, a.reg.refreshSoon)
 	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-retry.C:
 		case <-a.reg.kick:
 		}
 		if !a.current().uplinksOn() {
@@ -585,10 +583,7 @@ func (a *Agent) ovsLeaves(t plan.Target) string {
 	r.ovsWant[br] = true
 	r.mu.Unlock()
 	if !known {
-		select {
-		case r.ovsKick <- struct{}{}:
-		default:
-		}
+		wait.Wake(r.ovsKick)
 	}
 	return ovsKey(br)
 }

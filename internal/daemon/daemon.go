@@ -30,6 +30,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtwatch"
 	"github.com/rarp-announce/rarp-announce/pkg/plan"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Overrides are command-line flags that win over the file.
@@ -248,10 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	reloads := make(chan struct{}, 1)
 	d.logs.HandleSignals(ctx, func() {
-		select {
-		case reloads <- struct{}{}:
-		default:
-		}
+		wait.Wake(reloads)
 	})
 
 	events := make(chan libvirtwatch.Event, 4096)

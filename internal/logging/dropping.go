@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // DroppingWriter is a zapcore.WriteSyncer that never blocks its callers:
@@ -71,10 +73,7 @@ func (d *DroppingWriter) Write(p []byte) (int, error) {
 	d.queue = append(d.queue, append([]byte(nil), p...))
 	d.size += len(p)
 	d.mu.Unlock()
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
+	wait.Wake(d.wake)
 	return len(p), nil
 }
 
@@ -103,10 +102,7 @@ func (d *DroppingWriter) Stop(timeout time.Duration) {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
+	wait.Wake(d.wake)
 	select {
 	case <-d.done:
 	case <-time.After(timeout):

@@ -13,6 +13,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // OVSPortsConfig configures OVSPorts.
@@ -189,14 +190,7 @@ func waitFirst(ctx context.Context, h *announce.Handle) error {
 	return err
 }
 
-func done(h *announce.Handle) bool {
-	select {
-	case <-h.Done():
-		return true
-	default:
-		return false
-	}
-}
+func done(h *announce.Handle) bool { return wait.Closed(h.Done()) }
 
 // prune forgets port+MACs whose announces all ended; the caller holds a.mu.
 func (a *OVSPorts) prune() {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Proc is a command running in the background (a daemon under test) whose
@@ -102,14 +104,7 @@ func (p *Proc) Stop(timeout time.Duration) (code int, took time.Duration) {
 }
 
 // Running reports whether the process has not exited yet.
-func (p *Proc) Running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
+func (p *Proc) Running() bool { return !wait.Closed(p.done) }
 
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Key identifies a running announce: at most one runs per key, and a new
@@ -502,10 +503,7 @@ func (a *Announcer) Warm(port Port) {
 	l.mu.Lock()
 	l.warm = true
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	wait.Wake(l.wake)
 }
 
 // finish records the outcome of one frame.

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // item is one frame waiting on a link.
@@ -69,10 +71,7 @@ func (l *link) push(it item) {
 		l.rest = append(l.rest, it)
 	}
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	wait.Wake(l.wake)
 }
 
 // pop takes the next frame: a first frame if any, else a repeat, unless

@@ -5,6 +5,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // timeline is the announcer's one timing loop: every running announce
@@ -94,10 +96,7 @@ func (t *timeline) schedule(h *Handle, at time.Time) {
 	}
 	t.mu.Unlock()
 	if earliest {
-		select {
-		case t.wake <- struct{}{}:
-		default:
-		}
+		wait.Wake(t.wake)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rarp-announce/rarp-announce/pkg/domxml"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // Errors a Conn's calls wrap (test with errors.Is).
@@ -220,10 +221,8 @@ func (c *Conn) finish(proc string, start time.Time, err error) error {
 
 // lost reports an error that means the connection is gone.
 func (c *Conn) lost(err error) bool {
-	select {
-	case <-c.dialer.dead:
+	if wait.Closed(c.dialer.dead) {
 		return true
-	default:
 	}
 	return errors.Is(err, libvirt.ErrInterrupted) || errors.Is(err, syscall.EINVAL) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)

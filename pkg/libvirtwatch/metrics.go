@@ -11,13 +11,9 @@ import (
 // included (RPC). The caller registers it (it is a prometheus.Collector); a
 // nil *Metrics counts nothing.
 type Metrics struct {
-	events          *prometheus.CounterVec
-	landings        *prometheus.CounterVec
-	cancels         *prometheus.CounterVec
-	connected       prometheus.Gauge
-	reconnects      prometheus.Counter
-	connectFailures prometheus.Counter
-	resyncs         prometheus.Counter
+	events, landings, cancels            *prometheus.CounterVec
+	connected                            prometheus.Gauge
+	reconnects, connectFailures, resyncs prometheus.Counter
 	// RPC counts the calls of the Watcher's connections; give it to the
 	// Config of other connections to the same libvirt to count theirs.
 	RPC *libvirtconn.Metrics

@@ -1,31 +1,35 @@
 package libvirtwatch
 
-// Lifecycle event types (virDomainEventType), as libvirt sends them.
+import libvirt "github.com/digitalocean/go-libvirt"
+
+// Lifecycle event types (virDomainEventType), as libvirt sends them: go-libvirt's
+// generated constants, as the int32 the events carry, so that callers need
+// not import go-libvirt.
 const (
-	EventDefined     int32 = 0
-	EventUndefined   int32 = 1
-	EventStarted     int32 = 2
-	EventSuspended   int32 = 3
-	EventResumed     int32 = 4
-	EventStopped     int32 = 5
-	EventShutdown    int32 = 6
-	EventPMSuspended int32 = 7
-	EventCrashed     int32 = 8
+	EventDefined     = int32(libvirt.DomainEventDefined)
+	EventUndefined   = int32(libvirt.DomainEventUndefined)
+	EventStarted     = int32(libvirt.DomainEventStarted)
+	EventSuspended   = int32(libvirt.DomainEventSuspended)
+	EventResumed     = int32(libvirt.DomainEventResumed)
+	EventStopped     = int32(libvirt.DomainEventStopped)
+	EventShutdown    = int32(libvirt.DomainEventShutdown)
+	EventPMSuspended = int32(libvirt.DomainEventPmsuspended)
+	EventCrashed     = int32(libvirt.DomainEventCrashed)
 )
 
-// The lifecycle details the landing rules look at (libvirt-domain.h; the
-// same numbers as go-libvirt's DomainEvent*DetailType constants).
+// The lifecycle details the landing rules look at (libvirt-domain.h's
+// VIR_DOMAIN_EVENT_<EVENT>_<DETAIL>).
 const (
-	DetailStartedMigrated         int32 = 1 // VIR_DOMAIN_EVENT_STARTED_MIGRATED: incoming migration, paused
-	DetailSuspendedMigrated       int32 = 1 // VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED: source paused for switch-over
-	DetailSuspendedPostcopy       int32 = 7 // VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY: source paused, post-copy running
-	DetailSuspendedPostcopyFailed int32 = 8 // VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED (libvirt >= 8.5)
-	DetailResumedUnpaused         int32 = 0 // VIR_DOMAIN_EVENT_RESUMED_UNPAUSED
-	DetailResumedMigrated         int32 = 1 // VIR_DOMAIN_EVENT_RESUMED_MIGRATED: runs here after migration (or after a cancelled one, on the source)
-	DetailResumedPostcopy         int32 = 3 // VIR_DOMAIN_EVENT_RESUMED_POSTCOPY: runs here, memory still arriving
-	DetailResumedPostcopyFailed   int32 = 4 // VIR_DOMAIN_EVENT_RESUMED_POSTCOPY_FAILED (libvirt >= 8.5): runs here, post-copy broke
-	DetailStoppedMigrated         int32 = 3 // VIR_DOMAIN_EVENT_STOPPED_MIGRATED
-	DetailStoppedFailed           int32 = 5 // VIR_DOMAIN_EVENT_STOPPED_FAILED
+	DetailStartedMigrated         = int32(libvirt.DomainEventStartedMigrated)         // incoming migration, paused
+	DetailSuspendedMigrated       = int32(libvirt.DomainEventSuspendedMigrated)       // source paused for switch-over
+	DetailSuspendedPostcopy       = int32(libvirt.DomainEventSuspendedPostcopy)       // source paused, post-copy running
+	DetailSuspendedPostcopyFailed = int32(libvirt.DomainEventSuspendedPostcopyFailed) // libvirt >= 8.5
+	DetailResumedUnpaused         = int32(libvirt.DomainEventResumedUnpaused)
+	DetailResumedMigrated         = int32(libvirt.DomainEventResumedMigrated)       // runs here after migration (or after a cancelled one, on the source)
+	DetailResumedPostcopy         = int32(libvirt.DomainEventResumedPostcopy)       // runs here, memory still arriving
+	DetailResumedPostcopyFailed   = int32(libvirt.DomainEventResumedPostcopyFailed) // libvirt >= 8.5: runs here, post-copy broke
+	DetailStoppedMigrated         = int32(libvirt.DomainEventStoppedMigrated)
+	DetailStoppedFailed           = int32(libvirt.DomainEventStoppedFailed)
 )
 
 var eventNames = []string{"defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended", "crashed"}

@@ -3,6 +3,8 @@ package libvirtwatch
 import (
 	"context"
 
+	libvirt "github.com/digitalocean/go-libvirt"
+
 	"github.com/rarp-announce/rarp-announce/pkg/libvirtconn"
 )
 
@@ -10,9 +12,9 @@ import (
 // the domain's state was loaded from a file, as an incoming migration, and
 // its MACs were last seen elsewhere or long ago.
 const (
-	DetailStartedRestored     int32 = 2 // VIR_DOMAIN_EVENT_STARTED_RESTORED: virsh restore
-	DetailStartedFromSnapshot int32 = 3 // VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT: snapshot revert started a new QEMU
-	DetailResumedFromSnapshot int32 = 2 // VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT: runs after a snapshot revert
+	DetailStartedRestored     = int32(libvirt.DomainEventStartedRestored)     // virsh restore
+	DetailStartedFromSnapshot = int32(libvirt.DomainEventStartedFromSnapshot) // snapshot revert started a new QEMU
+	DetailResumedFromSnapshot = int32(libvirt.DomainEventResumedFromSnapshot) // runs after a snapshot revert
 )
 
 // Cause is why a Landed event landed, for the per-trigger configuration.

@@ -10,60 +10,80 @@ import (
 )
 
 // Failures of the ovs strategy. Each is a distinct sentinel (match with
-// errors.Is) and a distinct metric label (Reason), so an operator can tell
-// "OVS is down" from "the port is not there yet" from "OVS is hung".
+// errors.Is) that carries its own metric label (Reason), so an operator
+// can tell "OVS is down" from "the port is not there yet" from "OVS is
+// hung".
 var (
 	// ErrNotRunning: the OVSDB socket or the bridge's OpenFlow management
 	// socket is missing or refuses connections.
-	ErrNotRunning = errors.New("open vswitch is not running")
+	ErrNotRunning error = &failure{"not_running", "open vswitch is not running"}
 	// ErrPortNotFound: OVSDB has no port (or interface) of that name.
-	ErrPortNotFound = errors.New("port not found in OVSDB")
+	ErrPortNotFound error = &failure{"port_not_found", "port not found in OVSDB"}
 	// ErrNoOFPort: the port exists but has no OpenFlow port number (-1 or
 	// none yet): ovs-vswitchd could not open the device.
-	ErrNoOFPort = errors.New("port has no OpenFlow port number")
+	ErrNoOFPort error = &failure{"no_ofport", "port has no OpenFlow port number"}
 	// ErrPortNotWired: the port is tagged with VLAN 4095, where Neutron's
 	// OVS agent parks ports it has not wired yet (and drops their
 	// traffic); an announce now would be lost. Announce again once the tag
 	// changes.
-	ErrPortNotWired = errors.New("port is on the dead VLAN 4095 (not wired yet)")
+	ErrPortNotWired error = &failure{"port_not_wired", "port is on the dead VLAN 4095 (not wired yet)"}
 	// ErrVLANNotCarried: none of the requested VLANs can enter the port
 	// (trunks excludes them).
-	ErrVLANNotCarried = errors.New("no requested VLAN is carried by the port")
+	ErrVLANNotCarried error = &failure{"vlan_not_carried", "no requested VLAN is carried by the port"}
 	// ErrTimeout: ovs-vsctl, ovs-ofctl or the OpenFlow exchange did not
 	// finish in time (a hung ovsdb-server or ovs-vswitchd).
-	ErrTimeout = errors.New("open vswitch did not answer in time")
+	ErrTimeout error = &failure{"timeout", "open vswitch did not answer in time"}
 	// ErrOpenFlow: the switch answered a packet-out with an OpenFlow error.
-	ErrOpenFlow = errors.New("openflow error")
+	ErrOpenFlow error = &failure{"openflow_error", "openflow error"}
 	// ErrCommand: a command failed in a way none of the above explains
 	// (unexpected output, missing binary).
-	ErrCommand = errors.New("ovs command failed")
+	ErrCommand error = &failure{"command", "ovs command failed"}
+)
+
+// failure is a sentinel that names its own metric label, so the label
+// list, the sentinels and Reason cannot drift apart.
+type failure struct{ reason, msg string }
+
+func (f *failure) Error() string { return f.msg }
+
+// Reason's order: the first of these that an error wraps names it (a hung
+// switch whose socket then went away is still a timeout). ErrCommand is
+// not among them: "permission" comes before it.
+var named = []error{ErrTimeout, ErrNotRunning, ErrPortNotFound, ErrNoOFPort, ErrPortNotWired, ErrVLANNotCarried, ErrOpenFlow}
+
+const (
+	reasonPermission = "permission"
+	reasonCommand    = "command"
 )
 
 // Reasons are the label values of rarp_announce_ovs_failures_total, in the
 // order Reason checks them.
-var Reasons = []string{"timeout", "not_running", "port_not_found", "no_ofport", "port_not_wired", "vlan_not_carried", "openflow_error", "permission", "command"}
+var Reasons = append(reasonsOf(named), reasonPermission, reasonCommand)
 
-// Reason is the metric label for err: one of Reasons.
-func Reason(err error) string {
-	switch {
-	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, ErrNotRunning):
-		return "not_running"
-	case errors.Is(err, ErrPortNotFound):
-		return "port_not_found"
-	case errors.Is(err, ErrNoOFPort):
-		return "no_ofport"
-	case errors.Is(err, ErrPortNotWired):
-		return "port_not_wired"
-	case errors.Is(err, ErrVLANNotCarried):
-		return "vlan_not_carried"
-	case errors.Is(err, ErrOpenFlow):
-		return "openflow_error"
-	case denied(err):
-		return "permission"
+func reasonsOf(errs []error) []string {
+	out := make([]string, len(errs))
+	for i, err := range errs {
+		out[i] = err.(*failure).reason
 	}
-	return "command"
+	return out
+}
+
+// Reason is the metric label for err: one of Reasons. A context deadline
+// counts as ErrTimeout; an error no sentinel explains is "permission" when
+// a socket was denied (see denied), else ErrCommand's "command".
+func Reason(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrTimeout.(*failure).reason
+	}
+	for _, f := range named {
+		if errors.Is(err, f) {
+			return f.(*failure).reason
+		}
+	}
+	if denied(err) {
+		return reasonPermission
+	}
+	return reasonCommand
 }
 
 // denied reports a socket the agent may not use (OVS's sockets are

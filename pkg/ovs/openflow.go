@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // OpenFlow message types and constants this client uses. Only what a
@@ -356,14 +358,7 @@ func (oc *ofConn) failure() error {
 }
 
 // broken reports whether the connection has failed.
-func (oc *ofConn) broken() bool {
-	select {
-	case <-oc.done:
-		return true
-	default:
-		return false
-	}
-}
+func (oc *ofConn) broken() bool { return wait.Closed(oc.done) }
 
 // Close closes the connection.
 func (oc *ofConn) Close() error {

@@ -1,7 +1,10 @@
 package ovs
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"os"
 	"slices"
 	"testing"
 
@@ -52,8 +55,9 @@ func TestFrames(t *testing.T) {
 }
 
 func TestReason(t *testing.T) {
-	if got := len(Reasons); got != 9 {
-		t.Fatalf("%d reasons", got)
+	// The labels are an interface (dashboards, alert rules): pinned here.
+	if want := []string{"timeout", "not_running", "port_not_found", "no_ofport", "port_not_wired", "vlan_not_carried", "openflow_error", "permission", "command"}; !slices.Equal(Reasons, want) {
+		t.Fatalf("Reasons = %q, want %q", Reasons, want)
 	}
 	for _, c := range []struct {
 		err  error
@@ -62,6 +66,13 @@ func TestReason(t *testing.T) {
 		{ErrTimeout, "timeout"}, {ErrNotRunning, "not_running"}, {ErrPortNotFound, "port_not_found"},
 		{ErrNoOFPort, "no_ofport"}, {ErrPortNotWired, "port_not_wired"}, {ErrVLANNotCarried, "vlan_not_carried"},
 		{ErrOpenFlow, "openflow_error"}, {ErrCommand, "command"}, {errors.New("other"), "command"},
+		{context.DeadlineExceeded, "timeout"},
+		// The earlier in Reasons' order wins, whichever is wrapped first.
+		{fmt.Errorf("%w: %w", ErrNotRunning, ErrTimeout), "timeout"},
+		{fmt.Errorf("%w: %w", ErrOpenFlow, ErrPortNotFound), "port_not_found"},
+		// ovs-vsctl failing on a root-only socket is a permission problem.
+		{fmt.Errorf("%w: database connection failed (Permission denied)", ErrCommand), "permission"},
+		{fmt.Errorf("%w: %w", ErrNotRunning, os.ErrPermission), "not_running"},
 	} {
 		if got := Reason(c.err); got != c.want || !slices.Contains(Reasons, got) {
 			t.Errorf("Reason(%v) = %q, want %q", c.err, got, c.want)

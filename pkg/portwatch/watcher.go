@@ -230,14 +230,7 @@ func (w *Watcher) run(s *nl.NetlinkSocket, seq uint32) {
 	}
 }
 
-func (w *Watcher) isClosed() bool {
-	select {
-	case <-w.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (w *Watcher) isClosed() bool { return wait.Closed(w.closed) }
 
 // errDumpInterrupted: the kernel flagged the link dump as interrupted.
 var errDumpInterrupted = errors.New("link dump interrupted")

@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-
-	"github.com/rarp-announce/rarp-announce/pkg/enumname"
 )
 
 // EtherTypes this package reads and writes.
@@ -43,22 +41,18 @@ const (
 // Operation is the ARP/RARP opcode.
 type Operation uint16
 
-// Opcodes from RFC 826 and RFC 903.
+// Opcodes from RFC 826 (ARP request and reply) and RFC 903 (RARP's
+// reverse request, also QEMU's announce, and reverse reply). The line
+// comments are the names String gives (operation_string.go, written by
+// stringer as mdlayher/arp's is).
+//
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=Operation -linecomment -output=operation_string.go
 const (
-	OpRequest        Operation = 1 // ARP request
-	OpReply          Operation = 2 // ARP reply
-	OpReverseRequest Operation = 3 // RARP request; also QEMU's announce
-	OpReverseReply   Operation = 4 // RARP reply
+	OpRequest        Operation = 1 // request
+	OpReply          Operation = 2 // reply
+	OpReverseRequest Operation = 3 // reverse-request
+	OpReverseReply   Operation = 4 // reverse-reply
 )
-
-var operationNames = enumname.Table[Operation]{
-	OpRequest:        "request",
-	OpReply:          "reply",
-	OpReverseRequest: "reverse-request",
-	OpReverseReply:   "reverse-reply",
-}
-
-func (o Operation) String() string { return operationNames.Name(o, "op(%d)") }
 
 // Errors UnmarshalBinary returns. Each names one field, so a receiver can
 // count malformed frames by reason without parsing error strings.

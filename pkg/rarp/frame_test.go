@@ -267,3 +267,14 @@ func BenchmarkUnmarshal(b *testing.B) {
 		_ = f.UnmarshalBinary(in)
 	}
 }
+
+func TestOperationString(t *testing.T) {
+	for op, want := range map[Operation]string{
+		OpRequest: "request", OpReply: "reply", OpReverseRequest: "reverse-request",
+		OpReverseReply: "reverse-reply", 0: "Operation(0)", 5: "Operation(5)",
+	} {
+		if got := op.String(); got != want {
+			t.Errorf("Operation(%d).String() = %q, want %q", uint16(op), got, want)
+		}
+	}
+}

@@ -166,10 +166,7 @@ func (r *Responder) linkChanged(u netlink.LinkUpdate) {
 				// Whether or not its loop has closed the old ring yet:
 				// the wake waits in the channel.
 				if l.name == u.Link.Attrs().Name {
-					select {
-					case l.back <- struct{}{}:
-					default:
-					}
+					wait.Wake(l.back)
 				}
 			}
 		}

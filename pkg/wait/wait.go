@@ -1,8 +1,9 @@
 // Package wait holds the waits the agent's loops share: a sleep that a
-// stop channel (a context's Done) cuts short, a call on a period, and
-// waits that double between retries up to a cap. Each loop used to write
-// its own timer and select; one copy keeps them alike (a timer stopped
-// on every path, a retry wait that never grows past its cap).
+// stop channel (a context's Done) cuts short, a call on a period, waits
+// that double between retries up to a cap, and the two halves of a
+// loop's wake-up (Wake, Closed). Each loop used to write its own timer
+// and select; one copy keeps them alike (a timer stopped on every path, a
+// retry wait that never grows past its cap, a wake that never blocks).
 package wait
 
 import (
@@ -15,12 +16,7 @@ import (
 // not wait, but still reports a closed stop.
 func Sleep(stop <-chan struct{}, d time.Duration) bool {
 	if d <= 0 {
-		select {
-		case <-stop:
-			return false
-		default:
-			return true
-		}
+		return !Closed(stop)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -71,3 +67,24 @@ func (b *Backoff) Next() time.Duration {
 
 // Reset starts again from Min, after the operation has succeeded.
 func (b *Backoff) Reset() { b.next = 0 }
+
+// Closed reports whether ch is closed (or has a value ready), without
+// waiting: the check of a stop or done channel between two steps.
+func Closed[T any](ch <-chan T) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wake sends on a wake-up channel without blocking. The channel has room
+// for one: a wake-up already pending covers this one, since the loop it
+// wakes looks at everything queued when it runs.
+func Wake(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

@@ -99,3 +99,37 @@ func TestEvery(t *testing.T) {
 		t.Fatalf("f called %d times, want 3 (the third cancels)", n)
 	}
 }
+
+func TestClosed(t *testing.T) {
+	ch := make(chan struct{})
+	if Closed(ch) {
+		t.Fatal("Closed on an open channel reported true")
+	}
+	close(ch)
+	if !Closed(ch) {
+		t.Fatal("Closed on a closed channel reported false")
+	}
+}
+
+func TestWakeNeverBlocks(t *testing.T) {
+	ch := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		Wake(ch)
+		Wake(ch) // the first is still pending: this one must not block
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wake blocked on a channel with a wake-up pending")
+	}
+	if len(ch) != 1 {
+		t.Fatalf("%d wake-ups pending, want 1", len(ch))
+	}
+	<-ch
+	Wake(ch)
+	if len(ch) != 1 {
+		t.Fatal("Wake on an empty channel sent nothing")
+	}
+}
