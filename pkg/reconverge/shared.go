@@ -52,6 +52,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
 // exactMACs is the most MACs a shared socket's filter lists one by one;
@@ -150,10 +151,15 @@ func (s *Shared) Open(ifi *net.Interface, dir Direction, macs []rarp.MAC) (*Watc
 	if len(macs) == 0 {
 		return nil, errors.New("reconverge: no MAC to watch")
 	}
-	w := newWatch(dir, macs)
-	w.done = make(chan struct{})
 	key := hubKey{index: ifi.Index, name: ifi.Name, dir: dir}
+	var w *Watch
 	for {
+		// A hub that fails while w waits in its join ends w with it: the
+		// next try starts from a watch of its own.
+		if w == nil || wait.Closed(w.done) {
+			w = newWatch(dir, macs)
+			w.done = make(chan struct{})
+		}
 		// s.mu guards the map: a join (and its filter attach) runs
 		// under the hub's own lock, so it waits for the other joins on
 		// its device only. A device's first watch opens its socket

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,4 +234,90 @@ func TestSharedConcurrentOpenClose(t *testing.T) {
 		t.Errorf("%d shared sockets left after every watch closed", n)
 	}
 	t.Logf("%d sockets opened for 400 watches", s.Sockets())
+}
+
+// A join waiting behind an attach when the hub's socket fails (its device
+// went down or was re-created under it) starts again on a new socket with a watch
+// of its own: the failure ended the watch it had registered, and a watch
+// returned ended would read as a NIC the fabric never followed.
+func TestSharedJoinRetriedAfterTheSocketFailed(t *testing.T) {
+	host, sw := watchRig(t)
+	ifi := host.Interface(t, "upl")
+	var s Shared
+	open := func(m rarp.MAC) (*Watch, error) {
+		var w *Watch
+		err := host.Do(func() (err error) { w, err = s.Open(ifi, To, []rarp.MAC{m}); return err })
+		if err == nil {
+			t.Cleanup(func() { w.Close() })
+		}
+		return w, err
+	}
+	mac := func(i byte) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0, 1, i} }
+	if _, err := open(mac(1)); err != nil {
+		t.Fatal(err)
+	}
+	var h *hub
+	s.mu.Lock()
+	for _, x := range s.hubs {
+		h = x
+	}
+	s.mu.Unlock()
+
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	beforeAttach = func() {
+		select {
+		case held <- struct{}{}:
+			<-release // the first attach waits; the next passes
+		default:
+		}
+	}
+	t.Cleanup(func() { beforeAttach = nil })
+	type opened struct {
+		w   *Watch
+		err error
+	}
+	first, queued := make(chan opened, 1), make(chan opened, 1)
+	go func() { w, err := open(mac(2)); first <- opened{w, err} }()
+	<-held
+	h.mu.Lock()
+	gen := h.gen
+	h.mu.Unlock()
+	go func() { w, err := open(mac(3)); queued <- opened{w, err} }()
+	netnstest.Eventually(t, 5*time.Second, func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.gen == gen {
+			return fmt.Errorf("the second join is not queued behind the attach yet")
+		}
+		return nil
+	})
+	// The socket's read fails, as it does with ENETDOWN when the device
+	// goes down or is deleted under it. (Here the device stays up: a retry
+	// on a down device rightly fails on its own.)
+	go h.fail(syscall.ENETDOWN)
+	var r opened
+	select {
+	case r = <-queued:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the queued join did not start again after its hub failed")
+	}
+	close(release)
+	<-first // the attach it waited for fails on the closed socket: its own error
+	if r.err != nil {
+		t.Fatalf("queued join: %v", r.err)
+	}
+	select {
+	case <-r.w.done:
+		t.Fatalf("the queued join returned a watch that had already ended: %v", r.w.err)
+	default:
+	}
+	netnstest.EventuallyEvery(t, 5*time.Second, 100*time.Millisecond, func() error {
+		netnstest.Send(t, sw, "sw", frame(mac(3), rarp.MAC{0x02, 0, 0, 0, 0, 0x99}))
+		ss := r.w.Sightings()
+		if len(ss) != 1 || !ss[0].Seen() {
+			return fmt.Errorf("watch on the new socket saw nothing: %+v", ss)
+		}
+		return nil
+	})
 }
