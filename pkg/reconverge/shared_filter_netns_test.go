@@ -3,6 +3,7 @@ package reconverge
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,42 +116,17 @@ func TestSharedJoinsCommitInGroups(t *testing.T) {
 	ifi := host.Interface(t, "upl")
 	var s Shared
 	watched := func(i int) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0x50, byte(i >> 8), byte(i)} }
-	open := func(m rarp.MAC) (*Watch, error) {
-		var w *Watch
-		err := host.Do(func() (err error) { w, err = s.Open(ifi, To, []rarp.MAC{m}); return err })
-		if err == nil {
-			t.Cleanup(func() { w.Close() })
-		}
-		return w, err
-	}
+	open := func(m rarp.MAC) (*Watch, error) { return openIn(t, host, &s, ifi, m) }
 	// Past the exact list: the bucket filter, buckets 0 to 8 set.
 	for i := range exactMACs + 1 {
 		if _, err := open(watched(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var h *hub
-	s.mu.Lock()
-	for _, x := range s.hubs {
-		h = x
-	}
-	s.mu.Unlock()
+	h := onlyHub(&s)
 	base := h.attachs.Load()
 
-	release := make(chan struct{})
-	held := make(chan struct{}, 1)
-	beforeAttach = func() {
-		select {
-		case held <- struct{}{}:
-			<-release // the first attach waits; the next passes
-		default:
-		}
-	}
-	t.Cleanup(func() { beforeAttach = nil })
-	type opened struct {
-		w   *Watch
-		err error
-	}
+	held, release := holdFirstAttach(t)
 	results := make(chan opened, 11)
 	go func() { w, err := open(watched(100)); results <- opened{w, err} }() // bucket 100: new
 	<-held
@@ -244,39 +220,14 @@ func TestSharedJoinRetriedAfterTheSocketFailed(t *testing.T) {
 	host, sw := watchRig(t)
 	ifi := host.Interface(t, "upl")
 	var s Shared
-	open := func(m rarp.MAC) (*Watch, error) {
-		var w *Watch
-		err := host.Do(func() (err error) { w, err = s.Open(ifi, To, []rarp.MAC{m}); return err })
-		if err == nil {
-			t.Cleanup(func() { w.Close() })
-		}
-		return w, err
-	}
+	open := func(m rarp.MAC) (*Watch, error) { return openIn(t, host, &s, ifi, m) }
 	mac := func(i byte) rarp.MAC { return rarp.MAC{0x52, 0x54, 0, 0, 1, i} }
 	if _, err := open(mac(1)); err != nil {
 		t.Fatal(err)
 	}
-	var h *hub
-	s.mu.Lock()
-	for _, x := range s.hubs {
-		h = x
-	}
-	s.mu.Unlock()
+	h := onlyHub(&s)
 
-	release := make(chan struct{})
-	held := make(chan struct{}, 1)
-	beforeAttach = func() {
-		select {
-		case held <- struct{}{}:
-			<-release // the first attach waits; the next passes
-		default:
-		}
-	}
-	t.Cleanup(func() { beforeAttach = nil })
-	type opened struct {
-		w   *Watch
-		err error
-	}
+	held, release := holdFirstAttach(t)
 	first, queued := make(chan opened, 1), make(chan opened, 1)
 	go func() { w, err := open(mac(2)); first <- opened{w, err} }()
 	<-held
@@ -320,4 +271,46 @@ func TestSharedJoinRetriedAfterTheSocketFailed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// openIn opens a shared watch of m on ifi, inside host; Close at cleanup.
+func openIn(t *testing.T, host *netnstest.NS, s *Shared, ifi *net.Interface, m rarp.MAC) (*Watch, error) {
+	var w *Watch
+	err := host.Do(func() (err error) { w, err = s.Open(ifi, To, []rarp.MAC{m}); return err })
+	if err == nil {
+		t.Cleanup(func() { w.Close() })
+	}
+	return w, err
+}
+
+// onlyHub is s's one hub.
+func onlyHub(s *Shared) (h *hub) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.hubs {
+		h = x
+	}
+	return h
+}
+
+// holdFirstAttach holds the next filter attach in its kernel call (with
+// the hub's lock released) until release is closed; held receives when it
+// is held. Later attaches pass.
+func holdFirstAttach(t *testing.T) (held <-chan struct{}, release chan struct{}) {
+	h, r := make(chan struct{}, 1), make(chan struct{})
+	beforeAttach = func() {
+		select {
+		case h <- struct{}{}:
+			<-r
+		default:
+		}
+	}
+	t.Cleanup(func() { beforeAttach = nil })
+	return h, r
+}
+
+// opened is what an Open run in the background returned.
+type opened struct {
+	w   *Watch
+	err error
 }
