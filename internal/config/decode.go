@@ -228,17 +228,23 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 			d.add(k.Line, key, ClassType, "a key must be a plain name, found %s", rarptable.DescribeNode(k))
 			continue
 		}
-		if first, dup := seen[k.Value]; dup {
+		first, dup := seen[k.Value]
+		if dup {
 			d.add(k.Line, name, ClassDuplicateKey, "given twice (first on line %d)", first)
-			continue
+		} else {
+			seen[k.Value] = k.Line
 		}
-		seen[k.Value] = k.Line
 		f, ok := fields[k.Value]
-		if !ok {
+		switch {
+		case !ok && !dup:
 			d.add(k.Line, name, ClassUnknownKey, "unknown key")
-			continue
+		case ok && dup:
+			// The copy is refused, but its own problems are reported too
+			// (every problem at once), decoded into a scratch value.
+			d.value(val, reflect.New(v.Field(f).Type()).Elem(), name)
+		case ok:
+			d.value(val, v.Field(f), name)
 		}
-		d.value(val, v.Field(f), name)
 	}
 }
 
