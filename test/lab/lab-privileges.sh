@@ -21,6 +21,8 @@
 #      switch follows and the client pings the VM
 #   5. the RARP responder inside the agent on A, as the unit with no-fdb-repair.conf runs it
 #      (nobody, CAP_NET_RAW only): the client's RARP request is answered from the table
+#   6. the address learner (ip_announce.sources.learned) inside the agent on B, as the unit
+#      with no-fdb-repair.conf runs it: the VM's ARP reply to the client teaches it the VM's IP
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab-env.sh"
@@ -145,4 +147,28 @@ out=$(lab_ns c "$RARP_ANNOUNCE" query --interface cl0 --mac 52:54:00:00:99:01 --
 check "responder as $USR with CAP_NET_RAW only: the client's request answered" yes "$(has "$out" '52:54:00:00:99:01 is 10.99.0.1')"
 echo "     ($out)"
 check "agent on a with the responder: no EPERM" no "$(has "$(cat "$LAB_STATE/agent-a.log")" 'operation not permitted')"
+lab_agent_stop
+
+# ---- 6. the address learner on the VM's tap, CAP_NET_RAW only (the VM is on B)
+printf '# lab-privileges.sh: the address learner, as with no-fdb-repair.conf\nfdb_repair: false\nstrategies:\n  vhostuser: skip\nip_announce:\n  enabled: true\n  sources: {nova: false, static: false, learned: true, carried: false}\n' >"$P/learner.yaml"
+chmod 0644 "$P/learner.yaml" || abort "permissions"
+LAB_AGENT='exec "$AS" net_raw "$BIN" run --log-level debug --config "$LAB_STATE/priv/learner.yaml"'
+: >"$LAB_STATE/agent-b.log"
+lab_agent_start b
+sleep "${LAB_AGENT_STARTUP:-1}"
+lab_agent_alive b || abort "agent on b with the learner (CAP_NET_RAW only) exited at start"
+check "agent on b with the learner, CAP_NET_RAW only: CapEff" 0000000000002000 "$(agent_capeff b)"
+# the client forgets the VM and pings it: the VM's ARP reply, from the guest, teaches the
+# learner; then the client's permanent entry is back
+lab_ns c ip neigh del "$LAB_VM_IP" dev cl0
+r=$(lab_ping)
+lab_ns c ip neigh replace "$LAB_VM_IP" lladdr "$LAB_MAC" dev cl0 nud permanent
+check "client pings the VM on B (its ARP reply teaches the learner)" ok "$r"
+learned=no
+for _ in $(seq 1 30); do
+    grep -q '"msg":"learned an address of the guest".*"ip":"'"$LAB_VM_IP"'"' "$LAB_STATE/agent-b.log" && { learned=yes; break; }
+    sleep 0.1
+done
+check "learner as $USR with CAP_NET_RAW only: learned $LAB_VM_IP" yes "$learned"
+check "agent on b with the learner: no EPERM" no "$(has "$(cat "$LAB_STATE/agent-b.log")" 'operation not permitted')"
 finish
