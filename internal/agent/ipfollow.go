@@ -249,7 +249,9 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 		}
 		guest = cur.guest // a guest ask at the first RARP is not repeated
 	}
+	cands, inUse := f.inUseLocked(mac, cands)
 	granted, refused := f.o.Resolver.Grant(dom, t.NIC, cands)
+	refused = append(inUse, refused...)
 	type refusedIP struct {
 		c   ipsource.Candidate
 		err error
@@ -291,6 +293,38 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 		}
 		nlog.Info("IP addresses follow the MAC", zap.Strings("ips", ips))
 	}
+}
+
+// inUseLocked takes out of cands the addresses another NIC running here
+// uses now: the learner on its port saw it use them (within the learned
+// store's max age). The claims hold only what landings resolved, and a VM
+// that started here resolves nothing: without this, a VM landing with a
+// stale record of an address (carried from the host it left, a static
+// entry) would pull the address away from the local VM using it. A
+// link-local address is unique on its link only, as in the claims. f.mu
+// held.
+func (f *IPFollower) inUseLocked(mac rarp.MAC, cands []ipsource.Candidate) (free []ipsource.Candidate, refused []ipsource.Refusal) {
+	store := f.o.Resolver.Learned
+	if store == nil || len(cands) == 0 {
+		return cands, nil
+	}
+	users := map[netip.Addr]ipsource.NIC{}
+	for m, l := range f.learns {
+		if m == mac {
+			continue
+		}
+		for _, ip := range store.Get(m) {
+			users[ip] = ipsource.NIC{Domain: l.domain, MAC: m}
+		}
+	}
+	for _, c := range cands {
+		if h, ok := users[c.IP]; ok && !c.IP.IsLinkLocalUnicast() {
+			refused = append(refused, ipsource.Refusal{Candidate: c, Reason: ipsource.ReasonClaimed, Holder: h})
+			continue
+		}
+		free = append(free, c)
+	}
+	return free, refused
 }
 
 // learn starts a learner on t's port unless one runs there already.

@@ -436,3 +436,50 @@ func TestIPFollowerUnpluggedFreesItsAddresses(t *testing.T) {
 		t.Fatalf("%s held by %+v (%v) after a's NIC was unplugged, want c's NIC", ip, n, ok)
 	}
 }
+
+// A VM that started here claims nothing (claims come from landings), but
+// the learner on its port knows the address it uses now: a VM landing with
+// a stale record of that address (carried, or a static entry) is refused
+// it, rather than pulling it away from the local VM. Once the local VM
+// has left, the same landing gets it.
+func TestLandingRefusedAnAddressALocalVMUses(t *testing.T) {
+	local, landing := rarp.MAC{0x52, 0x54, 0, 0, 7, 1}, rarp.MAC{0x52, 0x54, 0, 0, 7, 2}
+	ip := netip.MustParseAddr("10.66.0.10")
+	ll := netip.MustParseAddr("fe80::1")
+	store := ipsource.NewLearned(4, 16, 0)
+	open := func(string, rarp.MAC, func(ipsource.Event)) (Learner, error) {
+		return &stillLearner{done: make(chan struct{})}, nil
+	}
+	claims := ipsource.NewClaims(4)
+	core, logs := observer.New(zap.WarnLevel)
+	f := NewIPFollower(IPOptions{
+		Resolver: &ipsource.Resolver{Learned: store, Static: ipsource.Static{landing: {ip, ll}}, Claims: claims},
+		Learn:    open, Metrics: NewIPMetrics(nil), Logger: zap.NewNop(),
+	})
+	defer f.Release("landing")
+	f.RunningDomain(&domxml.Domain{Name: "local", UUID: "local"},
+		[]plan.Target{{NIC: domxml.Interface{MAC: local}, Strategy: plan.Host, Port: "vnet0"}}, zap.NewNop())
+	store.Add(local, ip) // the local VM's ARP, seen by its learner
+	store.Add(local, ll) // a link-local address: unique on its link only
+
+	land := func() {
+		f.Landed(&domxml.Domain{Name: "landing", UUID: "landing"},
+			[]plan.Target{{NIC: domxml.Interface{MAC: landing}, Strategy: plan.Host, Port: "vnet1"}}, zap.New(core))
+	}
+	land()
+	if h, ok := claims.Holder(ip); ok {
+		t.Fatalf("%s granted to %v while the local VM %s uses it", ip, h, local)
+	}
+	if n := testutil.ToFloat64(f.o.Metrics.skipped.WithLabelValues(string(ipsource.ReasonClaimed))); n != 1 {
+		t.Fatalf("skipped{claimed_by_other_nic} = %v, want 1 (the link-local address is no conflict)", n)
+	}
+	if w := logs.FilterMessage("IP not announced").All(); len(w) != 1 || w[0].ContextMap()["holder_domain"] != "local" {
+		t.Fatalf("warnings %v, want one naming the local domain as the holder", w)
+	}
+
+	f.Release("local") // the local VM left: its address is free
+	land()
+	if h, ok := claims.Holder(ip); !ok || h.MAC != landing {
+		t.Fatalf("after the local VM left: holder %v %v, want %s", h, ok, landing)
+	}
+}
