@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -285,13 +286,26 @@ func (r *recorder) slowOpen(ifname string) (Sender, error) {
 	if ifname != "slow0" {
 		return s, nil
 	}
-	return slowSender{s}, nil
+	return slowSender{recSender: s}, nil
 }
 
-type slowSender struct{ recSender }
+// stuckOpen is slowOpen with a Sender on "stuck0" that takes 400 ms a
+// frame, as a packet-out to a hung ovs-vswitchd does (its timeout).
+func (r *recorder) stuckOpen(ifname string) (Sender, error) {
+	s := recSender{r, ifname}
+	if ifname != "stuck0" {
+		return s, nil
+	}
+	return slowSender{s, 400 * time.Millisecond}, nil
+}
+
+type slowSender struct {
+	recSender
+	took time.Duration // 0: 40 ms
+}
 
 func (s slowSender) Send(b []byte) error {
-	time.Sleep(40 * time.Millisecond)
+	time.Sleep(cmp.Or(s.took, 40*time.Millisecond))
 	return s.recSender.Send(b)
 }
 
@@ -333,6 +347,46 @@ func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 	// repeats came due; the repeats must not go before it is out.
 	if firstFastRepeat.Before(lastSlowFirst.Add(-45 * time.Millisecond)) {
 		t.Fatalf("a repeat went %v before the last pending first frame elsewhere", lastSlowFirst.Sub(firstFastRepeat))
+	}
+}
+
+// A stuck segment holds the others' repeats back for its first slow send
+// only: once a send took longer than slowSend, its queued first frames no
+// longer count. Four first frames on a link whose every send takes
+// 400 ms (one sent inline, three queued) are out after 1.6 s; the fast
+// link's repeats go after the first.
+func TestRepeatsDoNotWaitForAStuckLink(t *testing.T) {
+	rec := &recorder{}
+	a := New(Options{Open: rec.stuckOpen})
+	defer a.Close()
+	for i := range 4 {
+		go func() {
+			if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: "stuck0", Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	netnstest.WaitWithin(t, 2*time.Second, "the stuck link's first frames to queue", func() bool { return a.firsts.Load() >= 1 })
+	start := time.Now()
+	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
+	waitDone(t, h, 3*time.Second)
+	fast := 0
+	var lastFast time.Time
+	for _, r := range rec.all() {
+		if r.ifname == "fast0" {
+			fast++
+			lastFast = r.at
+		}
+	}
+	if fast != 3 {
+		t.Fatalf("fast frames %d, want 3", fast)
+	}
+	// Its repeats were due at once; the stuck link's first send ends
+	// within 400 ms of start, its last at about 1.6 s.
+	took := lastFast.Sub(start)
+	t.Logf("the fast link's last repeat %v after its announce", took)
+	if took > 900*time.Millisecond {
+		t.Fatalf("the fast link's repeats went out %v after its announce: they waited for the stuck link's queue", took)
 	}
 }
 

@@ -39,6 +39,11 @@ type link struct {
 	warm    bool // Warm asked for the socket before a frame
 	direct  bool // a frame went out through trySend since retire last looked
 	retired bool // removed from the announcer: frames go to a new link
+	// slow: its last send took longer than slowSend. Its first frames are
+	// then left out of a.firsts, so that a stuck segment (a hung
+	// ovs-vswitchd answering each packet-out at its timeout) does not hold
+	// every other link's repeats back for as long as its queue lasts.
+	slow bool
 
 	pacer *Pacer // its segment's, shared with the other links on it
 }
@@ -65,7 +70,9 @@ func newLink(a *Announcer, port Port) *link {
 func (l *link) push(it item) {
 	l.mu.Lock()
 	if it.first {
-		l.a.firsts.Add(1)
+		if !l.slow {
+			l.a.firsts.Add(1)
+		}
 		l.first = append(l.first, it)
 	} else {
 		l.rest = append(l.rest, it)
@@ -75,7 +82,8 @@ func (l *link) push(it item) {
 }
 
 // pop takes the next frame: a first frame if any, else a repeat, unless
-// some link anywhere still has a first frame waiting (deferred). When many
+// some link anywhere (but a slow one) still has a first frame waiting
+// (deferred). When many
 // VMs land at once, the kernel's cost of sending (a broadcast is flooded to
 // every port of the bridge inside sendto) saturates the CPUs; a repeat
 // sent on one bridge then delays another bridge's first frame. Repeats are
@@ -89,7 +97,7 @@ func (l *link) pop() (it item, ok, deferred bool) {
 		if len(*q) > 0 && l.a.firsts.Load() > 0 {
 			return item{}, false, true
 		}
-	} else {
+	} else if !l.slow {
 		l.a.firsts.Add(-1)
 	}
 	if len(*q) == 0 {
@@ -180,8 +188,34 @@ func (l *link) deliver(it item) {
 // write sends it and records the outcome; the caller holds sendMu and
 // has paced it.
 func (l *link) write(it item) {
+	start := time.Now()
 	err := l.send(it.h.frame)
-	l.a.finish(it, time.Now(), err)
+	now := time.Now()
+	l.setSlow(now.Sub(start) > slowSend)
+	l.a.finish(it, now, err)
+}
+
+// slowSend is the send time past which a link counts as slow (see
+// link.slow): far above what a send costs even when a storm saturates the
+// CPUs (milliseconds), well below the timeouts of a stuck segment (OVS's
+// seconds). Its first send still holds the others back for as long as it
+// takes.
+const slowSend = 200 * time.Millisecond
+
+// setSlow records whether the last send was slow, moving the link's
+// queued first frames out of a.firsts (or back into it).
+func (l *link) setSlow(slow bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if slow == l.slow {
+		return
+	}
+	l.slow = slow
+	n := int64(len(l.first))
+	if slow {
+		n = -n
+	}
+	l.a.firsts.Add(n)
 }
 
 // trySend sends a first frame at once, in the caller's goroutine, if the
@@ -278,13 +312,7 @@ func (l *link) retire() bool {
 	l.mu.Lock()
 	busy := len(l.first)+len(l.rest) > 0 || l.direct
 	l.direct = false
-	closing := false
-	select {
-	case <-l.a.closing:
-		closing = true
-	default:
-	}
-	if busy && !closing {
+	if busy && !wait.Closed(l.a.closing) {
 		l.mu.Unlock()
 		l.a.mu.Unlock()
 		return false
@@ -299,7 +327,9 @@ func (l *link) retire() bool {
 			}
 		}
 	}
-	l.a.firsts.Add(-int64(len(l.first)))
+	if !l.slow {
+		l.a.firsts.Add(-int64(len(l.first)))
+	}
 	rest := append(l.first, l.rest...)
 	l.first, l.rest = nil, nil
 	l.mu.Unlock()
