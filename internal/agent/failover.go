@@ -861,9 +861,6 @@ func afterCarrier(s announce.Schedule) announce.Schedule {
 	return s
 }
 
-// runUplinks handles uplink events until ctx ends or the channel closes;
-// each event in its own goroutine, so a slow libvirt delays no other
-// uplink.
 // portSettle is how long after a port joins a bridge the agent looks at
 // which VLANs it carries (uplinkEvent).
 const portSettle = 500 * time.Millisecond
@@ -880,6 +877,9 @@ func (a *Agent) newestUplinkEvent(e uplink.Event, seq uint64) bool {
 	return a.uplinkSeq[e.Uplink.Index] == seq
 }
 
+// runUplinks handles uplink events until ctx ends or the channel closes;
+// each event in its own goroutine, so a slow libvirt delays no other
+// uplink.
 func (a *Agent) runUplinks(ctx context.Context) {
 	if a.d.UplinkEvents == nil {
 		return
