@@ -309,21 +309,28 @@ func (s slowSender) Send(b []byte) error {
 	return s.recSender.Send(b)
 }
 
+// queueFirsts starts n one-frame announces on ifname at once and waits
+// until some of their first frames queue: one goes out in its caller's
+// goroutine, the others wait for the link's worker.
+func queueFirsts(t *testing.T, a *Announcer, ifname string, n int) {
+	t.Helper()
+	for i := range n {
+		go func() {
+			if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: ifname, Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	netnstest.WaitWithin(t, 2*time.Second, ifname+"'s first frames to queue", func() bool { return a.firsts.Load() >= 1 })
+}
+
 func TestRepeatsWaitWhileFirstFramesArePendingElsewhere(t *testing.T) {
 	rec := &recorder{}
 	a := New(Options{Open: rec.slowOpen})
 	defer a.Close()
 	// Three first frames come at once on the slow link (120 ms of
 	// sending): one goes out in its caller's goroutine, the others queue...
-	for i := range 3 {
-		go func() {
-			if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: "slow0", Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	// One is being sent, the others wait.
-	netnstest.WaitWithin(t, 2*time.Second, "the slow link's first frames to queue", func() bool { return a.firsts.Load() >= 1 })
+	queueFirsts(t, a, "slow0", 3)
 	// ...while a fast link has one first frame and two immediate repeats.
 	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
 	waitDone(t, h, 2*time.Second)
@@ -359,14 +366,7 @@ func TestRepeatsDoNotWaitForAStuckLink(t *testing.T) {
 	rec := &recorder{}
 	a := New(Options{Open: rec.stuckOpen})
 	defer a.Close()
-	for i := range 4 {
-		go func() {
-			if _, err := a.Announce(Request{MAC: mac(byte(10 + i)), Interface: "stuck0", Schedule: Schedule{Rounds: 1, Bursts: 1}}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	netnstest.WaitWithin(t, 2*time.Second, "the stuck link's first frames to queue", func() bool { return a.firsts.Load() >= 1 })
+	queueFirsts(t, a, "stuck0", 4)
 	start := time.Now()
 	h := mustAnnounce(t, a, Request{MAC: mac(1), Interface: "fast0", Schedule: Schedule{Rounds: 3, Bursts: 1}})
 	waitDone(t, h, 3*time.Second)
