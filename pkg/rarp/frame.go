@@ -69,27 +69,26 @@ var (
 	ErrProtocolAddr   = errors.New("rarp: protocol address is not IPv4")
 )
 
-// Reason is a short stable label for a decoding error, for metrics.
+// reasons label the errors UnmarshalBinary returns, in the order Reason
+// tries them. ErrVLANPriority and ErrProtocolAddr are Marshal's, "other".
+var reasons = [...]struct {
+	err   error
+	label string
+}{
+	{ErrShortFrame, "short_frame"}, {ErrEtherType, "ethertype"}, {ErrHardwareType, "htype"}, {ErrProtocolType, "ptype"},
+	{ErrHardwareLength, "hlen"}, {ErrProtocolLength, "plen"}, {ErrOperation, "opcode"}, {ErrVLANID, "vlan_id"},
+}
+
+// Reason is a short stable label for a decoding error, for metrics: "ok"
+// for nil, "other" for an error none of the decode errors explains.
 func Reason(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return "ok"
-	case errors.Is(err, ErrShortFrame):
-		return "short_frame"
-	case errors.Is(err, ErrEtherType):
-		return "ethertype"
-	case errors.Is(err, ErrHardwareType):
-		return "htype"
-	case errors.Is(err, ErrProtocolType):
-		return "ptype"
-	case errors.Is(err, ErrHardwareLength):
-		return "hlen"
-	case errors.Is(err, ErrProtocolLength):
-		return "plen"
-	case errors.Is(err, ErrOperation):
-		return "opcode"
-	case errors.Is(err, ErrVLANID):
-		return "vlan_id"
+	}
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.label
+		}
 	}
 	return "other"
 }

@@ -3,6 +3,7 @@ package rarp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -275,6 +276,29 @@ func TestOperationString(t *testing.T) {
 	} {
 		if got := op.String(); got != want {
 			t.Errorf("Operation(%d).String() = %q, want %q", uint16(op), got, want)
+		}
+	}
+}
+
+// The labels are metric label values (the responder's malformed reasons):
+// pinned, wrapped as UnmarshalBinary wraps them.
+func TestReasonLabels(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "ok"},
+		{ErrShortFrame, "short_frame"}, {ErrEtherType, "ethertype"}, {ErrHardwareType, "htype"},
+		{ErrProtocolType, "ptype"}, {ErrHardwareLength, "hlen"}, {ErrProtocolLength, "plen"},
+		{ErrOperation, "opcode"}, {ErrVLANID, "vlan_id"},
+		{ErrVLANPriority, "other"}, {ErrProtocolAddr, "other"}, {errors.New("x"), "other"},
+	} {
+		err := c.err
+		if err != nil {
+			err = fmt.Errorf("%w: detail", err)
+		}
+		if got := Reason(err); got != c.want {
+			t.Errorf("Reason(%v) = %q, want %q", err, got, c.want)
 		}
 	}
 }
