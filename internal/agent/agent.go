@@ -164,6 +164,9 @@ func New(d Deps, s Settings) *Agent {
 	if d.Logger == nil {
 		d.Logger = zap.NewNop()
 	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
+	}
 	a := &Agent{d: d, log: d.Logger, m: d.Metrics, settings: s, landings: map[string]*landing{}, reg: newRegistry(), uplinkSeq: map[int]uint64{}}
 	a.strategies = map[plan.Strategy]Strategy{plan.Host: hostStrategy{a}}
 	for name, st := range d.Strategies {

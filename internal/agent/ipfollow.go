@@ -148,6 +148,9 @@ func NewIPFollower(o IPOptions) *IPFollower {
 	if o.Resolver == nil {
 		o.Resolver = &ipsource.Resolver{}
 	}
+	if o.Metrics == nil {
+		o.Metrics = NewIPMetrics(nil)
+	}
 	f := &IPFollower{o: o, log: o.Logger, nics: map[rarp.MAC]ipNIC{}, runs: map[runKey]*ipRun{},
 		senders: map[announce.Kind]Sender{}, learns: map[rarp.MAC]*learnRun{}, firstFailed: map[runKey]bool{}, since: map[string]time.Time{}}
 	if o.Learn != nil {

@@ -8,8 +8,8 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
-// IPMetrics counts the IP-layer follow-up of landed NICs; a nil
-// *IPMetrics counts nothing.
+// IPMetrics counts the IP-layer follow-up of landed NICs. NewIPFollower
+// makes an unregistered one when IPOptions has none.
 type IPMetrics struct {
 	addresses *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
@@ -57,32 +57,14 @@ func NewIPMetrics(reg prometheus.Registerer) *IPMetrics {
 	return metricset.Register(reg, m)
 }
 
-func (m *IPMetrics) address(source string) {
-	if m != nil {
-		m.addresses.WithLabelValues(source).Inc()
-	}
-}
+func (m *IPMetrics) address(source string) { m.addresses.WithLabelValues(source).Inc() }
 
-func (m *IPMetrics) skip(reason string) {
-	if m != nil {
-		m.skipped.WithLabelValues(reason).Inc()
-	}
-}
+func (m *IPMetrics) skip(reason string) { m.skipped.WithLabelValues(reason).Inc() }
 
 func (m *IPMetrics) frame(k ipannounce.Kind, result string) {
-	if m != nil {
-		m.frames.WithLabelValues(k.String(), result).Inc()
-	}
+	m.frames.WithLabelValues(k.String(), result).Inc()
 }
 
-func (m *IPMetrics) guest(result string) {
-	if m != nil {
-		m.guests.WithLabelValues(result).Inc()
-	}
-}
+func (m *IPMetrics) guest(result string) { m.guests.WithLabelValues(result).Inc() }
 
-func (m *IPMetrics) carry(result string) {
-	if m != nil {
-		m.carries.WithLabelValues(result).Inc()
-	}
-}
+func (m *IPMetrics) carry(result string) { m.carries.WithLabelValues(result).Inc() }

@@ -9,7 +9,8 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/uplink"
 )
 
-// Metrics counts the agent's decisions; a nil *Metrics counts nothing.
+// Metrics counts the agent's decisions. New makes an unregistered one
+// when Deps has none, so the agent never checks for nil.
 type Metrics struct {
 	nics          *prometheus.CounterVec
 	landingErrors *prometheus.CounterVec
@@ -68,45 +69,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) nic(strategy, result string) {
-	if m != nil && strategy != "" {
+	if strategy != "" {
 		m.nics.WithLabelValues(strategy, result).Inc()
 	}
 }
 
-func (m *Metrics) landingError(reason string) {
-	if m != nil {
-		m.landingErrors.WithLabelValues(reason).Inc()
-	}
-}
+func (m *Metrics) landingError(reason string) { m.landingErrors.WithLabelValues(reason).Inc() }
 
-func (m *Metrics) reannounce() {
-	if m != nil {
-		m.reannounces.Inc()
-	}
-}
+func (m *Metrics) reannounce() { m.reannounces.Inc() }
 
-func (m *Metrics) unsent(reason string) {
-	if m != nil {
-		m.unsents.WithLabelValues(reason).Inc()
-	}
-}
+func (m *Metrics) unsent(reason string) { m.unsents.WithLabelValues(reason).Inc() }
 
-func (m *Metrics) fallback(reason string) {
-	if m != nil {
-		m.fallbacks.WithLabelValues(reason).Inc()
-	}
-}
+func (m *Metrics) fallback(reason string) { m.fallbacks.WithLabelValues(reason).Inc() }
 
-func (m *Metrics) repairLag(d time.Duration) {
-	if m != nil {
-		m.repairLags.Observe(max(d, 0).Seconds())
-	}
-}
+func (m *Metrics) repairLag(d time.Duration) { m.repairLags.Observe(max(d, 0).Seconds()) }
 
 func (m *Metrics) uplinkReannounce(reason string, nics int, err error) {
-	if m == nil {
-		return
-	}
 	if err != nil {
 		m.uplinkEvents.WithLabelValues(reason, "error").Inc()
 		return
