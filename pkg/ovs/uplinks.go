@@ -70,13 +70,12 @@ func BridgeUplinks(bridge string, bridges, ports, ifaces []row) ([]string, error
 	}
 	brPorts := map[string][]string{} // bridge name -> port uuids
 	for _, r := range bridges {
-		name, err := str(r, "name", false)
-		if err != nil {
-			return nil, err
+		c := columns{r: r}
+		name, ps := get(&c, strCol, "name"), get(&c, uuids, "ports")
+		if c.err != nil {
+			return nil, c.err
 		}
-		if brPorts[name], err = uuids(r, "ports"); err != nil {
-			return nil, err
-		}
+		brPorts[name] = ps
 	}
 	if _, ok := brPorts[bridge]; !ok {
 		return nil, fmt.Errorf("no bridge named %s: %w", bridge, ErrPortNotFound)
@@ -89,42 +88,25 @@ func BridgeUplinks(bridge string, bridges, ports, ifaces []row) ([]string, error
 		}
 	}
 	for _, r := range ports {
-		id, err := uuid(r, "_uuid")
-		if err != nil {
-			return nil, err
-		}
-		var p port
-		if p.name, err = str(r, "name", false); err != nil {
-			return nil, err
-		}
-		if p.ifaces, err = uuids(r, "interfaces"); err != nil {
-			return nil, err
+		c := columns{r: r}
+		id := get(&c, uuid, "_uuid")
+		p := port{name: get(&c, strCol, "name"), ifaces: get(&c, uuids, "interfaces")}
+		if c.err != nil {
+			return nil, c.err
 		}
 		portOf[id] = p
 	}
 	ifaceOf := map[string]iface{} // interface uuid -> interface
 	ifaceBridge := map[string]string{}
 	for _, r := range ifaces {
-		id, err := uuid(r, "_uuid")
-		if err != nil {
-			return nil, err
-		}
-		var i iface
-		if i.name, err = str(r, "name", false); err != nil {
-			return nil, err
-		}
-		if i.typ, err = str(r, "type", true); err != nil {
-			return nil, err
-		}
-		ext, err := strMap(r, "external_ids")
-		if err != nil {
-			return nil, err
+		c := columns{r: r}
+		id := get(&c, uuid, "_uuid")
+		i := iface{name: get(&c, strCol, "name"), typ: get(&c, optStrCol, "type")}
+		ext, opts := get(&c, strMap, "external_ids"), get(&c, strMap, "options")
+		if c.err != nil {
+			return nil, c.err
 		}
 		i.vm = ext["attached-mac"] != "" || ext["iface-id"] != "" || ext["vm-uuid"] != ""
-		opts, err := strMap(r, "options")
-		if err != nil {
-			return nil, err
-		}
 		i.peer = opts["peer"]
 		ifaceOf[id] = i
 	}
@@ -169,6 +151,28 @@ func BridgeUplinks(bridge string, bridges, ports, ifaces []row) ([]string, error
 	slices.Sort(out)
 	return out, nil
 }
+
+// columns reads the columns of one row: the first decoding error sticks
+// (err), and the reads after it decode nothing.
+type columns struct {
+	r   row
+	err error
+}
+
+// get decodes col of c's row with decode, unless an earlier read failed.
+// Reads in one expression run left to right, so err is the first
+// column's error, as a return at each read would give.
+func get[T any](c *columns, decode func(row, string) (T, error), col string) (v T) {
+	if c.err == nil {
+		v, c.err = decode(c.r, col)
+	}
+	return v
+}
+
+// strCol and optStrCol are str for get: a string column that must hold
+// one string, and one that may be empty.
+func strCol(r row, col string) (string, error)    { return str(r, col, false) }
+func optStrCol(r row, col string) (string, error) { return str(r, col, true) }
 
 // uuid decodes a ["uuid","..."] column.
 func uuid(r row, col string) (string, error) {

@@ -47,4 +47,9 @@ func TestBridgeUplinksRows(t *testing.T) {
 	if _, err := BridgeUplinks("br0", bridges, badPorts, ifaces); !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), "_uuid") {
 		t.Errorf("malformed _uuid: %v, want ErrCommand naming the column", err)
 	}
+	// Two malformed columns: the first read is the one named.
+	twoBad := rows(t, `[{"_uuid":["uuid","i1"],"name":7,"type":"","external_ids":"oops","options":["map",[]]}]`)
+	if _, err := BridgeUplinks("br0", bridges, ports, twoBad); !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), "column name") {
+		t.Errorf("malformed name and external_ids: %v, want ErrCommand naming name", err)
+	}
 }
