@@ -336,8 +336,8 @@ func TestWarningsLimitedPerKind(t *testing.T) {
 	for range 3 {
 		l.account(&decision{out: outOffLink}, &bc)
 	}
-	if n := logs.FilterMessageSnippet("not on the interface's subnet").Len(); n != 1 || bc.offLink != 3 {
-		t.Fatalf("three off-link requests within a second: %d warnings, %d counted; want 1 and 3", n, bc.offLink)
+	if n := logs.FilterMessageSnippet("not on the interface's subnet").Len(); n != 1 || bc.n[tOffLink] != 3 {
+		t.Fatalf("three off-link requests within a second: %d warnings, %d counted; want 1 and 3", n, bc.n[tOffLink])
 	}
 	if _, ok := l.sendWarn.now(); !ok {
 		t.Fatal("the off-link warnings used up the send-error warning's second")

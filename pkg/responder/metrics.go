@@ -9,51 +9,49 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/metricset"
 )
 
+// tally is one of an interface's counts: the index of counters.n,
+// batchCounts.n and Metrics.descs.
+type tally int
+
+const (
+	tRequests tally = iota
+	tReplies
+	tUnknown
+	tOffLink
+	tNotBootable
+	tSendErrors
+	tRingDrops // counted from the ring's statistics, not per batch
+	numTallies
+)
+
 // counters are one interface's tallies. The receive loop adds to them once
 // per batch; the collector reads them at scrape time, so counting costs
 // the hot path a few uncontended atomic adds and no allocation.
 type counters struct {
-	requests    atomic.Uint64
-	replies     atomic.Uint64
-	unknown     atomic.Uint64
-	offLink     atomic.Uint64
-	notBootable atomic.Uint64
-	sendErrors  atomic.Uint64
-	ringDrops   atomic.Uint64
-	malformed   [numMalformed]atomic.Uint64 // by malformedReasons
+	n         [numTallies]atomic.Uint64
+	malformed [numMalformed]atomic.Uint64 // by malformedReasons
 }
 
 // batchCounts is what one batch adds to counters.
 type batchCounts struct {
-	requests, replies, unknown, offLink, notBootable, sendErrors uint64
-	malformed                                                    [numMalformed]uint64
+	n         [numTallies]uint64
+	malformed [numMalformed]uint64
 }
 
 func (c *counters) add(b *batchCounts) {
-	if b.requests != 0 {
-		c.requests.Add(b.requests)
-	}
-	if b.replies != 0 {
-		c.replies.Add(b.replies)
-	}
-	if b.unknown != 0 {
-		c.unknown.Add(b.unknown)
-	}
-	if b.offLink != 0 {
-		c.offLink.Add(b.offLink)
-	}
-	if b.notBootable != 0 {
-		c.notBootable.Add(b.notBootable)
-	}
-	if b.sendErrors != 0 {
-		c.sendErrors.Add(b.sendErrors)
-	}
-	for i, n := range b.malformed {
+	addNonZero(c.n[:], b.n[:])
+	addNonZero(c.malformed[:], b.malformed[:])
+	*b = batchCounts{}
+}
+
+// addNonZero adds from to to, skipping the zeros (most of a batch's
+// tallies): an atomic add is not free.
+func addNonZero(to []atomic.Uint64, from []uint64) {
+	for i, n := range from {
 		if n != 0 {
-			c.malformed[i].Add(n)
+			to[i].Add(n)
 		}
 	}
-	*b = batchCounts{}
 }
 
 // Stats is a snapshot of one interface's counters.
@@ -64,9 +62,9 @@ type Stats struct {
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		Requests: c.requests.Load(), Replies: c.replies.Load(), Unknown: c.unknown.Load(),
-		OffLink: c.offLink.Load(), NotBootable: c.notBootable.Load(), SendErrors: c.sendErrors.Load(),
-		RingDrops: c.ringDrops.Load(), Malformed: map[string]uint64{},
+		Requests: c.n[tRequests].Load(), Replies: c.n[tReplies].Load(), Unknown: c.n[tUnknown].Load(),
+		OffLink: c.n[tOffLink].Load(), NotBootable: c.n[tNotBootable].Load(), SendErrors: c.n[tSendErrors].Load(),
+		RingDrops: c.n[tRingDrops].Load(), Malformed: map[string]uint64{},
 	}
 	for i, r := range malformedReasons {
 		s.Malformed[r] = c.malformed[i].Load()
@@ -82,33 +80,34 @@ type Metrics struct {
 	mu    sync.Mutex
 	links map[string]*counters
 
-	requests, replies, unknown, malformed, offLink, notBootable, sendErrors, ringDrops *prometheus.Desc
+	descs     [numTallies]*prometheus.Desc
+	malformed *prometheus.Desc
+}
+
+// tallyMetrics names and explains each tally's counter.
+var tallyMetrics = [numTallies]struct{ name, help string }{
+	tRequests:    {"responder_requests_total", "Well-formed RARP requests (op 3, Ethernet source = sender hardware address) received, answered or not."},
+	tReplies:     {"responder_replies_total", "RARP replies sent (op 4, unicast to the requester), one per answered request."},
+	tUnknown:     {"responder_unknown_requests_total", "RARP requests for a MAC that is not in the table (not answered)."},
+	tOffLink:     {"responder_offlink_refusals_total", "RARP requests not answered because the mapped IPv4 address is not on the interface's subnet (allow with --off-link)."},
+	tNotBootable: {"responder_unbootable_refusals_total", "RARP requests not answered because the boot directory has no file for the mapped address."},
+	tSendErrors:  {"responder_send_errors_total", "RARP replies that could not be sent (interface down, send buffer full)."},
+	tRingDrops:   {"responder_ring_drops_total", "RARP requests the kernel dropped because the receive ring was full."},
 }
 
 // NewMetrics creates the responder metrics; reg (if not nil) registers
 // them.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	l := []string{"interface"}
-	return metricset.Register(reg, &Metrics{
+	m := &Metrics{
 		links: map[string]*counters{},
-		requests: prometheus.NewDesc(name("responder_requests_total"),
-			"Well-formed RARP requests (op 3, Ethernet source = sender hardware address) received, answered or not.", l, nil),
-		replies: prometheus.NewDesc(name("responder_replies_total"),
-			"RARP replies sent (op 4, unicast to the requester), one per answered request.", l, nil),
-		unknown: prometheus.NewDesc(name("responder_unknown_requests_total"),
-			"RARP requests for a MAC that is not in the table (not answered).", l, nil),
 		malformed: prometheus.NewDesc(name("responder_malformed_frames_total"),
 			"RARP frames with op 3 that are not valid requests, by reason: short_frame, htype, ptype, hlen, plen, sender_mismatch (Ethernet source differs from the sender hardware address, which rarpd also refuses), bad_source (Ethernet source broadcast, multicast or zero: no reply, which would be flooded), other.",
 			[]string{"interface", "reason"}, nil),
-		offLink: prometheus.NewDesc(name("responder_offlink_refusals_total"),
-			"RARP requests not answered because the mapped IPv4 address is not on the interface's subnet (allow with --off-link).", l, nil),
-		notBootable: prometheus.NewDesc(name("responder_unbootable_refusals_total"),
-			"RARP requests not answered because the boot directory has no file for the mapped address.", l, nil),
-		sendErrors: prometheus.NewDesc(name("responder_send_errors_total"),
-			"RARP replies that could not be sent (interface down, send buffer full).", l, nil),
-		ringDrops: prometheus.NewDesc(name("responder_ring_drops_total"),
-			"RARP requests the kernel dropped because the receive ring was full.", l, nil),
-	})
+	}
+	for t, tm := range tallyMetrics {
+		m.descs[t] = prometheus.NewDesc(name(tm.name), tm.help, []string{"interface"}, nil)
+	}
+	return metricset.Register(reg, m)
 }
 
 // name is a metric's full name under metricset.Namespace.
@@ -132,9 +131,10 @@ func (m *Metrics) link(name string) *counters {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.requests, m.replies, m.unknown, m.malformed, m.offLink, m.notBootable, m.sendErrors, m.ringDrops} {
+	for _, d := range m.descs {
 		ch <- d
 	}
+	ch <- m.malformed
 }
 
 // Collect implements prometheus.Collector.
@@ -146,19 +146,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	m.mu.Unlock()
 	for name, c := range links {
-		s := c.snapshot()
-		put := func(d *prometheus.Desc, v uint64, labels ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{name}, labels...)...)
+		for t, d := range m.descs {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(c.n[t].Load()), name)
 		}
-		put(m.requests, s.Requests)
-		put(m.replies, s.Replies)
-		put(m.unknown, s.Unknown)
-		put(m.offLink, s.OffLink)
-		put(m.notBootable, s.NotBootable)
-		put(m.sendErrors, s.SendErrors)
-		put(m.ringDrops, s.RingDrops)
-		for _, r := range malformedReasons {
-			put(m.malformed, s.Malformed[r], r)
+		for i, r := range malformedReasons {
+			ch <- prometheus.MustNewConstMetric(m.malformed, prometheus.CounterValue, float64(c.malformed[i].Load()), name, r)
 		}
 	}
 }

@@ -342,7 +342,7 @@ func (l *link) run(ctx context.Context) {
 				return
 			case <-statsTick.C:
 				if ring := l.ring.Load(); ring != nil {
-					l.count.ringDrops.Add(ring.drops())
+					l.count.n[tRingDrops].Add(ring.drops())
 				}
 			}
 		}
@@ -355,7 +355,7 @@ func (l *link) run(ctx context.Context) {
 		// The interface went away. Reopen it when it is back (a bridge
 		// recreated by the network configuration).
 		if old := l.ring.Swap(nil); old != nil {
-			l.count.ringDrops.Add(old.drops())
+			l.count.n[tRingDrops].Add(old.drops())
 			old.close()
 		}
 		for l.ring.Load() == nil {
@@ -449,9 +449,9 @@ func (l *link) flush(bc *batchCounts) {
 	ring := l.ring.Load()
 	queued := ring.n
 	sent, err := ring.flush()
-	bc.replies += uint64(sent)
+	bc.n[tReplies] += uint64(sent)
 	if err != nil {
-		bc.sendErrors += uint64(queued - sent)
+		bc.n[tSendErrors] += uint64(queued - sent)
 		if n, ok := l.sendWarn.now(); ok {
 			l.r.log.Warn("replies not sent", zap.String("interface", l.name), zap.Int("count", queued-sent), zap.Error(err), zap.Int("suppressed_since_last", n))
 		}
@@ -465,7 +465,7 @@ func (l *link) account(d *decision, bc *batchCounts) {
 	log := l.r.log
 	switch d.out {
 	case outReply:
-		bc.requests++
+		bc.n[tRequests]++
 		if l.r.advise != nil {
 			select {
 			case l.r.advise <- neighbour{ifindex: l.index.Load(), ip: d.ip, mac: d.req.TargetHardware}:
@@ -477,21 +477,21 @@ func (l *link) account(d *decision, bc *batchCounts) {
 				zap.Stringer("ip", addr4(d.ip)), zap.Stringer("to", d.req.Source))
 		}
 	case outUnknown:
-		bc.requests++
-		bc.unknown++
+		bc.n[tRequests]++
+		bc.n[tUnknown]++
 		if ce := log.Check(zapcore.DebugLevel, "unknown MAC, not answered"); ce != nil {
 			ce.Write(zap.String("interface", l.name), zap.Stringer("mac", d.req.TargetHardware), zap.Stringer("from", d.req.Source))
 		}
 	case outOffLink:
-		bc.requests++
-		bc.offLink++
+		bc.n[tRequests]++
+		bc.n[tOffLink]++
 		if n, ok := l.offLinkWarn.now(); ok {
 			log.Warn("mapped address is not on the interface's subnet, not answered (see --off-link)", zap.String("interface", l.name),
 				zap.Stringer("mac", d.req.TargetHardware), zap.Stringer("ip", addr4(d.ip)), zap.Int("suppressed_since_last", n))
 		}
 	case outNotBootable:
-		bc.requests++
-		bc.notBootable++
+		bc.n[tRequests]++
+		bc.n[tNotBootable]++
 		if ce := log.Check(zapcore.DebugLevel, "no boot file, not answered"); ce != nil {
 			ce.Write(zap.String("interface", l.name), zap.Stringer("mac", d.req.TargetHardware), zap.Stringer("ip", addr4(d.ip)),
 				zap.String("file", fmt.Sprintf("%08X", uint32(d.ip[0])<<24|uint32(d.ip[1])<<16|uint32(d.ip[2])<<8|uint32(d.ip[3]))))
