@@ -346,3 +346,23 @@ func TestWarningsLimitedPerKind(t *testing.T) {
 		t.Fatal("a fourth off-link warning within the second was allowed")
 	}
 }
+
+// TestCountingDoesNotAllocate: adding a batch's tallies to an interface's
+// counters allocates nothing, and adds each tally where it belongs.
+func TestCountingDoesNotAllocate(t *testing.T) {
+	var c counters
+	var b batchCounts
+	allocs := testing.AllocsPerRun(1000, func() {
+		b.n[tRequests] += 3
+		b.n[tReplies] += 2
+		b.malformed[reasonBadSource]++
+		c.add(&b)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per batch", allocs)
+	}
+	s := c.snapshot()
+	if n := s.Requests; n != 3*1001 || s.Replies != 2*1001 || s.Malformed["bad_source"] != 1001 || s.Unknown != 0 {
+		t.Fatalf("after 1001 batches: %+v", s)
+	}
+}
