@@ -235,17 +235,11 @@ func portFromRows(bridge string, port, iface row) (Port, error) {
 	} else if ifname != p.Name {
 		return Port{}, fmt.Errorf("%w: Interface %q does not match Port %q", ErrCommand, ifname, p.Name)
 	}
-	tags, err := ints(port, "tag")
+	tag, set, err := optInt(port, "tag", "Port tag", 0, 4095)
 	if err != nil {
 		return Port{}, err
 	}
-	if len(tags) > 0 {
-		// As optInt, but an empty set (no tag) and tag 0 differ.
-		if _, err := optInt(port, "tag", "Port tag", 0, 4095); err != nil {
-			return Port{}, err
-		}
-		p.Tag, p.HasTag = uint16(tags[0]), true
-	}
+	p.Tag, p.HasTag = uint16(tag), set // an empty set (no tag) and tag 0 differ
 	trunks, err := ints(port, "trunks")
 	if err != nil {
 		return Port{}, err
@@ -276,26 +270,27 @@ func portFromRows(bridge string, port, iface row) (Port, error) {
 // ofport reads an Interface's ofport: 0 while none is assigned, -1 when
 // ovs-vswitchd could not open the device.
 func ofport(iface row) (int, error) {
-	return optInt(iface, "ofport", "Interface ofport", -1, 0xfeff)
+	n, _, err := optInt(iface, "ofport", "Interface ofport", -1, 0xfeff)
+	return n, err
 }
 
-// optInt reads an optional integer column (the empty set: 0) within
-// [lo, hi]; what names the column in errors.
-func optInt(r row, col, what string, lo, hi int) (int, error) {
+// optInt reads an optional integer column within [lo, hi]; set is false
+// for the empty set (then 0). what names the column in errors.
+func optInt(r row, col, what string, lo, hi int) (n int, set bool, err error) {
 	ns, err := ints(r, col)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	switch len(ns) {
 	case 0:
-		return 0, nil
+		return 0, false, nil
 	case 1:
 		if ns[0] < lo || ns[0] > hi {
-			return 0, fmt.Errorf("%w: %s %d out of range", ErrCommand, what, ns[0])
+			return 0, false, fmt.Errorf("%w: %s %d out of range", ErrCommand, what, ns[0])
 		}
-		return ns[0], nil
+		return ns[0], true, nil
 	}
-	return 0, fmt.Errorf("%w: %s has %d values", ErrCommand, what, len(ns))
+	return 0, false, fmt.Errorf("%w: %s has %d values", ErrCommand, what, len(ns))
 }
 
 // row is one table row: column name -> raw OVSDB JSON value.

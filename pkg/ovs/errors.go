@@ -16,28 +16,28 @@ import (
 var (
 	// ErrNotRunning: the OVSDB socket or the bridge's OpenFlow management
 	// socket is missing or refuses connections.
-	ErrNotRunning error = &failure{"not_running", "open vswitch is not running"}
+	ErrNotRunning = &failure{"not_running", "open vswitch is not running"}
 	// ErrPortNotFound: OVSDB has no port (or interface) of that name.
-	ErrPortNotFound error = &failure{"port_not_found", "port not found in OVSDB"}
+	ErrPortNotFound = &failure{"port_not_found", "port not found in OVSDB"}
 	// ErrNoOFPort: the port exists but has no OpenFlow port number (-1 or
 	// none yet): ovs-vswitchd could not open the device.
-	ErrNoOFPort error = &failure{"no_ofport", "port has no OpenFlow port number"}
+	ErrNoOFPort = &failure{"no_ofport", "port has no OpenFlow port number"}
 	// ErrPortNotWired: the port is tagged with VLAN 4095, where Neutron's
 	// OVS agent parks ports it has not wired yet (and drops their
 	// traffic); an announce now would be lost. Announce again once the tag
 	// changes.
-	ErrPortNotWired error = &failure{"port_not_wired", "port is on the dead VLAN 4095 (not wired yet)"}
+	ErrPortNotWired = &failure{"port_not_wired", "port is on the dead VLAN 4095 (not wired yet)"}
 	// ErrVLANNotCarried: none of the requested VLANs can enter the port
 	// (trunks excludes them).
-	ErrVLANNotCarried error = &failure{"vlan_not_carried", "no requested VLAN is carried by the port"}
+	ErrVLANNotCarried = &failure{"vlan_not_carried", "no requested VLAN is carried by the port"}
 	// ErrTimeout: ovs-vsctl, ovs-ofctl or the OpenFlow exchange did not
 	// finish in time (a hung ovsdb-server or ovs-vswitchd).
-	ErrTimeout error = &failure{"timeout", "open vswitch did not answer in time"}
+	ErrTimeout = &failure{"timeout", "open vswitch did not answer in time"}
 	// ErrOpenFlow: the switch answered a packet-out with an OpenFlow error.
-	ErrOpenFlow error = &failure{"openflow_error", "openflow error"}
+	ErrOpenFlow = &failure{"openflow_error", "openflow error"}
 	// ErrCommand: a command failed in a way none of the above explains
 	// (unexpected output, missing binary).
-	ErrCommand error = &failure{"command", "ovs command failed"}
+	ErrCommand = &failure{"command", "ovs command failed"}
 )
 
 // failure is a sentinel that names its own metric label, so the label
@@ -49,7 +49,7 @@ func (f *failure) Error() string { return f.msg }
 // Reason's order: the first of these that an error wraps names it (a hung
 // switch whose socket then went away is still a timeout). ErrCommand is
 // not among them: "permission" comes before it.
-var named = []error{ErrTimeout, ErrNotRunning, ErrPortNotFound, ErrNoOFPort, ErrPortNotWired, ErrVLANNotCarried, ErrOpenFlow}
+var named = []*failure{ErrTimeout, ErrNotRunning, ErrPortNotFound, ErrNoOFPort, ErrPortNotWired, ErrVLANNotCarried, ErrOpenFlow}
 
 const (
 	reasonPermission = "permission"
@@ -60,10 +60,10 @@ const (
 // order Reason checks them.
 var Reasons = append(reasonsOf(named), reasonPermission, reasonCommand)
 
-func reasonsOf(errs []error) []string {
-	out := make([]string, len(errs))
-	for i, err := range errs {
-		out[i] = err.(*failure).reason
+func reasonsOf(fs []*failure) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.reason
 	}
 	return out
 }
@@ -73,11 +73,11 @@ func reasonsOf(errs []error) []string {
 // a socket was denied (see denied), else ErrCommand's "command".
 func Reason(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return ErrTimeout.(*failure).reason
+		return ErrTimeout.reason
 	}
 	for _, f := range named {
 		if errors.Is(err, f) {
-			return f.(*failure).reason
+			return f.reason
 		}
 	}
 	if denied(err) {
