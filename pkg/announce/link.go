@@ -43,6 +43,8 @@ type link struct {
 	// then left out of a.firsts, so that a stuck segment (a hung
 	// ovs-vswitchd answering each packet-out at its timeout) does not hold
 	// every other link's repeats back for as long as its queue lasts.
+	// Written with sendMu and mu held (setSlow), so the writer, holding
+	// sendMu, reads it without mu.
 	slow bool
 
 	pacer *Pacer // its segment's, shared with the other links on it
@@ -203,13 +205,14 @@ func (l *link) write(it item) {
 const slowSend = 200 * time.Millisecond
 
 // setSlow records whether the last send was slow, moving the link's
-// queued first frames out of a.firsts (or back into it).
+// queued first frames out of a.firsts (or back into it); the caller holds
+// sendMu. Every frame calls it: the usual case, no change, takes no lock.
 func (l *link) setSlow(slow bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if slow == l.slow {
 		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.slow = slow
 	n := int64(len(l.first))
 	if slow {
