@@ -305,25 +305,22 @@ func (f *IPFollower) resolve(dom *domxml.Domain, t plan.Target, pending chan str
 // stale record of an address (carried from the host it left, a static
 // entry) would pull the address away from the local VM using it. A
 // link-local address is unique on its link only, as in the claims. f.mu
-// held.
+// held; the store is asked by address (Learned.Users), so a landing costs
+// its own addresses, not every learner on the host.
 func (f *IPFollower) inUseLocked(mac rarp.MAC, cands []ipsource.Candidate) (free []ipsource.Candidate, refused []ipsource.Refusal) {
 	store := f.o.Resolver.Learned
-	if store == nil || len(cands) == 0 {
+	if store == nil {
 		return cands, nil
 	}
-	users := map[netip.Addr]ipsource.NIC{}
-	for m, l := range f.learns {
-		if m == mac {
-			continue
-		}
-		for _, ip := range store.Get(m) {
-			users[ip] = ipsource.NIC{Domain: l.domain, MAC: m}
-		}
-	}
+next:
 	for _, c := range cands {
-		if h, ok := users[c.IP]; ok && !c.IP.IsLinkLocalUnicast() {
-			refused = append(refused, ipsource.Refusal{Candidate: c, Reason: ipsource.ReasonClaimed, Holder: h})
-			continue
+		if !c.IP.IsLinkLocalUnicast() {
+			for _, m := range store.Users(c.IP) {
+				if l := f.learns[m]; l != nil && m != mac {
+					refused = append(refused, ipsource.Refusal{Candidate: c, Reason: ipsource.ReasonClaimed, Holder: ipsource.NIC{Domain: l.domain, MAC: m}})
+					continue next
+				}
+			}
 		}
 		free = append(free, c)
 	}

@@ -279,3 +279,41 @@ func TestClaimsLinkLocalPerLink(t *testing.T) {
 		t.Error("fe80::1 is held host-wide")
 	}
 }
+
+// Users finds the MACs using an address, and stays in step with what the
+// store holds: an address two MACs showed has both; one gone quiet for
+// maxAge, replaced, evicted with its MAC or forgotten has none.
+func TestLearnedUsers(t *testing.T) {
+	const age = 10 * time.Minute
+	l := NewLearned(1, 2, age)
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	l.SetClock(func() time.Time { return now })
+	a, b, c := rarp.MAC{2, 0, 0, 0, 0, 1}, rarp.MAC{2, 0, 0, 0, 0, 2}, rarp.MAC{2, 0, 0, 0, 0, 3}
+	vip, other := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.7")
+	want := func(what string, ip netip.Addr, macs ...rarp.MAC) {
+		t.Helper()
+		got := l.Users(ip)
+		slices.SortFunc(got, func(x, y rarp.MAC) int { return slices.Compare(x[:], y[:]) })
+		if !slices.Equal(got, macs) {
+			t.Fatalf("%s: Users(%s) = %v, want %v", what, ip, got, macs)
+		}
+	}
+	want("empty store", vip)
+	l.Add(a, vip)
+	l.Add(b, vip) // a VIP that failed over: both showed it
+	want("two users", vip, a, b)
+	now = now.Add(age)
+	want("both quiet for maxAge", vip)
+	l.Add(a, other) // the expired VIP makes room (perMAC 1)
+	want("a renumbered", vip)
+	want("a's new address", other, a)
+	l.Add(b, vip)
+	want("b shows it again", vip, b)
+	l.Add(c, other) // a third MAC: the store of 2 evicts a, seen least recently
+	want("a evicted", other, c)
+	l.Forget(b)
+	want("b forgotten", vip)
+	if n := len(l.users); n != 1 {
+		t.Fatalf("index holds %d addresses, want 1 (c's): %v", n, l.users)
+	}
+}

@@ -34,6 +34,9 @@ type Learned struct {
 	now     func() time.Time
 	m       map[rarp.MAC]*learnedMAC
 	seen    uint64 // counts Add calls: the order of the MACs' last sightings
+	// users indexes m by address (Users): the MACs that hold each one,
+	// fresh or not. An entry goes when its MAC drops the address.
+	users map[netip.Addr][]rarp.MAC
 }
 
 type learnedMAC struct {
@@ -45,7 +48,7 @@ type learnedMAC struct {
 // 1); an address not shown for maxAge is forgotten (0: never).
 func NewLearned(perMAC, maxMACs int, maxAge time.Duration) *Learned {
 	return &Learned{perMAC: max(perMAC, 1), maxMACs: max(maxMACs, 1), maxAge: max(maxAge, 0),
-		now: time.Now, m: map[rarp.MAC]*learnedMAC{}}
+		now: time.Now, m: map[rarp.MAC]*learnedMAC{}, users: map[netip.Addr][]rarp.MAC{}}
 }
 
 // LearnResult says what Add did; a stable metric label.
@@ -80,12 +83,58 @@ func (l *Learned) Add(mac rarp.MAC, ip netip.Addr) LearnResult {
 	}
 	// Forgotten addresses make room: a guest renumbered by DHCP learns
 	// its new address once the old one has gone quiet.
-	e.ips = slices.DeleteFunc(e.ips, func(a domxml.Address) bool { return a.Expired(now, l.maxAge) })
+	e.ips = slices.DeleteFunc(e.ips, func(a domxml.Address) bool {
+		if a.Expired(now, l.maxAge) {
+			l.unindexLocked(mac, a.IP)
+			return true
+		}
+		return false
+	})
 	if len(e.ips) >= l.perMAC {
 		return FullMAC
 	}
 	e.ips = append(e.ips, domxml.Address{IP: ip, Seen: now})
+	l.users[ip] = append(l.users[ip], mac)
 	return Learnt
+}
+
+// unindexLocked removes mac from ip's users.
+func (l *Learned) unindexLocked(mac rarp.MAC, ip netip.Addr) {
+	us := slices.DeleteFunc(l.users[ip], func(m rarp.MAC) bool { return m == mac })
+	if len(us) == 0 {
+		delete(l.users, ip)
+	} else {
+		l.users[ip] = us
+	}
+}
+
+// dropLocked forgets mac and its addresses.
+func (l *Learned) dropLocked(mac rarp.MAC) {
+	if e := l.m[mac]; e != nil {
+		for _, a := range e.ips {
+			l.unindexLocked(mac, a.IP)
+		}
+	}
+	delete(l.m, mac)
+}
+
+// Users returns the MACs seen using ip within maxAge: a look-up by
+// address, costing the address's users rather than the whole store.
+func (l *Learned) Users(ip netip.Addr) []rarp.MAC {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	var out []rarp.MAC
+	for _, mac := range l.users[ip] {
+		e := l.m[mac]
+		if e == nil {
+			continue
+		}
+		if i := slices.IndexFunc(e.ips, func(a domxml.Address) bool { return a.IP == ip }); i >= 0 && !e.ips[i].Expired(now, l.maxAge) {
+			out = append(out, mac)
+		}
+	}
+	return out
 }
 
 // evictLocked drops the MAC seen least recently. A scan: it runs only when
@@ -98,7 +147,7 @@ func (l *Learned) evictLocked() {
 			oldest, at = mac, e.seen
 		}
 	}
-	delete(l.m, oldest)
+	l.dropLocked(oldest)
 }
 
 // Get returns a copy of the addresses mac was seen using within maxAge,
@@ -135,5 +184,5 @@ func (l *Learned) Fresh(mac rarp.MAC) []domxml.Address {
 func (l *Learned) Forget(mac rarp.MAC) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.m, mac)
+	l.dropLocked(mac)
 }
