@@ -13,6 +13,7 @@ import (
 	"github.com/rarp-announce/rarp-announce/pkg/announce"
 	"github.com/rarp-announce/rarp-announce/pkg/ovs"
 	"github.com/rarp-announce/rarp-announce/pkg/rarp"
+	"github.com/rarp-announce/rarp-announce/pkg/throttle"
 	"github.com/rarp-announce/rarp-announce/pkg/wait"
 )
 
@@ -45,9 +46,9 @@ type OVSPorts struct {
 	closed bool
 	active map[portMAC]started // what the newest announce of a port+MAC started
 	ticket uint64              // the last lookup's number: a newer lookup has a higher one
-	// warned: when each failure of a port (its error's text) was last
-	// logged and counted (failed).
-	warned map[portFailure]time.Time
+	// warned throttles the log and count of each failure of a port (its
+	// error's text) to one per failureQuiet (failed).
+	warned throttle.Keyed[portFailure]
 }
 
 type portFailure struct{ port, err string }
@@ -76,7 +77,8 @@ func NewOVSPorts(c OVSPortsConfig) *OVSPorts {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
-	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC]started{}, warned: map[portFailure]time.Time{}}
+	return &OVSPorts{sw: c.Switch, log: c.Logger, m: c.Metrics, ann: c.Announcer, active: map[portMAC]started{},
+		warned: throttle.Keyed[portFailure]{Every: failureQuiet}}
 }
 
 // Announce looks port up in OVSDB and starts announcing mac into its
@@ -208,20 +210,7 @@ func (a *OVSPorts) failed(log *zap.Logger, port, msg string, err error) error {
 		return err // the caller gave up (shutting down): not an OVS failure
 	}
 	reason := ovs.Reason(err)
-	now := time.Now()
-	a.mu.Lock()
-	k := portFailure{port, err.Error()}
-	again := now.Sub(a.warned[k]) < failureQuiet
-	if !again {
-		for old, at := range a.warned {
-			if now.Sub(at) >= failureQuiet {
-				delete(a.warned, old)
-			}
-		}
-		a.warned[k] = now
-	}
-	a.mu.Unlock()
-	if again {
+	if _, ok := a.warned.Allow(portFailure{port, err.Error()}, time.Now()); !ok {
 		log.Debug(msg+" (again)", zap.String("reason", reason), zap.Error(err))
 		return err
 	}

@@ -190,13 +190,14 @@ func New(opts Options) *Announcer {
 		opts.LinkIdle = time.Minute
 	}
 	a := &Announcer{
-		opts:    opts,
-		log:     opts.Logger,
-		m:       opts.Metrics,
-		closing: make(chan struct{}),
-		running: map[Key]*Handle{},
-		links:   map[Port]*link{},
-		pacers:  map[Segment]*segmentPacer{},
+		opts:     opts,
+		log:      opts.Logger,
+		m:        opts.Metrics,
+		closing:  make(chan struct{}),
+		running:  map[Key]*Handle{},
+		links:    map[Port]*link{},
+		sendErrs: newSendErrors(),
+		pacers:   map[Segment]*segmentPacer{},
 	}
 	a.tl = timeline{a: a, wake: make(chan struct{}, 1)}
 	return a

@@ -56,7 +56,7 @@ func TestHostSendErrorsLoggedRateLimited(t *testing.T) {
 	}
 
 	// The next line for an interface counts the failures not logged.
-	var s sendErrors
+	s := newSendErrors()
 	core2, logs2 := observer.New(zap.WarnLevel)
 	r := Request{MAC: rarp.MAC{0x52, 0x54, 0, 0, 0, 2}, Interface: "br0"}
 	t0 := time.Now()
